@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Switchboard: the single test command of the project.
+#
+#   bash interop-tests/run.sh        (CI: bash .ci/run, as root, on Debian 12)
+#
+# 1. installs the external peers the tests drive, only when they are missing
+#    (idempotent; apt-get update runs only if something must be installed);
+# 2. runs the whole Rust test suite; the integration tests under tests/ start
+#    the switchboard binary and run the SIPp scenarios of interop-tests/sipp/.
+# Exits non-zero on any failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+section() { printf '\n==> %s\n' "$*"; }
+die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# rustup installs into ~/.cargo/bin, which a non-login shell may not have on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+  export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found (install the Rust toolchain first)"
+
+# --------------------------------------------------------------------------
+# 1. Test dependencies (Debian 12 packages)
+# --------------------------------------------------------------------------
+section "test dependencies"
+apt_packages=()
+command -v sipp >/dev/null 2>&1 || apt_packages+=(sip-tester)
+
+# --- placeholders for later stages: uncomment when tests need them ---------
+# Browser tests (attach playwright-core over CDP; never `npx playwright install`):
+# command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+# TURN tests (client tools only: never leave the coturn daemon running):
+# command -v turnutils_uclient >/dev/null 2>&1 || apt_packages+=(coturn)
+# Node for the browser harness / web build:
+# command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
+# ----------------------------------------------------------------------------
+
+if ((${#apt_packages[@]} > 0)); then
+  SUDO=()
+  if [[ "$(id -u)" -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: ${apt_packages[*]}"
+    SUDO=(sudo)
+  fi
+  echo "installing: ${apt_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
+else
+  echo "nothing to install"
+fi
+
+# --- placeholder: npm packages of the browser harness ----------------------
+# if [[ -f interop-tests/package.json ]]; then
+#   section "npm ci (interop-tests)"
+#   (cd interop-tests && npm ci --no-audit --no-fund)
+# fi
+# ----------------------------------------------------------------------------
+
+echo "sipp:  $(command -v sipp) ($(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -n1 || true))"
+echo "cargo: $(cargo --version)"
+echo "rustc: $(rustc --version)"
+
+# --------------------------------------------------------------------------
+# 2. Rust tests (unit + integration; integration tests run the SIPp scenarios)
+# --------------------------------------------------------------------------
+section "cargo test --locked --all-targets"
+cargo test --locked --all-targets
+
+section "all tests passed"

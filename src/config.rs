@@ -1,0 +1,435 @@
+//! Switchboard's configuration: the YAML schema, its defaults, and validation
+//! with `file:line:column` messages.
+//!
+//! The file is read with `serde-saphyr` (pure Rust, maintained, with source
+//! spans); unknown keys are refused. Without a file the built-in defaults
+//! apply. A loaded [`Config`] is immutable; reloads build a new one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::sip::Limits;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Identity of this server.
+    pub server: ServerConfig,
+    /// Addresses to listen on, per transport.
+    pub listen: Listen,
+    /// Certificate and key for TLS, WSS and HTTPS.
+    pub tls: TlsFiles,
+    /// Limits on messages and connections.
+    pub limits: Spanned<Limits>,
+    /// Logging defaults (the command line overrides them).
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            listen: Listen::default(),
+            tls: TlsFiles::default(),
+            limits: unknown_span(Limits::default()),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Identity of this server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Value of our `Server` / `User-Agent` headers.
+    pub name: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { name: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")) }
+    }
+}
+
+/// Listening addresses per transport; an empty list turns a listener off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// SIP over UDP.
+    pub udp: Vec<Spanned<String>>,
+    /// SIP over TCP.
+    pub tcp: Vec<Spanned<String>>,
+    /// SIP over TLS.
+    pub tls: Vec<Spanned<String>>,
+    /// HTTPS: the web front end and SIP over secure WebSocket.
+    pub https: Vec<Spanned<String>>,
+    /// Plain HTTP: the web front end and SIP over WebSocket, for development.
+    pub http: Vec<Spanned<String>>,
+    /// Admin endpoints (`/metrics`); loopback addresses only.
+    pub admin: Vec<Spanned<String>>,
+}
+
+fn addrs(list: &[&str]) -> Vec<Spanned<String>> {
+    list.iter().map(|a| unknown_span(a.to_string())).collect()
+}
+
+fn unknown_span<T>(value: T) -> Spanned<T> {
+    Spanned { value, referenced: Location::UNKNOWN, defined: Location::UNKNOWN }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            udp: addrs(&["0.0.0.0:5060", "[::]:5060"]),
+            tcp: addrs(&["0.0.0.0:5060", "[::]:5060"]),
+            tls: addrs(&["0.0.0.0:5061", "[::]:5061"]),
+            https: addrs(&["0.0.0.0:8443", "[::]:8443"]),
+            http: addrs(&["0.0.0.0:8080", "[::]:8080"]),
+            admin: addrs(&["127.0.0.1:8090"]),
+        }
+    }
+}
+
+/// Certificate and private key files (PEM). When both are missing, a
+/// self-signed development certificate is generated there at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+    /// Generate a self-signed certificate when both files are missing.
+    pub generate_self_signed: bool,
+}
+
+impl Default for TlsFiles {
+    fn default() -> Self {
+        TlsFiles {
+            cert: PathBuf::from("certs/switchboard.crt"),
+            key: PathBuf::from("certs/switchboard.key"),
+            generate_self_signed: true,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,switchboard::sip=debug`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, or `<built-in defaults>`.
+    pub file: String,
+    /// 1-based line, 0 when unknown.
+    pub line: u64,
+    /// 1-based column, 0 when unknown.
+    pub column: u64,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found; a configuration with any problem is not used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Built-in defaults (no file).
+    Defaults,
+    /// A YAML file.
+    File(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Defaults => write!(f, "<built-in defaults>"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The file used when none is named: `switchboard.yaml` in the working directory.
+pub const DEFAULT_FILE: &str = "switchboard.yaml";
+
+/// A validated configuration with its listener addresses resolved.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration as written.
+    pub config: Config,
+    /// Where it came from.
+    pub source: Source,
+    /// Parsed listener addresses.
+    pub listeners: Listeners,
+}
+
+/// Listener addresses, parsed and checked.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// SIP over UDP.
+    pub udp: Vec<SocketAddr>,
+    /// SIP over TCP.
+    pub tcp: Vec<SocketAddr>,
+    /// SIP over TLS.
+    pub tls: Vec<SocketAddr>,
+    /// HTTPS and WSS.
+    pub https: Vec<SocketAddr>,
+    /// HTTP and WS.
+    pub http: Vec<SocketAddr>,
+    /// Admin endpoints.
+    pub admin: Vec<SocketAddr>,
+}
+
+/// Loads `path`, or `./switchboard.yaml` when present, or the built-in defaults.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let path = match path {
+        Some(path) => Some(path.to_path_buf()),
+        None => Path::new(DEFAULT_FILE).exists().then(|| PathBuf::from(DEFAULT_FILE)),
+    };
+    match path {
+        None => validate(Config::default(), Source::Defaults, ""),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError(vec![Problem { file: path.display().to_string(), line: 0, column: 0, message: format!("cannot read: {e}") }])
+            })?;
+            parse(&text, Source::File(path))
+        }
+    }
+}
+
+/// Parses and validates YAML text.
+pub fn parse(text: &str, source: Source) -> Result<Loaded, ConfigError> {
+    let file = source.to_string();
+    // An empty file means "all defaults".
+    let config: Config = if text.trim().is_empty() {
+        Config::default()
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            let location = e.location().unwrap_or(Location::UNKNOWN);
+            let message = first_line(&e.without_snippet().to_string());
+            ConfigError(vec![Problem { file: file.clone(), line: location.line(), column: location.column(), message }])
+        })?
+    };
+    validate(config, source, text)
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim().to_string()
+}
+
+fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, ConfigError> {
+    let file = source.to_string();
+    let mut problems = Vec::new();
+    let mut problem = |location: Location, message: String| {
+        problems.push(Problem { file: file.clone(), line: location.line(), column: location.column(), message });
+    };
+
+    let mut listeners = Listeners::default();
+    let mut seen: HashMap<(bool, SocketAddr), &'static str> = HashMap::new();
+    let groups: [(&'static str, &Vec<Spanned<String>>, &mut Vec<SocketAddr>, bool); 6] = [
+        ("listen.udp", &config.listen.udp, &mut listeners.udp, true),
+        ("listen.tcp", &config.listen.tcp, &mut listeners.tcp, false),
+        ("listen.tls", &config.listen.tls, &mut listeners.tls, false),
+        ("listen.https", &config.listen.https, &mut listeners.https, false),
+        ("listen.http", &config.listen.http, &mut listeners.http, false),
+        ("listen.admin", &config.listen.admin, &mut listeners.admin, false),
+    ];
+    for (key, list, out, datagram) in groups {
+        for entry in list {
+            let addr: SocketAddr = match entry.value.parse() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    problem(entry.referenced, format!("{key}: '{}' is not an IP:PORT address (IPv6 as [::1]:5060)", entry.value));
+                    continue;
+                }
+            };
+            if key == "listen.admin" && !addr.ip().is_loopback() {
+                problem(entry.referenced, format!("{key}: '{addr}' is not a loopback address; the admin endpoints must not be exposed"));
+            }
+            if addr.port() != 0 {
+                if let Some(other) = seen.insert((datagram, addr), key) {
+                    problem(entry.referenced, format!("{key}: '{addr}' is already used by {other}"));
+                }
+            }
+            out.push(addr);
+        }
+    }
+
+    let limits = &config.limits.value;
+    let block = config.limits.referenced;
+    let mut check = |key: &str, value: u64, min: u64, max: u64| {
+        if value < min || value > max {
+            let (line, column) = locate_key(text, (block.line(), block.column()), key);
+            problems.push(Problem {
+                file: file.clone(),
+                line,
+                column,
+                message: format!("limits.{key}: {value} is out of range ({min}..={max})"),
+            });
+        }
+    };
+    check("max_message_size", limits.max_message_size as u64, 1_024, 1 << 20);
+    check("max_headers", limits.max_headers as u64, 16, 4_096);
+    check("max_line_length", limits.max_line_length as u64, 256, 1 << 20);
+    check("max_connections", limits.max_connections as u64, 1, 10_000_000);
+    check("max_connections_per_ip", limits.max_connections_per_ip as u64, 1, 10_000_000);
+    check("idle_timeout_secs", limits.idle_timeout_secs, 1, 86_400);
+    check("message_timeout_secs", limits.message_timeout_secs, 1, 600);
+    check("ws_ping_interval_secs", limits.ws_ping_interval_secs, 0, 86_400);
+    check("read_buffer_size", limits.read_buffer_size as u64, 512, 1 << 20);
+    check("send_queue", limits.send_queue as u64, 1, 1 << 16);
+    check("write_timeout_secs", limits.write_timeout_secs, 1, 600);
+
+    if problems.is_empty() {
+        Ok(Loaded { config, source, listeners })
+    } else {
+        Err(ConfigError(problems))
+    }
+}
+
+/// Finds the line of `key:` inside the block that starts at `block`, for
+/// messages about values that carry no span of their own. Falls back to the
+/// block's own position.
+fn locate_key(text: &str, block: (u64, u64), key: &str) -> (u64, u64) {
+    if block.0 == 0 {
+        return block;
+    }
+    let mut block_indent = None;
+    for (index, line) in text.lines().enumerate().skip(block.0.saturating_sub(1) as usize) {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match block_indent {
+            None => block_indent = Some(indent),
+            Some(first) if indent < first => break,
+            Some(_) => {}
+        }
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with(':') {
+                return (index as u64 + 1, indent as u64 + 1);
+            }
+        }
+    }
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<Loaded, ConfigError> {
+        parse(text, Source::File("t.yaml".into()))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_listen_everywhere() {
+        let loaded = validate(Config::default(), Source::Defaults, "").expect("defaults valid");
+        assert_eq!(loaded.listeners.udp.len(), 2);
+        assert_eq!(loaded.listeners.https[0].port(), 8443);
+        assert_eq!(loaded.listeners.http[0].port(), 8080);
+        assert_eq!(loaded.listeners.tls[0].port(), 5061);
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert!(file("").is_ok());
+        assert!(file("# nothing\n").is_ok());
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_position() {
+        let err = file("listen:\n  udp: []\n  bogus: 1\n").unwrap_err();
+        let p = &err.0[0];
+        assert_eq!((p.file.as_str(), p.line), ("t.yaml", 3), "{err}");
+        assert!(p.message.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_refused_with_position() {
+        let err = file("listen:\n  udp:\n    - 127.0.0.1:5060\n    - nonsense\n").unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!((err.0[0].line, err.0[0].column), (4, 7), "{err}");
+        assert!(err.0[0].message.starts_with("listen.udp: 'nonsense'"), "{err}");
+    }
+
+    #[test]
+    fn conflicting_and_exposed_addresses_are_refused() {
+        let err = file("listen:\n  tcp: ['127.0.0.1:9000']\n  http: ['127.0.0.1:9000']\n  admin: ['0.0.0.0:8090']\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("t.yaml:3:"), "{text}");
+        assert!(text.contains("already used by listen.tcp"), "{text}");
+        assert!(text.contains("not a loopback address"), "{text}");
+    }
+
+    #[test]
+    fn limit_out_of_range_names_its_line_and_key() {
+        let err = file("log:\n  level: info\nlimits:\n  max_headers: 4\n  max_message_size: 65535\n").unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].line, 4, "{err}");
+        assert!(err.0[0].message.starts_with("limits.max_headers: 4"), "{err}");
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_position() {
+        let err = file("listen:\n  udp: [\n").unwrap_err();
+        assert!(err.0[0].line >= 2, "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let err = file("limits:\n  max_headers: many\n").unwrap_err();
+        assert_eq!(err.0[0].line, 2, "{err}");
+    }
+}

@@ -1,0 +1,236 @@
+//! HTTP and HTTPS: the static web front end, SIP over WebSocket upgrades
+//! (RFC 7118, subprotocol `sip`), and the loopback admin endpoints.
+//!
+//! Connections are accepted here under the same per-IP and total limits as
+//! SIP streams; an upgraded WebSocket is handed to `sip::transport::ws`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State, ws::WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+use tracing::{debug, info, warn};
+
+use crate::sip::transport::bind_tcp;
+use crate::sip::{SipCore, SipError, TransportKind};
+
+/// The page served at `/` until the softphone lands.
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Static front end and SIP over WebSocket (WS, or WSS behind TLS).
+    Public,
+    /// `/metrics` and `/healthz`, on loopback.
+    Admin,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    local: SocketAddr,
+    remote: SocketAddr,
+    secure: bool,
+}
+
+#[derive(Clone)]
+struct AppState {
+    core: Arc<SipCore>,
+}
+
+/// A bound HTTP(S) listener.
+pub struct HttpListener {
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    role: Role,
+    local: SocketAddr,
+}
+
+impl HttpListener {
+    /// Binds `addr`; with `tls` it serves HTTPS and WSS.
+    pub fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>, role: Role) -> Result<Self, SipError> {
+        let listener = bind_tcp(addr)?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| SipError::Io { context: format!("local address of {addr}"), source })?;
+        Ok(HttpListener { listener, tls, role, local })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Name used in the "listening" log line.
+    fn label(&self) -> &'static str {
+        match (self.role, self.tls.is_some()) {
+            (Role::Admin, _) => "admin",
+            (Role::Public, true) => "wss",
+            (Role::Public, false) => "ws",
+        }
+    }
+
+    /// Accepts connections until shutdown.
+    pub fn spawn(self, core: Arc<SipCore>) {
+        let router = match self.role {
+            Role::Public => public_router(AppState { core: core.clone() }),
+            Role::Admin => admin_router(AppState { core: core.clone() }),
+        };
+        tokio::spawn(async move {
+            info!(transport = self.label(), addr = %self.local, "listening");
+            let cancel = core.cancel_token().clone();
+            loop {
+                let (tcp, remote) = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    accepted = self.listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let kind = if self.tls.is_some() { TransportKind::Wss } else { TransportKind::Ws };
+                let slot = match core.connections().admit(remote.ip()) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        core.metrics().transport(kind).connections_refused.inc();
+                        debug!(%remote, %refused, "HTTP connection refused");
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let peer = Peer { local: self.local, remote, secure: self.tls.is_some() };
+                let router = router.clone().layer(axum::Extension(peer));
+                let (tls, core) = (self.tls.clone(), core.clone());
+                tokio::spawn(async move {
+                    let limit = core.limits().message_timeout();
+                    match tls {
+                        None => serve_http(tcp, router, limit).await,
+                        Some(acceptor) => match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => serve_http(stream, router, limit).await,
+                            Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%remote, "TLS handshake timed out"),
+                        },
+                    }
+                    drop(slot);
+                });
+            }
+        });
+    }
+}
+
+async fn serve_http<S>(io: S, router: Router, header_timeout: std::time::Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router.map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new)));
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+fn public_router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/ws", get(root))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
+
+fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.core.metrics().render())
+}
+
+/// Whether the request offers the `sip` WebSocket subprotocol (RFC 7118 §4).
+fn offers_sip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"))
+}
+
+/// `/`: the front end for a plain GET, SIP over WebSocket for an upgrade.
+async fn root(State(state): State<AppState>, request: Request) -> Result<Response, Infallible> {
+    let (mut parts, _body) = request.into_parts();
+    let Some(peer) = parts.extensions.get::<Peer>().copied() else {
+        return Ok((StatusCode::INTERNAL_SERVER_ERROR, "no peer").into_response());
+    };
+    let is_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        return Ok(index());
+    }
+    if !offers_sip(&parts.headers) {
+        return Ok((StatusCode::BAD_REQUEST, "WebSocket subprotocol 'sip' required (RFC 7118)\n").into_response());
+    }
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let core = state.core.clone();
+    let kind = if peer.secure { TransportKind::Wss } else { TransportKind::Ws };
+    let slot = match core.connections().admit(peer.remote.ip()) {
+        Ok(slot) => slot,
+        Err(_) => {
+            core.metrics().transport(kind).connections_refused.inc();
+            return Ok((StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response());
+        }
+    };
+    let limits = core.limits().clone();
+    let ws_max = limits.max_message_size.saturating_mul(2);
+    Ok(upgrade
+        .protocols(["sip"])
+        .read_buffer_size(limits.read_buffer_size)
+        .write_buffer_size(0)
+        .max_write_buffer_size(ws_max.max(64 * 1024) * 4)
+        .max_message_size(ws_max)
+        .max_frame_size(ws_max)
+        .on_upgrade(move |socket| crate::sip::transport::ws::serve(core, socket, kind, peer.local, peer.remote, slot))
+        .into_response())
+}
+
+fn index() -> Response {
+    let mut response = Body::from(INDEX_HTML).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' wss: ws:; media-src 'self' blob:; object-src 'none'; frame-ancestors 'none'"),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}

@@ -1,0 +1,14 @@
+//! Switchboard: a SIP-over-WebSocket gateway and B2BUA in one binary.
+//!
+//! Data flows one way: transports (`sip::transport`, `http`) → transactions
+//! (`sip`) → the transaction user (`dispatch`, later registrar, proxy and
+//! B2BUA) → media. Configuration (`config`) is an immutable snapshot.
+
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+pub mod sip;
+pub mod tls;

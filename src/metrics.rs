@@ -1,0 +1,103 @@
+//! Process-wide counters, rendered in the Prometheus text format on the admin listener.
+//!
+//! Counters are plain atomics: incrementing one on a hot path costs one relaxed add.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sip::TransportKind;
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (open connections).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Subtracts one, never below zero.
+    pub fn dec(&self) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters kept per SIP transport.
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    /// SIP messages accepted and handed to the transaction layer.
+    pub received: Counter,
+    /// Messages refused by the inspector (answered or not).
+    pub rejected: Counter,
+    /// Refused messages that could not be answered and were dropped.
+    pub dropped: Counter,
+    /// Stateless error responses sent (400, 505, 513).
+    pub error_responses: Counter,
+    /// Open connections (stream transports only).
+    pub connections: Gauge,
+    /// Connections refused by the per-IP or total limit.
+    pub connections_refused: Counter,
+    /// Connections closed for idleness or a message that never completed.
+    pub timeouts: Counter,
+}
+
+/// All counters of one Switchboard process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    transports: [TransportCounters; TransportKind::ALL.len()],
+    /// Requests the transaction user processed, after retransmission absorption.
+    pub requests_processed: Counter,
+    /// OPTIONS requests answered.
+    pub options_answered: Counter,
+}
+
+impl Metrics {
+    /// The counters of one transport.
+    pub fn transport(&self, kind: TransportKind) -> &TransportCounters {
+        &self.transports[kind as usize]
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let per_transport: [(&str, &str, fn(&TransportCounters) -> u64); 7] = [
+            ("switchboard_sip_messages_received_total", "counter", |c| c.received.get()),
+            ("switchboard_sip_messages_rejected_total", "counter", |c| c.rejected.get()),
+            ("switchboard_sip_messages_dropped_total", "counter", |c| c.dropped.get()),
+            ("switchboard_sip_error_responses_total", "counter", |c| c.error_responses.get()),
+            ("switchboard_sip_connections", "gauge", |c| c.connections.get()),
+            ("switchboard_sip_connections_refused_total", "counter", |c| c.connections_refused.get()),
+            ("switchboard_sip_connection_timeouts_total", "counter", |c| c.timeouts.get()),
+        ];
+        for (name, kind, get) in per_transport {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for transport in TransportKind::ALL {
+                let _ = writeln!(out, "{name}{{transport=\"{}\"}} {}", transport.as_str(), get(self.transport(transport)));
+            }
+        }
+        let _ = writeln!(out, "# TYPE switchboard_sip_requests_processed_total counter");
+        let _ = writeln!(out, "switchboard_sip_requests_processed_total {}", self.requests_processed.get());
+        let _ = writeln!(out, "# TYPE switchboard_sip_options_answered_total counter");
+        let _ = writeln!(out, "switchboard_sip_options_answered_total {}", self.options_answered.get());
+        out
+    }
+}

@@ -1,0 +1,77 @@
+//! Explicit, configurable limits on what the SIP transports accept.
+//!
+//! Every number here bounds memory or work that a remote peer can make us spend.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Limits applied by every SIP transport (UDP, TCP, TLS, WS, WSS).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest SIP message accepted, headers plus body, in bytes. Larger ones get
+    /// `513 Message Too Large` when they can be answered, else they are dropped.
+    pub max_message_size: usize,
+    /// Most header lines in one message (folded continuation lines count too).
+    pub max_headers: usize,
+    /// Longest single header line, in bytes.
+    pub max_line_length: usize,
+    /// Most simultaneous stream connections (TCP, TLS, WS, WSS, HTTP) in total.
+    pub max_connections: usize,
+    /// Most simultaneous stream connections from one source IP address.
+    pub max_connections_per_ip: usize,
+    /// A stream connection that carries no bytes for this long is closed, in seconds.
+    /// Clients keep flows alive with CRLF keepalives or WebSocket pings (RFC 5626).
+    pub idle_timeout_secs: u64,
+    /// Once the first byte of a message has arrived, the whole message must arrive
+    /// within this many seconds (defends against slow-loris peers). Also bounds the
+    /// TLS handshake and the HTTP request head.
+    pub message_timeout_secs: u64,
+    /// Interval between WebSocket pings sent to idle browsers, in seconds (0 = never).
+    pub ws_ping_interval_secs: u64,
+    /// Initial read buffer per stream connection, in bytes. It grows only while a
+    /// large message is being read, then shrinks back.
+    pub read_buffer_size: usize,
+    /// Messages queued for sending on one stream connection before the sender waits.
+    pub send_queue: usize,
+    /// A write that cannot complete within this many seconds closes the connection.
+    pub write_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 65_535,
+            max_headers: 128,
+            max_line_length: 8_192,
+            max_connections: 10_000,
+            max_connections_per_ip: 200,
+            idle_timeout_secs: 600,
+            message_timeout_secs: 10,
+            ws_ping_interval_secs: 30,
+            read_buffer_size: 4_096,
+            send_queue: 128,
+            write_timeout_secs: 10,
+        }
+    }
+}
+
+impl Limits {
+    /// [`Limits::idle_timeout_secs`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    /// [`Limits::message_timeout_secs`] as a duration.
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_secs(self.message_timeout_secs)
+    }
+    /// [`Limits::write_timeout_secs`] as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+    /// [`Limits::ws_ping_interval_secs`] as a duration, `None` when pings are off.
+    pub fn ws_ping_interval(&self) -> Option<Duration> {
+        (self.ws_ping_interval_secs > 0).then(|| Duration::from_secs(self.ws_ping_interval_secs))
+    }
+}

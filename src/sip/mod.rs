@@ -1,0 +1,263 @@
+//! SIP: transports, message checks and the transaction layer.
+//!
+//! This module owns everything between the socket and a server transaction:
+//! listeners for UDP, TCP and TLS, WebSocket flows handed over by `http`,
+//! framing and limits ([`framer`], [`limits`]), the pre-parse checks that answer
+//! malformed messages ([`inspect`]), the table of open flows ([`connections`]),
+//! and the RFC 3261 transaction layer of `rsipstack`, which stays behind this
+//! module: the rest of the crate uses the names re-exported here.
+
+pub mod connections;
+pub mod framer;
+pub mod inspect;
+pub mod limits;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption};
+use rsipstack::transport::{SipAddr, TransportLayer};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
+pub use connections::{ConnectionId, Connections, Flow};
+pub use limits::Limits;
+
+/// The SIP message types of the stack we build on, under our own names.
+pub use rsipstack::sip::{
+    Header, HeadersExt, Method, Request, Response, SipMessage, StatusCode, Transport,
+};
+/// A server or client transaction of the RFC 3261 transaction layer.
+pub use rsipstack::transaction::transaction::Transaction;
+/// A transport handle the transaction layer sends through.
+pub use rsipstack::transport::SipConnection;
+
+/// Methods every listener answers in `Allow`.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+/// Body types we accept (`Accept`).
+pub const ACCEPT: &str = "application/sdp";
+/// Option tags we support (`Supported`); grows with the features that need them.
+pub const SUPPORTED: &str = "";
+
+/// The SIP transports Switchboard speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransportKind {
+    /// SIP over UDP.
+    Udp = 0,
+    /// SIP over TCP.
+    Tcp = 1,
+    /// SIP over TLS.
+    Tls = 2,
+    /// SIP over WebSocket (RFC 7118), plain.
+    Ws = 3,
+    /// SIP over secure WebSocket (RFC 7118).
+    Wss = 4,
+}
+
+impl TransportKind {
+    /// Every transport, in index order.
+    pub const ALL: [TransportKind; 5] = [Self::Udp, Self::Tcp, Self::Tls, Self::Ws, Self::Wss];
+
+    /// Lower-case name, as in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
+
+    /// The stack's transport value (used in Via and SipAddr).
+    pub fn sip_transport(self) -> Transport {
+        match self {
+            Self::Udp => Transport::Udp,
+            Self::Tcp => Transport::Tcp,
+            Self::Tls => Transport::Tls,
+            Self::Ws => Transport::Ws,
+            Self::Wss => Transport::Wss,
+        }
+    }
+
+    /// How messages are delimited on this transport.
+    pub fn framing(self) -> inspect::Framing {
+        match self {
+            Self::Udp => inspect::Framing::Datagram,
+            Self::Tcp | Self::Tls => inspect::Framing::Stream,
+            Self::Ws | Self::Wss => inspect::Framing::WebSocket,
+        }
+    }
+}
+
+/// Errors of the SIP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    /// A socket could not be bound or used.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Bounds how often a flood of bad input can write to the log: at most
+/// `per_second` lines a second, then a count of what was suppressed.
+pub struct LogLimiter {
+    per_second: u64,
+    state: AtomicU64,
+}
+
+impl LogLimiter {
+    /// A limiter allowing `per_second` lines a second.
+    pub const fn new(per_second: u64) -> Self {
+        LogLimiter { per_second, state: AtomicU64::new(0) }
+    }
+
+    /// Whether a line may be written now.
+    pub fn allow(&self) -> bool {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // state = second << 20 | count within that second
+        let prev = self.state.load(Ordering::Relaxed);
+        let (second, count) = (prev >> 20, prev & 0xF_FFFF);
+        if second != now & 0xFFF_FFFF_FFFF {
+            self.state.store((now & 0xFFF_FFFF_FFFF) << 20 | 1, Ordering::Relaxed);
+            return true;
+        }
+        self.state.store(prev + 1, Ordering::Relaxed);
+        count < self.per_second
+    }
+}
+
+static REJECT_LOG: LogLimiter = LogLimiter::new(20);
+
+/// The SIP core shared by all transports: checks messages and feeds the
+/// transaction layer.
+pub struct SipCore {
+    endpoint: Arc<EndpointInner>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    connections: Arc<Connections>,
+    server_name: String,
+    cancel: CancellationToken,
+}
+
+impl SipCore {
+    /// Builds the transaction layer. Call [`SipCore::run`] to start its timers and
+    /// take the incoming server transactions.
+    pub fn new(limits: Limits, metrics: Arc<Metrics>, server_name: String, cancel: CancellationToken) -> Arc<Self> {
+        let transport_layer = TransportLayer::new(cancel.child_token());
+        let endpoint = rsipstack::EndpointBuilder::new()
+            .with_user_agent(&server_name)
+            .with_transport_layer(transport_layer)
+            .with_cancel_token(cancel.child_token())
+            .with_option(EndpointOption::default())
+            .build();
+        let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
+        Arc::new(SipCore {
+            endpoint: endpoint.inner.clone(),
+            limits,
+            metrics,
+            connections,
+            server_name,
+            cancel,
+        })
+    }
+
+    /// Starts the transaction layer's timers and returns the stream of new
+    /// server transactions (retransmissions already absorbed).
+    pub fn run(self: &Arc<Self>) -> Option<rsipstack::transaction::TransactionReceiver> {
+        let incoming = rsipstack::transaction::endpoint::Endpoint { inner: self.endpoint.clone() }
+            .incoming_transactions()
+            .ok()?;
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            if let Err(e) = endpoint.serve().await {
+                warn!(error = %e, "transaction layer stopped");
+            }
+        });
+        Some(incoming)
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The process counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The table of open stream connections.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// Our name in `Server`/`User-Agent` headers.
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// Cancelled when the process shuts down.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Checks one raw message from `remote` and hands it to the transaction
+    /// layer. Returns the bytes of a stateless error response to send back on
+    /// the same transport when the message was refused and can be answered.
+    pub async fn deliver(
+        &self,
+        raw: &[u8],
+        kind: TransportKind,
+        connection: &SipConnection,
+        remote: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        let counters = self.metrics.transport(kind);
+        let message = match inspect::inspect(raw, kind.framing(), &self.limits) {
+            Ok(message) => message,
+            Err(rejection) => {
+                counters.rejected.inc();
+                let response = inspect::stateless_response(raw, &rejection, &self.server_name);
+                if response.is_some() {
+                    counters.error_responses.inc();
+                    debug!(%remote, transport = kind.as_str(), status = rejection.status, reason = %rejection.reason, "refused SIP message");
+                } else {
+                    counters.dropped.inc();
+                    if REJECT_LOG.allow() {
+                        warn!(%remote, transport = kind.as_str(), reason = %rejection.reason, len = raw.len(), "dropped unanswerable SIP message");
+                    }
+                }
+                return response;
+            }
+        };
+        let message = match SipConnection::update_msg_received(message, remote, kind.sip_transport()) {
+            Ok(message) => message,
+            Err(e) => {
+                counters.rejected.inc();
+                counters.dropped.inc();
+                if REJECT_LOG.allow() {
+                    warn!(%remote, transport = kind.as_str(), error = %e, "dropped SIP message with unusable Via");
+                }
+                return None;
+            }
+        };
+        counters.received.inc();
+        let from = SipAddr { r#type: Some(kind.sip_transport()), addr: remote.into() };
+        if let Err(e) = self.endpoint.on_received_message(message, connection.clone(), &from).await {
+            debug!(%remote, transport = kind.as_str(), error = %e, "transaction layer refused message");
+        }
+        None
+    }
+}

@@ -1,0 +1,103 @@
+//! SIP over WebSocket (RFC 7118): one SIP message per frame.
+//!
+//! The `http` module upgrades the connection (subprotocol `sip`) and hands the
+//! socket here. The flow is registered in the connection table, so a browser
+//! registered over it can be reached through it and only through it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use rsipstack::transport::channel::ChannelConnection;
+use rsipstack::transport::{SipAddr, TransportEvent};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{debug, warn};
+
+use crate::sip::connections::Slot;
+use crate::sip::{SipConnection, SipCore, TransportKind};
+
+/// Serves one upgraded SIP WebSocket until it closes.
+pub async fn serve(core: Arc<SipCore>, mut socket: WebSocket, kind: TransportKind, local: SocketAddr, remote: SocketAddr, slot: Slot) {
+    let limits = core.limits().clone();
+    let (out_tx, mut out_rx) = mpsc::channel::<TransportEvent>(limits.send_queue.max(1));
+    let (_unused_tx, unused_rx) = mpsc::unbounded_channel();
+    let peer = SipAddr { r#type: Some(kind.sip_transport()), addr: remote.into() };
+    let connection = match ChannelConnection::create_connection_bounded(unused_rx, out_tx, peer, Some(core.cancel_token().child_token())).await {
+        Ok(channel) => SipConnection::Channel(channel),
+        Err(e) => {
+            warn!(%remote, error = %e, "could not create flow");
+            return;
+        }
+    };
+    let flow = core.connections().register(kind, local, remote, connection.clone());
+    let counters = core.metrics().transport(kind);
+    counters.connections.inc();
+    debug!(%remote, transport = kind.as_str(), flow = %flow.id(), "websocket open");
+
+    let cancel = core.cancel_token().clone();
+    let ping_every = limits.ws_ping_interval();
+    let mut next_ping = ping_every.map(|every| Instant::now() + every);
+    let mut last_activity = Instant::now();
+    let reason = loop {
+        let idle_deadline = last_activity + limits.idle_timeout();
+        let ping_deadline = next_ping.unwrap_or(idle_deadline);
+        tokio::select! {
+            _ = cancel.cancelled() => break "shutdown",
+            _ = sleep_until(idle_deadline) => {
+                counters.timeouts.inc();
+                break "idle";
+            }
+            _ = sleep_until(ping_deadline), if next_ping.is_some() => {
+                next_ping = ping_every.map(|every| Instant::now() + every);
+                if send(&mut socket, Message::Ping(Default::default()), &limits).await.is_err() {
+                    break "write failed";
+                }
+            }
+            outgoing = out_rx.recv() => {
+                let Some(TransportEvent::Incoming(message, _, _)) = outgoing else { continue };
+                let bytes = message.to_bytes();
+                let frame = match String::from_utf8(bytes) {
+                    Ok(text) => Message::Text(text.into()),
+                    Err(e) => Message::Binary(e.into_bytes().into()),
+                };
+                if send(&mut socket, frame, &limits).await.is_err() {
+                    break "write failed";
+                }
+            }
+            incoming = socket.recv() => {
+                last_activity = Instant::now();
+                let reply = match incoming {
+                    None => break "closed by peer",
+                    Some(Err(e)) => {
+                        debug!(%remote, error = %e, "websocket error");
+                        break "protocol error";
+                    }
+                    Some(Ok(Message::Text(text))) => core.deliver(text.as_bytes(), kind, &connection, remote).await,
+                    Some(Ok(Message::Binary(bytes))) => core.deliver(&bytes, kind, &connection, remote).await,
+                    Some(Ok(Message::Close(_))) => break "closed by peer",
+                    // Pings are answered by the WebSocket layer itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                };
+                if let Some(reply) = reply {
+                    let frame = Message::Text(String::from_utf8_lossy(&reply).into_owned().into());
+                    if send(&mut socket, frame, &limits).await.is_err() {
+                        break "write failed";
+                    }
+                }
+            }
+        }
+    };
+    let _ = timeout(std::time::Duration::from_secs(1), socket.send(Message::Close(None))).await;
+    counters.connections.dec();
+    debug!(%remote, transport = kind.as_str(), flow = %flow.id(), reason, "websocket closed");
+    drop(flow);
+    drop(slot);
+}
+
+async fn send(socket: &mut WebSocket, message: Message, limits: &crate::sip::Limits) -> Result<(), ()> {
+    match timeout(limits.write_timeout(), socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
