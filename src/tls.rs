@@ -82,10 +82,13 @@ pub fn load_or_generate(files: &TlsFiles) -> Result<(TlsConfigs, bool), TlsError
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| TlsError::File { path: files.key.display().to_string(), message: e.to_string() })?;
-    let sip = ServerConfig::builder()
+    let mut sip = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    // SIP peers rarely resume sessions, and some (GnuTLS-based sipsak, older
+    // phones) misread post-handshake ticket records as data.
+    sip.send_tls13_tickets = 0;
     let mut https = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)

@@ -288,7 +288,9 @@ fn sanitize(text: &str) -> String {
 /// response, an ACK, has no start line we recognise as a request, or has no Via
 /// to send the response along. The response copies Via, From, To (adding a tag),
 /// Call-ID and CSeq as RFC 3261 §8.2.6 asks.
-pub fn stateless_response(raw: &[u8], rejection: &Rejection, server: &str) -> Option<Vec<u8>> {
+/// With `source`, the top Via gets `received` and `rport` (RFC 3261 §18.2.1,
+/// RFC 3581) so the response can be routed back to where the request came from.
+pub fn stateless_response(raw: &[u8], rejection: &Rejection, server: &str, source: Option<std::net::SocketAddr>) -> Option<Vec<u8>> {
     // Look only at a bounded prefix; an oversize message may still carry usable headers.
     let window = &raw[..raw.len().min(16 * 1024)];
     let head_end = memmem::find(window, b"\r\n\r\n").unwrap_or(window.len());
@@ -326,8 +328,22 @@ pub fn stateless_response(raw: &[u8], rejection: &Rejection, server: &str) -> Op
     }
     let mut out = String::with_capacity(512);
     let _ = write!(out, "SIP/2.0 {} {}\r\n", rejection.status, sanitize(&rejection.reason));
-    for via in vias.iter().take(16) {
-        let _ = write!(out, "Via: {via}\r\n");
+    for (index, via) in vias.iter().take(16).enumerate() {
+        match source.filter(|_| index == 0) {
+            Some(source) => {
+                let params: Vec<&str> = via
+                    .split(';')
+                    .filter(|p| {
+                        let name = p.trim().split('=').next().unwrap_or_default().to_ascii_lowercase();
+                        name != "received" && name != "rport"
+                    })
+                    .collect();
+                let _ = write!(out, "Via: {};received={};rport={}\r\n", params.join(";"), source.ip(), source.port());
+            }
+            None => {
+                let _ = write!(out, "Via: {via}\r\n");
+            }
+        }
     }
     if let Some(from) = from {
         let _ = write!(out, "From: {from}\r\n");
@@ -417,7 +433,7 @@ mod tests {
         let raw = options("", &"x".repeat(300));
         let r = inspect(&raw, Framing::Datagram, &l).unwrap_err();
         assert_eq!(r.status, 513);
-        let resp = stateless_response(&raw, &r, "sb").expect("answerable");
+        let resp = stateless_response(&raw, &r, "sb", None).expect("answerable");
         assert!(String::from_utf8(resp).unwrap().starts_with("SIP/2.0 513 "));
     }
 
@@ -442,10 +458,13 @@ mod tests {
         let text = String::from_utf8(options("", "")).unwrap().replace("Call-ID: abc@10.0.0.1\r\n", "");
         let r = inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.reason, "Missing Call-ID header");
-        let resp = String::from_utf8(stateless_response(text.as_bytes(), &r, "sb").unwrap()).unwrap();
+        let resp = String::from_utf8(stateless_response(text.as_bytes(), &r, "sb", None).unwrap()).unwrap();
         assert!(resp.starts_with("SIP/2.0 400 Missing Call-ID header\r\n"));
         assert!(resp.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;rport\r\n"));
         assert!(resp.contains("To: <sip:example.com>;tag="));
+        let routed = stateless_response(text.as_bytes(), &r, "sb", Some("192.0.2.7:4000".parse().unwrap())).unwrap();
+        let routed = String::from_utf8(routed).unwrap();
+        assert!(routed.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;received=192.0.2.7;rport=4000\r\n"), "{routed}");
     }
 
     #[test]
@@ -456,7 +475,7 @@ mod tests {
         );
         let r = inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.reason, "Missing Via header");
-        assert!(stateless_response(text.as_bytes(), &r, "sb").is_none());
+        assert!(stateless_response(text.as_bytes(), &r, "sb", None).is_none());
     }
 
     #[test]
@@ -492,23 +511,23 @@ mod tests {
         let text = String::from_utf8(options("", "")).unwrap().replace("OPTIONS", "FROBNICATE");
         let r = inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.status, 501);
-        assert!(stateless_response(text.as_bytes(), &r, "sb").is_some());
+        assert!(stateless_response(text.as_bytes(), &r, "sb", None).is_some());
     }
 
     #[test]
     fn binary_garbage_is_never_answered() {
         let garbage: Vec<u8> = (0..400u32).map(|i| (i * 7919 % 251) as u8).collect();
         let r = inspect(&garbage, Framing::Datagram, &limits()).unwrap_err();
-        assert!(stateless_response(&garbage, &r, "sb").is_none());
+        assert!(stateless_response(&garbage, &r, "sb", None).is_none());
     }
 
     #[test]
     fn responses_and_acks_are_never_answered() {
         let r = Rejection::bad("x");
         let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n";
-        assert!(stateless_response(resp, &r, "sb").is_none());
+        assert!(stateless_response(resp, &r, "sb", None).is_none());
         let ack = b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n";
-        assert!(stateless_response(ack, &r, "sb").is_none());
+        assert!(stateless_response(ack, &r, "sb", None).is_none());
     }
 
     #[test]
@@ -528,7 +547,7 @@ mod tests {
             let cut = (seed as usize) % (raw.len() + 1);
             let raw = &raw[..cut];
             if let Err(r) = inspect(raw, Framing::Datagram, &limits()) {
-                let _ = stateless_response(raw, &r, "sb");
+                let _ = stateless_response(raw, &r, "sb", Some("127.0.0.1:5060".parse().unwrap()));
             }
         }
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption};
+use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption, MessageInspector};
 use rsipstack::transport::{SipAddr, TransportLayer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -141,6 +141,29 @@ impl LogLimiter {
 
 static REJECT_LOG: LogLimiter = LogLimiter::new(20);
 
+/// Rewrites the stack's `User-Agent` into `Server` on responses (RFC 3261 §20.35).
+struct ServerHeader;
+
+impl MessageInspector for ServerHeader {
+    fn before_send(&self, message: SipMessage, _destination: Option<&SipAddr>) -> SipMessage {
+        match message {
+            SipMessage::Response(mut response) => {
+                for header in response.headers.iter_mut() {
+                    if let Header::UserAgent(agent) = header {
+                        *header = Header::Server(agent.value().into());
+                    }
+                }
+                SipMessage::Response(response)
+            }
+            request => request,
+        }
+    }
+
+    fn after_received(&self, message: SipMessage, _from: Option<&SipAddr>) -> SipMessage {
+        message
+    }
+}
+
 /// The SIP core shared by all transports: checks messages and feeds the
 /// transaction layer.
 pub struct SipCore {
@@ -162,6 +185,7 @@ impl SipCore {
             .with_transport_layer(transport_layer)
             .with_cancel_token(cancel.child_token())
             .with_option(EndpointOption::default())
+            .with_inspector(Box::new(ServerHeader))
             .build();
         let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
         Arc::new(SipCore {
@@ -229,7 +253,7 @@ impl SipCore {
             Ok(message) => message,
             Err(rejection) => {
                 counters.rejected.inc();
-                let response = inspect::stateless_response(raw, &rejection, &self.server_name);
+                let response = inspect::stateless_response(raw, &rejection, &self.server_name, Some(remote));
                 if response.is_some() {
                     counters.error_responses.inc();
                     debug!(%remote, transport = kind.as_str(), status = rejection.status, reason = %rejection.reason, "refused SIP message");

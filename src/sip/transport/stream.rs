@@ -174,7 +174,7 @@ where
                                 FrameError::BadContentLength(raw) => (raw, Rejection { status: 400, reason: "Invalid Content-Length".into() }),
                             };
                             counters.rejected.inc();
-                            match stateless_response(&raw, &rejection, core.server_name()) {
+                            match stateless_response(&raw, &rejection, core.server_name(), Some(remote)) {
                                 Some(reply) => {
                                     counters.error_responses.inc();
                                     let _ = write(&mut writer, &reply, &limits).await;

@@ -1,0 +1,255 @@
+//! Shared harness for integration tests: starts the real `switchboard` binary on
+//! ephemeral loopback ports, runs real peers (SIPp) against it, and reads its
+//! metrics. Every process started here is killed when its handle drops.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_switchboard")
+}
+
+/// Repository root (for scenario files).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A SIPp scenario file under `interop-tests/sipp/`.
+pub fn scenario(name: &str) -> PathBuf {
+    repo().join("interop-tests").join("sipp").join(name)
+}
+
+/// A running switchboard process.
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    /// Bound addresses per label (udp, tcp, tls, wss, ws, admin).
+    pub addrs: HashMap<String, Vec<SocketAddr>>,
+    /// Every log line printed so far (JSON).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Default listener block: every transport on 127.0.0.1 with an ephemeral port.
+pub const ALL_LOOPBACK: &str = "listen:\n  udp: ['127.0.0.1:0']\n  tcp: ['127.0.0.1:0']\n  tls: ['127.0.0.1:0']\n  https: ['127.0.0.1:0']\n  http: ['127.0.0.1:0']\n  admin: ['127.0.0.1:0']\n";
+
+impl Server {
+    /// Starts the binary with `ALL_LOOPBACK` plus `extra` YAML, in a fresh
+    /// working directory, and waits until it has logged "ready".
+    pub fn start(extra: &str) -> Server {
+        Self::start_with(&format!("{ALL_LOOPBACK}{extra}"))
+    }
+
+    /// Starts the binary with exactly this configuration.
+    pub fn start_with(config: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("switchboard.yaml"), config).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["serve", "--log-format", "json", "--log-level", "info,switchboard=debug"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("\"ready\"") {
+                        let _ = tx.send(());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            panic!("switchboard did not become ready; log:\n{}", log.lock().unwrap().join("\n"));
+        }
+        let mut server = Server { child, dir, addrs: HashMap::new(), log };
+        // Listener lines may be logged just after "ready" by their tasks.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let expected = config.matches("127.0.0.1:0").count() + config.matches("[::1]:0").count();
+        loop {
+            server.addrs = server.listeners();
+            let found: usize = server.addrs.values().map(Vec::len).sum();
+            if found >= expected || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn listeners(&self) -> HashMap<String, Vec<SocketAddr>> {
+        let mut out: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+        for line in self.log.lock().unwrap().iter() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if value["message"] == "listening" {
+                let transport = value["transport"].as_str().unwrap_or_default().to_string();
+                if let Some(addr) = value["addr"].as_str().and_then(|a| a.parse().ok()) {
+                    out.entry(transport).or_default().push(addr);
+                }
+            }
+        }
+        out
+    }
+
+    /// The first address of a listener label.
+    pub fn addr(&self, label: &str) -> SocketAddr {
+        self.addrs.get(label).and_then(|v| v.first().copied()).unwrap_or_else(|| panic!("no {label} listener in {:?}", self.addrs))
+    }
+
+    /// The dev certificate the server generated (or was given).
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("certs").join("switchboard.crt")
+    }
+
+    /// The log so far, one JSON object per line.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Fetches `/metrics` from the admin listener.
+    pub fn metrics(&self) -> String {
+        http_get(self.addr("admin"), "/metrics")
+    }
+
+    /// The value of one metric line (exact name including labels).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or_else(|| panic!("metric {name} not found in\n{text}"))
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET; returns the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(response)
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP at the time of asking.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// Runs SIPp once (`-m 1`) with `scenario` against `target` over `transport`
+/// (`u1`, `t1` or `l1`), bounded in time, and returns its output.
+pub fn sipp(scenario: &Path, transport: &str, target: SocketAddr, extra: &[&str]) -> Output {
+    let work = tempfile::tempdir().expect("tempdir");
+    let port = free_port().to_string();
+    let target = target.to_string();
+    let scenario = scenario.to_str().expect("path");
+    let mut args = vec![
+        target.as_str(), "-sf", scenario, "-t", transport, "-i", "127.0.0.1", "-p", port.as_str(),
+        "-m", "1", "-timeout", "20s", "-timeout_error", "-trace_err", "-trace_msg", "-nostdin", "-bg",
+    ];
+    // -bg would detach; we want a foreground, bounded run.
+    args.retain(|a| *a != "-bg");
+    args.extend_from_slice(extra);
+    let output = Command::new("sipp")
+        .args(&args)
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp (apt-get install sip-tester)");
+    if !output.status.success() {
+        let mut details = String::new();
+        for entry in std::fs::read_dir(work.path()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".log") {
+                details.push_str(&format!("--- {name}\n{}\n", std::fs::read_to_string(entry.path()).unwrap_or_default()));
+            }
+        }
+        eprintln!("sipp {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}\n{details}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+    output
+}
+
+/// A raw SIP request with the given method, Call-ID and branch over `transport`
+/// (the text of `Via`'s transport), from `local`.
+pub fn request(method: &str, transport: &str, local: SocketAddr, call_id: &str, branch: &str) -> String {
+    format!(
+        "{method} sip:switchboard@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@127.0.0.1>;tag=t{branch}\r\n\
+         To: <sip:switchboard@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Sends one UDP datagram and waits for one reply.
+pub fn udp_exchange(target: SocketAddr, payload: &[u8]) -> Option<String> {
+    let socket = UdpSocket::bind(if target.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }).ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    socket.send_to(payload, target).ok()?;
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Reads one SIP message (headers + Content-Length body) from a stream.
+pub fn read_sip<R: Read>(stream: &mut R) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+        // Skip keepalive pongs between messages.
+        if buf == b"\r\n" {
+            buf.clear();
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(head + &String::from_utf8_lossy(&body))
+}
+
+pub mod ws;
