@@ -28,6 +28,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install the Rust toolc
 section "test dependencies"
 apt_packages=()
 command -v sipp >/dev/null 2>&1 || apt_packages+=(sip-tester)
+command -v sipsak >/dev/null 2>&1 || apt_packages+=(sipsak)       # TLS OPTIONS test (Debian's SIPp has no TLS)
 
 # --- placeholders for later stages: uncomment when tests need them ---------
 # Browser tests (attach playwright-core over CDP; never `npx playwright install`):
@@ -59,6 +60,7 @@ fi
 # fi
 # ----------------------------------------------------------------------------
 
+echo "sipsak: $(command -v sipsak)"
 echo "sipp:  $(command -v sipp) ($(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -n1 || true))"
 echo "cargo: $(cargo --version)"
 echo "rustc: $(rustc --version)"
@@ -69,4 +71,3 @@ echo "rustc: $(rustc --version)"
 section "cargo test --locked --all-targets"
 cargo test --locked --all-targets
 
-section "all tests passed"

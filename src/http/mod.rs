@@ -82,12 +82,12 @@ impl HttpListener {
 
     /// Accepts connections until shutdown.
     pub fn spawn(self, core: Arc<SipCore>) {
+        info!(transport = self.label(), addr = %self.local, "listening");
         let router = match self.role {
             Role::Public => public_router(AppState { core: core.clone() }),
             Role::Admin => admin_router(AppState { core: core.clone() }),
         };
         tokio::spawn(async move {
-            info!(transport = self.label(), addr = %self.local, "listening");
             let cancel = core.cancel_token().clone();
             loop {
                 let (tcp, remote) = tokio::select! {
@@ -102,13 +102,18 @@ impl HttpListener {
                     },
                 };
                 let kind = if self.tls.is_some() { TransportKind::Wss } else { TransportKind::Ws };
-                let slot = match core.connections().admit(remote.ip()) {
-                    Ok(slot) => slot,
-                    Err(refused) => {
-                        core.metrics().transport(kind).connections_refused.inc();
-                        debug!(%remote, %refused, "HTTP connection refused");
-                        continue;
-                    }
+                // The admin listener is loopback-only and must stay reachable
+                // when SIP clients have used up the connection limits.
+                let slot = match self.role {
+                    Role::Admin => None,
+                    Role::Public => match core.connections().admit(remote.ip()) {
+                        Ok(slot) => Some(slot),
+                        Err(refused) => {
+                            core.metrics().transport(kind).connections_refused.inc();
+                            debug!(%remote, %refused, "HTTP connection refused");
+                            continue;
+                        }
+                    },
                 };
                 let _ = tcp.set_nodelay(true);
                 let peer = Peer { local: self.local, remote, secure: self.tls.is_some() };

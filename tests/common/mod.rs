@@ -183,6 +183,11 @@ pub fn sipp(scenario: &Path, transport: &str, target: SocketAddr, extra: &[&str]
     ];
     // -bg would detach; we want a foreground, bounded run.
     args.retain(|a| *a != "-bg");
+    // Debian's SIPp drops a UDP message identical to the last one received
+    // unless -nr is given, which would hide server retransmissions.
+    if transport == "u1" {
+        args.push("-nr");
+    }
     args.extend_from_slice(extra);
     let output = Command::new("sipp")
         .args(&args)

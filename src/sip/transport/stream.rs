@@ -47,8 +47,8 @@ impl StreamListener {
 
     /// Accepts connections until shutdown.
     pub fn spawn(self, core: Arc<SipCore>) {
+        info!(transport = self.kind.as_str(), addr = %self.local, "listening");
         tokio::spawn(async move {
-            info!(transport = self.kind.as_str(), addr = %self.local, "listening");
             let cancel = core.cancel_token().clone();
             loop {
                 let (tcp, remote) = tokio::select! {

@@ -48,8 +48,8 @@ impl UdpListener {
 
     /// Reads datagrams until shutdown.
     pub fn spawn(self, core: Arc<SipCore>) {
+        info!(transport = "udp", addr = %self.local, "listening");
         tokio::spawn(async move {
-            info!(transport = "udp", addr = %self.local, "listening");
             let cancel = core.cancel_token().clone();
             // One byte more than the limit tells an oversize datagram from a full one.
             let mut buf = vec![0u8; core.limits().max_message_size.min(65_535) + 1];
