@@ -30,13 +30,16 @@ apt_packages=()
 command -v sipp >/dev/null 2>&1 || apt_packages+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || apt_packages+=(sipsak)       # TLS OPTIONS test (Debian's SIPp has no TLS)
 
+# Browser tests (interop-tests/browser: Debian's /usr/bin/chromium driven by playwright-core
+# over CDP; never `npx playwright install`) and the node/npm that run them.
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_packages+=(nodejs npm)
+fi
+
 # --- placeholders for later stages: uncomment when tests need them ---------
-# Browser tests (attach playwright-core over CDP; never `npx playwright install`):
-# command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 # TURN tests (client tools only: never leave the coturn daemon running):
 # command -v turnutils_uclient >/dev/null 2>&1 || apt_packages+=(coturn)
-# Node for the browser harness / web build:
-# command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 # ----------------------------------------------------------------------------
 
 if ((${#apt_packages[@]} > 0)); then
@@ -53,15 +56,23 @@ else
   echo "nothing to install"
 fi
 
-# --- placeholder: npm packages of the browser harness ----------------------
-# if [[ -f interop-tests/package.json ]]; then
-#   section "npm ci (interop-tests)"
-#   (cd interop-tests && npm ci --no-audit --no-fund)
-# fi
-# ----------------------------------------------------------------------------
+# npm packages of the browser harness, exactly as locked. Skipped when node_modules already
+# matches package-lock.json (a stamp written after a successful `npm ci`).
+browser_dir=interop-tests/browser
+lock_sum="$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)"
+stamp="$browser_dir/node_modules/.switchboard-lock.sha256"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
+  echo "npm packages of $browser_dir: up to date"
+else
+  section "npm ci ($browser_dir)"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund)
+  echo "$lock_sum" >"$stamp"
+fi
 
 echo "sipsak: $(command -v sipsak)"
 echo "sipp:  $(command -v sipp) ($(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -n1 || true))"
+echo "chromium: $(chromium --version 2>/dev/null | head -n1)"
+echo "node:  $(node --version), npm $(npm --version 2>/dev/null)"
 echo "cargo: $(cargo --version)"
 echo "rustc: $(rustc --version)"
 

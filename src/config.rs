@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use crate::auth::authenticator::{AuthConfig, parse_algorithms};
+use crate::directory::{Directory, DomainConfig, demo_domains};
+use crate::registrar::RegistrarConfig;
 use crate::sip::Limits;
 
 /// The whole configuration file.
@@ -29,6 +32,12 @@ pub struct Config {
     pub limits: Spanned<Limits>,
     /// Logging defaults (the command line overrides them).
     pub log: LogConfig,
+    /// SIP domains and their users (default: the demo domain, users 1001–1003).
+    pub domains: Vec<DomainConfig>,
+    /// Registrar settings.
+    pub registrar: Spanned<RegistrarConfig>,
+    /// Digest authentication and failure throttling.
+    pub auth: Spanned<AuthConfig>,
 }
 
 impl Default for Config {
@@ -39,6 +48,9 @@ impl Default for Config {
             tls: TlsFiles::default(),
             limits: unknown_span(Limits::default()),
             log: LogConfig::default(),
+            domains: demo_domains(),
+            registrar: unknown_span(RegistrarConfig::default()),
+            auth: unknown_span(AuthConfig::default()),
         }
     }
 }
@@ -211,6 +223,8 @@ pub struct Loaded {
     pub source: Source,
     /// Parsed listener addresses.
     pub listeners: Listeners,
+    /// Users and domains, ready for lookups.
+    pub directory: std::sync::Arc<Directory>,
 }
 
 /// Listener addresses, parsed and checked.
@@ -330,10 +344,49 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
     check("send_queue", limits.send_queue as u64, 1, 1 << 16);
     check("write_timeout_secs", limits.write_timeout_secs, 1, 600);
 
-    if problems.is_empty() {
-        Ok(Loaded { config, source, listeners })
-    } else {
-        Err(ConfigError(problems))
+    let registrar = &config.registrar.value;
+    let block = config.registrar.referenced;
+    let mut check = |key: &str, value: u64, min: u64, max: u64| {
+        if value < min || value > max {
+            let (line, column) = locate_key(text, (block.line(), block.column()), key);
+            problems.push(Problem { file: file.clone(), line, column, message: format!("registrar.{key}: {value} is out of range ({min}..={max})") });
+        }
+    };
+    check("min_expires", registrar.min_expires, 1, 86_400);
+    check("max_expires", registrar.max_expires, registrar.min_expires.max(1), 7 * 86_400);
+    check("default_expires", registrar.default_expires, registrar.min_expires.max(1), registrar.max_expires.max(1));
+    check("max_contacts", registrar.max_contacts as u64, 1, 1_000);
+    // Keep it below limits.idle_timeout_secs, or idle flows get closed between keepalives.
+    check("flow_timer_secs", registrar.flow_timer_secs, 5, 86_400);
+
+    let auth = &config.auth.value;
+    let block = config.auth.referenced;
+    if let Err(message) = parse_algorithms(&auth.algorithms) {
+        let (line, column) = locate_key(text, (block.line(), block.column()), "algorithms");
+        problems.push(Problem { file: file.clone(), line, column, message });
+    }
+    if !(10..=86_400).contains(&auth.nonce_lifetime_secs) {
+        let (line, column) = locate_key(text, (block.line(), block.column()), "nonce_lifetime_secs");
+        problems.push(Problem { file: file.clone(), line, column, message: format!("auth.nonce_lifetime_secs: {} is out of range (10..=86400)", auth.nonce_lifetime_secs) });
+    }
+    if auth.throttle.max_failures == 0 || auth.throttle.window_secs == 0 {
+        let (line, column) = locate_key(text, (block.line(), block.column()), "throttle");
+        problems.push(Problem { file: file.clone(), line, column, message: "auth.throttle: max_failures and window_secs must be at least 1".into() });
+    }
+
+    let directory = match Directory::build(&config.domains) {
+        Ok(directory) => Some(directory),
+        Err(found) => {
+            for p in found {
+                problems.push(Problem { file: file.clone(), line: p.line, column: p.column, message: p.message });
+            }
+            None
+        }
+    };
+
+    match directory {
+        Some(directory) if problems.is_empty() => Ok(Loaded { config, source, listeners, directory: std::sync::Arc::new(directory) }),
+        _ => Err(ConfigError(problems)),
     }
 }
 

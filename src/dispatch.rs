@@ -11,10 +11,26 @@ use std::sync::Arc;
 use rsipstack::transaction::TransactionReceiver;
 use tracing::{Instrument, debug, info_span};
 
+use crate::directory::Directory;
+use crate::proxy::{Proxy, is_in_dialog};
+use crate::registrar::service::{Registrar, unix_now};
 use crate::sip::{Header, HeadersExt, Method, SipCore, StatusCode, Transaction};
 
+/// Everything the transaction user needs, shared by all transactions.
+pub struct Services {
+    /// The SIP core.
+    pub core: Arc<SipCore>,
+    /// Users and domains.
+    pub directory: Arc<Directory>,
+    /// The registrar.
+    pub registrar: Registrar,
+    /// The proxy for calls and messages between local users.
+    pub proxy: Arc<Proxy>,
+}
+
 /// Receives new server transactions until shutdown; one task per transaction.
-pub async fn run(core: Arc<SipCore>, mut incoming: TransactionReceiver) {
+pub async fn run(services: Arc<Services>, mut incoming: TransactionReceiver) {
+    let core = services.core.clone();
     while let Some(transaction) = incoming.recv().await {
         core.metrics().requests_processed.inc();
         let call_id = transaction
@@ -23,7 +39,7 @@ pub async fn run(core: Arc<SipCore>, mut incoming: TransactionReceiver) {
             .map(|h| h.value().to_string())
             .unwrap_or_default();
         let span = info_span!("call", %call_id, method = %transaction.original.method);
-        tokio::spawn(handle(core.clone(), transaction).instrument(span));
+        tokio::spawn(handle(services.clone(), transaction).instrument(span));
     }
 }
 
@@ -36,23 +52,37 @@ pub fn capability_headers() -> Vec<Header> {
     ]
 }
 
-async fn handle(core: Arc<SipCore>, mut transaction: Transaction) {
+async fn handle(services: Arc<Services>, mut transaction: Transaction) {
+    let core = &services.core;
     let method = transaction.original.method;
     let result = match method {
+        Method::Register => {
+            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref()) else {
+                debug!("REGISTER from an unknown source");
+                return;
+            };
+            let answer = services.registrar.register(&services.directory, &transaction.original, source, unix_now());
+            if answer.status == StatusCode::OK {
+                core.metrics().registrations.inc();
+            }
+            transaction.reply_with(answer.status, answer.headers, None).await
+        }
         Method::Options => {
             core.metrics().options_answered.inc();
             transaction.reply_with(StatusCode::OK, capability_headers(), None).await
         }
-        Method::Invite => {
-            // No routing exists yet: nothing can be reached.
-            let _ = transaction.send_trying().await;
-            let result = transaction.reply(StatusCode::NotFound).await;
-            // Keep the transaction alive: it retransmits the final response
-            // (Timer G) until the ACK, and absorbs the ACK.
-            while transaction.receive().await.is_some() {}
-            result
+        Method::Cancel => transaction.reply(StatusCode::CallTransactionDoesNotExist).await,
+        _ if method != Method::Ack && is_in_dialog(&transaction.original) => {
+            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref()) else { return };
+            services.proxy.clone().in_dialog(transaction, source).await;
+            Ok(())
         }
-        Method::Bye | Method::Cancel => transaction.reply(StatusCode::CallTransactionDoesNotExist).await,
+        Method::Invite | Method::Message => {
+            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref()) else { return };
+            services.proxy.clone().initial(services.directory.clone(), transaction, source).await;
+            Ok(())
+        }
+        Method::Bye => transaction.reply(StatusCode::CallTransactionDoesNotExist).await,
         Method::Ack => Ok(()),
         // Known methods whose modules have not landed yet.
         _ => transaction.reply_with(StatusCode::MethodNotAllowed, capability_headers(), None).await,

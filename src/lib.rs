@@ -4,11 +4,15 @@
 //! (`sip`) → the transaction user (`dispatch`, later registrar, proxy and
 //! B2BUA) → media. Configuration (`config`) is an immutable snapshot.
 
+pub mod auth;
 pub mod config;
+pub mod directory;
 pub mod dispatch;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
+pub mod registrar;
 pub mod server;
 pub mod sip;
 pub mod tls;

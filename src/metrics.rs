@@ -31,6 +31,10 @@ impl Gauge {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Adds `delta` (which may be negative), never going below zero.
+    pub fn add(&self, delta: i64) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some((v as i64).saturating_add(delta).max(0) as u64));
+    }
     /// Subtracts one, never below zero.
     pub fn dec(&self) {
         let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
@@ -68,6 +72,20 @@ pub struct Metrics {
     pub requests_processed: Counter,
     /// OPTIONS requests answered.
     pub options_answered: Counter,
+    /// Requests whose digest credentials were valid.
+    pub auth_successes: Counter,
+    /// Requests whose credentials were wrong (unknown users included).
+    pub auth_failures: Counter,
+    /// Requests refused because their source or username is banned.
+    pub auth_banned: Counter,
+    /// Bans imposed for repeated failures.
+    pub auth_bans: Counter,
+    /// Successful REGISTER requests.
+    pub registrations: Counter,
+    /// Bindings removed because their connection closed.
+    pub bindings_flow_closed: Counter,
+    /// Live registrar bindings.
+    pub bindings: std::sync::Arc<Gauge>,
 }
 
 impl Metrics {
@@ -98,6 +116,18 @@ impl Metrics {
         let _ = writeln!(out, "switchboard_sip_requests_processed_total {}", self.requests_processed.get());
         let _ = writeln!(out, "# TYPE switchboard_sip_options_answered_total counter");
         let _ = writeln!(out, "switchboard_sip_options_answered_total {}", self.options_answered.get());
+        let singles: [(&str, &Counter); 6] = [
+            ("switchboard_auth_successes_total", &self.auth_successes),
+            ("switchboard_auth_failures_total", &self.auth_failures),
+            ("switchboard_auth_banned_total", &self.auth_banned),
+            ("switchboard_auth_bans_total", &self.auth_bans),
+            ("switchboard_registrations_total", &self.registrations),
+            ("switchboard_bindings_flow_closed_total", &self.bindings_flow_closed),
+        ];
+        let _ = writeln!(out, "# TYPE switchboard_registrar_bindings gauge\nswitchboard_registrar_bindings {}", self.bindings.get());
+        for (name, counter) in singles {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
+        }
         out
     }
 }

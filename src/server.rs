@@ -8,7 +8,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::authenticator::Authenticator;
 use crate::config::Loaded;
+use crate::dispatch::Services;
+use crate::proxy::Proxy;
+use crate::proxy::token::TokenKey;
+use crate::registrar::service::{Registrar, unix_now};
+use crate::registrar::store::{LocationStore, MemoryStore};
 use crate::http::{HttpListener, Role};
 use crate::metrics::Metrics;
 use crate::sip::transport::stream::StreamListener;
@@ -28,6 +34,57 @@ pub enum StartError {
     /// The transaction layer could not start.
     #[error("the SIP transaction layer could not start")]
     Stack,
+    /// A setting could not be applied.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The address to put in Via and Record-Route for a listener: a wildcard
+/// bind is replaced by this host's first non-loopback address, else loopback.
+pub fn advertised(bound: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let want_v4 = bound.is_ipv4();
+    let found = if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|addrs| addrs.into_iter().map(|a| a.ip()).find(|ip| !ip.is_loopback() && ip.is_ipv4() == want_v4));
+    let ip = found.unwrap_or(if want_v4 { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    SocketAddr::new(ip, bound.port())
+}
+
+/// Drops bindings whose connection closed, at once, and expired ones periodically.
+fn spawn_binding_housekeeping(core: &Arc<SipCore>, store: Arc<dyn LocationStore>) {
+    let mut closed = core.connections().subscribe_closed();
+    let (core, cancel) = (core.clone(), core.cancel_token().clone());
+    tokio::spawn(async move {
+        let mut purge = tokio::time::interval(std::time::Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = purge.tick() => {
+                    let purged = store.purge_expired(unix_now());
+                    core.metrics().bindings.add(-(purged as i64));
+                }
+                event = closed.recv() => match event {
+                    Ok(flow) => {
+                        let removed = store.remove_flow(flow);
+                        core.metrics().bindings.add(-(removed as i64));
+                        for _ in 0..removed {
+                            core.metrics().bindings_flow_closed.inc();
+                        }
+                        if removed > 0 {
+                            info!(%flow, removed, "connection closed: its bindings are gone");
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "missed connection-closed events");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    });
 }
 
 /// A running server.
@@ -143,8 +200,25 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         }
     }
 
+    let auth = Arc::new(Authenticator::new(&config.auth.value, core.metrics().clone()).map_err(StartError::Config)?);
+    let store: Arc<dyn LocationStore> = Arc::new(MemoryStore::default());
+    spawn_binding_housekeeping(&core, store.clone());
+    let mut secret = [0u8; 32];
+    rand::fill(&mut secret);
+    let udp_send = udp
+        .iter()
+        .find(|l| l.local_addr().is_ipv4())
+        .or(udp.first())
+        .map(|l| (advertised(l.local_addr()), l.connection().clone()));
+    let proxy = Arc::new(Proxy { core: core.clone(), store: store.clone(), auth: auth.clone(), tokens: TokenKey::new(secret), udp: udp_send });
+    let services = Arc::new(Services {
+        core: core.clone(),
+        directory: loaded.directory.clone(),
+        registrar: Registrar { config: config.registrar.value.clone(), store, auth, bindings: core.metrics().bindings.clone() },
+        proxy,
+    });
     let incoming = core.run().ok_or(StartError::Stack)?;
-    tokio::spawn(crate::dispatch::run(core.clone(), incoming));
+    tokio::spawn(crate::dispatch::run(services, incoming));
     for listener in udp {
         listener.spawn(core.clone());
     }

@@ -111,9 +111,23 @@ fn malformed_input_over_udp_is_answered_or_dropped_and_nothing_breaks() {
             let _ = socket.send_to(&bytes, server.addr("udp"));
         }
     }
-    assert!(server.metric("switchboard_sip_messages_dropped_total{transport=\"udp\"}") >= 4);
-    assert!(server.metric("switchboard_sip_error_responses_total{transport=\"udp\"}") >= 8);
     assert_alive(&server);
+    // The burst is asynchronous (and the kernel may drop some of it when the
+    // socket buffer fills): wait until the counters settle, then check that the
+    // burst was worked through beyond the first pass.
+    let dropped = "switchboard_sip_messages_dropped_total{transport=\"udp\"}";
+    let mut last = u64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let now = server.metric(dropped);
+        if now == last {
+            break;
+        }
+        last = now;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(server.metric(dropped) > 3, "burst not processed");
+    assert!(server.metric("switchboard_sip_error_responses_total{transport=\"udp\"}") > 8);
 }
 
 #[test]

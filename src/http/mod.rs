@@ -116,7 +116,8 @@ impl HttpListener {
                     },
                 };
                 let _ = tcp.set_nodelay(true);
-                let peer = Peer { local: self.local, remote, secure: self.tls.is_some() };
+                let local = tcp.local_addr().unwrap_or(self.local);
+                let peer = Peer { local, remote, secure: self.tls.is_some() };
                 let router = router.clone().layer(axum::Extension(peer));
                 let (tls, core) = (self.tls.clone(), core.clone());
                 tokio::spawn(async move {

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption, MessageInspector};
+use rsipstack::sip::prelude::ToTypedHeader;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -92,6 +93,18 @@ impl TransportKind {
             Self::Ws | Self::Wss => inspect::Framing::WebSocket,
         }
     }
+}
+
+/// Where a request came from: transport, peer address and, for stream
+/// transports, the connection (flow) it arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// Transport.
+    pub kind: TransportKind,
+    /// Peer address (after `received`/`rport`).
+    pub remote: SocketAddr,
+    /// The stream connection, when there is one.
+    pub flow: Option<ConnectionId>,
 }
 
 /// Errors of the SIP layer.
@@ -236,6 +249,46 @@ impl SipCore {
     /// Cancelled when the process shuts down.
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Where the request of a server transaction came from.
+    pub fn source(&self, request: &Request, connection: Option<&SipConnection>) -> Option<Source> {
+        match connection? {
+            SipConnection::Channel(channel) => {
+                let addr = channel.get_addr();
+                let kind = match addr.r#type {
+                    Some(Transport::Tcp) => TransportKind::Tcp,
+                    Some(Transport::Tls) => TransportKind::Tls,
+                    Some(Transport::Ws) => TransportKind::Ws,
+                    Some(Transport::Wss) => TransportKind::Wss,
+                    _ => return None,
+                };
+                let remote = addr.get_socketaddr().ok()?;
+                let flow = self.connections.flow_by_peer(kind, remote).map(|f| f.id);
+                Some(Source { kind, remote, flow })
+            }
+            SipConnection::Udp(_) => {
+                let via = request.via_header().ok()?.typed().ok()?;
+                let mut ip = match &via.uri.host_with_port.host {
+                    rsipstack::sip::Host::IpAddr(ip) => Some(*ip),
+                    _ => None,
+                };
+                let mut port = via.uri.host_with_port.port.as_ref().map(|p| p.value()).unwrap_or(5060);
+                for param in &via.params {
+                    match param {
+                        rsipstack::sip::Param::Received(received) => {
+                            if let Ok(parsed) = received.value().parse() {
+                                ip = Some(parsed);
+                            }
+                        }
+                        rsipstack::sip::Param::Rport(Some(rport)) => port = *rport,
+                        _ => {}
+                    }
+                }
+                Some(Source { kind: TransportKind::Udp, remote: SocketAddr::new(ip?, port), flow: None })
+            }
+            _ => None,
+        }
     }
 
     /// Checks one raw message from `remote` and hands it to the transaction

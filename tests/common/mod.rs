@@ -177,12 +177,17 @@ pub fn sipp(scenario: &Path, transport: &str, target: SocketAddr, extra: &[&str]
     let port = free_port().to_string();
     let target = target.to_string();
     let scenario = scenario.to_str().expect("path");
-    let mut args = vec![
-        target.as_str(), "-sf", scenario, "-t", transport, "-i", "127.0.0.1", "-p", port.as_str(),
-        "-m", "1", "-timeout", "20s", "-timeout_error", "-trace_err", "-trace_msg", "-nostdin", "-bg",
-    ];
-    // -bg would detach; we want a foreground, bounded run.
-    args.retain(|a| *a != "-bg");
+    let mut args = vec![target.as_str(), "-sf", scenario, "-t", transport, "-i", "127.0.0.1"];
+    if !extra.contains(&"-p") {
+        args.extend(["-p", port.as_str()]);
+    }
+    if !extra.contains(&"-m") {
+        args.extend(["-m", "1"]);
+    }
+    args.extend(["-timeout", "30s", "-timeout_error", "-trace_err", "-nostdin"]);
+    if !extra.contains(&"-inf") {
+        args.push("-trace_msg");
+    }
     // Debian's SIPp drops a UDP message identical to the last one received
     // unless -nr is given, which would hide server retransmissions.
     if transport == "u1" {

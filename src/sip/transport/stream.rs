@@ -73,7 +73,8 @@ impl StreamListener {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let (core, kind, local, tls) = (core.clone(), self.kind, self.local, self.tls.clone());
+                let local = tcp.local_addr().unwrap_or(self.local);
+                let (core, kind, tls) = (core.clone(), self.kind, self.tls.clone());
                 tokio::spawn(async move {
                     match tls {
                         None => serve(core, tcp, kind, local, remote, slot).await,

@@ -1,0 +1,633 @@
+#!/usr/bin/env node
+// Browser interop harness: drives SIP.js 0.21 and JsSIP 3.13 in headless Chromium against a
+// running Switchboard. See README.md. Exit status: 0 pass, 1 scenario failed, 2 usage or setup
+// error (missing Chromium, missing node_modules, bad arguments).
+//
+//   node run.mjs --wss wss://127.0.0.1:8443 --domain example.test \
+//     --user1 1001:secret1 --user2 1002:secret2 --scenario call:sipjs:jssip
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const STACKS = ["sipjs", "jssip"];
+const TONES = [440, 1000]; // Hz: browser 1, browser 2 (neither a harmonic of the other)
+
+const USAGE = `usage: node run.mjs --scenario NAME --wss WS_URL [options]
+
+scenarios:
+  register-wrong-password[:STACK]   REGISTER with a wrong password must be rejected (401/403)
+                                    after the stack answered the challenge (both stacks if no STACK)
+  register:STACK                    user1 registers, then unregisters
+  call:A:B                          user1 (stack A) calls user2 (stack B); audio both ways; A hangs up
+  reconnect:STACK                   user2 registers, its WebSocket is killed, the stack must
+                                    reconnect and re-register by itself; then user1 calls user2
+  selftest                          no server: fake audio through a local RTCPeerConnection pair
+                                    (checks Chromium, fake capture, stats and the tone detector)
+  STACK is sipjs or jssip.
+
+options:
+  --wss URL            SIP WebSocket URL of the server (wss://... or ws://...)
+  --http URL           the server's HTTP(S) base URL; only used by --ice-servers api
+  --domain DOMAIN      SIP domain of the users (default: host of --wss)
+  --user1 USER:PASS    first user  (default 1001:demo-1001, the demo user of the built-in config)
+  --user2 USER:PASS    second user (default 1002:demo-1002)
+  --ice-servers JSON   RTCIceServer list for both stacks (default []); "api" = GET <http>/api/ice-servers
+  --timeout SECS       bound of the whole run (default 60)
+  --talk SECS          how long a call runs before its stats are checked (default 3)
+  --no-tone-check      do not require the far end's tone frequency to be the dominant one received
+  --artifacts DIR      write full SIP traces and logs of every page there (also on success)
+  --chromium PATH      Chromium binary (default $CHROMIUM or /usr/bin/chromium)
+  --verbose            print every SIP message as it is sent/received
+  --serve-only         only serve the page (http://127.0.0.1:PORT/) for manual debugging
+`;
+
+// ------------------------------------------------------------------------------------------
+// Output and errors
+// ------------------------------------------------------------------------------------------
+const t0 = Date.now();
+const stamp = () => ((Date.now() - t0) / 1000).toFixed(1).padStart(5);
+const say = (msg) => console.log(`[browser] ${stamp()}s ${msg}`);
+
+class UsageError extends Error {}
+class SetupError extends Error {}
+class Failure extends Error {}
+
+function parseArgs(argv) {
+  const o = {
+    timeout: 60, talk: 3, toneCheck: true, verbose: false, serveOnly: false,
+    user1: "1001:demo-1001", user2: "1002:demo-1002", iceServers: "[]",
+    chromium: process.env.CHROMIUM || "/usr/bin/chromium",
+  };
+  const flags = { "--no-tone-check": () => (o.toneCheck = false), "--verbose": () => (o.verbose = true), "--serve-only": () => (o.serveOnly = true) };
+  const valued = {
+    "--wss": "wss", "--http": "http", "--domain": "domain", "--user1": "user1", "--user2": "user2",
+    "--scenario": "scenario", "--timeout": "timeout", "--talk": "talk", "--artifacts": "artifacts",
+    "--chromium": "chromium", "--ice-servers": "iceServers",
+  };
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i], v;
+    if (a === "-h" || a === "--help") { console.log(USAGE); process.exit(0); }
+    if (flags[a]) { flags[a](); continue; }
+    const eq = a.indexOf("=");
+    if (eq > 0) { v = a.slice(eq + 1); a = a.slice(0, eq); }
+    if (!valued[a]) throw new UsageError(`unknown argument ${argv[i]}`);
+    if (v === undefined) {
+      if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`);
+      v = argv[++i];
+    }
+    o[valued[a]] = v;
+  }
+  o.timeout = Number(o.timeout);
+  o.talk = Number(o.talk);
+  if (!(o.timeout > 0) || !(o.talk >= 0)) throw new UsageError("--timeout and --talk must be numbers");
+  if (o.serveOnly) return o;
+  if (!o.scenario) throw new UsageError("--scenario is required");
+  if (o.scenario !== "selftest") {
+    if (!o.wss || !/^wss?:\/\//.test(o.wss)) throw new UsageError("--wss ws(s)://HOST:PORT[/path] is required");
+    if (!o.domain) o.domain = new URL(o.wss).hostname.replace(/^\[|\]$/g, "");
+  }
+  for (const k of ["user1", "user2"]) {
+    const m = /^([^:]+):(.*)$/.exec(o[k]);
+    if (!m) throw new UsageError(`--${k} must be USER:PASSWORD`);
+    o[k] = { user: m[1], password: m[2] };
+  }
+  return o;
+}
+
+function parseScenario(s) {
+  const parts = s.split(":");
+  const stack = (x) => {
+    if (!STACKS.includes(x)) throw new UsageError(`unknown stack "${x}" in scenario ${s} (sipjs | jssip)`);
+    return x;
+  };
+  switch (parts[0]) {
+    case "register-wrong-password":
+      if (parts.length === 1) return { kind: parts[0], stacks: STACKS };
+      if (parts.length === 2) return { kind: parts[0], stacks: [stack(parts[1])] };
+      break;
+    case "register":
+    case "reconnect":
+      if (parts.length === 2) return { kind: parts[0], stack: stack(parts[1]) };
+      break;
+    case "call":
+      if (parts.length === 3) return { kind: "call", a: stack(parts[1]), b: stack(parts[2]) };
+      break;
+    case "selftest":
+      if (parts.length === 1) return { kind: "selftest" };
+      break;
+  }
+  throw new UsageError(`unknown scenario "${s}"`);
+}
+
+// ------------------------------------------------------------------------------------------
+// Page assets: page.html, agent.js and the two stacks bundled in memory by esbuild (no shared
+// dist/ directory, so parallel runs cannot race on it).
+// ------------------------------------------------------------------------------------------
+async function buildAssets(esbuild) {
+  const bundle = async (entry) => {
+    const r = await esbuild.build({
+      entryPoints: [path.join(HERE, "src", entry)],
+      bundle: true, format: "iife", target: "chrome100", write: false, logLevel: "silent",
+      absWorkingDir: HERE,
+    });
+    return Buffer.from(r.outputFiles[0].contents);
+  };
+  return {
+    "/": { type: "text/html", body: fs.readFileSync(path.join(HERE, "page.html")) },
+    "/agent.js": { type: "text/javascript", body: fs.readFileSync(path.join(HERE, "agent.js")) },
+    "/dist/sipjs.js": { type: "text/javascript", body: await bundle("sipjs-entry.js") },
+    "/dist/jssip.js": { type: "text/javascript", body: await bundle("jssip-entry.js") },
+  };
+}
+
+function serve(assets) {
+  const server = http.createServer((req, res) => {
+    const p = new URL(req.url, "http://x").pathname;
+    const a = assets[p === "/page.html" ? "/" : p];
+    if (p === "/favicon.ico") { res.writeHead(204); res.end(); return; }
+    if (!a) { res.writeHead(404, { "content-type": "text/plain" }); res.end("not found"); return; }
+    res.writeHead(200, { "content-type": `${a.type}; charset=utf-8`, "cache-control": "no-store" });
+    res.end(a.body);
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    // 127.0.0.1 (not localhost): an http://127.0.0.1 page is a secure context.
+    server.listen(0, "127.0.0.1", () => resolve({ server, origin: `http://127.0.0.1:${server.address().port}` }));
+  });
+}
+
+// 16-bit mono PCM WAV of a sine tone; a whole number of periods so that Chromium's loop is seamless.
+function writeTone(file, hz, seconds = 2, rate = 48000, amplitude = 0.3) {
+  const n = rate * seconds;
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write("RIFF", 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write("WAVE", 8);
+  buf.write("fmt ", 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
+  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
+  buf.write("data", 36); buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) {
+    buf.writeInt16LE(Math.round(Math.sin((2 * Math.PI * hz * i) / rate) * amplitude * 32767), 44 + i * 2);
+  }
+  fs.writeFileSync(file, buf);
+}
+
+// ------------------------------------------------------------------------------------------
+// Chromium: started by us (so that we control every switch: Playwright's own launcher adds a
+// --disable-features list of its own and Chromium honours only the last one), then attached
+// with playwright-core over CDP. Each browser has its own profile and its own tone.
+// ------------------------------------------------------------------------------------------
+const browsers = []; // {name, proc, browser}
+
+async function launchBrowser(pw, opts, name, toneFile, tmp) {
+  const profile = fs.mkdtempSync(path.join(tmp, `profile-${name}-`));
+  const args = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-extensions",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-audio-capture=${toneFile}`,
+    "--ignore-certificate-errors", "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",
+    // The only --disable-features switch (Chromium keeps just the last one given).
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    `--user-data-dir=${profile}`, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+    "about:blank",
+  ];
+  const proc = spawn(opts.chromium, args, { stdio: ["ignore", "ignore", "pipe"], detached: true });
+  const entry = { name, proc, browser: null, stderr: [] };
+  browsers.push(entry);
+  const endpoint = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new SetupError(`${name}: Chromium did not print its DevTools endpoint within 15 s\n${entry.stderr.join("")}`)), 15000);
+    proc.once("error", (e) => { clearTimeout(timer); reject(new SetupError(`cannot start ${opts.chromium}: ${e.message}`)); });
+    proc.once("exit", (code, sig) => { clearTimeout(timer); reject(new SetupError(`${name}: Chromium exited (${code ?? sig}) at start:\n${entry.stderr.join("").slice(-3000)}`)); });
+    let buf = "";
+    proc.stderr.setEncoding("utf8");
+    proc.stderr.on("data", (d) => {
+      entry.stderr.push(d);
+      if (entry.stderr.length > 200) entry.stderr.shift();
+      buf += d;
+      const m = /DevTools listening on (ws:\/\/\S+)/.exec(buf);
+      if (m) { clearTimeout(timer); buf = ""; resolve(m[1]); }
+    });
+  });
+  entry.browser = await pw.chromium.connectOverCDP(endpoint, { timeout: 10000 });
+  return entry;
+}
+
+async function closeBrowsers() {
+  await Promise.all(browsers.map(async (b) => {
+    try { if (b.browser) await Promise.race([b.browser.close(), sleep(2000)]); } catch (_) {}
+    await killTree(b.proc);
+  }));
+  browsers.length = 0;
+}
+
+// Chromium runs in its own process group (detached): SIGTERM the group, wait until every process
+// of it (renderers, GPU, zygote) is gone, SIGKILL whatever is left after 3 s.
+async function killTree(proc) {
+  if (!proc || !proc.pid) return;
+  const alive = () => { try { process.kill(-proc.pid, 0); return true; } catch (_) { return false; } };
+  try { process.kill(-proc.pid, "SIGTERM"); } catch (_) { return; }
+  for (let i = 0; i < 30 && alive(); i++) await sleep(100);
+  if (alive()) { try { process.kill(-proc.pid, "SIGKILL"); } catch (_) {} }
+  for (let i = 0; i < 10 && alive(); i++) await sleep(100);
+}
+
+// Last resort if we exit abruptly: no Chromium may outlive the run.
+process.on("exit", () => {
+  for (const b of browsers) { try { process.kill(-b.proc.pid, "SIGKILL"); } catch (_) {} }
+});
+
+// ------------------------------------------------------------------------------------------
+// Pages and agents
+// ------------------------------------------------------------------------------------------
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Failure(`${what}: no result within ${ms / 1000} s`)), ms); }),
+  ]);
+}
+
+// "page.evaluate: Error: REGISTER failed: ...\n    at ..." -> "REGISTER failed: ..."
+function cleanError(e) {
+  const msg = String((e && e.message) || e);
+  return msg.replace(/^page\.evaluate:\s*/, "").replace(/^Error:\s*/, "").split("\n    at ")[0].trim();
+}
+
+class PageAgent {
+  constructor(name, page, opts) {
+    this.name = name;
+    this.page = page;
+    this.opts = opts;
+    this.console = [];
+    this.sipSeen = 0;
+    page.on("console", (m) => this.note(m.type() === "log" || m.type() === "info" ? m.text() : `console.${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => this.note(`pageerror: ${e.message}`));
+    page.on("crash", () => this.note("page crashed"));
+  }
+  note(line) {
+    this.console.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
+    if (this.console.length > 5000) this.console.shift();
+  }
+  async load(origin) {
+    await this.page.goto(`${origin}/`, { timeout: 10000 });
+    const ok = await this.page.evaluate(() => ({ secure: window.isSecureContext, agent: typeof window.makeAgent, SIP: typeof window.SIP, JsSIP: typeof window.JsSIP }));
+    if (!ok.secure || ok.agent !== "function" || ok.SIP !== "object" || ok.JsSIP !== "object") {
+      throw new SetupError(`${this.name}: page did not load properly: ${JSON.stringify(ok)}`);
+    }
+  }
+  async create(agentOpts) {
+    this.stack = agentOpts.stack;
+    await this.page.evaluate((o) => { window.agent = window.makeAgent(o); }, agentOpts);
+  }
+  async invoke(method, ...args) {
+    try {
+      return await this.page.evaluate(([m, a]) => window.agent[m](...a), [method, args]);
+    } catch (e) {
+      throw new Failure(cleanError(e));
+    } finally {
+      if (this.opts.verbose) await this.printNewSip();
+    }
+  }
+  eval(fn, arg) { return this.page.evaluate(fn, arg); }
+  async sipTrace() { return this.page.evaluate(() => window.__sip).catch(() => []); }
+  async printNewSip() {
+    const all = await this.sipTrace();
+    for (const m of all.filter((m) => m.seq > this.sipSeen)) console.log(fmtSip(this.name, m));
+    if (all.length) this.sipSeen = Math.max(this.sipSeen, all[all.length - 1].seq);
+  }
+}
+
+function fmtSip(name, m) {
+  const arrow = m.dir === "send" ? ">>>" : m.dir === "recv" ? "<<<" : "---";
+  const time = new Date(m.t).toISOString().slice(11, 23);
+  const text = m.dir === "event" ? m.text : "\n" + m.text.replace(/\r\n/g, "\n").trimEnd().split("\n").map((l) => "      " + l).join("\n");
+  return `  [${name} ws#${m.socket} ${time}] ${arrow} ${text}`;
+}
+
+async function dumpPage(pa, { sipCount = 30, consoleCount = 80 } = {}) {
+  const sip = await pa.sipTrace();
+  console.log(`[browser] ---- ${pa.name} (${pa.stack || "-"}): last ${Math.min(sipCount, sip.length)} of ${sip.length} WebSocket events/SIP messages ----`);
+  for (const m of sip.slice(-sipCount)) {
+    const t = m.text.length > 2500 ? m.text.slice(0, 2500) + "\n...(truncated)" : m.text;
+    console.log(fmtSip(pa.name, { ...m, text: t }));
+  }
+  console.log(`[browser] ---- ${pa.name}: last ${Math.min(consoleCount, pa.console.length)} console lines (agent, stack logs) ----`);
+  for (const l of pa.console.slice(-consoleCount)) {
+    const one = l.replace(/\r?\n/g, " \u21b5 ");
+    console.log(`  ${one.length > 300 ? one.slice(0, 300) + " ..." : one}`);
+  }
+}
+
+async function writeArtifacts(dir, pages) {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const pa of pages) {
+    const sip = await pa.sipTrace();
+    fs.writeFileSync(path.join(dir, `${pa.name}.sip.txt`), sip.map((m) => fmtSip(pa.name, m)).join("\n") + "\n");
+    fs.writeFileSync(path.join(dir, `${pa.name}.console.txt`), pa.console.join("\n") + "\n");
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Scenarios
+// ------------------------------------------------------------------------------------------
+async function step(label, ms, fn) {
+  const start = Date.now();
+  say(`${label} ...`);
+  let v;
+  try {
+    v = await withTimeout(Promise.resolve().then(fn), ms, label);
+  } catch (e) {
+    throw new Failure(`${label}: ${e instanceof Failure ? e.message.replace(`${label}: `, "") : cleanError(e)}`);
+  }
+  say(`${label}: ok (${Date.now() - start} ms)${v !== undefined && v !== null && typeof v !== "boolean" ? " " + JSON.stringify(v) : ""}`);
+  return v;
+}
+
+function agentOpts(ctx, stack, u) {
+  return {
+    stack, wsUrl: ctx.opts.wss, uri: `sip:${u.user}@${ctx.opts.domain}`,
+    username: u.user, password: u.password, iceServers: ctx.iceServers,
+  };
+}
+
+// Audio must flow and carry energy; with --tone-check the far end's tone must dominate.
+function checkAudio(label, s, expectHz, toneCheck) {
+  const problems = [];
+  if (!(s.packetsReceived > 0)) problems.push(`no RTP received (packetsReceived=${s.packetsReceived})`);
+  if (!(s.totalAudioEnergy > 0 || s.audioLevel > 0)) problems.push(`received audio is silent (totalAudioEnergy=${s.totalAudioEnergy}, audioLevel=${s.audioLevel})`);
+  if (!(s.packetsSent > 0)) problems.push(`no RTP sent (packetsSent=${s.packetsSent})`);
+  if (toneCheck && expectHz) {
+    const a = s.analyser;
+    if (!a) problems.push("no WebAudio analysis of the received audio (use --no-tone-check to skip)");
+    else if (a.peakHz === null || Math.abs(a.peakHz - expectHz) > 30) problems.push(`received tone peaks at ${a.peakHz} Hz (rms ${a.rms.toFixed(4)}), expected the far end's ${expectHz} Hz`);
+  }
+  say(`${label} audio: ${s.packetsReceived} pkts in / ${s.packetsSent} out, ${s.codec}, level ${s.audioLevel?.toFixed?.(3)}, energy ${s.totalAudioEnergy?.toFixed?.(4)}, ` +
+    `lost ${s.packetsLost}, tone ${s.analyser ? `${s.analyser.peakHz} Hz rms ${s.analyser.rms.toFixed(3)}` : "n/a"}, ice ${s.iceConnectionState}, pair ${s.candidatePair}`);
+  if (problems.length) throw new Failure(`${label}: ${problems.join("; ")}`);
+}
+
+async function newPage(ctx, name, browserIndex) {
+  const b = ctx.browsers[browserIndex];
+  const context = b.browser.contexts()[0] || (await b.browser.newContext());
+  const page = await context.newPage();
+  const pa = new PageAgent(name, page, ctx.opts);
+  ctx.pages.push(pa);
+  await pa.load(ctx.origin);
+  return pa;
+}
+
+async function scenarioRegisterWrongPassword(ctx, stacks) {
+  for (const stack of stacks) {
+    const pa = await newPage(ctx, `${stack}-wrongpw`, 0);
+    const u = { user: ctx.opts.user1.user, password: ctx.opts.user1.password + "-wrong" };
+    await pa.create(agentOpts(ctx, stack, u));
+    let err = null;
+    await step(`${stack}: REGISTER ${u.user} with a wrong password (must be rejected)`, 15000, async () => {
+      try {
+        await pa.invoke("register");
+      } catch (e) {
+        err = e;
+        return `rejected: ${e.message}`;
+      }
+      throw new Failure("the server ACCEPTED a wrong password");
+    });
+    const trace = await pa.sipTrace();
+    const sentRegisters = trace.filter((m) => m.dir === "send" && /^REGISTER /.test(m.text));
+    const withAuth = sentRegisters.filter((m) => /^Authorization:\s*Digest /im.test(m.text));
+    const failure = await pa.eval(() => window.agent.lastRegisterFailure);
+    say(`${stack}: ${sentRegisters.length} REGISTER sent, ${withAuth.length} with Authorization; final: ${JSON.stringify(failure)}`);
+    if (!withAuth.length) {
+      throw new Failure(`${stack}: the REGISTER failed (${err.message}) but the stack never sent credentials: ` +
+        "the server must challenge with 401 and a WWW-Authenticate: Digest that these stacks accept " +
+        "(they read only the LAST WWW-Authenticate header and accept only algorithm=MD5 or none; see README)");
+    }
+    if (!failure || ![401, 403, 407].includes(failure.status)) {
+      throw new Failure(`${stack}: after sending credentials the final response was ${failure ? failure.status : "none"}, expected 401 or 403`);
+    }
+    if (await pa.eval(() => window.agent.isRegistered())) throw new Failure(`${stack}: agent reports registered`);
+    await pa.invoke("stop").catch(() => {});
+  }
+}
+
+async function scenarioRegister(ctx, stack) {
+  const pa = await newPage(ctx, `${stack}-${ctx.opts.user1.user}`, 0);
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${stack}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  if (!(await pa.eval(() => window.agent.isRegistered()))) throw new Failure(`${stack}: not registered after a 2xx`);
+  await step(`${stack}: un-REGISTER`, 10000, () => pa.invoke("unregister"));
+  await pa.invoke("stop").catch(() => {});
+}
+
+// p1 calls p2 (already registered), p2 answers, audio both ways, p1 hangs up.
+async function talk(ctx, p1, p2) {
+  const target = `sip:${ctx.opts.user2.user}@${ctx.opts.domain}`;
+  const incoming = p2.invoke("waitIncoming");
+  incoming.catch(() => {});
+  const calling = p1.invoke("call", target);
+  calling.catch(() => {});
+  // If the call fails before the callee sees an INVITE, report the caller's reason at once.
+  await step(`${p2.name}: incoming INVITE`, 15000, () => Promise.race([
+    incoming,
+    calling.then(() => { throw new Failure("the caller was connected but the callee saw no INVITE"); },
+      (e) => { throw new Failure(`the call failed on the caller's side: ${e.message}`); }),
+  ]));
+  await step(`${p2.name}: answer`, 15000, () => p2.invoke("answer"));
+  await step(`${p1.name}: call ${target} established`, 15000, () => calling);
+  say(`talking for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s1 = await withTimeout(p1.invoke("stats"), 5000, `${p1.name}: stats`);
+  const s2 = await withTimeout(p2.invoke("stats"), 5000, `${p2.name}: stats`);
+  checkAudio(`${p1.name} (caller)`, s1, p2.toneHz, ctx.opts.toneCheck);
+  checkAudio(`${p2.name} (callee)`, s2, p1.toneHz, ctx.opts.toneCheck);
+  const ended1 = p1.invoke("waitEnded"); ended1.catch(() => {});
+  const ended2 = p2.invoke("waitEnded"); ended2.catch(() => {});
+  await step(`${p1.name}: hang up`, 10000, () => p1.invoke("hangup"));
+  await step(`${p1.name}: call ended`, 10000, () => ended1);
+  await step(`${p2.name}: call ended (BYE received)`, 10000, () => ended2);
+}
+
+async function unregisterQuietly(pages) {
+  for (const pa of pages) {
+    try {
+      await withTimeout(pa.invoke("unregister"), 5000, "unregister");
+    } catch (e) {
+      say(`warning: ${pa.name}: un-REGISTER failed: ${cleanError(e)}`);
+    }
+  }
+}
+
+async function scenarioCall(ctx, a, b) {
+  const p1 = await newPage(ctx, `caller-${a}`, 0);
+  const p2 = await newPage(ctx, `callee-${b}`, 1);
+  p1.toneHz = TONES[0]; p2.toneHz = TONES[1];
+  await p1.create(agentOpts(ctx, a, ctx.opts.user1));
+  await p2.create(agentOpts(ctx, b, ctx.opts.user2));
+  await Promise.all([
+    step(`${p1.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => p1.invoke("register")),
+    step(`${p2.name}: REGISTER ${ctx.opts.user2.user}`, 15000, () => p2.invoke("register")),
+  ]);
+  await talk(ctx, p1, p2);
+  await unregisterQuietly([p1, p2]);
+}
+
+async function scenarioReconnect(ctx, stack) {
+  const p1 = await newPage(ctx, `caller-${stack}`, 0);
+  const p2 = await newPage(ctx, `reconnecting-${stack}`, 1);
+  p1.toneHz = TONES[0]; p2.toneHz = TONES[1];
+  await p1.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await p2.create(agentOpts(ctx, stack, ctx.opts.user2));
+  await step(`${p2.name}: REGISTER ${ctx.opts.user2.user}`, 15000, () => p2.invoke("register"));
+  const killed = await step(`${p2.name}: kill its WebSocket`, 5000, async () => {
+    const n = await p2.eval(() => window.__killSockets());
+    if (!n) throw new Failure("no open WebSocket to kill");
+    return p2.eval(() => window.__sockets.length);
+  });
+  await step(`${p2.name}: reconnects and re-REGISTERs by itself`, 20000, async () => {
+    for (;;) {
+      const r = await p2.eval((n) => ({ ok: window.__regOk.filter((x) => x.socket > n), sockets: window.__sockets.length }), killed);
+      if (r.ok.length) return `2xx to REGISTER on new socket ws#${r.ok[0].socket} (${r.sockets} sockets opened)`;
+      await sleep(250);
+    }
+  });
+  await step(`${p1.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => p1.invoke("register"));
+  await talk(ctx, p1, p2);
+  await unregisterQuietly([p1, p2]);
+}
+
+// No server: the page sends its fake microphone through a local RTCPeerConnection pair and
+// measures what arrives, with the same stats/analyser code as agent.js calls.
+async function scenarioSelftest(ctx) {
+  const pa = await newPage(ctx, "selftest", 0);
+  const s = await step("local RTCPeerConnection pair with the fake microphone", 15000, () => pa.eval(async (talkMs) => {
+    const a = new RTCPeerConnection({ iceServers: [] }), b = new RTCPeerConnection({ iceServers: [] });
+    a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate);
+    b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate);
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false });
+    mic.getTracks().forEach((t) => a.addTrack(t, mic));
+    const gotTrack = new Promise((r) => (b.ontrack = r));
+    await a.setLocalDescription(await a.createOffer());
+    await b.setRemoteDescription(a.localDescription);
+    await b.setLocalDescription(await b.createAnswer());
+    await a.setRemoteDescription(b.localDescription);
+    await gotTrack;
+    // Reuse agent.js' media helpers through a throwaway agent object.
+    const fake = window.makeAgent({ stack: "sipjs", wsUrl: "wss://127.0.0.1:9", uri: "sip:selftest@invalid" });
+    fake.peerConnection = () => b;
+    fake.track({});
+    fake.onEstablished();
+    await new Promise((r) => setTimeout(r, talkMs));
+    const st = await fake.stats();
+    const out = await a.getStats();
+    out.forEach((x) => { if (x.type === "outbound-rtp") st.packetsSent = x.packetsSent; });
+    return st;
+  }, ctx.opts.talk * 1000));
+  checkAudio("selftest", s, TONES[0], ctx.opts.toneCheck);
+}
+
+// ------------------------------------------------------------------------------------------
+// Main
+// ------------------------------------------------------------------------------------------
+async function main() {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error(`run.mjs: ${e.message}\n\n${USAGE}`);
+    return 2;
+  }
+  let pw, esbuild;
+  try {
+    pw = await import("playwright-core");
+    esbuild = await import("esbuild");
+  } catch (e) {
+    console.error(`[browser] SETUP ERROR: cannot load node modules (${e.message}); run \`npm ci\` in ${HERE}`);
+    return 2;
+  }
+  const assets = await buildAssets(esbuild);
+  const { server, origin } = await serve(assets);
+  if (opts.serveOnly) {
+    say(`serving ${origin}/ (Ctrl-C to stop)`);
+    await new Promise(() => {});
+  }
+
+  let scenario;
+  try {
+    scenario = parseScenario(opts.scenario);
+  } catch (e) {
+    console.error(`run.mjs: ${e.message}\n\n${USAGE}`);
+    server.close();
+    return 2;
+  }
+  if (!fs.existsSync(opts.chromium)) {
+    console.error(`[browser] SETUP ERROR: Chromium not found at ${opts.chromium} (apt-get install -y chromium, or --chromium PATH)`);
+    server.close();
+    return 2;
+  }
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sb-browser-"));
+  const ctx = { opts, origin, pages: [], browsers: [], iceServers: [] };
+  let status = 0;
+  let deadline;
+  const cleanup = async () => {
+    if (opts.artifacts && ctx.pages.length) await writeArtifacts(opts.artifacts, ctx.pages).catch((e) => say(`cannot write artifacts: ${e.message}`));
+    await closeBrowsers();
+    server.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  };
+  for (const sig of ["SIGINT", "SIGTERM"]) {
+    process.once(sig, () => { say(`${sig}: stopping`); cleanup().finally(() => process.exit(1)); });
+  }
+  try {
+    say(`scenario ${opts.scenario}: server ${opts.wss || "-"}, domain ${opts.domain || "-"}, page origin ${origin}, bound ${opts.timeout} s`);
+    if (opts.iceServers === "api") {
+      if (!opts.http) throw new UsageError("--ice-servers api needs --http");
+      const r = await fetch(new URL("/api/ice-servers", opts.http));
+      if (!r.ok) throw new SetupError(`GET /api/ice-servers: ${r.status}`);
+      const j = await r.json();
+      ctx.iceServers = Array.isArray(j) ? j : j.iceServers;
+    } else {
+      ctx.iceServers = JSON.parse(opts.iceServers);
+    }
+    const run = async () => {
+      const need = scenario.kind === "call" || scenario.kind === "reconnect" ? 2 : 1;
+      for (let i = 0; i < need; i++) {
+        const tone = path.join(tmp, `tone-${TONES[i]}hz.wav`);
+        writeTone(tone, TONES[i]);
+        const b = await launchBrowser(pw, opts, `chromium${i + 1}`, tone, tmp);
+        ctx.browsers.push(b);
+        if (i === 0) say(`Chromium ${b.browser.version()} started (pid ${b.proc.pid}, fake microphone ${TONES[i]} Hz)`);
+        else say(`second Chromium started (pid ${b.proc.pid}, fake microphone ${TONES[i]} Hz)`);
+      }
+      switch (scenario.kind) {
+        case "register-wrong-password": return scenarioRegisterWrongPassword(ctx, scenario.stacks);
+        case "register": return scenarioRegister(ctx, scenario.stack);
+        case "call": return scenarioCall(ctx, scenario.a, scenario.b);
+        case "reconnect": return scenarioReconnect(ctx, scenario.stack);
+        case "selftest": return scenarioSelftest(ctx);
+      }
+    };
+    await Promise.race([
+      run(),
+      new Promise((_, reject) => { deadline = setTimeout(() => reject(new Failure(`the whole run exceeded ${opts.timeout} s`)), opts.timeout * 1000); }),
+    ]);
+    say(`PASS ${opts.scenario}`);
+  } catch (e) {
+    status = e instanceof SetupError || e instanceof UsageError ? 2 : 1;
+    say(`${status === 2 ? "SETUP ERROR" : "FAIL"} ${opts.scenario}: ${e instanceof Failure || e instanceof SetupError || e instanceof UsageError ? e.message : e.stack || e}`);
+    for (const pa of ctx.pages) await withTimeout(dumpPage(pa), 5000, "dump").catch(() => {});
+    if (ctx.pages.length) say(`FAIL ${opts.scenario}: ${e.message}`); // repeat the reason after the dumps
+  } finally {
+    clearTimeout(deadline);
+    await withTimeout(cleanup(), 10000, "cleanup").catch((e) => say(`cleanup: ${e.message}`));
+  }
+  return status;
+}
+
+main().then((code) => process.exit(code), (e) => { console.error(`[browser] internal error: ${e.stack || e}`); process.exit(2); });

@@ -1,0 +1,223 @@
+//! Digest authentication of SIP requests against the user directory, with
+//! nonce management and failure throttling. Shared by the registrar (401,
+//! `Authorization`) and the proxy (407, `Proxy-Authorization`).
+//!
+//! An unknown user, a disabled user and a wrong password take the same path:
+//! the same challenge, the same work (a digest is computed against a dummy
+//! HA1), the same failure accounting.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tracing::warn;
+
+use super::digest::{self, Algorithm, NonceManager, NonceStatus};
+use super::throttle::{Throttle, ThrottleConfig};
+use crate::directory::{Directory, User};
+use crate::metrics::Metrics;
+
+/// Authentication settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a nonce is accepted, in seconds; older ones get `stale=true`.
+    pub nonce_lifetime_secs: u64,
+    /// Challenge algorithms, most preferred first (`MD5`, `SHA-256`).
+    pub algorithms: Vec<String>,
+    /// Throttling of authentication failures.
+    pub throttle: ThrottleConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        // MD5 first: SIP.js and JsSIP answer only the first challenge and know
+        // only MD5; clients that prefer SHA-256 pick it from the second.
+        AuthConfig {
+            nonce_lifetime_secs: 300,
+            algorithms: vec!["MD5".into(), "SHA-256".into()],
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// Which header pair is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `WWW-Authenticate` / `Authorization` (401, registrar).
+    Www,
+    /// `Proxy-Authenticate` / `Proxy-Authorization` (407, proxy).
+    Proxy,
+}
+
+/// The result of checking a request's credentials.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The credentials are valid for this user.
+    Authenticated(Arc<User>),
+    /// No usable credentials: send a challenge (`stale` when only the nonce expired).
+    Challenge {
+        /// `stale=true` in the challenge.
+        stale: bool,
+    },
+    /// The source or the username is banned for too many failures: 403.
+    Banned,
+}
+
+struct State {
+    nonces: NonceManager,
+    by_ip: Throttle<IpAddr>,
+    by_user: Throttle<String>,
+}
+
+/// Checks digest credentials and issues challenges.
+pub struct Authenticator {
+    state: Mutex<State>,
+    algorithms: Vec<Algorithm>,
+    metrics: Arc<Metrics>,
+}
+
+/// Parses the configured algorithm names.
+pub fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, String> {
+    let mut out = Vec::new();
+    for name in names {
+        let algorithm = Algorithm::parse(name)
+            .ok_or_else(|| format!("auth.algorithms: unknown algorithm '{name}' (MD5, SHA-256)"))?;
+        if !out.contains(&algorithm) {
+            out.push(algorithm);
+        }
+    }
+    if out.is_empty() {
+        return Err("auth.algorithms: at least one algorithm is needed".into());
+    }
+    Ok(out)
+}
+
+impl Authenticator {
+    /// An authenticator with a fresh random nonce secret.
+    pub fn new(config: &AuthConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let algorithms = parse_algorithms(&config.algorithms)?;
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret);
+        Ok(Authenticator {
+            state: Mutex::new(State {
+                nonces: NonceManager::new(secret, config.nonce_lifetime_secs, 200_000),
+                by_ip: Throttle::new(config.throttle.clone()),
+                by_user: Throttle::new(config.throttle.clone()),
+            }),
+            algorithms,
+            metrics,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Challenge header values (one per algorithm, in preference order).
+    pub fn challenges(&self, realm: &str, stale: bool, now: u64) -> Vec<String> {
+        let nonce = self.state().nonces.issue(now);
+        self.algorithms
+            .iter()
+            .map(|alg| digest::challenge(realm, &nonce, *alg, stale, None))
+            .collect()
+    }
+
+    /// Checks the credentials in `header_values` (all Authorization or
+    /// Proxy-Authorization values of the request) for `realm`.
+    ///
+    /// `expected_user`, when given, is the only username allowed (a REGISTER may
+    /// only bind the authenticated user's own address of record).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        &self,
+        directory: &Directory,
+        realm: &Arc<str>,
+        method: &str,
+        header_values: &[&str],
+        expected_user: Option<&str>,
+        source: IpAddr,
+        now: u64,
+    ) -> Outcome {
+        let credentials = header_values
+            .iter()
+            .filter_map(|v| digest::parse_credentials(v).ok())
+            .find(|c| c.realm.eq_ignore_ascii_case(realm));
+        let username = credentials.as_ref().map(|c| c.username.to_string());
+        {
+            let mut state = self.state();
+            let user_banned = username
+                .as_ref()
+                .is_some_and(|u| state.by_user.is_banned(u, now));
+            if state.by_ip.is_banned(&source, now) || user_banned {
+                self.metrics.auth_banned.inc();
+                return Outcome::Banned;
+            }
+        }
+        let Some(credentials) = credentials else {
+            return Outcome::Challenge { stale: false };
+        };
+        let Some(algorithm) = credentials
+            .hash_algorithm()
+            .filter(|a| self.algorithms.contains(a))
+        else {
+            return self.failure(source, username, now);
+        };
+        let user = directory.user(realm, &credentials.username);
+        let allowed = expected_user.is_none_or(|u| u == &*credentials.username);
+        // Same work for unknown users: compare against a dummy HA1.
+        let dummy;
+        let expected_ha1 = match user.as_ref().and_then(|u| u.ha1(algorithm)) {
+            Some(ha1) => ha1,
+            None => {
+                dummy = digest::ha1(algorithm, &credentials.username, realm, "\u{1}no-such-user");
+                dummy.as_str()
+            }
+        };
+        let response_ok = digest::verify(&credentials, method, expected_ha1);
+        let qop_ok = credentials
+            .qop
+            .as_deref()
+            .is_none_or(|q| q.eq_ignore_ascii_case("auth"));
+        if !(response_ok && qop_ok && allowed && user.is_some()) {
+            return self.failure(source, username, now);
+        }
+        let status = self
+            .state()
+            .nonces
+            .check(&credentials.nonce, credentials.nc_value, now);
+        match status {
+            NonceStatus::Fresh => {
+                let mut state = self.state();
+                state.by_ip.record_success(&source);
+                if let Some(u) = &username {
+                    state.by_user.record_success(u);
+                }
+                drop(state);
+                self.metrics.auth_successes.inc();
+                match user {
+                    Some(user) => Outcome::Authenticated(user),
+                    None => Outcome::Challenge { stale: false },
+                }
+            }
+            NonceStatus::Stale => Outcome::Challenge { stale: true },
+            NonceStatus::Invalid | NonceStatus::Replayed => self.failure(source, username, now),
+        }
+    }
+
+    fn failure(&self, source: IpAddr, username: Option<String>, now: u64) -> Outcome {
+        self.metrics.auth_failures.inc();
+        let mut state = self.state();
+        if state.by_ip.record_failure(&source, now) {
+            self.metrics.auth_bans.inc();
+            warn!(%source, "authentication failures: source address banned");
+        }
+        if let Some(user) = username {
+            if state.by_user.record_failure(&user, now) {
+                self.metrics.auth_bans.inc();
+                warn!(username = %user, "authentication failures: username banned");
+            }
+        }
+        Outcome::Challenge { stale: false }
+    }
+}
