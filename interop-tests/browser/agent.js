@@ -159,9 +159,16 @@
     track(session) {
       if (this.remote) { this.remote.close(); this.remote = null; }
       this.session = session;
+      this.phases = [];
       this.established = deferred();
       this.ended = deferred();
       this.endReason = null;
+    }
+    // What happened to the current call so far, for failure messages.
+    phase(p) { (this.phases || (this.phases = [])).push(p); this.log(`call: ${p}`); }
+    describe() {
+      return `${this.stack}: ${this.session ? (this.phases.join(" > ") || "no events") : "no call"}` +
+        `${this.incoming.length ? `, ${this.incoming.length} unanswered incoming` : ""}`;
     }
     onEstablished() {
       try {
@@ -173,7 +180,7 @@
     }
     onEnded(reason) {
       this.endReason = reason;
-      this.log(`call ended: ${reason}`);
+      this.phase(`ended: ${reason}`);
       settle(this.established, false, new Error(`call ended before it was established: ${reason}`));
       settle(this.ended, true, reason);
     }
@@ -186,7 +193,8 @@
       return this.ended.promise;
     }
     stats() { return collectStats(this.peerConnection(), this.remote); }
-    // Close the SIP WebSocket(s) of this page as a network failure would (see page.html).
+    // Close the SIP WebSocket(s) of this page as a network failure would (see page.html);
+    // returns {killed: [socket ids], lastId}.
     killTransport() { return window.__killSockets(); }
   }
 
@@ -304,7 +312,7 @@
       this.track(session);
       const S = this.SIP.SessionState;
       session.stateChange.addListener((state) => {
-        this.log(`session state ${state}`);
+        this.phase(`SIP.js ${state}`);
         if (state === S.Established) this.onEstablished();
         if (state === S.Terminated) this.onEnded(this.failReason || "terminated");
       });
@@ -326,7 +334,10 @@
       this.watch(inviter);
       await inviter.invite({
         requestDelegate: {
-          onReject: (r) => { this.failReason = `${r.message.statusCode} ${r.message.reasonPhrase}`; },
+          onTrying: () => this.phase("100"),
+          onProgress: (r) => this.phase(`${r.message.statusCode}`),
+          onAccept: (r) => this.phase(`${r.message.statusCode} received, ACK sent`),
+          onReject: (r) => { this.failReason = `${r.message.statusCode} ${r.message.reasonPhrase}`; this.phase(this.failReason); },
         },
       });
       return this.waitEstablished();
@@ -349,6 +360,7 @@
       this.failReason = null;
       this.watch(next.invitation);
       await next.invitation.accept({ sessionDescriptionHandlerOptions: { constraints: AUDIO_CONSTRAINTS } });
+      this.phase("200 sent");
       return this.waitEstablished();
     }
     async hangup() {
@@ -466,9 +478,11 @@
     peerConnection() { return this.session ? this.session.connection : null; }
     watch(session) {
       this.track(session);
-      session.on("confirmed", () => { this.log("session confirmed"); this.onEstablished(); });
+      session.on("progress", (e) => this.phase(e.originator === "remote" ? `${e.response ? e.response.status_code : "1xx"} received` : "1xx sent"));
+      session.on("accepted", (e) => this.phase(e.originator === "remote" ? "2xx received" : "2xx sent, waiting for ACK"));
+      session.on("confirmed", (e) => { this.phase(e.originator === "remote" ? "ACK received (confirmed)" : "ACK sent (confirmed)"); this.onEstablished(); });
       session.on("failed", (e) => this.onEnded(`failed: ${e.cause}${e.message && e.message.status_code ? ` (${e.message.status_code} ${e.message.reason_phrase})` : ""}`));
-      session.on("ended", (e) => this.onEnded(`ended: ${e.cause} (${e.originator})`));
+      session.on("ended", (e) => this.onEnded(`${e.cause} (${e.originator})`));
     }
     callOptions() {
       return {

@@ -425,8 +425,18 @@ async function scenarioRegister(ctx, stack) {
   await pa.invoke("stop").catch(() => {});
 }
 
-// p1 calls p2 (already registered), p2 answers, audio both ways, p1 hangs up.
+// p1 calls p2 (already registered), p2 answers, audio both ways, p1 hangs up. A failure
+// message ends with what each side saw of the call (phases of its SIP dialog).
 async function talk(ctx, p1, p2) {
+  try {
+    await talkSteps(ctx, p1, p2);
+  } catch (e) {
+    const seen = await Promise.all([p1, p2].map((p) => p.eval(() => window.agent.describe()).catch(() => "?")));
+    throw new Failure(`${e.message} [${p1.name} ${seen[0]} | ${p2.name} ${seen[1]}]`);
+  }
+}
+
+async function talkSteps(ctx, p1, p2) {
   const target = `sip:${ctx.opts.user2.user}@${ctx.opts.domain}`;
   const incoming = p2.invoke("waitIncoming");
   incoming.catch(() => {});
@@ -484,14 +494,14 @@ async function scenarioReconnect(ctx, stack) {
   await p1.create(agentOpts(ctx, stack, ctx.opts.user1));
   await p2.create(agentOpts(ctx, stack, ctx.opts.user2));
   await step(`${p2.name}: REGISTER ${ctx.opts.user2.user}`, 15000, () => p2.invoke("register"));
-  const killed = await step(`${p2.name}: kill its WebSocket`, 5000, async () => {
-    const n = await p2.eval(() => window.__killSockets());
-    if (!n) throw new Failure("no open WebSocket to kill");
-    return p2.eval(() => window.__sockets.length);
+  const { lastId } = await step(`${p2.name}: kill its WebSocket`, 5000, async () => {
+    const r = await p2.eval(() => window.__killSockets());
+    if (!r.killed.length) throw new Failure("no open WebSocket to kill");
+    return r;
   });
   await step(`${p2.name}: reconnects and re-REGISTERs by itself`, 20000, async () => {
     for (;;) {
-      const r = await p2.eval((n) => ({ ok: window.__regOk.filter((x) => x.socket > n), sockets: window.__sockets.length }), killed);
+      const r = await p2.eval((n) => ({ ok: window.__regOk.filter((x) => x.socket > n), sockets: window.__sockets.length }), lastId);
       if (r.ok.length) return `2xx to REGISTER on new socket ws#${r.ok[0].socket} (${r.sockets} sockets opened)`;
       await sleep(250);
     }

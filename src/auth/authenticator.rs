@@ -143,7 +143,10 @@ impl Authenticator {
             .iter()
             .filter_map(|v| digest::parse_credentials(v).ok())
             .find(|c| c.realm.eq_ignore_ascii_case(realm));
-        let username = credentials.as_ref().map(|c| c.username.to_string());
+        // Throttle keys: usernames are attacker-chosen, so bound them; an IPv6
+        // client owns a whole /64, so count it as one source.
+        let username = credentials.as_ref().map(|c| c.username.chars().take(64).collect::<String>());
+        let source = throttle_key(source);
         {
             let mut state = self.state();
             let user_banned = username
@@ -219,5 +222,18 @@ impl Authenticator {
             }
         }
         Outcome::Challenge { stale: false }
+    }
+}
+
+/// The address a failure is charged to: IPv4 as is, IPv6 by its /64 prefix.
+fn throttle_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }

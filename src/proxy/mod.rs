@@ -82,6 +82,40 @@ fn via_transport(kind: TransportKind) -> &'static str {
     }
 }
 
+/// Removes the topmost Via value (ours) from a response; a Via header may
+/// carry several comma-separated values.
+fn pop_via(headers: &mut rsipstack::sip::Headers) {
+    let Some(index) = headers.iter().position(|h| matches!(h, Header::Via(_))) else { return };
+    let rest = match headers.iter().nth(index) {
+        Some(Header::Via(via)) => split_first_value(via.value()).map(str::to_string),
+        _ => None,
+    };
+    let mut all: Vec<Header> = headers.iter().cloned().collect();
+    match rest {
+        Some(rest) => all[index] = Header::Via(rest.into()),
+        None => {
+            all.remove(index);
+        }
+    }
+    *headers = all.into();
+}
+
+/// The remainder of a comma-separated header value after its first element,
+/// `None` when there is only one (commas inside quotes or <> do not count).
+fn split_first_value(value: &str) -> Option<&str> {
+    let (mut quoted, mut angle) = (false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => return Some(value[i + 1..].trim()).filter(|r| !r.is_empty()),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Removes the first header that `is` selects.
 fn remove_first(headers: &mut rsipstack::sip::Headers, is: impl Fn(&Header) -> bool) {
     let mut removed = false;
@@ -265,13 +299,15 @@ impl Proxy {
     fn pop_own_routes(&self, request: &mut Request) -> Option<Hop> {
         let mut hop = None;
         loop {
-            let first_route = request.headers.iter().find_map(|h| match h {
+            let Some(first_route) = request.headers.iter().find_map(|h| match h {
                 Header::Route(r) => Some(r.value().to_string()),
                 _ => None,
-            })?;
+            }) else {
+                break;
+            };
             // A Route header may hold several comma-separated entries.
             let mut entries: Vec<&str> = first_route.split(',').map(str::trim).collect();
-            let top = entries.first()?.trim_start_matches('<');
+            let Some(top) = entries.first().map(|t| t.trim_start_matches('<')) else { break };
             let user = top.split_once(':').map(|(_, rest)| rest).and_then(|rest| rest.split_once('@')).map(|(user, _)| user);
             match user.and_then(|u| self.tokens.decode(u)) {
                 Some(found) => {
@@ -319,6 +355,7 @@ impl Proxy {
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
         let respond = server.tu_sender.clone();
         let endpoint = server.endpoint_inner.clone();
+        let original_vias: Vec<Header> = server.original.headers.iter().filter(|h| matches!(h, Header::Via(_))).cloned().collect();
 
         struct Branch {
             request: Request,
@@ -365,8 +402,16 @@ impl Proxy {
         let mut best: Option<Response> = None;
         let mut upstream_done = false;
         let deadline = ring_timeout.map(|t| tokio::time::Instant::now() + t);
+        // The upstream Via set is the original request's (with received/rport),
+        // whatever the downstream peer echoed (some answer a CANCEL-induced 487
+        // with the CANCEL's Via).
+        let upstream_vias = original_vias;
         let forward_up = |mut response: Response| {
-            remove_first(&mut response.headers, |h| matches!(h, Header::Via(_)));
+            pop_via(&mut response.headers);
+            let position = response.headers.iter().position(|h| matches!(h, Header::Via(_))).unwrap_or(0);
+            let mut headers: Vec<Header> = response.headers.iter().filter(|h| !matches!(h, Header::Via(_))).cloned().collect();
+            headers.splice(position.min(headers.len())..position.min(headers.len()), upstream_vias.iter().cloned());
+            response.headers = headers.into();
             let _ = respond.send(TransactionEvent::Respond(response));
         };
 
@@ -393,6 +438,12 @@ impl Proxy {
                 None => rx.recv().await,
             };
             let Some(event) = event else { break };
+            match &event {
+                Event::Response(i, r) => debug!(branch = i, status = r.status_code.code(), "branch response"),
+                Event::Upstream(r) => debug!(method = %r.method, "upstream request"),
+                Event::UpstreamDone => debug!("upstream transaction ended"),
+                Event::BranchDone(i) => debug!(branch = i, "branch ended"),
+            }
             match event {
                 Event::Upstream(request) => match request.method {
                     Method::Cancel => {

@@ -1,0 +1,197 @@
+//! Calls and messages between local users through the stateful proxy, with
+//! SIPp as caller and callee(s): 407 then the call, Record-Route with flow
+//! tokens so ACK and BYE come back through us, parallel forking where the
+//! first 2xx wins and the other branch is CANCELed, CANCEL from the caller,
+//! MESSAGE, and 404 / 480 for unknown and unreachable users.
+
+mod common;
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, free_port, read_sip, scenario, sipp};
+use switchboard::auth::digest::{Algorithm, ha1, response};
+
+const DOMAIN: &str = "example.test";
+const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\n      - {username: u0003, password: p0003}\n";
+
+fn csv(dir: &Path, name: &str, line: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("SEQUENTIAL\n{line}\n")).unwrap();
+    path
+}
+
+/// Registers `user` over UDP from local port `port` (SIPp, digest).
+fn register(server: &Server, user: &str, port: u16) {
+    let password = user.replace('u', "p");
+    let file = csv(server.dir.path(), &format!("reg-{user}-{port}.csv"), &format!("{user};{password};{DOMAIN};300;[authentication username={user} password={password}];-"));
+    let port = port.to_string();
+    let out = sipp(&scenario("register.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap(), "-p", &port]);
+    assert!(out.status.success(), "registering {user} failed");
+}
+
+/// Starts a SIPp server scenario in the background on `port`.
+fn spawn_uas(server: &Server, name: &str, port: u16) -> (Child, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    let child = Command::new("sipp")
+        .arg(server.addr("udp").to_string())
+        .args(["-sf", scenario(name).to_str().unwrap(), "-t", "u1", "-nr", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-trace_err", "-nostdin"])
+        .current_dir(work.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp");
+    // Give it time to bind its socket.
+    std::thread::sleep(Duration::from_millis(300));
+    (child, work)
+}
+
+fn wait(mut child: Child, work: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            if !status.success() {
+                let mut details = String::new();
+                for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
+                    details.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+                panic!("{what} failed ({status}):\n{details}");
+            }
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn caller_csv(server: &Server, callee: &str) -> PathBuf {
+    csv(server.dir.path(), &format!("caller-{callee}.csv"), &format!("u0001;p0001;{DOMAIN};{callee};[authentication username=u0001 password=p0001]"))
+}
+
+#[test]
+fn call_between_local_users_with_record_route_ack_and_bye() {
+    let server = Server::start(USERS);
+    let callee_port = free_port();
+    register(&server, "u0002", callee_port);
+    let (uas, uas_dir) = spawn_uas(&server, "uas_answer.xml", callee_port);
+    let file = caller_csv(&server, "u0002");
+    let out = sipp(&scenario("uac_call.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    assert!(out.status.success(), "caller failed");
+    wait(uas, uas_dir.path(), "callee");
+}
+
+#[test]
+fn parallel_fork_first_answer_wins_and_the_other_branch_is_cancelled() {
+    let server = Server::start(USERS);
+    let (answering, ringing) = (free_port(), free_port());
+    register(&server, "u0002", answering);
+    register(&server, "u0002", ringing);
+    let (uas_a, dir_a) = spawn_uas(&server, "uas_answer.xml", answering);
+    let (uas_b, dir_b) = spawn_uas(&server, "uas_ring_cancelled.xml", ringing);
+    let file = caller_csv(&server, "u0002");
+    let out = sipp(&scenario("uac_call.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    assert!(out.status.success(), "caller failed");
+    wait(uas_a, dir_a.path(), "answering branch");
+    wait(uas_b, dir_b.path(), "ringing branch (must be CANCELed)");
+}
+
+#[test]
+fn cancel_from_the_caller_reaches_the_ringing_callee() {
+    let server = Server::start(USERS);
+    let port = free_port();
+    register(&server, "u0002", port);
+    let (uas, dir) = spawn_uas(&server, "uas_ring_cancelled.xml", port);
+    let file = caller_csv(&server, "u0002");
+    let out = sipp(&scenario("uac_cancel.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    assert!(out.status.success(), "caller failed");
+    wait(uas, dir.path(), "callee");
+}
+
+#[test]
+fn message_between_local_users() {
+    let server = Server::start(USERS);
+    let port = free_port();
+    register(&server, "u0002", port);
+    let (uas, dir) = spawn_uas(&server, "uas_message.xml", port);
+    let file = caller_csv(&server, "u0002");
+    let out = sipp(&scenario("uac_message.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    assert!(out.status.success(), "MESSAGE failed");
+    wait(uas, dir.path(), "receiver");
+}
+
+/// An authenticated INVITE from a raw socket; returns the final status line.
+fn invite(server: SocketAddr, callee: &str) -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = socket.local_addr().unwrap();
+    let send = |cseq: u32, auth: &str| {
+        let msg = format!(
+            "INVITE sip:{callee}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-inv{cseq};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:u0001@{DOMAIN}>;tag=a1\r\nTo: <sip:{callee}@{DOMAIN}>\r\nCall-ID: raw-{callee}\r\nCSeq: {cseq} INVITE\r\n\
+             Contact: <sip:u0001@{local}>\r\n{auth}Content-Length: 0\r\n\r\n"
+        );
+        socket.send_to(msg.as_bytes(), server).unwrap();
+    };
+    let final_response = || loop {
+        let mut buf = vec![0u8; 8192];
+        let (n, _) = socket.recv_from(&mut buf).expect("response");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    };
+    send(1, "");
+    let challenge = final_response();
+    assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
+    let nonce = challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    let uri = format!("sip:{callee}@{DOMAIN}");
+    let digest = response(Algorithm::Md5, &ha1(Algorithm::Md5, "u0001", DOMAIN, "p0001"), "INVITE", &uri, &nonce, "00000001", "c1", Some("auth"));
+    let auth = format!("Proxy-Authorization: Digest username=\"u0001\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n");
+    send(2, &auth);
+    final_response().lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn unknown_user_gets_404_and_unreachable_user_480() {
+    let server = Server::start(USERS);
+    assert!(invite(server.addr("udp"), "nobody").starts_with("SIP/2.0 404"));
+    assert!(invite(server.addr("udp"), "u0003").starts_with("SIP/2.0 480"));
+}
+
+#[test]
+fn a_closed_connection_takes_its_bindings_with_it() {
+    let server = Server::start(USERS);
+    // Register u0003 over TCP with a raw client, then close the connection.
+    let mut tcp = TcpStream::connect(server.addr("tcp")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let register = |auth: &str, cseq: u32| {
+        format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-tr{cseq}\r\nMax-Forwards: 70\r\n\
+             From: <sip:u0003@{DOMAIN}>;tag=r1\r\nTo: <sip:u0003@{DOMAIN}>\r\nCall-ID: tcp-reg\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:u0003@{local};transport=tcp>\r\nExpires: 300\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    tcp.write_all(register("", 1).as_bytes()).unwrap();
+    let challenge = read_sip(&mut tcp).unwrap();
+    let nonce = challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    let uri = format!("sip:{DOMAIN}");
+    let digest = response(Algorithm::Md5, &ha1(Algorithm::Md5, "u0003", DOMAIN, "p0003"), "REGISTER", &uri, &nonce, "00000001", "c1", Some("auth"));
+    let auth = format!("Authorization: Digest username=\"u0003\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n");
+    tcp.write_all(register(&auth, 2).as_bytes()).unwrap();
+    assert!(read_sip(&mut tcp).unwrap().starts_with("SIP/2.0 200"));
+    assert_eq!(server.metric("switchboard_registrar_bindings"), 1);
+    drop(tcp);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.metric("switchboard_registrar_bindings"), 0);
+    let started = Instant::now();
+    assert!(invite(server.addr("udp"), "u0003").starts_with("SIP/2.0 480"));
+    assert!(started.elapsed() < Duration::from_secs(2), "480 at once, not after a timeout");
+}
