@@ -193,3 +193,46 @@ fn repeated_failures_ban_the_source() {
     assert_eq!(server.metric("switchboard_auth_bans_total"), 2, "source and username banned");
     assert!(server.log_text().contains("source address banned"));
 }
+
+/// A REGISTER over its own TCP connection (one flow), answering the challenge.
+fn register_over_tcp(server: &Server, contact: &str, extra: &str, cseq: u32) -> (std::net::TcpStream, String) {
+    use std::io::Write as _;
+    let mut tcp = std::net::TcpStream::connect(server.addr("tcp")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let message = |auth: &str, cseq: u32| {
+        format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-ob{cseq}-{}\r\nMax-Forwards: 70\r\n\
+             From: <sip:u0001@{DOMAIN}>;tag=ob\r\nTo: <sip:u0001@{DOMAIN}>\r\nCall-ID: outbound-call\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: {contact}\r\nSupported: path, outbound\r\nExpires: 300\r\n{extra}{auth}Content-Length: 0\r\n\r\n",
+            local.port()
+        )
+    };
+    tcp.write_all(message("", cseq).as_bytes()).unwrap();
+    let challenge = common::read_sip(&mut tcp).unwrap();
+    let (realm, nonce) = Client::challenge(&challenge, "MD5");
+    let auth = Client::authorization(Algorithm::Md5, "u0001", "p0001", &realm, &nonce, 1);
+    tcp.write_all(message(&auth, cseq + 1).as_bytes()).unwrap();
+    let answer = common::read_sip(&mut tcp).unwrap();
+    (tcp, answer)
+}
+
+#[test]
+fn outbound_reregistration_on_a_new_flow_replaces_the_old_one_and_path_is_echoed() {
+    let server = Server::start(&users_yaml(1));
+    let instance = "<sip:u0001@flow.invalid;transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\"";
+    let (first, answer) = register_over_tcp(&server, instance, "Path: <sip:edge.example.test;lr>\r\n", 1);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(answer.contains("Require: outbound"), "{answer}");
+    assert!(answer.contains("Flow-Timer: "), "{answer}");
+    assert!(answer.contains("Path: <sip:edge.example.test;lr>"), "{answer}");
+    // The browser reconnects: same instance and reg-id over a new connection.
+    let (_second, answer) = register_over_tcp(&server, instance, "", 3);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert_eq!(answer.matches("Contact: ").count(), 1, "the old flow is replaced, not added:\n{answer}");
+    assert_eq!(server.metric("switchboard_registrar_bindings"), 1);
+    // Closing the old connection does not remove the new flow's binding.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.metric("switchboard_registrar_bindings"), 1);
+}
