@@ -16,7 +16,8 @@ use common::{Server, free_port, read_sip, scenario, sipp};
 use switchboard::auth::digest::{Algorithm, ha1, response};
 
 const DOMAIN: &str = "example.test";
-const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\n      - {username: u0003, password: p0003}\n";
+/// SIPp 3.6 answers the topmost challenge and knows only MD5: offer MD5 first here.
+const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\n      - {username: u0003, password: p0003}\nauth:\n  algorithms: [MD5, SHA-256]\n";
 
 fn csv(dir: &Path, name: &str, line: &str) -> PathBuf {
     let path = dir.join(name);

@@ -22,6 +22,12 @@ fn users_yaml(count: usize) -> String {
     yaml
 }
 
+/// SIPp 3.6 answers the topmost challenge whatever its algorithm and knows only
+/// MD5; the default order is SHA-256 first (RFC 8760), so SIPp runs get MD5 first.
+fn sipp_users_yaml(count: usize) -> String {
+    format!("{}auth:\n  algorithms: [MD5, SHA-256]\n", users_yaml(count))
+}
+
 fn users_csv(dir: &std::path::Path, count: usize, expires: u32, name: &str) -> std::path::PathBuf {
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 1..=count {
@@ -34,7 +40,7 @@ fn users_csv(dir: &std::path::Path, count: usize, expires: u32, name: &str) -> s
 
 #[test]
 fn thousand_users_register_and_unregister_over_udp_and_tcp() {
-    let server = Server::start(&users_yaml(1000));
+    let server = Server::start(&sipp_users_yaml(1000));
     for (transport, label) in [("u1", "udp"), ("t1", "tcp")] {
         // The same local port twice: unregistering names the same contacts.
         let port = common::free_port().to_string();
@@ -62,7 +68,7 @@ fn thousand_users_register_and_unregister_over_udp_and_tcp() {
 
 #[test]
 fn wrong_password_and_unknown_user_get_the_same_answers() {
-    let server = Server::start(&users_yaml(3));
+    let server = Server::start(&sipp_users_yaml(3));
     let dir = server.dir.path();
     std::fs::write(dir.join("known.csv"), format!("SEQUENTIAL\nu0001;p0001;{DOMAIN};300;-;[authentication username=u0001 password=wrong]\n")).unwrap();
     std::fs::write(dir.join("unknown.csv"), format!("SEQUENTIAL\nnobody;p0001;{DOMAIN};300;-;[authentication username=nobody password=wrong]\n")).unwrap();
@@ -133,10 +139,10 @@ fn sha256_digest_registration_lists_bindings_and_enforces_min_expires() {
     let mut client = Client::new(server.addr("udp"));
     let first = client.register("u0001", "Expires: 600\r\n");
     assert!(first.starts_with("SIP/2.0 401"), "{first}");
-    // Both algorithms are offered, MD5 first (what browsers answer), then SHA-256.
+    // Both algorithms are offered, SHA-256 first (preferred), MD5 last (what browsers answer).
     let md5_at = first.find("algorithm=MD5").expect("MD5 challenge");
     let sha_at = first.find("algorithm=SHA-256").expect("SHA-256 challenge");
-    assert!(md5_at < sha_at);
+    assert!(sha_at < md5_at);
     let (realm, nonce) = Client::challenge(&first, "SHA-256");
     assert_eq!(realm, DOMAIN);
     let auth = Client::authorization(Algorithm::Sha256, "u0001", "p0001", &realm, &nonce, 1);

@@ -31,11 +31,11 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        // MD5 first: SIP.js and JsSIP answer only the first challenge and know
-        // only MD5; clients that prefer SHA-256 pick it from the second.
+        // SHA-256 first (most preferred, RFC 8760), MD5 last: SIP.js and JsSIP
+        // know only MD5 and answer the last challenge they parse.
         AuthConfig {
             nonce_lifetime_secs: 300,
-            algorithms: vec!["MD5".into(), "SHA-256".into()],
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
             throttle: ThrottleConfig::default(),
         }
     }
@@ -268,8 +268,8 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let challenges = auth.challenges(&realm, false, 1_000);
         assert_eq!(challenges.len(), 2, "MD5 and SHA-256 offered");
-        assert!(challenges[0].contains("algorithm=MD5") && challenges[1].contains("algorithm=SHA-256"));
-        let nonce = nonce_of(&challenges[0]);
+        assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"));
+        let nonce = nonce_of(&challenges[1]);
         let good = credentials(&realm, &nonce, "demo-1001", 1);
         assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&good], Some("1001"), ip, 1_001), Outcome::Authenticated(_)));
         // Same nc again: a replay, answered with a fresh (not stale) challenge.

@@ -1,0 +1,74 @@
+//! Interop in a real browser: Debian's Chromium driven by playwright-core runs
+//! the real npm packages `sip.js` (0.21) and `jssip` (3.13) against the binary
+//! over WSS (see interop-tests/browser/). Two users register with passwords and
+//! call each other with audio checked by `getStats()` on both sides; a wrong
+//! password is refused; a dropped WebSocket re-registers by itself and can be
+//! called again.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Server, repo};
+
+/// One browser scenario at a time: two Chromiums with audio already load both cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(server: &Server, scenario: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let browser = repo().join("interop-tests").join("browser");
+    let artifacts = server.dir.path().join(format!("artifacts-{}", scenario.replace(':', "-")));
+    let output = Command::new("node")
+        .arg(browser.join("run.mjs"))
+        .args(["--wss", &format!("wss://{}", server.addr("wss"))])
+        .args(["--scenario", scenario, "--domain", "127.0.0.1"])
+        .args(["--user1", "1001:demo-1001", "--user2", "1002:demo-1002"])
+        .arg("--artifacts")
+        .arg(&artifacts)
+        .current_dir(&browser)
+        .output()
+        .expect("run node (apt-get install nodejs npm; see interop-tests/run.sh)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser scenario {scenario} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log (tail)\n{}",
+        server.log_text().lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    assert!(stdout.contains(&format!("PASS {scenario}")), "{stdout}");
+}
+
+fn server() -> Server {
+    // The embedded demo users (1001, 1002 with demo-<user>), WSS only.
+    Server::start_with("listen:\n  udp: []\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\n")
+}
+
+#[test]
+fn wrong_password_is_refused_in_both_stacks() {
+    run(&server(), "register-wrong-password");
+}
+
+#[test]
+fn sipjs_calls_sipjs() {
+    run(&server(), "call:sipjs:sipjs");
+}
+
+#[test]
+fn jssip_calls_jssip() {
+    run(&server(), "call:jssip:jssip");
+}
+
+#[test]
+fn sipjs_calls_jssip() {
+    run(&server(), "call:sipjs:jssip");
+}
+
+#[test]
+fn sipjs_reregisters_after_its_websocket_drops_and_can_be_called() {
+    run(&server(), "reconnect:sipjs");
+}
+
+#[test]
+fn jssip_reregisters_after_its_websocket_drops_and_can_be_called() {
+    run(&server(), "reconnect:jssip");
+}
