@@ -17,6 +17,7 @@ use crate::auth::authenticator::{AuthConfig, parse_algorithms};
 use crate::directory::{Directory, DomainConfig, demo_domains};
 use crate::registrar::RegistrarConfig;
 use crate::sip::Limits;
+use crate::trunks::TrunkConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +39,26 @@ pub struct Config {
     pub registrar: Spanned<RegistrarConfig>,
     /// Digest authentication and failure throttling.
     pub auth: Spanned<AuthConfig>,
+    /// SIP trunks, by name.
+    pub trunks: Vec<Spanned<TrunkConfig>>,
+    /// Where the dialplan lives and how it is reloaded.
+    pub dialplan: DialplanConfig,
+}
+
+/// Where the dialplan lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialplanConfig {
+    /// The main dialplan file (it may include others).
+    pub file: PathBuf,
+    /// Reload automatically when a dialplan file changes.
+    pub watch: bool,
+}
+
+impl Default for DialplanConfig {
+    fn default() -> Self {
+        DialplanConfig { file: PathBuf::from("dialplans/default.yaml"), watch: true }
+    }
 }
 
 impl Default for Config {
@@ -51,6 +72,8 @@ impl Default for Config {
             domains: demo_domains(),
             registrar: unknown_span(RegistrarConfig::default()),
             auth: unknown_span(AuthConfig::default()),
+            trunks: Vec::new(),
+            dialplan: DialplanConfig::default(),
         }
     }
 }
@@ -372,6 +395,19 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
     if auth.throttle.max_failures == 0 || auth.throttle.window_secs == 0 {
         let (line, column) = locate_key(text, (block.line(), block.column()), "throttle");
         problems.push(Problem { file: file.clone(), line, column, message: "auth.throttle: max_failures and window_secs must be at least 1".into() });
+    }
+
+    let mut trunk_names = std::collections::HashSet::new();
+    for trunk in &config.trunks {
+        let name = trunk.value.name.trim();
+        if name.is_empty() || !trunk_names.insert(name.to_string()) {
+            problems.push(Problem {
+                file: file.clone(),
+                line: trunk.referenced.line(),
+                column: trunk.referenced.column(),
+                message: format!("trunks: name '{name}' is empty or used twice"),
+            });
+        }
     }
 
     let directory = match Directory::build(&config.domains) {

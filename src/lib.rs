@@ -16,3 +16,4 @@ pub mod registrar;
 pub mod server;
 pub mod sip;
 pub mod tls;
+pub mod trunks;

@@ -86,6 +86,12 @@ pub struct Metrics {
     pub bindings_flow_closed: Counter,
     /// Live registrar bindings.
     pub bindings: std::sync::Arc<Gauge>,
+    /// Dialplan versions loaded (1 after start, +1 per successful reload).
+    pub dialplan_version: Counter,
+    /// Successful dialplan reloads.
+    pub dialplan_reloads: Counter,
+    /// Refused dialplan reloads (the running version stayed).
+    pub dialplan_reload_failures: Counter,
 }
 
 impl Metrics {
@@ -116,7 +122,10 @@ impl Metrics {
         let _ = writeln!(out, "switchboard_sip_requests_processed_total {}", self.requests_processed.get());
         let _ = writeln!(out, "# TYPE switchboard_sip_options_answered_total counter");
         let _ = writeln!(out, "switchboard_sip_options_answered_total {}", self.options_answered.get());
-        let singles: [(&str, &Counter); 6] = [
+        let singles: [(&str, &Counter); 9] = [
+            ("switchboard_dialplan_version", &self.dialplan_version),
+            ("switchboard_dialplan_reloads_total", &self.dialplan_reloads),
+            ("switchboard_dialplan_reload_failures_total", &self.dialplan_reload_failures),
             ("switchboard_auth_successes_total", &self.auth_successes),
             ("switchboard_auth_failures_total", &self.auth_failures),
             ("switchboard_auth_banned_total", &self.auth_banned),

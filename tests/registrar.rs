@@ -150,10 +150,12 @@ fn sha256_digest_registration_lists_bindings_and_enforces_min_expires() {
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     assert!(ok.contains(";expires=600"), "{ok}");
 
-    // The same nonce with the same nc is a replay: refused with a new challenge.
+    // The same nonce with the same nc is a replay: refused with a new challenge
+    // (stale=true: the credentials were right, the client just reused them).
     let replay = client.register("u0001", &format!("{auth}Expires: 600\r\n"));
     assert!(replay.starts_with("SIP/2.0 401"), "{replay}");
-    assert!(!replay.contains("stale=true"), "{replay}");
+    assert!(replay.contains("stale=true"), "{replay}");
+    assert_eq!(server.metric("switchboard_auth_failures_total"), 0);
 
     // A higher nc on the same nonce is fine; too brief an interval gets 423.
     let auth = Client::authorization(Algorithm::Sha256, "u0001", "p0001", &realm, &nonce, 2);

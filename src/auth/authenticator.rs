@@ -32,7 +32,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         // SHA-256 first (most preferred, RFC 8760), MD5 last: SIP.js and JsSIP
-        // know only MD5 and answer the last challenge they parse.
+        // know only MD5 and keep only the last challenge header they parse.
         AuthConfig {
             nonce_lifetime_secs: 300,
             algorithms: vec!["SHA-256".into(), "MD5".into()],
@@ -203,8 +203,11 @@ impl Authenticator {
                     None => Outcome::Challenge { stale: false },
                 }
             }
-            NonceStatus::Stale => Outcome::Challenge { stale: true },
-            NonceStatus::Invalid | NonceStatus::Replayed => self.failure(source, username, now),
+            // A correct response on an old nonce or a reused nonce count (SIP.js
+            // re-sends its last credentials on refresh and after reconnecting)
+            // is not a guessing attempt: ask again with stale=true, uncounted.
+            NonceStatus::Stale | NonceStatus::Replayed => Outcome::Challenge { stale: true },
+            NonceStatus::Invalid => self.failure(source, username, now),
         }
     }
 
@@ -272,8 +275,8 @@ mod tests {
         let nonce = nonce_of(&challenges[1]);
         let good = credentials(&realm, &nonce, "demo-1001", 1);
         assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&good], Some("1001"), ip, 1_001), Outcome::Authenticated(_)));
-        // Same nc again: a replay, answered with a fresh (not stale) challenge.
-        assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&good], Some("1001"), ip, 1_002), Outcome::Challenge { stale: false }));
+        // Same nc again: a replay; correct credentials, so a stale=true challenge, not a failure.
+        assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&good], Some("1001"), ip, 1_002), Outcome::Challenge { stale: true }));
         // Correct response on an expired nonce: stale=true.
         let later = credentials(&realm, &nonce, "demo-1001", 2);
         assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&later], Some("1001"), ip, 1_100), Outcome::Challenge { stale: true }));

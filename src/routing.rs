@@ -1,0 +1,154 @@
+//! The live dialplan: loaded at start, replaced atomically on reload (file
+//! watcher, SIGHUP, the admin endpoint). A new version is validated completely
+//! before it replaces the old one; a bad one is refused with file:line:column
+//! messages and the running version stays. Calls keep the version they started
+//! with (they hold its `Arc`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::dialplan::{self, Diagnostic, Dialplan, LoadContext, Severity};
+use crate::metrics::Metrics;
+
+/// Why a reload was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("dialplan refused: {}", .0.iter().filter(|d| d.severity == Severity::Error).map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ReloadError(pub Vec<Diagnostic>);
+
+/// The current dialplan and how to load a new one.
+pub struct Routing {
+    current: ArcSwap<Dialplan>,
+    file: PathBuf,
+    trunks: Vec<String>,
+    groups: BTreeSet<String>,
+    metrics: Arc<Metrics>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Routing {
+    /// Loads the dialplan at `file`; fails when it is invalid.
+    pub fn load(file: &Path, trunks: Vec<String>, groups: BTreeSet<String>, metrics: Arc<Metrics>) -> Result<Routing, ReloadError> {
+        let context = LoadContext { trunks: &trunks, groups: &groups };
+        let (plan, warnings) = dialplan::load(file, &context).map_err(ReloadError)?;
+        for warning in &warnings {
+            warn!("{warning}");
+        }
+        info!(file = %file.display(), rules = plan.rule_count(), "dialplan loaded");
+        metrics.dialplan_version.inc();
+        Ok(Routing {
+            current: ArcSwap::from_pointee(plan),
+            file: file.to_path_buf(),
+            trunks,
+            groups,
+            metrics,
+            reload_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The version in force now. A call keeps the `Arc` it got.
+    pub fn current(&self) -> Arc<Dialplan> {
+        self.current.load_full()
+    }
+
+    /// Loads and validates the dialplan again; swaps it in only when valid.
+    pub async fn reload(&self, why: &str) -> Result<usize, ReloadError> {
+        let _serial = self.reload_lock.lock().await;
+        let (file, trunks, groups) = (self.file.clone(), self.trunks.clone(), self.groups.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            let context = LoadContext { trunks: &trunks, groups: &groups };
+            dialplan::load(&file, &context)
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![Diagnostic { file: self.file.display().to_string(), line: 0, column: 0, severity: Severity::Error, message: format!("loader failed: {e}") }]));
+        match loaded {
+            Ok((plan, warnings)) => {
+                for warning in &warnings {
+                    warn!("{warning}");
+                }
+                let rules = plan.rule_count();
+                self.current.store(Arc::new(plan));
+                self.metrics.dialplan_reloads.inc();
+                self.metrics.dialplan_version.inc();
+                info!(why, rules, "dialplan reloaded");
+                Ok(rules)
+            }
+            Err(diagnostics) => {
+                self.metrics.dialplan_reload_failures.inc();
+                for diagnostic in &diagnostics {
+                    error!(why, "{diagnostic}");
+                }
+                error!(why, "dialplan reload refused; the running version stays active");
+                Err(ReloadError(diagnostics))
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP and, when `watch`, whenever a dialplan file changes
+    /// (debounced). Runs until `cancel`.
+    pub fn spawn_watchers(self: &Arc<Self>, watch: bool, cancel: tokio_util::sync::CancellationToken) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = tx.send("SIGHUP");
+                }
+            });
+        }
+        let watcher = if watch { self.file_watcher(tx.clone()) } else { None };
+        let routing = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher; // dropping it stops watching
+            loop {
+                let why = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    why = rx.recv() => match why { Some(why) => why, None => break },
+                };
+                // Editors write in several steps: wait for the burst to end.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while rx.try_recv().is_ok() {}
+                let _ = routing.reload(why).await;
+            }
+        });
+    }
+
+    fn file_watcher(&self, tx: mpsc::UnboundedSender<&'static str>) -> Option<notify::RecommendedWatcher> {
+        use notify::{RecursiveMode, Watcher};
+        // Watch the directories (editors replace files by renaming), filtered
+        // to the dialplan's files and YAML files next to them (new includes).
+        let dirs: BTreeSet<PathBuf> = self
+            .current()
+            .files()
+            .iter()
+            .chain(std::iter::once(&self.file))
+            .filter_map(|f| f.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }))
+            .collect();
+        let handler = move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                let relevant = event.paths.iter().any(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
+                if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
+                    let _ = tx.send("file change");
+                }
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(watcher) => watcher,
+            Err(e) => {
+                warn!(error = %e, "cannot watch dialplan files; use SIGHUP or the admin endpoint to reload");
+                return None;
+            }
+        };
+        for dir in dirs {
+            if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                warn!(dir = %dir.display(), error = %e, "cannot watch dialplan directory");
+            }
+        }
+        Some(watcher)
+    }
+}
