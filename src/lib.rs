@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dialplan;
 pub mod directory;
 pub mod dispatch;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod registrar;
+pub mod routing;
 pub mod server;
 pub mod sip;
 pub mod tls;

@@ -32,12 +32,18 @@ enum Command {
     Serve,
     /// Validate the configuration and report every problem as FILE:LINE:COLUMN.
     Check,
+    /// Check dialplans, dry-run calls through them, print their JSON Schema.
+    Dialplan {
+        #[command(subcommand)]
+        command: switchboard::dialplan::cli::DialplanCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.as_ref().unwrap_or(&Command::Serve) {
         Command::Check => check(&cli),
+        Command::Dialplan { command } => switchboard::dialplan::cli::run(command, cli.config.as_deref()),
         Command::Serve => match serve(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -21,6 +21,20 @@ use crate::metrics::Metrics;
 #[error("dialplan refused: {}", .0.iter().filter(|d| d.severity == Severity::Error).map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct ReloadError(pub Vec<Diagnostic>);
 
+/// The shipped default dialplan, used when `dialplans/default.yaml` is absent.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../dialplans/default.yaml");
+
+/// The default dialplan path (relative to the working directory).
+pub const DEFAULT_FILE: &str = "dialplans/default.yaml";
+
+/// Loads `file`, or the embedded default when `file` is the default path and absent.
+fn load_from(file: &Path, context: &LoadContext) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
+    if !file.exists() && file == Path::new(DEFAULT_FILE) {
+        return dialplan::load_str(EMBEDDED_DEFAULT, "<embedded dialplans/default.yaml>", context);
+    }
+    dialplan::load(file, context)
+}
+
 /// The current dialplan and how to load a new one.
 pub struct Routing {
     current: ArcSwap<Dialplan>,
@@ -35,11 +49,15 @@ impl Routing {
     /// Loads the dialplan at `file`; fails when it is invalid.
     pub fn load(file: &Path, trunks: Vec<String>, groups: BTreeSet<String>, metrics: Arc<Metrics>) -> Result<Routing, ReloadError> {
         let context = LoadContext { trunks: &trunks, groups: &groups };
-        let (plan, warnings) = dialplan::load(file, &context).map_err(ReloadError)?;
+        let (plan, warnings) = load_from(file, &context).map_err(ReloadError)?;
         for warning in &warnings {
             warn!("{warning}");
         }
-        info!(file = %file.display(), rules = plan.rule_count(), "dialplan loaded");
+        if file.exists() {
+            info!(file = %file.display(), rules = plan.rule_count(), "dialplan loaded");
+        } else {
+            info!(rules = plan.rule_count(), "dialplan loaded from the embedded default (no {} here)", file.display());
+        }
         metrics.dialplan_version.inc();
         Ok(Routing {
             current: ArcSwap::from_pointee(plan),
@@ -62,7 +80,7 @@ impl Routing {
         let (file, trunks, groups) = (self.file.clone(), self.trunks.clone(), self.groups.clone());
         let loaded = tokio::task::spawn_blocking(move || {
             let context = LoadContext { trunks: &trunks, groups: &groups };
-            dialplan::load(&file, &context)
+            load_from(&file, &context)
         })
         .await
         .unwrap_or_else(|e| Err(vec![Diagnostic { file: self.file.display().to_string(), line: 0, column: 0, severity: Severity::Error, message: format!("loader failed: {e}") }]));
@@ -101,7 +119,7 @@ impl Routing {
                 }
             });
         }
-        let watcher = if watch { self.file_watcher(tx.clone()) } else { None };
+        let watcher = if watch && self.file.exists() { self.file_watcher(tx.clone()) } else { None };
         let routing = self.clone();
         tokio::spawn(async move {
             let _watcher = watcher; // dropping it stops watching

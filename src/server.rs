@@ -12,6 +12,8 @@ use crate::auth::authenticator::Authenticator;
 use crate::config::Loaded;
 use crate::dispatch::Services;
 use crate::proxy::Proxy;
+use crate::routing::Routing;
+use std::collections::BTreeSet;
 use crate::proxy::token::TokenKey;
 use crate::registrar::service::{Registrar, unix_now};
 use crate::registrar::store::{LocationStore, MemoryStore};
@@ -210,7 +212,16 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         .find(|l| l.local_addr().is_ipv4())
         .or(udp.first())
         .map(|l| (advertised(l.local_addr()), l.connection().clone()));
-    let proxy = Arc::new(Proxy { core: core.clone(), store: store.clone(), auth: auth.clone(), tokens: TokenKey::new(secret), udp: udp_send });
+    let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.value.name.clone()).collect();
+    let groups: BTreeSet<String> = config.domains.iter().flat_map(|d| d.users.iter().flat_map(|u| u.value.groups.iter().cloned())).collect();
+    let routing = Arc::new(Routing::load(&config.dialplan.file, trunk_names, groups, core.metrics().clone()).map_err(|e| {
+        for diagnostic in &e.0 {
+            tracing::error!("{diagnostic}");
+        }
+        StartError::Config("the dialplan is invalid".into())
+    })?);
+    routing.spawn_watchers(config.dialplan.watch, cancel.clone());
+    let proxy = Arc::new(Proxy { core: core.clone(), store: store.clone(), auth: auth.clone(), tokens: TokenKey::new(secret), udp: udp_send, routing: routing.clone() });
     let services = Arc::new(Services {
         core: core.clone(),
         directory: loaded.directory.clone(),
@@ -226,7 +237,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         listener.spawn(core.clone());
     }
     for listener in http {
-        listener.spawn(core.clone());
+        listener.with_routing(routing.clone()).spawn(core.clone());
     }
     Ok(Running { core, listeners, cancel })
 }

@@ -17,6 +17,12 @@ use switchboard::auth::digest::{Algorithm, ha1, response};
 
 const DOMAIN: &str = "example.test";
 /// SIPp 3.6 answers the topmost challenge and knows only MD5: offer MD5 first here.
+const PLAN: &str = "rules:\n  - name: users\n    match:\n      to: { regex: '^(u[0-9]{4})$' }\n    action:\n      user: { users: ['$1'], ring_timeout: 30 }\n";
+
+fn start() -> Server {
+    Server::start_with_files(&format!("{}{USERS}dialplan:\n  file: plan.yaml\n", common::ALL_LOOPBACK), &[("plan.yaml", PLAN)])
+}
+
 const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\n      - {username: u0003, password: p0003}\nauth:\n  algorithms: [MD5, SHA-256]\n";
 
 fn csv(dir: &Path, name: &str, line: &str) -> PathBuf {
@@ -78,7 +84,7 @@ fn caller_csv(server: &Server, callee: &str) -> PathBuf {
 
 #[test]
 fn call_between_local_users_with_record_route_ack_and_bye() {
-    let server = Server::start(USERS);
+    let server = start();
     let callee_port = free_port();
     register(&server, "u0002", callee_port);
     let (uas, uas_dir) = spawn_uas(&server, "uas_answer.xml", callee_port);
@@ -90,7 +96,7 @@ fn call_between_local_users_with_record_route_ack_and_bye() {
 
 #[test]
 fn parallel_fork_first_answer_wins_and_the_other_branch_is_cancelled() {
-    let server = Server::start(USERS);
+    let server = start();
     let (answering, ringing) = (free_port(), free_port());
     register(&server, "u0002", answering);
     register(&server, "u0002", ringing);
@@ -105,7 +111,7 @@ fn parallel_fork_first_answer_wins_and_the_other_branch_is_cancelled() {
 
 #[test]
 fn cancel_from_the_caller_reaches_the_ringing_callee() {
-    let server = Server::start(USERS);
+    let server = start();
     let port = free_port();
     register(&server, "u0002", port);
     let (uas, dir) = spawn_uas(&server, "uas_ring_cancelled.xml", port);
@@ -117,7 +123,7 @@ fn cancel_from_the_caller_reaches_the_ringing_callee() {
 
 #[test]
 fn message_between_local_users() {
-    let server = Server::start(USERS);
+    let server = start();
     let port = free_port();
     register(&server, "u0002", port);
     let (uas, dir) = spawn_uas(&server, "uas_message.xml", port);
@@ -161,14 +167,14 @@ fn invite(server: SocketAddr, callee: &str) -> String {
 
 #[test]
 fn unknown_user_gets_404_and_unreachable_user_480() {
-    let server = Server::start(USERS);
+    let server = start();
     assert!(invite(server.addr("udp"), "nobody").starts_with("SIP/2.0 404"));
     assert!(invite(server.addr("udp"), "u0003").starts_with("SIP/2.0 480"));
 }
 
 #[test]
 fn a_closed_connection_takes_its_bindings_with_it() {
-    let server = Server::start(USERS);
+    let server = start();
     // Register u0003 over TCP with a raw client, then close the connection.
     let mut tcp = TcpStream::connect(server.addr("tcp")).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

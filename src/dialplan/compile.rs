@@ -258,7 +258,9 @@ pub(crate) fn load_text(
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         return Err(diagnostics);
     }
-    Ok((Dialplan { rules, files: loader.paths }, diagnostics))
+    let zone = loader.files.first().map(|f| f.zone).unwrap_or(0);
+    let zone = loader.zones.get(zone).cloned().unwrap_or_else(|| ("UTC".to_string(), TimeZone::UTC));
+    Ok((Dialplan { rules, files: loader.paths, zone }, diagnostics))
 }
 
 /// The first meaningful line of an error message.

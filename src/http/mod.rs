@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
+use crate::routing::Routing;
 use crate::sip::transport::bind_tcp;
 use crate::sip::{SipCore, SipError, TransportKind};
 
@@ -46,6 +47,7 @@ struct Peer {
 #[derive(Clone)]
 struct AppState {
     core: Arc<SipCore>,
+    routing: Option<Arc<Routing>>,
 }
 
 /// A bound HTTP(S) listener.
@@ -54,6 +56,7 @@ pub struct HttpListener {
     tls: Option<TlsAcceptor>,
     role: Role,
     local: SocketAddr,
+    routing: Option<Arc<Routing>>,
 }
 
 impl HttpListener {
@@ -63,12 +66,18 @@ impl HttpListener {
         let local = listener
             .local_addr()
             .map_err(|source| SipError::Io { context: format!("local address of {addr}"), source })?;
-        Ok(HttpListener { listener, tls, role, local })
+        Ok(HttpListener { listener, tls, role, local, routing: None })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Gives the admin endpoints the dialplan to reload.
+    pub fn with_routing(mut self, routing: Arc<Routing>) -> Self {
+        self.routing = Some(routing);
+        self
     }
 
     /// Name used in the "listening" log line.
@@ -83,9 +92,10 @@ impl HttpListener {
     /// Accepts connections until shutdown.
     pub fn spawn(self, core: Arc<SipCore>) {
         info!(transport = self.label(), addr = %self.local, "listening");
+        let state = AppState { core: core.clone(), routing: self.routing.clone() };
         let router = match self.role {
-            Role::Public => public_router(AppState { core: core.clone() }),
-            Role::Admin => admin_router(AppState { core: core.clone() }),
+            Role::Public => public_router(state),
+            Role::Admin => admin_router(state),
         };
         tokio::spawn(async move {
             let cancel = core.cancel_token().clone();
@@ -166,9 +176,25 @@ fn public_router(state: AppState) -> Router {
 fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/reload", axum::routing::post(reload))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
+}
+
+/// `POST /api/reload`: reloads the dialplan; 200 with the rule count, or 422
+/// with every problem (the running dialplan stays).
+async fn reload(State(state): State<AppState>) -> Response {
+    let Some(routing) = state.routing else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no dialplan\n").into_response();
+    };
+    match routing.reload("admin endpoint").await {
+        Ok(rules) => (StatusCode::OK, format!("dialplan reloaded: {rules} rules\n")).into_response(),
+        Err(e) => {
+            let text: String = e.0.iter().map(|d| format!("{d}\n")).collect();
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("dialplan refused; the running version stays active\n{text}")).into_response()
+        }
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -5,21 +5,21 @@
 //! so that in-dialog requests come back through us and reach a browser over
 //! its own WebSocket. Bodies (SDP) pass through untouched.
 
+pub mod relay;
 pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rsipstack::sip::prelude::ToTypedHeader;
 use rsipstack::sip::{Param, Uri};
-use rsipstack::transaction::key::{TransactionKey, TransactionRole};
-use rsipstack::transaction::transaction::TransactionEvent;
 use rsipstack::transport::SipAddr;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::auth::authenticator::{Authenticator, Outcome};
+use crate::dialplan::{Action, CallContext, Decision, Plan, SourceKind};
+use crate::routing::Routing;
+use relay::Upstream;
 use crate::directory::Directory;
 use crate::registrar::service::{header_values, unix_now};
 use crate::registrar::store::LocationStore;
@@ -27,8 +27,6 @@ use crate::registrar::{Binding, fork_order};
 use crate::sip::{Header, HeadersExt, Method, Request, Response, SipConnection, SipCore, SipMessage, Source, StatusCode, Transaction, TransportKind};
 use token::{Hop, TokenKey};
 
-/// How long forked branches may ring before they are cancelled.
-const RING_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The proxy service, shared by all transactions.
 pub struct Proxy {
@@ -42,6 +40,8 @@ pub struct Proxy {
     pub tokens: TokenKey,
     /// Our UDP socket, for UDP next hops.
     pub udp: Option<(SocketAddr, SipConnection)>,
+    /// The dialplan that routes every INVITE.
+    pub routing: Arc<Routing>,
 }
 
 /// A next hop resolved to something we can send on.
@@ -84,7 +84,7 @@ fn via_transport(kind: TransportKind) -> &'static str {
 
 /// Removes the topmost Via value (ours) from a response; a Via header may
 /// carry several comma-separated values.
-fn pop_via(headers: &mut rsipstack::sip::Headers) {
+pub(crate) fn pop_via(headers: &mut rsipstack::sip::Headers) {
     let Some(index) = headers.iter().position(|h| matches!(h, Header::Via(_))) else { return };
     let rest = match headers.iter().nth(index) {
         Some(Header::Via(via)) => split_first_value(via.value()).map(str::to_string),
@@ -210,71 +210,174 @@ impl Proxy {
             _ => None,
         });
         let caller_user = from.uri.user().unwrap_or_default().to_string();
-        match self.auth.check(&directory, &caller_realm, &method.to_string(), &credentials, Some(&caller_user), source.remote.ip(), now) {
-            Outcome::Authenticated(_) => {}
+        let caller = match self.auth.check(&directory, &caller_realm, &method.to_string(), &credentials, Some(&caller_user), source.remote.ip(), now) {
+            Outcome::Authenticated(user) => Some(user),
             Outcome::Banned => return reply(&mut server, StatusCode::Forbidden).await,
             Outcome::Challenge { stale } => {
                 let headers = self.auth.challenges(&caller_realm, stale, now).into_iter().map(|c| Header::ProxyAuthenticate(c.into())).collect();
                 let _ = server.reply_with(StatusCode::ProxyAuthenticationRequired, headers, None).await;
                 return drain(server).await;
             }
-        }
-        // The callee.
-        let host = request.uri.host_with_port.host.to_string();
-        let Some(callee_realm) = directory.domain_of(&host) else {
-            // No relaying to foreign domains.
-            return reply(&mut server, StatusCode::Forbidden).await;
         };
-        let Some(callee) = request.uri.user().and_then(|u| directory.user(&callee_realm, u)) else {
-            return reply(&mut server, StatusCode::NotFound).await;
+        let caller = match &caller {
+            Some(user) => user.clone(),
+            None => return reply(&mut server, StatusCode::Forbidden).await,
         };
-        let mut bindings: Vec<Binding> = self.store.lookup(&callee.aor(), now);
-        fork_order(&mut bindings);
-        let targets: Vec<(Binding, Target)> = bindings
-            .into_iter()
-            .filter_map(|b| {
-                let hop = match b.flow {
-                    Some(id) => Hop::Flow(id),
-                    None => Hop::Udp(b.source),
-                };
-                self.target(hop).map(|t| (b, t))
-            })
-            .collect();
-        if targets.is_empty() {
-            info!(callee = %callee.aor(), "no live binding");
-            return reply(&mut server, StatusCode::TemporarilyUnavailable).await;
-        }
-        if method == Method::Invite {
-            let _ = server.send_trying().await;
-        }
         let caller_hop = Self::hop_of(&source);
+        if method != Method::Invite {
+            // MESSAGE goes straight to the user it names.
+            let host = request.uri.host_with_port.host.to_string();
+            let Some(realm) = directory.domain_of(&host) else {
+                return reply(&mut server, StatusCode::Forbidden).await;
+            };
+            let Some(callee) = request.uri.user().and_then(|u| directory.user(&realm, u)) else {
+                return reply(&mut server, StatusCode::NotFound).await;
+            };
+            let branches = self.branches_for(&[callee.username.clone()], &realm, &directory, &request, caller_hop, None, now);
+            if branches.is_empty() {
+                return reply(&mut server, StatusCode::TemporarilyUnavailable).await;
+            }
+            let mut upstream = Upstream::new(server);
+            match self.relay(&mut upstream, branches, None).await {
+                relay::Outcome::Failed(response) => upstream.forward(response),
+                relay::Outcome::Cancelled | relay::Outcome::NoAnswer => upstream.reply(487, "Request Terminated"),
+                relay::Outcome::Answered => {}
+            }
+            return upstream.finish(&self).await;
+        }
+        // Every INVITE is routed by the dialplan version in force now; the call
+        // keeps that version to its end.
+        let dialplan = self.routing.current();
+        let headers: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .filter_map(|h| h.to_string().split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
+            .collect();
+        let to_user = request.uri.user().unwrap_or_default().to_string();
+        let context = CallContext {
+            to: &to_user,
+            from: &caller_user,
+            from_display: from.display_name.as_deref(),
+            caller_groups: &caller.groups,
+            source: SourceKind::Local { user: caller_user.clone() },
+            source_ip: source.remote.ip(),
+            transport: source.kind.as_str(),
+            headers: &headers,
+            now,
+        };
+        let Some(decision) = dialplan.route(&context) else {
+            info!(to = %to_user, "no dialplan rule matched");
+            return reply_with_reason(&mut server, 404, "No Route").await;
+        };
+        info!(rule = %decision.rule, to = %decision.to, "dialplan decision");
+        let _ = server.send_trying().await;
+        let mut upstream = Upstream::new(server);
+        let realm = directory
+            .domain_of(&request.uri.host_with_port.host.to_string())
+            .unwrap_or_else(|| caller_realm.clone());
+        self.execute(&mut upstream, &decision, &realm, &directory, &request, caller_hop, now).await;
+        upstream.finish(&self).await;
+    }
+
+    /// Runs a dialplan decision: its action, then `on_no_answer` / `on_failure`
+    /// chains, until the call is answered or a final answer goes up.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(&self, upstream: &mut Upstream, decision: &Decision, realm: &Arc<str>, directory: &Directory, request: &Request, caller_hop: Hop, now: u64) {
+        let mut plan: Plan = decision.plan.clone();
+        loop {
+            let outcome = match &plan.action {
+                Action::Reject { code, reason } => return upstream.reply(*code, reason),
+                Action::User { users, parallel, ring_timeout } => {
+                    if *parallel {
+                        let branches = self.branches_for(users, realm, directory, request, caller_hop, Some(decision), now);
+                        self.relay(upstream, branches, Some(*ring_timeout)).await
+                    } else {
+                        let mut last = relay::Outcome::Failed(self.response_for(&upstream.original, StatusCode::TemporarilyUnavailable));
+                        for user in users {
+                            let branches = self.branches_for(std::slice::from_ref(user), realm, directory, request, caller_hop, Some(decision), now);
+                            if branches.is_empty() {
+                                continue;
+                            }
+                            last = self.relay(upstream, branches, Some(*ring_timeout)).await;
+                            if matches!(last, relay::Outcome::Answered | relay::Outcome::Cancelled) {
+                                break;
+                            }
+                        }
+                        last
+                    }
+                }
+                Action::Trunk { .. } | Action::Conference { .. } | Action::Echo => {
+                    relay::Outcome::Failed(self.response_for(&upstream.original, status_with_reason(503, "Media Services Not Available")))
+                }
+            };
+            let next = match outcome {
+                relay::Outcome::Answered => return,
+                relay::Outcome::Cancelled => return upstream.reply(487, "Request Terminated"),
+                relay::Outcome::NoAnswer => match plan.on_no_answer.take() {
+                    Some(next) => next,
+                    None => return upstream.reply(480, "No Answer"),
+                },
+                relay::Outcome::Failed(response) => match plan.on_failure.take() {
+                    Some(next) => next,
+                    None => return upstream.forward(response),
+                },
+            };
+            if upstream.cancelled {
+                return upstream.reply(487, "Request Terminated");
+            }
+            plan = *next;
+        }
+    }
+
+    /// One forwarded request per live binding of `users` (in `realm`).
+    #[allow(clippy::too_many_arguments)]
+    fn branches_for(&self, users: &[String], realm: &Arc<str>, directory: &Directory, request: &Request, caller_hop: Hop, decision: Option<&Decision>, now: u64) -> Vec<(Request, Target)> {
         let mut branches = Vec::new();
-        for (binding, leg) in targets {
-            let mut forwarded = request.clone();
-            forwarded.headers.retain(|h| !matches!(h, Header::ProxyAuthorization(_)));
-            match Uri::try_from(binding.uri.as_str()) {
-                Ok(uri) => forwarded.uri = uri,
-                Err(_) => continue,
-            }
-            if method == Method::Invite {
-                // Two Record-Routes: the top one faces the callee, the lower one the caller.
-                let caller_leg = self.target(caller_hop).unwrap_or_else(|| leg.clone());
-                let mut headers = vec![self.record_route(leg.hop, &leg), self.record_route(caller_hop, &caller_leg)];
-                headers.extend(forwarded.headers.iter().cloned());
-                forwarded.headers = headers.into();
-            }
-            for path in binding.path.iter().rev() {
-                let mut headers = vec![Header::Route(path.clone().into())];
-                headers.extend(forwarded.headers.iter().cloned());
-                forwarded.headers = headers.into();
-            }
-            match self.prepare(forwarded, &leg) {
-                Ok(prepared) => branches.push((prepared, leg)),
-                Err(status) => return reply(&mut server, status).await,
+        for name in users {
+            let Some(user) = directory.user(realm, name) else {
+                debug!(user = %name, "dialplan names an unknown user");
+                continue;
+            };
+            let mut bindings: Vec<Binding> = self.store.lookup(&user.aor(), now);
+            fork_order(&mut bindings);
+            for binding in bindings {
+                let hop = match binding.flow {
+                    Some(id) => Hop::Flow(id),
+                    None => Hop::Udp(binding.source),
+                };
+                let Some(leg) = self.target(hop) else { continue };
+                let mut forwarded = request.clone();
+                forwarded.headers.retain(|h| !matches!(h, Header::ProxyAuthorization(_)));
+                let Ok(uri) = Uri::try_from(binding.uri.as_str()) else { continue };
+                forwarded.uri = uri;
+                if let Some(decision) = decision {
+                    forwarded.headers.retain(|h| {
+                        let text = h.to_string();
+                        let name = text.split(':').next().unwrap_or_default().trim();
+                        !decision.remove_headers.iter().any(|r| r.eq_ignore_ascii_case(name))
+                    });
+                    for (name, value) in &decision.add_headers {
+                        forwarded.headers.push(Header::Other(name.clone(), value.clone()));
+                    }
+                }
+                if request.method == Method::Invite {
+                    // Two Record-Routes: the top one faces the callee, the lower one the caller.
+                    let caller_leg = self.target(caller_hop).unwrap_or_else(|| leg.clone());
+                    let mut headers = vec![self.record_route(leg.hop, &leg), self.record_route(caller_hop, &caller_leg)];
+                    headers.extend(forwarded.headers.iter().cloned());
+                    forwarded.headers = headers.into();
+                }
+                for path in binding.path.iter().rev() {
+                    let mut headers = vec![Header::Route(path.clone().into())];
+                    headers.extend(forwarded.headers.iter().cloned());
+                    forwarded.headers = headers.into();
+                }
+                if let Ok(prepared) = self.prepare(forwarded, &leg) {
+                    branches.push((prepared, leg));
+                }
             }
         }
-        info!(callee = %callee.aor(), branches = branches.len(), "forking");
-        self.relay(server, branches, Some(RING_TIMEOUT)).await;
+        branches
     }
 
     /// Handles a request inside a dialog we Record-Routed (BYE, re-INVITE, INFO,
@@ -288,10 +391,17 @@ impl Proxy {
         let Some(leg) = self.target(hop) else {
             return reply(&mut server, StatusCode::TemporarilyUnavailable).await;
         };
-        match self.prepare(request, &leg) {
-            Ok(prepared) => self.relay(server, vec![(prepared, leg)], None).await,
-            Err(status) => reply(&mut server, status).await,
+        let prepared = match self.prepare(request, &leg) {
+            Ok(prepared) => prepared,
+            Err(status) => return reply(&mut server, status).await,
+        };
+        let mut upstream = Upstream::new(server);
+        match self.relay(&mut upstream, vec![(prepared, leg)], None).await {
+            relay::Outcome::Failed(response) => upstream.forward(response),
+            relay::Outcome::Cancelled | relay::Outcome::NoAnswer => upstream.reply(487, "Request Terminated"),
+            relay::Outcome::Answered => {}
         }
+        upstream.finish(&self).await;
     }
 
     /// Removes the Route entries that carry our flow tokens from the top of the
@@ -332,7 +442,7 @@ impl Proxy {
     }
 
     /// Forwards an ACK for a 2xx that arrived on our server transaction.
-    async fn forward_ack(&self, mut ack: Request) {
+    pub(crate) async fn forward_ack(&self, mut ack: Request) {
         let Some(hop) = self.pop_own_routes(&mut ack) else { return };
         let Some(leg) = self.target(hop) else { return };
         if let Ok(ack) = self.prepare(ack, &leg) {
@@ -340,190 +450,7 @@ impl Proxy {
         }
     }
 
-    /// Sends `branches` as client transactions and relays their responses to
-    /// `server` (RFC 3261 §16.7): provisional responses go up at once, the first
-    /// 2xx goes up and cancels the others, else the best final response goes up
-    /// when all branches are done.
-    async fn relay(self: Arc<Self>, mut server: Transaction, branches: Vec<(Request, Target)>, ring_timeout: Option<Duration>) {
-        enum Event {
-            Upstream(Request),
-            UpstreamDone,
-            Response(usize, Response),
-            BranchDone(usize),
-        }
-        let method = server.original.method;
-        let (events, mut rx) = mpsc::unbounded_channel::<Event>();
-        let respond = server.tu_sender.clone();
-        let endpoint = server.endpoint_inner.clone();
-        let original_vias: Vec<Header> = server.original.headers.iter().filter(|h| matches!(h, Header::Via(_))).cloned().collect();
-
-        struct Branch {
-            request: Request,
-            leg: Target,
-            provisional: bool,
-            final_status: Option<u16>,
-            done: bool,
-            cancel_wanted: bool,
-            cancelled: bool,
-        }
-        let mut state: Vec<Branch> = Vec::new();
-        for (index, (request, leg)) in branches.into_iter().enumerate() {
-            let Ok(key) = TransactionKey::from_request(&request, TransactionRole::Client) else { continue };
-            let mut client = Transaction::new_client(key, request.clone(), endpoint.clone(), Some(leg.connection.clone()));
-            client.destination = leg.destination.clone();
-            let events = events.clone();
-            tokio::spawn(async move {
-                if let Err(e) = client.send().await {
-                    debug!(error = %e, "branch send failed");
-                }
-                while let Some(message) = client.receive().await {
-                    if let SipMessage::Response(response) = message {
-                        let _ = events.send(Event::Response(index, response));
-                    }
-                }
-                let _ = events.send(Event::BranchDone(index));
-            });
-            state.push(Branch { request, leg, provisional: false, final_status: None, done: false, cancel_wanted: false, cancelled: false });
-        }
-        {
-            let events = events.clone();
-            tokio::spawn(async move {
-                while let Some(message) = server.receive().await {
-                    if let SipMessage::Request(request) = message {
-                        let _ = events.send(Event::Upstream(request));
-                    }
-                }
-                let _ = events.send(Event::UpstreamDone);
-            });
-        }
-        drop(events);
-
-        let mut answered = false; // a final response went upstream
-        let mut best: Option<Response> = None;
-        let mut upstream_done = false;
-        let deadline = ring_timeout.map(|t| tokio::time::Instant::now() + t);
-        // The upstream Via set is the original request's (with received/rport),
-        // whatever the downstream peer echoed (some answer a CANCEL-induced 487
-        // with the CANCEL's Via).
-        let upstream_vias = original_vias;
-        let forward_up = |mut response: Response| {
-            pop_via(&mut response.headers);
-            let position = response.headers.iter().position(|h| matches!(h, Header::Via(_))).unwrap_or(0);
-            let mut headers: Vec<Header> = response.headers.iter().filter(|h| !matches!(h, Header::Via(_))).cloned().collect();
-            headers.splice(position.min(headers.len())..position.min(headers.len()), upstream_vias.iter().cloned());
-            response.headers = headers.into();
-            let _ = respond.send(TransactionEvent::Respond(response));
-        };
-
-        loop {
-            if upstream_done && state.iter().all(|b| b.done) {
-                break;
-            }
-            let event = match deadline.filter(|_| !answered) {
-                Some(deadline) => tokio::select! {
-                    event = rx.recv() => event,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        for branch in state.iter_mut().filter(|b| b.final_status.is_none()) {
-                            branch.cancel_wanted = true;
-                        }
-                        self.send_cancels(&mut state.iter_mut().map(|b| (&b.request, &b.leg, b.provisional, &mut b.cancel_wanted, &mut b.cancelled)).collect::<Vec<_>>(), &endpoint).await;
-                        if best.is_none() {
-                            if let Some(first) = state.first() {
-                                best = Some(self.local_response(&first.request, StatusCode::TemporarilyUnavailable));
-                            }
-                        }
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            let Some(event) = event else { break };
-            match &event {
-                Event::Response(i, r) => debug!(branch = i, status = r.status_code.code(), "branch response"),
-                Event::Upstream(r) => debug!(method = %r.method, "upstream request"),
-                Event::UpstreamDone => debug!("upstream transaction ended"),
-                Event::BranchDone(i) => debug!(branch = i, "branch ended"),
-            }
-            match event {
-                Event::Upstream(request) => match request.method {
-                    Method::Cancel => {
-                        for branch in state.iter_mut().filter(|b| b.final_status.is_none()) {
-                            branch.cancel_wanted = true;
-                        }
-                        self.send_cancels(&mut state.iter_mut().map(|b| (&b.request, &b.leg, b.provisional, &mut b.cancel_wanted, &mut b.cancelled)).collect::<Vec<_>>(), &endpoint).await;
-                    }
-                    Method::Ack => self.forward_ack(request).await,
-                    _ => {}
-                },
-                Event::UpstreamDone => upstream_done = true,
-                Event::BranchDone(index) => {
-                    if let Some(branch) = state.get_mut(index) {
-                        branch.done = true;
-                        if branch.final_status.is_none() {
-                            branch.final_status = Some(408);
-                            if best.is_none() {
-                                best = Some(self.local_response(&branch.request, StatusCode::RequestTimeout));
-                            }
-                        }
-                    }
-                }
-                Event::Response(index, response) => {
-                    let code = response.status_code.code();
-                    let Some(branch) = state.get_mut(index) else { continue };
-                    if code < 200 {
-                        branch.provisional = true;
-                        if code > 100 && !answered {
-                            forward_up(response);
-                        }
-                    } else if code < 300 {
-                        branch.final_status = Some(code);
-                        // Every 2xx goes up (and retransmissions of it), RFC 3261 §16.7 step 5.
-                        forward_up(response);
-                        if !answered {
-                            answered = true;
-                            for other in state.iter_mut().filter(|b| b.final_status.is_none()) {
-                                other.cancel_wanted = true;
-                            }
-                        }
-                    } else if branch.final_status.is_none() {
-                        branch.final_status = Some(code);
-                        if best.as_ref().is_none_or(|b| better(code, b.status_code.code())) {
-                            best = Some(response);
-                        }
-                    }
-                    self.send_cancels(&mut state.iter_mut().map(|b| (&b.request, &b.leg, b.provisional, &mut b.cancel_wanted, &mut b.cancelled)).collect::<Vec<_>>(), &endpoint).await;
-                }
-            }
-            if !answered && state.iter().all(|b| b.final_status.is_some()) {
-                if let Some(response) = best.take() {
-                    answered = true;
-                    forward_up(response);
-                }
-            }
-        }
-        debug!(%method, "relay finished");
-    }
-
-    /// Sends CANCEL on branches that want it and have had a provisional response.
-    async fn send_cancels(&self, branches: &mut [(&Request, &Target, bool, &mut bool, &mut bool)], endpoint: &Arc<rsipstack::transaction::endpoint::EndpointInner>) {
-        for (request, leg, provisional, wanted, cancelled) in branches.iter_mut() {
-            if !**wanted || **cancelled || !*provisional || request.method != Method::Invite {
-                continue;
-            }
-            **cancelled = true;
-            let cancel = make_cancel(request);
-            let Ok(key) = TransactionKey::from_request(&cancel, TransactionRole::Client) else { continue };
-            let mut client = Transaction::new_client(key, cancel, endpoint.clone(), Some(leg.connection.clone()));
-            client.destination = leg.destination.clone();
-            tokio::spawn(async move {
-                if client.send().await.is_ok() {
-                    while client.receive().await.is_some() {}
-                }
-            });
-        }
-    }
-
-    fn local_response(&self, request: &Request, status: StatusCode) -> Response {
+    pub(crate) fn response_for(&self, request: &Request, status: StatusCode) -> Response {
         let mut response = Response {
             status_code: status,
             wire_reason: None,
@@ -543,7 +470,7 @@ impl Proxy {
 }
 
 /// RFC 3261 §16.7 step 6, simplified: 6xx beats everything, then the lowest class.
-fn better(candidate: u16, current: u16) -> bool {
+pub(crate) fn better(candidate: u16, current: u16) -> bool {
     match (candidate / 100, current / 100) {
         (6, 6) => false,
         (6, _) => true,
@@ -555,7 +482,7 @@ fn better(candidate: u16, current: u16) -> bool {
 
 /// A CANCEL for a forwarded INVITE (RFC 3261 §9.1): same Request-URI, Call-ID,
 /// From, To, CSeq number and top Via; Route copied.
-fn make_cancel(invite: &Request) -> Request {
+pub(crate) fn make_cancel(invite: &Request) -> Request {
     let mut headers: Vec<Header> = Vec::new();
     if let Some(via) = invite.headers.iter().find(|h| matches!(h, Header::Via(_))) {
         headers.push(via.clone());
@@ -581,6 +508,44 @@ async fn reply(server: &mut Transaction, status: StatusCode) {
         warn!(error = %e, "could not answer");
     }
     while server.receive().await.is_some() {}
+}
+
+/// A status code that carries `reason` as its phrase (the serializer writes
+/// the standard text for known codes, so a custom phrase needs `Other`).
+pub(crate) fn status_with_reason(code: u16, reason: &str) -> StatusCode {
+    let standard = StatusCode::try_from((code, reason)).unwrap_or(StatusCode::ServerInternalError);
+    if reason.is_empty() || reason.eq_ignore_ascii_case(standard.text()) {
+        standard
+    } else {
+        StatusCode::Other(code, reason.chars().filter(|c| !c.is_control()).collect())
+    }
+}
+
+async fn reply_with_reason(server: &mut Transaction, code: u16, reason: &str) {
+    let status = status_with_reason(code, reason);
+    let mut response = server.endpoint_inner.make_response(&server.original, status, None);
+    let to_header = response.headers.iter().find(|h| matches!(h, Header::To(_))).cloned();
+    if let Some(Header::To(to)) = to_header {
+        if !to.value().contains(";tag=") {
+            let tagged = Header::To(format!("{};tag={}", to.value(), random_tag()).into());
+            for header in response.headers.iter_mut() {
+                if matches!(header, Header::To(_)) {
+                    *header = tagged.clone();
+                }
+            }
+        }
+    }
+    if let Err(e) = server.respond(response).await {
+        warn!(error = %e, "could not answer");
+    }
+    while server.receive().await.is_some() {}
+}
+
+/// A random tag for responses we originate.
+pub(crate) fn random_tag() -> String {
+    let mut bytes = [0u8; 6];
+    rand::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn drain(mut server: Transaction) {

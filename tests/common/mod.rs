@@ -49,8 +49,21 @@ impl Server {
 
     /// Starts the binary with exactly this configuration.
     pub fn start_with(config: &str) -> Server {
+        Self::start_with_files(config, &[])
+    }
+
+    /// Starts the binary with this configuration and extra files (relative
+    /// path, content) in its working directory, e.g. a dialplan.
+    pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("switchboard.yaml"), config).expect("write config");
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(path, content).expect("write file");
+        }
         let mut child = Command::new(binary())
             .args(["serve", "--log-format", "json", "--log-level", "info,switchboard=debug"])
             .current_dir(dir.path())
@@ -133,6 +146,11 @@ impl Server {
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap_or(0)))
             .unwrap_or_else(|| panic!("metric {name} not found in\n{text}"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
