@@ -32,6 +32,8 @@ enum Command {
     Serve,
     /// Validate the configuration and report every problem as FILE:LINE:COLUMN.
     Check,
+    /// Ask the running server (through its admin listener) to reload the dialplan.
+    Reload,
     /// Check dialplans, dry-run calls through them, print their JSON Schema.
     Dialplan {
         #[command(subcommand)]
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.as_ref().unwrap_or(&Command::Serve) {
         Command::Check => check(&cli),
+        Command::Reload => reload(&cli),
         Command::Dialplan { command } => switchboard::dialplan::cli::run(command, cli.config.as_deref()),
         Command::Serve => match serve(&cli) {
             Ok(()) => ExitCode::SUCCESS,
@@ -56,15 +59,64 @@ fn main() -> ExitCode {
 }
 
 fn check(cli: &Cli) -> ExitCode {
-    match config::load(cli.config.as_deref()) {
-        Ok(loaded) => {
-            println!("{}: configuration OK", loaded.source);
+    let loaded = match config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}: configuration OK", loaded.source);
+    // The dialplan the configuration names, checked the way the server loads it.
+    let trunks: Vec<String> = loaded.config.trunks.iter().map(|t| t.value.name.clone()).collect();
+    let groups = loaded.config.domains.iter().flat_map(|d| d.users.iter().flat_map(|u| u.value.groups.iter().cloned())).collect();
+    match switchboard::routing::Routing::load(&loaded.config.dialplan.file, trunks, groups, Default::default()) {
+        Ok(routing) => {
+            println!("{}: dialplan OK ({} rules)", loaded.config.dialplan.file.display(), routing.current().rule_count());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            for diagnostic in &e.0 {
+                eprintln!("{diagnostic}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `switchboard reload`: POST /api/reload on the first admin listener.
+fn reload(cli: &Cli) -> ExitCode {
+    use std::io::{Read, Write};
+    let loaded = match config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(admin) = loaded.listeners.admin.first().copied() else {
+        eprintln!("switchboard reload: no admin listener configured (listen.admin); send SIGHUP instead");
+        return ExitCode::FAILURE;
+    };
+    let mut stream = match std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(3)) {
+        Ok(stream) => stream,
+        Err(e) => {
+            eprintln!("switchboard reload: cannot reach {admin}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = write!(stream, "POST /api/reload HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or(&response);
+    if ok {
+        print!("{body}");
+        ExitCode::SUCCESS
+    } else {
+        eprint!("{body}");
+        ExitCode::FAILURE
     }
 }
 

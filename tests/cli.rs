@@ -127,3 +127,18 @@ fn serve_with_embedded_defaults_logs_every_listener() {
         assert!(text.contains("addr=[::]:5060"), "IPv6 listener missing:\n{text}");
     }
 }
+
+#[test]
+fn check_validates_the_dialplan_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("dialplans")).unwrap();
+    std::fs::write(dir.path().join("dialplans/default.yaml"), "rules:\n  - name: bad\n    match:\n      to: { regex: '(' }\n    action:\n      reject: { code: 404 }\n").unwrap();
+    let (code, out, err) = run(dir.path(), &["check"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("dialplans/default.yaml:4:"), "{err}");
+    // Without the file the embedded default dialplan is used, and it is valid.
+    std::fs::remove_file(dir.path().join("dialplans/default.yaml")).unwrap();
+    let (code, out, err) = run(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dialplan OK"), "{out}");
+}

@@ -156,3 +156,23 @@ fn a_call_in_progress_is_unaffected_by_a_reload() {
     assert!(out.status.success(), "the call in progress must end normally");
     assert!(uas.wait().unwrap().success(), "callee saw the whole call");
 }
+
+#[test]
+fn reload_command_uses_the_admin_endpoint() {
+    let config = format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n  watch: false\n");
+    let server = Server::start_with_files(&config, &[("dialplans/main.yaml", ROUTE_USERS)]);
+    // The command reads the same configuration; point its admin address at the running server.
+    let admin = server.addr("admin");
+    let client_config = server.dir.path().join("client.yaml");
+    std::fs::write(&client_config, format!("listen: {{admin: ['{admin}']}}\n")).unwrap();
+    std::fs::write(plan_path(&server), BROKEN).unwrap();
+    let out = Command::new(common::binary()).arg("reload").arg("--config").arg(&client_config).current_dir(server.dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("main.yaml:4:") && stderr.contains("error"), "{stderr}");
+    std::fs::write(plan_path(&server), REJECT_ALL).unwrap();
+    let out = Command::new(common::binary()).arg("reload").arg("--config").arg(&client_config).current_dir(server.dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dialplan reloaded"));
+    assert_eq!(invite(server.addr("udp"), "u0002"), "SIP/2.0 403 Closed for maintenance");
+}
