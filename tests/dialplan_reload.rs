@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ALL_LOOPBACK, Server, free_port, scenario, sipp};
-use switchboard::auth::digest::{Algorithm, ha1, response};
 
 const DOMAIN: &str = "example.test";
 const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\nauth:\n  algorithms: [MD5, SHA-256]\n";
@@ -26,37 +25,8 @@ fn plan_path(server: &Server) -> std::path::PathBuf {
     server.dir.path().join("dialplans").join("main.yaml")
 }
 
-/// An authenticated INVITE to `callee`; returns the final status line.
 fn invite(server: SocketAddr, callee: &str) -> String {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let local = socket.local_addr().unwrap();
-    let call_id = format!("reload-{}-{}", callee, local.port());
-    let send = |cseq: u32, auth: &str| {
-        let msg = format!(
-            "INVITE sip:{callee}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-r{cseq}-{};rport\r\nMax-Forwards: 70\r\n\
-             From: <sip:u0001@{DOMAIN}>;tag=a1\r\nTo: <sip:{callee}@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
-             Contact: <sip:u0001@{local}>\r\n{auth}Content-Length: 0\r\n\r\n",
-            local.port()
-        );
-        socket.send_to(msg.as_bytes(), server).unwrap();
-    };
-    let final_response = || loop {
-        let mut buf = vec![0u8; 8192];
-        let (n, _) = socket.recv_from(&mut buf).expect("response");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
-            return text;
-        }
-    };
-    send(1, "");
-    let challenge = final_response();
-    let nonce = challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_string();
-    let uri = format!("sip:{callee}@{DOMAIN}");
-    let digest = response(Algorithm::Md5, &ha1(Algorithm::Md5, "u0001", DOMAIN, "p0001"), "INVITE", &uri, &nonce, "00000001", "c1", Some("auth"));
-    let auth = format!("Proxy-Authorization: Digest username=\"u0001\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n");
-    send(2, &auth);
-    final_response().lines().next().unwrap_or_default().to_string()
+    common::authenticated_invite(server, DOMAIN, "u0001", "p0001", callee)
 }
 
 fn wait_for(server: &Server, metric: &str, at_least: u64, within: Duration) -> Duration {

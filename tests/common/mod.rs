@@ -280,4 +280,41 @@ pub fn read_sip<R: Read>(stream: &mut R) -> Option<String> {
     Some(head + &String::from_utf8_lossy(&body))
 }
 
+/// An INVITE from `caller` (password `password`) to `callee@domain` over UDP,
+/// answering the 407 challenge with MD5 digest credentials; returns the
+/// final status line.
+pub fn authenticated_invite(server: SocketAddr, domain: &str, caller: &str, password: &str, callee: &str) -> String {
+    use switchboard::auth::digest::{Algorithm, ha1, response};
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = socket.local_addr().unwrap();
+    let call_id = format!("invite-{callee}-{}", local.port());
+    let send = |cseq: u32, auth: &str| {
+        let msg = format!(
+            "INVITE sip:{callee}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i{cseq}-{};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{caller}@{domain}>;tag=a1\r\nTo: <sip:{callee}@{domain}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
+             Contact: <sip:{caller}@{local}>\r\n{auth}Content-Length: 0\r\n\r\n",
+            local.port()
+        );
+        socket.send_to(msg.as_bytes(), server).unwrap();
+    };
+    let final_response = || loop {
+        let mut buf = vec![0u8; 8192];
+        let (n, _) = socket.recv_from(&mut buf).expect("response");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    };
+    send(1, "");
+    let challenge = final_response();
+    assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
+    let nonce = challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_string();
+    let uri = format!("sip:{callee}@{domain}");
+    let digest = response(Algorithm::Md5, &ha1(Algorithm::Md5, caller, domain, password), "INVITE", &uri, &nonce, "00000001", "c1", Some("auth"));
+    let auth = format!("Proxy-Authorization: Digest username=\"{caller}\", realm=\"{domain}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n");
+    send(2, &auth);
+    final_response().lines().next().unwrap_or_default().to_string()
+}
+
 pub mod ws;

@@ -8,10 +8,45 @@ pub mod udp;
 pub mod ws;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use rsipstack::transport::channel::ChannelConnection;
+use rsipstack::transport::{SipAddr, TransportEvent};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::mpsc;
+use tracing::warn;
 
-use super::SipError;
+use super::connections::FlowGuard;
+use super::{SipConnection, SipCore, SipError, TransportKind};
+
+/// A stream connection registered as a SIP flow.
+pub struct OpenFlow {
+    /// The handle the transaction layer sends through.
+    pub connection: SipConnection,
+    /// Keeps the flow registered; dropping it announces the close.
+    pub guard: FlowGuard,
+    /// What the transaction layer wants written on this connection.
+    pub outgoing: mpsc::Receiver<TransportEvent>,
+}
+
+/// Registers a new stream connection: a channel connection for the transaction
+/// layer (its writes arrive on `outgoing`, bounded by `limits.send_queue`) and
+/// an entry in the flow table; counts it as open.
+pub async fn open_flow(core: &Arc<SipCore>, kind: TransportKind, local: SocketAddr, remote: SocketAddr) -> Option<OpenFlow> {
+    let (out_tx, outgoing) = mpsc::channel::<TransportEvent>(core.limits().send_queue.max(1));
+    let (_unused_tx, unused_rx) = mpsc::unbounded_channel();
+    let peer = SipAddr { r#type: Some(kind.sip_transport()), addr: remote.into() };
+    let connection = match ChannelConnection::create_connection_bounded(unused_rx, out_tx, peer, Some(core.cancel_token().child_token())).await {
+        Ok(channel) => SipConnection::Channel(channel),
+        Err(e) => {
+            warn!(%remote, error = %e, "could not create flow");
+            return None;
+        }
+    };
+    let guard = core.connections().register(kind, local, remote, connection.clone());
+    core.metrics().transport(kind).connections.inc();
+    Some(OpenFlow { connection, guard, outgoing })
+}
 
 /// Creates a socket bound to `addr`. IPv6 sockets are IPv6-only, so `0.0.0.0:P`
 /// and `[::]:P` can be bound side by side.

@@ -7,10 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rsipstack::transport::channel::ChannelConnection;
-use rsipstack::transport::{SipAddr, TransportEvent};
+use rsipstack::transport::TransportEvent;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
@@ -19,7 +17,8 @@ use super::bind_tcp;
 use crate::sip::connections::Slot;
 use crate::sip::framer::{Frame, FrameError, Framer};
 use crate::sip::inspect::{Rejection, stateless_response};
-use crate::sip::{SipConnection, SipCore, SipError, TransportKind};
+use super::{OpenFlow, open_flow};
+use crate::sip::{SipCore, SipError, TransportKind};
 
 /// A bound TCP or TLS listener for SIP.
 pub struct StreamListener {
@@ -114,19 +113,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = core.limits().clone();
-    let (out_tx, mut out_rx) = mpsc::channel::<TransportEvent>(limits.send_queue.max(1));
-    let (_unused_tx, unused_rx) = mpsc::unbounded_channel();
-    let peer = SipAddr { r#type: Some(kind.sip_transport()), addr: remote.into() };
-    let connection = match ChannelConnection::create_connection_bounded(unused_rx, out_tx, peer, Some(core.cancel_token().child_token())).await {
-        Ok(channel) => SipConnection::Channel(channel),
-        Err(e) => {
-            warn!(%remote, error = %e, "could not create flow");
-            return;
-        }
-    };
-    let flow = core.connections().register(kind, local, remote, connection.clone());
+    let Some(OpenFlow { connection, guard: flow, mut outgoing }) = open_flow(&core, kind, local, remote).await else { return };
     let counters = core.metrics().transport(kind);
-    counters.connections.inc();
     debug!(%remote, transport = kind.as_str(), flow = %flow.id(), "connection open");
 
     let (mut reader, mut writer) = tokio::io::split(io);
@@ -145,7 +133,7 @@ where
             _ = sleep_until(deadline) => {
                 break if partial_since.is_some() { Close::SlowMessage } else { Close::Idle };
             }
-            outgoing = out_rx.recv() => {
+            outgoing = outgoing.recv() => {
                 let Some(TransportEvent::Incoming(message, _, _)) = outgoing else { continue };
                 if let Err(e) = write(&mut writer, &message.to_bytes(), &limits).await {
                     break Close::Io(e);
@@ -160,7 +148,7 @@ where
                 while let Some(frame) = framer.next_frame() {
                     // Flush what is queued first: delivering may queue more on this
                     // same connection (a replayed response), and the queue is bounded.
-                    while let Ok(TransportEvent::Incoming(message, _, _)) = out_rx.try_recv() {
+                    while let Ok(TransportEvent::Incoming(message, _, _)) = outgoing.try_recv() {
                         if let Err(e) = write(&mut writer, &message.to_bytes(), &limits).await {
                             break 'conn Close::Io(e);
                         }

@@ -8,31 +8,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use rsipstack::transport::channel::ChannelConnection;
-use rsipstack::transport::{SipAddr, TransportEvent};
-use tokio::sync::mpsc;
+use rsipstack::transport::TransportEvent;
 use tokio::time::{Instant, sleep_until, timeout};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::sip::connections::Slot;
-use crate::sip::{SipConnection, SipCore, TransportKind};
+use super::{OpenFlow, open_flow};
+use crate::sip::{SipCore, TransportKind};
 
 /// Serves one upgraded SIP WebSocket until it closes.
 pub async fn serve(core: Arc<SipCore>, mut socket: WebSocket, kind: TransportKind, local: SocketAddr, remote: SocketAddr, slot: Slot) {
     let limits = core.limits().clone();
-    let (out_tx, mut out_rx) = mpsc::channel::<TransportEvent>(limits.send_queue.max(1));
-    let (_unused_tx, unused_rx) = mpsc::unbounded_channel();
-    let peer = SipAddr { r#type: Some(kind.sip_transport()), addr: remote.into() };
-    let connection = match ChannelConnection::create_connection_bounded(unused_rx, out_tx, peer, Some(core.cancel_token().child_token())).await {
-        Ok(channel) => SipConnection::Channel(channel),
-        Err(e) => {
-            warn!(%remote, error = %e, "could not create flow");
-            return;
-        }
-    };
-    let flow = core.connections().register(kind, local, remote, connection.clone());
+    let Some(OpenFlow { connection, guard: flow, mut outgoing }) = open_flow(&core, kind, local, remote).await else { return };
     let counters = core.metrics().transport(kind);
-    counters.connections.inc();
     debug!(%remote, transport = kind.as_str(), flow = %flow.id(), "websocket open");
 
     let cancel = core.cancel_token().clone();
@@ -54,7 +42,7 @@ pub async fn serve(core: Arc<SipCore>, mut socket: WebSocket, kind: TransportKin
                     break "write failed";
                 }
             }
-            outgoing = out_rx.recv() => {
+            outgoing = outgoing.recv() => {
                 let Some(TransportEvent::Incoming(message, _, _)) = outgoing else { continue };
                 let bytes = message.to_bytes();
                 let frame = match String::from_utf8(bytes) {
