@@ -8,13 +8,12 @@
 
 use std::sync::Arc;
 
-use rsipstack::transaction::TransactionReceiver;
 use tracing::{Instrument, debug, info_span};
 
 use crate::directory::Directory;
 use crate::proxy::{Proxy, is_in_dialog};
 use crate::registrar::service::{Registrar, unix_now};
-use crate::sip::{Header, HeadersExt, Method, SipCore, StatusCode, Transaction};
+use crate::sip::{Header, HeadersExt, Method, SipCore, StatusCode, Transaction, TransactionReceiver};
 
 /// Everything the transaction user needs, shared by all transactions.
 pub struct Services {

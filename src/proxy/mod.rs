@@ -11,9 +11,6 @@ pub mod token;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rsipstack::sip::prelude::ToTypedHeader;
-use rsipstack::sip::{Param, Uri};
-use rsipstack::transport::SipAddr;
 use tracing::{debug, info, warn};
 
 use crate::auth::authenticator::{Authenticator, Outcome};
@@ -24,7 +21,7 @@ use crate::directory::Directory;
 use crate::registrar::service::{header_values, unix_now};
 use crate::registrar::store::LocationStore;
 use crate::registrar::{Binding, fork_order};
-use crate::sip::{Header, HeadersExt, Method, Request, Response, SipConnection, SipCore, SipMessage, Source, StatusCode, Transaction, TransportKind};
+use crate::sip::{Header, HeadersExt, Method, Param, Request, Response, SipAddr, SipConnection, SipCore, SipMessage, Source, StatusCode, ToTypedHeader, Transaction, TransportKind, Uri};
 use token::{Hop, TokenKey};
 
 
@@ -84,7 +81,7 @@ fn via_transport(kind: TransportKind) -> &'static str {
 
 /// Removes the topmost Via value (ours) from a response; a Via header may
 /// carry several comma-separated values.
-pub(crate) fn pop_via(headers: &mut rsipstack::sip::Headers) {
+pub(crate) fn pop_via(headers: &mut crate::sip::Headers) {
     let Some(index) = headers.iter().position(|h| matches!(h, Header::Via(_))) else { return };
     let rest = match headers.iter().nth(index) {
         Some(Header::Via(via)) => split_first_value(via.value()).map(str::to_string),
@@ -117,7 +114,7 @@ fn split_first_value(value: &str) -> Option<&str> {
 }
 
 /// Removes the first header that `is` selects.
-fn remove_first(headers: &mut rsipstack::sip::Headers, is: impl Fn(&Header) -> bool) {
+fn remove_first(headers: &mut crate::sip::Headers, is: impl Fn(&Header) -> bool) {
     let mut removed = false;
     headers.retain(|h| {
         if !removed && is(h) {
@@ -142,7 +139,7 @@ impl Proxy {
                 Some(Target {
                     hop,
                     connection,
-                    destination: Some(SipAddr { r#type: Some(rsipstack::sip::Transport::Udp), addr: addr.into() }),
+                    destination: Some(SipAddr { r#type: Some(crate::sip::Transport::Udp), addr: addr.into() }),
                     kind: TransportKind::Udp,
                     local,
                 })
@@ -454,7 +451,7 @@ impl Proxy {
         let mut response = Response {
             status_code: status,
             wire_reason: None,
-            version: rsipstack::sip::Version::V2,
+            version: crate::sip::Version::V2,
             headers: request
                 .headers
                 .iter()
@@ -498,7 +495,7 @@ pub(crate) fn make_cancel(invite: &Request) -> Request {
         }
     }
     headers.push(Header::ContentLength(0u32.into()));
-    Request { method: Method::Cancel, uri: invite.uri.clone(), version: rsipstack::sip::Version::V2, headers: headers.into(), body: vec![] }
+    Request { method: Method::Cancel, uri: invite.uri.clone(), version: crate::sip::Version::V2, headers: headers.into(), body: vec![] }
 }
 
 /// Answers and keeps the server transaction alive until it ends (INVITE: to

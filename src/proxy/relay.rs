@@ -7,13 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsipstack::transaction::key::{TransactionKey, TransactionRole};
-use rsipstack::transaction::transaction::{TransactionEvent, TransactionEventSender};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::{Proxy, Target, pop_via};
-use crate::sip::{Header, Method, Request, Response, SipMessage, StatusCode, Transaction};
+use crate::sip::{Header, Method, Request, Response, SipMessage, StatusCode, Transaction, TransactionEvent, TransactionEventSender, TransactionKey, TransactionLayer, TransactionRole};
 
 /// The upstream side of a proxied request: its server transaction, driven by a
 /// task of its own, and the requests that arrive on it (CANCEL, ACK).
@@ -22,7 +20,7 @@ pub struct Upstream {
     requests: mpsc::UnboundedReceiver<Option<Request>>,
     /// The request as received (Vias with received/rport).
     pub original: Request,
-    endpoint: Arc<rsipstack::transaction::endpoint::EndpointInner>,
+    endpoint: Arc<TransactionLayer>,
     /// A final response went up.
     pub answered: bool,
     /// The caller sent CANCEL.
@@ -50,7 +48,7 @@ impl Upstream {
     }
 
     /// The transaction layer this request lives in.
-    pub fn endpoint(&self) -> &Arc<rsipstack::transaction::endpoint::EndpointInner> {
+    pub fn endpoint(&self) -> &Arc<TransactionLayer> {
         &self.endpoint
     }
 
@@ -234,7 +232,7 @@ impl Proxy {
 
     /// Sends CANCEL (its own client transaction) on branches that want it and
     /// have had a provisional response (RFC 3261 §9.1).
-    fn send_cancels(&self, state: &mut [Branch], endpoint: &Arc<rsipstack::transaction::endpoint::EndpointInner>) {
+    fn send_cancels(&self, state: &mut [Branch], endpoint: &Arc<TransactionLayer>) {
         for branch in state.iter_mut() {
             if !branch.cancel || branch.cancelled || !branch.provisional || branch.final_status.is_some() || branch.request.method != Method::Invite {
                 continue;

@@ -11,8 +11,7 @@ use super::store::LocationStore;
 use super::{RegisterError, RegisterRequest, RegistrarConfig, apply};
 use crate::auth::authenticator::{Authenticator, Outcome};
 use crate::directory::Directory;
-use crate::sip::{Header, HeadersExt, Request, Source, StatusCode};
-use rsipstack::sip::prelude::ToTypedHeader;
+use crate::sip::{Header, HeadersExt, Request, Source, StatusCode, ToTypedHeader};
 
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {

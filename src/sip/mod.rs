@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption, MessageInspector};
-use rsipstack::sip::prelude::ToTypedHeader;
-use rsipstack::transport::{SipAddr, TransportLayer};
+
+use rsipstack::transport::TransportLayer as StackTransportLayer;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -34,6 +34,20 @@ pub use rsipstack::sip::{
 };
 /// A server or client transaction of the RFC 3261 transaction layer.
 pub use rsipstack::transaction::transaction::Transaction;
+/// Typed access to headers.
+pub use rsipstack::sip::prelude::{ToTypedHeader, UntypedHeader};
+/// More message types: header lists, URI parameters, URIs, the SIP version.
+pub use rsipstack::sip::{Headers, Param, Uri, Version};
+/// A transport address (transport + host + port).
+pub use rsipstack::transport::SipAddr;
+/// New server transactions, as the transaction layer hands them over.
+pub use rsipstack::transaction::TransactionReceiver;
+/// Transaction identity.
+pub use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+/// Events a transaction's owner can send it.
+pub use rsipstack::transaction::transaction::{TransactionEvent, TransactionEventSender};
+/// The transaction layer (shared by all transactions).
+pub use rsipstack::transaction::endpoint::EndpointInner as TransactionLayer;
 /// A transport handle the transaction layer sends through.
 pub use rsipstack::transport::SipConnection;
 
@@ -192,7 +206,7 @@ impl SipCore {
     /// Builds the transaction layer. Call [`SipCore::run`] to start its timers and
     /// take the incoming server transactions.
     pub fn new(limits: Limits, metrics: Arc<Metrics>, server_name: String, cancel: CancellationToken) -> Arc<Self> {
-        let transport_layer = TransportLayer::new(cancel.child_token());
+        let transport_layer = StackTransportLayer::new(cancel.child_token());
         let endpoint = rsipstack::EndpointBuilder::new()
             .with_user_agent(&server_name)
             .with_transport_layer(transport_layer)
