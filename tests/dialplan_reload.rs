@@ -65,9 +65,9 @@ fn valid_edit_changes_routing_within_a_second_and_invalid_edit_is_refused() {
     std::fs::write(plan_path(&server), BROKEN).unwrap();
     wait_for(&server, "switchboard_dialplan_reload_failures_total", 1, Duration::from_secs(2));
     assert_eq!(invite(udp, "u0002"), "SIP/2.0 403 Closed for maintenance");
+    assert!(server.wait_log("the running version stays active"), "{}", server.log_text());
     let log = server.log_text();
     assert!(log.contains("main.yaml:4:"), "the refusal names file and line:\n{log}");
-    assert!(log.contains("the running version stays active"), "{log}");
 
     // The admin endpoint reports the same problems, and reloads a fixed file.
     let (status, body) = admin_post(&server, "/api/reload");

@@ -199,7 +199,7 @@ fn repeated_failures_ban_the_source() {
     let banned = client.register("u0001", "");
     assert!(banned.starts_with("SIP/2.0 403"), "{banned}");
     assert_eq!(server.metric("switchboard_auth_bans_total"), 2, "source and username banned");
-    assert!(server.log_text().contains("source address banned"));
+    assert!(server.wait_log("source address banned"));
 }
 
 /// A REGISTER over its own TCP connection (one flow), answering the challenge.

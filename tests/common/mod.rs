@@ -130,6 +130,19 @@ impl Server {
         self.dir.path().join("certs").join("switchboard.crt")
     }
 
+    /// Waits up to 3 s for a log line containing `needle` (the log is read by
+    /// another thread, so a line may trail the event that caused it).
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// The log so far, one JSON object per line.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
