@@ -30,7 +30,15 @@ pub struct Services {
 /// Receives new server transactions until shutdown; one task per transaction.
 pub async fn run(services: Arc<Services>, mut incoming: TransactionReceiver) {
     let core = services.core.clone();
-    while let Some(transaction) = incoming.recv().await {
+    while let Some(mut transaction) = incoming.recv().await {
+        if transaction.original.method != Method::Ack {
+            if let Some(previous) = core.completed_response(&transaction.key) {
+                tokio::spawn(async move {
+                    let _ = transaction.respond(previous).await;
+                });
+                continue;
+            }
+        }
         core.metrics().requests_processed.inc();
         let call_id = transaction
             .original

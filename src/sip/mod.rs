@@ -265,6 +265,19 @@ impl SipCore {
         &self.cancel
     }
 
+    /// The final response already sent for this transaction key, when the
+    /// transaction layer remembers one. A retransmission can slip past the
+    /// layer's own absorption while the first transaction is being retired
+    /// (rsipstack 0.7.14 removes it from the live table before it records the
+    /// response); the dispatcher replays the response instead of processing
+    /// the request twice.
+    pub fn completed_response(&self, key: &TransactionKey) -> Option<Response> {
+        match self.endpoint.finished_transactions.get(key) {
+            Some(Some(SipMessage::Response(response))) => Some(response),
+            _ => None,
+        }
+    }
+
     /// Where the request of a server transaction came from.
     pub fn source(&self, request: &Request, connection: Option<&SipConnection>) -> Option<Source> {
         match connection? {
