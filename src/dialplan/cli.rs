@@ -14,9 +14,6 @@ use clap::{Args, Subcommand};
 use super::{CallContext, LoadContext, Severity, SourceKind};
 use crate::config;
 
-/// The dialplan checked and tested when no file is named.
-pub const DEFAULT_DIALPLAN: &str = "dialplans/default.yaml";
-
 /// Exit code of `dialplan test` when no rule matches.
 const NO_MATCH: u8 = 2;
 
@@ -26,7 +23,8 @@ pub enum DialplanCommand {
     /// Validate dialplan files: every error and warning as FILE:LINE:COLUMN
     /// (exit code 1 when there is an error).
     Check {
-        /// Dialplan files (default: dialplans/default.yaml).
+        /// Dialplan files (default: the configured `dialplan.file`,
+        /// dialplans/default.yaml).
         files: Vec<PathBuf>,
     },
     /// Dry-run a call through a dialplan and explain the decision (exit code
@@ -62,7 +60,8 @@ pub struct TestArgs {
     /// The From display name.
     #[arg(long)]
     pub display: Option<String>,
-    /// The dialplan (default: dialplans/default.yaml).
+    /// The dialplan (default: the configured `dialplan.file`,
+    /// dialplans/default.yaml).
     #[arg(long)]
     pub file: Option<PathBuf>,
 }
@@ -82,14 +81,19 @@ fn parse_source(text: &str) -> Result<TestSource, String> {
     match text.split_once(':') {
         None if text == "local" => Ok(TestSource::Local),
         Some(("trunk", name)) if !name.is_empty() => Ok(TestSource::Trunk(name.to_string())),
-        Some(("ip", addr)) => addr.parse().map(TestSource::Ip).map_err(|_| format!("'{addr}' is not an IP address")),
+        Some(("ip", addr)) => addr
+            .parse()
+            .map(TestSource::Ip)
+            .map_err(|_| format!("'{addr}' is not an IP address")),
         _ => Err("use local, trunk:NAME or ip:ADDRESS".into()),
     }
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
     match text.split_once(':') {
-        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_string(), value.trim().to_string())),
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
         _ => Err("use 'Name: value'".into()),
     }
 }
@@ -101,13 +105,20 @@ pub fn run(command: &DialplanCommand, config: Option<&Path>) -> ExitCode {
             print!("{}", super::json_schema());
             ExitCode::SUCCESS
         }
-        DialplanCommand::Check { files } => with_config(config, |trunks, groups, _| check(files, trunks, groups)),
-        DialplanCommand::Test(args) => with_config(config, |trunks, groups, loaded| test(args, trunks, groups, loaded)),
+        DialplanCommand::Check { files } => with_config(config, |trunks, groups, loaded| {
+            check(files, trunks, groups, loaded)
+        }),
+        DialplanCommand::Test(args) => with_config(config, |trunks, groups, loaded| {
+            test(args, trunks, groups, loaded)
+        }),
     }
 }
 
 /// Loads the configuration and runs `f` with its trunk names and groups.
-fn with_config(path: Option<&Path>, f: impl FnOnce(&[String], &BTreeSet<String>, &config::Loaded) -> ExitCode) -> ExitCode {
+fn with_config(
+    path: Option<&Path>,
+    f: impl FnOnce(&[String], &BTreeSet<String>, &config::Loaded) -> ExitCode,
+) -> ExitCode {
     let loaded = match config::load(path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -117,18 +128,37 @@ fn with_config(path: Option<&Path>, f: impl FnOnce(&[String], &BTreeSet<String>,
         }
     };
     let trunks = config_trunks(&loaded);
-    let groups: BTreeSet<String> =
-        loaded.config.domains.iter().flat_map(|d| d.users.iter()).flat_map(|u| u.value.groups.iter().cloned()).collect();
+    let groups: BTreeSet<String> = loaded
+        .config
+        .domains
+        .iter()
+        .flat_map(|d| d.users.iter())
+        .flat_map(|u| u.value.groups.iter().cloned())
+        .collect();
     f(&trunks, &groups, &loaded)
 }
 
 /// Names of the configured trunks.
 fn config_trunks(loaded: &config::Loaded) -> Vec<String> {
-    loaded.config.trunks.iter().map(|t| t.value.name.trim().to_string()).collect()
+    loaded
+        .config
+        .trunks
+        .iter()
+        .map(|t| t.value.name.trim().to_string())
+        .collect()
 }
 
-fn check(files: &[PathBuf], trunks: &[String], groups: &BTreeSet<String>) -> ExitCode {
-    let files = if files.is_empty() { vec![PathBuf::from(DEFAULT_DIALPLAN)] } else { files.to_vec() };
+fn check(
+    files: &[PathBuf],
+    trunks: &[String],
+    groups: &BTreeSet<String>,
+    loaded: &config::Loaded,
+) -> ExitCode {
+    let files = if files.is_empty() {
+        vec![loaded.config.dialplan.file.clone()]
+    } else {
+        files.to_vec()
+    };
     let ctx = LoadContext { trunks, groups };
     let mut failed = false;
     for file in &files {
@@ -139,22 +169,47 @@ fn check(files: &[PathBuf], trunks: &[String], groups: &BTreeSet<String>) -> Exi
         for d in &diagnostics {
             eprintln!("{d}");
         }
-        let warnings = diagnostics.iter().filter(|d| d.severity == Severity::Warning).count();
+        let warnings = diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count();
         let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         match count {
-            Some(rules) => println!("{}: OK ({}, {})", file.display(), plural(rules, "rule"), plural(warnings, "warning")),
+            Some(rules) => println!(
+                "{}: OK ({}, {})",
+                file.display(),
+                plural(rules, "rule"),
+                plural(warnings, "warning")
+            ),
             None => {
                 failed = true;
                 let errors = diagnostics.len() - warnings;
-                println!("{}: {}, {}", file.display(), plural(errors, "error"), plural(warnings, "warning"));
+                println!(
+                    "{}: {}, {}",
+                    file.display(),
+                    plural(errors, "error"),
+                    plural(warnings, "warning")
+                );
             }
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
-fn test(args: &TestArgs, trunks: &[String], groups: &BTreeSet<String>, loaded: &config::Loaded) -> ExitCode {
-    let file = args.file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DIALPLAN));
+fn test(
+    args: &TestArgs,
+    trunks: &[String],
+    groups: &BTreeSet<String>,
+    loaded: &config::Loaded,
+) -> ExitCode {
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| loaded.config.dialplan.file.clone());
     let ctx = LoadContext { trunks, groups };
     let plan = match super::load(&file, &ctx) {
         Ok((plan, warnings)) => {
@@ -176,7 +231,9 @@ fn test(args: &TestArgs, trunks: &[String], groups: &BTreeSet<String>, loaded: &
         Some(text) => match parse_time(text, plan.zone()) {
             Some(ts) => ts,
             None => {
-                eprintln!("switchboard: --time '{text}' is not a time like 2026-11-21T10:00:00 or 2026-11-21T10:00:00Z");
+                eprintln!(
+                    "switchboard: --time '{text}' is not a time like 2026-11-21T10:00:00 or 2026-11-21T10:00:00Z"
+                );
                 return ExitCode::FAILURE;
             }
         },
@@ -186,12 +243,26 @@ fn test(args: &TestArgs, trunks: &[String], groups: &BTreeSet<String>, loaded: &
         return ExitCode::FAILURE;
     };
 
-    let user = loaded.config.domains.iter().flat_map(|d| d.users.iter()).map(|u| &u.value).find(|u| u.username == args.from);
+    let user = loaded
+        .config
+        .domains
+        .iter()
+        .flat_map(|d| d.users.iter())
+        .map(|u| &u.value)
+        .find(|u| u.username == args.from);
     let (source, source_ip, caller_groups) = match &args.source {
-        TestSource::Local => {
-            (SourceKind::Local { user: args.from.clone() }, IpAddr::V4(Ipv4Addr::LOCALHOST), user.map(|u| u.groups.clone()).unwrap_or_default())
-        }
-        TestSource::Trunk(name) => (SourceKind::Trunk { name: name.clone() }, IpAddr::V4(Ipv4Addr::LOCALHOST), Vec::new()),
+        TestSource::Local => (
+            SourceKind::Local {
+                user: args.from.clone(),
+            },
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            user.map(|u| u.groups.clone()).unwrap_or_default(),
+        ),
+        TestSource::Trunk(name) => (
+            SourceKind::Trunk { name: name.clone() },
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Vec::new(),
+        ),
         TestSource::Ip(ip) => (SourceKind::Unknown, *ip, Vec::new()),
     };
     let display = args.display.clone().or_else(|| match args.source {
@@ -220,8 +291,15 @@ fn test(args: &TestArgs, trunks: &[String], groups: &BTreeSet<String>, loaded: &
         SourceKind::Unknown => "unknown".to_string(),
     };
     println!("call: from {} to {}", call.from, call.to);
-    println!("  source: {source_text}; address {}; transport {}", call.source_ip, call.transport);
-    println!("  time: {}", now.to_zoned(plan.zone().clone()).strftime("%a %Y-%m-%d %H:%M:%S %Z"));
+    println!(
+        "  source: {source_text}; address {}; transport {}",
+        call.source_ip, call.transport
+    );
+    println!(
+        "  time: {}",
+        now.to_zoned(plan.zone().clone())
+            .strftime("%a %Y-%m-%d %H:%M:%S %Z")
+    );
     for (name, value) in call.headers {
         println!("  header: {name}: {value}");
     }

@@ -110,9 +110,18 @@ pub(crate) struct TimeMatch {
 pub(crate) enum Rewrite {
     Strip(usize),
     Prefix(Template),
-    Replace { regex: Regex, with: Template },
-    CallerId { user: Option<Template>, display: Option<Template> },
-    AddHeader { name: String, value: Template },
+    Replace {
+        regex: Regex,
+        with: Template,
+    },
+    CallerId {
+        user: Option<Template>,
+        display: Option<Template>,
+    },
+    AddHeader {
+        name: String,
+        value: Template,
+    },
     RemoveHeader(String),
 }
 
@@ -127,11 +136,23 @@ pub(crate) struct PlanT {
 /// An action whose strings still hold variables.
 #[derive(Debug)]
 pub(crate) enum ActionT {
-    User { users: Vec<Template>, parallel: bool, ring_timeout: Duration },
-    Trunk { trunks: Vec<String>, failover_on: Vec<FailoverOn> },
-    Conference { room: Template },
+    User {
+        users: Vec<Template>,
+        parallel: bool,
+        ring_timeout: Duration,
+    },
+    Trunk {
+        trunks: Vec<String>,
+        failover_on: Vec<FailoverOn>,
+    },
+    Conference {
+        room: Template,
+    },
     Echo,
-    Reject { code: u16, reason: Template },
+    Reject {
+        code: u16,
+        reason: Template,
+    },
 }
 
 impl PlanT {
@@ -150,6 +171,9 @@ pub(crate) enum PatKey {
     Regex(String),
 }
 
+/// Canonical time condition: days mask, minute ranges, zone name.
+pub(crate) type TimeKey = (u8, Vec<(u16, u16)>, String);
+
 /// Canonical conditions of a rule, for the shadowing lint.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct CondKey {
@@ -157,7 +181,7 @@ pub(crate) struct CondKey {
     pub from: Option<PatKey>,
     pub caller_groups: BTreeSet<String>,
     pub sources: BTreeSet<SourceMatch>,
-    pub time: Option<(u8, Vec<(u16, u16)>, String)>,
+    pub time: Option<TimeKey>,
     pub headers: Vec<(String, PatKey)>,
 }
 
@@ -169,7 +193,12 @@ impl CondKey {
 
     /// Only a `to` condition.
     pub(crate) fn only_to(&self) -> bool {
-        self.to.is_some() && CondKey { to: None, ..self.clone() }.is_catch_all()
+        self.to.is_some()
+            && CondKey {
+                to: None,
+                ..self.clone()
+            }
+            .is_catch_all()
     }
 }
 
@@ -243,7 +272,11 @@ pub(crate) fn load_text(
     lint::check_rules(&entries, &mut loader.diagnostics);
     let rules: Vec<Rule> = entries.into_iter().filter_map(|(_, rule)| rule).collect();
     if rules.is_empty() && loader.diagnostics.is_empty() {
-        let name = loader.files.first().map(|f| f.name.clone()).unwrap_or_default();
+        let name = loader
+            .files
+            .first()
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
         loader.diagnostics.push(Diagnostic {
             file: name,
             line: 1,
@@ -253,36 +286,72 @@ pub(crate) fn load_text(
         });
     }
     let mut diagnostics = loader.diagnostics;
-    let order: HashMap<String, usize> = loader.files.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).rev().collect();
-    diagnostics.sort_by_key(|d| (order.get(&d.file).copied().unwrap_or(usize::MAX), d.line, d.column));
+    let order: HashMap<String, usize> = loader
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.clone(), i))
+        .rev()
+        .collect();
+    diagnostics.sort_by_key(|d| {
+        (
+            order.get(&d.file).copied().unwrap_or(usize::MAX),
+            d.line,
+            d.column,
+        )
+    });
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         return Err(diagnostics);
     }
     let zone = loader.files.first().map(|f| f.zone).unwrap_or(0);
-    let zone = loader.zones.get(zone).cloned().unwrap_or_else(|| ("UTC".to_string(), TimeZone::UTC));
-    Ok((Dialplan { rules, files: loader.paths, zone }, diagnostics))
+    let zone = loader
+        .zones
+        .get(zone)
+        .cloned()
+        .unwrap_or_else(|| ("UTC".to_string(), TimeZone::UTC));
+    Ok((
+        Dialplan {
+            rules,
+            files: loader.paths,
+            zone,
+        },
+        diagnostics,
+    ))
 }
 
 /// The first meaningful line of an error message.
 fn first_line(text: &str) -> String {
-    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim().to_string()
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string()
 }
 
 /// A regex error in one line.
 fn regex_error(error: &regex::Error) -> String {
     match error {
         regex::Error::Syntax(text) => {
-            let detail = text.lines().rev().find_map(|l| l.trim().strip_prefix("error: ")).unwrap_or("syntax error");
+            let detail = text
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix("error: "))
+                .unwrap_or("syntax error");
             format!("invalid regex: {detail}")
         }
-        regex::Error::CompiledTooBig(limit) => format!("regex too large (over {limit} bytes compiled)"),
+        regex::Error::CompiledTooBig(limit) => {
+            format!("regex too large (over {limit} bytes compiled)")
+        }
         other => format!("invalid regex: {other}"),
     }
 }
 
 /// `[A-Za-z0-9!#$%&'*+-.^_`|~]+`, the characters of a SIP header name.
 fn is_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The standard reason phrase for a final response code.
@@ -327,27 +396,46 @@ pub(crate) fn reason_phrase(code: u16) -> &'static str {
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
         606 => "Not Acceptable",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
-        _ => "Global Failure",
+        _ => match code / 100 {
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Global Failure",
+        },
     }
 }
 
 /// Looks a time zone up: the system database, else the one built in.
 fn find_zone(name: &str) -> Option<TimeZone> {
-    jiff::tz::db().get(name).ok().or_else(|| jiff::tz::TimeZoneDatabase::bundled().get(name).ok())
+    jiff::tz::db()
+        .get(name)
+        .ok()
+        .or_else(|| jiff::tz::TimeZoneDatabase::bundled().get(name).ok())
 }
 
 /// Parses `mon`, `monday`, ... to 0..=6 (Monday = 0).
 fn weekday(token: &str) -> Option<u8> {
-    const DAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+    const DAYS: [&str; 7] = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
     let token = token.trim().to_ascii_lowercase();
-    DAYS.iter().position(|d| token.len() >= 3 && d.starts_with(token.as_str())).map(|i| i as u8)
+    DAYS.iter()
+        .position(|d| token.len() >= 3 && d.starts_with(token.as_str()))
+        .map(|i| i as u8)
 }
 
 /// Parses one `days` entry (`mon` or `mon-fri`, wrapping allowed) to a bit mask.
 pub(crate) fn parse_days(token: &str) -> Result<u8, String> {
-    let bad = || format!("'{token}' is not a day (mon, tue, wed, thu, fri, sat, sun) or a range like mon-fri");
+    let bad = || {
+        format!(
+            "'{token}' is not a day (mon, tue, wed, thu, fri, sat, sun) or a range like mon-fri"
+        )
+    };
     match token.split_once('-') {
         None => weekday(token).map(|d| 1 << d).ok_or_else(bad),
         Some((a, b)) => {
@@ -369,7 +457,11 @@ pub(crate) fn parse_days(token: &str) -> Result<u8, String> {
 /// Parses `HH:MM`, 00:00..=24:00.
 fn parse_clock(text: &str) -> Option<u16> {
     let (h, m) = text.trim().split_once(':')?;
-    if h.is_empty() || h.len() > 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+    if h.is_empty()
+        || h.len() > 2
+        || m.len() != 2
+        || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
@@ -383,12 +475,18 @@ pub(crate) fn parse_hours(text: &str) -> Result<Vec<(u16, u16)>, String> {
     for part in text.split(',') {
         let bad = || format!("'{}' is not a range of hours like 08:00-18:00", part.trim());
         let (a, b) = part.split_once('-').ok_or_else(bad)?;
-        let (start, end) = (parse_clock(a).ok_or_else(bad)?, parse_clock(b).ok_or_else(bad)?);
+        let (start, end) = (
+            parse_clock(a).ok_or_else(bad)?,
+            parse_clock(b).ok_or_else(bad)?,
+        );
         if start == 24 * 60 {
             return Err(bad());
         }
         if start == end {
-            return Err(format!("'{}' is empty (leave `hours` out to match the whole day)", part.trim()));
+            return Err(format!(
+                "'{}' is empty (leave `hours` out to match the whole day)",
+                part.trim()
+            ));
         }
         if start < end {
             out.push((start, end));
@@ -408,14 +506,16 @@ pub(crate) fn parse_failover(text: &str) -> Result<FailoverOn, String> {
     if t == "timeout" {
         return Ok(FailoverOn::Timeout);
     }
-    if let Some(class) = t.strip_suffix("xx") {
-        if let Ok(class @ 4..=6) = class.parse::<u16>() {
-            return Ok(FailoverOn::Class(class));
-        }
+    if let Some(class) = t.strip_suffix("xx")
+        && let Ok(class @ 4..=6) = class.parse::<u16>()
+    {
+        return Ok(FailoverOn::Class(class));
     }
     match t.parse::<u16>() {
         Ok(code @ 400..=699) => Ok(FailoverOn::Code(code)),
-        _ => Err(format!("'{text}' is not a failover condition (a code 400..=699 such as 503, a class 4xx/5xx/6xx, or timeout)")),
+        _ => Err(format!(
+            "'{text}' is not a failover condition (a code 400..=699 such as 503, a class 4xx/5xx/6xx, or timeout)"
+        )),
     }
 }
 
@@ -428,8 +528,18 @@ struct PatternInfo {
 
 impl<'c> Loader<'c> {
     fn push(&mut self, file: usize, line: u64, column: u64, severity: Severity, message: String) {
-        let name = self.files.get(file).map(|f| f.name.clone()).unwrap_or_default();
-        self.diagnostics.push(Diagnostic { file: name, line, column, severity, message });
+        let name = self
+            .files
+            .get(file)
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
+        self.diagnostics.push(Diagnostic {
+            file: name,
+            line,
+            column,
+            severity,
+            message,
+        });
     }
 
     fn error<T>(&mut self, file: usize, node: &Node<T>, message: String) {
@@ -452,20 +562,37 @@ impl<'c> Loader<'c> {
                 return Some(node.column + offset as u64);
             }
             let quoted = raw.len() == node.value.len() + 2
-                && (raw.starts_with('"') && raw.ends_with('"') || raw.starts_with('\'') && raw.ends_with('\''));
-            (quoted && &raw[1..raw.len() - 1] == node.value).then(|| node.column + 1 + offset as u64)
+                && (raw.starts_with('"') && raw.ends_with('"')
+                    || raw.starts_with('\'') && raw.ends_with('\''));
+            (quoted && raw[1..raw.len() - 1] == node.value).then(|| node.column + 1 + offset as u64)
         });
-        self.push(file, node.line, column.unwrap_or(node.column), Severity::Error, message);
+        self.push(
+            file,
+            node.line,
+            column.unwrap_or(node.column),
+            Severity::Error,
+            message,
+        );
     }
 
     /// The text of a node as written in its file.
     fn raw<T>(&self, file: usize, node: &Node<T>) -> Option<&str> {
         let (start, len) = node.bytes?;
-        self.files.get(file)?.text.get(start..start.checked_add(len)?)
+        self.files
+            .get(file)?
+            .text
+            .get(start..start.checked_add(len)?)
     }
 
     /// Reads one file and, recursively, its includes.
-    fn read(&mut self, text: String, name: String, base: PathBuf, parent_zone: usize, stack: &mut Vec<PathBuf>) {
+    fn read(
+        &mut self,
+        text: String,
+        name: String,
+        base: PathBuf,
+        parent_zone: usize,
+        stack: &mut Vec<PathBuf>,
+    ) {
         let def: FileDef = if text.trim().is_empty() {
             FileDef::default()
         } else {
@@ -474,13 +601,24 @@ impl<'c> Loader<'c> {
                 Err(e) => {
                     let at = e.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
                     let message = first_line(&e.without_snippet().to_string());
-                    self.diagnostics.push(Diagnostic { file: name, line: at.line(), column: at.column(), severity: Severity::Error, message });
+                    self.diagnostics.push(Diagnostic {
+                        file: name,
+                        line: at.line(),
+                        column: at.column(),
+                        severity: Severity::Error,
+                        message,
+                    });
                     return;
                 }
             }
         };
         let file = self.files.len();
-        self.files.push(SourceFile { name, text, def: FileDef::default(), zone: parent_zone });
+        self.files.push(SourceFile {
+            name,
+            text,
+            def: FileDef::default(),
+            zone: parent_zone,
+        });
         let mut zone = parent_zone;
         if let Some(node) = &def.timezone {
             match find_zone(node.value.trim()) {
@@ -488,7 +626,14 @@ impl<'c> Loader<'c> {
                     zone = self.zones.len();
                     self.zones.push((node.value.trim().to_string(), tz));
                 }
-                None => self.error(file, node, format!("timezone: unknown time zone '{}' (use an IANA name such as Europe/Berlin)", node.value)),
+                None => self.error(
+                    file,
+                    node,
+                    format!(
+                        "timezone: unknown time zone '{}' (use an IANA name such as Europe/Berlin)",
+                        node.value
+                    ),
+                ),
             }
         }
         // Includes need `&mut self`; note them first.
@@ -498,7 +643,10 @@ impl<'c> Loader<'c> {
             .enumerate()
             .map(|(i, r)| {
                 let v = &r.value;
-                let extra = v.name.is_some() || v.match_.is_some() || !v.rewrite.is_empty() || v.action.is_some();
+                let extra = v.name.is_some()
+                    || v.match_.is_some()
+                    || !v.rewrite.is_empty()
+                    || v.action.is_some();
                 (i, v.include.clone(), extra)
             })
             .collect();
@@ -510,25 +658,46 @@ impl<'c> Loader<'c> {
                 continue;
             };
             if extra {
-                self.error(file, &include, "an include item takes no other keys (name, match, rewrite, action)".into());
+                self.error(
+                    file,
+                    &include,
+                    "an include item takes no other keys (name, match, rewrite, action)".into(),
+                );
             }
             let path = base.join(include.value.trim());
             let display = path.display().to_string();
             if stack.len() >= MAX_INCLUDE_DEPTH {
-                self.error(file, &include, format!("include '{display}': includes nested deeper than {MAX_INCLUDE_DEPTH}"));
+                self.error(
+                    file,
+                    &include,
+                    format!("include '{display}': includes nested deeper than {MAX_INCLUDE_DEPTH}"),
+                );
                 continue;
             }
-            let (canonical, text) = match std::fs::canonicalize(&path).and_then(|c| std::fs::read_to_string(&c).map(|t| (c, t))) {
+            let (canonical, text) = match std::fs::canonicalize(&path)
+                .and_then(|c| std::fs::read_to_string(&c).map(|t| (c, t)))
+            {
                 Ok(found) => found,
                 Err(e) => {
-                    self.error(file, &include, format!("include '{display}': cannot read: {e}"));
+                    self.error(
+                        file,
+                        &include,
+                        format!("include '{display}': cannot read: {e}"),
+                    );
                     continue;
                 }
             };
             if let Some(at) = stack.iter().position(|p| *p == canonical) {
-                let mut chain: Vec<String> = stack[at..].iter().map(|p| p.display().to_string()).collect();
+                let mut chain: Vec<String> = stack[at..]
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
                 chain.push(canonical.display().to_string());
-                self.error(file, &include, format!("include cycle: {}", chain.join(" -> ")));
+                self.error(
+                    file,
+                    &include,
+                    format!("include cycle: {}", chain.join(" -> ")),
+                );
                 continue;
             }
             if !self.paths.contains(&path) {
@@ -557,12 +726,17 @@ impl<'c> Loader<'c> {
                 continue;
             }
             if BUILTINS.contains(&name.as_str()) {
-                self.error(file, &key, format!("constants: '{name}' is a built-in variable and cannot be redefined"));
+                self.error(
+                    file,
+                    &key,
+                    format!("constants: '{name}' is a built-in variable and cannot be redefined"),
+                );
                 continue;
             }
             let here = (self.files[file].name.clone(), key.line);
             if let Some((other_file, other_line)) = seen.get(&name) {
-                let message = format!("constants: '{name}' is already defined at {other_file}:{other_line}");
+                let message =
+                    format!("constants: '{name}' is already defined at {other_file}:{other_line}");
                 self.error(file, &key, message);
                 continue;
             }
@@ -576,14 +750,21 @@ impl<'c> Loader<'c> {
         let mut names: HashMap<String, (String, u64)> = HashMap::new();
         let items = std::mem::take(&mut self.items);
         // The definitions are moved out so that `self` can collect diagnostics.
-        let defs: Vec<FileDef> = self.files.iter_mut().map(|f| std::mem::take(&mut f.def)).collect();
+        let defs: Vec<FileDef> = self
+            .files
+            .iter_mut()
+            .map(|f| std::mem::take(&mut f.def))
+            .collect();
         for (position, &(file, index)) in items.iter().enumerate() {
             let node = &defs[file].rules[index];
             let name = match &node.value.name {
                 Some(name) if !name.value.trim().is_empty() => {
                     let here = (self.files[file].name.clone(), name.line);
                     if let Some((other_file, other_line)) = names.get(name.value.trim()) {
-                        let message = format!("duplicate rule name '{}' (first used at {other_file}:{other_line})", name.value.trim());
+                        let message = format!(
+                            "duplicate rule name '{}' (first used at {other_file}:{other_line})",
+                            name.value.trim()
+                        );
                         self.error(file, name, message);
                     } else {
                         names.insert(name.value.trim().to_string(), here);
@@ -595,7 +776,11 @@ impl<'c> Loader<'c> {
                     format!("#{}", position + 1)
                 }
                 None => {
-                    self.error(file, node, "rule has no `name` (every rule needs a unique name)".into());
+                    self.error(
+                        file,
+                        node,
+                        "rule has no `name` (every rule needs a unique name)".into(),
+                    );
                     format!("#{}", position + 1)
                 }
             };
@@ -607,18 +792,35 @@ impl<'c> Loader<'c> {
         entries
     }
 
-    fn compile_rule(&mut self, file: usize, node: &Node<RuleDef>, def: &RuleDef, name: String) -> (RuleMeta, Option<Rule>) {
+    fn compile_rule(
+        &mut self,
+        file: usize,
+        node: &Node<RuleDef>,
+        def: &RuleDef,
+        name: String,
+    ) -> (RuleMeta, Option<Rule>) {
         let errors_before = self.error_count();
         let mut key = CondKey::default();
         let empty = MatchDef::default();
         let conditions = def.match_.as_ref().map(|m| &m.value).unwrap_or(&empty);
 
-        let to = conditions.to.as_ref().and_then(|p| self.pattern(file, p, "to"));
-        let from = conditions.from.as_ref().and_then(|p| self.pattern(file, p, "from"));
+        let to = conditions
+            .to
+            .as_ref()
+            .and_then(|p| self.pattern(file, p, "to"));
+        let from = conditions
+            .from
+            .as_ref()
+            .and_then(|p| self.pattern(file, p, "from"));
         let to_groups = to.as_ref().map(|p| p.groups).unwrap_or(0);
         let from_groups = from.as_ref().map(|p| p.groups).unwrap_or(0);
         let mut names: HashMap<String, usize> = HashMap::new();
-        for (n, i) in from.iter().flat_map(|p| p.names.iter()).map(|(n, i)| (n, to_groups + i)).chain(to.iter().flat_map(|p| p.names.iter()).map(|(n, i)| (n, *i))) {
+        for (n, i) in from
+            .iter()
+            .flat_map(|p| p.names.iter())
+            .map(|(n, i)| (n, to_groups + i))
+            .chain(to.iter().flat_map(|p| p.names.iter()).map(|(n, i)| (n, *i)))
+        {
             names.insert(n.clone(), i);
         }
         key.to = to.as_ref().map(|p| p.matcher.key());
@@ -630,14 +832,28 @@ impl<'c> Loader<'c> {
                 self.error(file, list, "caller_groups: the list is empty".into());
             }
             for group in &list.value {
-                let Some(value) = self.literal(file, group) else { continue };
+                let Some(value) = self.literal(file, group) else {
+                    continue;
+                };
                 if !self.ctx.groups.contains(&value) {
                     let known = if self.ctx.groups.is_empty() {
                         "no user has any group".to_string()
                     } else {
-                        format!("known: {}", self.ctx.groups.iter().cloned().collect::<Vec<_>>().join(", "))
+                        format!(
+                            "known: {}",
+                            self.ctx
+                                .groups
+                                .iter()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     };
-                    self.error(file, group, format!("caller_groups: unknown group '{value}' ({known})"));
+                    self.error(
+                        file,
+                        group,
+                        format!("caller_groups: unknown group '{value}' ({known})"),
+                    );
                     continue;
                 }
                 key.caller_groups.insert(value.clone());
@@ -675,7 +891,12 @@ impl<'c> Loader<'c> {
                         Err(message) => self.error(file, day, format!("time.days: {message}")),
                     }
                 }
-                text.push(list.iter().map(|d| d.value.trim().to_ascii_lowercase()).collect::<Vec<_>>().join(","));
+                text.push(
+                    list.iter()
+                        .map(|d| d.value.trim().to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
             }
             let mut minutes = vec![(0, 24 * 60)];
             if let Some(hours) = &t.value.hours {
@@ -690,25 +911,44 @@ impl<'c> Loader<'c> {
             }
             key.time = Some((days, minutes.clone(), zone_name.clone()));
             text.push(format!("({zone_name})"));
-            time = Some(TimeMatch { zone: tz, zone_name, days, minutes, text: text.join(" ") });
+            time = Some(TimeMatch {
+                zone: tz,
+                zone_name,
+                days,
+                minutes,
+                text: text.join(" "),
+            });
         }
 
         let mut headers = Vec::new();
         for (header, pattern) in &conditions.headers {
             if !is_header_name(header.value.trim()) {
-                self.error(file, pattern, format!("headers: '{}' is not a header name", header.value));
+                self.error(
+                    file,
+                    header,
+                    format!("headers: '{}' is not a header name", header.value),
+                );
                 continue;
             }
             if let Some(p) = self.pattern(file, pattern, "headers") {
                 let name = header.value.trim().to_ascii_lowercase();
                 key.headers.push((name.clone(), p.matcher.key()));
-                headers.push(HeaderMatch { name, matcher: p.matcher });
+                headers.push(HeaderMatch {
+                    name,
+                    matcher: p.matcher,
+                });
             }
         }
 
         let conditions_ok = self.error_count() == errors_before;
-        let constants = std::mem::take(&mut self.constants);
-        let scope = Scope { constants: &constants, groups: to_groups + from_groups, names: &names, rule: &name, runtime: true };
+        let constants = self.constants.clone();
+        let scope = Scope {
+            constants: &constants,
+            groups: to_groups + from_groups,
+            names: &names,
+            rule: &name,
+            runtime: true,
+        };
         let mut rewrites = Vec::new();
         for step in &def.rewrite {
             if let Some(r) = self.rewrite(file, step, &scope) {
@@ -722,7 +962,6 @@ impl<'c> Loader<'c> {
                 None
             }
         };
-        self.constants = constants;
 
         let meta = RuleMeta {
             name: name.clone(),
@@ -753,13 +992,22 @@ impl<'c> Loader<'c> {
     }
 
     fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// A string that may use constants only.
     fn literal(&mut self, file: usize, node: &Node<String>) -> Option<String> {
         let names = HashMap::new();
-        let scope = Scope { constants: &self.constants, groups: 0, names: &names, rule: "", runtime: false };
+        let scope = Scope {
+            constants: &self.constants,
+            groups: 0,
+            names: &names,
+            rule: "",
+            runtime: false,
+        };
         match Template::parse(&node.value, &scope) {
             Ok(t) => t.as_literal(),
             Err(e) => {
@@ -790,15 +1038,33 @@ impl<'c> Loader<'c> {
     fn pattern(&mut self, file: usize, node: &Node<PatternDef>, what: &str) -> Option<PatternInfo> {
         match &node.value {
             PatternDef::Exact(text) => {
-                let exact = Node { value: text.clone(), line: node.line, column: node.column, bytes: node.bytes };
+                let exact = Node {
+                    value: text.clone(),
+                    line: node.line,
+                    column: node.column,
+                    bytes: node.bytes,
+                };
                 let value = self.literal(file, &exact)?;
-                Some(PatternInfo { matcher: Matcher::Exact(value), groups: 0, names: Vec::new() })
+                Some(PatternInfo {
+                    matcher: Matcher::Exact(value),
+                    groups: 0,
+                    names: Vec::new(),
+                })
             }
             PatternDef::Verbatim => match self.raw(file, node).map(str::to_string) {
                 Some(raw) => {
-                    let exact = Node { value: raw, line: node.line, column: node.column, bytes: node.bytes };
+                    let exact = Node {
+                        value: raw,
+                        line: node.line,
+                        column: node.column,
+                        bytes: node.bytes,
+                    };
                     let value = self.literal(file, &exact)?;
-                    Some(PatternInfo { matcher: Matcher::Exact(value), groups: 0, names: Vec::new() })
+                    Some(PatternInfo {
+                        matcher: Matcher::Exact(value),
+                        groups: 0,
+                        names: Vec::new(),
+                    })
                 }
                 None => {
                     self.error(file, node, format!("{what}: write this value in quotes"));
@@ -808,8 +1074,16 @@ impl<'c> Loader<'c> {
             PatternDef::Regex(source) => {
                 let re = self.regex(file, source, what)?;
                 let groups = re.captures_len() - 1;
-                let names = re.capture_names().enumerate().filter_map(|(i, n)| n.map(|n| (n.to_string(), i))).collect();
-                Some(PatternInfo { matcher: Matcher::Regex(re), groups, names })
+                let names = re
+                    .capture_names()
+                    .enumerate()
+                    .filter_map(|(i, n)| n.map(|n| (n.to_string(), i)))
+                    .collect();
+                Some(PatternInfo {
+                    matcher: Matcher::Regex(re),
+                    groups,
+                    names,
+                })
             }
         }
     }
@@ -834,7 +1108,10 @@ impl<'c> Loader<'c> {
                 }
             }
             ("ip", Some(addr)) => {
-                let net = addr.parse::<IpNet>().ok().or_else(|| addr.parse::<IpAddr>().ok().map(IpNet::from));
+                let net = addr
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| addr.parse::<IpAddr>().ok().map(IpNet::from));
                 match net {
                     Some(net) => Some(SourceMatch::Net(net.trunc())),
                     None => {
@@ -846,7 +1123,11 @@ impl<'c> Loader<'c> {
             ("transport", Some(t)) => match TRANSPORTS.iter().find(|k| k.eq_ignore_ascii_case(t)) {
                 Some(k) => Some(SourceMatch::Transport(k)),
                 None => {
-                    self.error(file, node, format!("source: unknown transport '{t}' (udp, tcp, tls, ws, wss)"));
+                    self.error(
+                        file,
+                        node,
+                        format!("source: unknown transport '{t}' (udp, tcp, tls, ws, wss)"),
+                    );
                     None
                 }
             },
@@ -865,11 +1146,20 @@ impl<'c> Loader<'c> {
         if self.ctx.trunks.is_empty() {
             format!("unknown trunk '{name}' (no trunks are configured)")
         } else {
-            format!("unknown trunk '{name}' (configured: {})", self.ctx.trunks.join(", "))
+            format!(
+                "unknown trunk '{name}' (configured: {})",
+                self.ctx.trunks.join(", ")
+            )
         }
     }
 
-    fn template(&mut self, file: usize, node: &Node<String>, scope: &Scope, what: &str) -> Option<Template> {
+    fn template(
+        &mut self,
+        file: usize,
+        node: &Node<String>,
+        scope: &Scope,
+        what: &str,
+    ) -> Option<Template> {
         match Template::parse(&node.value, scope) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -891,13 +1181,26 @@ impl<'c> Loader<'c> {
 
     fn rewrite(&mut self, file: usize, node: &Node<RewriteDef>, scope: &Scope) -> Option<Rewrite> {
         match &node.value {
-            RewriteDef::Strip(n) => Some(Rewrite::Strip(usize::try_from(n.value).unwrap_or(usize::MAX))),
-            RewriteDef::Prefix(text) => self.template(file, text, scope, "prefix").map(Rewrite::Prefix),
+            RewriteDef::Strip(n) => Some(Rewrite::Strip(
+                usize::try_from(n.value).unwrap_or(usize::MAX),
+            )),
+            RewriteDef::Prefix(text) => self
+                .template(file, text, scope, "prefix")
+                .map(Rewrite::Prefix),
             RewriteDef::Replace(def) => {
                 let regex = self.regex(file, &def.regex, "replace.regex")?;
-                let names: HashMap<String, usize> =
-                    regex.capture_names().enumerate().filter_map(|(i, n)| n.map(|n| (n.to_string(), i))).collect();
-                let inner = Scope { constants: scope.constants, groups: regex.captures_len() - 1, names: &names, rule: scope.rule, runtime: true };
+                let names: HashMap<String, usize> = regex
+                    .capture_names()
+                    .enumerate()
+                    .filter_map(|(i, n)| n.map(|n| (n.to_string(), i)))
+                    .collect();
+                let inner = Scope {
+                    constants: scope.constants,
+                    groups: regex.captures_len() - 1,
+                    names: &names,
+                    rule: scope.rule,
+                    runtime: true,
+                };
                 let with = self.template(file, &def.with, &inner, "replace.with")?;
                 Some(Rewrite::Replace { regex, with })
             }
@@ -919,17 +1222,32 @@ impl<'c> Loader<'c> {
             RewriteDef::AddHeader(def) => {
                 let name = self.header_name(file, &def.name, "add_header.name");
                 if def.value.value.contains(['\r', '\n']) {
-                    self.error(file, &def.value, "add_header.value: a header value cannot contain line breaks".into());
+                    self.error(
+                        file,
+                        &def.value,
+                        "add_header.value: a header value cannot contain line breaks".into(),
+                    );
                     return None;
                 }
                 let value = self.template(file, &def.value, scope, "add_header.value");
-                Some(Rewrite::AddHeader { name: name?, value: value? })
+                Some(Rewrite::AddHeader {
+                    name: name?,
+                    value: value?,
+                })
             }
-            RewriteDef::RemoveHeader(name) => self.header_name(file, name, "remove_header").map(Rewrite::RemoveHeader),
+            RewriteDef::RemoveHeader(name) => self
+                .header_name(file, name, "remove_header")
+                .map(Rewrite::RemoveHeader),
         }
     }
 
-    fn plan(&mut self, file: usize, node: &Node<ActionDef>, scope: &Scope, depth: usize) -> Option<PlanT> {
+    fn plan(
+        &mut self,
+        file: usize,
+        node: &Node<ActionDef>,
+        scope: &Scope,
+        depth: usize,
+    ) -> Option<PlanT> {
         let def = &node.value;
         let kinds: Vec<&str> = [
             def.user.is_some().then_some("user"),
@@ -942,9 +1260,20 @@ impl<'c> Loader<'c> {
         .flatten()
         .collect();
         if kinds.is_empty() {
-            self.error(file, node, "action: give one of user, trunk, conference, echo, reject".into());
+            self.error(
+                file,
+                node,
+                "action: give one of user, trunk, conference, echo, reject".into(),
+            );
         } else if kinds.len() > 1 {
-            self.error(file, node, format!("action: several kinds ({}); give exactly one", kinds.join(", ")));
+            self.error(
+                file,
+                node,
+                format!(
+                    "action: several kinds ({}); give exactly one",
+                    kinds.join(", ")
+                ),
+            );
         }
         if depth > 16 {
             self.error(file, node, "action: chained more than 16 deep".into());
@@ -956,12 +1285,27 @@ impl<'c> Loader<'c> {
             if list.value.is_empty() {
                 self.error(file, list, "user.users: the list is empty".into());
             }
-            let users: Vec<Option<Template>> = list.value.iter().map(|u| self.template(file, u, scope, "user.users")).collect();
-            let ring = user.value.ring_timeout.as_ref().map(|n| n.value).unwrap_or(DEFAULT_RING_TIMEOUT);
-            if ring == 0 || ring > MAX_RING_TIMEOUT {
-                if let Some(n) = &user.value.ring_timeout {
-                    self.error(file, n, format!("user.ring_timeout: {ring} is out of range (1..={MAX_RING_TIMEOUT} seconds)"));
-                }
+            let users: Vec<Option<Template>> = list
+                .value
+                .iter()
+                .map(|u| self.template(file, u, scope, "user.users"))
+                .collect();
+            let ring = user
+                .value
+                .ring_timeout
+                .as_ref()
+                .map(|n| n.value)
+                .unwrap_or(DEFAULT_RING_TIMEOUT);
+            if let Some(n) = &user.value.ring_timeout
+                && (ring == 0 || ring > MAX_RING_TIMEOUT)
+            {
+                self.error(
+                    file,
+                    n,
+                    format!(
+                        "user.ring_timeout: {ring} is out of range (1..={MAX_RING_TIMEOUT} seconds)"
+                    ),
+                );
             }
             if let Some(users) = users.into_iter().collect::<Option<Vec<_>>>() {
                 action = Some(ActionT::User {
@@ -978,7 +1322,9 @@ impl<'c> Loader<'c> {
             }
             let mut trunks = Vec::new();
             for t in &list.value {
-                let Some(name) = self.literal(file, t) else { continue };
+                let Some(name) = self.literal(file, t) else {
+                    continue;
+                };
                 let name = name.trim().to_string();
                 if !self.ctx.trunks.contains(&name) {
                     let message = format!("trunk.trunks: {}", self.unknown_trunk(&name));
@@ -987,25 +1333,36 @@ impl<'c> Loader<'c> {
                 }
                 trunks.push(name);
             }
-            let mut failover_on = vec![FailoverOn::Code(408), FailoverOn::Class(5), FailoverOn::Timeout];
+            let mut failover_on = vec![
+                FailoverOn::Code(408),
+                FailoverOn::Class(5),
+                FailoverOn::Timeout,
+            ];
             if let Some(list) = &trunk.value.failover_on {
                 failover_on.clear();
                 for item in list {
                     match parse_failover(&item.value) {
                         Ok(f) if !failover_on.contains(&f) => failover_on.push(f),
                         Ok(_) => {}
-                        Err(message) => self.error(file, item, format!("trunk.failover_on: {message}")),
+                        Err(message) => {
+                            self.error(file, item, format!("trunk.failover_on: {message}"))
+                        }
                     }
                 }
             }
-            action = Some(ActionT::Trunk { trunks, failover_on });
+            action = Some(ActionT::Trunk {
+                trunks,
+                failover_on,
+            });
         }
         if let Some(conference) = &def.conference {
             let room = &conference.value.room;
             if room.value.trim().is_empty() {
                 self.error(file, room, "conference.room: the room name is empty".into());
             }
-            action = self.template(file, room, scope, "conference.room").map(|room| ActionT::Conference { room });
+            action = self
+                .template(file, room, scope, "conference.room")
+                .map(|room| ActionT::Conference { room });
         }
         if def.echo.is_some() {
             action = Some(ActionT::Echo);
@@ -1013,7 +1370,11 @@ impl<'c> Loader<'c> {
         if let Some(reject) = &def.reject {
             let code = reject.value.code.value;
             if !(400..=699).contains(&code) {
-                self.error(file, &reject.value.code, format!("reject.code: {code} is out of range (400..=699)"));
+                self.error(
+                    file,
+                    &reject.value.code,
+                    format!("reject.code: {code} is out of range (400..=699)"),
+                );
             }
             let reason = match &reject.value.reason {
                 Some(r) if r.value.contains(['\r', '\n']) => {
@@ -1024,20 +1385,41 @@ impl<'c> Loader<'c> {
                 None => Some(Template::literal(reason_phrase(code))),
             };
             action = reason.map(|reason| ActionT::Reject { code, reason });
-            for (chained, key) in [(&def.on_no_answer, "on_no_answer"), (&def.on_failure, "on_failure")] {
+            for (chained, key) in [
+                (&def.on_no_answer, "on_no_answer"),
+                (&def.on_failure, "on_failure"),
+            ] {
                 if let Some(next) = chained {
-                    self.error(file, next, format!("{key}: reject ends the call, so {key} never applies"));
+                    self.error(
+                        file,
+                        next,
+                        format!("{key}: reject ends the call, so {key} never applies"),
+                    );
                 }
             }
         }
-        if def.echo.is_some() || def.conference.is_some() {
-            if let Some(next) = &def.on_no_answer {
-                let kind = if def.echo.is_some() { "echo" } else { "conference" };
-                self.warning(file, next, format!("on_no_answer: {kind} answers at once, so on_no_answer never applies"));
-            }
+        if let Some(next) = &def.on_no_answer
+            && (def.echo.is_some() || def.conference.is_some())
+        {
+            let kind = if def.echo.is_some() {
+                "echo"
+            } else {
+                "conference"
+            };
+            self.warning(
+                file,
+                next,
+                format!("on_no_answer: {kind} answers at once, so on_no_answer never applies"),
+            );
         }
-        let on_no_answer = def.on_no_answer.as_ref().map(|next| self.plan(file, next, scope, depth + 1));
-        let on_failure = def.on_failure.as_ref().map(|next| self.plan(file, next, scope, depth + 1));
+        let on_no_answer = def
+            .on_no_answer
+            .as_ref()
+            .map(|next| self.plan(file, next, scope, depth + 1));
+        let on_failure = def
+            .on_failure
+            .as_ref()
+            .map(|next| self.plan(file, next, scope, depth + 1));
         if kinds.len() != 1 {
             return None;
         }
@@ -1049,6 +1431,10 @@ impl<'c> Loader<'c> {
             Some(plan) => Some(Box::new(plan?)),
             None => None,
         };
-        Some(PlanT { action: action?, on_no_answer, on_failure })
+        Some(PlanT {
+            action: action?,
+            on_no_answer,
+            on_failure,
+        })
     }
 }

@@ -19,20 +19,38 @@ impl Dialplan {
     pub fn route(&self, call: &CallContext) -> Option<Decision> {
         let ip = call.source_ip.to_canonical();
         for rule in &self.rules {
-            if !rule.caller_groups.is_empty() && !call.caller_groups.iter().any(|g| rule.caller_groups.contains(g)) {
+            if !rule.caller_groups.is_empty()
+                && !call
+                    .caller_groups
+                    .iter()
+                    .any(|g| rule.caller_groups.contains(g))
+            {
                 continue;
             }
-            if !rule.sources.is_empty() && !rule.sources.iter().any(|s| source_matches(s, call, ip)) {
+            if !rule.sources.is_empty() && !rule.sources.iter().any(|s| source_matches(s, call, ip))
+            {
                 continue;
             }
-            if rule.time.as_ref().is_some_and(|t| !t.matches_at(local_time(t, call.now))) {
+            if rule
+                .time
+                .as_ref()
+                .is_some_and(|t| !t.matches_at(local_time(t, call.now)))
+            {
                 continue;
             }
-            if !rule.headers.iter().all(|h| header_value(h, call.headers).is_some()) {
+            if !rule
+                .headers
+                .iter()
+                .all(|h| header_value(h, call.headers).is_some())
+            {
                 continue;
             }
-            let Some(to_caps) = captures(rule.to.as_ref(), call.to) else { continue };
-            let Some(from_caps) = captures(rule.from.as_ref(), call.from) else { continue };
+            let Some(to_caps) = captures(rule.to.as_ref(), call.to) else {
+                continue;
+            };
+            let Some(from_caps) = captures(rule.from.as_ref(), call.from) else {
+                continue;
+            };
             return Some(decide(rule, call, ip, to_caps, from_caps));
         }
         None
@@ -74,7 +92,9 @@ fn source_matches(source: &SourceMatch, call: &CallContext, ip: IpAddr) -> bool 
     match source {
         SourceMatch::Local => matches!(call.source, SourceKind::Local { .. }),
         SourceMatch::AnyTrunk => matches!(call.source, SourceKind::Trunk { .. }),
-        SourceMatch::Trunk(name) => matches!(&call.source, SourceKind::Trunk { name: n } if n == name),
+        SourceMatch::Trunk(name) => {
+            matches!(&call.source, SourceKind::Trunk { name: n } if n == name)
+        }
         SourceMatch::Net(net) => net.contains(&ip),
         SourceMatch::Transport(t) => call.transport.eq_ignore_ascii_case(t),
     }
@@ -91,7 +111,11 @@ impl TimeMatch {
         let Some(at) = at else { return false };
         let day = at.weekday().to_monday_zero_offset() as u8;
         let minute = at.hour() as u16 * 60 + at.minute() as u16;
-        self.days & (1 << day) != 0 && self.minutes.iter().any(|&(start, end)| start <= minute && minute < end)
+        self.days & (1 << day) != 0
+            && self
+                .minutes
+                .iter()
+                .any(|&(start, end)| start <= minute && minute < end)
     }
 }
 
@@ -105,7 +129,9 @@ fn header_value<'h>(h: &HeaderMatch, headers: &'h [(String, String)]) -> Option<
 }
 
 fn describe_captures(caps: &Option<Captures>, first: usize, names: &[Option<&str>]) -> String {
-    let Some(caps) = caps else { return String::new() };
+    let Some(caps) = caps else {
+        return String::new();
+    };
     let mut parts = Vec::new();
     for (i, m) in caps.iter().enumerate().skip(1) {
         let value = m.map(|m| m.as_str()).unwrap_or("");
@@ -114,10 +140,20 @@ fn describe_captures(caps: &Option<Captures>, first: usize, names: &[Option<&str
             None => parts.push(format!("${}='{value}'", first + i)),
         }
     }
-    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
 }
 
-fn reasons(rule: &Rule, call: &CallContext, ip: IpAddr, to_caps: &Option<Captures>, from_caps: &Option<Captures>) -> Vec<String> {
+fn reasons(
+    rule: &Rule,
+    call: &CallContext,
+    ip: IpAddr,
+    to_caps: &Option<Captures>,
+    from_caps: &Option<Captures>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let names = |m: Option<&Matcher>| -> Vec<Option<String>> {
         match m {
@@ -128,16 +164,35 @@ fn reasons(rule: &Rule, call: &CallContext, ip: IpAddr, to_caps: &Option<Capture
     if let Some(m) = &rule.to {
         let n = names(Some(m));
         let n: Vec<Option<&str>> = n.iter().map(|s| s.as_deref()).collect();
-        out.push(format!("to '{}' {}{}", call.to, m.describe(), describe_captures(to_caps, 0, &n)));
+        out.push(format!(
+            "to '{}' {}{}",
+            call.to,
+            m.describe(),
+            describe_captures(to_caps, 0, &n)
+        ));
     }
     if let Some(m) = &rule.from {
         let n = names(Some(m));
         let n: Vec<Option<&str>> = n.iter().map(|s| s.as_deref()).collect();
-        out.push(format!("from '{}' {}{}", call.from, m.describe(), describe_captures(from_caps, rule.to_groups, &n)));
+        out.push(format!(
+            "from '{}' {}{}",
+            call.from,
+            m.describe(),
+            describe_captures(from_caps, rule.to_groups, &n)
+        ));
     }
     if !rule.caller_groups.is_empty() {
-        let hits: Vec<&str> = call.caller_groups.iter().filter(|g| rule.caller_groups.contains(g)).map(String::as_str).collect();
-        out.push(format!("caller is in group {} (any of: {})", hits.join(", "), rule.caller_groups.join(", ")));
+        let hits: Vec<&str> = call
+            .caller_groups
+            .iter()
+            .filter(|g| rule.caller_groups.contains(g))
+            .map(String::as_str)
+            .collect();
+        out.push(format!(
+            "caller is in group {} (any of: {})",
+            hits.join(", "),
+            rule.caller_groups.join(", ")
+        ));
     }
     if let Some(source) = rule.sources.iter().find(|s| source_matches(s, call, ip)) {
         out.push(match source {
@@ -153,14 +208,23 @@ fn reasons(rule: &Rule, call: &CallContext, ip: IpAddr, to_caps: &Option<Capture
             SourceMatch::Transport(t) => format!("transport is {t}"),
         });
     }
-    if let Some(time) = &rule.time {
-        if let Some(at) = local_time(time, call.now) {
-            out.push(format!("time {} {} is within {}", at.strftime("%a %Y-%m-%d %H:%M"), time.zone_name, time.text));
-        }
+    if let Some(time) = &rule.time
+        && let Some(at) = local_time(time, call.now)
+    {
+        out.push(format!(
+            "time {} {} is within {}",
+            at.strftime("%a %Y-%m-%d %H:%M"),
+            time.zone_name,
+            time.text
+        ));
     }
     for h in &rule.headers {
         if let Some(value) = header_value(h, call.headers) {
-            out.push(format!("header {} '{value}' {}", h.name, h.matcher.describe()));
+            out.push(format!(
+                "header {} '{value}' {}",
+                h.name,
+                h.matcher.describe()
+            ));
         }
     }
     if out.is_empty() {
@@ -171,10 +235,20 @@ fn reasons(rule: &Rule, call: &CallContext, ip: IpAddr, to_caps: &Option<Capture
 
 /// Line breaks would end a header early; they become spaces.
 fn one_line(text: String) -> String {
-    if text.contains(['\r', '\n']) { text.replace(['\r', '\n'], " ") } else { text }
+    if text.contains(['\r', '\n']) {
+        text.replace(['\r', '\n'], " ")
+    } else {
+        text
+    }
 }
 
-fn decide(rule: &Rule, call: &CallContext, ip: IpAddr, to_caps: Option<Captures>, from_caps: Option<Captures>) -> Decision {
+fn decide(
+    rule: &Rule,
+    call: &CallContext,
+    ip: IpAddr,
+    to_caps: Option<Captures>,
+    from_caps: Option<Captures>,
+) -> Decision {
     let to_groups = rule.to_groups;
     let cap = |n: usize| -> Option<&str> {
         if n <= to_groups {
@@ -205,7 +279,11 @@ fn decide(rule: &Rule, call: &CallContext, ip: IpAddr, to_caps: Option<Captures>
                 to = new;
             }
             Rewrite::Replace { regex, with } => {
-                let new = regex.replace_all(&to, |c: &Captures| with.expand(&|n| c.get(n).map(|m| m.as_str()), &to, &from)).into_owned();
+                let new = regex
+                    .replace_all(&to, |c: &Captures| {
+                        with.expand(&|n| c.get(n).map(|m| m.as_str()), &to, &from)
+                    })
+                    .into_owned();
                 if new == to {
                     rewrites.push(format!("replace /{}/: no match in {to}", regex.as_str()));
                 } else {
@@ -258,21 +336,47 @@ fn decide(rule: &Rule, call: &CallContext, ip: IpAddr, to_caps: Option<Captures>
     }
 }
 
-fn expand_plan<'c>(plan: &PlanT, cap: &dyn Fn(usize) -> Option<&'c str>, to: &str, from: &str) -> Plan {
+fn expand_plan<'c>(
+    plan: &PlanT,
+    cap: &dyn Fn(usize) -> Option<&'c str>,
+    to: &str,
+    from: &str,
+) -> Plan {
     let action = match &plan.action {
-        ActionT::User { users, parallel, ring_timeout } => Action::User {
+        ActionT::User {
+            users,
+            parallel,
+            ring_timeout,
+        } => Action::User {
             users: users.iter().map(|u| u.expand(cap, to, from)).collect(),
             parallel: *parallel,
             ring_timeout: *ring_timeout,
         },
-        ActionT::Trunk { trunks, failover_on } => Action::Trunk { trunks: trunks.clone(), failover_on: failover_on.clone() },
-        ActionT::Conference { room } => Action::Conference { room: room.expand(cap, to, from) },
+        ActionT::Trunk {
+            trunks,
+            failover_on,
+        } => Action::Trunk {
+            trunks: trunks.clone(),
+            failover_on: failover_on.clone(),
+        },
+        ActionT::Conference { room } => Action::Conference {
+            room: room.expand(cap, to, from),
+        },
         ActionT::Echo => Action::Echo,
-        ActionT::Reject { code, reason } => Action::Reject { code: *code, reason: one_line(reason.expand(cap, to, from)) },
+        ActionT::Reject { code, reason } => Action::Reject {
+            code: *code,
+            reason: one_line(reason.expand(cap, to, from)),
+        },
     };
     Plan {
         action,
-        on_no_answer: plan.on_no_answer.as_ref().map(|p| Box::new(expand_plan(p, cap, to, from))),
-        on_failure: plan.on_failure.as_ref().map(|p| Box::new(expand_plan(p, cap, to, from))),
+        on_no_answer: plan
+            .on_no_answer
+            .as_ref()
+            .map(|p| Box::new(expand_plan(p, cap, to, from))),
+        on_failure: plan
+            .on_failure
+            .as_ref()
+            .map(|p| Box::new(expand_plan(p, cap, to, from))),
     }
 }

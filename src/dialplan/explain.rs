@@ -18,21 +18,44 @@ impl fmt::Display for FailoverOn {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::User { users, parallel, ring_timeout } => {
+            Action::User {
+                users,
+                parallel,
+                ring_timeout,
+            } => {
                 let secs = ring_timeout.as_secs();
                 if users.len() == 1 {
                     write!(f, "user: ring {} for {secs} s", users[0])
                 } else if *parallel {
-                    write!(f, "user: ring {} at once (parallel) for {secs} s", users.join(", "))
+                    write!(
+                        f,
+                        "user: ring {} at once (parallel) for {secs} s",
+                        users.join(", ")
+                    )
                 } else {
-                    write!(f, "user: ring {} one after another (sequential), {secs} s each", users.join(", then "))
+                    write!(
+                        f,
+                        "user: ring {} one after another (sequential), {secs} s each",
+                        users.join(", then ")
+                    )
                 }
             }
-            Action::Trunk { trunks, failover_on } => {
+            Action::Trunk {
+                trunks,
+                failover_on,
+            } => {
                 let on: Vec<String> = failover_on.iter().map(ToString::to_string).collect();
                 write!(f, "trunk: {}", trunks.join(", then "))?;
                 if trunks.len() > 1 {
-                    write!(f, " (next trunk on {})", if on.is_empty() { "nothing".to_string() } else { on.join(", ") })?;
+                    write!(
+                        f,
+                        " (next trunk on {})",
+                        if on.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            on.join(", ")
+                        }
+                    )?;
                 }
                 Ok(())
             }
@@ -69,7 +92,11 @@ impl fmt::Display for Decision {
     /// The dry-run explanation: rule and position, reasons, rewrites, the
     /// resulting call, and the action tree.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "matched rule '{}' ({}:{})", self.rule, self.file, self.line)?;
+        writeln!(
+            f,
+            "matched rule '{}' ({}:{})",
+            self.rule, self.file, self.line
+        )?;
         writeln!(f, "because:")?;
         for reason in &self.reasons {
             writeln!(f, "  - {reason}")?;

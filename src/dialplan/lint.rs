@@ -3,9 +3,9 @@
 //! numbers (warnings).
 
 use regex::Regex;
+use regex_automata::Anchored;
 use regex_automata::dfa::{Automaton, dense};
 use regex_automata::util::{start, syntax};
-use regex_automata::Anchored;
 
 use super::compile::{Matcher, Rule, RuleMeta};
 use super::{Diagnostic, Severity};
@@ -40,13 +40,20 @@ pub(crate) fn check_rules(entries: &[(RuleMeta, Option<Rule>)], diagnostics: &mu
     let reachable = catch_all.map(|c| c + 1).unwrap_or(entries.len());
     for (i, (meta, rule)) in entries[..reachable].iter().enumerate() {
         let Some(rule) = rule else { continue };
-        if meta.conditions_ok {
-            if let Some(message) = shadowed_by(meta, rule, &entries[..i]) {
-                diagnostics.push(at(meta, Severity::Warning, message));
-            }
+        if meta.conditions_ok
+            && let Some(message) = shadowed_by(meta, rule, &entries[..i])
+        {
+            diagnostics.push(at(meta, Severity::Warning, message));
         }
-        if rule.plan.uses_trunk() && rule.caller_groups.is_empty() && can_match_international(rule.to.as_ref()) {
-            let what = if rule.to.is_some() { "its `to` can match" } else { "it matches every number, including" };
+        if rule.plan.uses_trunk()
+            && rule.caller_groups.is_empty()
+            && can_match_international(rule.to.as_ref())
+        {
+            let what = if rule.to.is_some() {
+                "its `to` can match"
+            } else {
+                "it matches every number, including"
+            };
             diagnostics.push(at(
                 meta,
                 Severity::Warning,
@@ -61,23 +68,34 @@ pub(crate) fn check_rules(entries: &[(RuleMeta, Option<Rule>)], diagnostics: &mu
 }
 
 /// Why `rule` can never match given the rules `before` it, if so.
-fn shadowed_by(meta: &RuleMeta, rule: &Rule, before: &[(RuleMeta, Option<Rule>)]) -> Option<String> {
+fn shadowed_by(
+    meta: &RuleMeta,
+    rule: &Rule,
+    before: &[(RuleMeta, Option<Rule>)],
+) -> Option<String> {
     for (earlier_meta, earlier) in before {
         let Some(earlier) = earlier else { continue };
         if !earlier_meta.conditions_ok {
             continue;
         }
-        let place = format!("rule '{}' ({}:{})", earlier_meta.name, earlier_meta.file, earlier_meta.line);
+        let place = format!(
+            "rule '{}' ({}:{})",
+            earlier_meta.name, earlier_meta.file, earlier_meta.line
+        );
         if earlier_meta.key == meta.key {
-            return Some(format!("rule '{}' never matches: {place} has the same conditions", meta.name));
+            return Some(format!(
+                "rule '{}' never matches: {place} has the same conditions",
+                meta.name
+            ));
         }
-        if let (true, Some(Matcher::Exact(to)), Some(earlier_to)) = (earlier_meta.key.only_to(), &rule.to, &earlier.to) {
-            if earlier_to.is_match(to) {
-                return Some(format!(
-                    "rule '{}' never matches: {place} matches every call to '{to}' first (it has no other conditions)",
-                    meta.name
-                ));
-            }
+        if let (true, Some(Matcher::Exact(to)), Some(earlier_to)) =
+            (earlier_meta.key.only_to(), &rule.to, &earlier.to)
+            && earlier_to.is_match(to)
+        {
+            return Some(format!(
+                "rule '{}' never matches: {place} matches every call to '{to}' first (it has no other conditions)",
+                meta.name
+            ));
         }
     }
     None
@@ -99,10 +117,18 @@ pub(crate) fn can_match_international(to: Option<&Matcher>) -> bool {
 fn regex_can_match_international(re: &Regex) -> bool {
     let built = dense::Builder::new()
         .syntax(syntax::Config::new().unicode(false).utf8(false))
-        .configure(dense::Config::new().dfa_size_limit(Some(1 << 20)).determinize_size_limit(Some(1 << 20)))
+        .configure(
+            dense::Config::new()
+                .dfa_size_limit(Some(1 << 20))
+                .determinize_size_limit(Some(1 << 20)),
+        )
         .build(re.as_str());
-    let Ok(dfa) = built else { return samples_match(re) };
-    let Ok(start) = dfa.start_state(&start::Config::new().anchored(Anchored::No)) else { return samples_match(re) };
+    let Ok(dfa) = built else {
+        return samples_match(re);
+    };
+    let Ok(start) = dfa.start_state(&start::Config::new().anchored(Anchored::No)) else {
+        return samples_match(re);
+    };
     INTERNATIONAL_PREFIXES.iter().any(|prefix| {
         let mut state = start;
         for &byte in prefix.as_bytes() {
@@ -133,9 +159,16 @@ fn regex_can_match_international(re: &Regex) -> bool {
 }
 
 fn samples_match(re: &Regex) -> bool {
-    ["+15551234567", "+442071234567", "+4930123456", "0015551234567", "00442071234567", "004930123456"]
-        .iter()
-        .any(|s| re.is_match(s))
+    [
+        "+15551234567",
+        "+442071234567",
+        "+4930123456",
+        "0015551234567",
+        "00442071234567",
+        "004930123456",
+    ]
+    .iter()
+    .any(|s| re.is_match(s))
 }
 
 #[cfg(test)]
@@ -158,10 +191,19 @@ mod tests {
         assert!(!intl(r"^0[1-9]\d+$"));
         assert!(!intl(r"^(7\d\d)$"));
         assert!(!intl(r"^\+[a-z]+$"));
-        assert!(intl(r"^\p{N}+$") || !intl(r"^\p{N}+$"), "unicode classes fall back without panicking");
+        assert!(
+            intl(r"^\p{N}+$") || !intl(r"^\p{N}+$"),
+            "unicode classes fall back without panicking"
+        );
         assert!(can_match_international(None));
-        assert!(can_match_international(Some(&Matcher::Exact("+4930123".into()))));
-        assert!(can_match_international(Some(&Matcher::Exact("0044123".into()))));
-        assert!(!can_match_international(Some(&Matcher::Exact("030123".into()))));
+        assert!(can_match_international(Some(&Matcher::Exact(
+            "+4930123".into()
+        ))));
+        assert!(can_match_international(Some(&Matcher::Exact(
+            "0044123".into()
+        ))));
+        assert!(!can_match_international(Some(&Matcher::Exact(
+            "030123".into()
+        ))));
     }
 }

@@ -91,19 +91,41 @@ pub struct Diagnostic {
 /// Loads and validates `main_file` and the files it includes (relative to
 /// the including file). Returns the dialplan with its warnings, or every
 /// error (and warning) found.
-pub fn load(main_file: &Path, ctx: &LoadContext) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn load(
+    main_file: &Path,
+    ctx: &LoadContext,
+) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
     let name = main_file.display().to_string();
     let text = std::fs::read_to_string(main_file).map_err(|e| {
-        vec![Diagnostic { file: name.clone(), line: 0, column: 0, severity: Severity::Error, message: format!("cannot read: {e}") }]
+        vec![Diagnostic {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            severity: Severity::Error,
+            message: format!("cannot read: {e}"),
+        }]
     })?;
-    let base = main_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = main_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     compile::load_text(text, name, Some(main_file.to_path_buf()), base, ctx)
 }
 
 /// Loads a dialplan from text named `name` (for messages); includes are
 /// resolved relative to the working directory.
-pub fn load_str(text: &str, name: &str, ctx: &LoadContext) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
-    compile::load_text(text.to_string(), name.to_string(), None, PathBuf::new(), ctx)
+pub fn load_str(
+    text: &str,
+    name: &str,
+    ctx: &LoadContext,
+) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
+    compile::load_text(
+        text.to_string(),
+        name.to_string(),
+        None,
+        PathBuf::new(),
+        ctx,
+    )
 }
 
 /// Where a call comes from.

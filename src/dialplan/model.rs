@@ -36,7 +36,12 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Node<T> {
             (Some(offset), Some(len)) => Some((offset as usize, len as usize)),
             _ => None,
         };
-        Ok(Node { value: spanned.value, line: at.line(), column: at.column(), bytes })
+        Ok(Node {
+            value: spanned.value,
+            line: at.line(),
+            column: at.column(),
+            bytes,
+        })
     }
 }
 
@@ -95,7 +100,7 @@ pub(crate) struct FileDef {
 }
 
 /// A rule or an include (schema only).
-#[allow(dead_code)]
+#[allow(dead_code, clippy::large_enum_variant)]
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 enum RuleOrInclude {
@@ -115,7 +120,7 @@ struct IncludeDef {
 /// One routing rule: conditions, rewrites of the call, and what to do with it.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "Rule")]
+#[schemars(rename = "Rule", transform = rule_required)]
 pub(crate) struct RuleDef {
     /// (Include items only.)
     #[serde(default)]
@@ -123,7 +128,6 @@ pub(crate) struct RuleDef {
     pub include: Option<Node<String>>,
     /// Unique name of the rule, shown in logs and dry runs; `${rule}` in values.
     #[serde(default)]
-    #[schemars(required)]
     pub name: Option<Node<String>>,
     /// Conditions; all must hold. Without any the rule matches every call
     /// (a catch-all, which must be the last rule).
@@ -134,8 +138,42 @@ pub(crate) struct RuleDef {
     pub rewrite: Vec<Node<RewriteDef>>,
     /// What to do with the call.
     #[serde(default)]
-    #[schemars(required)]
     pub action: Option<Node<ActionDef>>,
+}
+
+/// Marks `name` and `action` required and not nullable (they are optional in
+/// Rust only so that a missing one is reported with the others).
+fn rule_required(schema: &mut Schema) {
+    schema.insert("required".into(), serde_json::json!(["name", "action"]));
+    let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for key in ["name", "action"] {
+        let Some(property) = properties.get_mut(key).and_then(|p| p.as_object_mut()) else {
+            continue;
+        };
+        if let Some(serde_json::Value::Array(types)) = property.get_mut("type") {
+            types.retain(|t| t != "null");
+            if let [only] = types.as_slice() {
+                let only = only.clone();
+                property.insert("type".into(), only);
+            }
+        }
+        if let Some(serde_json::Value::Array(any_of)) = property.remove("anyOf") {
+            let mut kept: Vec<serde_json::Value> = any_of
+                .into_iter()
+                .filter(|s| s.get("type") != Some(&serde_json::json!("null")))
+                .collect();
+            match (kept.len(), kept.pop()) {
+                (1, Some(serde_json::Value::Object(only))) => property.extend(only),
+                (_, Some(last)) => {
+                    kept.push(last);
+                    property.insert("anyOf".into(), serde_json::Value::Array(kept));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Conditions of a rule; every one that is present must hold.
@@ -212,7 +250,9 @@ impl<'de> Deserialize<'de> for PatternDef {
                     }
                     regex = Some(map.next_value::<Node<String>>()?);
                 }
-                regex.map(PatternDef::Regex).ok_or_else(|| de::Error::missing_field("regex"))
+                regex
+                    .map(PatternDef::Regex)
+                    .ok_or_else(|| de::Error::missing_field("regex"))
             }
         }
         deserializer.deserialize_any(PatternVisitor)
@@ -338,13 +378,18 @@ pub(crate) struct ActionDef {
 }
 
 /// A key that is present always counts as present, even when its value is null.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(deserializer).map(Some)
 }
 
 fn one_action_kind(schema: &mut Schema) {
     let kinds = ["user", "trunk", "conference", "echo", "reject"];
-    let one_of: Vec<serde_json::Value> = kinds.iter().map(|k| serde_json::json!({ "required": [k] })).collect();
+    let one_of: Vec<serde_json::Value> = kinds
+        .iter()
+        .map(|k| serde_json::json!({ "required": [k] }))
+        .collect();
     schema.insert("oneOf".into(), serde_json::Value::Array(one_of));
 }
 
@@ -384,7 +429,26 @@ pub(crate) struct TrunkDef {
     /// When to try the next trunk: status codes (`503`), classes (`5xx`) or
     /// `timeout`. Default `[408, 5xx, timeout]`.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<FailoverItem>>")]
     pub failover_on: Option<Vec<Node<String>>>,
+}
+
+/// One `failover_on` entry (schema only): a code, a class or `timeout`.
+struct FailoverItem;
+
+impl JsonSchema for FailoverItem {
+    fn schema_name() -> Cow<'static, str> {
+        "FailoverOn".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A final status code (400..=699), a class (4xx, 5xx, 6xx) or timeout.",
+            "anyOf": [
+                { "type": "integer", "minimum": 400, "maximum": 699 },
+                { "type": "string", "pattern": "^([4-6][0-9][0-9]|[4-6]xx|timeout)$" }
+            ]
+        })
+    }
 }
 
 /// Join a conference room.

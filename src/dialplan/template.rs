@@ -81,11 +81,17 @@ fn scan(text: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
         let after = &rest[at + 1..];
         let (item, used) = if let Some(body) = after.strip_prefix('{') {
             let Some(end) = body.find('}') else {
-                return Err(TemplateError { offset, message: "'${' without a closing '}'".into() });
+                return Err(TemplateError {
+                    offset,
+                    message: "'${' without a closing '}'".into(),
+                });
             };
             let name = &body[..end];
             if name.is_empty() {
-                return Err(TemplateError { offset, message: "empty '${}'".into() });
+                return Err(TemplateError {
+                    offset,
+                    message: "empty '${}'".into(),
+                });
             }
             let item = if name.bytes().all(|b| b.is_ascii_digit()) {
                 Ref::Number(name.parse().unwrap_or(usize::MAX))
@@ -133,9 +139,15 @@ impl Template {
         Ok(Template { segs })
     }
 
-/// A template that is only this text.
+    /// A template that is only this text.
     pub(crate) fn literal(text: &str) -> Template {
-        Template { segs: if text.is_empty() { Vec::new() } else { vec![Seg::Lit(text.to_string())] } }
+        Template {
+            segs: if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![Seg::Lit(text.to_string())]
+            },
+        }
     }
 
     /// The text when the template has no runtime parts.
@@ -149,7 +161,13 @@ impl Template {
 
     /// Appends the expansion to `out`. `cap(n)` gives capture group `n`
     /// (missing groups expand to nothing).
-    pub(crate) fn expand_into<'c>(&self, out: &mut String, cap: &dyn Fn(usize) -> Option<&'c str>, to: &str, from: &str) {
+    pub(crate) fn expand_into<'c>(
+        &self,
+        out: &mut String,
+        cap: &dyn Fn(usize) -> Option<&'c str>,
+        to: &str,
+        from: &str,
+    ) {
         for seg in &self.segs {
             match seg {
                 Seg::Lit(s) => out.push_str(s),
@@ -161,7 +179,12 @@ impl Template {
     }
 
     /// The expansion as a new string.
-    pub(crate) fn expand<'c>(&self, cap: &dyn Fn(usize) -> Option<&'c str>, to: &str, from: &str) -> String {
+    pub(crate) fn expand<'c>(
+        &self,
+        cap: &dyn Fn(usize) -> Option<&'c str>,
+        to: &str,
+        from: &str,
+    ) -> String {
         let mut out = String::new();
         self.expand_into(&mut out, cap, to, from);
         out
@@ -173,27 +196,36 @@ fn resolve(offset: usize, item: Ref<'_>, scope: &Scope) -> Result<Seg, TemplateE
     match item {
         Ref::Dollar => Ok(Seg::Lit("$".into())),
         Ref::Number(0) => err("$0 is not a capture group; groups start at $1".into()),
-        Ref::Number(n) if !scope.runtime => err(format!("${n}: capture groups cannot be used here (only constants)")),
+        Ref::Number(n) if !scope.runtime => err(format!(
+            "${n}: capture groups cannot be used here (only constants)"
+        )),
         Ref::Number(n) if n > scope.groups => {
             if scope.groups == 0 {
-                err(format!("${n} refers to a capture group, but there is no regex with groups here"))
+                err(format!(
+                    "${n} refers to a capture group, but there is no regex with groups here"
+                ))
             } else {
-                err(format!("${n} refers to capture group {n}, but there are only {} groups here", scope.groups))
+                err(format!(
+                    "${n} refers to capture group {n}, but there are only {} groups here",
+                    scope.groups
+                ))
             }
         }
         Ref::Number(n) => Ok(Seg::Cap(n)),
         Ref::Name(name) => {
-            if scope.runtime {
-                if let Some(&n) = scope.names.get(name) {
-                    return Ok(Seg::Cap(n));
-                }
+            if scope.runtime
+                && let Some(&n) = scope.names.get(name)
+            {
+                return Ok(Seg::Cap(n));
             }
             if let Some(value) = scope.constants.get(name) {
                 return Ok(Seg::Lit(value.clone()));
             }
             match name {
                 "rule" => Ok(Seg::Lit(scope.rule.to_string())),
-                "to" | "from" if !scope.runtime => err(format!("${{{name}}} cannot be used here (only constants)")),
+                "to" | "from" if !scope.runtime => {
+                    err(format!("${{{name}}} cannot be used here (only constants)"))
+                }
                 "to" => Ok(Seg::To),
                 "from" => Ok(Seg::From),
                 _ if scope.runtime => err(format!(
@@ -207,7 +239,10 @@ fn resolve(offset: usize, item: Ref<'_>, scope: &Scope) -> Result<Seg, TemplateE
 
 /// Expands `${constant}` in a regex, inserting the constant escaped (as
 /// literal text). Other `$` (the end anchor) are left alone.
-pub(crate) fn expand_regex(text: &str, constants: &BTreeMap<String, String>) -> Result<String, TemplateError> {
+pub(crate) fn expand_regex(
+    text: &str,
+    constants: &BTreeMap<String, String>,
+) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut consumed_chars = 0usize;
@@ -220,7 +255,12 @@ pub(crate) fn expand_regex(text: &str, constants: &BTreeMap<String, String>) -> 
         match (name, end) {
             (Some(name), Some(end)) => {
                 let Some(value) = constants.get(name) else {
-                    return Err(TemplateError { offset, message: format!("${{{name}}} is not a constant (regexes may use constants only)") });
+                    return Err(TemplateError {
+                        offset,
+                        message: format!(
+                            "${{{name}}} is not a constant (regexes may use constants only)"
+                        ),
+                    });
                 };
                 out.push_str(&regex::escape(value));
                 let used = 2 + end + 1;
@@ -241,22 +281,37 @@ pub(crate) fn expand_regex(text: &str, constants: &BTreeMap<String, String>) -> 
 /// `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn is_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_') && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn scope<'a>(constants: &'a BTreeMap<String, String>, names: &'a HashMap<String, usize>, groups: usize) -> Scope<'a> {
-        Scope { constants, groups, names, rule: "r1", runtime: true }
+    fn scope<'a>(
+        constants: &'a BTreeMap<String, String>,
+        names: &'a HashMap<String, usize>,
+        groups: usize,
+    ) -> Scope<'a> {
+        Scope {
+            constants,
+            groups,
+            names,
+            rule: "r1",
+            runtime: true,
+        }
     }
 
     #[test]
     fn parses_and_expands_every_kind_of_variable() {
         let constants = BTreeMap::from([("cc".to_string(), "49".to_string())]);
         let names = HashMap::from([("ext".to_string(), 2)]);
-        let t = Template::parse("+${cc}-$1-${ext}-${2}-${to}-${from}-${rule}-$$", &scope(&constants, &names, 2)).unwrap();
+        let t = Template::parse(
+            "+${cc}-$1-${ext}-${2}-${to}-${from}-${rule}-$$",
+            &scope(&constants, &names, 2),
+        )
+        .unwrap();
         let caps = ["whole", "a", "b"];
         let out = t.expand(&|n| caps.get(n).copied(), "600", "1001");
         assert_eq!(out, "+49-a-b-b-600-1001-r1-$");
@@ -264,7 +319,10 @@ mod tests {
 
     #[test]
     fn expansion_is_single_pass() {
-        let constants = BTreeMap::from([("a".to_string(), "${b}".to_string()), ("b".to_string(), "x".to_string())]);
+        let constants = BTreeMap::from([
+            ("a".to_string(), "${b}".to_string()),
+            ("b".to_string(), "x".to_string()),
+        ]);
         let names = HashMap::new();
         let t = Template::parse("${a}", &scope(&constants, &names, 0)).unwrap();
         assert_eq!(t.as_literal().as_deref(), Some("${b}"));
@@ -287,8 +345,16 @@ mod tests {
         assert!(Template::parse("${x", &s).is_err());
         assert!(Template::parse("$0", &s).is_err());
         let none = scope(&constants, &names, 0);
-        assert!(Template::parse("$1", &none).unwrap_err().message.contains("no regex"));
-        let literal_only = Scope { runtime: false, ..scope(&constants, &names, 2) };
+        assert!(
+            Template::parse("$1", &none)
+                .unwrap_err()
+                .message
+                .contains("no regex")
+        );
+        let literal_only = Scope {
+            runtime: false,
+            ..scope(&constants, &names, 2)
+        };
         assert!(Template::parse("$1", &literal_only).is_err());
         assert!(Template::parse("${to}", &literal_only).is_err());
     }
@@ -296,7 +362,10 @@ mod tests {
     #[test]
     fn regex_constants_are_escaped_and_anchors_kept() {
         let constants = BTreeMap::from([("cc".to_string(), "+49".to_string())]);
-        assert_eq!(expand_regex("^${cc}(\\d+)$", &constants).unwrap(), "^\\+49(\\d+)$");
+        assert_eq!(
+            expand_regex("^${cc}(\\d+)$", &constants).unwrap(),
+            "^\\+49(\\d+)$"
+        );
         assert_eq!(expand_regex("^a${2}$", &constants).unwrap(), "^a${2}$");
         assert_eq!(expand_regex("x${nope}", &constants).unwrap_err().offset, 1);
     }
