@@ -314,6 +314,11 @@ impl Proxy {
                     Some(next) => next,
                     None => return upstream.reply(480, "No Answer"),
                 },
+                // 408 and 480 from every callee count as "no answer" (docs/dialplan.md).
+                relay::Outcome::Failed(response) if matches!(response.status_code.code(), 408 | 480) => match plan.on_no_answer.take() {
+                    Some(next) => next,
+                    None => return upstream.forward(response),
+                },
                 relay::Outcome::Failed(response) => match plan.on_failure.take() {
                     Some(next) => next,
                     None => return upstream.forward(response),
