@@ -174,3 +174,25 @@ fn a_closed_connection_takes_its_bindings_with_it() {
     assert!(invite(server.addr("udp"), "u0003").starts_with("SIP/2.0 480"));
     assert!(started.elapsed() < Duration::from_secs(2), "480 at once, not after a timeout");
 }
+
+const CHAIN: &str = "rules:\n  - name: chain\n    match:\n      to: u0002\n    action:\n      user: { users: ['u0002'], ring_timeout: 2 }\n      on_no_answer:\n        user: { users: ['u0003'], ring_timeout: 10 }\n        on_no_answer: { reject: { code: 480, reason: Nobody home } }\n  - name: nobody\n    match:\n      to: u0009\n    action:\n      user: { users: ['u0001'], ring_timeout: 5 }\n      on_no_answer: { reject: { code: 480, reason: Nobody home } }\n";
+
+#[test]
+fn dialplan_chain_rings_the_next_user_after_the_ring_timeout() {
+    let server = Server::start_with_files(&format!("{}{USERS}dialplan:\n  file: plan.yaml\n", common::ALL_LOOPBACK), &[("plan.yaml", CHAIN)]);
+    let (first, second) = (free_port(), free_port());
+    register(&server, "u0002", first);
+    register(&server, "u0003", second);
+    // u0002 only rings: after 2 s the dialplan cancels it and rings u0003, who answers.
+    let (ringing, ringing_dir) = spawn_uas(&server, "uas_ring_cancelled.xml", first);
+    let (answering, answering_dir) = spawn_uas(&server, "uas_answer.xml", second);
+    let file = caller_csv(&server, "u0002");
+    let started = Instant::now();
+    let out = sipp(&scenario("uac_call.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    assert!(out.status.success(), "caller failed");
+    assert!(started.elapsed() >= Duration::from_secs(2), "the first user rang for its ring timeout");
+    wait(ringing, ringing_dir.path(), "first user (cancelled after 2 s)");
+    wait(answering, answering_dir.path(), "second user (answers)");
+    // u0009 routes to u0001, who has no binding: 480 counts as no answer, the chain rejects.
+    assert_eq!(invite(server.addr("udp"), "u0009"), "SIP/2.0 480 Nobody home");
+}
