@@ -21,6 +21,9 @@
 # ---------------------------------------------------------------------------
 
 FROM rust:1-bookworm AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libopus-dev pkg-config cmake \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
 # 1. Dependencies only: build a dummy crate with the real manifest and lock
@@ -48,7 +51,7 @@ RUN rm -rf target/release/.fingerprint/switchboard-* \
 FROM debian:bookworm-slim AS runtime
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libopus0 \
  && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system switchboard \

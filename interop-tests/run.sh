@@ -29,6 +29,10 @@ section "test dependencies"
 apt_packages=()
 command -v sipp >/dev/null 2>&1 || apt_packages+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || apt_packages+=(sipsak)       # TLS OPTIONS test (Debian's SIPp has no TLS)
+# libopus for the media engine's Opus codec (the `opus` crate links the system library).
+dpkg -s libopus-dev >/dev/null 2>&1 || apt_packages+=(libopus-dev)
+command -v pkg-config >/dev/null 2>&1 || apt_packages+=(pkg-config)
+command -v cmake >/dev/null 2>&1 || apt_packages+=(cmake)
 
 # Browser tests (interop-tests/browser: Debian's /usr/bin/chromium driven by playwright-core
 # over CDP; never `npx playwright install`) and the node/npm that run them.

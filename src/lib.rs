@@ -11,6 +11,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod http;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod proxy;
 pub mod registrar;

@@ -1,0 +1,463 @@
+//! One participant's pipeline: jitter buffer → decoder → resampler into the
+//! mix, and mix → resampler → encoder back out; plus players and recorders.
+
+use std::collections::VecDeque;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{
+    InPacket, ParticipantConfig, ParticipantId, PushOutcome, RoomError, TelephoneEventSpec,
+    WavOutput,
+};
+use crate::media::codec::{Codec, CodecKind, CodecSpec, MAX_PAYLOAD};
+use crate::media::dsp::{mean_square, mean_square_from_dbov, saturate};
+use crate::media::dtmf::{DtmfReceiver, DtmfRescaler, TelephoneEvent};
+use crate::media::frame_samples;
+use crate::media::jitter::{JitterBuffer, JitterConfig, Pop, PushResult};
+use crate::media::resample::{ResampleError, Resampler};
+use crate::media::talker::{TalkerChange, TalkerConfig, TalkerDetector};
+use crate::media::tone::AudioSource;
+use crate::media::wav::WavWriter;
+
+/// Unity gain in Q12.
+pub(super) const UNITY: i32 = 4096;
+
+/// A resampler when the rates differ.
+fn resampler(from: u32, to: u32) -> Result<Option<Resampler>, ResampleError> {
+    if from == to {
+        Ok(None)
+    } else {
+        Resampler::new(from, to).map(Some)
+    }
+}
+
+/// Runs `input` through `r` (or copies it) into `out`, zero-filling the rest.
+pub(super) fn convert(r: Option<&mut Resampler>, input: &[i16], out: &mut [i16]) {
+    let n = match r {
+        Some(r) => r.process(input, out),
+        None => {
+            let n = input.len().min(out.len());
+            out[..n].copy_from_slice(&input[..n]);
+            n
+        }
+    };
+    out[n..].fill(0);
+}
+
+/// Encodes `pcm` into a fresh `Bytes` carved out of `buf`, whose allocation
+/// is reclaimed on the next call once the previous payload has been dropped.
+pub(super) fn encode_into(codec: &mut dyn Codec, pcm: &[i16], buf: &mut BytesMut) -> Option<Bytes> {
+    buf.clear();
+    buf.reserve(MAX_PAYLOAD);
+    buf.resize(MAX_PAYLOAD, 0);
+    match codec.encode(pcm, buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf.split().freeze())
+        }
+        Err(_) => None,
+    }
+}
+
+/// The frame delay line of an echo room.
+#[derive(Debug)]
+pub(super) struct EchoLine {
+    frames: usize,
+    buf: Vec<i16>,
+    pos: usize,
+}
+
+impl EchoLine {
+    fn new(frames: usize, frame_len: usize) -> Self {
+        EchoLine {
+            frames,
+            buf: vec![0; frames * frame_len],
+            pos: 0,
+        }
+    }
+
+    /// Writes `input` and reads the frame stored `frames` ticks ago into `out`.
+    pub(super) fn swap(&mut self, input: &[i16], out: &mut [i16]) {
+        let n = input.len();
+        let at = self.pos * n;
+        out.copy_from_slice(&self.buf[at..at + n]);
+        self.buf[at..at + n].copy_from_slice(input);
+        self.pos = (self.pos + 1) % self.frames;
+    }
+}
+
+/// A WAV recording fed at the mixing rate, written at the rate it started with.
+pub(super) struct Recorder {
+    wav: WavWriter<Box<dyn WavOutput>>,
+    resampler: Option<Resampler>,
+    buf: Vec<i16>,
+}
+
+impl Recorder {
+    pub(super) fn new(
+        wav: WavWriter<Box<dyn WavOutput>>,
+        mix_rate: u32,
+    ) -> Result<Self, ResampleError> {
+        let buf = vec![0; frame_samples(wav.rate())];
+        let resampler = resampler(mix_rate, wav.rate())?;
+        Ok(Recorder {
+            wav,
+            resampler,
+            buf,
+        })
+    }
+
+    pub(super) fn set_mix_rate(&mut self, mix_rate: u32) -> Result<(), ResampleError> {
+        self.resampler = resampler(mix_rate, self.wav.rate())?;
+        Ok(())
+    }
+
+    /// Appends one frame at the mixing rate.
+    pub(super) fn write(&mut self, frame: &[i16]) -> io::Result<()> {
+        convert(self.resampler.as_mut(), frame, &mut self.buf);
+        self.wav.write_samples(&self.buf)
+    }
+
+    pub(super) fn finish(self) -> io::Result<Box<dyn WavOutput>> {
+        self.wav.finish()
+    }
+}
+
+/// A source of audio mixed into the room (tone, announcement).
+pub(super) struct Player {
+    pub(super) id: ParticipantId,
+    source: Box<dyn AudioSource>,
+    pub(super) buf: Vec<i16>,
+}
+
+impl Player {
+    pub(super) fn new(id: ParticipantId, source: Box<dyn AudioSource>, mix_rate: u32) -> Self {
+        Player {
+            id,
+            source,
+            buf: vec![0; frame_samples(mix_rate)],
+        }
+    }
+
+    pub(super) fn set_mix_rate(&mut self, rate: u32) {
+        self.buf = vec![0; frame_samples(rate)];
+    }
+
+    /// Renders the next frame; `false` once finished.
+    pub(super) fn render(&mut self, rate: u32) -> bool {
+        self.source.render(rate, &mut self.buf)
+    }
+}
+
+/// Everything the room keeps per participant.
+pub(super) struct Participant {
+    pub(super) id: ParticipantId,
+    pub(super) spec: CodecSpec,
+    pub(super) te: Option<TelephoneEventSpec>,
+    pub(super) jb: JitterBuffer,
+    /// Decoder for the input and encoder for an individual mix.
+    pub(super) codec: Box<dyn Codec>,
+    /// PCM rate of `codec`: the native rate, or the mixing rate for Opus.
+    pub(super) pcm_rate: u32,
+    mix_rate: u32,
+    /// This tick's decoded input at `pcm_rate`.
+    pub(super) input: Vec<i16>,
+    /// Whether `input` holds audio (decoded or concealed) this tick.
+    pub(super) has_audio: bool,
+    to_mix: Option<Resampler>,
+    from_mix: Option<Resampler>,
+    /// What the others hear from it this tick, at the mixing rate.
+    pub(super) contrib: Vec<i16>,
+    /// In this tick's mix.
+    pub(super) contributes: bool,
+    /// `contrib` was computed this tick / last tick (resampler continuity).
+    contrib_ran: bool,
+    contrib_ran_last: bool,
+    /// An individual mix was encoded this tick / last tick.
+    individual_ran: bool,
+    individual_ran_last: bool,
+    /// An individual mix at `pcm_rate`, to encode.
+    out_pcm: Vec<i16>,
+    out_buf: BytesMut,
+    pub(super) muted: bool,
+    pub(super) deaf: bool,
+    pub(super) held: bool,
+    pub(super) gain_q12: i32,
+    pub(super) talker: TalkerDetector,
+    /// RTP timestamp of the next frame sent to it.
+    out_ts: u32,
+    sent_this_tick: bool,
+    sent_last_tick: bool,
+    pub(super) dtmf_rx: DtmfReceiver,
+    /// Rescaler of the event being forwarded to it: (source, source event timestamp, rescaler).
+    pub(super) dtmf_fwd: Option<(ParticipantId, u32, DtmfRescaler)>,
+    /// Forwarded telephone-event packets waiting for the next tick.
+    pub(super) dtmf_out: VecDeque<(u32, TelephoneEvent, bool)>,
+    pub(super) echo: Option<EchoLine>,
+    echo_frames: Option<usize>,
+    pub(super) track: Option<Recorder>,
+}
+
+impl Participant {
+    pub(super) fn new(
+        id: ParticipantId,
+        cfg: ParticipantConfig,
+        mix_rate: u32,
+        talker: TalkerConfig,
+        echo_frames: Option<usize>,
+    ) -> Result<Self, RoomError> {
+        let spec = cfg.codec;
+        let pcm_rate = Self::pcm_rate_for(spec.kind, mix_rate);
+        let clock = spec.kind.clock_rate();
+        let jb_cfg = cfg.jitter.unwrap_or_else(|| JitterConfig::new(clock));
+        let mut p = Participant {
+            id,
+            spec,
+            te: cfg.telephone_event,
+            jb: JitterBuffer::new(jb_cfg),
+            codec: spec.build(pcm_rate)?,
+            pcm_rate,
+            mix_rate,
+            input: Vec::new(),
+            has_audio: false,
+            to_mix: None,
+            from_mix: None,
+            contrib: Vec::new(),
+            contributes: false,
+            contrib_ran: false,
+            contrib_ran_last: false,
+            individual_ran: false,
+            individual_ran_last: false,
+            out_pcm: Vec::new(),
+            out_buf: BytesMut::with_capacity(MAX_PAYLOAD * 2),
+            muted: false,
+            deaf: false,
+            held: false,
+            gain_q12: UNITY,
+            talker: TalkerDetector::new(talker),
+            out_ts: cfg.initial_timestamp,
+            sent_this_tick: false,
+            sent_last_tick: false,
+            dtmf_rx: DtmfReceiver::new(cfg.telephone_event.map_or(clock, |t| t.clock_rate)),
+            dtmf_fwd: None,
+            dtmf_out: VecDeque::new(),
+            echo: None,
+            echo_frames,
+            track: None,
+        };
+        p.build_buffers()?;
+        Ok(p)
+    }
+
+    fn pcm_rate_for(kind: CodecKind, mix_rate: u32) -> u32 {
+        if kind == CodecKind::Opus {
+            mix_rate
+        } else {
+            kind.native_rate()
+        }
+    }
+
+    /// (Re)creates resamplers and buffers for the current rates.
+    fn build_buffers(&mut self) -> Result<(), RoomError> {
+        let (pcm, mix) = (frame_samples(self.pcm_rate), frame_samples(self.mix_rate));
+        self.to_mix = resampler(self.pcm_rate, self.mix_rate)?;
+        self.from_mix = resampler(self.mix_rate, self.pcm_rate)?;
+        self.input = vec![0; pcm];
+        self.out_pcm = vec![0; pcm];
+        self.contrib = vec![0; mix];
+        self.echo = self.echo_frames.map(|f| EchoLine::new(f, mix));
+        Ok(())
+    }
+
+    /// Follows a change of the room's mixing rate.
+    pub(super) fn set_mix_rate(&mut self, mix_rate: u32) -> Result<(), RoomError> {
+        self.mix_rate = mix_rate;
+        let pcm_rate = Self::pcm_rate_for(self.spec.kind, mix_rate);
+        if pcm_rate != self.pcm_rate {
+            self.codec = self.spec.build(pcm_rate)?;
+            self.pcm_rate = pcm_rate;
+        }
+        if let Some(t) = &mut self.track {
+            t.set_mix_rate(mix_rate)?;
+        }
+        self.build_buffers()
+    }
+
+    /// Nothing about it needs decoded audio: relaying is allowed.
+    pub(super) fn plain(&self) -> bool {
+        !self.muted && !self.deaf && !self.held && self.gain_q12 == UNITY && self.track.is_none()
+    }
+
+    /// Buffers an audio packet, splitting multi-frame G.711/G.722 payloads
+    /// into 20 ms frames (they are sample-aligned; Opus packets are not split).
+    pub(super) fn push_audio(&mut self, pkt: &InPacket<'_>, now_ms: u64) -> PushOutcome {
+        if pkt.payload.is_empty() {
+            return PushOutcome::Ignored;
+        }
+        let kind = self.spec.kind;
+        // 160 bytes = 20 ms for G.711 (8 kHz, 8 bit) and G.722 (two samples per byte).
+        let frame_bytes = if kind == CodecKind::Opus {
+            usize::MAX
+        } else {
+            160
+        };
+        let step = kind.timestamp_step();
+        let mut outcome = PushOutcome::Buffered;
+        for (k, chunk) in pkt.payload.chunks(frame_bytes).enumerate() {
+            let ts = pkt.timestamp.wrapping_add(step.wrapping_mul(k as u32));
+            let marker = pkt.marker && k == 0;
+            let r = self
+                .jb
+                .push_with(pkt.seq, ts, marker, pkt.audio_level, chunk, now_ms);
+            if k == 0 {
+                outcome = match r {
+                    PushResult::Stored => PushOutcome::Buffered,
+                    PushResult::Late => PushOutcome::Late,
+                    PushResult::Duplicate => PushOutcome::Duplicate,
+                    PushResult::TooLarge => PushOutcome::TooLarge,
+                };
+            }
+        }
+        outcome
+    }
+
+    /// Pops and decodes this tick's input (at most once), feeding talker
+    /// detection. With `skip_quiet`, a frame whose RFC 6464 level is below
+    /// the talker threshold is not decoded while the participant is silent.
+    pub(super) fn read_input(&mut self, now_ms: u64, skip_quiet: bool) -> Option<TalkerChange> {
+        self.has_audio = false;
+        let pop = self.jb.pop(now_ms);
+        if self.muted || self.held {
+            return self.talker.silence();
+        }
+        let n = self.input.len();
+        match pop {
+            Pop::Frame(f) => {
+                let level_hint = f
+                    .audio_level
+                    .map(|l| mean_square_from_dbov(-(l.min(127) as f32)));
+                if skip_quiet
+                    && !self.talker.talking()
+                    && let Some(ms) = level_hint
+                    && !self.talker.is_loud(ms)
+                {
+                    return self.talker.update(ms);
+                }
+                match self.codec.decode(f.payload, &mut self.input) {
+                    Ok(k) => self.input[k.min(n)..].fill(0),
+                    Err(_) => {
+                        if self.codec.conceal(None, &mut self.input).is_err() {
+                            self.input.fill(0);
+                        }
+                    }
+                }
+            }
+            Pop::Lost => {
+                let next = self.jb.peek_next();
+                match self.codec.conceal(next, &mut self.input) {
+                    Ok(k) => self.input[k.min(n)..].fill(0),
+                    Err(_) => self.input.fill(0),
+                }
+            }
+            Pop::Empty => {
+                self.input.fill(0);
+                return self.talker.update(0.0);
+            }
+        }
+        self.has_audio = true;
+        self.talker.update(mean_square(&self.input))
+    }
+
+    /// Relay-mode input: pops the frame to forward and keeps talker detection
+    /// going from the audio level or, for G.711, a (cheap) decode.
+    pub(super) fn relay_input(&mut self, now_ms: u64) -> (Option<Bytes>, Option<TalkerChange>) {
+        let is_g711 = matches!(self.spec.kind, CodecKind::Pcmu | CodecKind::Pcma);
+        match self.jb.pop(now_ms) {
+            Pop::Frame(f) => {
+                let level = match f.audio_level {
+                    Some(l) => Some(mean_square_from_dbov(-(l.min(127) as f32))),
+                    None if is_g711 => match self.codec.decode(f.payload, &mut self.input) {
+                        Ok(k) => Some(mean_square(&self.input[..k.min(self.input.len())])),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                self.out_buf.clear();
+                self.out_buf.extend_from_slice(f.payload);
+                let payload = self.out_buf.split().freeze();
+                (Some(payload), level.and_then(|ms| self.talker.update(ms)))
+            }
+            Pop::Lost => (None, None),
+            Pop::Empty => (None, self.talker.update(0.0)),
+        }
+    }
+
+    /// Computes `contrib` (input at the mixing rate, times the gain).
+    pub(super) fn make_contrib(&mut self) {
+        if !self.contrib_ran_last
+            && let Some(r) = &mut self.to_mix
+        {
+            r.reset();
+        }
+        self.contrib_ran = true;
+        convert(self.to_mix.as_mut(), &self.input, &mut self.contrib);
+        if self.gain_q12 != UNITY {
+            let g = self.gain_q12;
+            self.contrib
+                .iter_mut()
+                .for_each(|s| *s = saturate((*s as i32 * g) >> 12));
+        }
+    }
+
+    /// Encodes an individual mix (at the mixing rate) for this participant.
+    pub(super) fn encode_individual(&mut self, mix: &[i16]) -> Option<Bytes> {
+        if !self.individual_ran_last
+            && let Some(r) = &mut self.from_mix
+        {
+            r.reset();
+        }
+        self.individual_ran = true;
+        convert(self.from_mix.as_mut(), mix, &mut self.out_pcm);
+        encode_into(self.codec.as_mut(), &self.out_pcm, &mut self.out_buf)
+    }
+
+    /// Wraps a payload with this participant's payload type, clock and marker.
+    pub(super) fn frame(&mut self, payload: Bytes) -> super::OutFrame {
+        self.sent_this_tick = true;
+        super::OutFrame {
+            payload,
+            payload_type: self.spec.payload_type,
+            timestamp: self.out_ts,
+            marker: !self.sent_last_tick,
+        }
+    }
+
+    /// The next frame's timestamp on a clock of `rate` Hz (telephone-event).
+    pub(super) fn out_ts_for(&self, rate: u32) -> u32 {
+        let clock = self.spec.kind.clock_rate();
+        if rate == clock {
+            self.out_ts
+        } else {
+            (self.out_ts as u64 * rate as u64 / clock as u64) as u32
+        }
+    }
+
+    /// Moves the outgoing clock one frame on (whether or not we sent).
+    pub(super) fn advance_clock(&mut self) {
+        self.out_ts = self.out_ts.wrapping_add(self.spec.kind.timestamp_step());
+        self.sent_last_tick = std::mem::take(&mut self.sent_this_tick);
+        self.contrib_ran_last = std::mem::take(&mut self.contrib_ran);
+        self.individual_ran_last = std::mem::take(&mut self.individual_ran);
+    }
+
+    /// Forgets codec and filter history (after relaying).
+    pub(super) fn reset_pipeline(&mut self) {
+        self.codec.reset();
+        for r in [&mut self.to_mix, &mut self.from_mix].into_iter().flatten() {
+            r.reset();
+        }
+        self.contrib_ran_last = false;
+        self.individual_ran_last = false;
+    }
+}
