@@ -345,6 +345,7 @@ for server in $SERVERS; do bench_server "$server"; done
 # ---------------------------------------------------------------------------
 git_rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || git_rev="$git_rev + uncommitted changes in src/"
+[[ -z "$newest_src" ]] || git_rev="$git_rev (binary older than $(realpath --relative-to="$ROOT" "$newest_src"))"
 report="$WORK/report.md"
 {
   echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" USERS="$USERS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" FILL_RATE="$FILL_RATE" SETTLE_SECS="$SETTLE_SECS" KAM_CHILDREN="$KAM_CHILDREN" PIN="$PIN" SCHED="$SCHED")bash benches/register/run.sh\`"
