@@ -81,6 +81,11 @@ fi
 newest_src="$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -type f -newer "$SB_BIN" 2>/dev/null | head -n1 || true)"
 [[ -z "$newest_src" ]] || log "warning: $newest_src is newer than $SB_BIN (stale binary?)"
 
+# The source the binary is compared with, as it is when the run starts.
+git_rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || git_rev="$git_rev + uncommitted changes in src/"
+[[ -z "$newest_src" ]] || git_rev="$git_rev (binary older than $(realpath --relative-to="$ROOT" "$newest_src"))"
+
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ "$SCHED" != rr ]] && awk '{ exit !($1 > 0.5) }' /proc/loadavg; then
   log "warning: load average $LOAD_AT_START: other jobs are running, numbers will be noisy"
@@ -332,6 +337,7 @@ bench_server() {
     [[ "$verdict" == clean ]] || break
     R[$server.best]="$rate"; R[$server.best_achieved]="$achieved"; R[$server.best_cpu]="$cpu_pct%"; R[$server.best_cpu_per_k]="$cpu_per_k"
   done
+  [[ -n "$RATES" ]] || stop="no rate steps (RATES is empty)"
   R[$server.stop]="${stop:-every rate in RATES was clean}"
   read -r R[$server.pss_end] R[$server.rss_end] <<<"$(mem_kb)"
   R[$server.bindings_end]="$(bindings "$server")"
@@ -343,16 +349,13 @@ for server in $SERVERS; do bench_server "$server"; done
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
-git_rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || git_rev="$git_rev + uncommitted changes in src/"
-[[ -z "$newest_src" ]] || git_rev="$git_rev (binary older than $(realpath --relative-to="$ROOT" "$newest_src"))"
 report="$WORK/report.md"
 {
   echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" USERS="$USERS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" FILL_RATE="$FILL_RATE" SETTLE_SECS="$SETTLE_SECS" KAM_CHILDREN="$KAM_CHILDREN" PIN="$PIN" SCHED="$SCHED")bash benches/register/run.sh\`"
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); run time $(elapsed) s; load average at the start $LOAD_AT_START"
   echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr), loopback only; CPU pinning: $([[ "$PIN" == 1 ]] && echo 'server on CPU 0, SIPp on CPU 1' || echo 'none (server and SIPp share both CPUs)'); server and SIPp $([[ "$SCHED" == rr ]] && echo 'under SCHED_RR priority 10 (`chrt -r 10`)' || echo "normally scheduled at nice $NICE")"
-  echo "- Switchboard: git $git_rev; binary \`target/release/switchboard\` built $(date -u -r "$SB_BIN" '+%Y-%m-%d %H:%M UTC'); log level warn; challenges $SB_ALGORITHMS"
+  echo "- Switchboard: git $git_rev at the start; binary \`target/release/switchboard\` built $(date -u -r "$SB_BIN" '+%Y-%m-%d %H:%M UTC'); log level warn; challenges $SB_ALGORITHMS"
   echo "- Kamailio: $(kamailio -v 2>/dev/null | awk '/^version:/ {print $2, $3; exit}') (Debian package $(dpkg-query -W -f='${Version}' kamailio 2>/dev/null)); $KAM_CHILDREN UDP children; \`benches/register/kamailio.cfg\`"
   echo "- SIPp: $(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -n1 | sed 's/\.$//'); \`interop-tests/sipp/register.xml\`; retransmissions on (T1 500 ms); $USERS users; $STEP_SECS s per step"
   echo
