@@ -57,7 +57,10 @@ pub struct DialplanConfig {
 
 impl Default for DialplanConfig {
     fn default() -> Self {
-        DialplanConfig { file: PathBuf::from("dialplans/default.yaml"), watch: true }
+        DialplanConfig {
+            file: PathBuf::from("dialplans/default.yaml"),
+            watch: true,
+        }
     }
 }
 
@@ -88,7 +91,9 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { name: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")) }
+        ServerConfig {
+            name: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
+        }
     }
 }
 
@@ -115,7 +120,11 @@ fn addrs(list: &[&str]) -> Vec<Spanned<String>> {
 }
 
 fn unknown_span<T>(value: T) -> Spanned<T> {
-    Spanned { value, referenced: Location::UNKNOWN, defined: Location::UNKNOWN }
+    Spanned {
+        value,
+        referenced: Location::UNKNOWN,
+        defined: Location::UNKNOWN,
+    }
 }
 
 impl Default for Listen {
@@ -177,7 +186,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Text }
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -196,7 +208,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -271,13 +287,20 @@ pub struct Listeners {
 pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
     let path = match path {
         Some(path) => Some(path.to_path_buf()),
-        None => Path::new(DEFAULT_FILE).exists().then(|| PathBuf::from(DEFAULT_FILE)),
+        None => Path::new(DEFAULT_FILE)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_FILE)),
     };
     match path {
         None => validate(Config::default(), Source::Defaults, ""),
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError(vec![Problem { file: path.display().to_string(), line: 0, column: 0, message: format!("cannot read: {e}") }])
+                ConfigError(vec![Problem {
+                    file: path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }])
             })?;
             parse(&text, Source::File(path))
         }
@@ -294,48 +317,96 @@ pub fn parse(text: &str, source: Source) -> Result<Loaded, ConfigError> {
         serde_saphyr::from_str(text).map_err(|e| {
             let location = e.location().unwrap_or(Location::UNKNOWN);
             let message = first_line(&e.without_snippet().to_string());
-            ConfigError(vec![Problem { file: file.clone(), line: location.line(), column: location.column(), message }])
+            ConfigError(vec![Problem {
+                file: file.clone(),
+                line: location.line(),
+                column: location.column(),
+                message,
+            }])
         })?
     };
     validate(config, source, text)
 }
 
 fn first_line(text: &str) -> String {
-    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim().to_string()
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string()
 }
 
 fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, ConfigError> {
     let file = source.to_string();
     let mut problems = Vec::new();
     let mut problem = |location: Location, message: String| {
-        problems.push(Problem { file: file.clone(), line: location.line(), column: location.column(), message });
+        problems.push(Problem {
+            file: file.clone(),
+            line: location.line(),
+            column: location.column(),
+            message,
+        });
     };
 
     let mut listeners = Listeners::default();
     let mut seen: HashMap<(bool, SocketAddr), &'static str> = HashMap::new();
-    let groups: [(&'static str, &Vec<Spanned<String>>, &mut Vec<SocketAddr>, bool); 6] = [
+    let groups: [(
+        &'static str,
+        &Vec<Spanned<String>>,
+        &mut Vec<SocketAddr>,
+        bool,
+    ); 6] = [
         ("listen.udp", &config.listen.udp, &mut listeners.udp, true),
         ("listen.tcp", &config.listen.tcp, &mut listeners.tcp, false),
         ("listen.tls", &config.listen.tls, &mut listeners.tls, false),
-        ("listen.https", &config.listen.https, &mut listeners.https, false),
-        ("listen.http", &config.listen.http, &mut listeners.http, false),
-        ("listen.admin", &config.listen.admin, &mut listeners.admin, false),
+        (
+            "listen.https",
+            &config.listen.https,
+            &mut listeners.https,
+            false,
+        ),
+        (
+            "listen.http",
+            &config.listen.http,
+            &mut listeners.http,
+            false,
+        ),
+        (
+            "listen.admin",
+            &config.listen.admin,
+            &mut listeners.admin,
+            false,
+        ),
     ];
     for (key, list, out, datagram) in groups {
         for entry in list {
             let addr: SocketAddr = match entry.value.parse() {
                 Ok(addr) => addr,
                 Err(_) => {
-                    problem(entry.referenced, format!("{key}: '{}' is not an IP:PORT address (IPv6 as [::1]:5060)", entry.value));
+                    problem(
+                        entry.referenced,
+                        format!(
+                            "{key}: '{}' is not an IP:PORT address (IPv6 as [::1]:5060)",
+                            entry.value
+                        ),
+                    );
                     continue;
                 }
             };
             if key == "listen.admin" && !addr.ip().is_loopback() {
-                problem(entry.referenced, format!("{key}: '{addr}' is not a loopback address; the admin endpoints must not be exposed"));
+                problem(
+                    entry.referenced,
+                    format!(
+                        "{key}: '{addr}' is not a loopback address; the admin endpoints must not be exposed"
+                    ),
+                );
             }
             if addr.port() != 0 {
                 if let Some(other) = seen.insert((datagram, addr), key) {
-                    problem(entry.referenced, format!("{key}: '{addr}' is already used by {other}"));
+                    problem(
+                        entry.referenced,
+                        format!("{key}: '{addr}' is already used by {other}"),
+                    );
                 }
             }
             out.push(addr);
@@ -355,15 +426,45 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
             });
         }
     };
-    check("max_message_size", limits.max_message_size as u64, 1_024, 1 << 20);
+    check(
+        "max_message_size",
+        limits.max_message_size as u64,
+        1_024,
+        1 << 20,
+    );
     check("max_headers", limits.max_headers as u64, 16, 4_096);
-    check("max_line_length", limits.max_line_length as u64, 256, 1 << 20);
-    check("max_connections", limits.max_connections as u64, 1, 10_000_000);
-    check("max_connections_per_ip", limits.max_connections_per_ip as u64, 1, 10_000_000);
+    check(
+        "max_line_length",
+        limits.max_line_length as u64,
+        256,
+        1 << 20,
+    );
+    check(
+        "max_connections",
+        limits.max_connections as u64,
+        1,
+        10_000_000,
+    );
+    check(
+        "max_connections_per_ip",
+        limits.max_connections_per_ip as u64,
+        1,
+        10_000_000,
+    );
     check("idle_timeout_secs", limits.idle_timeout_secs, 1, 86_400);
     check("message_timeout_secs", limits.message_timeout_secs, 1, 600);
-    check("ws_ping_interval_secs", limits.ws_ping_interval_secs, 0, 86_400);
-    check("read_buffer_size", limits.read_buffer_size as u64, 512, 1 << 20);
+    check(
+        "ws_ping_interval_secs",
+        limits.ws_ping_interval_secs,
+        0,
+        86_400,
+    );
+    check(
+        "read_buffer_size",
+        limits.read_buffer_size as u64,
+        512,
+        1 << 20,
+    );
     check("send_queue", limits.send_queue as u64, 1, 1 << 16);
     check("write_timeout_secs", limits.write_timeout_secs, 1, 600);
 
@@ -372,12 +473,27 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
     let mut check = |key: &str, value: u64, min: u64, max: u64| {
         if value < min || value > max {
             let (line, column) = locate_key(text, (block.line(), block.column()), key);
-            problems.push(Problem { file: file.clone(), line, column, message: format!("registrar.{key}: {value} is out of range ({min}..={max})") });
+            problems.push(Problem {
+                file: file.clone(),
+                line,
+                column,
+                message: format!("registrar.{key}: {value} is out of range ({min}..={max})"),
+            });
         }
     };
     check("min_expires", registrar.min_expires, 1, 86_400);
-    check("max_expires", registrar.max_expires, registrar.min_expires.max(1), 7 * 86_400);
-    check("default_expires", registrar.default_expires, registrar.min_expires.max(1), registrar.max_expires.max(1));
+    check(
+        "max_expires",
+        registrar.max_expires,
+        registrar.min_expires.max(1),
+        7 * 86_400,
+    );
+    check(
+        "default_expires",
+        registrar.default_expires,
+        registrar.min_expires.max(1),
+        registrar.max_expires.max(1),
+    );
     check("max_contacts", registrar.max_contacts as u64, 1, 1_000);
     // Keep it below limits.idle_timeout_secs, or idle flows get closed between keepalives.
     check("flow_timer_secs", registrar.flow_timer_secs, 5, 86_400);
@@ -386,15 +502,34 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
     let block = config.auth.referenced;
     if let Err(message) = parse_algorithms(&auth.algorithms) {
         let (line, column) = locate_key(text, (block.line(), block.column()), "algorithms");
-        problems.push(Problem { file: file.clone(), line, column, message });
+        problems.push(Problem {
+            file: file.clone(),
+            line,
+            column,
+            message,
+        });
     }
     if !(10..=86_400).contains(&auth.nonce_lifetime_secs) {
-        let (line, column) = locate_key(text, (block.line(), block.column()), "nonce_lifetime_secs");
-        problems.push(Problem { file: file.clone(), line, column, message: format!("auth.nonce_lifetime_secs: {} is out of range (10..=86400)", auth.nonce_lifetime_secs) });
+        let (line, column) =
+            locate_key(text, (block.line(), block.column()), "nonce_lifetime_secs");
+        problems.push(Problem {
+            file: file.clone(),
+            line,
+            column,
+            message: format!(
+                "auth.nonce_lifetime_secs: {} is out of range (10..=86400)",
+                auth.nonce_lifetime_secs
+            ),
+        });
     }
     if auth.throttle.max_failures == 0 || auth.throttle.window_secs == 0 {
         let (line, column) = locate_key(text, (block.line(), block.column()), "throttle");
-        problems.push(Problem { file: file.clone(), line, column, message: "auth.throttle: max_failures and window_secs must be at least 1".into() });
+        problems.push(Problem {
+            file: file.clone(),
+            line,
+            column,
+            message: "auth.throttle: max_failures and window_secs must be at least 1".into(),
+        });
     }
 
     let mut trunk_names = std::collections::HashSet::new();
@@ -414,14 +549,24 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
         Ok(directory) => Some(directory),
         Err(found) => {
             for p in found {
-                problems.push(Problem { file: file.clone(), line: p.line, column: p.column, message: p.message });
+                problems.push(Problem {
+                    file: file.clone(),
+                    line: p.line,
+                    column: p.column,
+                    message: p.message,
+                });
             }
             None
         }
     };
 
     match directory {
-        Some(directory) if problems.is_empty() => Ok(Loaded { config, source, listeners, directory: std::sync::Arc::new(directory) }),
+        Some(directory) if problems.is_empty() => Ok(Loaded {
+            config,
+            source,
+            listeners,
+            directory: std::sync::Arc::new(directory),
+        }),
         _ => Err(ConfigError(problems)),
     }
 }
@@ -434,7 +579,11 @@ fn locate_key(text: &str, block: (u64, u64), key: &str) -> (u64, u64) {
         return block;
     }
     let mut block_indent = None;
-    for (index, line) in text.lines().enumerate().skip(block.0.saturating_sub(1) as usize) {
+    for (index, line) in text
+        .lines()
+        .enumerate()
+        .skip(block.0.saturating_sub(1) as usize)
+    {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -490,7 +639,10 @@ mod tests {
         let err = file("listen:\n  udp:\n    - 127.0.0.1:5060\n    - nonsense\n").unwrap_err();
         assert_eq!(err.0.len(), 1);
         assert_eq!((err.0[0].line, err.0[0].column), (4, 7), "{err}");
-        assert!(err.0[0].message.starts_with("listen.udp: 'nonsense'"), "{err}");
+        assert!(
+            err.0[0].message.starts_with("listen.udp: 'nonsense'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -504,10 +656,15 @@ mod tests {
 
     #[test]
     fn limit_out_of_range_names_its_line_and_key() {
-        let err = file("log:\n  level: info\nlimits:\n  max_headers: 4\n  max_message_size: 65535\n").unwrap_err();
+        let err =
+            file("log:\n  level: info\nlimits:\n  max_headers: 4\n  max_message_size: 65535\n")
+                .unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert_eq!(err.0[0].line, 4, "{err}");
-        assert!(err.0[0].message.starts_with("limits.max_headers: 4"), "{err}");
+        assert!(
+            err.0[0].message.starts_with("limits.max_headers: 4"),
+            "{err}"
+        );
     }
 
     #[test]

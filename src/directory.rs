@@ -72,9 +72,17 @@ pub fn demo_domains() -> Vec<DomainConfig> {
         defined: unknown,
     };
     vec![DomainConfig {
-        name: Spanned { value: "switchboard.local".to_string(), referenced: unknown, defined: unknown },
+        name: Spanned {
+            value: "switchboard.local".to_string(),
+            referenced: unknown,
+            defined: unknown,
+        },
         aliases: vec!["*".to_string()],
-        users: vec![user("1001", "Demo 1001"), user("1002", "Demo 1002"), user("1003", "Demo 1003")],
+        users: vec![
+            user("1001", "Demo 1001"),
+            user("1002", "Demo 1002"),
+            user("1003", "Demo 1003"),
+        ],
     }]
 }
 
@@ -143,7 +151,11 @@ impl Directory {
             let at = |s: &serde_saphyr::Location| (s.line(), s.column());
             let (line, column) = at(&domain.name.referenced);
             if name.is_empty() || name.contains(['@', ' ', ':']) {
-                problems.push(DirectoryProblem { line, column, message: format!("domains.name: '{}' is not a domain name", domain.name.value) });
+                problems.push(DirectoryProblem {
+                    line,
+                    column,
+                    message: format!("domains.name: '{}' is not a domain name", domain.name.value),
+                });
                 continue;
             }
             let realm: Arc<str> = Arc::from(name.as_str());
@@ -151,11 +163,23 @@ impl Directory {
                 let host = host.trim().to_ascii_lowercase();
                 if host == "*" {
                     if directory.catch_all.is_some() {
-                        problems.push(DirectoryProblem { line, column, message: "domains.aliases: only one domain may use \"*\"".into() });
+                        problems.push(DirectoryProblem {
+                            line,
+                            column,
+                            message: "domains.aliases: only one domain may use \"*\"".into(),
+                        });
                     }
                     directory.catch_all = Some(realm.clone());
-                } else if directory.domains.insert(host.clone(), realm.clone()).is_some() {
-                    problems.push(DirectoryProblem { line, column, message: format!("domains: host '{host}' belongs to two domains") });
+                } else if directory
+                    .domains
+                    .insert(host.clone(), realm.clone())
+                    .is_some()
+                {
+                    problems.push(DirectoryProblem {
+                        line,
+                        column,
+                        message: format!("domains: host '{host}' belongs to two domains"),
+                    });
                 }
             }
             for user in &domain.users {
@@ -163,33 +187,63 @@ impl Directory {
                 let config = &user.value;
                 let username = config.username.trim();
                 if username.is_empty() || username.contains(['@', ':', ' ', ';', '<', '>']) {
-                    problems.push(DirectoryProblem { line, column, message: format!("users.username: '{}' is not a valid user name", config.username) });
+                    problems.push(DirectoryProblem {
+                        line,
+                        column,
+                        message: format!(
+                            "users.username: '{}' is not a valid user name",
+                            config.username
+                        ),
+                    });
                     continue;
                 }
                 let has_ha1 = config.ha1_md5.is_some() || config.ha1_sha256.is_some();
                 if config.password.is_some() == has_ha1 {
-                    problems.push(DirectoryProblem { line, column, message: format!("users '{username}': give either password or ha1_md5/ha1_sha256") });
+                    problems.push(DirectoryProblem {
+                        line,
+                        column,
+                        message: format!(
+                            "users '{username}': give either password or ha1_md5/ha1_sha256"
+                        ),
+                    });
                     continue;
                 }
                 if let Some(h) = &config.ha1_md5 {
                     if !is_hex(h, 32) {
-                        problems.push(DirectoryProblem { line, column, message: format!("users '{username}': ha1_md5 must be 32 hex digits") });
+                        problems.push(DirectoryProblem {
+                            line,
+                            column,
+                            message: format!("users '{username}': ha1_md5 must be 32 hex digits"),
+                        });
                     }
                 }
                 if let Some(h) = &config.ha1_sha256 {
                     if !is_hex(h, 64) {
-                        problems.push(DirectoryProblem { line, column, message: format!("users '{username}': ha1_sha256 must be 64 hex digits") });
+                        problems.push(DirectoryProblem {
+                            line,
+                            column,
+                            message: format!(
+                                "users '{username}': ha1_sha256 must be 64 hex digits"
+                            ),
+                        });
                     }
                 }
                 if config.groups.iter().any(|g| g.trim().is_empty()) {
-                    problems.push(DirectoryProblem { line, column, message: format!("users '{username}': empty group name") });
+                    problems.push(DirectoryProblem {
+                        line,
+                        column,
+                        message: format!("users '{username}': empty group name"),
+                    });
                 }
                 let (ha1_md5, ha1_sha256) = match &config.password {
                     Some(password) => (
                         Some(ha1(Algorithm::Md5, username, &realm, password)),
                         Some(ha1(Algorithm::Sha256, username, &realm, password)),
                     ),
-                    None => (config.ha1_md5.as_ref().map(|h| h.to_ascii_lowercase()), config.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase())),
+                    None => (
+                        config.ha1_md5.as_ref().map(|h| h.to_ascii_lowercase()),
+                        config.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+                    ),
                 };
                 if !config.enabled {
                     continue;
@@ -202,12 +256,24 @@ impl Directory {
                     ha1_md5,
                     ha1_sha256,
                 };
-                if directory.users.insert((realm.clone(), username.to_string()), Arc::new(entry)).is_some() {
-                    problems.push(DirectoryProblem { line, column, message: format!("users: '{username}' appears twice in domain {realm}") });
+                if directory
+                    .users
+                    .insert((realm.clone(), username.to_string()), Arc::new(entry))
+                    .is_some()
+                {
+                    problems.push(DirectoryProblem {
+                        line,
+                        column,
+                        message: format!("users: '{username}' appears twice in domain {realm}"),
+                    });
                 }
             }
         }
-        if problems.is_empty() { Ok(directory) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(directory)
+        } else {
+            Err(problems)
+        }
     }
 
     /// The domain (realm) a host name or address belongs to, if it is ours.
@@ -215,16 +281,20 @@ impl Directory {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         match self.domains.get(host) {
             Some(domain) => Some(domain.clone()),
-            None if self.domains.keys().any(|k| k.eq_ignore_ascii_case(host)) => {
-                self.domains.iter().find(|(k, _)| k.eq_ignore_ascii_case(host)).map(|(_, v)| v.clone())
-            }
+            None if self.domains.keys().any(|k| k.eq_ignore_ascii_case(host)) => self
+                .domains
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(host))
+                .map(|(_, v)| v.clone()),
             None => self.catch_all.clone(),
         }
     }
 
     /// An enabled user of `domain`.
     pub fn user(&self, domain: &Arc<str>, username: &str) -> Option<Arc<User>> {
-        self.users.get(&(domain.clone(), username.to_string())).cloned()
+        self.users
+            .get(&(domain.clone(), username.to_string()))
+            .cloned()
     }
 
     /// Number of enabled users.

@@ -13,7 +13,9 @@ use tracing::{Instrument, debug, info_span};
 use crate::directory::Directory;
 use crate::proxy::{Proxy, is_in_dialog};
 use crate::registrar::service::{Registrar, unix_now};
-use crate::sip::{Header, HeadersExt, Method, SipCore, StatusCode, Transaction, TransactionReceiver};
+use crate::sip::{
+    Header, HeadersExt, Method, SipCore, StatusCode, Transaction, TransactionReceiver,
+};
 
 /// Everything the transaction user needs, shared by all transactions.
 pub struct Services {
@@ -64,35 +66,67 @@ async fn handle(services: Arc<Services>, mut transaction: Transaction) {
     let method = transaction.original.method;
     let result = match method {
         Method::Register => {
-            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref()) else {
+            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref())
+            else {
                 debug!("REGISTER from an unknown source");
                 return;
             };
-            let answer = services.registrar.register(&services.directory, &transaction.original, source, unix_now());
+            let answer = services.registrar.register(
+                &services.directory,
+                &transaction.original,
+                source,
+                unix_now(),
+            );
             if answer.status == StatusCode::OK {
                 core.metrics().registrations.inc();
             }
-            transaction.reply_with(answer.status, answer.headers, None).await
+            transaction
+                .reply_with(answer.status, answer.headers, None)
+                .await
         }
         Method::Options => {
             core.metrics().options_answered.inc();
-            transaction.reply_with(StatusCode::OK, capability_headers(), None).await
+            transaction
+                .reply_with(StatusCode::OK, capability_headers(), None)
+                .await
         }
-        Method::Cancel => transaction.reply(StatusCode::CallTransactionDoesNotExist).await,
+        Method::Cancel => {
+            transaction
+                .reply(StatusCode::CallTransactionDoesNotExist)
+                .await
+        }
         _ if method != Method::Ack && is_in_dialog(&transaction.original) => {
-            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref()) else { return };
+            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref())
+            else {
+                return;
+            };
             services.proxy.clone().in_dialog(transaction, source).await;
             Ok(())
         }
         Method::Invite | Method::Message => {
-            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref()) else { return };
-            services.proxy.clone().initial(services.directory.clone(), transaction, source).await;
+            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref())
+            else {
+                return;
+            };
+            services
+                .proxy
+                .clone()
+                .initial(services.directory.clone(), transaction, source)
+                .await;
             Ok(())
         }
-        Method::Bye => transaction.reply(StatusCode::CallTransactionDoesNotExist).await,
+        Method::Bye => {
+            transaction
+                .reply(StatusCode::CallTransactionDoesNotExist)
+                .await
+        }
         Method::Ack => Ok(()),
         // Known methods whose modules have not landed yet.
-        _ => transaction.reply_with(StatusCode::MethodNotAllowed, capability_headers(), None).await,
+        _ => {
+            transaction
+                .reply_with(StatusCode::MethodNotAllowed, capability_headers(), None)
+                .await
+        }
     };
     if let Err(e) = result {
         debug!(error = %e, "could not send response");

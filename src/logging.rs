@@ -7,8 +7,12 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. `level` is used when `RUST_LOG` is unset.
 pub fn init(level: &str, format: LogFormat) {
-    let wanted = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| level.to_string());
-    let filter = EnvFilter::try_new(with_quiet_deps(&wanted)).unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
+    let wanted = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| level.to_string());
+    let filter = EnvFilter::try_new(with_quiet_deps(&wanted))
+        .unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -16,7 +20,12 @@ pub fn init(level: &str, format: LogFormat) {
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
     // Already installed (tests call this more than once): keep the first.
     let _ = result;

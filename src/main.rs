@@ -46,7 +46,9 @@ fn main() -> ExitCode {
     match cli.command.as_ref().unwrap_or(&Command::Serve) {
         Command::Check => check(&cli),
         Command::Reload => reload(&cli),
-        Command::Dialplan { command } => switchboard::dialplan::cli::run(command, cli.config.as_deref()),
+        Command::Dialplan { command } => {
+            switchboard::dialplan::cli::run(command, cli.config.as_deref())
+        }
         Command::Serve => match serve(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -68,11 +70,30 @@ fn check(cli: &Cli) -> ExitCode {
     };
     println!("{}: configuration OK", loaded.source);
     // The dialplan the configuration names, checked the way the server loads it.
-    let trunks: Vec<String> = loaded.config.trunks.iter().map(|t| t.value.name.clone()).collect();
-    let groups = loaded.config.domains.iter().flat_map(|d| d.users.iter().flat_map(|u| u.value.groups.iter().cloned())).collect();
-    match switchboard::routing::Routing::load(&loaded.config.dialplan.file, trunks, groups, Default::default()) {
+    let trunks: Vec<String> = loaded
+        .config
+        .trunks
+        .iter()
+        .map(|t| t.value.name.clone())
+        .collect();
+    let groups = loaded
+        .config
+        .domains
+        .iter()
+        .flat_map(|d| d.users.iter().flat_map(|u| u.value.groups.iter().cloned()))
+        .collect();
+    match switchboard::routing::Routing::load(
+        &loaded.config.dialplan.file,
+        trunks,
+        groups,
+        Default::default(),
+    ) {
         Ok(routing) => {
-            println!("{}: dialplan OK ({} rules)", loaded.config.dialplan.file.display(), routing.current().rule_count());
+            println!(
+                "{}: dialplan OK ({} rules)",
+                loaded.config.dialplan.file.display(),
+                routing.current().rule_count()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -95,22 +116,31 @@ fn reload(cli: &Cli) -> ExitCode {
         }
     };
     let Some(admin) = loaded.listeners.admin.first().copied() else {
-        eprintln!("switchboard reload: no admin listener configured (listen.admin); send SIGHUP instead");
+        eprintln!(
+            "switchboard reload: no admin listener configured (listen.admin); send SIGHUP instead"
+        );
         return ExitCode::FAILURE;
     };
-    let mut stream = match std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(3)) {
-        Ok(stream) => stream,
-        Err(e) => {
-            eprintln!("switchboard reload: cannot reach {admin}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let mut stream =
+        match std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(3)) {
+            Ok(stream) => stream,
+            Err(e) => {
+                eprintln!("switchboard reload: cannot reach {admin}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let _ = write!(stream, "POST /api/reload HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    let _ = write!(
+        stream,
+        "POST /api/reload HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    );
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or(&response);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or(&response);
     if ok {
         print!("{body}");
         ExitCode::SUCCESS
@@ -128,10 +158,16 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             anyhow::bail!("invalid configuration");
         }
     };
-    let level = cli.log_level.clone().unwrap_or_else(|| loaded.config.log.level.clone());
+    let level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| loaded.config.log.level.clone());
     switchboard::logging::init(&level, cli.log_format.unwrap_or(loaded.config.log.format));
     info!(version = env!("CARGO_PKG_VERSION"), config = %loaded.source, "starting switchboard");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async {
         let running = switchboard::server::start(&loaded).await?;
         info!(listeners = running.listeners.len(), "ready");

@@ -33,11 +33,19 @@ impl Gauge {
     }
     /// Adds `delta` (which may be negative), never going below zero.
     pub fn add(&self, delta: i64) {
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some((v as i64).saturating_add(delta).max(0) as u64));
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some((v as i64).saturating_add(delta).max(0) as u64)
+            });
     }
     /// Subtracts one, never below zero.
     pub fn dec(&self) {
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(1))
+            });
     }
     /// Current value.
     pub fn get(&self) -> u64 {
@@ -104,36 +112,80 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
         let per_transport: [(&str, &str, fn(&TransportCounters) -> u64); 7] = [
-            ("switchboard_sip_messages_received_total", "counter", |c| c.received.get()),
-            ("switchboard_sip_messages_rejected_total", "counter", |c| c.rejected.get()),
-            ("switchboard_sip_messages_dropped_total", "counter", |c| c.dropped.get()),
-            ("switchboard_sip_error_responses_total", "counter", |c| c.error_responses.get()),
-            ("switchboard_sip_connections", "gauge", |c| c.connections.get()),
-            ("switchboard_sip_connections_refused_total", "counter", |c| c.connections_refused.get()),
-            ("switchboard_sip_connection_timeouts_total", "counter", |c| c.timeouts.get()),
+            ("switchboard_sip_messages_received_total", "counter", |c| {
+                c.received.get()
+            }),
+            ("switchboard_sip_messages_rejected_total", "counter", |c| {
+                c.rejected.get()
+            }),
+            ("switchboard_sip_messages_dropped_total", "counter", |c| {
+                c.dropped.get()
+            }),
+            ("switchboard_sip_error_responses_total", "counter", |c| {
+                c.error_responses.get()
+            }),
+            ("switchboard_sip_connections", "gauge", |c| {
+                c.connections.get()
+            }),
+            (
+                "switchboard_sip_connections_refused_total",
+                "counter",
+                |c| c.connections_refused.get(),
+            ),
+            (
+                "switchboard_sip_connection_timeouts_total",
+                "counter",
+                |c| c.timeouts.get(),
+            ),
         ];
         for (name, kind, get) in per_transport {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for transport in TransportKind::ALL {
-                let _ = writeln!(out, "{name}{{transport=\"{}\"}} {}", transport.as_str(), get(self.transport(transport)));
+                let _ = writeln!(
+                    out,
+                    "{name}{{transport=\"{}\"}} {}",
+                    transport.as_str(),
+                    get(self.transport(transport))
+                );
             }
         }
-        let _ = writeln!(out, "# TYPE switchboard_sip_requests_processed_total counter");
-        let _ = writeln!(out, "switchboard_sip_requests_processed_total {}", self.requests_processed.get());
+        let _ = writeln!(
+            out,
+            "# TYPE switchboard_sip_requests_processed_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_sip_requests_processed_total {}",
+            self.requests_processed.get()
+        );
         let _ = writeln!(out, "# TYPE switchboard_sip_options_answered_total counter");
-        let _ = writeln!(out, "switchboard_sip_options_answered_total {}", self.options_answered.get());
+        let _ = writeln!(
+            out,
+            "switchboard_sip_options_answered_total {}",
+            self.options_answered.get()
+        );
         let singles: [(&str, &Counter); 9] = [
             ("switchboard_dialplan_version", &self.dialplan_version),
             ("switchboard_dialplan_reloads_total", &self.dialplan_reloads),
-            ("switchboard_dialplan_reload_failures_total", &self.dialplan_reload_failures),
+            (
+                "switchboard_dialplan_reload_failures_total",
+                &self.dialplan_reload_failures,
+            ),
             ("switchboard_auth_successes_total", &self.auth_successes),
             ("switchboard_auth_failures_total", &self.auth_failures),
             ("switchboard_auth_banned_total", &self.auth_banned),
             ("switchboard_auth_bans_total", &self.auth_bans),
             ("switchboard_registrations_total", &self.registrations),
-            ("switchboard_bindings_flow_closed_total", &self.bindings_flow_closed),
+            (
+                "switchboard_bindings_flow_closed_total",
+                &self.bindings_flow_closed,
+            ),
         ];
-        let _ = writeln!(out, "# TYPE switchboard_registrar_bindings gauge\nswitchboard_registrar_bindings {}", self.bindings.get());
+        let _ = writeln!(
+            out,
+            "# TYPE switchboard_registrar_bindings gauge\nswitchboard_registrar_bindings {}",
+            self.bindings.get()
+        );
         for (name, counter) in singles {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
         }

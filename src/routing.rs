@@ -28,9 +28,16 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../dialplans/default.yaml");
 pub const DEFAULT_FILE: &str = "dialplans/default.yaml";
 
 /// Loads `file`, or the embedded default when `file` is the default path and absent.
-fn load_from(file: &Path, context: &LoadContext) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
+fn load_from(
+    file: &Path,
+    context: &LoadContext,
+) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
     if !file.exists() && file == Path::new(DEFAULT_FILE) {
-        return dialplan::load_str(EMBEDDED_DEFAULT, "<embedded dialplans/default.yaml>", context);
+        return dialplan::load_str(
+            EMBEDDED_DEFAULT,
+            "<embedded dialplans/default.yaml>",
+            context,
+        );
     }
     dialplan::load(file, context)
 }
@@ -47,8 +54,16 @@ pub struct Routing {
 
 impl Routing {
     /// Loads the dialplan at `file`; fails when it is invalid.
-    pub fn load(file: &Path, trunks: Vec<String>, groups: BTreeSet<String>, metrics: Arc<Metrics>) -> Result<Routing, ReloadError> {
-        let context = LoadContext { trunks: &trunks, groups: &groups };
+    pub fn load(
+        file: &Path,
+        trunks: Vec<String>,
+        groups: BTreeSet<String>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Routing, ReloadError> {
+        let context = LoadContext {
+            trunks: &trunks,
+            groups: &groups,
+        };
         let (plan, warnings) = load_from(file, &context).map_err(ReloadError)?;
         for warning in &warnings {
             warn!("{warning}");
@@ -56,7 +71,11 @@ impl Routing {
         if file.exists() {
             info!(file = %file.display(), rules = plan.rule_count(), "dialplan loaded");
         } else {
-            info!(rules = plan.rule_count(), "dialplan loaded from the embedded default (no {} here)", file.display());
+            info!(
+                rules = plan.rule_count(),
+                "dialplan loaded from the embedded default (no {} here)",
+                file.display()
+            );
         }
         metrics.dialplan_version.inc();
         Ok(Routing {
@@ -79,11 +98,22 @@ impl Routing {
         let _serial = self.reload_lock.lock().await;
         let (file, trunks, groups) = (self.file.clone(), self.trunks.clone(), self.groups.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            let context = LoadContext { trunks: &trunks, groups: &groups };
+            let context = LoadContext {
+                trunks: &trunks,
+                groups: &groups,
+            };
             load_from(&file, &context)
         })
         .await
-        .unwrap_or_else(|e| Err(vec![Diagnostic { file: self.file.display().to_string(), line: 0, column: 0, severity: Severity::Error, message: format!("loader failed: {e}") }]));
+        .unwrap_or_else(|e| {
+            Err(vec![Diagnostic {
+                file: self.file.display().to_string(),
+                line: 0,
+                column: 0,
+                severity: Severity::Error,
+                message: format!("loader failed: {e}"),
+            }])
+        });
         match loaded {
             Ok((plan, warnings)) => {
                 for warning in &warnings {
@@ -101,7 +131,10 @@ impl Routing {
                 for diagnostic in &diagnostics {
                     error!(why, "{diagnostic}");
                 }
-                error!(why, "dialplan reload refused; the running version stays active");
+                error!(
+                    why,
+                    "dialplan reload refused; the running version stays active"
+                );
                 Err(ReloadError(diagnostics))
             }
         }
@@ -109,9 +142,14 @@ impl Routing {
 
     /// Reloads on SIGHUP and, when `watch`, whenever a dialplan file changes
     /// (debounced). Runs until `cancel`.
-    pub fn spawn_watchers(self: &Arc<Self>, watch: bool, cancel: tokio_util::sync::CancellationToken) {
+    pub fn spawn_watchers(
+        self: &Arc<Self>,
+        watch: bool,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
         let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             let tx = tx.clone();
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
@@ -119,7 +157,11 @@ impl Routing {
                 }
             });
         }
-        let watcher = if watch && self.file.exists() { self.file_watcher(tx.clone()) } else { None };
+        let watcher = if watch && self.file.exists() {
+            self.file_watcher(tx.clone())
+        } else {
+            None
+        };
         let routing = self.clone();
         tokio::spawn(async move {
             let _watcher = watcher; // dropping it stops watching
@@ -136,7 +178,10 @@ impl Routing {
         });
     }
 
-    fn file_watcher(&self, tx: mpsc::UnboundedSender<&'static str>) -> Option<notify::RecommendedWatcher> {
+    fn file_watcher(
+        &self,
+        tx: mpsc::UnboundedSender<&'static str>,
+    ) -> Option<notify::RecommendedWatcher> {
         use notify::{RecursiveMode, Watcher};
         // Watch the directories (editors replace files by renaming), filtered
         // to the dialplan's files and YAML files next to them (new includes).
@@ -145,11 +190,22 @@ impl Routing {
             .files()
             .iter()
             .chain(std::iter::once(&self.file))
-            .filter_map(|f| f.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }))
+            .filter_map(|f| {
+                f.parent().map(|p| {
+                    if p.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        p.to_path_buf()
+                    }
+                })
+            })
             .collect();
         let handler = move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event {
-                let relevant = event.paths.iter().any(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
+                let relevant = event
+                    .paths
+                    .iter()
+                    .any(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
                 if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
                     let _ = tx.send("file change");
                 }

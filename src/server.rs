@@ -11,18 +11,18 @@ use tracing::{info, warn};
 use crate::auth::authenticator::Authenticator;
 use crate::config::Loaded;
 use crate::dispatch::Services;
+use crate::http::{HttpListener, Role};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::routing::Routing;
-use std::collections::BTreeSet;
 use crate::proxy::token::TokenKey;
 use crate::registrar::service::{Registrar, unix_now};
 use crate::registrar::store::{LocationStore, MemoryStore};
-use crate::http::{HttpListener, Role};
-use crate::metrics::Metrics;
+use crate::routing::Routing;
 use crate::sip::transport::stream::StreamListener;
 use crate::sip::transport::udp::UdpListener;
 use crate::sip::{SipCore, SipError};
 use crate::tls::{self, TlsError};
+use std::collections::BTreeSet;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +48,17 @@ pub fn advertised(bound: SocketAddr) -> SocketAddr {
         return bound;
     }
     let want_v4 = bound.is_ipv4();
-    let found = if_addrs::get_if_addrs()
-        .ok()
-        .and_then(|addrs| addrs.into_iter().map(|a| a.ip()).find(|ip| !ip.is_loopback() && ip.is_ipv4() == want_v4));
-    let ip = found.unwrap_or(if want_v4 { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    let found = if_addrs::get_if_addrs().ok().and_then(|addrs| {
+        addrs
+            .into_iter()
+            .map(|a| a.ip())
+            .find(|ip| !ip.is_loopback() && ip.is_ipv4() == want_v4)
+    });
+    let ip = found.unwrap_or(if want_v4 {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    });
     SocketAddr::new(ip, bound.port())
 }
 
@@ -119,7 +126,10 @@ fn ipv6_unavailable(addr: &SocketAddr, error: &SipError) -> bool {
 }
 
 /// Binds one listener, tolerating a host without IPv6.
-fn bind_or_skip<T>(addr: SocketAddr, bind: impl FnOnce(SocketAddr) -> Result<T, SipError>) -> Result<Option<T>, SipError> {
+fn bind_or_skip<T>(
+    addr: SocketAddr,
+    bind: impl FnOnce(SocketAddr) -> Result<T, SipError>,
+) -> Result<Option<T>, SipError> {
     match bind(addr) {
         Ok(listener) => Ok(Some(listener)),
         Err(e) if ipv6_unavailable(&addr, &e) => {
@@ -136,7 +146,12 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let listen = &loaded.listeners;
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
-    let core = SipCore::new(config.limits.value.clone(), metrics, config.server.name.clone(), cancel.clone());
+    let core = SipCore::new(
+        config.limits.value.clone(),
+        metrics,
+        config.server.name.clone(),
+        cancel.clone(),
+    );
 
     let needs_tls = !listen.tls.is_empty() || !listen.https.is_empty();
     let tls = if needs_tls {
@@ -176,14 +191,18 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     if let Some(tls) = &tls {
         let sip_acceptor = TlsAcceptor::from(tls.sip.clone());
         for &addr in &listen.tls {
-            if let Some(listener) = bind_or_skip(addr, |a| StreamListener::bind(a, Some(sip_acceptor.clone())))? {
+            if let Some(listener) = bind_or_skip(addr, |a| {
+                StreamListener::bind(a, Some(sip_acceptor.clone()))
+            })? {
                 listeners.push(("tls", listener.local_addr()));
                 streams.push(listener);
             }
         }
         let https_acceptor = TlsAcceptor::from(tls.https.clone());
         for &addr in &listen.https {
-            if let Some(listener) = bind_or_skip(addr, |a| HttpListener::bind(a, Some(https_acceptor.clone()), Role::Public))? {
+            if let Some(listener) = bind_or_skip(addr, |a| {
+                HttpListener::bind(a, Some(https_acceptor.clone()), Role::Public)
+            })? {
                 listeners.push(("wss", listener.local_addr()));
                 http.push(listener);
             }
@@ -202,7 +221,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         }
     }
 
-    let auth = Arc::new(Authenticator::new(&config.auth.value, core.metrics().clone()).map_err(StartError::Config)?);
+    let auth = Arc::new(
+        Authenticator::new(&config.auth.value, core.metrics().clone())
+            .map_err(StartError::Config)?,
+    );
     let store: Arc<dyn LocationStore> = Arc::new(MemoryStore::default());
     spawn_binding_housekeeping(&core, store.clone());
     let mut secret = [0u8; 32];
@@ -213,19 +235,43 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         .or(udp.first())
         .map(|l| (advertised(l.local_addr()), l.connection().clone()));
     let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.value.name.clone()).collect();
-    let groups: BTreeSet<String> = config.domains.iter().flat_map(|d| d.users.iter().flat_map(|u| u.value.groups.iter().cloned())).collect();
-    let routing = Arc::new(Routing::load(&config.dialplan.file, trunk_names, groups, core.metrics().clone()).map_err(|e| {
-        for diagnostic in &e.0 {
-            tracing::error!("{diagnostic}");
-        }
-        StartError::Config("the dialplan is invalid".into())
-    })?);
+    let groups: BTreeSet<String> = config
+        .domains
+        .iter()
+        .flat_map(|d| d.users.iter().flat_map(|u| u.value.groups.iter().cloned()))
+        .collect();
+    let routing = Arc::new(
+        Routing::load(
+            &config.dialplan.file,
+            trunk_names,
+            groups,
+            core.metrics().clone(),
+        )
+        .map_err(|e| {
+            for diagnostic in &e.0 {
+                tracing::error!("{diagnostic}");
+            }
+            StartError::Config("the dialplan is invalid".into())
+        })?,
+    );
     routing.spawn_watchers(config.dialplan.watch, cancel.clone());
-    let proxy = Arc::new(Proxy { core: core.clone(), store: store.clone(), auth: auth.clone(), tokens: TokenKey::new(secret), udp: udp_send, routing: routing.clone() });
+    let proxy = Arc::new(Proxy {
+        core: core.clone(),
+        store: store.clone(),
+        auth: auth.clone(),
+        tokens: TokenKey::new(secret),
+        udp: udp_send,
+        routing: routing.clone(),
+    });
     let services = Arc::new(Services {
         core: core.clone(),
         directory: loaded.directory.clone(),
-        registrar: Registrar { config: config.registrar.value.clone(), store, auth, bindings: core.metrics().bindings.clone() },
+        registrar: Registrar {
+            config: config.registrar.value.clone(),
+            store,
+            auth,
+            bindings: core.metrics().bindings.clone(),
+        },
         proxy,
     });
     let incoming = core.run().ok_or(StartError::Stack)?;
@@ -239,5 +285,9 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     for listener in http {
         listener.with_routing(routing.clone()).spawn(core.clone());
     }
-    Ok(Running { core, listeners, cancel })
+    Ok(Running {
+        core,
+        listeners,
+        cancel,
+    })
 }

@@ -65,23 +65,40 @@ pub fn load_or_generate(files: &TlsFiles) -> Result<(TlsConfigs, bool), TlsError
             true
         }
         (false, false) => {
-            return Err(TlsError::File { path: files.cert.display().to_string(), message: "certificate not found".into() });
+            return Err(TlsError::File {
+                path: files.cert.display().to_string(),
+                message: "certificate not found".into(),
+            });
         }
         (true, false) => {
-            return Err(TlsError::HalfPresent { present: files.cert.display().to_string(), missing: files.key.display().to_string() });
+            return Err(TlsError::HalfPresent {
+                present: files.cert.display().to_string(),
+                missing: files.key.display().to_string(),
+            });
         }
         (false, true) => {
-            return Err(TlsError::HalfPresent { present: files.key.display().to_string(), missing: files.cert.display().to_string() });
+            return Err(TlsError::HalfPresent {
+                present: files.key.display().to_string(),
+                missing: files.cert.display().to_string(),
+            });
         }
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::File { path: files.cert.display().to_string(), message: e.to_string() })?;
+        .map_err(|e| TlsError::File {
+            path: files.cert.display().to_string(),
+            message: e.to_string(),
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::File { path: files.cert.display().to_string(), message: "no certificate in file".into() });
+        return Err(TlsError::File {
+            path: files.cert.display().to_string(),
+            message: "no certificate in file".into(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| TlsError::File { path: files.key.display().to_string(), message: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::File {
+        path: files.key.display().to_string(),
+        message: e.to_string(),
+    })?;
     let mut sip = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain.clone(), key.clone_key())
@@ -94,32 +111,56 @@ pub fn load_or_generate(files: &TlsFiles) -> Result<(TlsConfigs, bool), TlsError
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     https.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((TlsConfigs { sip: Arc::new(sip), https: Arc::new(https) }, generated))
+    Ok((
+        TlsConfigs {
+            sip: Arc::new(sip),
+            https: Arc::new(https),
+        },
+        generated,
+    ))
 }
 
 fn generate(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
         let host = host.trim();
         if !host.is_empty() && !names.iter().any(|n| n == host) {
             names.push(host.to_string());
         }
     }
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     for path in [cert_path, key_path] {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| TlsError::File { path: dir.display().to_string(), message: e.to_string() })?;
+            std::fs::create_dir_all(dir).map_err(|e| TlsError::File {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
         }
     }
     write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem())
-        .map_err(|e| TlsError::File { path: cert_path.display().to_string(), message: e.to_string() })
+    std::fs::write(cert_path, certified.cert.pem()).map_err(|e| TlsError::File {
+        path: cert_path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| TlsError::File { path: path.display().to_string(), message: e.to_string() };
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
+    let err = |e: std::io::Error| TlsError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
     file.write_all(bytes).map_err(err)
 }

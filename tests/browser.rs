@@ -17,7 +17,10 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn run(server: &Server, scenario: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let browser = repo().join("interop-tests").join("browser");
-    let artifacts = server.dir.path().join(format!("artifacts-{}", scenario.replace(':', "-")));
+    let artifacts = server
+        .dir
+        .path()
+        .join(format!("artifacts-{}", scenario.replace(':', "-")));
     let output = Command::new("node")
         .arg(browser.join("run.mjs"))
         .args(["--wss", &format!("wss://{}", server.addr("wss"))])
@@ -33,14 +36,25 @@ fn run(server: &Server, scenario: &str) {
     assert!(
         output.status.success(),
         "browser scenario {scenario} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log (tail)\n{}",
-        server.log_text().lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        server
+            .log_text()
+            .lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(stdout.contains(&format!("PASS {scenario}")), "{stdout}");
 }
 
 fn server() -> Server {
     // The embedded demo users (1001, 1002 with demo-<user>), WSS only.
-    Server::start_with("listen:\n  udp: []\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\n")
+    Server::start_with(
+        "listen:\n  udp: []\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\n",
+    )
 }
 
 #[test]

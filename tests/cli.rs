@@ -10,8 +10,16 @@ use std::time::{Duration, Instant};
 use common::binary;
 
 fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary()).args(args).current_dir(dir).output().expect("run switchboard");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run switchboard");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -24,7 +32,10 @@ fn help_and_version() {
     }
     let (code, out, _) = run(dir.path(), &["--version"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with(&format!("switchboard {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(
+        out.starts_with(&format!("switchboard {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
 }
 
 #[test]
@@ -32,8 +43,15 @@ fn check_accepts_defaults_and_a_good_file() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, err) = run(dir.path(), &["check"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("<built-in defaults>: configuration OK"), "{out}");
-    std::fs::write(dir.path().join("switchboard.yaml"), "listen:\n  udp: ['127.0.0.1:5070']\nlimits:\n  max_headers: 64\n").unwrap();
+    assert!(
+        out.contains("<built-in defaults>: configuration OK"),
+        "{out}"
+    );
+    std::fs::write(
+        dir.path().join("switchboard.yaml"),
+        "listen:\n  udp: ['127.0.0.1:5070']\nlimits:\n  max_headers: 64\n",
+    )
+    .unwrap();
     let (code, out, err) = run(dir.path(), &["check"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("switchboard.yaml: configuration OK"), "{out}");
@@ -48,14 +66,27 @@ fn check_reports_every_problem_with_file_line_and_column() {
     assert_eq!(code, 1);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 3, "{err}");
-    assert!(lines[0].starts_with("bad.yaml:4:7: listen.udp: 'not-an-address'"), "{err}");
-    assert!(lines[1].starts_with("bad.yaml:5:11: listen.admin: '0.0.0.0:8090' is not a loopback address"), "{err}");
-    assert!(lines[2].starts_with("bad.yaml:7:3: limits.max_headers: 2 is out of range"), "{err}");
+    assert!(
+        lines[0].starts_with("bad.yaml:4:7: listen.udp: 'not-an-address'"),
+        "{err}"
+    );
+    assert!(
+        lines[1]
+            .starts_with("bad.yaml:5:11: listen.admin: '0.0.0.0:8090' is not a loopback address"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("bad.yaml:7:3: limits.max_headers: 2 is out of range"),
+        "{err}"
+    );
 
     std::fs::write(&file, "listen:\n  udp: []\nsurprise: true\n").unwrap();
     let (code, _, err) = run(dir.path(), &["check", "--config", "bad.yaml"]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("bad.yaml:3:1: ") && err.contains("surprise"), "{err}");
+    assert!(
+        err.starts_with("bad.yaml:3:1: ") && err.contains("surprise"),
+        "{err}"
+    );
 
     let (code, _, err) = run(dir.path(), &["check", "--config", "missing.yaml"]);
     assert_eq!(code, 1);
@@ -65,7 +96,11 @@ fn check_reports_every_problem_with_file_line_and_column() {
 #[test]
 fn serve_refuses_an_invalid_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("switchboard.yaml"), "limits:\n  max_message_size: -5\n").unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.yaml"),
+        "limits:\n  max_message_size: -5\n",
+    )
+    .unwrap();
     let (code, _, err) = run(dir.path(), &["serve"]);
     assert_eq!(code, 1);
     assert!(err.contains("switchboard.yaml:2:"), "{err}");
@@ -77,7 +112,10 @@ fn serve_refuses_an_invalid_configuration() {
 #[test]
 fn serve_with_embedded_defaults_logs_every_listener() {
     let ports = [5060u16, 5061, 8443, 8080, 8090];
-    if ports.iter().any(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_err() || std::net::UdpSocket::bind(("0.0.0.0", *p)).is_err()) {
+    if ports.iter().any(|p| {
+        std::net::TcpListener::bind(("0.0.0.0", *p)).is_err()
+            || std::net::UdpSocket::bind(("0.0.0.0", *p)).is_err()
+    }) {
         eprintln!("default ports busy; skipped");
         return;
     }
@@ -110,8 +148,14 @@ fn serve_with_embedded_defaults_logs_every_listener() {
     let _ = child.kill();
     let _ = child.wait();
     let text = log.join("\n");
-    assert!(text.contains("generated a self-signed development certificate"), "{text}");
-    assert!(dir.path().join("certs/switchboard.crt").exists() && dir.path().join("certs/switchboard.key").exists());
+    assert!(
+        text.contains("generated a self-signed development certificate"),
+        "{text}"
+    );
+    assert!(
+        dir.path().join("certs/switchboard.crt").exists()
+            && dir.path().join("certs/switchboard.key").exists()
+    );
     for expected in [
         "transport=\"udp\" addr=0.0.0.0:5060",
         "transport=\"tcp\" addr=0.0.0.0:5060",
@@ -124,7 +168,10 @@ fn serve_with_embedded_defaults_logs_every_listener() {
     }
     let ipv6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
     if ipv6 {
-        assert!(text.contains("addr=[::]:5060"), "IPv6 listener missing:\n{text}");
+        assert!(
+            text.contains("addr=[::]:5060"),
+            "IPv6 listener missing:\n{text}"
+        );
     }
 }
 

@@ -18,7 +18,10 @@ const REJECT_ALL: &str = "rules:\n  - name: closed\n    action:\n      reject: {
 const BROKEN: &str = "rules:\n  - name: broken\n    match:\n      to: { regex: '^(unclosed' }\n    action:\n      reject: { code: 403 }\n";
 
 fn start() -> Server {
-    Server::start_with_files(&format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n"), &[("dialplans/main.yaml", ROUTE_USERS)])
+    Server::start_with_files(
+        &format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n"),
+        &[("dialplans/main.yaml", ROUTE_USERS)],
+    )
 }
 
 fn plan_path(server: &Server) -> std::path::PathBuf {
@@ -32,7 +35,10 @@ fn invite(server: SocketAddr, callee: &str) -> String {
 fn wait_for(server: &Server, metric: &str, at_least: u64, within: Duration) -> Duration {
     let start = Instant::now();
     while server.metric(metric) < at_least {
-        assert!(start.elapsed() < within, "{metric} did not reach {at_least} within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{metric} did not reach {at_least} within {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
     start.elapsed()
@@ -41,10 +47,18 @@ fn wait_for(server: &Server, metric: &str, at_least: u64, within: Duration) -> D
 fn admin_post(server: &Server, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(server.addr("admin")).unwrap();
-    write!(stream, "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, text)
 }
 
@@ -52,22 +66,42 @@ fn admin_post(server: &Server, path: &str) -> (u16, String) {
 fn valid_edit_changes_routing_within_a_second_and_invalid_edit_is_refused() {
     let server = start();
     let udp = server.addr("udp");
-    assert!(invite(udp, "u0002").starts_with("SIP/2.0 480"), "routed to the user (no binding yet)");
+    assert!(
+        invite(udp, "u0002").starts_with("SIP/2.0 480"),
+        "routed to the user (no binding yet)"
+    );
     assert_eq!(server.metric("switchboard_dialplan_version"), 1);
 
     // A valid edit: picked up by the file watcher within a second.
     std::fs::write(plan_path(&server), REJECT_ALL).unwrap();
-    let took = wait_for(&server, "switchboard_dialplan_reloads_total", 1, Duration::from_secs(1));
+    let took = wait_for(
+        &server,
+        "switchboard_dialplan_reloads_total",
+        1,
+        Duration::from_secs(1),
+    );
     eprintln!("reload took {took:?}");
     assert_eq!(invite(udp, "u0002"), "SIP/2.0 403 Closed for maintenance");
 
     // An invalid edit: refused with file:line:column, the running version stays.
     std::fs::write(plan_path(&server), BROKEN).unwrap();
-    wait_for(&server, "switchboard_dialplan_reload_failures_total", 1, Duration::from_secs(2));
+    wait_for(
+        &server,
+        "switchboard_dialplan_reload_failures_total",
+        1,
+        Duration::from_secs(2),
+    );
     assert_eq!(invite(udp, "u0002"), "SIP/2.0 403 Closed for maintenance");
-    assert!(server.wait_log("the running version stays active"), "{}", server.log_text());
+    assert!(
+        server.wait_log("the running version stays active"),
+        "{}",
+        server.log_text()
+    );
     let log = server.log_text();
-    assert!(log.contains("main.yaml:4:"), "the refusal names file and line:\n{log}");
+    assert!(
+        log.contains("main.yaml:4:"),
+        "the refusal names file and line:\n{log}"
+    );
 
     // The admin endpoint reports the same problems, and reloads a fixed file.
     let (status, body) = admin_post(&server, "/api/reload");
@@ -81,15 +115,31 @@ fn valid_edit_changes_routing_within_a_second_and_invalid_edit_is_refused() {
 
 #[test]
 fn sighup_reloads() {
-    let config = format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n  watch: false\n");
+    let config =
+        format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n  watch: false\n");
     let server = Server::start_with_files(&config, &[("dialplans/main.yaml", ROUTE_USERS)]);
     std::fs::write(plan_path(&server), REJECT_ALL).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.metric("switchboard_dialplan_reloads_total"), 0, "watching is off");
-    let status = Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().unwrap();
+    assert_eq!(
+        server.metric("switchboard_dialplan_reloads_total"),
+        0,
+        "watching is off"
+    );
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    wait_for(&server, "switchboard_dialplan_reloads_total", 1, Duration::from_secs(2));
-    assert_eq!(invite(server.addr("udp"), "u0002"), "SIP/2.0 403 Closed for maintenance");
+    wait_for(
+        &server,
+        "switchboard_dialplan_reloads_total",
+        1,
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        invite(server.addr("udp"), "u0002"),
+        "SIP/2.0 403 Closed for maintenance"
+    );
 }
 
 #[test]
@@ -99,12 +149,32 @@ fn a_call_in_progress_is_unaffected_by_a_reload() {
     let dir = server.dir.path();
     let reg = dir.join("callee.csv");
     std::fs::write(&reg, format!("SEQUENTIAL\nu0002;p0002;{DOMAIN};300;[authentication username=u0002 password=p0002];-\n")).unwrap();
-    let out = sipp(&scenario("register.xml"), "u1", server.addr("udp"), &["-inf", reg.to_str().unwrap(), "-p", &callee_port.to_string()]);
+    let out = sipp(
+        &scenario("register.xml"),
+        "u1",
+        server.addr("udp"),
+        &[
+            "-inf",
+            reg.to_str().unwrap(),
+            "-p",
+            &callee_port.to_string(),
+        ],
+    );
     assert!(out.status.success());
     let work = tempfile::tempdir().unwrap();
     let mut uas = Command::new("sipp")
         .arg(server.addr("udp").to_string())
-        .args(["-sf", scenario("uas_answer.xml").to_str().unwrap(), "-t", "u1", "-nr", "-i", "127.0.0.1", "-p", &callee_port.to_string()])
+        .args([
+            "-sf",
+            scenario("uas_answer.xml").to_str().unwrap(),
+            "-t",
+            "u1",
+            "-nr",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &callee_port.to_string(),
+        ])
         .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin"])
         .current_dir(work.path())
         .stdout(Stdio::null())
@@ -116,33 +186,75 @@ fn a_call_in_progress_is_unaffected_by_a_reload() {
     std::fs::write(&caller, format!("SEQUENTIAL\nu0001;p0001;{DOMAIN};u0002;[authentication username=u0001 password=p0001]\n")).unwrap();
     let caller_path = caller.to_str().unwrap().to_string();
     let addr = server.addr("udp");
-    let call = std::thread::spawn(move || sipp(&scenario("uac_call_long.xml"), "u1", addr, &["-inf", &caller_path]));
+    let call = std::thread::spawn(move || {
+        sipp(
+            &scenario("uac_call_long.xml"),
+            "u1",
+            addr,
+            &["-inf", &caller_path],
+        )
+    });
     // While the call is up (4 s between ACK and BYE), close routing entirely.
     std::thread::sleep(Duration::from_millis(1500));
     std::fs::write(plan_path(&server), REJECT_ALL).unwrap();
-    wait_for(&server, "switchboard_dialplan_reloads_total", 1, Duration::from_secs(1));
-    assert_eq!(invite(server.addr("udp"), "u0002"), "SIP/2.0 403 Closed for maintenance", "new calls see the new version");
+    wait_for(
+        &server,
+        "switchboard_dialplan_reloads_total",
+        1,
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        invite(server.addr("udp"), "u0002"),
+        "SIP/2.0 403 Closed for maintenance",
+        "new calls see the new version"
+    );
     let out = call.join().unwrap();
-    assert!(out.status.success(), "the call in progress must end normally");
+    assert!(
+        out.status.success(),
+        "the call in progress must end normally"
+    );
     assert!(uas.wait().unwrap().success(), "callee saw the whole call");
 }
 
 #[test]
 fn reload_command_uses_the_admin_endpoint() {
-    let config = format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n  watch: false\n");
+    let config =
+        format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n  watch: false\n");
     let server = Server::start_with_files(&config, &[("dialplans/main.yaml", ROUTE_USERS)]);
     // The command reads the same configuration; point its admin address at the running server.
     let admin = server.addr("admin");
     let client_config = server.dir.path().join("client.yaml");
     std::fs::write(&client_config, format!("listen: {{admin: ['{admin}']}}\n")).unwrap();
     std::fs::write(plan_path(&server), BROKEN).unwrap();
-    let out = Command::new(common::binary()).arg("reload").arg("--config").arg(&client_config).current_dir(server.dir.path()).output().unwrap();
+    let out = Command::new(common::binary())
+        .arg("reload")
+        .arg("--config")
+        .arg(&client_config)
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("main.yaml:4:") && stderr.contains("error"), "{stderr}");
+    assert!(
+        stderr.contains("main.yaml:4:") && stderr.contains("error"),
+        "{stderr}"
+    );
     std::fs::write(plan_path(&server), REJECT_ALL).unwrap();
-    let out = Command::new(common::binary()).arg("reload").arg("--config").arg(&client_config).current_dir(server.dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(common::binary())
+        .arg("reload")
+        .arg("--config")
+        .arg(&client_config)
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("dialplan reloaded"));
-    assert_eq!(invite(server.addr("udp"), "u0002"), "SIP/2.0 403 Closed for maintenance");
+    assert_eq!(
+        invite(server.addr("udp"), "u0002"),
+        "SIP/2.0 403 Closed for maintenance"
+    );
 }

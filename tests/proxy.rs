@@ -8,10 +8,10 @@ mod common;
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
-use switchboard::auth::digest::{Algorithm, ha1, response};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use switchboard::auth::digest::{Algorithm, ha1, response};
 
 use common::{Server, free_port, read_sip, scenario, sipp};
 
@@ -20,7 +20,13 @@ const DOMAIN: &str = "example.test";
 const PLAN: &str = "rules:\n  - name: users\n    match:\n      to: { regex: '^(u[0-9]{4})$' }\n    action:\n      user: { users: ['$1'], ring_timeout: 30 }\n";
 
 fn start() -> Server {
-    Server::start_with_files(&format!("{}{USERS}dialplan:\n  file: plan.yaml\n", common::ALL_LOOPBACK), &[("plan.yaml", PLAN)])
+    Server::start_with_files(
+        &format!(
+            "{}{USERS}dialplan:\n  file: plan.yaml\n",
+            common::ALL_LOOPBACK
+        ),
+        &[("plan.yaml", PLAN)],
+    )
 }
 
 const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\n      - {username: u0003, password: p0003}\nauth:\n  algorithms: [MD5, SHA-256]\n";
@@ -34,9 +40,20 @@ fn csv(dir: &Path, name: &str, line: &str) -> PathBuf {
 /// Registers `user` over UDP from local port `port` (SIPp, digest).
 fn register(server: &Server, user: &str, port: u16) {
     let password = user.replace('u', "p");
-    let file = csv(server.dir.path(), &format!("reg-{user}-{port}.csv"), &format!("{user};{password};{DOMAIN};300;[authentication username={user} password={password}];-"));
+    let file = csv(
+        server.dir.path(),
+        &format!("reg-{user}-{port}.csv"),
+        &format!(
+            "{user};{password};{DOMAIN};300;[authentication username={user} password={password}];-"
+        ),
+    );
     let port = port.to_string();
-    let out = sipp(&scenario("register.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap(), "-p", &port]);
+    let out = sipp(
+        &scenario("register.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", file.to_str().unwrap(), "-p", &port],
+    );
     assert!(out.status.success(), "registering {user} failed");
 }
 
@@ -45,8 +62,26 @@ fn spawn_uas(server: &Server, name: &str, port: u16) -> (Child, tempfile::TempDi
     let work = tempfile::tempdir().unwrap();
     let child = Command::new("sipp")
         .arg(server.addr("udp").to_string())
-        .args(["-sf", scenario(name).to_str().unwrap(), "-t", "u1", "-nr", "-i", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-trace_err", "-nostdin"])
+        .args([
+            "-sf",
+            scenario(name).to_str().unwrap(),
+            "-t",
+            "u1",
+            "-nr",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            "-trace_err",
+            "-nostdin",
+        ])
         .current_dir(work.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -79,7 +114,11 @@ fn wait(mut child: Child, work: &Path, what: &str) {
 }
 
 fn caller_csv(server: &Server, callee: &str) -> PathBuf {
-    csv(server.dir.path(), &format!("caller-{callee}.csv"), &format!("u0001;p0001;{DOMAIN};{callee};[authentication username=u0001 password=p0001]"))
+    csv(
+        server.dir.path(),
+        &format!("caller-{callee}.csv"),
+        &format!("u0001;p0001;{DOMAIN};{callee};[authentication username=u0001 password=p0001]"),
+    )
 }
 
 #[test]
@@ -89,7 +128,12 @@ fn call_between_local_users_with_record_route_ack_and_bye() {
     register(&server, "u0002", callee_port);
     let (uas, uas_dir) = spawn_uas(&server, "uas_answer.xml", callee_port);
     let file = caller_csv(&server, "u0002");
-    let out = sipp(&scenario("uac_call.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    let out = sipp(
+        &scenario("uac_call.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", file.to_str().unwrap()],
+    );
     assert!(out.status.success(), "caller failed");
     wait(uas, uas_dir.path(), "callee");
 }
@@ -103,7 +147,12 @@ fn parallel_fork_first_answer_wins_and_the_other_branch_is_cancelled() {
     let (uas_a, dir_a) = spawn_uas(&server, "uas_answer.xml", answering);
     let (uas_b, dir_b) = spawn_uas(&server, "uas_ring_cancelled.xml", ringing);
     let file = caller_csv(&server, "u0002");
-    let out = sipp(&scenario("uac_call.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    let out = sipp(
+        &scenario("uac_call.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", file.to_str().unwrap()],
+    );
     assert!(out.status.success(), "caller failed");
     wait(uas_a, dir_a.path(), "answering branch");
     wait(uas_b, dir_b.path(), "ringing branch (must be CANCELed)");
@@ -116,7 +165,12 @@ fn cancel_from_the_caller_reaches_the_ringing_callee() {
     register(&server, "u0002", port);
     let (uas, dir) = spawn_uas(&server, "uas_ring_cancelled.xml", port);
     let file = caller_csv(&server, "u0002");
-    let out = sipp(&scenario("uac_cancel.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    let out = sipp(
+        &scenario("uac_cancel.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", file.to_str().unwrap()],
+    );
     assert!(out.status.success(), "caller failed");
     wait(uas, dir.path(), "callee");
 }
@@ -128,7 +182,12 @@ fn message_between_local_users() {
     register(&server, "u0002", port);
     let (uas, dir) = spawn_uas(&server, "uas_message.xml", port);
     let file = caller_csv(&server, "u0002");
-    let out = sipp(&scenario("uac_message.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    let out = sipp(
+        &scenario("uac_message.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", file.to_str().unwrap()],
+    );
     assert!(out.status.success(), "MESSAGE failed");
     wait(uas, dir.path(), "receiver");
 }
@@ -160,10 +219,26 @@ fn a_closed_connection_takes_its_bindings_with_it() {
     };
     tcp.write_all(register("", 1).as_bytes()).unwrap();
     let challenge = read_sip(&mut tcp).unwrap();
-    let nonce = challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
     let uri = format!("sip:{DOMAIN}");
-    let digest = response(Algorithm::Md5, &ha1(Algorithm::Md5, "u0003", DOMAIN, "p0003"), "REGISTER", &uri, &nonce, "00000001", "c1", Some("auth"));
-    let auth = format!("Authorization: Digest username=\"u0003\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n");
+    let digest = response(
+        Algorithm::Md5,
+        &ha1(Algorithm::Md5, "u0003", DOMAIN, "p0003"),
+        "REGISTER",
+        &uri,
+        &nonce,
+        "00000001",
+        "c1",
+        Some("auth"),
+    );
+    let auth = format!(
+        "Authorization: Digest username=\"u0003\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n"
+    );
     tcp.write_all(register(&auth, 2).as_bytes()).unwrap();
     assert!(read_sip(&mut tcp).unwrap().starts_with("SIP/2.0 200"));
     assert_eq!(server.metric("switchboard_registrar_bindings"), 1);
@@ -172,14 +247,23 @@ fn a_closed_connection_takes_its_bindings_with_it() {
     assert_eq!(server.metric("switchboard_registrar_bindings"), 0);
     let started = Instant::now();
     assert!(invite(server.addr("udp"), "u0003").starts_with("SIP/2.0 480"));
-    assert!(started.elapsed() < Duration::from_secs(2), "480 at once, not after a timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "480 at once, not after a timeout"
+    );
 }
 
 const CHAIN: &str = "rules:\n  - name: chain\n    match:\n      to: u0002\n    action:\n      user: { users: ['u0002'], ring_timeout: 2 }\n      on_no_answer:\n        user: { users: ['u0003'], ring_timeout: 10 }\n        on_no_answer: { reject: { code: 480, reason: Nobody home } }\n  - name: nobody\n    match:\n      to: u0009\n    action:\n      user: { users: ['u0001'], ring_timeout: 5 }\n      on_no_answer: { reject: { code: 480, reason: Nobody home } }\n";
 
 #[test]
 fn dialplan_chain_rings_the_next_user_after_the_ring_timeout() {
-    let server = Server::start_with_files(&format!("{}{USERS}dialplan:\n  file: plan.yaml\n", common::ALL_LOOPBACK), &[("plan.yaml", CHAIN)]);
+    let server = Server::start_with_files(
+        &format!(
+            "{}{USERS}dialplan:\n  file: plan.yaml\n",
+            common::ALL_LOOPBACK
+        ),
+        &[("plan.yaml", CHAIN)],
+    );
     let (first, second) = (free_port(), free_port());
     register(&server, "u0002", first);
     register(&server, "u0003", second);
@@ -188,11 +272,26 @@ fn dialplan_chain_rings_the_next_user_after_the_ring_timeout() {
     let (answering, answering_dir) = spawn_uas(&server, "uas_answer.xml", second);
     let file = caller_csv(&server, "u0002");
     let started = Instant::now();
-    let out = sipp(&scenario("uac_call.xml"), "u1", server.addr("udp"), &["-inf", file.to_str().unwrap()]);
+    let out = sipp(
+        &scenario("uac_call.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", file.to_str().unwrap()],
+    );
     assert!(out.status.success(), "caller failed");
-    assert!(started.elapsed() >= Duration::from_secs(2), "the first user rang for its ring timeout");
-    wait(ringing, ringing_dir.path(), "first user (cancelled after 2 s)");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the first user rang for its ring timeout"
+    );
+    wait(
+        ringing,
+        ringing_dir.path(),
+        "first user (cancelled after 2 s)",
+    );
     wait(answering, answering_dir.path(), "second user (answers)");
     // u0009 routes to u0001, who has no binding: 480 counts as no answer, the chain rejects.
-    assert_eq!(invite(server.addr("udp"), "u0009"), "SIP/2.0 480 Nobody home");
+    assert_eq!(
+        invite(server.addr("udp"), "u0009"),
+        "SIP/2.0 480 Nobody home"
+    );
 }

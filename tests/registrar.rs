@@ -31,7 +31,10 @@ fn sipp_users_yaml(count: usize) -> String {
 fn users_csv(dir: &std::path::Path, count: usize, expires: u32, name: &str) -> std::path::PathBuf {
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 1..=count {
-        let _ = writeln!(csv, "u{i:04};p{i:04};{DOMAIN};{expires};[authentication username=u{i:04} password=p{i:04}];[authentication username=u{i:04} password=wrong]");
+        let _ = writeln!(
+            csv,
+            "u{i:04};p{i:04};{DOMAIN};{expires};[authentication username=u{i:04} password=p{i:04}];[authentication username=u{i:04} password=wrong]"
+        );
     }
     let path = dir.join(name);
     std::fs::write(&path, csv).unwrap();
@@ -46,21 +49,65 @@ fn thousand_users_register_and_unregister_over_udp_and_tcp() {
         let port = common::free_port().to_string();
         let csv = users_csv(server.dir.path(), 1000, 300, "users.csv");
         let csv = csv.to_str().unwrap();
-        let out = sipp(&scenario("register.xml"), transport, server.addr(label), &["-inf", csv, "-m", "1000", "-r", "500", "-l", "200", "-p", &port]);
-        assert!(out.status.success(), "SIPp REGISTER x1000 over {label} failed");
+        let out = sipp(
+            &scenario("register.xml"),
+            transport,
+            server.addr(label),
+            &[
+                "-inf", csv, "-m", "1000", "-r", "500", "-l", "200", "-p", &port,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "SIPp REGISTER x1000 over {label} failed"
+        );
         if label == "udp" {
-            assert_eq!(server.metric("switchboard_registrar_bindings"), 1000, "{label}: bindings after register");
+            assert_eq!(
+                server.metric("switchboard_registrar_bindings"),
+                1000,
+                "{label}: bindings after register"
+            );
         } else {
             // SIPp has exited, so its TCP connection closed: bindings made over
             // it are gone at once (RFC 5626 flows, no 32-second black hole).
             std::thread::sleep(Duration::from_millis(300));
-            assert_eq!(server.metric("switchboard_registrar_bindings"), 0, "{label}: bindings after the connection closed");
-            assert_eq!(server.metric("switchboard_bindings_flow_closed_total"), 1000);
+            assert_eq!(
+                server.metric("switchboard_registrar_bindings"),
+                0,
+                "{label}: bindings after the connection closed"
+            );
+            assert_eq!(
+                server.metric("switchboard_bindings_flow_closed_total"),
+                1000
+            );
         }
         let csv = users_csv(server.dir.path(), 1000, 0, "unregister.csv");
-        let out = sipp(&scenario("register.xml"), transport, server.addr(label), &["-inf", csv.to_str().unwrap(), "-m", "1000", "-r", "500", "-l", "200", "-p", &port]);
-        assert!(out.status.success(), "SIPp unREGISTER x1000 over {label} failed");
-        assert_eq!(server.metric("switchboard_registrar_bindings"), 0, "{label}: bindings after unregister");
+        let out = sipp(
+            &scenario("register.xml"),
+            transport,
+            server.addr(label),
+            &[
+                "-inf",
+                csv.to_str().unwrap(),
+                "-m",
+                "1000",
+                "-r",
+                "500",
+                "-l",
+                "200",
+                "-p",
+                &port,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "SIPp unREGISTER x1000 over {label} failed"
+        );
+        assert_eq!(
+            server.metric("switchboard_registrar_bindings"),
+            0,
+            "{label}: bindings after unregister"
+        );
     }
     assert_eq!(server.metric("switchboard_registrations_total"), 4000);
     assert_eq!(server.metric("switchboard_auth_failures_total"), 0);
@@ -74,8 +121,16 @@ fn wrong_password_and_unknown_user_get_the_same_answers() {
     std::fs::write(dir.join("unknown.csv"), format!("SEQUENTIAL\nnobody;p0001;{DOMAIN};300;-;[authentication username=nobody password=wrong]\n")).unwrap();
     for csv in ["known.csv", "unknown.csv"] {
         let path = dir.join(csv);
-        let out = sipp(&scenario("register_wrong_password.xml"), "u1", server.addr("udp"), &["-inf", path.to_str().unwrap()]);
-        assert!(out.status.success(), "{csv}: the wrong password must be refused with 401");
+        let out = sipp(
+            &scenario("register_wrong_password.xml"),
+            "u1",
+            server.addr("udp"),
+            &["-inf", path.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{csv}: the wrong password must be refused with 401"
+        );
     }
     assert_eq!(server.metric("switchboard_auth_failures_total"), 2);
     assert_eq!(server.metric("switchboard_registrar_bindings"), 0);
@@ -92,14 +147,25 @@ struct Client {
 impl Client {
     fn new(server: SocketAddr) -> Client {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        Client { socket, server, call_id: format!("digest-{}", std::process::id()), cseq: 0 }
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        Client {
+            socket,
+            server,
+            call_id: format!("digest-{}", std::process::id()),
+            cseq: 0,
+        }
     }
 
     fn register(&mut self, user: &str, extra: &str) -> String {
         self.cseq += 1;
         let local = self.socket.local_addr().unwrap();
-        let contact = if extra.contains("Contact:") { String::new() } else { format!("Contact: <sip:{user}@{local}>\r\n") };
+        let contact = if extra.contains("Contact:") {
+            String::new()
+        } else {
+            format!("Contact: <sip:{user}@{local}>\r\n")
+        };
         let msg = format!(
             "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-d{}-{};rport\r\nMax-Forwards: 70\r\n\
              From: <sip:{user}@{DOMAIN}>;tag=dc1\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: {}\r\nCSeq: {} REGISTER\r\n\
@@ -115,17 +181,41 @@ impl Client {
     fn challenge(response: &str, algorithm: &str) -> (String, String) {
         let line = response
             .lines()
-            .find(|l| l.starts_with("WWW-Authenticate:") && l.contains(&format!("algorithm={algorithm}")))
+            .find(|l| {
+                l.starts_with("WWW-Authenticate:") && l.contains(&format!("algorithm={algorithm}"))
+            })
             .unwrap_or_else(|| panic!("no {algorithm} challenge in\n{response}"));
-        let get = |name: &str| line.split(&format!("{name}=\"")).nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+        let get = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .to_string()
+        };
         (get("realm"), get("nonce"))
     }
 
-    fn authorization(algorithm: Algorithm, user: &str, password: &str, realm: &str, nonce: &str, nc: u32) -> String {
+    fn authorization(
+        algorithm: Algorithm,
+        user: &str,
+        password: &str,
+        realm: &str,
+        nonce: &str,
+        nc: u32,
+    ) -> String {
         let uri = format!("sip:{DOMAIN}");
         let ha1 = ha1(algorithm, user, realm, password);
         let nc = format!("{nc:08x}");
-        let digest = response(algorithm, &ha1, "REGISTER", &uri, nonce, &nc, "abc123", Some("auth"));
+        let digest = response(
+            algorithm,
+            &ha1,
+            "REGISTER",
+            &uri,
+            nonce,
+            &nc,
+            "abc123",
+            Some("auth"),
+        );
         format!(
             "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc123\"\r\n",
             algorithm.as_str()
@@ -169,7 +259,10 @@ fn sha256_digest_registration_lists_bindings_and_enforces_min_expires() {
     let second = client.register("u0001", &format!("{auth}Contact: <sip:u0001@{local}>, <sip:other@127.0.0.1:5999>;q=0.5\r\nExpires: 120\r\n"));
     assert!(second.starts_with("SIP/2.0 200"), "{second}");
     assert_eq!(second.matches("Contact: ").count(), 2, "{second}");
-    assert!(second.contains("<sip:other@127.0.0.1:5999>;q=0.5;expires=120"), "{second}");
+    assert!(
+        second.contains("<sip:other@127.0.0.1:5999>;q=0.5;expires=120"),
+        "{second}"
+    );
 
     // Contact: * with Expires: 0 removes everything.
     let auth = Client::authorization(Algorithm::Md5, "u0001", "p0001", &realm, &nonce, 4);
@@ -186,24 +279,42 @@ fn sha256_digest_registration_lists_bindings_and_enforces_min_expires() {
 
 #[test]
 fn repeated_failures_ban_the_source() {
-    let server = Server::start(&format!("{}auth:\n  throttle: {{window_secs: 60, max_failures: 3, ban_secs: 60}}\n", users_yaml(1)));
+    let server = Server::start(&format!(
+        "{}auth:\n  throttle: {{window_secs: 60, max_failures: 3, ban_secs: 60}}\n",
+        users_yaml(1)
+    ));
     let mut client = Client::new(server.addr("udp"));
     for attempt in 1..=3 {
         let challenge = client.register("u0001", "");
-        assert!(challenge.starts_with("SIP/2.0 401"), "attempt {attempt}: {challenge}");
+        assert!(
+            challenge.starts_with("SIP/2.0 401"),
+            "attempt {attempt}: {challenge}"
+        );
         let (realm, nonce) = Client::challenge(&challenge, "MD5");
         let auth = Client::authorization(Algorithm::Md5, "u0001", "wrong", &realm, &nonce, 1);
         let refused = client.register("u0001", &auth);
-        assert!(refused.starts_with("SIP/2.0 401"), "attempt {attempt}: {refused}");
+        assert!(
+            refused.starts_with("SIP/2.0 401"),
+            "attempt {attempt}: {refused}"
+        );
     }
     let banned = client.register("u0001", "");
     assert!(banned.starts_with("SIP/2.0 403"), "{banned}");
-    assert_eq!(server.metric("switchboard_auth_bans_total"), 2, "source and username banned");
+    assert_eq!(
+        server.metric("switchboard_auth_bans_total"),
+        2,
+        "source and username banned"
+    );
     assert!(server.wait_log("source address banned"));
 }
 
 /// A REGISTER over its own TCP connection (one flow), answering the challenge.
-fn register_over_tcp(server: &Server, contact: &str, extra: &str, cseq: u32) -> (std::net::TcpStream, String) {
+fn register_over_tcp(
+    server: &Server,
+    contact: &str,
+    extra: &str,
+    cseq: u32,
+) -> (std::net::TcpStream, String) {
     use std::io::Write as _;
     let mut tcp = std::net::TcpStream::connect(server.addr("tcp")).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -229,15 +340,23 @@ fn register_over_tcp(server: &Server, contact: &str, extra: &str, cseq: u32) -> 
 fn outbound_reregistration_on_a_new_flow_replaces_the_old_one_and_path_is_echoed() {
     let server = Server::start(&users_yaml(1));
     let instance = "<sip:u0001@flow.invalid;transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\"";
-    let (first, answer) = register_over_tcp(&server, instance, "Path: <sip:edge.example.test;lr>\r\n", 1);
+    let (first, answer) =
+        register_over_tcp(&server, instance, "Path: <sip:edge.example.test;lr>\r\n", 1);
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
     assert!(answer.contains("Require: outbound"), "{answer}");
     assert!(answer.contains("Flow-Timer: "), "{answer}");
-    assert!(answer.contains("Path: <sip:edge.example.test;lr>"), "{answer}");
+    assert!(
+        answer.contains("Path: <sip:edge.example.test;lr>"),
+        "{answer}"
+    );
     // The browser reconnects: same instance and reg-id over a new connection.
     let (_second, answer) = register_over_tcp(&server, instance, "", 3);
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
-    assert_eq!(answer.matches("Contact: ").count(), 1, "the old flow is replaced, not added:\n{answer}");
+    assert_eq!(
+        answer.matches("Contact: ").count(),
+        1,
+        "the old flow is replaced, not added:\n{answer}"
+    );
     assert_eq!(server.metric("switchboard_registrar_bindings"), 1);
     // Closing the old connection does not remove the new flow's binding.
     drop(first);

@@ -9,10 +9,17 @@ use std::time::{Duration, Instant};
 
 use common::{Server, read_sip, request, ws};
 
-const LIMITS: &str = "limits:\n  max_message_size: 4096\n  message_timeout_secs: 2\n  max_connections_per_ip: 50\n";
+const LIMITS: &str =
+    "limits:\n  max_message_size: 4096\n  message_timeout_secs: 2\n  max_connections_per_ip: 50\n";
 
 fn options(transport: &str, call_id: &str) -> String {
-    request("OPTIONS", transport, "127.0.0.1:9".parse().unwrap(), call_id, call_id)
+    request(
+        "OPTIONS",
+        transport,
+        "127.0.0.1:9".parse().unwrap(),
+        call_id,
+        call_id,
+    )
 }
 
 /// The hostile corpus: (name, bytes, expected first line of a reply or None when
@@ -20,7 +27,11 @@ fn options(transport: &str, call_id: &str) -> String {
 fn corpus() -> Vec<(&'static str, Vec<u8>, Option<&'static str>)> {
     let good = options("UDP", "corpus");
     let without = |header: &str| -> Vec<u8> {
-        good.lines().filter(|l| !l.starts_with(header)).map(|l| format!("{l}\r\n")).collect::<String>().into_bytes()
+        good.lines()
+            .filter(|l| !l.starts_with(header))
+            .map(|l| format!("{l}\r\n"))
+            .collect::<String>()
+            .into_bytes()
     };
     let mut garbage = Vec::new();
     let mut seed = 0x9e37_79b9_u32;
@@ -30,7 +41,10 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Option<&'static str>)> {
         seed ^= seed << 5;
         garbage.push(seed as u8);
     }
-    let oversize = good.replace("Content-Length: 0\r\n\r\n", &format!("X-Pad: {}\r\nContent-Length: 0\r\n\r\n", "a".repeat(5000)));
+    let oversize = good.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("X-Pad: {}\r\nContent-Length: 0\r\n\r\n", "a".repeat(5000)),
+    );
     vec![
         ("truncated headers", good.as_bytes()[..good.len() / 2].to_vec(), Some("SIP/2.0 400 ")),
         ("content-length beyond body", good.replace("Content-Length: 0", "Content-Length: 300").into_bytes(), Some("SIP/2.0 400 Content-Length larger")),
@@ -48,20 +62,33 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Option<&'static str>)> {
 
 fn assert_alive(server: &Server) {
     // UDP
-    let reply = common::udp_exchange(server.addr("udp"), options("UDP", "alive-udp").as_bytes()).expect("UDP alive");
+    let reply = common::udp_exchange(server.addr("udp"), options("UDP", "alive-udp").as_bytes())
+        .expect("UDP alive");
     assert!(reply.starts_with("SIP/2.0 200 OK"), "{reply}");
     // TCP
     let mut tcp = TcpStream::connect(server.addr("tcp")).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp.write_all(options("TCP", "alive-tcp").as_bytes()).unwrap();
-    assert!(read_sip(&mut tcp).expect("TCP alive").starts_with("SIP/2.0 200 OK"));
+    tcp.write_all(options("TCP", "alive-tcp").as_bytes())
+        .unwrap();
+    assert!(
+        read_sip(&mut tcp)
+            .expect("TCP alive")
+            .starts_with("SIP/2.0 200 OK")
+    );
     // TLS, WS, WSS
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
-        let response = tls_exchange(server, options("TLS", "alive-tls").as_bytes()).await.expect("TLS alive");
+        let response = tls_exchange(server, options("TLS", "alive-tls").as_bytes())
+            .await
+            .expect("TLS alive");
         assert!(response.starts_with("SIP/2.0 200 OK"), "{response}");
         for (label, cert) in [("ws", None), ("wss", Some(server.cert_path()))] {
-            let mut socket = ws::connect(server.addr(label), cert.as_deref(), Some("sip")).await.expect("ws connect");
+            let mut socket = ws::connect(server.addr(label), cert.as_deref(), Some("sip"))
+                .await
+                .expect("ws connect");
             ws::send(&mut socket, &options("WS", &format!("alive-{label}"))).await;
             let response = ws::recv(&mut socket).await.expect("ws alive");
             assert!(response.starts_with("SIP/2.0 200 OK"), "{response}");
@@ -72,7 +99,9 @@ fn assert_alive(server: &Server) {
 async fn tls_exchange(server: &Server, payload: &[u8]) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connector = tokio_rustls::TlsConnector::from(ws::tls_client(&server.cert_path()));
-    let tcp = tokio::net::TcpStream::connect(server.addr("tls")).await.ok()?;
+    let tcp = tokio::net::TcpStream::connect(server.addr("tls"))
+        .await
+        .ok()?;
     let name = rustls_pki_types::ServerName::IpAddress(server.addr("tls").ip().into());
     let mut tls = connector.connect(name, tcp).await.ok()?;
     tls.write_all(payload).await.ok()?;
@@ -80,7 +109,10 @@ async fn tls_exchange(server: &Server, payload: &[u8]) -> Option<String> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout_at(deadline, tls.read(&mut buf)).await.ok()?.ok()?;
+        let n = tokio::time::timeout_at(deadline, tls.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         if n == 0 {
             break;
         }
@@ -93,13 +125,21 @@ async fn tls_exchange(server: &Server, payload: &[u8]) -> Option<String> {
 fn malformed_input_over_udp_is_answered_or_dropped_and_nothing_breaks() {
     let server = Server::start(LIMITS);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
     let mut buf = vec![0u8; 65_536];
     for (name, bytes, expected) in corpus() {
         socket.send_to(&bytes, server.addr("udp")).unwrap();
-        let reply = socket.recv_from(&mut buf).ok().map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned());
+        let reply = socket
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned());
         match (expected, reply) {
-            (Some(prefix), Some(reply)) => assert!(reply.starts_with(prefix), "{name}: expected {prefix:?}, got\n{reply}"),
+            (Some(prefix), Some(reply)) => assert!(
+                reply.starts_with(prefix),
+                "{name}: expected {prefix:?}, got\n{reply}"
+            ),
             (Some(prefix), None) => panic!("{name}: expected {prefix:?}, got nothing"),
             (None, Some(reply)) => panic!("{name}: expected no reply, got\n{reply}"),
             (None, None) => {}
@@ -136,7 +176,9 @@ fn malformed_input_over_tcp_and_tls_never_breaks_the_listener() {
     for (name, bytes, expected) in corpus() {
         let mut tcp = TcpStream::connect(server.addr("tcp")).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
-        let bytes = String::from_utf8_lossy(&bytes).replace("SIP/2.0/UDP", "SIP/2.0/TCP").into_bytes();
+        let bytes = String::from_utf8_lossy(&bytes)
+            .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+            .into_bytes();
         let _ = tcp.write_all(&bytes);
         let reply = read_sip(&mut tcp);
         if name == "truncated headers" || name == "content-length beyond body" {
@@ -145,7 +187,10 @@ fn malformed_input_over_tcp_and_tls_never_breaks_the_listener() {
             continue;
         }
         if let (Some(prefix), Some(reply)) = (expected, &reply) {
-            assert!(reply.starts_with(prefix), "{name}: expected {prefix:?}, got\n{reply}");
+            assert!(
+                reply.starts_with(prefix),
+                "{name}: expected {prefix:?}, got\n{reply}"
+            );
         }
     }
     // TLS: garbage instead of a handshake, then a hostile message inside TLS.
@@ -154,43 +199,87 @@ fn malformed_input_over_tcp_and_tls_never_breaks_the_listener() {
     let _ = raw.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5]);
     let mut sink = [0u8; 64];
     let _ = raw.read(&mut sink);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let reply = runtime.block_on(tls_exchange(&server, options("TLS", "x").replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE").as_bytes()));
-    assert!(reply.unwrap_or_default().starts_with("SIP/2.0 400 CSeq method"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = runtime.block_on(tls_exchange(
+        &server,
+        options("TLS", "x")
+            .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE")
+            .as_bytes(),
+    ));
+    assert!(
+        reply
+            .unwrap_or_default()
+            .starts_with("SIP/2.0 400 CSeq method")
+    );
     assert_alive(&server);
 }
 
 #[test]
 fn malformed_input_over_websockets_is_answered_and_oversize_frames_refused() {
     let server = Server::start(LIMITS);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         for (label, cert) in [("ws", None), ("wss", Some(server.cert_path()))] {
-            let mut socket = ws::connect(server.addr(label), cert.as_deref(), Some("sip")).await.unwrap();
+            let mut socket = ws::connect(server.addr(label), cert.as_deref(), Some("sip"))
+                .await
+                .unwrap();
             for (name, bytes, expected) in corpus() {
                 use futures_util::SinkExt;
                 use tokio_tungstenite::tungstenite::Message;
-                let bytes = String::from_utf8_lossy(&bytes).replace("SIP/2.0/UDP", "SIP/2.0/WS").into_bytes();
+                let bytes = String::from_utf8_lossy(&bytes)
+                    .replace("SIP/2.0/UDP", "SIP/2.0/WS")
+                    .into_bytes();
                 socket.send(Message::Binary(bytes.into())).await.unwrap();
                 if let Some(prefix) = expected {
-                    if name == "truncated headers" || name == "content-length beyond body" || name == "non-numeric content-length" || name == "oversize" || name == "header without colon" {
+                    if name == "truncated headers"
+                        || name == "content-length beyond body"
+                        || name == "non-numeric content-length"
+                        || name == "oversize"
+                        || name == "header without colon"
+                    {
                         // Answered, but the exact text differs from UDP's for cut frames.
-                        let reply = ws::recv(&mut socket).await.unwrap_or_else(|| panic!("{label} {name}: no reply"));
-                        assert!(reply.starts_with("SIP/2.0 4") || reply.starts_with("SIP/2.0 5"), "{label} {name}: {reply}");
+                        let reply = ws::recv(&mut socket)
+                            .await
+                            .unwrap_or_else(|| panic!("{label} {name}: no reply"));
+                        assert!(
+                            reply.starts_with("SIP/2.0 4") || reply.starts_with("SIP/2.0 5"),
+                            "{label} {name}: {reply}"
+                        );
                     } else {
-                        let reply = ws::recv(&mut socket).await.unwrap_or_else(|| panic!("{label} {name}: no reply"));
-                        assert!(reply.starts_with(prefix), "{label} {name}: expected {prefix:?}, got\n{reply}");
+                        let reply = ws::recv(&mut socket)
+                            .await
+                            .unwrap_or_else(|| panic!("{label} {name}: no reply"));
+                        assert!(
+                            reply.starts_with(prefix),
+                            "{label} {name}: expected {prefix:?}, got\n{reply}"
+                        );
                     }
                 }
             }
             // Still usable after all that.
             ws::send(&mut socket, &options("WS", "after-corpus")).await;
-            assert!(ws::recv(&mut socket).await.unwrap().starts_with("SIP/2.0 200 OK"));
+            assert!(
+                ws::recv(&mut socket)
+                    .await
+                    .unwrap()
+                    .starts_with("SIP/2.0 200 OK")
+            );
         }
         // A frame far beyond the limit closes that connection only.
-        let mut socket = ws::connect(server.addr("ws"), None, Some("sip")).await.unwrap();
+        let mut socket = ws::connect(server.addr("ws"), None, Some("sip"))
+            .await
+            .unwrap();
         ws::send(&mut socket, &"x".repeat(64 * 1024)).await;
-        assert!(ws::recv(&mut socket).await.is_none(), "oversize frame must close the socket");
+        assert!(
+            ws::recv(&mut socket).await.is_none(),
+            "oversize frame must close the socket"
+        );
     });
     assert_alive(&server);
 }
@@ -199,9 +288,11 @@ fn malformed_input_over_websockets_is_answered_and_oversize_frames_refused() {
 fn slow_loris_connection_is_closed_after_the_message_timeout() {
     let server = Server::start(LIMITS);
     let mut tcp = TcpStream::connect(server.addr("tcp")).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let start = Instant::now();
-    let head = b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKslow\r\n";
+    let head =
+        b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKslow\r\n";
     let mut closed = false;
     for byte in head.iter().cycle().take(200) {
         if tcp.write_all(&[*byte]).is_err() {
@@ -224,8 +315,15 @@ fn slow_loris_connection_is_closed_after_the_message_timeout() {
             break;
         }
     }
-    assert!(closed, "a message dribbled byte by byte must not keep the connection open");
-    assert!(start.elapsed() >= Duration::from_millis(1500), "closed too early: {:?}", start.elapsed());
+    assert!(
+        closed,
+        "a message dribbled byte by byte must not keep the connection open"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "closed too early: {:?}",
+        start.elapsed()
+    );
     assert!(server.metric("switchboard_sip_connection_timeouts_total{transport=\"tcp\"}") >= 1);
     assert_alive(&server);
 }
@@ -249,15 +347,28 @@ fn connections_per_address_are_limited() {
     let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut extra = TcpStream::connect(addr).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let mut buf = [0u8; 8];
     let refused = matches!(extra.read(&mut buf), Ok(0) | Err(_));
-    assert!(refused, "a fourth connection from one address must be closed");
+    assert!(
+        refused,
+        "a fourth connection from one address must be closed"
+    );
     assert!(server.metric("switchboard_sip_connections_refused_total{transport=\"tcp\"}") >= 1);
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     let mut again = TcpStream::connect(addr).unwrap();
-    again.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    again.write_all(options("TCP", "after-limit").as_bytes()).unwrap();
-    assert!(read_sip(&mut again).expect("accepted again").starts_with("SIP/2.0 200 OK"));
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    again
+        .write_all(options("TCP", "after-limit").as_bytes())
+        .unwrap();
+    assert!(
+        read_sip(&mut again)
+            .expect("accepted again")
+            .starts_with("SIP/2.0 200 OK")
+    );
 }

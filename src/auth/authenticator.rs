@@ -145,7 +145,9 @@ impl Authenticator {
             .find(|c| c.realm.eq_ignore_ascii_case(realm));
         // Throttle keys: usernames are attacker-chosen, so bound them; an IPv6
         // client owns a whole /64, so count it as one source.
-        let username = credentials.as_ref().map(|c| c.username.chars().take(64).collect::<String>());
+        let username = credentials
+            .as_ref()
+            .map(|c| c.username.chars().take(64).collect::<String>());
         let source = throttle_key(source);
         {
             let mut state = self.state();
@@ -249,7 +251,14 @@ mod tests {
     fn setup() -> (Authenticator, Directory, Arc<str>) {
         let directory = Directory::build(&demo_domains()).expect("demo users");
         let realm = directory.domain_of("switchboard.local").expect("realm");
-        let auth = Authenticator::new(&AuthConfig { nonce_lifetime_secs: 30, ..AuthConfig::default() }, Arc::new(Metrics::default())).unwrap();
+        let auth = Authenticator::new(
+            &AuthConfig {
+                nonce_lifetime_secs: 30,
+                ..AuthConfig::default()
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
         (auth, directory, realm)
     }
 
@@ -257,12 +266,28 @@ mod tests {
         let uri = "sip:switchboard.local";
         let ha1 = digest::ha1(Algorithm::Md5, "1001", realm, password);
         let nc = format!("{nc:08x}");
-        let response = digest::response(Algorithm::Md5, &ha1, "REGISTER", uri, nonce, &nc, "cn", Some("auth"));
-        format!("Digest username=\"1001\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", qop=auth, nc={nc}, cnonce=\"cn\", algorithm=MD5")
+        let response = digest::response(
+            Algorithm::Md5,
+            &ha1,
+            "REGISTER",
+            uri,
+            nonce,
+            &nc,
+            "cn",
+            Some("auth"),
+        );
+        format!(
+            "Digest username=\"1001\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", qop=auth, nc={nc}, cnonce=\"cn\", algorithm=MD5"
+        )
     }
 
     fn nonce_of(challenge: &str) -> String {
-        challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string()
+        challenge
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string()
     }
 
     #[test]
@@ -271,23 +296,80 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let challenges = auth.challenges(&realm, false, 1_000);
         assert_eq!(challenges.len(), 2, "MD5 and SHA-256 offered");
-        assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"));
+        assert!(
+            challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5")
+        );
         let nonce = nonce_of(&challenges[1]);
         let good = credentials(&realm, &nonce, "demo-1001", 1);
-        assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&good], Some("1001"), ip, 1_001), Outcome::Authenticated(_)));
+        assert!(matches!(
+            auth.check(
+                &directory,
+                &realm,
+                "REGISTER",
+                &[&good],
+                Some("1001"),
+                ip,
+                1_001
+            ),
+            Outcome::Authenticated(_)
+        ));
         // Same nc again: a replay; correct credentials, so a stale=true challenge, not a failure.
-        assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&good], Some("1001"), ip, 1_002), Outcome::Challenge { stale: true }));
+        assert!(matches!(
+            auth.check(
+                &directory,
+                &realm,
+                "REGISTER",
+                &[&good],
+                Some("1001"),
+                ip,
+                1_002
+            ),
+            Outcome::Challenge { stale: true }
+        ));
         // Correct response on an expired nonce: stale=true.
         let later = credentials(&realm, &nonce, "demo-1001", 2);
-        assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&later], Some("1001"), ip, 1_100), Outcome::Challenge { stale: true }));
+        assert!(matches!(
+            auth.check(
+                &directory,
+                &realm,
+                "REGISTER",
+                &[&later],
+                Some("1001"),
+                ip,
+                1_100
+            ),
+            Outcome::Challenge { stale: true }
+        ));
         // Wrong password on a fresh nonce: plain challenge, counted as a failure.
         let nonce = nonce_of(&auth.challenges(&realm, false, 2_000)[0]);
         let wrong = credentials(&realm, &nonce, "nope", 1);
-        assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&wrong], Some("1001"), ip, 2_001), Outcome::Challenge { stale: false }));
+        assert!(matches!(
+            auth.check(
+                &directory,
+                &realm,
+                "REGISTER",
+                &[&wrong],
+                Some("1001"),
+                ip,
+                2_001
+            ),
+            Outcome::Challenge { stale: false }
+        ));
         // Registering another user's AOR with valid credentials is refused too.
         let nonce = nonce_of(&auth.challenges(&realm, false, 3_000)[0]);
         let other = credentials(&realm, &nonce, "demo-1001", 1);
-        assert!(matches!(auth.check(&directory, &realm, "REGISTER", &[&other], Some("1002"), ip, 3_001), Outcome::Challenge { .. }));
+        assert!(matches!(
+            auth.check(
+                &directory,
+                &realm,
+                "REGISTER",
+                &[&other],
+                Some("1002"),
+                ip,
+                3_001
+            ),
+            Outcome::Challenge { .. }
+        ));
     }
 
     #[test]
@@ -295,7 +377,10 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         assert_eq!(throttle_key(a), throttle_key(b));
-        assert_ne!(throttle_key(a), throttle_key("2001:db8:1:3::1".parse().unwrap()));
+        assert_ne!(
+            throttle_key(a),
+            throttle_key("2001:db8:1:3::1".parse().unwrap())
+        );
         let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
         assert_eq!(throttle_key(mapped), "192.0.2.9".parse::<IpAddr>().unwrap());
     }

@@ -63,10 +63,17 @@ impl HttpListener {
     /// Binds `addr`; with `tls` it serves HTTPS and WSS.
     pub fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>, role: Role) -> Result<Self, SipError> {
         let listener = bind_tcp(addr)?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| SipError::Io { context: format!("local address of {addr}"), source })?;
-        Ok(HttpListener { listener, tls, role, local, routing: None })
+        let local = listener.local_addr().map_err(|source| SipError::Io {
+            context: format!("local address of {addr}"),
+            source,
+        })?;
+        Ok(HttpListener {
+            listener,
+            tls,
+            role,
+            local,
+            routing: None,
+        })
     }
 
     /// The bound address.
@@ -92,7 +99,10 @@ impl HttpListener {
     /// Accepts connections until shutdown.
     pub fn spawn(self, core: Arc<SipCore>) {
         info!(transport = self.label(), addr = %self.local, "listening");
-        let state = AppState { core: core.clone(), routing: self.routing.clone() };
+        let state = AppState {
+            core: core.clone(),
+            routing: self.routing.clone(),
+        };
         let router = match self.role {
             Role::Public => public_router(state),
             Role::Admin => admin_router(state),
@@ -111,7 +121,11 @@ impl HttpListener {
                         }
                     },
                 };
-                let kind = if self.tls.is_some() { TransportKind::Wss } else { TransportKind::Ws };
+                let kind = if self.tls.is_some() {
+                    TransportKind::Wss
+                } else {
+                    TransportKind::Ws
+                };
                 // The admin listener is loopback-only and must stay reachable
                 // when SIP clients have used up the connection limits.
                 let slot = match self.role {
@@ -127,18 +141,24 @@ impl HttpListener {
                 };
                 let _ = tcp.set_nodelay(true);
                 let local = tcp.local_addr().unwrap_or(self.local);
-                let peer = Peer { local, remote, secure: self.tls.is_some() };
+                let peer = Peer {
+                    local,
+                    remote,
+                    secure: self.tls.is_some(),
+                };
                 let router = router.clone().layer(axum::Extension(peer));
                 let (tls, core) = (self.tls.clone(), core.clone());
                 tokio::spawn(async move {
                     let limit = core.limits().message_timeout();
                     match tls {
                         None => serve_http(tcp, router, limit).await,
-                        Some(acceptor) => match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => serve_http(stream, router, limit).await,
-                            Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
-                            Err(_) => debug!(%remote, "TLS handshake timed out"),
-                        },
+                        Some(acceptor) => {
+                            match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                                Ok(Ok(stream)) => serve_http(stream, router, limit).await,
+                                Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
+                                Err(_) => debug!(%remote, "TLS handshake timed out"),
+                            }
+                        }
                     }
                     drop(slot);
                 });
@@ -151,7 +171,9 @@ async fn serve_http<S>(io: S, router: Router, header_timeout: std::time::Duratio
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router.map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new)));
+    let service = TowerToHyperService::new(
+        router.map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new)),
+    );
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -189,16 +211,27 @@ async fn reload(State(state): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "no dialplan\n").into_response();
     };
     match routing.reload("admin endpoint").await {
-        Ok(rules) => (StatusCode::OK, format!("dialplan reloaded: {rules} rules\n")).into_response(),
+        Ok(rules) => (
+            StatusCode::OK,
+            format!("dialplan reloaded: {rules} rules\n"),
+        )
+            .into_response(),
         Err(e) => {
             let text: String = e.0.iter().map(|d| format!("{d}\n")).collect();
-            (StatusCode::UNPROCESSABLE_ENTITY, format!("dialplan refused; the running version stays active\n{text}")).into_response()
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("dialplan refused; the running version stays active\n{text}"),
+            )
+                .into_response()
         }
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.core.metrics().render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.core.metrics().render(),
+    )
 }
 
 /// Whether the request offers the `sip` WebSocket subprotocol (RFC 7118 §4).
@@ -226,14 +259,22 @@ async fn root(State(state): State<AppState>, request: Request) -> Result<Respons
         return Ok(index());
     }
     if !offers_sip(&parts.headers) {
-        return Ok((StatusCode::BAD_REQUEST, "WebSocket subprotocol 'sip' required (RFC 7118)\n").into_response());
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            "WebSocket subprotocol 'sip' required (RFC 7118)\n",
+        )
+            .into_response());
     }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return Ok(rejection.into_response()),
     };
     let core = state.core.clone();
-    let kind = if peer.secure { TransportKind::Wss } else { TransportKind::Ws };
+    let kind = if peer.secure {
+        TransportKind::Wss
+    } else {
+        TransportKind::Ws
+    };
     let slot = match core.connections().admit(peer.remote.ip()) {
         Ok(slot) => slot,
         Err(_) => {
@@ -250,19 +291,27 @@ async fn root(State(state): State<AppState>, request: Request) -> Result<Respons
         .max_write_buffer_size(ws_max.max(64 * 1024) * 4)
         .max_message_size(ws_max)
         .max_frame_size(ws_max)
-        .on_upgrade(move |socket| crate::sip::transport::ws::serve(core, socket, kind, peer.local, peer.remote, slot))
+        .on_upgrade(move |socket| {
+            crate::sip::transport::ws::serve(core, socket, kind, peer.local, peer.remote, slot)
+        })
         .into_response())
 }
 
 fn index() -> Response {
     let mut response = Body::from(INDEX_HTML).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' wss: ws:; media-src 'self' blob:; object-src 'none'; frame-ancestors 'none'"),
     );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }

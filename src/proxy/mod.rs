@@ -15,15 +15,17 @@ use tracing::{debug, info, warn};
 
 use crate::auth::authenticator::{Authenticator, Outcome};
 use crate::dialplan::{Action, CallContext, Decision, Plan, SourceKind};
-use crate::routing::Routing;
-use relay::Upstream;
 use crate::directory::Directory;
 use crate::registrar::service::{header_values, unix_now};
 use crate::registrar::store::LocationStore;
 use crate::registrar::{Binding, fork_order};
-use crate::sip::{Header, HeadersExt, Method, Param, Request, Response, SipAddr, SipConnection, SipCore, SipMessage, Source, StatusCode, ToTypedHeader, Transaction, TransportKind, Uri};
+use crate::routing::Routing;
+use crate::sip::{
+    Header, HeadersExt, Method, Param, Request, Response, SipAddr, SipConnection, SipCore,
+    SipMessage, Source, StatusCode, ToTypedHeader, Transaction, TransportKind, Uri,
+};
+use relay::Upstream;
 use token::{Hop, TokenKey};
-
 
 /// The proxy service, shared by all transactions.
 pub struct Proxy {
@@ -82,7 +84,9 @@ fn via_transport(kind: TransportKind) -> &'static str {
 /// Removes the topmost Via value (ours) from a response; a Via header may
 /// carry several comma-separated values.
 pub(crate) fn pop_via(headers: &mut crate::sip::Headers) {
-    let Some(index) = headers.iter().position(|h| matches!(h, Header::Via(_))) else { return };
+    let Some(index) = headers.iter().position(|h| matches!(h, Header::Via(_))) else {
+        return;
+    };
     let rest = match headers.iter().nth(index) {
         Some(Header::Via(via)) => split_first_value(via.value()).map(str::to_string),
         _ => None,
@@ -106,7 +110,9 @@ fn split_first_value(value: &str) -> Option<&str> {
             '"' => quoted = !quoted,
             '<' if !quoted => angle = true,
             '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => return Some(value[i + 1..].trim()).filter(|r| !r.is_empty()),
+            ',' if !quoted && !angle => {
+                return Some(value[i + 1..].trim()).filter(|r| !r.is_empty());
+            }
             _ => {}
         }
     }
@@ -132,14 +138,23 @@ impl Proxy {
         match hop {
             Hop::Flow(id) => {
                 let flow = self.core.connections().flow(id)?;
-                Some(Target { hop, connection: flow.connection, destination: None, kind: flow.kind, local: flow.local })
+                Some(Target {
+                    hop,
+                    connection: flow.connection,
+                    destination: None,
+                    kind: flow.kind,
+                    local: flow.local,
+                })
             }
             Hop::Udp(addr) => {
                 let (local, connection) = self.udp.clone()?;
                 Some(Target {
                     hop,
                     connection,
-                    destination: Some(SipAddr { r#type: Some(crate::sip::Transport::Udp), addr: addr.into() }),
+                    destination: Some(SipAddr {
+                        r#type: Some(crate::sip::Transport::Udp),
+                        addr: addr.into(),
+                    }),
                     kind: TransportKind::Udp,
                     local,
                 })
@@ -157,7 +172,14 @@ impl Proxy {
 
     fn record_route(&self, hop: Hop, leg: &Target) -> Header {
         let token = self.tokens.encode(hop);
-        Header::RecordRoute(format!("<sip:{token}@{}{};lr>", leg.local, transport_param(leg.kind)).into())
+        Header::RecordRoute(
+            format!(
+                "<sip:{token}@{}{};lr>",
+                leg.local,
+                transport_param(leg.kind)
+            )
+            .into(),
+        )
     }
 
     /// Prepares `request` for sending on `leg`: our Via on top, Max-Forwards down by one.
@@ -172,8 +194,18 @@ impl Proxy {
         if max_forwards == 0 {
             return Err(StatusCode::TooManyHops);
         }
-        request.headers.retain(|h| !matches!(h, Header::MaxForwards(_)));
-        let via = Header::Via(format!("SIP/2.0/{} {};branch={};rport", via_transport(leg.kind), leg.local, random_branch()).into());
+        request
+            .headers
+            .retain(|h| !matches!(h, Header::MaxForwards(_)));
+        let via = Header::Via(
+            format!(
+                "SIP/2.0/{} {};branch={};rport",
+                via_transport(leg.kind),
+                leg.local,
+                random_branch()
+            )
+            .into(),
+        );
         let mut headers = vec![via];
         headers.extend(request.headers.iter().cloned());
         headers.push(Header::MaxForwards((max_forwards - 1).to_string().into()));
@@ -183,14 +215,23 @@ impl Proxy {
 
     /// Sends a request statelessly (ACK for 2xx).
     async fn send_stateless(&self, request: Request, leg: &Target) {
-        if let Err(e) = leg.connection.send(SipMessage::Request(request), leg.destination.as_ref()).await {
+        if let Err(e) = leg
+            .connection
+            .send(SipMessage::Request(request), leg.destination.as_ref())
+            .await
+        {
             debug!(error = %e, "stateless forward failed");
         }
     }
 
     /// Handles a request that starts a dialog or stands alone (INVITE, MESSAGE, ...)
     /// addressed to a local user.
-    pub async fn initial(self: Arc<Self>, directory: Arc<Directory>, mut server: Transaction, source: Source) {
+    pub async fn initial(
+        self: Arc<Self>,
+        directory: Arc<Directory>,
+        mut server: Transaction,
+        source: Source,
+    ) {
         let request = server.original.clone();
         let method = request.method;
         let now = unix_now();
@@ -199,7 +240,8 @@ impl Proxy {
             Ok(from) => from,
             Err(_) => return reply(&mut server, StatusCode::BadRequest).await,
         };
-        let Some(caller_realm) = directory.domain_of(&from.uri.host_with_port.host.to_string()) else {
+        let Some(caller_realm) = directory.domain_of(&from.uri.host_with_port.host.to_string())
+        else {
             return reply(&mut server, StatusCode::Forbidden).await;
         };
         let credentials = header_values(&request, |h| match h {
@@ -207,12 +249,27 @@ impl Proxy {
             _ => None,
         });
         let caller_user = from.uri.user().unwrap_or_default().to_string();
-        let caller = match self.auth.check(&directory, &caller_realm, &method.to_string(), &credentials, Some(&caller_user), source.remote.ip(), now) {
+        let caller = match self.auth.check(
+            &directory,
+            &caller_realm,
+            &method.to_string(),
+            &credentials,
+            Some(&caller_user),
+            source.remote.ip(),
+            now,
+        ) {
             Outcome::Authenticated(user) => Some(user),
             Outcome::Banned => return reply(&mut server, StatusCode::Forbidden).await,
             Outcome::Challenge { stale } => {
-                let headers = self.auth.challenges(&caller_realm, stale, now).into_iter().map(|c| Header::ProxyAuthenticate(c.into())).collect();
-                let _ = server.reply_with(StatusCode::ProxyAuthenticationRequired, headers, None).await;
+                let headers = self
+                    .auth
+                    .challenges(&caller_realm, stale, now)
+                    .into_iter()
+                    .map(|c| Header::ProxyAuthenticate(c.into()))
+                    .collect();
+                let _ = server
+                    .reply_with(StatusCode::ProxyAuthenticationRequired, headers, None)
+                    .await;
                 return drain(server).await;
             }
         };
@@ -230,14 +287,24 @@ impl Proxy {
             let Some(callee) = request.uri.user().and_then(|u| directory.user(&realm, u)) else {
                 return reply(&mut server, StatusCode::NotFound).await;
             };
-            let branches = self.branches_for(&[callee.username.clone()], &realm, &directory, &request, caller_hop, None, now);
+            let branches = self.branches_for(
+                &[callee.username.clone()],
+                &realm,
+                &directory,
+                &request,
+                caller_hop,
+                None,
+                now,
+            );
             if branches.is_empty() {
                 return reply(&mut server, StatusCode::TemporarilyUnavailable).await;
             }
             let mut upstream = Upstream::new(server);
             match self.relay(&mut upstream, branches, None).await {
                 relay::Outcome::Failed(response) => upstream.forward(response),
-                relay::Outcome::Cancelled | relay::Outcome::NoAnswer => upstream.reply(487, "Request Terminated"),
+                relay::Outcome::Cancelled | relay::Outcome::NoAnswer => {
+                    upstream.reply(487, "Request Terminated")
+                }
                 relay::Outcome::Answered => {}
             }
             return upstream.finish(&self).await;
@@ -248,7 +315,11 @@ impl Proxy {
         let headers: Vec<(String, String)> = request
             .headers
             .iter()
-            .filter_map(|h| h.to_string().split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
+            .filter_map(|h| {
+                h.to_string()
+                    .split_once(':')
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            })
             .collect();
         let to_user = request.uri.user().unwrap_or_default().to_string();
         let context = CallContext {
@@ -256,7 +327,9 @@ impl Proxy {
             from: &caller_user,
             from_display: from.display_name.as_deref(),
             caller_groups: &caller.groups,
-            source: SourceKind::Local { user: caller_user.clone() },
+            source: SourceKind::Local {
+                user: caller_user.clone(),
+            },
             source_ip: source.remote.ip(),
             transport: source.kind.as_str(),
             headers: &headers,
@@ -272,31 +345,74 @@ impl Proxy {
         let realm = directory
             .domain_of(&request.uri.host_with_port.host.to_string())
             .unwrap_or_else(|| caller_realm.clone());
-        self.execute(&mut upstream, &decision, &realm, &directory, &request, caller_hop, now).await;
+        self.execute(
+            &mut upstream,
+            &decision,
+            &realm,
+            &directory,
+            &request,
+            caller_hop,
+            now,
+        )
+        .await;
         upstream.finish(&self).await;
     }
 
     /// Runs a dialplan decision: its action, then `on_no_answer` / `on_failure`
     /// chains, until the call is answered or a final answer goes up.
     #[allow(clippy::too_many_arguments)]
-    async fn execute(&self, upstream: &mut Upstream, decision: &Decision, realm: &Arc<str>, directory: &Directory, request: &Request, caller_hop: Hop, now: u64) {
+    async fn execute(
+        &self,
+        upstream: &mut Upstream,
+        decision: &Decision,
+        realm: &Arc<str>,
+        directory: &Directory,
+        request: &Request,
+        caller_hop: Hop,
+        now: u64,
+    ) {
         let mut plan: Plan = decision.plan.clone();
         loop {
             let outcome = match &plan.action {
                 Action::Reject { code, reason } => return upstream.reply(*code, reason),
-                Action::User { users, parallel, ring_timeout } => {
+                Action::User {
+                    users,
+                    parallel,
+                    ring_timeout,
+                } => {
                     if *parallel {
-                        let branches = self.branches_for(users, realm, directory, request, caller_hop, Some(decision), now);
+                        let branches = self.branches_for(
+                            users,
+                            realm,
+                            directory,
+                            request,
+                            caller_hop,
+                            Some(decision),
+                            now,
+                        );
                         self.relay(upstream, branches, Some(*ring_timeout)).await
                     } else {
-                        let mut last = relay::Outcome::Failed(self.response_for(&upstream.original, StatusCode::TemporarilyUnavailable));
+                        let mut last =
+                            relay::Outcome::Failed(self.response_for(
+                                &upstream.original,
+                                StatusCode::TemporarilyUnavailable,
+                            ));
                         for user in users {
-                            let branches = self.branches_for(std::slice::from_ref(user), realm, directory, request, caller_hop, Some(decision), now);
+                            let branches = self.branches_for(
+                                std::slice::from_ref(user),
+                                realm,
+                                directory,
+                                request,
+                                caller_hop,
+                                Some(decision),
+                                now,
+                            );
                             if branches.is_empty() {
                                 continue;
                             }
                             last = self.relay(upstream, branches, Some(*ring_timeout)).await;
-                            if matches!(last, relay::Outcome::Answered | relay::Outcome::Cancelled) {
+                            if matches!(last, relay::Outcome::Answered | relay::Outcome::Cancelled)
+                            {
                                 break;
                             }
                         }
@@ -304,7 +420,10 @@ impl Proxy {
                     }
                 }
                 Action::Trunk { .. } | Action::Conference { .. } | Action::Echo => {
-                    relay::Outcome::Failed(self.response_for(&upstream.original, status_with_reason(503, "Media Services Not Available")))
+                    relay::Outcome::Failed(self.response_for(
+                        &upstream.original,
+                        status_with_reason(503, "Media Services Not Available"),
+                    ))
                 }
             };
             let next = match outcome {
@@ -315,10 +434,14 @@ impl Proxy {
                     None => return upstream.reply(480, "No Answer"),
                 },
                 // 408 and 480 from every callee count as "no answer" (docs/dialplan.md).
-                relay::Outcome::Failed(response) if matches!(response.status_code.code(), 408 | 480) => match plan.on_no_answer.take() {
-                    Some(next) => next,
-                    None => return upstream.forward(response),
-                },
+                relay::Outcome::Failed(response)
+                    if matches!(response.status_code.code(), 408 | 480) =>
+                {
+                    match plan.on_no_answer.take() {
+                        Some(next) => next,
+                        None => return upstream.forward(response),
+                    }
+                }
                 relay::Outcome::Failed(response) => match plan.on_failure.take() {
                     Some(next) => next,
                     None => return upstream.forward(response),
@@ -333,7 +456,16 @@ impl Proxy {
 
     /// One forwarded request per live binding of `users` (in `realm`).
     #[allow(clippy::too_many_arguments)]
-    fn branches_for(&self, users: &[String], realm: &Arc<str>, directory: &Directory, request: &Request, caller_hop: Hop, decision: Option<&Decision>, now: u64) -> Vec<(Request, Target)> {
+    fn branches_for(
+        &self,
+        users: &[String],
+        realm: &Arc<str>,
+        directory: &Directory,
+        request: &Request,
+        caller_hop: Hop,
+        decision: Option<&Decision>,
+        now: u64,
+    ) -> Vec<(Request, Target)> {
         let mut branches = Vec::new();
         for name in users {
             let Some(user) = directory.user(realm, name) else {
@@ -347,25 +479,39 @@ impl Proxy {
                     Some(id) => Hop::Flow(id),
                     None => Hop::Udp(binding.source),
                 };
-                let Some(leg) = self.target(hop) else { continue };
+                let Some(leg) = self.target(hop) else {
+                    continue;
+                };
                 let mut forwarded = request.clone();
-                forwarded.headers.retain(|h| !matches!(h, Header::ProxyAuthorization(_)));
-                let Ok(uri) = Uri::try_from(binding.uri.as_str()) else { continue };
+                forwarded
+                    .headers
+                    .retain(|h| !matches!(h, Header::ProxyAuthorization(_)));
+                let Ok(uri) = Uri::try_from(binding.uri.as_str()) else {
+                    continue;
+                };
                 forwarded.uri = uri;
                 if let Some(decision) = decision {
                     forwarded.headers.retain(|h| {
                         let text = h.to_string();
                         let name = text.split(':').next().unwrap_or_default().trim();
-                        !decision.remove_headers.iter().any(|r| r.eq_ignore_ascii_case(name))
+                        !decision
+                            .remove_headers
+                            .iter()
+                            .any(|r| r.eq_ignore_ascii_case(name))
                     });
                     for (name, value) in &decision.add_headers {
-                        forwarded.headers.push(Header::Other(name.clone(), value.clone()));
+                        forwarded
+                            .headers
+                            .push(Header::Other(name.clone(), value.clone()));
                     }
                 }
                 if request.method == Method::Invite {
                     // Two Record-Routes: the top one faces the callee, the lower one the caller.
                     let caller_leg = self.target(caller_hop).unwrap_or_else(|| leg.clone());
-                    let mut headers = vec![self.record_route(leg.hop, &leg), self.record_route(caller_hop, &caller_leg)];
+                    let mut headers = vec![
+                        self.record_route(leg.hop, &leg),
+                        self.record_route(caller_hop, &caller_leg),
+                    ];
                     headers.extend(forwarded.headers.iter().cloned());
                     forwarded.headers = headers.into();
                 }
@@ -400,7 +546,9 @@ impl Proxy {
         let mut upstream = Upstream::new(server);
         match self.relay(&mut upstream, vec![(prepared, leg)], None).await {
             relay::Outcome::Failed(response) => upstream.forward(response),
-            relay::Outcome::Cancelled | relay::Outcome::NoAnswer => upstream.reply(487, "Request Terminated"),
+            relay::Outcome::Cancelled | relay::Outcome::NoAnswer => {
+                upstream.reply(487, "Request Terminated")
+            }
             relay::Outcome::Answered => {}
         }
         upstream.finish(&self).await;
@@ -419,8 +567,14 @@ impl Proxy {
             };
             // A Route header may hold several comma-separated entries.
             let mut entries: Vec<&str> = first_route.split(',').map(str::trim).collect();
-            let Some(top) = entries.first().map(|t| t.trim_start_matches('<')) else { break };
-            let user = top.split_once(':').map(|(_, rest)| rest).and_then(|rest| rest.split_once('@')).map(|(user, _)| user);
+            let Some(top) = entries.first().map(|t| t.trim_start_matches('<')) else {
+                break;
+            };
+            let user = top
+                .split_once(':')
+                .map(|(_, rest)| rest)
+                .and_then(|rest| rest.split_once('@'))
+                .map(|(user, _)| user);
             match user.and_then(|u| self.tokens.decode(u)) {
                 Some(found) => {
                     hop = Some(found);
@@ -430,7 +584,10 @@ impl Proxy {
                         let mut headers = vec![Header::Route(entries.join(", ").into())];
                         // Keep the rest in front of the other Route headers.
                         let mut rest: Vec<Header> = request.headers.iter().cloned().collect();
-                        let position = rest.iter().position(|h| matches!(h, Header::Route(_))).unwrap_or(rest.len());
+                        let position = rest
+                            .iter()
+                            .position(|h| matches!(h, Header::Route(_)))
+                            .unwrap_or(rest.len());
                         let tail = rest.split_off(position);
                         headers.splice(0..0, rest);
                         headers.extend(tail);
@@ -445,7 +602,9 @@ impl Proxy {
 
     /// Forwards an ACK for a 2xx that arrived on our server transaction.
     pub(crate) async fn forward_ack(&self, mut ack: Request) {
-        let Some(hop) = self.pop_own_routes(&mut ack) else { return };
+        let Some(hop) = self.pop_own_routes(&mut ack) else {
+            return;
+        };
         let Some(leg) = self.target(hop) else { return };
         if let Ok(ack) = self.prepare(ack, &leg) {
             self.send_stateless(ack, &leg).await;
@@ -460,7 +619,16 @@ impl Proxy {
             headers: request
                 .headers
                 .iter()
-                .filter(|h| matches!(h, Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_)))
+                .filter(|h| {
+                    matches!(
+                        h,
+                        Header::Via(_)
+                            | Header::From(_)
+                            | Header::To(_)
+                            | Header::CallId(_)
+                            | Header::CSeq(_)
+                    )
+                })
                 .cloned()
                 .collect::<Vec<_>>()
                 .into(),
@@ -491,16 +659,31 @@ pub(crate) fn make_cancel(invite: &Request) -> Request {
     }
     for header in invite.headers.iter() {
         match header {
-            Header::Route(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::MaxForwards(_) => headers.push(header.clone()),
+            Header::Route(_)
+            | Header::From(_)
+            | Header::To(_)
+            | Header::CallId(_)
+            | Header::MaxForwards(_) => headers.push(header.clone()),
             Header::CSeq(cseq) => {
-                let number = cseq.value().split_whitespace().next().unwrap_or("1").to_string();
+                let number = cseq
+                    .value()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("1")
+                    .to_string();
                 headers.push(Header::CSeq(format!("{number} CANCEL").into()));
             }
             _ => {}
         }
     }
     headers.push(Header::ContentLength(0u32.into()));
-    Request { method: Method::Cancel, uri: invite.uri.clone(), version: crate::sip::Version::V2, headers: headers.into(), body: vec![] }
+    Request {
+        method: Method::Cancel,
+        uri: invite.uri.clone(),
+        version: crate::sip::Version::V2,
+        headers: headers.into(),
+        body: vec![],
+    }
 }
 
 /// Answers and keeps the server transaction alive until it ends (INVITE: to
@@ -525,8 +708,14 @@ pub(crate) fn status_with_reason(code: u16, reason: &str) -> StatusCode {
 
 async fn reply_with_reason(server: &mut Transaction, code: u16, reason: &str) {
     let status = status_with_reason(code, reason);
-    let mut response = server.endpoint_inner.make_response(&server.original, status, None);
-    let to_header = response.headers.iter().find(|h| matches!(h, Header::To(_))).cloned();
+    let mut response = server
+        .endpoint_inner
+        .make_response(&server.original, status, None);
+    let to_header = response
+        .headers
+        .iter()
+        .find(|h| matches!(h, Header::To(_)))
+        .cloned();
     if let Some(Header::To(to)) = to_header {
         if !to.value().contains(";tag=") {
             let tagged = Header::To(format!("{};tag={}", to.value(), random_tag()).into());
@@ -556,5 +745,9 @@ async fn drain(mut server: Transaction) {
 
 /// Whether a request is inside a dialog (has a To tag).
 pub fn is_in_dialog(request: &Request) -> bool {
-    request.to_header().ok().and_then(|to| to.typed().ok()).is_some_and(|to| to.params.iter().any(|p| matches!(p, Param::Tag(_))))
+    request
+        .to_header()
+        .ok()
+        .and_then(|to| to.typed().ok())
+        .is_some_and(|to| to.params.iter().any(|p| matches!(p, Param::Tag(_))))
 }

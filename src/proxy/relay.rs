@@ -11,7 +11,10 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::{Proxy, Target, pop_via};
-use crate::sip::{Header, Method, Request, Response, SipMessage, StatusCode, Transaction, TransactionEvent, TransactionEventSender, TransactionKey, TransactionLayer, TransactionRole};
+use crate::sip::{
+    Header, Method, Request, Response, SipMessage, StatusCode, Transaction, TransactionEvent,
+    TransactionEventSender, TransactionKey, TransactionLayer, TransactionRole,
+};
 
 /// The upstream side of a proxied request: its server transaction, driven by a
 /// task of its own, and the requests that arrive on it (CANCEL, ACK).
@@ -44,7 +47,15 @@ impl Upstream {
             }
             let _ = tx.send(None);
         });
-        Upstream { respond, requests, original, endpoint, answered: false, cancelled: false, done: false }
+        Upstream {
+            respond,
+            requests,
+            original,
+            endpoint,
+            answered: false,
+            cancelled: false,
+            done: false,
+        }
     }
 
     /// The transaction layer this request lives in.
@@ -56,9 +67,24 @@ impl Upstream {
     /// set restored from the original request.
     pub fn forward(&mut self, mut response: Response) {
         pop_via(&mut response.headers);
-        let vias: Vec<Header> = self.original.headers.iter().filter(|h| matches!(h, Header::Via(_))).cloned().collect();
-        let position = response.headers.iter().position(|h| matches!(h, Header::Via(_))).unwrap_or(0);
-        let mut headers: Vec<Header> = response.headers.iter().filter(|h| !matches!(h, Header::Via(_))).cloned().collect();
+        let vias: Vec<Header> = self
+            .original
+            .headers
+            .iter()
+            .filter(|h| matches!(h, Header::Via(_)))
+            .cloned()
+            .collect();
+        let position = response
+            .headers
+            .iter()
+            .position(|h| matches!(h, Header::Via(_)))
+            .unwrap_or(0);
+        let mut headers: Vec<Header> = response
+            .headers
+            .iter()
+            .filter(|h| !matches!(h, Header::Via(_)))
+            .cloned()
+            .collect();
         let at = position.min(headers.len());
         headers.splice(at..at, vias);
         response.headers = headers.into();
@@ -71,12 +97,16 @@ impl Upstream {
     /// Answers with a response of our own.
     pub fn reply(&mut self, code: u16, reason: &str) {
         let response_status = super::status_with_reason(code, reason);
-        let mut response = self.endpoint.make_response(&self.original, response_status, None);
+        let mut response = self
+            .endpoint
+            .make_response(&self.original, response_status, None);
         if code >= 200 {
             for header in response.headers.iter_mut() {
                 if let Header::To(to) = header {
                     if !to.value().contains(";tag=") {
-                        *header = Header::To(format!("{};tag={}", to.value(), super::random_tag()).into());
+                        *header = Header::To(
+                            format!("{};tag={}", to.value(), super::random_tag()).into(),
+                        );
                     }
                 }
             }
@@ -89,7 +119,9 @@ impl Upstream {
     pub async fn finish(mut self, proxy: &Proxy) {
         while !self.done {
             match self.requests.recv().await {
-                Some(Some(request)) if request.method == Method::Ack => proxy.forward_ack(request).await,
+                Some(Some(request)) if request.method == Method::Ack => {
+                    proxy.forward_ack(request).await
+                }
                 Some(Some(_)) => {}
                 Some(None) | None => self.done = true,
             }
@@ -130,12 +162,24 @@ impl Proxy {
     /// every 2xx (the first one cancels the others); when nothing succeeds the
     /// best final response is returned, not sent. After a 2xx this keeps
     /// relaying (2xx retransmissions, the ACK) until everything has ended.
-    pub(super) async fn relay(&self, upstream: &mut Upstream, branches: Vec<(Request, Target)>, ring_timeout: Option<Duration>) -> Outcome {
+    pub(super) async fn relay(
+        &self,
+        upstream: &mut Upstream,
+        branches: Vec<(Request, Target)>,
+        ring_timeout: Option<Duration>,
+    ) -> Outcome {
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
         let mut state = Vec::new();
         for (index, (request, leg)) in branches.into_iter().enumerate() {
-            let Ok(key) = TransactionKey::from_request(&request, TransactionRole::Client) else { continue };
-            let mut client = Transaction::new_client(key, request.clone(), upstream.endpoint().clone(), Some(leg.connection.clone()));
+            let Ok(key) = TransactionKey::from_request(&request, TransactionRole::Client) else {
+                continue;
+            };
+            let mut client = Transaction::new_client(
+                key,
+                request.clone(),
+                upstream.endpoint().clone(),
+                Some(leg.connection.clone()),
+            );
             client.destination = leg.destination.clone();
             let events = events.clone();
             tokio::spawn(async move {
@@ -149,11 +193,21 @@ impl Proxy {
                 }
                 let _ = events.send(Event::Done(index));
             });
-            state.push(Branch { request, leg, provisional: false, final_status: None, done: false, cancel: false, cancelled: false });
+            state.push(Branch {
+                request,
+                leg,
+                provisional: false,
+                final_status: None,
+                done: false,
+                cancel: false,
+                cancelled: false,
+            });
         }
         drop(events);
         if state.is_empty() {
-            return Outcome::Failed(self.response_for(&upstream.original, StatusCode::TemporarilyUnavailable));
+            return Outcome::Failed(
+                self.response_for(&upstream.original, StatusCode::TemporarilyUnavailable),
+            );
         }
 
         let mut answered = false;
@@ -226,7 +280,9 @@ impl Proxy {
         } else if timed_out {
             Outcome::NoAnswer
         } else {
-            Outcome::Failed(best.unwrap_or_else(|| self.response_for(&upstream.original, StatusCode::TemporarilyUnavailable)))
+            Outcome::Failed(best.unwrap_or_else(|| {
+                self.response_for(&upstream.original, StatusCode::TemporarilyUnavailable)
+            }))
         }
     }
 
@@ -234,13 +290,25 @@ impl Proxy {
     /// have had a provisional response (RFC 3261 §9.1).
     fn send_cancels(&self, state: &mut [Branch], endpoint: &Arc<TransactionLayer>) {
         for branch in state.iter_mut() {
-            if !branch.cancel || branch.cancelled || !branch.provisional || branch.final_status.is_some() || branch.request.method != Method::Invite {
+            if !branch.cancel
+                || branch.cancelled
+                || !branch.provisional
+                || branch.final_status.is_some()
+                || branch.request.method != Method::Invite
+            {
                 continue;
             }
             branch.cancelled = true;
             let cancel = super::make_cancel(&branch.request);
-            let Ok(key) = TransactionKey::from_request(&cancel, TransactionRole::Client) else { continue };
-            let mut client = Transaction::new_client(key, cancel, endpoint.clone(), Some(branch.leg.connection.clone()));
+            let Ok(key) = TransactionKey::from_request(&cancel, TransactionRole::Client) else {
+                continue;
+            };
+            let mut client = Transaction::new_client(
+                key,
+                cancel,
+                endpoint.clone(),
+                Some(branch.leg.connection.clone()),
+            );
             client.destination = branch.leg.destination.clone();
             tokio::spawn(async move {
                 if client.send().await.is_ok() {

@@ -32,7 +32,8 @@ impl TokenKey {
     }
 
     fn mac(&self, payload: &str) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .expect("HMAC takes any key length");
         mac.update(payload.as_bytes());
         let tag = mac.finalize().into_bytes();
         tag[..6].iter().map(|b| format!("{b:02x}")).collect()
@@ -65,7 +66,13 @@ impl TokenKey {
             return id.parse().ok().map(|id| Hop::Flow(ConnectionId(id)));
         }
         let (ip, port) = payload.strip_prefix('u')?.split_once('-')?;
-        let bytes: Vec<u8> = (0..ip.len()).step_by(2).filter_map(|i| ip.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+        let bytes: Vec<u8> = (0..ip.len())
+            .step_by(2)
+            .filter_map(|i| {
+                ip.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect();
         let ip = match bytes.len() {
             4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
             16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
@@ -86,9 +93,18 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_tampering() {
         let key = TokenKey::new([7; 32]);
-        for hop in [Hop::Flow(ConnectionId(42)), Hop::Udp("127.0.0.1:5060".parse().unwrap()), Hop::Udp("[::1]:5070".parse().unwrap())] {
+        for hop in [
+            Hop::Flow(ConnectionId(42)),
+            Hop::Udp("127.0.0.1:5060".parse().unwrap()),
+            Hop::Udp("[::1]:5070".parse().unwrap()),
+        ] {
             let token = key.encode(hop);
-            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)), "{token}");
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+                "{token}"
+            );
             assert_eq!(key.decode(&token), Some(hop));
         }
         let token = key.encode(Hop::Flow(ConnectionId(42)));

@@ -55,7 +55,9 @@ fn split_top_level(value: &str) -> Vec<&str> {
 }
 
 /// Parses all Contact header values of a request (each may hold a list).
-pub fn parse_contacts<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Option<Contacts>, ContactError> {
+pub fn parse_contacts<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Option<Contacts>, ContactError> {
     let mut list = Vec::new();
     let mut star = false;
     for value in values {
@@ -84,7 +86,10 @@ fn parse_one(part: &str) -> Result<ContactSpec, ContactError> {
         return Err(ContactError("contact too long"));
     }
     let (uri, params) = if let Some(open) = find_unquoted(part, '<') {
-        let close = part[open..].find('>').map(|c| open + c).ok_or(ContactError("unclosed '<'"))?;
+        let close = part[open..]
+            .find('>')
+            .map(|c| open + c)
+            .ok_or(ContactError("unclosed '<'"))?;
         (part[open + 1..close].trim(), part[close + 1..].trim())
     } else {
         // addr-spec: parameters after ';' are header parameters (RFC 3261 §20.10).
@@ -93,21 +98,34 @@ fn parse_one(part: &str) -> Result<ContactSpec, ContactError> {
             None => (part, ""),
         }
     };
-    let scheme_ok = ["sip:", "sips:", "tel:"].iter().any(|s| uri.len() > s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
+    let scheme_ok = ["sip:", "sips:", "tel:"]
+        .iter()
+        .any(|s| uri.len() > s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
     if !scheme_ok || uri.contains(char::is_whitespace) {
         return Err(ContactError("contact URI must be sip:, sips: or tel:"));
     }
-    let mut spec = ContactSpec { uri: uri.to_string(), expires: None, q: None, instance: None, reg_id: None, params: params.to_string() };
+    let mut spec = ContactSpec {
+        uri: uri.to_string(),
+        expires: None,
+        q: None,
+        instance: None,
+        reg_id: None,
+        params: params.to_string(),
+    };
     for param in split_params(params) {
         let (name, value) = match param.split_once('=') {
             Some((n, v)) => (n.trim(), Some(v.trim())),
             None => (param.trim(), None),
         };
         match (name.to_ascii_lowercase().as_str(), value) {
-            ("expires", Some(v)) => spec.expires = Some(v.parse().map_err(|_| ContactError("bad expires"))?),
+            ("expires", Some(v)) => {
+                spec.expires = Some(v.parse().map_err(|_| ContactError("bad expires"))?)
+            }
             ("q", Some(v)) => spec.q = Some(parse_q(v).ok_or(ContactError("bad q"))?),
             ("+sip.instance", Some(v)) => spec.instance = Some(v.trim_matches('"').to_string()),
-            ("reg-id", Some(v)) => spec.reg_id = Some(v.parse().map_err(|_| ContactError("bad reg-id"))?),
+            ("reg-id", Some(v)) => {
+                spec.reg_id = Some(v.parse().map_err(|_| ContactError("bad reg-id"))?)
+            }
             _ => {}
         }
     }
@@ -148,7 +166,9 @@ fn split_params(params: &str) -> impl Iterator<Item = &str> {
 
 fn parse_q(v: &str) -> Option<u16> {
     let f: f32 = v.parse().ok()?;
-    (0.0..=1.0).contains(&f).then(|| (f * 1000.0).round() as u16)
+    (0.0..=1.0)
+        .contains(&f)
+        .then(|| (f * 1000.0).round() as u16)
 }
 
 #[cfg(test)]
@@ -159,15 +179,26 @@ mod tests {
     fn parses_sipjs_contact() {
         let c = parse_contacts(["<sip:k0s7rr3n@q4oa2a5t0d0e.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance=\"<urn:uuid:bb2e6a01-1c5e-4b58-8a57-6bc0b6e2ee3c>\";expires=600"]).unwrap().unwrap();
         let Contacts::List(list) = c else { panic!() };
-        assert_eq!(list[0].uri, "sip:k0s7rr3n@q4oa2a5t0d0e.invalid;transport=ws");
+        assert_eq!(
+            list[0].uri,
+            "sip:k0s7rr3n@q4oa2a5t0d0e.invalid;transport=ws"
+        );
         assert_eq!(list[0].reg_id, Some(1));
         assert_eq!(list[0].expires, Some(600));
-        assert_eq!(list[0].instance.as_deref(), Some("<urn:uuid:bb2e6a01-1c5e-4b58-8a57-6bc0b6e2ee3c>"));
+        assert_eq!(
+            list[0].instance.as_deref(),
+            Some("<urn:uuid:bb2e6a01-1c5e-4b58-8a57-6bc0b6e2ee3c>")
+        );
     }
 
     #[test]
     fn parses_lists_star_and_addr_spec() {
-        let c = parse_contacts(["\"A, B\" <sip:a@h1>;q=0.7, sip:b@h2;expires=60", "<sip:c@[2001:db8::1]:5060>"]).unwrap().unwrap();
+        let c = parse_contacts([
+            "\"A, B\" <sip:a@h1>;q=0.7, sip:b@h2;expires=60",
+            "<sip:c@[2001:db8::1]:5060>",
+        ])
+        .unwrap()
+        .unwrap();
         let Contacts::List(list) = c else { panic!() };
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].q, Some(700));

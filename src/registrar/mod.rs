@@ -35,7 +35,13 @@ pub struct RegistrarConfig {
 
 impl Default for RegistrarConfig {
     fn default() -> Self {
-        RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10, flow_timer_secs: 25 }
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+            flow_timer_secs: 25,
+        }
     }
 }
 
@@ -128,7 +134,12 @@ pub struct Applied {
 
 /// Applies `request` to the bindings of one address of record at time `now`.
 /// On error the bindings are left as they were (apart from purging expired ones).
-pub fn apply(bindings: &mut Vec<Binding>, request: &RegisterRequest, config: &RegistrarConfig, now: u64) -> Result<Applied, RegisterError> {
+pub fn apply(
+    bindings: &mut Vec<Binding>,
+    request: &RegisterRequest,
+    config: &RegistrarConfig,
+    now: u64,
+) -> Result<Applied, RegisterError> {
     bindings.retain(|b| b.expires_at > now);
     let Some(contacts) = &request.contacts else {
         return Ok(Applied::default());
@@ -149,14 +160,21 @@ pub fn apply(bindings: &mut Vec<Binding>, request: &RegisterRequest, config: &Re
     };
     let with_reg_id = list.iter().filter(|c| c.reg_id.is_some()).count();
     if with_reg_id > 0 && list.len() > 1 && request.outbound {
-        return Err(RegisterError::BadRequest("reg-id with more than one contact"));
+        return Err(RegisterError::BadRequest(
+            "reg-id with more than one contact",
+        ));
     }
     // Validate every contact before changing anything.
     let mut planned = Vec::with_capacity(list.len());
     for contact in list {
-        let asked = contact.expires.or(request.expires).unwrap_or(config.default_expires);
+        let asked = contact
+            .expires
+            .or(request.expires)
+            .unwrap_or(config.default_expires);
         if asked != 0 && asked < config.min_expires {
-            return Err(RegisterError::IntervalTooBrief { min: config.min_expires });
+            return Err(RegisterError::IntervalTooBrief {
+                min: config.min_expires,
+            });
         }
         planned.push((contact, asked.min(config.max_expires)));
     }
@@ -208,7 +226,11 @@ pub fn apply(bindings: &mut Vec<Binding>, request: &RegisterRequest, config: &Re
 
 /// Orders bindings for forking: highest q first, then most recent.
 pub fn fork_order(bindings: &mut [Binding]) {
-    bindings.sort_by(|a, b| b.q.unwrap_or(1000).cmp(&a.q.unwrap_or(1000)).then(b.expires_at.cmp(&a.expires_at)));
+    bindings.sort_by(|a, b| {
+        b.q.unwrap_or(1000)
+            .cmp(&a.q.unwrap_or(1000))
+            .then(b.expires_at.cmp(&a.expires_at))
+    });
 }
 
 #[cfg(test)]
@@ -242,8 +264,18 @@ mod tests {
         apply(&mut b, &req("<sip:a@h>", Some(600), "c", 1), &cfg(), NOW).unwrap();
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].remaining(NOW), 600);
-        apply(&mut b, &req("<sip:a@h>;expires=120", Some(600), "c", 2), &cfg(), NOW).unwrap();
-        assert_eq!((b.len(), b[0].remaining(NOW)), (1, 120), "contact param wins over header");
+        apply(
+            &mut b,
+            &req("<sip:a@h>;expires=120", Some(600), "c", 2),
+            &cfg(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (b.len(), b[0].remaining(NOW)),
+            (1, 120),
+            "contact param wins over header"
+        );
         apply(&mut b, &req("<sip:b@h>", None, "c", 3), &cfg(), NOW).unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(b[1].remaining(NOW), 3600, "default expiry");
@@ -255,7 +287,10 @@ mod tests {
     #[test]
     fn too_brief_and_capped() {
         let mut b = vec![];
-        assert_eq!(apply(&mut b, &req("<sip:a@h>", Some(10), "c", 1), &cfg(), NOW), Err(RegisterError::IntervalTooBrief { min: 60 }));
+        assert_eq!(
+            apply(&mut b, &req("<sip:a@h>", Some(10), "c", 1), &cfg(), NOW),
+            Err(RegisterError::IntervalTooBrief { min: 60 })
+        );
         assert!(b.is_empty());
         apply(&mut b, &req("<sip:a@h>", Some(99_999), "c", 1), &cfg(), NOW).unwrap();
         assert_eq!(b[0].remaining(NOW), 3600);
@@ -264,9 +299,18 @@ mod tests {
     #[test]
     fn star_removes_all_and_needs_expires_zero() {
         let mut b = vec![];
-        apply(&mut b, &req("<sip:a@h>, <sip:b@h>", Some(600), "c", 1), &cfg(), NOW).unwrap();
+        apply(
+            &mut b,
+            &req("<sip:a@h>, <sip:b@h>", Some(600), "c", 1),
+            &cfg(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(b.len(), 2);
-        assert!(matches!(apply(&mut b, &req("*", Some(5), "c", 2), &cfg(), NOW), Err(RegisterError::BadRequest(_))));
+        assert!(matches!(
+            apply(&mut b, &req("*", Some(5), "c", 2), &cfg(), NOW),
+            Err(RegisterError::BadRequest(_))
+        ));
         apply(&mut b, &req("*", Some(0), "c", 2), &cfg(), NOW).unwrap();
         assert!(b.is_empty());
     }
@@ -275,9 +319,18 @@ mod tests {
     fn out_of_order_cseq_is_refused() {
         let mut b = vec![];
         apply(&mut b, &req("<sip:a@h>", Some(600), "c", 5), &cfg(), NOW).unwrap();
-        assert_eq!(apply(&mut b, &req("<sip:a@h>", Some(600), "c", 5), &cfg(), NOW), Err(RegisterError::OutOfOrder));
+        assert_eq!(
+            apply(&mut b, &req("<sip:a@h>", Some(600), "c", 5), &cfg(), NOW),
+            Err(RegisterError::OutOfOrder)
+        );
         // Another Call-ID may update it.
-        apply(&mut b, &req("<sip:a@h>", Some(300), "other", 1), &cfg(), NOW).unwrap();
+        apply(
+            &mut b,
+            &req("<sip:a@h>", Some(300), "other", 1),
+            &cfg(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(b[0].remaining(NOW), 300);
     }
 
@@ -287,7 +340,12 @@ mod tests {
         let contact = "<sip:x@one.invalid;transport=ws>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"";
         let first = apply(&mut b, &req(contact, Some(600), "c", 1), &cfg(), NOW).unwrap();
         assert!(first.outbound);
-        let mut again = req("<sip:y@two.invalid;transport=ws>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"", Some(600), "c", 2);
+        let mut again = req(
+            "<sip:y@two.invalid;transport=ws>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"",
+            Some(600),
+            "c",
+            2,
+        );
         again.flow = Some(ConnectionId(2));
         apply(&mut b, &again, &cfg(), NOW).unwrap();
         assert_eq!(b.len(), 1);
@@ -303,13 +361,32 @@ mod tests {
         assert_eq!(b.len(), 1, "the first binding expired");
         let many: Vec<String> = (0..11).map(|i| format!("<sip:u{i}@h>")).collect();
         let mut b = vec![];
-        assert_eq!(apply(&mut b, &req(&many.join(","), Some(600), "e", 1), &cfg(), NOW), Err(RegisterError::TooManyContacts));
+        assert_eq!(
+            apply(
+                &mut b,
+                &req(&many.join(","), Some(600), "e", 1),
+                &cfg(),
+                NOW
+            ),
+            Err(RegisterError::TooManyContacts)
+        );
     }
 
     #[test]
     fn fork_order_prefers_q() {
         let mut b = vec![];
-        apply(&mut b, &req("<sip:a@h>;q=0.1, <sip:b@h>;q=0.9, <sip:c@h>", Some(600), "c", 1), &cfg(), NOW).unwrap();
+        apply(
+            &mut b,
+            &req(
+                "<sip:a@h>;q=0.1, <sip:b@h>;q=0.9, <sip:c@h>",
+                Some(600),
+                "c",
+                1,
+            ),
+            &cfg(),
+            NOW,
+        )
+        .unwrap();
         fork_order(&mut b);
         let uris: Vec<_> = b.iter().map(|b| b.uri.as_str()).collect();
         assert_eq!(uris, ["sip:c@h", "sip:b@h", "sip:a@h"]);

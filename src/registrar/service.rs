@@ -15,17 +15,26 @@ use crate::sip::{Header, HeadersExt, Request, Source, StatusCode, ToTypedHeader}
 
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// All values of the headers `matches` selects, in order.
-pub fn header_values<'a>(request: &'a Request, matches: impl Fn(&'a Header) -> Option<&'a str>) -> Vec<&'a str> {
+pub fn header_values<'a>(
+    request: &'a Request,
+    matches: impl Fn(&'a Header) -> Option<&'a str>,
+) -> Vec<&'a str> {
     request.headers.iter().filter_map(matches).collect()
 }
 
 /// Whether a comma-separated option-tag header list contains `tag`.
 pub fn has_option_tag(values: &[&str], tag: &str) -> bool {
-    values.iter().flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(tag))
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(tag))
 }
 
 /// What to answer.
@@ -51,8 +60,17 @@ pub struct Registrar {
 
 impl Registrar {
     /// Decides the answer to a REGISTER from `source` at `now`.
-    pub fn register(&self, directory: &Directory, request: &Request, source: Source, now: u64) -> Answer {
-        let simple = |status| Answer { status, headers: vec![] };
+    pub fn register(
+        &self,
+        directory: &Directory,
+        request: &Request,
+        source: Source,
+        now: u64,
+    ) -> Answer {
+        let simple = |status| Answer {
+            status,
+            headers: vec![],
+        };
         let Ok(to) = request.to_header().and_then(|h| h.typed()) else {
             return simple(StatusCode::BadRequest);
         };
@@ -68,11 +86,27 @@ impl Registrar {
             Header::Authorization(a) => Some(a.value()),
             _ => None,
         });
-        match self.auth.check(directory, &realm, "REGISTER", &credentials, Some(&user), source.remote.ip(), now) {
+        match self.auth.check(
+            directory,
+            &realm,
+            "REGISTER",
+            &credentials,
+            Some(&user),
+            source.remote.ip(),
+            now,
+        ) {
             Outcome::Banned => return simple(StatusCode::Forbidden),
             Outcome::Challenge { stale } => {
-                let headers = self.auth.challenges(&realm, stale, now).into_iter().map(|c| Header::WwwAuthenticate(c.into())).collect();
-                return Answer { status: StatusCode::Unauthorized, headers };
+                let headers = self
+                    .auth
+                    .challenges(&realm, stale, now)
+                    .into_iter()
+                    .map(|c| Header::WwwAuthenticate(c.into()))
+                    .collect();
+                return Answer {
+                    status: StatusCode::Unauthorized,
+                    headers,
+                };
             }
             Outcome::Authenticated(_) => {}
         }
@@ -107,7 +141,10 @@ impl Registrar {
         .into_iter()
         .map(str::to_string)
         .collect();
-        let (call_id, cseq) = match (request.call_id_header(), request.cseq_header().and_then(|c| c.seq())) {
+        let (call_id, cseq) = match (
+            request.call_id_header(),
+            request.cseq_header().and_then(|c| c.seq()),
+        ) {
             (Ok(call_id), Ok(cseq)) => (call_id.value().to_string(), cseq),
             _ => return simple(StatusCode::BadRequest),
         };
@@ -133,7 +170,10 @@ impl Registrar {
         let applied = match result {
             Ok(applied) => applied,
             Err(RegisterError::IntervalTooBrief { min }) => {
-                return Answer { status: StatusCode::IntervalTooBrief, headers: vec![Header::MinExpires(min.to_string().into())] };
+                return Answer {
+                    status: StatusCode::IntervalTooBrief,
+                    headers: vec![Header::MinExpires(min.to_string().into())],
+                };
             }
             Err(RegisterError::BadRequest(reason)) => {
                 debug!(%aor, reason, "REGISTER refused");
@@ -153,18 +193,26 @@ impl Registrar {
                     .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("expires"))
                     .map(|p| format!(";{p}"))
                     .collect();
-                Header::Contact(format!("<{}>{};expires={}", b.uri, params, b.remaining(now)).into())
+                Header::Contact(
+                    format!("<{}>{};expires={}", b.uri, params, b.remaining(now)).into(),
+                )
             })
             .collect();
         if applied.outbound {
             headers.push(Header::Require("outbound".into()));
-            headers.push(Header::Other("Flow-Timer".into(), self.config.flow_timer_secs.to_string()));
+            headers.push(Header::Other(
+                "Flow-Timer".into(),
+                self.config.flow_timer_secs.to_string(),
+            ));
         }
         if !path.is_empty() && has_option_tag(&supported, "path") {
             headers.extend(path.into_iter().map(|p| Header::Path(p.into())));
         }
         headers.push(Header::Supported("path, outbound".into()));
         info!(%aor, contacts = bindings.len(), transport = source.kind.as_str(), remote = %source.remote, "registered");
-        Answer { status: StatusCode::OK, headers }
+        Answer {
+            status: StatusCode::OK,
+            headers,
+        }
     }
 }

@@ -13,7 +13,11 @@ use crate::sip::ConnectionId;
 pub trait LocationStore: Send + Sync {
     /// Runs `change` on the bindings of `aor` atomically (no other update of the
     /// same AOR interleaves). Returns what `change` returns.
-    fn update(&self, aor: &str, change: &mut dyn FnMut(&mut Vec<Binding>) -> UpdateResult) -> UpdateResult;
+    fn update(
+        &self,
+        aor: &str,
+        change: &mut dyn FnMut(&mut Vec<Binding>) -> UpdateResult,
+    ) -> UpdateResult;
     /// The bindings of `aor` that are live at `now`.
     fn lookup(&self, aor: &str, now: u64) -> Vec<Binding>;
     /// Removes every binding made over the connection `flow` (it closed).
@@ -47,7 +51,10 @@ pub struct MemoryStore {
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), hasher: RandomState::new() }
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+        }
     }
 }
 
@@ -80,7 +87,11 @@ impl Shard {
 }
 
 impl LocationStore for MemoryStore {
-    fn update(&self, aor: &str, change: &mut dyn FnMut(&mut Vec<Binding>) -> UpdateResult) -> UpdateResult {
+    fn update(
+        &self,
+        aor: &str,
+        change: &mut dyn FnMut(&mut Vec<Binding>) -> UpdateResult,
+    ) -> UpdateResult {
         let mut shard = self.shard(aor);
         let mut bindings = shard.aors.remove(aor).unwrap_or_default();
         let before: Vec<Option<ConnectionId>> = bindings.iter().map(|b| b.flow).collect();
@@ -94,14 +105,25 @@ impl LocationStore for MemoryStore {
 
     fn lookup(&self, aor: &str, now: u64) -> Vec<Binding> {
         let shard = self.shard(aor);
-        shard.aors.get(aor).map(|list| list.iter().filter(|b| b.expires_at > now).cloned().collect()).unwrap_or_default()
+        shard
+            .aors
+            .get(aor)
+            .map(|list| {
+                list.iter()
+                    .filter(|b| b.expires_at > now)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn remove_flow(&self, flow: ConnectionId) -> usize {
         let mut removed = 0;
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(aors) = shard.flows.remove(&flow) else { continue };
+            let Some(aors) = shard.flows.remove(&flow) else {
+                continue;
+            };
             for aor in aors {
                 if let Some(list) = shard.aors.get_mut(&aor) {
                     let before = list.len();
@@ -142,7 +164,10 @@ impl LocationStore for MemoryStore {
                 shard.aors.remove(&aor);
             }
             for (flow, aor) in dead_flows {
-                let still_used = shard.aors.get(&aor).is_some_and(|l| l.iter().any(|b| b.flow == Some(flow)));
+                let still_used = shard
+                    .aors
+                    .get(&aor)
+                    .is_some_and(|l| l.iter().any(|b| b.flow == Some(flow)));
                 if !still_used {
                     if let Some(list) = shard.flows.get_mut(&flow) {
                         list.retain(|a| a != &aor);
@@ -157,7 +182,17 @@ impl LocationStore for MemoryStore {
     }
 
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).aors.values().map(Vec::len).sum::<usize>()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .aors
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .sum()
     }
 }
 
@@ -167,7 +202,14 @@ mod tests {
     use crate::registrar::{RegisterRequest, RegistrarConfig, apply, contact::parse_contacts};
     use crate::sip::TransportKind;
 
-    fn register(store: &MemoryStore, aor: &str, contact: &str, flow: Option<u64>, expires: u64, now: u64) {
+    fn register(
+        store: &MemoryStore,
+        aor: &str,
+        contact: &str,
+        flow: Option<u64>,
+        expires: u64,
+        now: u64,
+    ) {
         let request = RegisterRequest {
             contacts: parse_contacts([contact]).unwrap(),
             expires: Some(expires),
@@ -179,7 +221,11 @@ mod tests {
             transport: TransportKind::Ws,
             source: "127.0.0.1:1".parse().unwrap(),
         };
-        store.update(aor, &mut |b| apply(b, &request, &RegistrarConfig::default(), now)).unwrap();
+        store
+            .update(aor, &mut |b| {
+                apply(b, &request, &RegistrarConfig::default(), now)
+            })
+            .unwrap();
     }
 
     #[test]

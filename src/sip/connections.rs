@@ -99,7 +99,10 @@ impl Connections {
         }
         *count += 1;
         inner.total += 1;
-        Ok(Slot { table: self.clone(), ip })
+        Ok(Slot {
+            table: self.clone(),
+            ip,
+        })
     }
 
     /// Registers a SIP flow; it is removed (and announced as closed) when the
@@ -112,11 +115,22 @@ impl Connections {
         connection: SipConnection,
     ) -> FlowGuard {
         let id = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let flow = Flow { id, kind, local, remote, connection };
+        let flow = Flow {
+            id,
+            kind,
+            local,
+            remote,
+            connection,
+        };
         let mut inner = self.lock();
         inner.by_peer.insert((kind, remote), id);
         inner.flows.insert(id, flow);
-        FlowGuard { table: self.clone(), id, kind, remote }
+        FlowGuard {
+            table: self.clone(),
+            id,
+            kind,
+            remote,
+        }
     }
 
     /// The flow with this id, while it is open.
@@ -127,7 +141,11 @@ impl Connections {
     /// The flow a message arrived on, found by transport and peer address.
     pub fn flow_by_peer(&self, kind: TransportKind, remote: SocketAddr) -> Option<Flow> {
         let inner = self.lock();
-        inner.by_peer.get(&(kind, remote)).and_then(|id| inner.flows.get(id)).cloned()
+        inner
+            .by_peer
+            .get(&(kind, remote))
+            .and_then(|id| inner.flows.get(id))
+            .cloned()
     }
 
     /// Number of open connections (slots held).

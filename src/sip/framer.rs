@@ -40,7 +40,11 @@ impl Framer {
     /// A framer whose buffer starts at `base_capacity` bytes and never holds more
     /// than one message of `max_message_size` bytes plus one read.
     pub fn new(base_capacity: usize, max_message_size: usize) -> Self {
-        Framer { buf: BytesMut::with_capacity(base_capacity), max_message_size, base_capacity }
+        Framer {
+            buf: BytesMut::with_capacity(base_capacity),
+            max_message_size,
+            base_capacity,
+        }
     }
 
     /// The buffer to read into; reserves room for at least `base_capacity` bytes.
@@ -64,7 +68,8 @@ impl Framer {
     /// Takes the next complete frame, if any.
     pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
         let frame = self.cut();
-        let large = matches!(&frame, Some(Ok(Frame::Message(m))) if m.len() > 4 * self.base_capacity);
+        let large =
+            matches!(&frame, Some(Ok(Frame::Message(m))) if m.len() > 4 * self.base_capacity);
         if large || (self.buf.is_empty() && self.buf.capacity() > 4 * self.base_capacity) {
             // A large message passed through: move what is left to a small
             // buffer so the large allocation is freed once the message is.
@@ -122,7 +127,9 @@ impl Framer {
 /// `Ok(None)` when absent, `Err` when present but not a number.
 fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
     for line in head.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             let value = std::str::from_utf8(line[colon + 1..].trim_ascii()).map_err(|_| ())?;
@@ -149,7 +156,10 @@ mod tests {
             assert_eq!(f.next_frame(), None);
             feed(&mut f, chunk);
         }
-        assert_eq!(f.next_frame(), Some(Ok(Frame::Message(Bytes::from_static(MSG)))));
+        assert_eq!(
+            f.next_frame(),
+            Some(Ok(Frame::Message(Bytes::from_static(MSG))))
+        );
         assert!(!f.is_partial());
     }
 
@@ -183,7 +193,10 @@ mod tests {
         feed(&mut f, &[b'a'; 150]);
         assert!(matches!(f.next_frame(), Some(Err(FrameError::TooLarge(_)))));
         let mut f = Framer::new(64, 100);
-        feed(&mut f, b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n");
+        feed(
+            &mut f,
+            b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n",
+        );
         assert!(matches!(f.next_frame(), Some(Err(FrameError::TooLarge(_)))));
     }
 
@@ -191,14 +204,21 @@ mod tests {
     fn refuses_bad_content_length() {
         let mut f = Framer::new(64, 1000);
         feed(&mut f, b"OPTIONS sip:a SIP/2.0\r\nl: nine\r\n\r\n");
-        assert!(matches!(f.next_frame(), Some(Err(FrameError::BadContentLength(_)))));
+        assert!(matches!(
+            f.next_frame(),
+            Some(Err(FrameError::BadContentLength(_)))
+        ));
     }
 
     #[test]
     fn buffer_shrinks_after_a_large_message() {
         let mut f = Framer::new(64, 100_000);
         let body = vec![b'x'; 50_000];
-        let mut msg = format!("OPTIONS sip:a SIP/2.0\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut msg = format!(
+            "OPTIONS sip:a SIP/2.0\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
         msg.extend_from_slice(&body);
         feed(&mut f, &msg);
         assert!(matches!(f.next_frame(), Some(Ok(Frame::Message(_)))));

@@ -37,7 +37,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(status: u16, reason: impl Into<String>) -> Self {
-        Rejection { status, reason: reason.into() }
+        Rejection {
+            status,
+            reason: reason.into(),
+        }
     }
     fn bad(reason: impl Into<String>) -> Self {
         Self::new(400, reason)
@@ -83,8 +86,9 @@ fn is_token_char(b: u8) -> bool {
 
 /// Splits the header section, enforcing line, count and syntax limits.
 fn split_head<'a>(raw: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, Rejection> {
-    let head_end = memmem::find(raw, b"\r\n\r\n")
-        .ok_or_else(|| Rejection::bad("Malformed message: headers not terminated by an empty line"))?;
+    let head_end = memmem::find(raw, b"\r\n\r\n").ok_or_else(|| {
+        Rejection::bad("Malformed message: headers not terminated by an empty line")
+    })?;
     let head = std::str::from_utf8(&raw[..head_end])
         .map_err(|_| Rejection::bad("Malformed message: header section is not UTF-8"))?;
     let mut lines = head.split("\r\n");
@@ -109,20 +113,31 @@ fn split_head<'a>(raw: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, Rejecti
                         return Err(Rejection::bad("Folded header too long"));
                     }
                 }
-                None => return Err(Rejection::bad("Malformed header: continuation before any header")),
+                None => {
+                    return Err(Rejection::bad(
+                        "Malformed header: continuation before any header",
+                    ));
+                }
             }
             continue;
         }
-        let colon = line
-            .find(':')
-            .ok_or_else(|| Rejection::bad(format!("Malformed header line {}: no colon", index + 2)))?;
+        let colon = line.find(':').ok_or_else(|| {
+            Rejection::bad(format!("Malformed header line {}: no colon", index + 2))
+        })?;
         let name = line[..colon].trim_end();
         if name.is_empty() || !name.bytes().all(is_token_char) {
-            return Err(Rejection::bad(format!("Malformed header name on line {}", index + 2)));
+            return Err(Rejection::bad(format!(
+                "Malformed header name on line {}",
+                index + 2
+            )));
         }
         headers.push((name, line[colon + 1..].trim().to_string()));
     }
-    Ok(RawHead { start_line, headers, body_offset: head_end + 4 })
+    Ok(RawHead {
+        start_line,
+        headers,
+        body_offset: head_end + 4,
+    })
 }
 
 impl RawHead<'_> {
@@ -139,7 +154,9 @@ impl RawHead<'_> {
         !self.start_line.starts_with("SIP/")
     }
     fn method(&self) -> Option<&str> {
-        self.is_request().then(|| self.start_line.split(' ').next()).flatten()
+        self.is_request()
+            .then(|| self.start_line.split(' ').next())
+            .flatten()
     }
 }
 
@@ -164,14 +181,20 @@ pub fn inspect(raw: &[u8], framing: Framing, limits: &Limits) -> Result<SipMessa
                 return Err(Rejection::new(513, "Message Too Large"));
             }
             if declared > body_len {
-                return Err(Rejection::bad("Content-Length larger than the message body"));
+                return Err(Rejection::bad(
+                    "Content-Length larger than the message body",
+                ));
             }
             if framing == Framing::Stream && declared != body_len {
-                return Err(Rejection::bad("Content-Length does not match the message body"));
+                return Err(Rejection::bad(
+                    "Content-Length does not match the message body",
+                ));
             }
         }
         None if framing == Framing::Stream => {
-            return Err(Rejection::bad("Missing Content-Length on a stream transport"));
+            return Err(Rejection::bad(
+                "Missing Content-Length on a stream transport",
+            ));
         }
         None if framing == Framing::Datagram && body_len > 0 => {
             return Err(Rejection::bad("Missing Content-Length"));
@@ -228,7 +251,8 @@ fn check_request_headers(head: &RawHead<'_>) -> Result<(), Rejection> {
             return Err(Rejection::bad(format!("Missing {label} header")));
         }
     }
-    if head.all("from").count() > 1 || head.all("to").count() > 1 || head.all("call-id").count() > 1 {
+    if head.all("from").count() > 1 || head.all("to").count() > 1 || head.all("call-id").count() > 1
+    {
         return Err(Rejection::bad("Duplicate From, To or Call-ID header"));
     }
     let cseq = head.first("cseq").unwrap_or_default();
@@ -243,7 +267,9 @@ fn check_request_headers(head: &RawHead<'_>) -> Result<(), Rejection> {
     let cseq_method = parts.next().unwrap_or_default();
     let method = head.method().unwrap_or_default();
     if cseq_method != method && !(method == "ACK" && cseq_method == "INVITE") {
-        return Err(Rejection::bad("CSeq method does not match the request method"));
+        return Err(Rejection::bad(
+            "CSeq method does not match the request method",
+        ));
     }
     if let Some(max_forwards) = head.first("max-forwards") {
         if max_forwards.parse::<u8>().is_err() {
@@ -256,8 +282,12 @@ fn check_request_headers(head: &RawHead<'_>) -> Result<(), Rejection> {
 /// Typed checks on the headers every transaction needs.
 fn check_typed(message: &SipMessage) -> Result<(), Rejection> {
     if let SipMessage::Request(req) = message {
-        let via = req.via_header().map_err(|_| Rejection::bad("Missing Via header"))?;
-        let typed = via.typed().map_err(|_| Rejection::bad("Malformed Via header"))?;
+        let via = req
+            .via_header()
+            .map_err(|_| Rejection::bad("Missing Via header"))?;
+        let typed = via
+            .typed()
+            .map_err(|_| Rejection::bad("Malformed Via header"))?;
         if typed.branch().is_none() {
             return Err(Rejection::bad("Via header without branch parameter"));
         }
@@ -276,10 +306,7 @@ fn check_typed(message: &SipMessage) -> Result<(), Rejection> {
 
 /// Keeps a reason phrase to one printable line of bounded length.
 fn sanitize(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(120)
-        .collect()
+    text.chars().filter(|c| !c.is_control()).take(120).collect()
 }
 
 /// Builds a stateless response to a rejected request from its raw header lines.
@@ -290,7 +317,12 @@ fn sanitize(text: &str) -> String {
 /// Call-ID and CSeq as RFC 3261 §8.2.6 asks.
 /// With `source`, the top Via gets `received` and `rport` (RFC 3261 §18.2.1,
 /// RFC 3581) so the response can be routed back to where the request came from.
-pub fn stateless_response(raw: &[u8], rejection: &Rejection, server: &str, source: Option<std::net::SocketAddr>) -> Option<Vec<u8>> {
+pub fn stateless_response(
+    raw: &[u8],
+    rejection: &Rejection,
+    server: &str,
+    source: Option<std::net::SocketAddr>,
+) -> Option<Vec<u8>> {
     // Look only at a bounded prefix; an oversize message may still carry usable headers.
     let window = &raw[..raw.len().min(16 * 1024)];
     let head_end = memmem::find(window, b"\r\n\r\n").unwrap_or(window.len());
@@ -309,7 +341,9 @@ pub fn stateless_response(raw: &[u8], rejection: &Rejection, server: &str, sourc
     let mut vias = Vec::new();
     let (mut from, mut to, mut call_id, mut cseq) = (None, None, None, None);
     for line in lines {
-        let Some(colon) = line.find(':') else { continue };
+        let Some(colon) = line.find(':') else {
+            continue;
+        };
         let value = line[colon + 1..].trim();
         if value.len() > 2048 || value.chars().any(|c| c.is_control()) {
             continue;
@@ -327,18 +361,34 @@ pub fn stateless_response(raw: &[u8], rejection: &Rejection, server: &str, sourc
         return None;
     }
     let mut out = String::with_capacity(512);
-    let _ = write!(out, "SIP/2.0 {} {}\r\n", rejection.status, sanitize(&rejection.reason));
+    let _ = write!(
+        out,
+        "SIP/2.0 {} {}\r\n",
+        rejection.status,
+        sanitize(&rejection.reason)
+    );
     for (index, via) in vias.iter().take(16).enumerate() {
         match source.filter(|_| index == 0) {
             Some(source) => {
                 let params: Vec<&str> = via
                     .split(';')
                     .filter(|p| {
-                        let name = p.trim().split('=').next().unwrap_or_default().to_ascii_lowercase();
+                        let name = p
+                            .trim()
+                            .split('=')
+                            .next()
+                            .unwrap_or_default()
+                            .to_ascii_lowercase();
                         name != "received" && name != "rport"
                     })
                     .collect();
-                let _ = write!(out, "Via: {};received={};rport={}\r\n", params.join(";"), source.ip(), source.port());
+                let _ = write!(
+                    out,
+                    "Via: {};received={};rport={}\r\n",
+                    params.join(";"),
+                    source.ip(),
+                    source.port()
+                );
             }
             None => {
                 let _ = write!(out, "Via: {via}\r\n");
@@ -368,7 +418,10 @@ pub fn stateless_response(raw: &[u8], rejection: &Rejection, server: &str, sourc
 /// A cheap, non-cryptographic tag for stateless responses.
 fn rand_tag() -> u32 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     nanos.wrapping_mul(2_654_435_761)
 }
 
@@ -440,7 +493,9 @@ mod tests {
     #[test]
     fn refuses_content_length_beyond_body() {
         let raw = options("", "").into_iter().collect::<Vec<u8>>();
-        let text = String::from_utf8(raw).unwrap().replace("Content-Length: 0", "Content-Length: 50");
+        let text = String::from_utf8(raw)
+            .unwrap()
+            .replace("Content-Length: 0", "Content-Length: 50");
         let r = inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.status, 400);
         assert!(r.reason.contains("Content-Length"), "{}", r.reason);
@@ -448,23 +503,39 @@ mod tests {
 
     #[test]
     fn refuses_non_numeric_content_length() {
-        let text = String::from_utf8(options("", "")).unwrap().replace("Content-Length: 0", "Content-Length: x");
+        let text = String::from_utf8(options("", ""))
+            .unwrap()
+            .replace("Content-Length: 0", "Content-Length: x");
         let r = inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.reason, "Invalid Content-Length");
     }
 
     #[test]
     fn refuses_missing_call_id_but_answers() {
-        let text = String::from_utf8(options("", "")).unwrap().replace("Call-ID: abc@10.0.0.1\r\n", "");
+        let text = String::from_utf8(options("", ""))
+            .unwrap()
+            .replace("Call-ID: abc@10.0.0.1\r\n", "");
         let r = inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.reason, "Missing Call-ID header");
-        let resp = String::from_utf8(stateless_response(text.as_bytes(), &r, "sb", None).unwrap()).unwrap();
+        let resp = String::from_utf8(stateless_response(text.as_bytes(), &r, "sb", None).unwrap())
+            .unwrap();
         assert!(resp.starts_with("SIP/2.0 400 Missing Call-ID header\r\n"));
         assert!(resp.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;rport\r\n"));
         assert!(resp.contains("To: <sip:example.com>;tag="));
-        let routed = stateless_response(text.as_bytes(), &r, "sb", Some("192.0.2.7:4000".parse().unwrap())).unwrap();
+        let routed = stateless_response(
+            text.as_bytes(),
+            &r,
+            "sb",
+            Some("192.0.2.7:4000".parse().unwrap()),
+        )
+        .unwrap();
         let routed = String::from_utf8(routed).unwrap();
-        assert!(routed.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;received=192.0.2.7;rport=4000\r\n"), "{routed}");
+        assert!(
+            routed.contains(
+                "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1;received=192.0.2.7;rport=4000\r\n"
+            ),
+            "{routed}"
+        );
     }
 
     #[test]
@@ -480,8 +551,17 @@ mod tests {
 
     #[test]
     fn refuses_line_without_colon_and_too_many_headers() {
-        let r = inspect(&options("Garbage line\r\n", ""), Framing::Datagram, &limits()).unwrap_err();
-        assert!(r.reason.starts_with("Malformed header line"), "{}", r.reason);
+        let r = inspect(
+            &options("Garbage line\r\n", ""),
+            Framing::Datagram,
+            &limits(),
+        )
+        .unwrap_err();
+        assert!(
+            r.reason.starts_with("Malformed header line"),
+            "{}",
+            r.reason
+        );
         let many = "X-A: 1\r\n".repeat(200);
         let r = inspect(&options(&many, ""), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.reason, "Too many header lines");
@@ -497,18 +577,31 @@ mod tests {
 
     #[test]
     fn refuses_cseq_mismatch_and_bad_version() {
-        let text = String::from_utf8(options("", "")).unwrap().replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
+        let text = String::from_utf8(options("", ""))
+            .unwrap()
+            .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
         assert_eq!(
-            inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err().reason,
+            inspect(text.as_bytes(), Framing::Datagram, &limits())
+                .unwrap_err()
+                .reason,
             "CSeq method does not match the request method"
         );
-        let text = String::from_utf8(options("", "")).unwrap().replace("SIP/2.0\r\nVia", "SIP/3.0\r\nVia");
-        assert_eq!(inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err().status, 505);
+        let text = String::from_utf8(options("", ""))
+            .unwrap()
+            .replace("SIP/2.0\r\nVia", "SIP/3.0\r\nVia");
+        assert_eq!(
+            inspect(text.as_bytes(), Framing::Datagram, &limits())
+                .unwrap_err()
+                .status,
+            505
+        );
     }
 
     #[test]
     fn unknown_method_gets_501() {
-        let text = String::from_utf8(options("", "")).unwrap().replace("OPTIONS", "FROBNICATE");
+        let text = String::from_utf8(options("", ""))
+            .unwrap()
+            .replace("OPTIONS", "FROBNICATE");
         let r = inspect(text.as_bytes(), Framing::Datagram, &limits()).unwrap_err();
         assert_eq!(r.status, 501);
         assert!(stateless_response(text.as_bytes(), &r, "sb", None).is_some());

@@ -28,26 +28,26 @@ use crate::metrics::Metrics;
 pub use connections::{ConnectionId, Connections, Flow};
 pub use limits::Limits;
 
+/// Typed access to headers.
+pub use rsipstack::sip::prelude::{ToTypedHeader, UntypedHeader};
 /// The SIP message types of the stack we build on, under our own names.
 pub use rsipstack::sip::{
     Header, HeadersExt, Method, Request, Response, SipMessage, StatusCode, Transport,
 };
-/// A server or client transaction of the RFC 3261 transaction layer.
-pub use rsipstack::transaction::transaction::Transaction;
-/// Typed access to headers.
-pub use rsipstack::sip::prelude::{ToTypedHeader, UntypedHeader};
 /// More message types: header lists, URI parameters, URIs, the SIP version.
 pub use rsipstack::sip::{Headers, Param, Uri, Version};
-/// A transport address (transport + host + port).
-pub use rsipstack::transport::SipAddr;
 /// New server transactions, as the transaction layer hands them over.
 pub use rsipstack::transaction::TransactionReceiver;
-/// Transaction identity.
-pub use rsipstack::transaction::key::{TransactionKey, TransactionRole};
-/// Events a transaction's owner can send it.
-pub use rsipstack::transaction::transaction::{TransactionEvent, TransactionEventSender};
 /// The transaction layer (shared by all transactions).
 pub use rsipstack::transaction::endpoint::EndpointInner as TransactionLayer;
+/// Transaction identity.
+pub use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+/// A server or client transaction of the RFC 3261 transaction layer.
+pub use rsipstack::transaction::transaction::Transaction;
+/// Events a transaction's owner can send it.
+pub use rsipstack::transaction::transaction::{TransactionEvent, TransactionEventSender};
+/// A transport address (transport + host + port).
+pub use rsipstack::transport::SipAddr;
 /// A transport handle the transaction layer sends through.
 pub use rsipstack::transport::SipConnection;
 
@@ -148,17 +148,24 @@ pub struct LogLimiter {
 impl LogLimiter {
     /// A limiter allowing `per_second` lines a second.
     pub const fn new(per_second: u64) -> Self {
-        LogLimiter { per_second, state: AtomicU64::new(0) }
+        LogLimiter {
+            per_second,
+            state: AtomicU64::new(0),
+        }
     }
 
     /// Whether a line may be written now.
     pub fn allow(&self) -> bool {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         // state = second << 20 | count within that second
         let prev = self.state.load(Ordering::Relaxed);
         let (second, count) = (prev >> 20, prev & 0xF_FFFF);
         if second != now & 0xFFF_FFFF_FFFF {
-            self.state.store((now & 0xFFF_FFFF_FFFF) << 20 | 1, Ordering::Relaxed);
+            self.state
+                .store((now & 0xFFF_FFFF_FFFF) << 20 | 1, Ordering::Relaxed);
             return true;
         }
         self.state.store(prev + 1, Ordering::Relaxed);
@@ -205,7 +212,12 @@ pub struct SipCore {
 impl SipCore {
     /// Builds the transaction layer. Call [`SipCore::run`] to start its timers and
     /// take the incoming server transactions.
-    pub fn new(limits: Limits, metrics: Arc<Metrics>, server_name: String, cancel: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        server_name: String,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         let transport_layer = StackTransportLayer::new(cancel.child_token());
         let endpoint = rsipstack::EndpointBuilder::new()
             .with_user_agent(&server_name)
@@ -228,9 +240,11 @@ impl SipCore {
     /// Starts the transaction layer's timers and returns the stream of new
     /// server transactions (retransmissions already absorbed).
     pub fn run(self: &Arc<Self>) -> Option<rsipstack::transaction::TransactionReceiver> {
-        let incoming = rsipstack::transaction::endpoint::Endpoint { inner: self.endpoint.clone() }
-            .incoming_transactions()
-            .ok()?;
+        let incoming = rsipstack::transaction::endpoint::Endpoint {
+            inner: self.endpoint.clone(),
+        }
+        .incoming_transactions()
+        .ok()?;
         let endpoint = self.endpoint.clone();
         tokio::spawn(async move {
             if let Err(e) = endpoint.serve().await {
@@ -300,7 +314,13 @@ impl SipCore {
                     rsipstack::sip::Host::IpAddr(ip) => Some(*ip),
                     _ => None,
                 };
-                let mut port = via.uri.host_with_port.port.as_ref().map(|p| p.value()).unwrap_or(5060);
+                let mut port = via
+                    .uri
+                    .host_with_port
+                    .port
+                    .as_ref()
+                    .map(|p| p.value())
+                    .unwrap_or(5060);
                 for param in &via.params {
                     match param {
                         rsipstack::sip::Param::Received(received) => {
@@ -312,7 +332,11 @@ impl SipCore {
                         _ => {}
                     }
                 }
-                Some(Source { kind: TransportKind::Udp, remote: SocketAddr::new(ip?, port), flow: None })
+                Some(Source {
+                    kind: TransportKind::Udp,
+                    remote: SocketAddr::new(ip?, port),
+                    flow: None,
+                })
             }
             _ => None,
         }
@@ -333,7 +357,8 @@ impl SipCore {
             Ok(message) => message,
             Err(rejection) => {
                 counters.rejected.inc();
-                let response = inspect::stateless_response(raw, &rejection, &self.server_name, Some(remote));
+                let response =
+                    inspect::stateless_response(raw, &rejection, &self.server_name, Some(remote));
                 if response.is_some() {
                     counters.error_responses.inc();
                     debug!(%remote, transport = kind.as_str(), status = rejection.status, reason = %rejection.reason, "refused SIP message");
@@ -346,7 +371,11 @@ impl SipCore {
                 return response;
             }
         };
-        let message = match SipConnection::update_msg_received(message, remote, kind.sip_transport()) {
+        let message = match SipConnection::update_msg_received(
+            message,
+            remote,
+            kind.sip_transport(),
+        ) {
             Ok(message) => message,
             Err(e) => {
                 counters.rejected.inc();
@@ -358,8 +387,15 @@ impl SipCore {
             }
         };
         counters.received.inc();
-        let from = SipAddr { r#type: Some(kind.sip_transport()), addr: remote.into() };
-        if let Err(e) = self.endpoint.on_received_message(message, connection.clone(), &from).await {
+        let from = SipAddr {
+            r#type: Some(kind.sip_transport()),
+            addr: remote.into(),
+        };
+        if let Err(e) = self
+            .endpoint
+            .on_received_message(message, connection.clone(), &from)
+            .await
+        {
             debug!(%remote, transport = kind.as_str(), error = %e, "transaction layer refused message");
         }
         None

@@ -65,7 +65,13 @@ impl Server {
             std::fs::write(path, content).expect("write file");
         }
         let mut child = Command::new(binary())
-            .args(["serve", "--log-format", "json", "--log-level", "info,switchboard=debug"])
+            .args([
+                "serve",
+                "--log-format",
+                "json",
+                "--log-level",
+                "info,switchboard=debug",
+            ])
             .current_dir(dir.path())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -89,9 +95,17 @@ impl Server {
         }
         if rx.recv_timeout(Duration::from_secs(20)).is_err() {
             let _ = child.kill();
-            panic!("switchboard did not become ready; log:\n{}", log.lock().unwrap().join("\n"));
+            panic!(
+                "switchboard did not become ready; log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
         }
-        let mut server = Server { child, dir, addrs: HashMap::new(), log };
+        let mut server = Server {
+            child,
+            dir,
+            addrs: HashMap::new(),
+            log,
+        };
         // Listener lines may be logged just after "ready" by their tasks.
         let deadline = Instant::now() + Duration::from_secs(5);
         let expected = config.matches("127.0.0.1:0").count() + config.matches("[::1]:0").count();
@@ -109,7 +123,9 @@ impl Server {
     fn listeners(&self) -> HashMap<String, Vec<SocketAddr>> {
         let mut out: HashMap<String, Vec<SocketAddr>> = HashMap::new();
         for line in self.log.lock().unwrap().iter() {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             if value["message"] == "listening" {
                 let transport = value["transport"].as_str().unwrap_or_default().to_string();
                 if let Some(addr) = value["addr"].as_str().and_then(|a| a.parse().ok()) {
@@ -122,7 +138,10 @@ impl Server {
 
     /// The first address of a listener label.
     pub fn addr(&self, label: &str) -> SocketAddr {
-        self.addrs.get(label).and_then(|v| v.first().copied()).unwrap_or_else(|| panic!("no {label} listener in {:?}", self.addrs))
+        self.addrs
+            .get(label)
+            .and_then(|v| v.first().copied())
+            .unwrap_or_else(|| panic!("no {label} listener in {:?}", self.addrs))
     }
 
     /// The dev certificate the server generated (or was given).
@@ -157,7 +176,11 @@ impl Server {
     pub fn metric(&self, name: &str) -> u64 {
         let text = self.metrics();
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap_or(0)))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
             .unwrap_or_else(|| panic!("metric {name} not found in\n{text}"))
     }
 
@@ -181,12 +204,18 @@ impl Drop for Server {
 
 /// A plain HTTP/1.0 GET; returns the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(response)
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(response)
 }
 
 /// A port free on 127.0.0.1 for both UDP and TCP at the time of asking.
@@ -208,14 +237,28 @@ pub fn sipp(scenario: &Path, transport: &str, target: SocketAddr, extra: &[&str]
     let port = free_port().to_string();
     let target = target.to_string();
     let scenario = scenario.to_str().expect("path");
-    let mut args = vec![target.as_str(), "-sf", scenario, "-t", transport, "-i", "127.0.0.1"];
+    let mut args = vec![
+        target.as_str(),
+        "-sf",
+        scenario,
+        "-t",
+        transport,
+        "-i",
+        "127.0.0.1",
+    ];
     if !extra.contains(&"-p") {
         args.extend(["-p", port.as_str()]);
     }
     if !extra.contains(&"-m") {
         args.extend(["-m", "1"]);
     }
-    args.extend(["-timeout", "30s", "-timeout_error", "-trace_err", "-nostdin"]);
+    args.extend([
+        "-timeout",
+        "30s",
+        "-timeout_error",
+        "-trace_err",
+        "-nostdin",
+    ]);
     if !extra.contains(&"-inf") {
         args.push("-trace_msg");
     }
@@ -233,20 +276,38 @@ pub fn sipp(scenario: &Path, transport: &str, target: SocketAddr, extra: &[&str]
         .expect("run sipp (apt-get install sip-tester)");
     if !output.status.success() {
         let mut details = String::new();
-        for entry in std::fs::read_dir(work.path()).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(work.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().to_string();
             if name.ends_with(".log") {
-                details.push_str(&format!("--- {name}\n{}\n", std::fs::read_to_string(entry.path()).unwrap_or_default()));
+                details.push_str(&format!(
+                    "--- {name}\n{}\n",
+                    std::fs::read_to_string(entry.path()).unwrap_or_default()
+                ));
             }
         }
-        eprintln!("sipp {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}\n{details}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "sipp {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}\n{details}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     output
 }
 
 /// A raw SIP request with the given method, Call-ID and branch over `transport`
 /// (the text of `Via`'s transport), from `local`.
-pub fn request(method: &str, transport: &str, local: SocketAddr, call_id: &str, branch: &str) -> String {
+pub fn request(
+    method: &str,
+    transport: &str,
+    local: SocketAddr,
+    call_id: &str,
+    branch: &str,
+) -> String {
     format!(
         "{method} sip:switchboard@127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {local};branch=z9hG4bK{branch};rport\r\n\
@@ -261,7 +322,12 @@ pub fn request(method: &str, transport: &str, local: SocketAddr, call_id: &str, 
 
 /// Sends one UDP datagram and waits for one reply.
 pub fn udp_exchange(target: SocketAddr, payload: &[u8]) -> Option<String> {
-    let socket = UdpSocket::bind(if target.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }).ok()?;
+    let socket = UdpSocket::bind(if target.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    })
+    .ok()?;
     socket.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     socket.send_to(payload, target).ok()?;
     let mut buf = vec![0u8; 65_536];
@@ -286,7 +352,11 @@ pub fn read_sip<R: Read>(stream: &mut R) -> Option<String> {
     let head = String::from_utf8_lossy(&buf).into_owned();
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).ok()?;
@@ -296,10 +366,18 @@ pub fn read_sip<R: Read>(stream: &mut R) -> Option<String> {
 /// An INVITE from `caller` (password `password`) to `callee@domain` over UDP,
 /// answering the 407 challenge with MD5 digest credentials; returns the
 /// final status line.
-pub fn authenticated_invite(server: SocketAddr, domain: &str, caller: &str, password: &str, callee: &str) -> String {
+pub fn authenticated_invite(
+    server: SocketAddr,
+    domain: &str,
+    caller: &str,
+    password: &str,
+    callee: &str,
+) -> String {
     use switchboard::auth::digest::{Algorithm, ha1, response};
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let local = socket.local_addr().unwrap();
     let call_id = format!("invite-{callee}-{}", local.port());
     let send = |cseq: u32, auth: &str| {
@@ -322,12 +400,32 @@ pub fn authenticated_invite(server: SocketAddr, domain: &str, caller: &str, pass
     send(1, "");
     let challenge = final_response();
     assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
-    let nonce = challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_string();
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
     let uri = format!("sip:{callee}@{domain}");
-    let digest = response(Algorithm::Md5, &ha1(Algorithm::Md5, caller, domain, password), "INVITE", &uri, &nonce, "00000001", "c1", Some("auth"));
-    let auth = format!("Proxy-Authorization: Digest username=\"{caller}\", realm=\"{domain}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n");
+    let digest = response(
+        Algorithm::Md5,
+        &ha1(Algorithm::Md5, caller, domain, password),
+        "INVITE",
+        &uri,
+        &nonce,
+        "00000001",
+        "c1",
+        Some("auth"),
+    );
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"{caller}\", realm=\"{domain}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n"
+    );
     send(2, &auth);
-    final_response().lines().next().unwrap_or_default().to_string()
+    final_response()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub mod ws;

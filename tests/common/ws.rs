@@ -31,29 +31,52 @@ pub fn tls_client(cert: &Path) -> Arc<rustls::ClientConfig> {
     for c in CertificateDer::pem_file_iter(cert).expect("read cert") {
         roots.add(c.expect("pem")).expect("add root");
     }
-    Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// Opens a WebSocket to `addr` offering subprotocol `protocol` (None: none offered).
 /// With `cert`, connects over TLS and verifies the server against that certificate.
-pub async fn connect(addr: SocketAddr, cert: Option<&Path>, protocol: Option<&str>) -> Result<SipWs, String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+pub async fn connect(
+    addr: SocketAddr,
+    cert: Option<&Path>,
+    protocol: Option<&str>,
+) -> Result<SipWs, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let (scheme, io): (&str, Box<dyn Io>) = match cert {
         None => ("ws", Box::new(tcp)),
         Some(cert) => {
             let connector = tokio_rustls::TlsConnector::from(tls_client(cert));
             let name = ServerName::IpAddress(addr.ip().into());
-            let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
             ("wss", Box::new(tls))
         }
     };
-    let mut request = format!("{scheme}://{addr}/").into_client_request().map_err(|e| e.to_string())?;
+    let mut request = format!("{scheme}://{addr}/")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
     if let Some(protocol) = protocol {
-        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol).unwrap());
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocol).unwrap(),
+        );
     }
-    let (ws, response) = tokio_tungstenite::client_async(request, io).await.map_err(|e| e.to_string())?;
+    let (ws, response) = tokio_tungstenite::client_async(request, io)
+        .await
+        .map_err(|e| e.to_string())?;
     if protocol.is_some() {
-        let chosen = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
+        let chosen = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok());
         if chosen != Some("sip") {
             return Err(format!("server chose subprotocol {chosen:?}"));
         }
@@ -63,7 +86,9 @@ pub async fn connect(addr: SocketAddr, cert: Option<&Path>, protocol: Option<&st
 
 /// Sends one SIP message as a text frame.
 pub async fn send(ws: &mut SipWs, text: &str) {
-    ws.send(Message::Text(text.to_string().into())).await.expect("ws send");
+    ws.send(Message::Text(text.to_string().into()))
+        .await
+        .expect("ws send");
 }
 
 /// Receives the next SIP message (text or binary frame), skipping control frames.

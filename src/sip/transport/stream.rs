@@ -14,10 +14,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::bind_tcp;
+use super::{OpenFlow, open_flow};
 use crate::sip::connections::Slot;
 use crate::sip::framer::{Frame, FrameError, Framer};
 use crate::sip::inspect::{Rejection, stateless_response};
-use super::{OpenFlow, open_flow};
 use crate::sip::{SipCore, SipError, TransportKind};
 
 /// A bound TCP or TLS listener for SIP.
@@ -32,11 +32,21 @@ impl StreamListener {
     /// Binds `addr`; with `tls`, every connection is a TLS server session.
     pub fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Result<Self, SipError> {
         let listener = bind_tcp(addr)?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| SipError::Io { context: format!("local address of {addr}"), source })?;
-        let kind = if tls.is_some() { TransportKind::Tls } else { TransportKind::Tcp };
-        Ok(StreamListener { listener, kind, tls, local })
+        let local = listener.local_addr().map_err(|source| SipError::Io {
+            context: format!("local address of {addr}"),
+            source,
+        })?;
+        let kind = if tls.is_some() {
+            TransportKind::Tls
+        } else {
+            TransportKind::Tcp
+        };
+        Ok(StreamListener {
+            listener,
+            kind,
+            tls,
+            local,
+        })
     }
 
     /// The bound address.
@@ -78,9 +88,13 @@ impl StreamListener {
                     match tls {
                         None => serve(core, tcp, kind, local, remote, slot).await,
                         Some(acceptor) => {
-                            let handshake = timeout(core.limits().message_timeout(), acceptor.accept(tcp)).await;
+                            let handshake =
+                                timeout(core.limits().message_timeout(), acceptor.accept(tcp))
+                                    .await;
                             match handshake {
-                                Ok(Ok(stream)) => serve(core, stream, kind, local, remote, slot).await,
+                                Ok(Ok(stream)) => {
+                                    serve(core, stream, kind, local, remote, slot).await
+                                }
                                 Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
                                 Err(_) => {
                                     core.metrics().transport(kind).timeouts.inc();
@@ -108,12 +122,25 @@ enum Close {
 }
 
 /// Serves one SIP stream connection until it closes.
-pub async fn serve<S>(core: Arc<SipCore>, io: S, kind: TransportKind, local: SocketAddr, remote: SocketAddr, slot: Slot)
-where
+pub async fn serve<S>(
+    core: Arc<SipCore>,
+    io: S,
+    kind: TransportKind,
+    local: SocketAddr,
+    remote: SocketAddr,
+    slot: Slot,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = core.limits().clone();
-    let Some(OpenFlow { connection, guard: flow, mut outgoing }) = open_flow(&core, kind, local, remote).await else { return };
+    let Some(OpenFlow {
+        connection,
+        guard: flow,
+        mut outgoing,
+    }) = open_flow(&core, kind, local, remote).await
+    else {
+        return;
+    };
     let counters = core.metrics().transport(kind);
     debug!(%remote, transport = kind.as_str(), flow = %flow.id(), "connection open");
 
@@ -197,7 +224,11 @@ where
     drop(slot);
 }
 
-async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8], limits: &crate::sip::Limits) -> std::io::Result<()> {
+async fn write<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    limits: &crate::sip::Limits,
+) -> std::io::Result<()> {
     timeout(limits.write_timeout(), async {
         writer.write_all(bytes).await?;
         writer.flush().await

@@ -22,18 +22,30 @@ impl UdpListener {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr, core: &SipCore) -> Result<Self, SipError> {
         let socket = bind_socket(addr, Type::DGRAM)?;
-        let socket = Arc::new(
-            UdpSocket::from_std(socket.into())
-                .map_err(|source| SipError::Io { context: format!("register UDP {addr}"), source })?,
-        );
-        let local = socket
-            .local_addr()
-            .map_err(|source| SipError::Io { context: format!("local address of {addr}"), source })?;
+        let socket =
+            Arc::new(
+                UdpSocket::from_std(socket.into()).map_err(|source| SipError::Io {
+                    context: format!("register UDP {addr}"),
+                    source,
+                })?,
+            );
+        let local = socket.local_addr().map_err(|source| SipError::Io {
+            context: format!("local address of {addr}"),
+            source,
+        })?;
         let platform: Arc<dyn rsipstack::platform::net::UdpSocket> = socket.clone();
-        let connection = UdpConnection::from_socket(platform, None, Some(core.cancel_token().child_token()))
-            .await
-            .map_err(|e| SipError::Io { context: format!("UDP connection {addr}"), source: std::io::Error::other(e.to_string()) })?;
-        Ok(UdpListener { socket, connection: SipConnection::Udp(connection), local })
+        let connection =
+            UdpConnection::from_socket(platform, None, Some(core.cancel_token().child_token()))
+                .await
+                .map_err(|e| SipError::Io {
+                    context: format!("UDP connection {addr}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        Ok(UdpListener {
+            socket,
+            connection: SipConnection::Udp(connection),
+            local,
+        })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -73,7 +85,10 @@ impl UdpListener {
                 if datagram.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                if let Some(reply) = core.deliver(datagram, TransportKind::Udp, &self.connection, remote).await {
+                if let Some(reply) = core
+                    .deliver(datagram, TransportKind::Udp, &self.connection, remote)
+                    .await
+                {
                     if let Err(e) = self.socket.send_to(&reply, remote).await {
                         warn!(%remote, error = %e, "could not send error response");
                     }

@@ -12,14 +12,28 @@ use rsipstack::transport::TransportEvent;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::debug;
 
-use crate::sip::connections::Slot;
 use super::{OpenFlow, open_flow};
+use crate::sip::connections::Slot;
 use crate::sip::{SipCore, TransportKind};
 
 /// Serves one upgraded SIP WebSocket until it closes.
-pub async fn serve(core: Arc<SipCore>, mut socket: WebSocket, kind: TransportKind, local: SocketAddr, remote: SocketAddr, slot: Slot) {
+pub async fn serve(
+    core: Arc<SipCore>,
+    mut socket: WebSocket,
+    kind: TransportKind,
+    local: SocketAddr,
+    remote: SocketAddr,
+    slot: Slot,
+) {
     let limits = core.limits().clone();
-    let Some(OpenFlow { connection, guard: flow, mut outgoing }) = open_flow(&core, kind, local, remote).await else { return };
+    let Some(OpenFlow {
+        connection,
+        guard: flow,
+        mut outgoing,
+    }) = open_flow(&core, kind, local, remote).await
+    else {
+        return;
+    };
     let counters = core.metrics().transport(kind);
     debug!(%remote, transport = kind.as_str(), flow = %flow.id(), "websocket open");
 
@@ -76,14 +90,22 @@ pub async fn serve(core: Arc<SipCore>, mut socket: WebSocket, kind: TransportKin
             }
         }
     };
-    let _ = timeout(std::time::Duration::from_secs(1), socket.send(Message::Close(None))).await;
+    let _ = timeout(
+        std::time::Duration::from_secs(1),
+        socket.send(Message::Close(None)),
+    )
+    .await;
     counters.connections.dec();
     debug!(%remote, transport = kind.as_str(), flow = %flow.id(), reason, "websocket closed");
     drop(flow);
     drop(slot);
 }
 
-async fn send(socket: &mut WebSocket, message: Message, limits: &crate::sip::Limits) -> Result<(), ()> {
+async fn send(
+    socket: &mut WebSocket,
+    message: Message,
+    limits: &crate::sip::Limits,
+) -> Result<(), ()> {
     match timeout(limits.write_timeout(), socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
