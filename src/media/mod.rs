@@ -11,6 +11,7 @@
 //! - [`resample`]: polyphase FIR resampling between 8, 16 and 48 kHz.
 //! - [`jitter`]: per-input adaptive jitter buffer (reorder, loss, drift).
 //! - [`dtmf`]: RFC 4733 telephone-events: parse, build, rescale between clocks.
+//! - [`leg`]: the [`Leg`] trait RTP and WebRTC legs implement for their room task.
 //! - [`room`]: the mixer (N−1 mixes, shared listener mix, relay, echo, players).
 //! - [`tone`], [`wav`], [`talker`], [`dsp`]: the small parts the room is made of.
 
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod dsp;
 pub mod dtmf;
 pub mod jitter;
+pub mod leg;
 pub mod resample;
 pub mod room;
 pub mod talker;
@@ -29,6 +31,7 @@ pub mod wav;
 pub use codec::{Codec, CodecError, CodecKind, CodecSpec, OpusParams};
 pub use dtmf::{DtmfRescaler, TelephoneEvent};
 pub use jitter::{JitterBuffer, JitterConfig, Pop};
+pub use leg::{Leg, LegClosed, LegIo, LegStats};
 pub use resample::Resampler;
 pub use room::{
     DtmfForwarding, InPacket, OutFrame, ParticipantConfig, ParticipantId, PushOutcome, Room,
