@@ -43,6 +43,8 @@ pub struct Config {
     pub trunks: Vec<Spanned<TrunkConfig>>,
     /// Where the dialplan lives and how it is reloaded.
     pub dialplan: DialplanConfig,
+    /// The bundled STUN/TURN server.
+    pub turn: Spanned<crate::turn::TurnConfig>,
 }
 
 /// Where the dialplan lives.
@@ -77,6 +79,7 @@ impl Default for Config {
             auth: unknown_span(AuthConfig::default()),
             trunks: Vec::new(),
             dialplan: DialplanConfig::default(),
+            turn: unknown_span(crate::turn::TurnConfig::default()),
         }
     }
 }
@@ -530,6 +533,19 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
             column,
             message: "auth.throttle: max_failures and window_secs must be at least 1".into(),
         });
+    }
+
+    if let Err(found) = config.turn.value.resolve() {
+        let block = config.turn.referenced;
+        for (key, message) in found {
+            let (line, column) = locate_key(text, (block.line(), block.column()), key);
+            problems.push(Problem {
+                file: file.clone(),
+                line,
+                column,
+                message,
+            });
+        }
     }
 
     let mut trunk_names = std::collections::HashSet::new();

@@ -20,3 +20,4 @@ pub mod server;
 pub mod sip;
 pub mod tls;
 pub mod trunks;
+pub mod turn;

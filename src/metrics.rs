@@ -100,6 +100,8 @@ pub struct Metrics {
     pub dialplan_reloads: Counter,
     /// Refused dialplan reloads (the running version stayed).
     pub dialplan_reload_failures: Counter,
+    /// The bundled STUN/TURN server.
+    pub turn: std::sync::Arc<crate::turn::TurnMetrics>,
 }
 
 impl Metrics {
@@ -189,6 +191,7 @@ impl Metrics {
         for (name, counter) in singles {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
         }
+        self.turn.render(&mut out);
         out
     }
 }
