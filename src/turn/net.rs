@@ -99,8 +99,10 @@ struct Binder<'a> {
     sink: &'a ClientSink,
 }
 
-impl RelayBinder<Relay> for Binder<'_> {
-    fn bind(&mut self, family: Family, even: bool, client: FiveTuple) -> Option<BoundRelay<Relay>> {
+impl Binder<'_> {
+    /// Binds the first free port(s) of the range from a random start: one
+    /// port, or an even port and the next one when `pair`.
+    fn bind_ports(&self, family: Family, even: bool, pair: bool) -> Option<Vec<BoundRelay<Relay>>> {
         let (bind_ip, advertised) = match family {
             Family::V4 => self.env.v4?,
             Family::V6 => self.env.v6?,
@@ -108,37 +110,63 @@ impl RelayBinder<Relay> for Binder<'_> {
         let (lo, hi) = self.env.ports;
         let span = (hi - lo) as u32 + 1;
         let start = rand::random_range(0..span);
-        let socket = (0..span.min(4096)).find_map(|i| {
+        let sockets = (0..span.min(4096)).find_map(|i| {
             let port = lo + ((start + i) % span) as u16;
-            if even && port % 2 == 1 {
+            if (even || pair) && port % 2 == 1 {
                 return None;
             }
-            std::net::UdpSocket::bind((bind_ip, port)).ok()
+            let first = std::net::UdpSocket::bind((bind_ip, port)).ok()?;
+            if !pair {
+                return Some(vec![first]);
+            }
+            let second = std::net::UdpSocket::bind((bind_ip, port.checked_add(1)?)).ok()?;
+            Some(vec![first, second])
         });
-        let Some(socket) = socket else {
+        let Some(sockets) = sockets else {
             warn!(ports = ?self.env.ports, "no free relay port");
             return None;
         };
-        socket.set_nonblocking(true).ok()?;
-        let socket = Arc::new(UdpSocket::from_std(socket).ok()?);
-        let local = socket.local_addr().ok()?;
-        let relayed = SocketAddr::new(advertised, local.port());
-        let cancel = self.env.cancel.child_token();
+        let mut bound = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            socket.set_nonblocking(true).ok()?;
+            let socket = Arc::new(UdpSocket::from_std(socket).ok()?);
+            let local = socket.local_addr().ok()?;
+            bound.push(BoundRelay {
+                handle: Relay(Arc::new(RelayInner {
+                    socket,
+                    cancel: self.env.cancel.child_token(),
+                })),
+                local,
+                relayed: SocketAddr::new(advertised, local.port()),
+            });
+        }
+        Some(bound)
+    }
+}
+
+impl RelayBinder<Relay> for Binder<'_> {
+    fn bind(&mut self, family: Family, even: bool) -> Option<BoundRelay<Relay>> {
+        self.bind_ports(family, even, false)?.pop()
+    }
+
+    fn bind_pair(&mut self, family: Family) -> Option<(BoundRelay<Relay>, BoundRelay<Relay>)> {
+        let mut pair = self.bind_ports(family, true, true)?;
+        let second = pair.pop()?;
+        Some((pair.pop()?, second))
+    }
+
+    fn start(&mut self, relay: &BoundRelay<Relay>, client: FiveTuple) {
+        let inner = &relay.handle.0;
         tokio::spawn(
             relay_loop(
-                socket.clone(),
-                local,
+                inner.socket.clone(),
+                relay.local,
                 self.shared.clone(),
                 self.sink.clone(),
-                cancel.clone(),
+                inner.cancel.clone(),
             )
-            .instrument(info_span!("turn_relay", %relayed, client = %client.remote)),
+            .instrument(info_span!("turn_relay", relayed = %relay.relayed, client = %client.remote)),
         );
-        Some(BoundRelay {
-            handle: Relay(Arc::new(RelayInner { socket, cancel })),
-            local,
-            relayed,
-        })
     }
 }
 

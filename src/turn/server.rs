@@ -92,8 +92,13 @@ pub enum Family {
 /// Binds relay sockets; implemented by the driver (and by fakes in tests).
 pub trait RelayBinder<R> {
     /// Binds a UDP relay socket of `family` in the relay port range, on an
-    /// even port when `even`, for the allocation of `client`.
-    fn bind(&mut self, family: Family, even: bool, client: FiveTuple) -> Option<BoundRelay<R>>;
+    /// even port when `even`. It relays nothing until [`RelayBinder::start`].
+    fn bind(&mut self, family: Family, even: bool) -> Option<BoundRelay<R>>;
+    /// Binds an even port and the odd port after it (EVEN-PORT with the R bit).
+    fn bind_pair(&mut self, family: Family) -> Option<(BoundRelay<R>, BoundRelay<R>)>;
+    /// Starts relaying what peers send to `relay` to the client of the
+    /// message being handled (`client`).
+    fn start(&mut self, relay: &BoundRelay<R>, client: FiveTuple);
 }
 
 /// What the driver must do.
@@ -206,6 +211,7 @@ const KNOWN: &[u16] = &[
     attr::MESSAGE_INTEGRITY_SHA256,
     attr::XOR_MAPPED_ADDRESS,
     attr::PADDING,
+    attr::RESERVATION_TOKEN,
     0x0024, // PRIORITY (ICE)
     0x0025, // USE-CANDIDATE (ICE)
 ];
@@ -257,7 +263,12 @@ pub struct TurnServer<R> {
     by_client: HashMap<FiveTuple, u64>,
     by_relay: HashMap<SocketAddr, u64>,
     per_identity: HashMap<String, usize>,
+    /// Odd ports held for a later Allocate with RESERVATION-TOKEN (RFC 8656 §7.2).
+    reservations: HashMap<[u8; 8], (BoundRelay<R>, Instant)>,
 }
+
+/// How long a reserved port waits for its Allocate.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 impl<R: Clone> TurnServer<R> {
     /// A server with these settings.
@@ -278,6 +289,7 @@ impl<R: Clone> TurnServer<R> {
             by_client: HashMap::new(),
             by_relay: HashMap::new(),
             per_identity: HashMap::new(),
+            reservations: HashMap::new(),
         }
     }
 
@@ -501,13 +513,20 @@ impl<R: Clone> TurnServer<R> {
             Some([2, ..]) => Family::V6,
             Some(_) => return fail(self, 440, "Address Family not Supported"),
         };
-        let even = match request.get(attr::EVEN_PORT) {
-            None => false,
-            // The R bit asks us to reserve the next port too; we do not keep reservations.
-            Some([flags, ..]) if flags & 0x80 != 0 => {
-                return fail(self, 508, "Insufficient Capacity");
+        let token = match request.get(attr::RESERVATION_TOKEN) {
+            None => None,
+            Some(v) if v.len() == 8 && request.get(attr::EVEN_PORT).is_none() => {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(v);
+                Some(t)
             }
-            Some(_) => true,
+            Some(_) => return fail(self, 400, "Bad Request"),
+        };
+        // EVEN-PORT: (even port wanted, reserve the next one too).
+        let (even, reserve) = match request.get(attr::EVEN_PORT) {
+            None => (false, false),
+            Some([flags, ..]) => (true, flags & 0x80 != 0),
+            Some(_) => return fail(self, 400, "Bad Request"),
         };
         let used = self.per_identity.get(&auth.identity).copied().unwrap_or(0);
         if used >= self.options.user_quota {
@@ -520,9 +539,29 @@ impl<R: Clone> TurnServer<R> {
             info!(total = self.allocations.len(), "TURN allocation refused: total quota");
             return fail(self, 508, "Insufficient Capacity");
         }
-        let Some(relay) = binder.bind(family, even, from) else {
-            return fail(self, 508, "Insufficient Capacity");
+        let mut reserved_token = None;
+        let relay = if let Some(token) = token {
+            match self.reservations.remove(&token) {
+                Some((relay, _)) if relay.relayed.is_ipv4() == (family == Family::V4) => relay,
+                _ => return fail(self, 508, "Insufficient Capacity"),
+            }
+        } else if reserve {
+            let Some((relay, next)) = binder.bind_pair(family) else {
+                return fail(self, 508, "Insufficient Capacity");
+            };
+            let mut token = [0u8; 8];
+            rand::fill(&mut token);
+            self.reservations
+                .insert(token, (next, now.mono + RESERVATION_LIFETIME));
+            reserved_token = Some(token);
+            relay
+        } else {
+            match binder.bind(family, even) {
+                Some(relay) => relay,
+                None => return fail(self, 508, "Insufficient Capacity"),
+            }
         };
+        binder.start(&relay, from);
         let lifetime = match request.u32(attr::LIFETIME) {
             Some(asked) => Duration::from_secs(asked as u64)
                 .min(self.options.max_lifetime)
@@ -533,6 +572,9 @@ impl<R: Clone> TurnServer<R> {
         b.add_xor_address(attr::XOR_RELAYED_ADDRESS, relay.relayed);
         b.add_u32(attr::LIFETIME, lifetime.as_secs() as u32);
         b.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.remote);
+        if let Some(token) = reserved_token {
+            b.add(attr::RESERVATION_TOKEN, &token);
+        }
         b.integrity(&key);
         let response = b.fingerprint();
         let id = self.next_id;
@@ -673,28 +715,36 @@ impl<R: Clone> TurnServer<R> {
             Ok(id) => id,
             Err(response) => return response,
         };
-        let bad = |this: &Self| this.error(request, 400, "Bad Request", Some(&auth.key));
+        let bad = |this: &Self, why: &str| {
+            debug!(client = %from.remote, why, "ChannelBind refused");
+            this.error(request, 400, "Bad Request", Some(&auth.key))
+        };
         let number = match request.get(attr::CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
-            _ => return bad(self),
+            _ => return bad(self, "no CHANNEL-NUMBER"),
         };
-        if !(0x4000..=0x4FFF).contains(&number) {
-            return bad(self);
+        // RFC 8656 narrowed the range to 0x4000-0x4FFF; RFC 5766 clients
+        // (coturn's among them) still use up to 0x7FFF.
+        if !(0x4000..=0x7FFF).contains(&number) {
+            return bad(self, "channel number out of range");
         }
         let Some(peer) = request.xor_address(attr::XOR_PEER_ADDRESS) else {
-            return bad(self);
+            return bad(self, "no XOR-PEER-ADDRESS");
         };
         if let Err((code, reason)) = self.check_peer(id, peer) {
             return self.error(request, code, reason, Some(&auth.key));
         }
-        let Some(a) = self.allocations.get_mut(&id) else {
-            return bad(self);
+        let Some(a) = self.allocations.get(&id) else {
+            return bad(self, "no allocation");
         };
         let channel_taken = a.channels.get(&number).is_some_and(|c| c.peer != peer);
         let peer_taken = a.channel_of_peer.get(&peer).is_some_and(|n| *n != number);
         if channel_taken || peer_taken {
-            return bad(self);
+            return bad(self, "channel or peer already bound otherwise");
         }
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return bad(self, "no allocation");
+        };
         a.channels.insert(
             number,
             Channel {
@@ -835,7 +885,8 @@ impl<R: Clone> TurnServer<R> {
 
     /// When `handle_timeout` must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.allocations.values().map(|a| a.expires).min()
+        let reservations = self.reservations.values().map(|(_, t)| *t);
+        self.allocations.values().map(|a| a.expires).chain(reservations).min()
     }
 
     /// Ends expired allocations and forgets expired permissions and channels.
@@ -856,6 +907,19 @@ impl<R: Clone> TurnServer<R> {
             a.channel_of_peer.retain(|_, n| channels.contains_key(n));
         }
         self.rate.purge(now);
+        let expired: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, (_, expires))| *expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            if let Some((relay, _)) = self.reservations.remove(&token) {
+                out.push(Output::Release {
+                    relay: relay.handle,
+                });
+            }
+        }
     }
 }
 

@@ -487,7 +487,7 @@ pub fn parse_channel_data(b: &[u8]) -> Option<(u16, &[u8])> {
     }
     let channel = u16::from_be_bytes([b[0], b[1]]);
     let len = u16::from_be_bytes([b[2], b[3]]) as usize;
-    if !(0x4000..=0x4FFF).contains(&channel) || b.len() < 4 + len {
+    if !(0x4000..=0x7FFF).contains(&channel) || b.len() < 4 + len {
         return None;
     }
     Some((channel, &b[4..4 + len]))

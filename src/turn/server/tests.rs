@@ -9,19 +9,29 @@ struct FakeBinder {
     next: u16,
 }
 
+fn fake_relay(port: u16) -> BoundRelay<u16> {
+    BoundRelay {
+        handle: port,
+        local: SocketAddr::new([0, 0, 0, 0].into(), port),
+        relayed: SocketAddr::new([203, 0, 113, 7].into(), port),
+    }
+}
+
 impl RelayBinder<u16> for FakeBinder {
-    fn bind(&mut self, family: Family, _even: bool, _client: FiveTuple) -> Option<BoundRelay<u16>> {
+    fn bind(&mut self, family: Family, _even: bool) -> Option<BoundRelay<u16>> {
         if family == Family::V6 {
             return None;
         }
         self.next += 1;
-        let port = 50_000 + self.next;
-        Some(BoundRelay {
-            handle: port,
-            local: SocketAddr::new([0, 0, 0, 0].into(), port),
-            relayed: SocketAddr::new([203, 0, 113, 7].into(), port),
-        })
+        Some(fake_relay(50_000 + self.next))
     }
+
+    fn bind_pair(&mut self, _family: Family) -> Option<(BoundRelay<u16>, BoundRelay<u16>)> {
+        self.next += 2;
+        Some((fake_relay(60_000 + self.next), fake_relay(60_001 + self.next)))
+    }
+
+    fn start(&mut self, _relay: &BoundRelay<u16>, _client: FiveTuple) {}
 }
 
 struct Harness {
@@ -472,4 +482,38 @@ fn stream_clients_get_padded_channel_data() {
         PeerAction::Forward { to: from, range: 0..12 }
     );
     assert_eq!(&buf[9..12], &[0, 0, 0]);
+}
+
+#[test]
+fn even_port_reservation_is_claimed_by_token_or_expires() {
+    let mut h = harness(Options::default(), &[]);
+    let b = h.signed(client(1), method::ALLOCATE, 2, "alice", "wonderland", |b| {
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        b.add(attr::EVEN_PORT, &[0x80]);
+    });
+    let r = h.request(client(1), &b.fingerprint(), 0);
+    let m = parse(&r);
+    assert_eq!(m.xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()), Some(60_002));
+    let token = m.get(attr::RESERVATION_TOKEN).expect("token").to_vec();
+    let b = h.signed(client(2), method::ALLOCATE, 3, "alice", "wonderland", |b| {
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        b.add(attr::RESERVATION_TOKEN, &token);
+    });
+    let r = h.request(client(2), &b.fingerprint(), 1);
+    assert_eq!(parse(&r).xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()), Some(60_003));
+    // A token is good once.
+    let b = h.signed(client(3), method::ALLOCATE, 4, "alice", "wonderland", |b| {
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        b.add(attr::RESERVATION_TOKEN, &token);
+    });
+    assert_eq!(error_code(&parse(&h.request(client(3), &b.fingerprint(), 1))), Some(508));
+    // An unclaimed reservation is released after 30 s.
+    let b = h.signed(client(4), method::ALLOCATE, 5, "alice", "wonderland", |b| {
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        b.add(attr::EVEN_PORT, &[0x80]);
+    });
+    assert_eq!(parse(&h.request(client(4), &b.fingerprint(), 0)).class, Class::Success);
+    let mut out = Vec::new();
+    h.server.handle_timeout(h.t0 + Duration::from_secs(31), &mut out);
+    assert!(matches!(&out[..], [Output::Release { relay: 60_005 }]), "{out:?}");
 }
