@@ -2,7 +2,7 @@
 # TURN relay benchmark: Switchboard's bundled TURN server against coturn, same machine, same
 # load, one run. Not a test: run it by hand (see docs/benchmarks.md, section "TURN").
 #
-#   bash benches/turn/run.sh                 # 100, 250 and 500 clients
+#   bash benches/turn/run.sh                 # 250, 500 and 750 clients
 #   CLIENTS="200" MSGS=500 bash benches/turn/run.sh
 #
 # Load: coturn's own turnutils_uclient, UDP allocations, ChannelData, -c (no RTCP allocation),
@@ -20,7 +20,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CLIENTS="${CLIENTS:-100 250 500}"
+CLIENTS="${CLIENTS:-250 500 750}"
 MSGS="${MSGS:-500}"
 SIZE="${SIZE:-172}"
 INTERVAL="${INTERVAL:-20}"
@@ -35,7 +35,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  [[ -n "${KEEP:-}" ]] && echo "outputs kept in $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -45,6 +45,8 @@ if [[ ! -x "$BIN" || "${BUILD:-1}" == 1 ]]; then
 fi
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The kernel's count of UDP datagrams dropped for a full receive buffer (anyone's socket).
+rcvbuf_errors() { awk '/^Udp:/ {n++} /^Udp:/ && n == 2 {print $6}' /proc/net/snmp; }
 HZ="$(getconf CLK_TCK)"
 
 wait_port() { # udp port
@@ -68,7 +70,7 @@ turn:
   relay_ipv6: ''
   relay_ports: 40000-44999
   users: [{username: bench, password: bench}]
-  allowed_peers: ['127.0.0.1:$PEER_PORT']
+  allowed_peers: ['127.0.0.1']
   user_quota: 100000
   total_quota: 100000
   allocate_rate: 0
@@ -122,25 +124,35 @@ wait_port "$PEER_PORT"
 
 echo "turnutils_uclient -c -m CLIENTS -n $MSGS -l $SIZE -z $INTERVAL -e 127.0.0.1 -r $PEER_PORT -u bench -w bench -p PORT 127.0.0.1"
 echo "$(nproc) cores; $(turnserver --version 2>/dev/null | head -n1 | sed 's/^/coturn /'); switchboard $(git -C "$ROOT" rev-parse --short HEAD)"
-printf '\n| server | clients | relayed pkt/s | loss | avg RTT ms | server CPU (%% of a core) | CPU µs per relayed packet |\n'
-printf '|---|---|---|---|---|---|---|\n'
+printf '\n| server | clients | offered pkt/s (relayed) | loss | avg RTT ms | server CPU, %% of a core | CPU µs per relayed packet | kernel UDP rcvbuf drops |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
 
 for clients in $CLIENTS; do
   for server in switchboard coturn; do
     if [[ "$server" == switchboard ]]; then start_switchboard; else start_coturn; fi
     sleep 0.5
     before="$(ticks "$SERVER_PID")"
+    drops0="$(rcvbuf_errors)"
     t0="$(date +%s.%N)"
     out="$WORK/$server-$clients.txt"
     timeout $((MSGS * INTERVAL / 1000 + 120)) turnutils_uclient -c -m "$clients" -n "$MSGS" -l "$SIZE" -z "$INTERVAL" \
       -e 127.0.0.1 -r "$PEER_PORT" -u bench -w bench -p "$SERVER_PORT" 127.0.0.1 >"$out" 2>&1 || true
     t1="$(date +%s.%N)"
     after="$(ticks "$SERVER_PID")"
+    drops=$(($(rcvbuf_errors) - drops0))
     stop_server
-    recv="$(grep -o 'tot_recv_msgs=[0-9]*' "$out" | tail -n1 | cut -d= -f2)"
-    ttime="$(grep -o 'Total transmit time is [0-9]*' "$out" | tail -n1 | awk '{print $5}')"
-    loss="$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$out" | tail -n1 | sed 's/.*(\(.*\))/\1/')"
-    rtt="$(grep -o 'Average round trip delay [0-9.]*' "$out" | tail -n1 | awk '{print $5}')"
+    recv="$(grep -o 'tot_recv_msgs=[0-9]*' "$out" | tail -n1 | cut -d= -f2 || true)"
+    # uclient prints progress once a second: the sending window runs from the first second with
+    # packets sent to the second all were sent. (Its "Total transmit time" also counts the wait
+    # for late packets at the end, so one lost packet would halve the rate.)
+    total=$((clients * MSGS))
+    ttime="$(awk -v total="$total" '/start_mclient: msz=/ {
+        t = $1 + 0; split($0, a, "tot_send_msgs="); s = a[2] + 0
+        if (s > 0 && first == "") first = t
+        if (s >= total && last == "") last = t
+      } END { if (first != "" && last != "") print (last > first ? last - first : 1) }' "$out" || true)"
+    loss="$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' "$out" | tail -n1 | sed 's/.*(\(.*\))/\1/' || true)"
+    rtt="$(grep -o 'Average round trip delay [0-9.]*' "$out" | tail -n1 | awk '{print $5}' || true)"
     wall="$(echo "$t1 - $t0" | bc -l)"
     cpu_s="$(echo "($after - $before) / $HZ" | bc -l)"
     if [[ -z "$recv" || -z "$ttime" || "$ttime" == 0 ]]; then
@@ -149,9 +161,9 @@ for clients in $CLIENTS; do
       continue
     fi
     relayed=$((2 * recv))
-    pps="$(echo "$relayed / $ttime" | bc -l)"
+    pps="$(echo "2 * $total / $ttime" | bc -l)"
     cpu_pct="$(echo "100 * $cpu_s / $wall" | bc -l)"
     us_per="$(echo "1000000 * $cpu_s / $relayed" | bc -l)"
-    printf '| %s | %d | %.0f | %s | %.2f | %.1f | %.2f |\n' "$server" "$clients" "$pps" "${loss:-?}" "${rtt:-0}" "$cpu_pct" "$us_per"
+    printf '| %s | %d | %.0f | %s | %.2f | %.1f | %.2f | %d |\n' "$server" "$clients" "$pps" "${loss:-?}" "${rtt:-0}" "$cpu_pct" "$us_per" "$drops"
   done
 done

@@ -47,6 +47,11 @@ impl std::fmt::Debug for Relay {
 
 type Shared = Arc<Mutex<TurnServer<Relay>>>;
 
+/// Receive buffer of a relay socket: one stream's burst.
+const RELAY_BUFFER: usize = 256 * 1024;
+/// Receive and send buffers of a UDP listener, which carries every client's traffic.
+const LISTENER_BUFFER: usize = 4 * 1024 * 1024;
+
 fn lock(shared: &Shared) -> MutexGuard<'_, TurnServer<Relay>> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -129,6 +134,8 @@ impl Binder<'_> {
         let mut bound = Vec::with_capacity(sockets.len());
         for socket in sockets {
             socket.set_nonblocking(true).ok()?;
+            // Room for a burst while the relay task waits for a core (capped by net.core.rmem_max).
+            let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RELAY_BUFFER);
             let socket = Arc::new(UdpSocket::from_std(socket).ok()?);
             let local = socket.local_addr().ok()?;
             bound.push(BoundRelay {
@@ -363,7 +370,12 @@ impl TurnService {
         let mut listeners = Vec::new();
         for &addr in &resolved.udp {
             let socket = match UdpSocket::bind(addr).await {
-                Ok(socket) => socket,
+                Ok(socket) => {
+                    let sock = socket2::SockRef::from(&socket);
+                    let _ = sock.set_recv_buffer_size(LISTENER_BUFFER);
+                    let _ = sock.set_send_buffer_size(LISTENER_BUFFER);
+                    socket
+                }
                 Err(e) if ipv6_unavailable(&addr, &e) => {
                     warn!(%addr, "IPv6 is not available on this host; TURN listener skipped");
                     continue;
