@@ -75,7 +75,7 @@ turn:
   total_quota: 100000
   allocate_rate: 0
 EOF
-  (cd "$WORK/sb" && exec "$BIN" serve --log-level warn >"$WORK/sb/log" 2>&1) &
+  (cd "$WORK/sb" && exec "$BIN" serve --log-level warn,switchboard::turn::server=debug >"$WORK/sb/log" 2>&1) &
   PIDS+=("$!")
   SERVER_PID="$!"
   wait_port "$SB_PORT"
@@ -146,7 +146,7 @@ for clients in $CLIENTS; do
     # packets sent to the second all were sent. (Its "Total transmit time" also counts the wait
     # for late packets at the end, so one lost packet would halve the rate.)
     total=$((clients * MSGS))
-    ttime="$(awk -v total="$total" '/start_mclient: msz=/ {
+    ttime="$(awk -v total="$total" '/tot_send_msgs=/ {
         t = $1 + 0; split($0, a, "tot_send_msgs="); s = a[2] + 0
         if (s > 0 && first == "") first = t
         if (s >= total && last == "") last = t
