@@ -21,9 +21,9 @@ use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use crate::routing::Routing;
-use crate::turn::api::IceServersApi;
 use crate::sip::transport::bind_tcp;
 use crate::sip::{SipCore, SipError, TransportKind};
+use crate::turn::api::IceServersApi;
 
 /// The page served at `/` until the softphone lands.
 const INDEX_HTML: &str = include_str!("../../web/index.html");

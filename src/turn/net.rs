@@ -172,7 +172,9 @@ impl RelayBinder<Relay> for Binder<'_> {
                 self.sink.clone(),
                 inner.cancel.clone(),
             )
-            .instrument(info_span!("turn_relay", relayed = %relay.relayed, client = %client.remote)),
+            .instrument(
+                info_span!("turn_relay", relayed = %relay.relayed, client = %client.remote),
+            ),
         );
     }
 }
@@ -218,7 +220,13 @@ struct Driver {
 
 impl Driver {
     /// Feeds one client message to the state machine and carries out what it says.
-    fn client_message(&self, from: FiveTuple, data: &[u8], sink: &ClientSink, out: &mut Vec<Output<Relay>>) {
+    fn client_message(
+        &self,
+        from: FiveTuple,
+        data: &[u8],
+        sink: &ClientSink,
+        out: &mut Vec<Output<Relay>>,
+    ) {
         {
             let mut binder = Binder {
                 env: &self.env,
@@ -454,7 +462,9 @@ fn spawn_housekeeping(shared: Shared, cancel: CancellationToken) {
         let mut out = Vec::new();
         loop {
             let second = Instant::now() + Duration::from_secs(1);
-            let wake = lock(&shared).poll_timeout().map_or(second, |t| t.min(second));
+            let wake = lock(&shared)
+                .poll_timeout()
+                .map_or(second, |t| t.min(second));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -469,7 +479,12 @@ fn spawn_housekeeping(shared: Shared, cancel: CancellationToken) {
     });
 }
 
-async fn udp_loop(socket: Arc<UdpSocket>, local: SocketAddr, driver: Arc<Driver>, cancel: CancellationToken) {
+async fn udp_loop(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    driver: Arc<Driver>,
+    cancel: CancellationToken,
+) {
     let mut buf = vec![0u8; 65_536];
     let mut out = Vec::new();
     loop {
@@ -531,7 +546,9 @@ async fn accept_loop(
                 match tls {
                     None => serve_stream(tcp, from, &driver, cancel).await,
                     Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(stream)) => serve_stream(stream, from, &driver, cancel).await,
                             Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
                             Err(_) => debug!("TLS handshake timed out"),
