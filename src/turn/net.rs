@@ -29,6 +29,9 @@ use super::server::{
     Transport, TurnServer,
 };
 use super::{TurnError, TurnMetrics, stun};
+use crate::sip::SipError;
+use crate::sip::transport::bind_socket;
+use socket2::Type;
 
 /// A relay socket and the token that stops its task.
 #[derive(Clone)]
@@ -120,12 +123,16 @@ impl Binder<'_> {
             if (even || pair) && port % 2 == 1 {
                 return None;
             }
-            let first = std::net::UdpSocket::bind((bind_ip, port)).ok()?;
+            let bind = |port: u16| {
+                bind_socket(SocketAddr::new(bind_ip, port), Type::DGRAM)
+                    .ok()
+                    .map(std::net::UdpSocket::from)
+            };
+            let first = bind(port)?;
             if !pair {
                 return Some(vec![first]);
             }
-            let second = std::net::UdpSocket::bind((bind_ip, port.checked_add(1)?)).ok()?;
-            Some(vec![first, second])
+            Some(vec![first, bind(port.checked_add(1)?)?])
         });
         let Some(sockets) = sockets else {
             warn!(ports = ?self.env.ports, "no free relay port");
@@ -377,22 +384,26 @@ impl TurnService {
 
         let mut listeners = Vec::new();
         for &addr in &resolved.udp {
-            let socket = match UdpSocket::bind(addr).await {
-                Ok(socket) => {
-                    let sock = socket2::SockRef::from(&socket);
-                    let _ = sock.set_recv_buffer_size(LISTENER_BUFFER);
-                    let _ = sock.set_send_buffer_size(LISTENER_BUFFER);
-                    socket
-                }
-                Err(e) if ipv6_unavailable(&addr, &e) => {
+            // IPv6-only sockets, so that 0.0.0.0:3478 and [::]:3478 can both be bound.
+            let bound = bind_socket(addr, Type::DGRAM).and_then(|socket| {
+                let _ = socket.set_recv_buffer_size(LISTENER_BUFFER);
+                let _ = socket.set_send_buffer_size(LISTENER_BUFFER);
+                UdpSocket::from_std(socket.into()).map_err(|source| SipError::Io {
+                    context: format!("register {addr}"),
+                    source,
+                })
+            });
+            let socket = match bound {
+                Ok(socket) => socket,
+                Err(SipError::Io { source: e, .. }) if ipv6_unavailable(&addr, &e) => {
                     warn!(%addr, "IPv6 is not available on this host; TURN listener skipped");
                     continue;
                 }
-                Err(source) => {
+                Err(e) => {
                     return Err(TurnError::Bind {
                         transport: "udp",
                         addr,
-                        source,
+                        source: std::io::Error::other(e.to_string()),
                     });
                 }
             };
