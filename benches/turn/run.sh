@@ -21,7 +21,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CLIENTS="${CLIENTS:-250 500 750}"
-MSGS="${MSGS:-500}"
+MSGS="${MSGS:-250}"
 SIZE="${SIZE:-172}"
 INTERVAL="${INTERVAL:-20}"
 SB_PORT="${SB_PORT:-34478}"
