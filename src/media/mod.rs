@@ -22,6 +22,7 @@ pub mod dsp;
 pub mod dtmf;
 pub mod jitter;
 pub mod leg;
+pub mod webrtc;
 pub mod resample;
 pub mod room;
 pub mod talker;
