@@ -25,6 +25,10 @@ scenarios:
   call:A:B                          user1 (stack A) calls user2 (stack B); audio both ways; A hangs up
   reconnect:STACK                   user2 registers, its WebSocket is killed, the stack must
                                     reconnect and re-register by itself; then user1 calls user2
+  webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
+                                    from stdin (a media leg under test answers), then expects its own
+                                    tone back (an echo room); the peer's WebRTC leg is what is tested
+  webrtc-mdns                       the same with mDNS (.local) host candidates, as real browsers send
   selftest                          no server: fake audio through a local RTCPeerConnection pair
                                     (checks Chromium, fake capture, stats and the tone detector)
   STACK is sipjs or jssip.
@@ -86,7 +90,7 @@ function parseArgs(argv) {
   if (!(o.timeout > 0) || !(o.talk >= 0)) throw new UsageError("--timeout and --talk must be numbers");
   if (o.serveOnly) return o;
   if (!o.scenario) throw new UsageError("--scenario is required");
-  if (o.scenario !== "selftest") {
+  if (o.scenario !== "selftest" && !o.scenario.startsWith("webrtc-")) {
     if (!o.wss || !/^wss?:\/\//.test(o.wss)) throw new UsageError("--wss ws(s)://HOST:PORT[/path] is required");
     if (!o.domain) o.domain = new URL(o.wss).hostname.replace(/^\[|\]$/g, "");
   }
@@ -118,6 +122,10 @@ function parseScenario(s) {
       break;
     case "selftest":
       if (parts.length === 1) return { kind: "selftest" };
+      break;
+    case "webrtc-echo":
+    case "webrtc-mdns":
+      if (parts.length === 1) return { kind: parts[0] };
       break;
   }
   throw new UsageError(`unknown scenario "${s}"`);
@@ -187,12 +195,15 @@ async function launchBrowser(pw, opts, name, toneFile, tmp) {
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
     "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-extensions",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    // Granting capture (fake UI) also lifts mDNS hiding of local addresses: not with --mdns.
+    ...(opts.mdns ? ["--enable-features=WebRtcHideLocalIpsWithMdns"] : ["--use-fake-ui-for-media-stream"]),
+    "--use-fake-device-for-media-stream",
     `--use-file-for-fake-audio-capture=${toneFile}`,
     "--ignore-certificate-errors", "--autoplay-policy=no-user-gesture-required",
     "--allow-loopback-in-peer-connection",
-    // The only --disable-features switch (Chromium keeps just the last one given).
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    // The only --disable-features switch (Chromium keeps just the last one given); kept on
+    // (mDNS host candidates, as real browsers send them) when the scenario asks for it.
+    ...(opts.mdns ? [] : ["--disable-features=WebRtcHideLocalIpsWithMdns"]),
     `--user-data-dir=${profile}`, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
     "about:blank",
   ];
@@ -527,6 +538,83 @@ async function scenarioReconnect(ctx, stack) {
 
 // No server: the page sends its fake microphone through a local RTCPeerConnection pair and
 // measures what arrives, with the same stats/analyser code as agent.js calls.
+// One line from stdin (the media leg under test answers through it).
+function readLine() {
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    const onData = (d) => {
+      buf += d;
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) { cleanup(); resolve(buf.slice(0, nl)); }
+    };
+    const onEnd = () => { cleanup(); reject(new Failure("stdin closed before an answer came")); };
+    const cleanup = () => { process.stdin.off("data", onData); process.stdin.off("end", onEnd); process.stdin.pause(); };
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", onData);
+    process.stdin.on("end", onEnd);
+    process.stdin.resume();
+  });
+}
+
+// The page offers (fake microphone, TONES[0]); whoever reads our stdout answers on stdin; the
+// page must get its own tone back (an echo room behind the answering WebRTC leg).
+async function scenarioWebrtcEcho(ctx) {
+  const pa = await newPage(ctx, "webrtc", 0);
+  const offer = await step("offer from Chromium (ICE gathering complete)", 15000, () => pa.eval(async ({ mdns, hz }) => {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    window.__pc = pc;
+    let mic;
+    if (mdns) {
+      // No getUserMedia: a page without capture permission hides its addresses behind mDNS
+      // names, as every real browser does. The tone comes from WebAudio instead.
+      const ac = new AudioContext({ sampleRate: 48000 });
+      const osc = ac.createOscillator();
+      const gain = ac.createGain();
+      osc.frequency.value = hz;
+      gain.gain.value = 0.3;
+      const dst = ac.createMediaStreamDestination();
+      osc.connect(gain).connect(dst);
+      osc.start();
+      mic = dst.stream;
+    } else {
+      mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false });
+    }
+    mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+    window.__gotTrack = new Promise((r) => (pc.ontrack = r));
+    await pc.setLocalDescription(await pc.createOffer());
+    if (pc.iceGatheringState !== "complete") {
+      await new Promise((r) => { pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 5000); });
+    }
+    return pc.localDescription.sdp;
+  }, { mdns: !!ctx.opts.mdns, hz: TONES[0] }));
+  const hosts = [...offer.matchAll(/a=candidate:\S+ 1 udp \d+ (\S+) \d+ typ host/g)].map((m) => m[1]);
+  say(`offer has host candidates ${hosts.join(", ") || "(none)"}`);
+  if (ctx.opts.mdns && !hosts.some((h) => h.endsWith(".local"))) throw new Failure("expected mDNS (.local) host candidates in the offer");
+  process.stdout.write(`OFFER ${JSON.stringify(offer)}\n`);
+  const line = await withTimeout(readLine(), 15000, "answer on stdin");
+  if (!line.startsWith("ANSWER ")) throw new Failure(`expected "ANSWER <json>" on stdin, got ${line.slice(0, 80)}`);
+  const answer = JSON.parse(line.slice(7));
+  const s = await step("connect and talk to the echo", 20000, () => pa.eval(async ({ answer, talkMs }) => {
+    const pc = window.__pc;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    await window.__gotTrack;
+    const t0 = Date.now();
+    while (pc.connectionState !== "connected") {
+      if (pc.connectionState === "failed" || Date.now() - t0 > 10000) throw new Error(`connection ${pc.connectionState}, ICE ${pc.iceConnectionState}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const fake = window.makeAgent({ stack: "sipjs", wsUrl: "wss://127.0.0.1:9", uri: "sip:webrtc@invalid" });
+    fake.peerConnection = () => pc;
+    fake.track({});
+    fake.onEstablished();
+    await new Promise((r) => setTimeout(r, talkMs));
+    const st = await fake.stats();
+    pc.close();
+    return st;
+  }, { answer, talkMs: ctx.opts.talk * 1000 }));
+  checkAudio("webrtc echo", s, TONES[0], ctx.opts.toneCheck);
+}
+
 async function scenarioSelftest(ctx) {
   const pa = await newPage(ctx, "selftest", 0);
   const s = await step("local RTCPeerConnection pair with the fake microphone", 15000, () => pa.eval(async (talkMs) => {
@@ -596,6 +684,7 @@ async function main() {
   }
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sb-browser-"));
+  if (scenario.kind === "webrtc-mdns") opts.mdns = true;
   const ctx = { opts, origin, pages: [], browsers: [], iceServers: [] };
   let status = 0;
   let deadline;
@@ -635,6 +724,7 @@ async function main() {
         case "call": return scenarioCall(ctx, scenario.a, scenario.b);
         case "reconnect": return scenarioReconnect(ctx, scenario.stack);
         case "selftest": return scenarioSelftest(ctx);
+        case "webrtc-echo": case "webrtc-mdns": return scenarioWebrtcEcho(ctx);
       }
     };
     await Promise.race([
