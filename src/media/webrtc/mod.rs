@@ -88,6 +88,10 @@ pub struct WebRtcConfig {
     pub opus_payload_type: u8,
     /// How long ICE may stay `disconnected` before the leg counts as closed.
     pub disconnected_timeout: Duration,
+    /// Ask the browser to encode Opus for at most this playback rate
+    /// (`maxplaybackrate`, RFC 7587): 8000 when the other side is G.711, which
+    /// halves the cost of the decoder and of our encoder. `None`: fullband.
+    pub opus_max_playback_rate: Option<u32>,
 }
 
 impl WebRtcConfig {
@@ -111,6 +115,7 @@ impl WebRtcConfig {
             ],
             opus_payload_type: 111,
             disconnected_timeout: Duration::from_secs(10),
+            opus_max_playback_rate: None,
         })
     }
 }
@@ -168,6 +173,7 @@ impl WebRtcLeg {
             .local_description()
             .map(|d| d.sdp)
             .ok_or_else(|| rtc_err("no local description"))?;
+        let sdp = tidy_answer(&sdp, cfg.opus_max_playback_rate);
         leg.negotiated = Some(negotiated_from_answer(&sdp).ok_or(WebRtcError::NoCommonCodec)?);
         Ok((leg, sdp))
     }
@@ -223,13 +229,19 @@ impl WebRtcLeg {
 
     fn new(local: SocketAddr, cfg: &WebRtcConfig, now: Instant) -> Result<WebRtcLeg, WebRtcError> {
         let mut media = MediaEngine::default();
+        let opus_fmtp = match cfg.opus_max_playback_rate {
+            Some(rate) => format!(
+                "minptime=10;useinbandfec=1;maxplaybackrate={rate};sprop-maxcapturerate={rate}"
+            ),
+            None => "minptime=10;useinbandfec=1".to_owned(),
+        };
         for kind in &cfg.codecs {
             let (mime, rate, channels, fmtp, pt) = match kind {
                 CodecKind::Opus => (
                     MIME_TYPE_OPUS,
                     48_000,
                     2,
-                    "minptime=10;useinbandfec=1",
+                    opus_fmtp.as_str(),
                     cfg.opus_payload_type,
                 ),
                 CodecKind::G722 => (MIME_TYPE_G722, 8000, 0, "", 9),
@@ -410,6 +422,63 @@ fn codec(mime: &str, rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCode
         },
         payload_type: pt,
     }
+}
+
+/// Repairs what webrtc-rs 0.21 gets wrong in an answer and adds what it
+/// cannot express:
+/// - its codec matching ignores clock rates, so an offer with both
+///   `telephone-event/48000` and `/8000` gets the 48 kHz one twice (same
+///   payload type listed twice): duplicates are dropped, which leaves the
+///   one that matches Opus;
+/// - it answers with the offerer's Opus `fmtp`; ours may add
+///   `maxplaybackrate` (RFC 7587) to ask for narrowband Opus.
+///
+/// The connection's own state is unaffected: formats and fmtp only tell the
+/// browser what to send.
+pub fn tidy_answer(sdp: &str, opus_max_playback_rate: Option<u32>) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    let mut seen: Vec<&str> = Vec::new();
+    let mut opus_pts: Vec<String> = Vec::new();
+    for line in sdp.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with("m=") {
+            seen.clear();
+            let mut parts: Vec<&str> = line.split(' ').collect();
+            if parts.len() > 3 {
+                let mut formats: Vec<&str> = Vec::new();
+                for f in parts.drain(3..) {
+                    if !formats.contains(&f) {
+                        formats.push(f);
+                    }
+                }
+                parts.extend(formats);
+            }
+            out.push_str(&parts.join(" "));
+            out.push_str("\r\n");
+            continue;
+        }
+        if line.starts_with("a=rtpmap:") || line.starts_with("a=fmtp:") {
+            if seen.contains(&line) {
+                continue;
+            }
+            seen.push(line);
+        }
+        if let Some(rest) = line.strip_prefix("a=rtpmap:")
+            && let Some((pt, enc)) = rest.split_once(' ')
+            && enc.to_ascii_lowercase().starts_with("opus/")
+        {
+            opus_pts.push(pt.to_owned());
+        }
+        out.push_str(line);
+        if let (Some(rate), Some(rest)) = (opus_max_playback_rate, line.strip_prefix("a=fmtp:"))
+            && let Some((pt, params)) = rest.split_once(' ')
+            && opus_pts.iter().any(|p| p == pt)
+            && !params.contains("maxplaybackrate")
+        {
+            out.push_str(&format!(";maxplaybackrate={rate};sprop-maxcapturerate={rate}"));
+        }
+        out.push_str("\r\n");
+    }
+    out
 }
 
 /// Reads the settled codec, telephone-event and audio-level id from an

@@ -59,3 +59,32 @@ fn makes_an_offer_a_browser_can_answer() {
     assert!(offer.contains("telephone-event/8000"), "{offer}");
     assert!(offer.contains("a=setup:actpass"), "{offer}");
 }
+
+#[test]
+fn narrowband_opus_is_requested_when_configured() {
+    let mut cfg = WebRtcConfig::generate().unwrap();
+    cfg.opus_max_playback_rate = Some(8000);
+    let (leg, answer) = WebRtcLeg::answer(CHROME_OFFER, local(), &cfg, Instant::now()).unwrap();
+    assert!(answer.contains("maxplaybackrate=8000"), "{answer}");
+    assert_eq!(leg.negotiated().unwrap().participant.codec.kind, CodecKind::Opus);
+}
+
+#[test]
+fn answer_asks_for_rfc6464_audio_levels() {
+    let cfg = WebRtcConfig::generate().unwrap();
+    let (leg, answer) = WebRtcLeg::answer(CHROME_OFFER, local(), &cfg, Instant::now()).unwrap();
+    assert!(answer.contains("ssrc-audio-level"), "{answer}");
+    assert_eq!(leg.negotiated().unwrap().audio_level_ext, Some(1));
+}
+
+#[test]
+fn both_telephone_events_offered_are_answered_once() {
+    let cfg = WebRtcConfig::generate().unwrap();
+    let (_leg, answer) = WebRtcLeg::answer(CHROME_OFFER, local(), &cfg, Instant::now()).unwrap();
+    let m = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
+    let formats: Vec<&str> = m.split_whitespace().skip(3).collect();
+    let mut dedup = formats.clone();
+    dedup.dedup();
+    assert_eq!(formats, dedup, "{m}");
+    assert_eq!(answer.matches("telephone-event/48000").count(), 1, "{answer}");
+}
