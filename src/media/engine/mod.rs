@@ -56,6 +56,9 @@ pub struct MediaConfig {
     pub max_room_size: usize,
     /// Delay of the echo test (600), ms.
     pub echo_delay_ms: u32,
+    /// How long calls the gateway answers itself (echo, conference) ring
+    /// before the answer, ms (180 Ringing meanwhile; 0: answer at once).
+    pub answer_delay_ms: u64,
 }
 
 impl Default for MediaConfig {
@@ -69,6 +72,7 @@ impl Default for MediaConfig {
             max_legs: 10_000,
             max_room_size: 500,
             echo_delay_ms: 200,
+            answer_delay_ms: 0,
         }
     }
 }
@@ -85,6 +89,9 @@ impl MediaConfig {
         }
         if self.max_rooms == 0 || self.max_legs == 0 || self.max_room_size < 2 {
             return Err("media.max_rooms and max_legs must be at least 1, max_room_size at least 2".into());
+        }
+        if self.answer_delay_ms > 60_000 {
+            return Err("media.answer_delay_ms: at most 60000".into());
         }
         if self.echo_delay_ms > 5000 {
             return Err("media.echo_delay_ms: at most 5000".into());
