@@ -694,7 +694,10 @@ mod tests {
 
     #[test]
     fn media_section_is_read_and_checked() {
-        let loaded = file("media:\n  rtp_ports: '30000-30099'\n  bind: 127.0.0.1\n  media_timeout_secs: 5\n").unwrap();
+        let loaded = file(
+            "media:\n  rtp_ports: '30000-30099'\n  bind: 127.0.0.1\n  media_timeout_secs: 5\n",
+        )
+        .unwrap();
         assert_eq!(loaded.config.media.value.rtp_ports, "30000-30099");
         assert_eq!(loaded.config.media.value.media_timeout_secs, 5);
         let err = file("media:\n  bind: 127.0.0.1\n  rtp_ports: '500-600'\n").unwrap_err();

@@ -230,7 +230,10 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
         }
         for (name, counter) in [
-            ("switchboard_media_packets_received_total", &m.packets_received),
+            (
+                "switchboard_media_packets_received_total",
+                &m.packets_received,
+            ),
             ("switchboard_media_packets_sent_total", &m.packets_sent),
             ("switchboard_media_timeouts_total", &m.media_timeouts),
             ("switchboard_media_ticks_skipped_total", &m.ticks_skipped),

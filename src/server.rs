@@ -10,11 +10,11 @@ use tracing::{info, warn};
 
 use crate::auth::authenticator::Authenticator;
 use crate::b2bua::B2bua;
-use crate::media::engine::MediaEngine;
-use crate::media::sdp::Capabilities;
 use crate::config::Loaded;
 use crate::dispatch::Services;
 use crate::http::{HttpListener, Role};
+use crate::media::engine::MediaEngine;
+use crate::media::sdp::Capabilities;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::proxy::token::TokenKey;

@@ -112,7 +112,20 @@ fn write_tone_pcap(path: &Path, freq: f32, seconds: u32) {
         let ip_len = 20 + udp_len;
         let mut frame = vec![0u8; 12];
         frame.extend_from_slice(&[0x08, 0x00]);
-        frame.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0, 0, 64, 17, 0, 0]);
+        frame.extend_from_slice(&[
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
         frame.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
         frame.extend_from_slice(&6000u16.to_be_bytes());
         frame.extend_from_slice(&6000u16.to_be_bytes());
@@ -157,9 +170,14 @@ impl Capture {
             std::thread::spawn(move || {
                 let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(n) = socket.recv(&mut buf) else { continue };
+                    let Ok(n) = socket.recv(&mut buf) else {
+                        continue;
+                    };
                     // SAFETY: recv initialised the first n bytes.
-                    let data: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
                     if data.len() < 28 || data[9] != 17 {
                         continue;
                     }
@@ -202,7 +220,11 @@ fn frames_with_tone(payloads: &[Vec<u8>], freq: f32) -> usize {
         .iter()
         .filter(|p| {
             let pcm: Vec<i16> = p.iter().map(|&b| alaw_to_linear(b)).collect();
-            let energy = pcm.iter().map(|&s| f32::from(s) * f32::from(s)).sum::<f32>() / pcm.len() as f32;
+            let energy = pcm
+                .iter()
+                .map(|&s| f32::from(s) * f32::from(s))
+                .sum::<f32>()
+                / pcm.len() as f32;
             let tone = goertzel(&pcm, 8000, freq) * 2.0;
             energy > 1.0e5 && tone > 0.5 * energy
         })
@@ -229,8 +251,21 @@ fn spawn_sipp(
         .args(["-sf", scenario(name).to_str().unwrap()])
         .args(["-inf", csv.to_str().unwrap()])
         .args(["-t", "u1", "-nr", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &free_port().to_string(), "-mp", &media_port.to_string()])
-        .args(["-m", "1", "-timeout", "40s", "-timeout_error", "-trace_err", "-nostdin"])
+        .args([
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &media_port.to_string(),
+        ])
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-trace_err",
+            "-nostdin",
+        ])
         .current_dir(work.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -249,7 +284,8 @@ fn wait(mut child: Child, work: &Path, what: &str) {
                 for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
                     let name = entry.file_name().to_string_lossy().to_string();
                     if name.ends_with(".log") {
-                        details.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                        details
+                            .push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
                     }
                 }
                 panic!("{what} failed ({status}):\n{details}");
@@ -311,13 +347,21 @@ fn echo_600_sends_the_callers_audio_back() {
     wait(child, work.path(), "echo call");
     let payloads = capture.finish();
     let toned = frames_with_tone(&payloads, 1000.0);
-    eprintln!("echo: {toned} of {} captured frames carry the 1 kHz tone", payloads.len());
+    eprintln!(
+        "echo: {toned} of {} captured frames carry the 1 kHz tone",
+        payloads.len()
+    );
     assert!(
         toned >= 100,
         "expected most of 150 tone frames back, got {toned} of {} packets",
         payloads.len()
     );
-    assert!(setup.server.metric("switchboard_media_packets_received_total") >= 140);
+    assert!(
+        setup
+            .server
+            .metric("switchboard_media_packets_received_total")
+            >= 140
+    );
     assert_nothing_left(&setup.server);
 }
 
@@ -344,8 +388,16 @@ fn two_callers_in_a_conference_hear_each_other() {
         heard_b.len(),
         heard_a.len()
     );
-    assert!(b_hears_a >= 50, "B heard A in {b_hears_a} of {} frames", heard_b.len());
-    assert!(a_hears_b >= 50, "A heard B in {a_hears_b} of {} frames", heard_a.len());
+    assert!(
+        b_hears_a >= 50,
+        "B heard A in {b_hears_a} of {} frames",
+        heard_b.len()
+    );
+    assert!(
+        a_hears_b >= 50,
+        "A heard B in {a_hears_b} of {} frames",
+        heard_a.len()
+    );
     assert_eq!(frames_with_tone(&heard_a, 1000.0), 0, "A heard itself");
     assert_nothing_left(&setup.server);
 }
@@ -353,7 +405,14 @@ fn two_callers_in_a_conference_hear_each_other() {
 #[test]
 fn cancel_while_ringing_gets_487_and_leaves_nothing() {
     let setup = start("  answer_delay_ms: 3000\n");
-    let (child, work) = spawn_sipp(&setup, "b2bua_cancel.xml", "u0001", "600", media_port(), None);
+    let (child, work) = spawn_sipp(
+        &setup,
+        "b2bua_cancel.xml",
+        "u0001",
+        "600",
+        media_port(),
+        None,
+    );
     wait(child, work.path(), "cancelled call");
     assert_nothing_left(&setup.server);
 }
@@ -362,7 +421,14 @@ fn cancel_while_ringing_gets_487_and_leaves_nothing() {
 fn media_timeout_makes_us_hang_up() {
     let setup = start("  media_timeout_secs: 2\n");
     let started = Instant::now();
-    let (child, work) = spawn_sipp(&setup, "b2bua_timeout.xml", "u0001", "600", media_port(), None);
+    let (child, work) = spawn_sipp(
+        &setup,
+        "b2bua_timeout.xml",
+        "u0001",
+        "600",
+        media_port(),
+        None,
+    );
     wait(child, work.path(), "silent call");
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert_eq!(setup.server.metric("switchboard_media_timeouts_total"), 1);
@@ -394,7 +460,9 @@ fn invite_with_sdp(server: SocketAddr, sdp: &str) -> String {
     use std::net::UdpSocket;
     use switchboard::auth::digest::{Algorithm, ha1, response};
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let local = socket.local_addr().unwrap();
     let send = |cseq: u32, auth: &str| {
         let msg = format!(

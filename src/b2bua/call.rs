@@ -203,7 +203,13 @@ impl UasCall {
                 // Glare: both hung up. Answer theirs; ours ends by itself.
                 vec![Action::Reply(200, None)]
             }
-            (Ending, CallEvent::ReInvite(_) | CallEvent::Info(..) | CallEvent::Options | CallEvent::Other) => {
+            (
+                Ending,
+                CallEvent::ReInvite(_)
+                | CallEvent::Info(..)
+                | CallEvent::Options
+                | CallEvent::Other,
+            ) => {
                 vec![Action::Reply(481, None)]
             }
             _ => Vec::new(),
@@ -328,7 +334,10 @@ mod tests {
         let t0 = Instant::now();
         let (mut call, _, actions) = start(1000, t0);
         assert_eq!(actions, [Action::Ring]);
-        assert!(call.handle(CallEvent::Timer, t0 + Duration::from_millis(500)).is_empty());
+        assert!(
+            call.handle(CallEvent::Timer, t0 + Duration::from_millis(500))
+                .is_empty()
+        );
         assert_eq!(
             call.handle(CallEvent::Cancel, t0 + Duration::from_millis(600)),
             [Action::RejectInvite(487), Action::Release]
@@ -340,7 +349,10 @@ mod tests {
     fn no_ack_ends_with_bye_after_64_t1() {
         let t0 = Instant::now();
         let (mut call, _, _) = start(0, t0);
-        assert!(call.handle(CallEvent::Timer, t0 + Duration::from_secs(31)).is_empty());
+        assert!(
+            call.handle(CallEvent::Timer, t0 + Duration::from_secs(31))
+                .is_empty()
+        );
         assert_eq!(
             call.handle(CallEvent::Timer, t0 + Duration::from_secs(32)),
             [Action::SendBye]
@@ -377,14 +389,16 @@ mod tests {
         call.handle(CallEvent::Ack, t0);
         let hold = OFFER.replace("sendrecv", "sendonly");
         let actions = call.handle(CallEvent::ReInvite(hold.as_bytes()), t0);
-        let [Action::Reply(200, Some(answer)), Action::Renegotiate(neg)] = actions.as_slice() else {
+        let [Action::Reply(200, Some(answer)), Action::Renegotiate(neg)] = actions.as_slice()
+        else {
             panic!("{actions:?}");
         };
         assert!(answer.contains("a=recvonly"), "{answer}");
         assert!(neg.on_hold());
         assert_eq!(neg.local_direction, Direction::RecvOnly);
         let actions = call.handle(CallEvent::ReInvite(OFFER.as_bytes()), t0);
-        let [Action::Reply(200, Some(answer)), Action::Renegotiate(neg)] = actions.as_slice() else {
+        let [Action::Reply(200, Some(answer)), Action::Renegotiate(neg)] = actions.as_slice()
+        else {
             panic!("{actions:?}");
         };
         assert!(answer.contains("a=sendrecv"), "{answer}");
@@ -421,24 +435,48 @@ mod tests {
             call.handle(CallEvent::Info("text/plain", b"hi"), t0),
             [Action::Reply(415, None)]
         );
-        assert_eq!(call.handle(CallEvent::Options, t0), [Action::Reply(200, None)]);
-        assert_eq!(call.handle(CallEvent::Other, t0), [Action::Reply(501, None)]);
+        assert_eq!(
+            call.handle(CallEvent::Options, t0),
+            [Action::Reply(200, None)]
+        );
+        assert_eq!(
+            call.handle(CallEvent::Other, t0),
+            [Action::Reply(501, None)]
+        );
     }
 
     #[test]
     fn unacceptable_offers_are_rejected_up_front() {
         let t0 = Instant::now();
         let g729 = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18");
-        let r = UasCall::new(g729.as_bytes(), Capabilities::default(), local(), Duration::ZERO, t0);
+        let r = UasCall::new(
+            g729.as_bytes(),
+            Capabilities::default(),
+            local(),
+            Duration::ZERO,
+            t0,
+        );
         assert_eq!(r.err(), Some(488));
-        let r = UasCall::new(b"garbage", Capabilities::default(), local(), Duration::ZERO, t0);
+        let r = UasCall::new(
+            b"garbage",
+            Capabilities::default(),
+            local(),
+            Duration::ZERO,
+            t0,
+        );
         assert_eq!(r.err(), Some(488));
     }
 
     #[test]
     fn dtmf_info_bodies() {
-        assert_eq!(parse_dtmf_info("application/dtmf-relay", b"Signal= 10\nDuration= 100"), Some(('*', 100)));
-        assert_eq!(parse_dtmf_info("Application/DTMF-Relay; x=y", b"Signal=a"), Some(('A', 250)));
+        assert_eq!(
+            parse_dtmf_info("application/dtmf-relay", b"Signal= 10\nDuration= 100"),
+            Some(('*', 100))
+        );
+        assert_eq!(
+            parse_dtmf_info("Application/DTMF-Relay; x=y", b"Signal=a"),
+            Some(('A', 250))
+        );
         assert_eq!(parse_dtmf_info("application/dtmf-relay", b"Signal=Z"), None);
         assert_eq!(parse_dtmf_info("application/dtmf-relay", b"\xff"), None);
     }

@@ -68,7 +68,9 @@ fn via_transport(kind: TransportKind) -> &'static str {
 }
 
 fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// One call's signalling context: what every response and our BYE need.
@@ -331,7 +333,11 @@ pub async fn answer<S: InviteServer>(
                     match joined {
                         Ok(handle) => {
                             room = Some(handle);
-                            invite.respond(dialog.response(&request, 200, Some(answer_sdp.clone())));
+                            invite.respond(dialog.response(
+                                &request,
+                                200,
+                                Some(answer_sdp.clone()),
+                            ));
                         }
                         Err(e) => {
                             warn!(error = %e, "could not join the room");
@@ -364,9 +370,8 @@ pub async fn answer<S: InviteServer>(
                             .send(Command::UpdateLeg(
                                 participant,
                                 Box::new(move |leg: &mut dyn Leg| {
-                                    if let Some(rtp) = leg
-                                        .as_any_mut()
-                                        .and_then(|a| a.downcast_mut::<RtpLeg>())
+                                    if let Some(rtp) =
+                                        leg.as_any_mut().and_then(|a| a.downcast_mut::<RtpLeg>())
                                     {
                                         rtp.update(&update, now);
                                     }

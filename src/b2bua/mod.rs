@@ -102,12 +102,8 @@ impl B2bua {
 
     /// Hands an in-dialog request to its call, or answers 481.
     pub async fn in_dialog(&self, transaction: Transaction) {
-        let sender = Self::key_of(&transaction.original).and_then(|key| {
-            self.dialogs
-                .lock()
-                .ok()
-                .and_then(|d| d.get(&key).cloned())
-        });
+        let sender = Self::key_of(&transaction.original)
+            .and_then(|key| self.dialogs.lock().ok().and_then(|d| d.get(&key).cloned()));
         let transaction = match sender {
             Some(sender) => match sender.send(transaction) {
                 Ok(()) => return,

@@ -432,12 +432,10 @@ impl Proxy {
                         .hand_to_b2bua(upstream, CallTarget::Echo, caller_hop)
                         .await;
                 }
-                Action::Trunk { .. } => {
-                    relay::Outcome::Failed(self.response_for(
-                        &upstream.original,
-                        status_with_reason(503, "Media Services Not Available"),
-                    ))
-                }
+                Action::Trunk { .. } => relay::Outcome::Failed(self.response_for(
+                    &upstream.original,
+                    status_with_reason(503, "Media Services Not Available"),
+                )),
             };
             let next = match outcome {
                 relay::Outcome::Answered => return,

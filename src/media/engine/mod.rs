@@ -80,7 +80,8 @@ impl Default for MediaConfig {
 impl MediaConfig {
     /// Checks the values; messages name the key.
     pub fn validate(&self) -> Result<PortRange, String> {
-        let range = PortRange::parse(&self.rtp_ports).map_err(|e| format!("media.rtp_ports: {e}"))?;
+        let range =
+            PortRange::parse(&self.rtp_ports).map_err(|e| format!("media.rtp_ports: {e}"))?;
         if !(1..=3600).contains(&self.media_timeout_secs) {
             return Err(format!(
                 "media.media_timeout_secs: {} is out of range (1..=3600)",
@@ -88,7 +89,9 @@ impl MediaConfig {
             ));
         }
         if self.max_rooms == 0 || self.max_legs == 0 || self.max_room_size < 2 {
-            return Err("media.max_rooms and max_legs must be at least 1, max_room_size at least 2".into());
+            return Err(
+                "media.max_rooms and max_legs must be at least 1, max_room_size at least 2".into(),
+            );
         }
         if self.answer_delay_ms > 60_000 {
             return Err("media.answer_delay_ms: at most 60000".into());
@@ -201,6 +204,11 @@ pub enum Command {
     Dtmf(ParticipantId, char, u32),
     /// Runs a change on a participant's leg (e.g. a re-INVITE's new address).
     UpdateLeg(ParticipantId, LegUpdate),
+    /// Reports a participant's jitter buffer statistics.
+    JitterStats(
+        ParticipantId,
+        oneshot::Sender<Option<crate::media::jitter::JitterStats>>,
+    ),
     /// Subscribes to every [`RoomEvent`].
     Subscribe(oneshot::Sender<broadcast::Receiver<RoomEvent>>),
     /// Removes everybody and ends the room.

@@ -239,10 +239,7 @@ impl RoomTask {
         if now >= self.next_tick {
             let tick_ms = self.ms(self.next_tick);
             let RoomTask {
-                room,
-                slots,
-                index,
-                ..
+                room, slots, index, ..
             } = self;
             for (to, frame) in room.tick(tick_ms) {
                 let Some(slot) = index.get(&to).and_then(|&i| slots.get_mut(i)) else {
@@ -369,6 +366,9 @@ impl RoomTask {
                         self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
                     }
                 }
+            }
+            Command::JitterStats(id, reply) => {
+                let _ = reply.send(self.room.jitter_stats(id));
             }
             Command::Subscribe(reply) => {
                 let tx = self

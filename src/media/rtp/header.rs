@@ -72,7 +72,10 @@ pub fn parse(data: &[u8]) -> Option<RtpHeader> {
 }
 
 fn pad_invalid(b0: u8, data: &[u8], start: usize) -> bool {
-    b0 & 0x20 != 0 && data.last().is_some_and(|&p| p == 0 || usize::from(p) > data.len() - start)
+    b0 & 0x20 != 0
+        && data
+            .last()
+            .is_some_and(|&p| p == 0 || usize::from(p) > data.len() - start)
 }
 
 /// Writes a fixed header (no CSRC, no extension, no padding).

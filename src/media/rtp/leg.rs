@@ -278,7 +278,9 @@ impl RtpLeg {
             }
         });
         let now_ms = self.ms(now);
-        let block = self.peer_ssrc.map(|ssrc| self.rx.report_block(ssrc, now_ms));
+        let block = self
+            .peer_ssrc
+            .map(|ssrc| self.rx.report_block(ssrc, now_ms));
         rtcp::build_report(&mut self.tx, self.cfg.ssrc, sender, block, &self.cfg.cname);
         io.transmit_rtcp(dest, &self.tx);
     }

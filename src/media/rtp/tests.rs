@@ -96,7 +96,10 @@ fn a_natted_peer_is_latched_after_probation() {
     let mut io = Io::default();
     let nat = addr(NAT_ADDR);
     leg.handle_datagram(t0, nat, &mut packet(7, 1, 0, 0), &mut io);
-    assert!(io.media.is_empty(), "first packet of a new source is probation");
+    assert!(
+        io.media.is_empty(),
+        "first packet of a new source is probation"
+    );
     leg.handle_datagram(t0, nat, &mut packet(7, 2, 160, 0), &mut io);
     assert_eq!(io.media.len(), 1);
     assert_eq!(leg.destination(), Some(nat));
@@ -122,7 +125,11 @@ fn a_stranger_cannot_take_over_a_live_stream() {
     }
     assert_eq!(io.media.len(), accepted);
     assert_eq!(leg.destination(), Some(nat));
-    assert_eq!(leg.stats().dropped, 51, "the probation packet and the spray");
+    assert_eq!(
+        leg.stats().dropped,
+        51,
+        "the probation packet and the spray"
+    );
     // After the peer has been silent for relatch_after, a new source that
     // passes probation takes over (the peer's NAT binding changed).
     let later = t0 + Duration::from_secs(2);
@@ -152,16 +159,30 @@ fn a_new_ssrc_continues_the_sequence_and_timeline() {
     let src = addr(SDP_ADDR);
     for i in 0..5u16 {
         let at = t0 + Duration::from_millis(20 * u64::from(i));
-        leg.handle_datagram(at, src, &mut packet(1, 1000 + i, 50_000 + 160 * u32::from(i), 0), &mut io);
+        leg.handle_datagram(
+            at,
+            src,
+            &mut packet(1, 1000 + i, 50_000 + 160 * u32::from(i), 0),
+            &mut io,
+        );
     }
     // Transfer: another SSRC, unrelated numbers, 100 ms after the last packet.
     let at = t0 + Duration::from_millis(180);
     leg.handle_datagram(at, src, &mut packet(2, 7, 999_999, 0), &mut io);
-    leg.handle_datagram(at + Duration::from_millis(20), src, &mut packet(2, 8, 999_999 + 160, 0), &mut io);
+    leg.handle_datagram(
+        at + Duration::from_millis(20),
+        src,
+        &mut packet(2, 8, 999_999 + 160, 0),
+        &mut io,
+    );
     let seqs: Vec<u16> = io.media.iter().map(|m| m.1).collect();
     assert_eq!(seqs, [1000, 1001, 1002, 1003, 1004, 1005, 1006]);
     let ts: Vec<u32> = io.media.iter().map(|m| m.2).collect();
-    assert_eq!(ts[5], 50_000 + 4 * 160 + 800, "100 ms later on the 8 kHz clock");
+    assert_eq!(
+        ts[5],
+        50_000 + 4 * 160 + 800,
+        "100 ms later on the 8 kHz clock"
+    );
     assert_eq!(ts[6], ts[5] + 160);
     // Reordered packet of the new source maps consistently.
     leg.handle_datagram(at, src, &mut packet(2, 6, 999_999 - 160, 0), &mut io);
@@ -174,7 +195,12 @@ fn our_own_stream_looped_back_and_garbage_are_dropped() {
     let t0 = Instant::now();
     let mut leg = RtpLeg::new(config(), t0);
     let mut io = Io::default();
-    leg.handle_datagram(t0, addr(SDP_ADDR), &mut packet(0x5353_5353, 1, 0, 0), &mut io);
+    leg.handle_datagram(
+        t0,
+        addr(SDP_ADDR),
+        &mut packet(0x5353_5353, 1, 0, 0),
+        &mut io,
+    );
     leg.handle_datagram(t0, addr(SDP_ADDR), &mut [1, 2, 3], &mut io);
     assert!(io.media.is_empty());
     assert_eq!(leg.stats().dropped, 2);
@@ -220,7 +246,12 @@ fn rtcp_keeps_the_leg_alive_and_reports_are_sr_after_sending() {
     let mut io = Io::default();
     let mut sr = Vec::new();
     super::rtcp::build_report(&mut sr, 7, None, None, "peer");
-    leg.handle_datagram(t0 + Duration::from_secs(9), addr("192.0.2.10:4001"), &mut sr, &mut io);
+    leg.handle_datagram(
+        t0 + Duration::from_secs(9),
+        addr("192.0.2.10:4001"),
+        &mut sr,
+        &mut io,
+    );
     leg.handle_timeout(t0 + Duration::from_secs(10), &mut io);
     assert_eq!(leg.closed(), None);
     leg.send_frame(t0, &frame(0), &mut io);

@@ -140,7 +140,13 @@ fn our_preference_wins_over_the_offer_order() {
         codecs: vec![CodecKind::G722, CodecKind::Pcmu],
         ..Capabilities::default()
     };
-    let (_, neg) = answer(&parse(PHONE_VIDEO), &caps, local(), &mut SessionOrigin::new()).unwrap();
+    let (_, neg) = answer(
+        &parse(PHONE_VIDEO),
+        &caps,
+        local(),
+        &mut SessionOrigin::new(),
+    )
+    .unwrap();
     assert_eq!(neg.codec.kind, CodecKind::G722);
     // Dynamic telephone-event PT echoed; a=rtcp honoured (other port and address).
     assert_eq!(neg.telephone_event.map(|t| t.payload_type), Some(96));
@@ -184,8 +190,12 @@ fn no_common_codec_is_488() {
     let err = answer_of(offer).unwrap_err();
     assert_eq!(err, NegotiationError::NoCommonCodec);
     assert_eq!(err.status(), 488);
-    let video_only = "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nt=0 0\r\nm=video 4000 RTP/AVP 31\r\n";
-    assert_eq!(answer_of(video_only).unwrap_err(), NegotiationError::NoAudio);
+    let video_only =
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nt=0 0\r\nm=video 4000 RTP/AVP 31\r\n";
+    assert_eq!(
+        answer_of(video_only).unwrap_err(),
+        NegotiationError::NoAudio
+    );
 }
 
 #[test]
@@ -223,7 +233,9 @@ fn hold_directions_are_answered_in_reverse() {
     );
 
     // recvonly → sendonly, a session-level attribute applies to every stream.
-    let offer = ASTERISK.replace("a=sendrecv\r\n", "").replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
+    let offer = ASTERISK
+        .replace("a=sendrecv\r\n", "")
+        .replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
     let (_, neg) = answer_of(&offer).unwrap();
     assert_eq!(neg.local_direction, Direction::SendOnly);
     assert!(!neg.on_hold());
@@ -235,7 +247,13 @@ fn opus_over_plain_rtp_uses_the_48k_telephone_event() {
         codecs: vec![CodecKind::Opus],
         ..Capabilities::default()
     };
-    let (ans, neg) = answer(&parse(IPV6_INACTIVE), &caps, local(), &mut SessionOrigin::new()).unwrap();
+    let (ans, neg) = answer(
+        &parse(IPV6_INACTIVE),
+        &caps,
+        local(),
+        &mut SessionOrigin::new(),
+    )
+    .unwrap();
     assert_eq!(neg.codec.kind, CodecKind::Opus);
     assert_eq!(neg.codec.payload_type, 96);
     assert_eq!(neg.telephone_event.map(|t| t.clock_rate), Some(48_000));
@@ -263,8 +281,14 @@ fn our_offer_and_its_answer() {
     };
     let offer = build_offer(&caps, local(), Direction::SendRecv, &mut origin);
     let text = offer.to_string();
-    assert!(text.contains("m=audio 20000 RTP/AVP 0 8 9 101\r\n"), "{text}");
-    assert!(text.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{text}");
+    assert!(
+        text.contains("m=audio 20000 RTP/AVP 0 8 9 101\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a=rtpmap:101 telephone-event/8000\r\n"),
+        "{text}"
+    );
     assert!(text.contains("a=fmtp:101 0-16\r\n"), "{text}");
     assert!(text.contains("a=ptime:20\r\n"), "{text}");
     // Answered by "the other side" with our own answerer: PCMA preferred there.
@@ -297,7 +321,10 @@ fn malformed_descriptions_are_errors() {
         "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n",
         "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN\r\n",
     ] {
-        assert!(SessionDescription::parse(bad.as_bytes()).is_err(), "{bad:?}");
+        assert!(
+            SessionDescription::parse(bad.as_bytes()).is_err(),
+            "{bad:?}"
+        );
     }
     assert_eq!(
         SessionDescription::parse(&[0xff, 0xfe]),
@@ -328,8 +355,18 @@ impl Rng {
 fn mutated_inputs_never_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let tokens: [&[u8]; 12] = [
-        b"\r\n", b"=", b":", b"/", b" ", b"m=audio ", b"a=rtpmap:", b"c=IN IP4 ", b"65536",
-        b"0.0.0.0", b"\xff", b"a=rtcp:",
+        b"\r\n",
+        b"=",
+        b":",
+        b"/",
+        b" ",
+        b"m=audio ",
+        b"a=rtpmap:",
+        b"c=IN IP4 ",
+        b"65536",
+        b"0.0.0.0",
+        b"\xff",
+        b"a=rtcp:",
     ];
     let caps = Capabilities::default();
     for round in 0..20_000 {
