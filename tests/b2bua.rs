@@ -46,7 +46,7 @@ fn is_root() -> bool {
 fn port_window(n: u16) -> (u16, u16) {
     for _ in 0..50 {
         let base = free_port() & !1;
-        if base < 1024 || base > 65_000 {
+        if !(1024..=65_000).contains(&base) {
             continue;
         }
         let free = (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());

@@ -186,6 +186,10 @@ impl Dialog {
     }
 }
 
+/// A call ready to ring/answer: its state machine, our SDP answer, the
+/// first actions, and its media.
+type Ready = (UasCall, String, Vec<Action>, Prepared);
+
 /// Chooses and builds the media leg for an offer.
 fn prepare(
     b2bua: &B2bua,
@@ -193,7 +197,7 @@ fn prepare(
     peer: &Peer,
     answer_delay: Duration,
     now: Instant,
-) -> Result<(UasCall, String, Vec<Action>, Prepared), (u16, &'static str)> {
+) -> Result<Ready, (u16, &'static str)> {
     let parsed = SessionDescription::parse(offer).map_err(|_| (488, "Bad SDP"))?;
     match MediaTransport::of(&parsed) {
         MediaTransport::Rtp => {}
@@ -495,10 +499,10 @@ fn send_bye(
         let mut status = 408;
         if client.send().await.is_ok() {
             while let Some(message) = client.receive().await {
-                if let SipMessage::Response(r) = message {
-                    if r.status_code.code() >= 200 {
-                        status = r.status_code.code();
-                    }
+                if let SipMessage::Response(r) = message
+                    && r.status_code.code() >= 200
+                {
+                    status = r.status_code.code();
                 }
             }
         }

@@ -38,7 +38,7 @@ impl PortRange {
 
     /// Number of even/odd pairs.
     pub fn pairs(&self) -> usize {
-        usize::from((self.last - self.first + 1) / 2)
+        usize::from((self.last - self.first).div_ceil(2))
     }
 }
 
@@ -84,10 +84,10 @@ pub struct PortLease {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.inner.state.lock() {
-            if let Some(slot) = state.used.get_mut(self.index) {
-                *slot = false;
-            }
+        if let Ok(mut state) = self.inner.state.lock()
+            && let Some(slot) = state.used.get_mut(self.index)
+        {
+            *slot = false;
         }
         self.inner.in_use.add(-2);
     }

@@ -93,11 +93,9 @@ impl ReceiverStats {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction = if expected_interval == 0 {
-            0
-        } else {
-            ((lost_interval << 8) / expected_interval).min(255) as u8
-        };
+        let fraction = (u64::from(lost_interval) << 8)
+            .checked_div(u64::from(expected_interval))
+            .map_or(0, |f| f.min(255) as u8);
         let lost = self.lost().min(0x7f_ffff);
         let dlsr = match self.last_sr_at_ms {
             Some(at) => ((now_ms.saturating_sub(at)) * 65536 / 1000) as u32,
