@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tracing::{Instrument, debug, info_span};
 
+use crate::b2bua::B2bua;
 use crate::directory::Directory;
 use crate::proxy::{Proxy, is_in_dialog};
 use crate::registrar::service::{Registrar, unix_now};
@@ -27,6 +28,8 @@ pub struct Services {
     pub registrar: Registrar,
     /// The proxy for calls and messages between local users.
     pub proxy: Arc<Proxy>,
+    /// Calls the gateway answers itself; their in-dialog requests go there.
+    pub b2bua: Option<Arc<B2bua>>,
 }
 
 /// Receives new server transactions until shutdown; one task per transaction.
@@ -94,6 +97,15 @@ async fn handle(services: Arc<Services>, mut transaction: Transaction) {
             transaction
                 .reply(StatusCode::CallTransactionDoesNotExist)
                 .await
+        }
+        _ if method != Method::Ack
+            && let Some(b2bua) = services
+                .b2bua
+                .as_ref()
+                .filter(|b| b.owns(&transaction.original)) =>
+        {
+            b2bua.in_dialog(transaction).await;
+            Ok(())
         }
         _ if method != Method::Ack && is_in_dialog(&transaction.original) => {
             let Some(source) = core.source(&transaction.original, transaction.connection.as_ref())

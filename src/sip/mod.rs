@@ -254,6 +254,11 @@ impl SipCore {
         Some(incoming)
     }
 
+    /// The transaction layer (for client transactions we originate).
+    pub fn transaction_layer(&self) -> &Arc<TransactionLayer> {
+        &self.endpoint
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
