@@ -260,7 +260,9 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     routing.spawn_watchers(config.dialplan.watch, cancel.clone());
     let engine = MediaEngine::new(config.media.value.clone(), core.metrics().clone())
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let b2bua = B2bua::new(core.clone(), engine, Capabilities::default());
+    let webrtc = crate::media::webrtc::WebRtcConfig::generate()
+        .map_err(|e| StartError::Config(format!("WebRTC: {e}")))?;
+    let b2bua = B2bua::new(core.clone(), engine, Capabilities::default(), Arc::new(webrtc));
     let proxy = Arc::new(Proxy {
         core: core.clone(),
         store: store.clone(),

@@ -86,3 +86,18 @@ fn sipjs_reregisters_after_its_websocket_drops_and_can_be_called() {
 fn jssip_reregisters_after_its_websocket_drops_and_can_be_called() {
     run(&server(), "reconnect:jssip");
 }
+
+#[test]
+fn sipjs_hears_itself_through_the_echo_test() {
+    run(&server(), "echo:sipjs");
+}
+
+#[test]
+fn jssip_hears_itself_through_the_echo_test() {
+    run(&server(), "echo:jssip");
+}
+
+#[test]
+fn sipjs_and_jssip_hear_each_other_in_a_conference() {
+    run(&server(), "conference:sipjs:jssip");
+}

@@ -25,6 +25,9 @@ scenarios:
   call:A:B                          user1 (stack A) calls user2 (stack B); audio both ways; A hangs up
   reconnect:STACK                   user2 registers, its WebSocket is killed, the stack must
                                     reconnect and re-register by itself; then user1 calls user2
+  echo:STACK                        user1 calls the echo test (600): hears its own tone; hangs up
+  conference:A:B                    user1 (stack A) and user2 (stack B) dial conference 700: each
+                                    hears the other; both hang up
   webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
                                     from stdin (a media leg under test answers), then expects its own
                                     tone back (an echo room); the peer's WebRTC leg is what is tested
@@ -122,6 +125,12 @@ function parseScenario(s) {
       break;
     case "selftest":
       if (parts.length === 1) return { kind: "selftest" };
+      break;
+    case "echo":
+      if (parts.length === 2) return { kind: "echo", stack: stack(parts[1]) };
+      break;
+    case "conference":
+      if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
       break;
     case "webrtc-echo":
     case "webrtc-mdns":
@@ -512,6 +521,67 @@ async function scenarioCall(ctx, a, b) {
   await unregisterQuietly([p1, p2]);
 }
 
+// pa calls a number the gateway answers itself (echo, conference): the call must be established.
+async function callService(ctx, pa, number) {
+  const target = `sip:${number}@${ctx.opts.domain}`;
+  await step(`${pa.name}: call ${target} established`, 15000, () => pa.invoke("call", target));
+}
+
+// pa hangs up; its BYE must be answered with a 2xx.
+async function hangUpService(ctx, pa) {
+  const ended = pa.invoke("waitEnded"); ended.catch(() => {});
+  const lastSeq = await pa.eval(() => (window.__sip.length ? window.__sip[window.__sip.length - 1].seq : 0));
+  await step(`${pa.name}: hang up`, 10000, () => pa.invoke("hangup"));
+  await step(`${pa.name}: call ended`, 10000, () => ended);
+  await step(`${pa.name}: BYE answered with 2xx`, 10000, async () => {
+    for (;;) {
+      const r = await pa.eval((after) => window.__sip.find((m) => m.seq > after && m.dir === "recv" &&
+        /^SIP\/2\.0 [2-6]\d\d /.test(m.text) && /^CSeq:\s*\d+\s+BYE\s*$/im.test(m.text)), lastSeq);
+      if (r) {
+        const status = r.text.split("\r\n")[0];
+        if (!/^SIP\/2\.0 2/.test(status)) throw new Failure(`the BYE got "${status.slice(8)}"`);
+        return status.slice(8);
+      }
+      await sleep(100);
+    }
+  });
+}
+
+async function scenarioEcho(ctx, stack) {
+  const pa = await newPage(ctx, `echo-${stack}`, 0);
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  await callService(ctx, pa, "600");
+  say(`talking to the echo for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (echo)`, s, TONES[0], ctx.opts.toneCheck);
+  await hangUpService(ctx, pa);
+  await unregisterQuietly([pa]);
+}
+
+async function scenarioConference(ctx, a, b) {
+  const p1 = await newPage(ctx, `conf-${a}`, 0);
+  const p2 = await newPage(ctx, `conf-${b}`, 1);
+  await p1.create(agentOpts(ctx, a, ctx.opts.user1));
+  await p2.create(agentOpts(ctx, b, ctx.opts.user2));
+  await Promise.all([
+    step(`${p1.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => p1.invoke("register")),
+    step(`${p2.name}: REGISTER ${ctx.opts.user2.user}`, 15000, () => p2.invoke("register")),
+  ]);
+  await callService(ctx, p1, "700");
+  await callService(ctx, p2, "700");
+  say(`both in conference 700 for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s1 = await withTimeout(p1.invoke("stats"), 5000, `${p1.name}: stats`);
+  const s2 = await withTimeout(p2.invoke("stats"), 5000, `${p2.name}: stats`);
+  checkAudio(`${p1.name} (conference)`, s1, TONES[1], ctx.opts.toneCheck);
+  checkAudio(`${p2.name} (conference)`, s2, TONES[0], ctx.opts.toneCheck);
+  await hangUpService(ctx, p1);
+  await hangUpService(ctx, p2);
+  await unregisterQuietly([p1, p2]);
+}
+
 async function scenarioReconnect(ctx, stack) {
   const p1 = await newPage(ctx, `caller-${stack}`, 0);
   const p2 = await newPage(ctx, `reconnecting-${stack}`, 1);
@@ -709,7 +779,7 @@ async function main() {
       ctx.iceServers = JSON.parse(opts.iceServers);
     }
     const run = async () => {
-      const need = scenario.kind === "call" || scenario.kind === "reconnect" ? 2 : 1;
+      const need = ["call", "reconnect", "conference"].includes(scenario.kind) ? 2 : 1;
       for (let i = 0; i < need; i++) {
         const tone = path.join(tmp, `tone-${TONES[i]}hz.wav`);
         writeTone(tone, TONES[i]);
@@ -725,6 +795,8 @@ async function main() {
         case "reconnect": return scenarioReconnect(ctx, scenario.stack);
         case "selftest": return scenarioSelftest(ctx);
         case "webrtc-echo": case "webrtc-mdns": return scenarioWebrtcEcho(ctx);
+        case "echo": return scenarioEcho(ctx, scenario.stack);
+        case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
       }
     };
     await Promise.race([

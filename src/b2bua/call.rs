@@ -92,6 +92,8 @@ pub struct UasCall {
     local: LocalMedia,
     origin: SessionOrigin,
     negotiated: Negotiated,
+    /// The leg is WebRTC: its SDP is the leg's (ICE, DTLS), not ours.
+    webrtc: bool,
 }
 
 /// The body and the outcome of answering an offer.
@@ -119,6 +121,7 @@ impl UasCall {
             local,
             origin,
             negotiated,
+            webrtc: false,
         };
         let mut actions = Vec::new();
         if answer_delay.is_zero() {
@@ -127,6 +130,34 @@ impl UasCall {
             actions.push(Action::Ring);
         }
         Ok((call, answer.to_string(), actions))
+    }
+
+    /// Starts a call whose answer was made by its media leg (WebRTC: the
+    /// answer carries the leg's ICE credentials and DTLS fingerprint), with
+    /// what the leg negotiated.
+    pub fn with_leg_answer(
+        negotiated: Negotiated,
+        caps: Capabilities,
+        local: LocalMedia,
+        answer_delay: Duration,
+        now: Instant,
+    ) -> (UasCall, Vec<Action>) {
+        let mut call = UasCall {
+            state: CallState::Ringing,
+            deadline: Some(now + answer_delay),
+            caps,
+            local,
+            origin: SessionOrigin::new(),
+            negotiated,
+            webrtc: true,
+        };
+        let mut actions = Vec::new();
+        if answer_delay.is_zero() {
+            actions.extend(call.handle(CallEvent::Timer, now));
+        } else {
+            actions.push(Action::Ring);
+        }
+        (call, actions)
     }
 
     /// The current state.
@@ -222,6 +253,11 @@ impl UasCall {
         if body.is_empty() {
             // An offerless re-INVITE would need our offer in the 200 and the
             // answer in the ACK: not supported yet.
+            return vec![Action::Reply(488, None)];
+        }
+        if self.webrtc {
+            // A browser's re-offer must be answered by its WebRTC leg (same
+            // ICE credentials and DTLS role, RFC 5763 §6.6): not wired yet.
             return vec![Action::Reply(488, None)];
         }
         let Ok(offer) = SessionDescription::parse(body) else {

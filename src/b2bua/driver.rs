@@ -14,7 +14,8 @@ use crate::media::engine::{Command, EngineError, LegEvent, LegSockets, RoomHandl
 use crate::media::leg::Leg;
 use crate::media::room::{DtmfForwarding, ParticipantConfig, ParticipantId, RoomConfig};
 use crate::media::rtp::{RtpLeg, RtpLegConfig};
-use crate::media::sdp::{LocalMedia, MediaTransport, SessionDescription};
+use crate::media::sdp::{Direction, LocalMedia, MediaTransport, Negotiated, SessionDescription};
+use crate::media::webrtc::WebRtcLeg;
 use crate::sip::{
     Header, HeadersExt, Method, Request, Response, SipMessage, StatusCode, Transaction,
     TransactionKey, TransactionRole, TransportKind, Version,
@@ -202,11 +203,8 @@ fn prepare(
     match MediaTransport::of(&parsed) {
         MediaTransport::Rtp => {}
         // ---- THE LEG CHOICE POINT --------------------------------------
-        // Browsers offer DTLS-SRTP. Plug the WebRTC leg in here:
-        //   let (leg, answer, config) = WebRtcLeg::answer(offer_text, cfg)?;
-        //   sockets = LegSockets { main: <its socket>, rtcp: None, lease: ... }
-        // and run the call with it like the RTP branch below.
-        MediaTransport::WebRtc => return Err((488, "WebRTC Media Not Available Yet")),
+        // Browsers offer DTLS-SRTP: their leg is a WebRTC leg.
+        MediaTransport::WebRtc => return prepare_webrtc(b2bua, offer, peer, answer_delay, now),
         MediaTransport::Unsupported(_) => return Err((488, "Not Acceptable Here")),
     }
     let ports = b2bua
@@ -228,6 +226,62 @@ fn prepare(
         leg: Box::new(leg),
         sockets: ports.into(),
         config: negotiated.participant_config(),
+    };
+    Ok((call, answer, actions, prepared))
+}
+
+/// The WebRTC branch of [`prepare`]: the leg answers the browser's offer
+/// (ICE-lite, DTLS-SRTP) on a socket from the media port range.
+fn prepare_webrtc(
+    b2bua: &B2bua,
+    offer: &[u8],
+    peer: &Peer,
+    answer_delay: Duration,
+    now: Instant,
+) -> Result<Ready, (u16, &'static str)> {
+    let offer = std::str::from_utf8(offer).map_err(|_| (488, "Bad SDP"))?;
+    let ports = b2bua
+        .engine
+        .allocate_ports()
+        .map_err(|_| (503, "No Media Ports"))?;
+    let advertised = b2bua.engine.advertised_ip(peer.local.ip());
+    let bound = ports.rtp.local_addr().map_err(|_| (503, "No Media Ports"))?;
+    // The candidate carries the advertised address; the leg's own address
+    // must be a concrete one when the media socket is bound to a wildcard.
+    let local_ip = if bound.ip().is_unspecified() { peer.local.ip() } else { bound.ip() };
+    let local_addr = std::net::SocketAddr::new(local_ip, bound.port());
+    let mut cfg = (*b2bua.webrtc).clone();
+    cfg.advertised_ip = Some(advertised);
+    let (leg, answer) = WebRtcLeg::answer(offer, local_addr, &cfg, now).map_err(|e| {
+        info!(error = %e, "WebRTC offer refused");
+        (488, "Not Acceptable Here")
+    })?;
+    let webrtc = leg.negotiated().ok_or((488, "Not Acceptable Here"))?;
+    let negotiated = Negotiated {
+        media_index: 0,
+        codec: webrtc.participant.codec,
+        telephone_event: webrtc.participant.telephone_event,
+        remote_rtp: None,
+        remote_rtcp: None,
+        remote_direction: Direction::SendRecv,
+        local_direction: Direction::SendRecv,
+        remote_ptime: None,
+    };
+    let local = LocalMedia {
+        address: advertised,
+        rtp_port: ports.rtp_port(),
+    };
+    let (call, actions) =
+        UasCall::with_leg_answer(negotiated, b2bua.caps.clone(), local, answer_delay, now);
+    let sockets = LegSockets {
+        main: ports.rtp,
+        rtcp: None,
+        lease: Some(ports.lease),
+    };
+    let prepared = Prepared {
+        leg: Box::new(leg),
+        sockets,
+        config: webrtc.participant,
     };
     Ok((call, answer, actions, prepared))
 }

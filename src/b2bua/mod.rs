@@ -17,6 +17,7 @@
 pub mod call;
 mod driver;
 
+use crate::media::webrtc::WebRtcConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ pub struct B2bua {
     pub engine: Arc<MediaEngine>,
     /// Codecs we answer with, in preference order.
     pub caps: Capabilities,
+    /// Settings (DTLS certificate, codecs) of the browsers' WebRTC legs.
+    pub webrtc: Arc<WebRtcConfig>,
     dialogs: Mutex<HashMap<DialogKey, mpsc::UnboundedSender<Transaction>>>,
 }
 
@@ -72,12 +75,18 @@ pub struct B2bua {
 pub const CONTACT_PREFIX: &str = "sb-b2b-";
 
 impl B2bua {
-    /// A B2BUA answering with `caps`.
-    pub fn new(core: Arc<SipCore>, engine: Arc<MediaEngine>, caps: Capabilities) -> Arc<B2bua> {
+    /// A B2BUA answering plain RTP with `caps` and browsers with `webrtc`.
+    pub fn new(
+        core: Arc<SipCore>,
+        engine: Arc<MediaEngine>,
+        caps: Capabilities,
+        webrtc: Arc<WebRtcConfig>,
+    ) -> Arc<B2bua> {
         Arc::new(B2bua {
             core,
             engine,
             caps,
+            webrtc,
             dialogs: Mutex::new(HashMap::new()),
         })
     }
