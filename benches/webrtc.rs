@@ -45,8 +45,13 @@ impl LegIo for Wire {
         self.to_browser.push(data.to_vec());
     }
     fn media(&mut self, p: InPacket<'_>) {
-        self.media
-            .push((p.payload_type, p.seq, p.timestamp, p.marker, p.payload.to_vec()));
+        self.media.push((
+            p.payload_type,
+            p.seq,
+            p.timestamp,
+            p.marker,
+            p.payload.to_vec(),
+        ));
     }
 }
 
@@ -112,7 +117,8 @@ fn to_leg(b: &mut RTCPeerConnection, leg: &mut WebRtcLeg, now: Instant, wire: &m
 }
 
 fn to_browser(b: &mut RTCPeerConnection, now: Instant, wire: &mut Wire) {
-    let (ours, theirs): (SocketAddr, SocketAddr) = (OURS.parse().unwrap(), BROWSER.parse().unwrap());
+    let (ours, theirs): (SocketAddr, SocketAddr) =
+        (OURS.parse().unwrap(), BROWSER.parse().unwrap());
     for d in wire.to_browser.drain(..) {
         let _ = b.handle_read(TaggedBytesMut {
             now,
@@ -130,7 +136,10 @@ fn to_browser(b: &mut RTCPeerConnection, now: Instant, wire: &mut Wire) {
 }
 
 fn main() {
-    let frames: usize = std::env::var("FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let frames: usize = std::env::var("FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
     // Real Opus from the "browser" (libopus defaults, as Chromium), PCMU from the trunk.
     let tone: Vec<i16> = (0..960 * frames)
         .map(|i| ((i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 48_000.0).sin() * 8000.0) as i16)
@@ -153,7 +162,10 @@ fn main() {
         .collect();
     println!("| part (per 20 ms, one browser leg) | browser sends | µs | % of one core |");
     println!("|---|---|---|---|");
-    for (label, opus) in [("fullband Opus", &fullband), ("narrowband Opus (maxplaybackrate=8000)", &narrowband)] {
+    for (label, opus) in [
+        ("fullband Opus", &fullband),
+        ("narrowband Opus (maxplaybackrate=8000)", &narrowband),
+    ] {
         run(frames, label, opus, &ulaw);
     }
 }
@@ -190,7 +202,8 @@ fn run(frames: usize, label: &str, opus: &[Bytes], ulaw: &[Vec<u8>]) {
     let neg = leg.negotiated().unwrap();
 
     let mut room = Room::new(RoomConfig::default()).unwrap();
-    room.add_participant(ParticipantId(1), neg.participant).unwrap();
+    room.add_participant(ParticipantId(1), neg.participant)
+        .unwrap();
     room.add_participant(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcmu()))
         .unwrap();
     let (mut t_in, mut t_out, mut t_room, mut t_timeout) = (0.0, 0.0, 0.0, 0.0);
@@ -216,13 +229,27 @@ fn run(frames: usize, label: &str, opus: &[Bytes], ulaw: &[Vec<u8>]) {
         for (pt, seq, ts, marker, payload) in wire.media.drain(..) {
             let _ = room.push_packet(
                 ParticipantId(1),
-                InPacket { payload_type: pt, seq, timestamp: ts, marker, payload: &payload, audio_level: None },
+                InPacket {
+                    payload_type: pt,
+                    seq,
+                    timestamp: ts,
+                    marker,
+                    payload: &payload,
+                    audio_level: None,
+                },
                 t_ms(now),
             );
         }
         let _ = room.push_packet(
             ParticipantId(2),
-            InPacket { payload_type: 0, seq: k as u16, timestamp: (k * 160) as u32, marker: k == 0, payload: &ulaw[k], audio_level: None },
+            InPacket {
+                payload_type: 0,
+                seq: k as u16,
+                timestamp: (k * 160) as u32,
+                marker: k == 0,
+                payload: &ulaw[k],
+                audio_level: None,
+            },
             t_ms(now),
         );
         let out: Vec<(ParticipantId, OutFrame)> = room.tick(t_ms(now)).collect();
@@ -248,11 +275,26 @@ fn run(frames: usize, label: &str, opus: &[Bytes], ulaw: &[Vec<u8>]) {
     let stats = leg.stats();
     assert_eq!(stats.packets_received, frames as u64, "{stats:?}");
     for (name, v) in [
-        ("leg receive: SRTP decrypt + interceptors (`handle_datagram`)", per(t_in)),
-        ("leg send: SRTP encrypt + interceptors (`send_frame`, timeouts)", per(t_out)),
-        ("  of which timeouts (RTCP reports, ICE consent)", per(t_timeout)),
-        ("room: push both + tick (Opus decode/encode, PCMU)", per(t_room)),
-        ("total: transcoded browser↔PCMU call, our side, without UDP syscalls", per(t_in + t_out + t_room)),
+        (
+            "leg receive: SRTP decrypt + interceptors (`handle_datagram`)",
+            per(t_in),
+        ),
+        (
+            "leg send: SRTP encrypt + interceptors (`send_frame`, timeouts)",
+            per(t_out),
+        ),
+        (
+            "  of which timeouts (RTCP reports, ICE consent)",
+            per(t_timeout),
+        ),
+        (
+            "room: push both + tick (Opus decode/encode, PCMU)",
+            per(t_room),
+        ),
+        (
+            "total: transcoded browser↔PCMU call, our side, without UDP syscalls",
+            per(t_in + t_out + t_room),
+        ),
     ] {
         println!("| {name} | {label} | {v:.1} | {:.3} |", v / 200.0);
     }

@@ -262,7 +262,12 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         .map_err(|e| StartError::Config(e.to_string()))?;
     let webrtc = crate::media::webrtc::WebRtcConfig::generate()
         .map_err(|e| StartError::Config(format!("WebRTC: {e}")))?;
-    let b2bua = B2bua::new(core.clone(), engine, Capabilities::default(), Arc::new(webrtc));
+    let b2bua = B2bua::new(
+        core.clone(),
+        engine,
+        Capabilities::default(),
+        Arc::new(webrtc),
+    );
     let proxy = Arc::new(Proxy {
         core: core.clone(),
         store: store.clone(),

@@ -101,3 +101,13 @@ fn jssip_hears_itself_through_the_echo_test() {
 fn sipjs_and_jssip_hear_each_other_in_a_conference() {
     run(&server(), "conference:sipjs:jssip");
 }
+
+#[test]
+fn sipjs_holds_and_resumes_the_echo_test() {
+    run(&server(), "echo-hold:sipjs");
+}
+
+#[test]
+fn jssip_holds_and_resumes_the_echo_test() {
+    run(&server(), "echo-hold:jssip");
+}

@@ -26,6 +26,8 @@ scenarios:
   reconnect:STACK                   user2 registers, its WebSocket is killed, the stack must
                                     reconnect and re-register by itself; then user1 calls user2
   echo:STACK                        user1 calls the echo test (600): hears its own tone; hangs up
+  echo-hold:STACK                   the same, with hold (nothing comes back) and resume (audio again)
+                                    by re-INVITE before hanging up
   conference:A:B                    user1 (stack A) and user2 (stack B) dial conference 700: each
                                     hears the other; both hang up
   webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
@@ -127,7 +129,8 @@ function parseScenario(s) {
       if (parts.length === 1) return { kind: "selftest" };
       break;
     case "echo":
-      if (parts.length === 2) return { kind: "echo", stack: stack(parts[1]) };
+    case "echo-hold":
+      if (parts.length === 2) return { kind: parts[0], stack: stack(parts[1]) };
       break;
     case "conference":
       if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
@@ -547,7 +550,7 @@ async function hangUpService(ctx, pa) {
   });
 }
 
-async function scenarioEcho(ctx, stack) {
+async function scenarioEcho(ctx, stack, hold = false) {
   const pa = await newPage(ctx, `echo-${stack}`, 0);
   await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
   await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
@@ -556,6 +559,23 @@ async function scenarioEcho(ctx, stack) {
   await sleep(ctx.opts.talk * 1000);
   const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
   checkAudio(`${pa.name} (echo)`, s, TONES[0], ctx.opts.toneCheck);
+  if (hold) {
+    await step(`${pa.name}: hold (re-INVITE sendonly)`, 10000, () => pa.invoke("hold", true));
+    await sleep(1000);
+    const a = await withTimeout(pa.invoke("stats"), 5000, "stats");
+    await sleep(1500);
+    const b = await withTimeout(pa.invoke("stats"), 5000, "stats");
+    const during = b.packetsReceived - a.packetsReceived;
+    say(`${pa.name}: ${during} packets received in 1.5 s on hold`);
+    if (during > 10) throw new Failure(`audio kept coming while on hold (${during} packets in 1.5 s)`);
+    await step(`${pa.name}: resume (re-INVITE sendrecv)`, 10000, () => pa.invoke("hold", false));
+    await sleep(2000);
+    const c = await withTimeout(pa.invoke("stats"), 5000, "stats");
+    const after = c.packetsReceived - b.packetsReceived;
+    say(`${pa.name}: ${after} packets received in the 2 s after resuming`);
+    if (after < 50) throw new Failure(`audio did not come back after resuming (${after} packets in 2 s)`);
+    checkAudio(`${pa.name} (echo after resume)`, c, TONES[0], ctx.opts.toneCheck);
+  }
   await hangUpService(ctx, pa);
   await unregisterQuietly([pa]);
 }
@@ -796,6 +816,7 @@ async function main() {
         case "selftest": return scenarioSelftest(ctx);
         case "webrtc-echo": case "webrtc-mdns": return scenarioWebrtcEcho(ctx);
         case "echo": return scenarioEcho(ctx, scenario.stack);
+        case "echo-hold": return scenarioEcho(ctx, scenario.stack, true);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
       }
     };

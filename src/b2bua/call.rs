@@ -75,6 +75,15 @@ pub enum Action {
     Reply(u16, Option<String>),
     /// Apply a renegotiation to the leg and the room (hold/resume).
     Renegotiate(Negotiated),
+    /// A WebRTC leg must answer this re-offer itself (its ICE and DTLS
+    /// state are in the answer); then reply 200 with it, or 488. `hold`:
+    /// the offer puts us on hold (sendonly/inactive).
+    RenegotiateLeg {
+        /// The browser's offer.
+        offer: String,
+        /// Whether it holds the call.
+        hold: bool,
+    },
     /// The caller sent a DTMF digit in an INFO.
     Dtmf(char, u32),
     /// Send BYE.
@@ -255,14 +264,21 @@ impl UasCall {
             // answer in the ACK: not supported yet.
             return vec![Action::Reply(488, None)];
         }
-        if self.webrtc {
-            // A browser's re-offer must be answered by its WebRTC leg (same
-            // ICE credentials and DTLS role, RFC 5763 §6.6): not wired yet.
-            return vec![Action::Reply(488, None)];
-        }
         let Ok(offer) = SessionDescription::parse(body) else {
             return vec![Action::Reply(400, None)];
         };
+        if self.webrtc {
+            // A browser's re-offer is answered by its WebRTC leg (same ICE
+            // credentials and DTLS role, RFC 5763 §6.6).
+            let Ok(text) = std::str::from_utf8(body) else {
+                return vec![Action::Reply(400, None)];
+            };
+            let hold = !offer.direction(0).receives();
+            return vec![Action::RenegotiateLeg {
+                offer: text.to_owned(),
+                hold,
+            }];
+        }
         let caps = Capabilities {
             codecs: vec![self.negotiated.codec.kind],
             ..self.caps.clone()

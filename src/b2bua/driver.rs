@@ -245,10 +245,17 @@ fn prepare_webrtc(
         .allocate_ports()
         .map_err(|_| (503, "No Media Ports"))?;
     let advertised = b2bua.engine.advertised_ip(peer.local.ip());
-    let bound = ports.rtp.local_addr().map_err(|_| (503, "No Media Ports"))?;
+    let bound = ports
+        .rtp
+        .local_addr()
+        .map_err(|_| (503, "No Media Ports"))?;
     // The candidate carries the advertised address; the leg's own address
     // must be a concrete one when the media socket is bound to a wildcard.
-    let local_ip = if bound.ip().is_unspecified() { peer.local.ip() } else { bound.ip() };
+    let local_ip = if bound.ip().is_unspecified() {
+        peer.local.ip()
+    } else {
+        bound.ip()
+    };
     let local_addr = std::net::SocketAddr::new(local_ip, bound.port());
     let mut cfg = (*b2bua.webrtc).clone();
     cfg.advertised_ip = Some(advertised);
@@ -284,6 +291,35 @@ fn prepare_webrtc(
         config: webrtc.participant,
     };
     Ok((call, answer, actions, prepared))
+}
+
+/// Has the participant's WebRTC leg answer a re-offer, inside the room task.
+async fn reanswer_webrtc(
+    room: &RoomHandle,
+    participant: ParticipantId,
+    offer: String,
+) -> Option<String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let now = Instant::now();
+    room.send(Command::UpdateLeg(
+        participant,
+        Box::new(move |leg: &mut dyn Leg| {
+            let answer = leg
+                .as_any_mut()
+                .and_then(|a| a.downcast_mut::<WebRtcLeg>())
+                .and_then(|w| match w.reanswer(&offer, now) {
+                    Ok(sdp) => Some(sdp),
+                    Err(e) => {
+                        info!(error = %e, "WebRTC re-offer refused");
+                        None
+                    }
+                });
+            let _ = tx.send(answer);
+        }),
+    ))
+    .await
+    .ok()?;
+    rx.await.ok().flatten()
 }
 
 /// Joins the call's room: an echo room of its own, or the named conference.
@@ -438,6 +474,22 @@ pub async fn answer<S: InviteServer>(
                             .await;
                         let _ = room.send(Command::Hold(participant, hold)).await;
                         info!(hold, "re-INVITE");
+                    }
+                }
+                Action::RenegotiateLeg { offer, hold } => {
+                    let answer = match &room {
+                        Some(room) => reanswer_webrtc(room, participant, offer).await,
+                        None => None,
+                    };
+                    match answer {
+                        Some(sdp) => {
+                            queue.push_front(Action::Reply(200, Some(sdp)));
+                            if let Some(room) = &room {
+                                let _ = room.send(Command::Hold(participant, hold)).await;
+                            }
+                            info!(hold, "re-INVITE (WebRTC)");
+                        }
+                        None => queue.push_front(Action::Reply(488, None)),
                     }
                 }
                 Action::Dtmf(digit, ms) => {

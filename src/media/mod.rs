@@ -26,7 +26,6 @@ pub mod dtmf;
 pub mod engine;
 pub mod jitter;
 pub mod leg;
-pub mod webrtc;
 pub mod resample;
 pub mod room;
 pub mod rtp;
@@ -34,6 +33,7 @@ pub mod sdp;
 pub mod talker;
 pub mod tone;
 pub mod wav;
+pub mod webrtc;
 
 pub use codec::{Codec, CodecError, CodecKind, CodecSpec, OpusParams};
 pub use dtmf::{DtmfRescaler, TelephoneEvent};

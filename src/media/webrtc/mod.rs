@@ -97,8 +97,8 @@ pub struct WebRtcConfig {
 impl WebRtcConfig {
     /// Defaults with a freshly generated ECDSA P-256 certificate.
     pub fn generate() -> Result<WebRtcConfig, WebRtcError> {
-        let provider = rtc::crypto::default_provider()
-            .map_err(|e| WebRtcError::Certificate(e.to_string()))?;
+        let provider =
+            rtc::crypto::default_provider().map_err(|e| WebRtcError::Certificate(e.to_string()))?;
         let params = CertificateParams::new(vec!["switchboard".to_owned()])
             .map_err(|e| WebRtcError::Certificate(e.to_string()))?;
         let certificate =
@@ -146,6 +146,7 @@ pub struct WebRtcLeg {
     /// The connection's next deadline, cached after every drain (its
     /// `poll_timeout` needs `&mut`).
     next_timeout: Option<Instant>,
+    opus_max_playback_rate: Option<u32>,
 }
 
 impl WebRtcLeg {
@@ -165,9 +166,7 @@ impl WebRtcLeg {
             .map_err(|e| WebRtcError::RemoteDescription(e.to_string()))?;
         leg.add_host_candidate(cfg)?;
         let answer = leg.pc.create_answer(None).map_err(rtc_err)?;
-        leg.pc
-            .set_local_description(now, answer)
-            .map_err(rtc_err)?;
+        leg.pc.set_local_description(now, answer).map_err(rtc_err)?;
         let sdp = leg
             .pc
             .local_description()
@@ -212,11 +211,89 @@ impl WebRtcLeg {
         self.pc
             .set_remote_description(now, desc)
             .map_err(|e| WebRtcError::RemoteDescription(e.to_string()))?;
-        self.negotiated =
-            Some(negotiated_from_answer(answer).ok_or(WebRtcError::NoCommonCodec)?);
+        self.negotiated = Some(negotiated_from_answer(answer).ok_or(WebRtcError::NoCommonCodec)?);
         Ok(())
     }
 
+    /// Answers a re-offer from the browser (hold, resume, ICE restart) on
+    /// the same connection: same DTLS role and certificate, ICE credentials
+    /// kept unless the browser restarts ICE (RFC 5763 §6.6, RFC 8839).
+    /// Returns our answer; the codec stays the one negotiated first.
+    pub fn reanswer(&mut self, offer: &str, now: Instant) -> Result<String, WebRtcError> {
+        let desc = RTCSessionDescription::offer(offer.to_owned())
+            .map_err(|e| WebRtcError::RemoteDescription(e.to_string()))?;
+        self.pc
+            .set_remote_description(now, desc)
+            .map_err(|e| WebRtcError::RemoteDescription(e.to_string()))?;
+        let answer = self.pc.create_answer(None).map_err(rtc_err)?;
+        self.pc
+            .set_local_description(now, answer)
+            .map_err(rtc_err)?;
+        let sdp = self
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| rtc_err("no local description"))?;
+        self.next_timeout = self.pc.poll_timeout();
+        let sdp = tidy_answer(&sdp, self.opus_max_playback_rate);
+        Ok(answer_direction(&sdp, offer))
+    }
+}
+
+/// The direction attribute of the first audio section of `sdp` (sendrecv
+/// when absent).
+fn audio_direction(sdp: &str) -> &'static str {
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            if in_audio {
+                break;
+            }
+            in_audio = line.starts_with("m=audio");
+            continue;
+        }
+        if in_audio {
+            for d in ["sendrecv", "sendonly", "recvonly", "inactive"] {
+                if line.strip_prefix("a=") == Some(d) {
+                    return d;
+                }
+            }
+        }
+    }
+    "sendrecv"
+}
+
+/// Sets our audio direction to the RFC 3264 §6.1 answer to the offer's
+/// (webrtc-rs 0.21 answers `sendrecv` to a `sendonly` hold offer, which
+/// browsers refuse): sendonly → recvonly, recvonly → sendonly, inactive →
+/// inactive, sendrecv → sendrecv.
+pub fn answer_direction(answer: &str, offer: &str) -> String {
+    let want = match audio_direction(offer) {
+        "sendonly" => "recvonly",
+        "recvonly" => "sendonly",
+        "inactive" => "inactive",
+        _ => "sendrecv",
+    };
+    let mut in_audio = false;
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with("m=") {
+            in_audio = line.starts_with("m=audio");
+        }
+        let is_dir = ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"].contains(&line);
+        if in_audio && is_dir {
+            out.push_str("a=");
+            out.push_str(want);
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+impl WebRtcLeg {
     /// What was negotiated (after [`WebRtcLeg::answer`] or [`WebRtcLeg::accept_answer`]).
     pub fn negotiated(&self) -> Option<Negotiated> {
         self.negotiated
@@ -269,7 +346,8 @@ impl WebRtcLeg {
                 None,
             )
             .map_err(rtc_err)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
+        let registry =
+            register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
         let setting = SettingEngineBuilder::new().with_lite(true).build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![cfg.certificate.clone()])
@@ -317,6 +395,7 @@ impl WebRtcLeg {
             disconnected_timeout: cfg.disconnected_timeout,
             connected: false,
             next_timeout: None,
+            opus_max_playback_rate: cfg.opus_max_playback_rate,
         })
     }
 
@@ -334,7 +413,9 @@ impl WebRtcLeg {
         }
         .new_candidate_host()
         .map_err(rtc_err)?;
-        let init = RTCIceCandidate::from(&candidate).to_json().map_err(rtc_err)?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(rtc_err)?;
         self.pc.add_local_candidate(init).map_err(rtc_err)?;
         Ok(())
     }
@@ -474,7 +555,9 @@ pub fn tidy_answer(sdp: &str, opus_max_playback_rate: Option<u32>) -> String {
             && opus_pts.iter().any(|p| p == pt)
             && !params.contains("maxplaybackrate")
         {
-            out.push_str(&format!(";maxplaybackrate={rate};sprop-maxcapturerate={rate}"));
+            out.push_str(&format!(
+                ";maxplaybackrate={rate};sprop-maxcapturerate={rate}"
+            ));
         }
         out.push_str("\r\n");
     }
@@ -649,6 +732,10 @@ impl Leg for WebRtcLeg {
 
     fn closed(&self) -> Option<LegClosed> {
         self.closed.clone()
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -24,8 +24,10 @@ fn answers_a_chrome_offer_with_opus_and_telephone_event_48k() {
 
 #[test]
 fn pcmu_only_offer_gets_pcmu_with_telephone_event_8k() {
-    let offer = CHROME_OFFER
-        .replace("m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "m=audio 9 UDP/TLS/RTP/SAVPF 0 126");
+    let offer = CHROME_OFFER.replace(
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 0 126",
+    );
     let cfg = WebRtcConfig::generate().unwrap();
     let (leg, _answer) = WebRtcLeg::answer(&offer, local(), &cfg, Instant::now()).unwrap();
     let n = leg.negotiated().unwrap();
@@ -45,8 +47,17 @@ fn advertised_address_goes_in_the_candidate() {
 #[test]
 fn garbage_offers_are_refused_without_panic() {
     let cfg = WebRtcConfig::generate().unwrap();
-    for bad in ["", "v=0", "hello\r\nworld", &CHROME_OFFER[..200], &CHROME_OFFER.replace("m=audio", "m=video")] {
-        assert!(WebRtcLeg::answer(bad, local(), &cfg, Instant::now()).is_err(), "{bad:?}");
+    for bad in [
+        "",
+        "v=0",
+        "hello\r\nworld",
+        &CHROME_OFFER[..200],
+        &CHROME_OFFER.replace("m=audio", "m=video"),
+    ] {
+        assert!(
+            WebRtcLeg::answer(bad, local(), &cfg, Instant::now()).is_err(),
+            "{bad:?}"
+        );
     }
 }
 
@@ -66,7 +77,10 @@ fn narrowband_opus_is_requested_when_configured() {
     cfg.opus_max_playback_rate = Some(8000);
     let (leg, answer) = WebRtcLeg::answer(CHROME_OFFER, local(), &cfg, Instant::now()).unwrap();
     assert!(answer.contains("maxplaybackrate=8000"), "{answer}");
-    assert_eq!(leg.negotiated().unwrap().participant.codec.kind, CodecKind::Opus);
+    assert_eq!(
+        leg.negotiated().unwrap().participant.codec.kind,
+        CodecKind::Opus
+    );
 }
 
 #[test]
@@ -86,5 +100,34 @@ fn both_telephone_events_offered_are_answered_once() {
     let mut dedup = formats.clone();
     dedup.dedup();
     assert_eq!(formats, dedup, "{m}");
-    assert_eq!(answer.matches("telephone-event/48000").count(), 1, "{answer}");
+    assert_eq!(
+        answer.matches("telephone-event/48000").count(),
+        1,
+        "{answer}"
+    );
+}
+
+/// RFC 5763 §6.6: a re-offer (hold) keeps our DTLS role, ICE credentials and
+/// certificate; the direction answers the browser's.
+#[test]
+fn reanswer_keeps_dtls_role_and_ice_credentials() {
+    let cfg = WebRtcConfig::generate().unwrap();
+    let now = Instant::now();
+    let (mut leg, first) = WebRtcLeg::answer(CHROME_OFFER, local(), &cfg, now).unwrap();
+    let hold = CHROME_OFFER.replace("a=sendrecv", "a=sendonly");
+    let second = leg.reanswer(&hold, now).unwrap();
+    let attr = |sdp: &str, name: &str| -> Vec<String> {
+        sdp.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    for name in ["a=setup:", "a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"] {
+        assert_eq!(
+            attr(&first, name),
+            attr(&second, name),
+            "{name}\n{first}\n{second}"
+        );
+    }
+    assert!(second.contains("a=recvonly"), "{second}");
 }
