@@ -28,6 +28,8 @@ scenarios:
   echo:STACK                        user1 calls the echo test (600): hears its own tone; hangs up
   echo-hold:STACK                   the same, with hold (nothing comes back) and resume (audio again)
                                     by re-INVITE before hanging up
+  join:STACK:NUMBER:HZ              user1 calls NUMBER (a conference) and must hear HZ (another
+                                    participant's tone); hangs up
   conference:A:B                    user1 (stack A) and user2 (stack B) dial conference 700: each
                                     hears the other; both hang up
   webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
@@ -131,6 +133,9 @@ function parseScenario(s) {
     case "echo":
     case "echo-hold":
       if (parts.length === 2) return { kind: parts[0], stack: stack(parts[1]) };
+      break;
+    case "join":
+      if (parts.length === 4 && Number(parts[3]) > 0) return { kind: "join", stack: stack(parts[1]), number: parts[2], hz: Number(parts[3]) };
       break;
     case "conference":
       if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
@@ -580,6 +585,19 @@ async function scenarioEcho(ctx, stack, hold = false) {
   await unregisterQuietly([pa]);
 }
 
+async function scenarioJoin(ctx, stack, number, hz) {
+  const pa = await newPage(ctx, `join-${stack}`, 0);
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  await callService(ctx, pa, number);
+  say(`in ${number} for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (in ${number})`, s, hz, ctx.opts.toneCheck);
+  await hangUpService(ctx, pa);
+  await unregisterQuietly([pa]);
+}
+
 async function scenarioConference(ctx, a, b) {
   const p1 = await newPage(ctx, `conf-${a}`, 0);
   const p2 = await newPage(ctx, `conf-${b}`, 1);
@@ -818,6 +836,7 @@ async function main() {
         case "echo": return scenarioEcho(ctx, scenario.stack);
         case "echo-hold": return scenarioEcho(ctx, scenario.stack, true);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
+        case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);
       }
     };
     await Promise.race([
