@@ -327,10 +327,10 @@ fn check_request_headers(head: &RawHead<'_>) -> Result<(), Rejection> {
             "CSeq method does not match the request method",
         ));
     }
-    if let Some(max_forwards) = head.first(Known::MaxForwards) {
-        if max_forwards.parse::<u8>().is_err() {
-            return Err(Rejection::bad("Malformed Max-Forwards"));
-        }
+    if let Some(max_forwards) = head.first(Known::MaxForwards)
+        && max_forwards.parse::<u8>().is_err()
+    {
+        return Err(Rejection::bad("Malformed Max-Forwards"));
     }
     Ok(())
 }

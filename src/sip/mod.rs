@@ -489,10 +489,10 @@ impl SipCore {
             }
             Err(None) => return false,
         };
-        if let SipMessage::Request(request) = &message {
-            if let Some(answered) = self.answer_at_once(request, remote, scratch) {
-                return answered;
-            }
+        if let SipMessage::Request(request) = &message
+            && let Some(answered) = self.answer_at_once(request, remote, scratch)
+        {
+            return answered;
         }
         self.to_transaction_layer(message, TransportKind::Udp, connection, remote)
             .await;

@@ -114,10 +114,10 @@ struct Shard {
 impl Shard {
     /// Drops the record the queue entry names, if it is still that record.
     fn drop_record(&mut self, hash: u64, seq: u64) {
-        if self.records.get(&hash).is_some_and(|r| r.seq == seq) {
-            if let Some(record) = self.records.remove(&hash) {
-                self.bytes -= record.cost();
-            }
+        if self.records.get(&hash).is_some_and(|r| r.seq == seq)
+            && let Some(record) = self.records.remove(&hash)
+        {
+            self.bytes -= record.cost();
         }
     }
 

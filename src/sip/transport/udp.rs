@@ -101,13 +101,11 @@ async fn read_loop(socket: Arc<UdpSocket>, connection: SipConnection, core: Arc<
         if datagram.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if core
+        let reply = core
             .deliver_datagram(datagram, &connection, remote, &mut scratch)
-            .await
-        {
-            if let Err(e) = socket.send_to(&scratch.reply, remote).await {
-                warn!(%remote, error = %e, "could not send response");
-            }
+            .await;
+        if reply && let Err(e) = socket.send_to(&scratch.reply, remote).await {
+            warn!(%remote, error = %e, "could not send response");
         }
     }
 }
