@@ -115,10 +115,7 @@ async fn scenario(name: &str) {
                 }
             }
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "scenario hung:\n{transcript}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(90), "scenario hung:\n{transcript}");
     };
     let stats = leg.as_ref().map(|l| l.stats());
     assert!(
@@ -129,10 +126,7 @@ async fn scenario(name: &str) {
     eprintln!("{transcript}");
     let stats = stats.unwrap();
     eprintln!("leg stats: {stats:?}");
-    assert!(
-        stats.packets_received > 50 && stats.packets_sent > 50,
-        "{stats:?}"
-    );
+    assert!(stats.packets_received > 50 && stats.packets_sent > 50, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,12 +22,12 @@ pub mod dsp;
 pub mod dtmf;
 pub mod jitter;
 pub mod leg;
+pub mod webrtc;
 pub mod resample;
 pub mod room;
 pub mod talker;
 pub mod tone;
 pub mod wav;
-pub mod webrtc;
 
 pub use codec::{Codec, CodecError, CodecKind, CodecSpec, OpusParams};
 pub use dtmf::{DtmfRescaler, TelephoneEvent};

@@ -93,8 +93,8 @@ pub struct WebRtcConfig {
 impl WebRtcConfig {
     /// Defaults with a freshly generated ECDSA P-256 certificate.
     pub fn generate() -> Result<WebRtcConfig, WebRtcError> {
-        let provider =
-            rtc::crypto::default_provider().map_err(|e| WebRtcError::Certificate(e.to_string()))?;
+        let provider = rtc::crypto::default_provider()
+            .map_err(|e| WebRtcError::Certificate(e.to_string()))?;
         let params = CertificateParams::new(vec!["switchboard".to_owned()])
             .map_err(|e| WebRtcError::Certificate(e.to_string()))?;
         let certificate =
@@ -160,7 +160,9 @@ impl WebRtcLeg {
             .map_err(|e| WebRtcError::RemoteDescription(e.to_string()))?;
         leg.add_host_candidate(cfg)?;
         let answer = leg.pc.create_answer(None).map_err(rtc_err)?;
-        leg.pc.set_local_description(now, answer).map_err(rtc_err)?;
+        leg.pc
+            .set_local_description(now, answer)
+            .map_err(rtc_err)?;
         let sdp = leg
             .pc
             .local_description()
@@ -204,7 +206,8 @@ impl WebRtcLeg {
         self.pc
             .set_remote_description(now, desc)
             .map_err(|e| WebRtcError::RemoteDescription(e.to_string()))?;
-        self.negotiated = Some(negotiated_from_answer(answer).ok_or(WebRtcError::NoCommonCodec)?);
+        self.negotiated =
+            Some(negotiated_from_answer(answer).ok_or(WebRtcError::NoCommonCodec)?);
         Ok(())
     }
 
@@ -254,8 +257,7 @@ impl WebRtcLeg {
                 None,
             )
             .map_err(rtc_err)?;
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
         let setting = SettingEngineBuilder::new().with_lite(true).build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![cfg.certificate.clone()])
@@ -320,9 +322,7 @@ impl WebRtcLeg {
         }
         .new_candidate_host()
         .map_err(rtc_err)?;
-        let init = RTCIceCandidate::from(&candidate)
-            .to_json()
-            .map_err(rtc_err)?;
+        let init = RTCIceCandidate::from(&candidate).to_json().map_err(rtc_err)?;
         self.pc.add_local_candidate(init).map_err(rtc_err)?;
         Ok(())
     }

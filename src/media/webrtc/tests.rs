@@ -24,10 +24,8 @@ fn answers_a_chrome_offer_with_opus_and_telephone_event_48k() {
 
 #[test]
 fn pcmu_only_offer_gets_pcmu_with_telephone_event_8k() {
-    let offer = CHROME_OFFER.replace(
-        "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
-        "m=audio 9 UDP/TLS/RTP/SAVPF 0 126",
-    );
+    let offer = CHROME_OFFER
+        .replace("m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "m=audio 9 UDP/TLS/RTP/SAVPF 0 126");
     let cfg = WebRtcConfig::generate().unwrap();
     let (leg, _answer) = WebRtcLeg::answer(&offer, local(), &cfg, Instant::now()).unwrap();
     let n = leg.negotiated().unwrap();
@@ -47,17 +45,8 @@ fn advertised_address_goes_in_the_candidate() {
 #[test]
 fn garbage_offers_are_refused_without_panic() {
     let cfg = WebRtcConfig::generate().unwrap();
-    for bad in [
-        "",
-        "v=0",
-        "hello\r\nworld",
-        &CHROME_OFFER[..200],
-        &CHROME_OFFER.replace("m=audio", "m=video"),
-    ] {
-        assert!(
-            WebRtcLeg::answer(bad, local(), &cfg, Instant::now()).is_err(),
-            "{bad:?}"
-        );
+    for bad in ["", "v=0", "hello\r\nworld", &CHROME_OFFER[..200], &CHROME_OFFER.replace("m=audio", "m=video")] {
+        assert!(WebRtcLeg::answer(bad, local(), &cfg, Instant::now()).is_err(), "{bad:?}");
     }
 }
 
