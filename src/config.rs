@@ -471,6 +471,13 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
     );
     check("send_queue", limits.send_queue as u64, 1, 1 << 16);
     check("write_timeout_secs", limits.write_timeout_secs, 1, 600);
+    check(
+        "udp_transaction_memory",
+        limits.udp_transaction_memory as u64,
+        0,
+        1 << 36,
+    );
+    check("udp_readers", limits.udp_readers as u64, 0, 64);
 
     let registrar = &config.registrar.value;
     let block = config.registrar.referenced;

@@ -289,6 +289,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         proxy,
         b2bua: Some(b2bua),
     });
+    core.set_fast_answer(services.clone());
     let incoming = core.run().ok_or(StartError::Stack)?;
     tokio::spawn(crate::dispatch::run(services, incoming));
     for listener in udp {
