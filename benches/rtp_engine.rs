@@ -61,10 +61,10 @@ fn main() {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let base = 40_000u16;
+                let base = 61_000u16; // above Linux's ephemeral range (32768-60999)
                 let cfg = MediaConfig {
                     bind: [127, 0, 0, 1].into(),
-                    rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 200),
+                    rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
                     media_timeout_secs: 3600,
                     ..MediaConfig::default()
                 };
