@@ -24,7 +24,7 @@ use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_G722, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
     MediaEngine,
@@ -346,8 +346,10 @@ impl WebRtcLeg {
                 None,
             )
             .map_err(rtc_err)?;
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
+        // Audio needs RTCP sender/receiver reports only: no NACK (a late
+        // audio packet is useless), no transport-wide congestion control (a
+        // fixed-rate voice stream).
+        let registry = configure_rtcp_reports(Registry::new());
         let setting = SettingEngineBuilder::new().with_lite(true).build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![cfg.certificate.clone()])
