@@ -202,7 +202,14 @@ fn run(frames: usize, label: &str, opus: &[Bytes], ulaw: &[Vec<u8>]) {
     let neg = leg.negotiated().unwrap();
 
     let mut room = Room::new(RoomConfig::default()).unwrap();
-    room.add_participant(ParticipantId(1), neg.participant)
+    let mut participant = neg.participant;
+    if let Ok(v) = std::env::var("NB_COMPLEXITY") {
+        participant.codec.opus.narrowband_complexity = v.parse().unwrap();
+    }
+    if std::env::var("NO_FEC").is_ok() {
+        participant.codec.opus.fec = false;
+    }
+    room.add_participant(ParticipantId(1), participant)
         .unwrap();
     room.add_participant(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcmu()))
         .unwrap();
