@@ -88,7 +88,9 @@ export class Call {
       this.state = "established";
       this.connectedAt = Date.now();
     } else if (s === SessionState.Terminated) {
-      this.end(this.endReason || (this.connectedAt ? "call ended" : "call failed"));
+      // SIP.js terminates the session before it calls the request delegate's onReject
+      // (which knows the reason): end on the next turn.
+      setTimeout(() => this.end(this.endReason || (this.connectedAt ? "call ended" : this.direction === "in" ? "missed call" : "call failed")), 0);
       return;
     }
     this.phone.notifyCall(this);
@@ -124,7 +126,7 @@ export class Call {
     await this.session.accept({ sessionDescriptionHandlerOptions: this.phone.mediaOptions() });
   }
 
-  /** Declines an incoming call (486 Busy Here is what a person pressing "decline" means... 603). */
+  /** Declines an incoming call (603 Decline: the person does not want it). */
   decline() {
     if (this.session.state === SessionState.Initial) {
       this.result = "declined";
@@ -250,8 +252,7 @@ export class Phone {
       authorizationPassword: o.password,
       transportOptions: { server: o.wsUrl, connectionTimeout: 6, keepAliveInterval: 25, traceSip: false },
       userAgentString: "Switchboard softphone (SIP.js 0.21)",
-      // Ours: reconnection with backoff (SIP.js' is a fixed delay).
-      reconnectionAttempts: 0,
+      // Reconnection is ours (with backoff): SIP.js' own (reconnectionAttempts) stays off.
       logLevel: "warn",
       logBuiltinEnabled: false,
       logConnector: (level, category, label, content) => {
