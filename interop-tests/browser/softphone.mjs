@@ -176,9 +176,13 @@ class Softphone {
     await this.page.waitForSelector(`#status[data-state="${state}"]`, { timeout: ms });
     return this.text("#status-text");
   }
+  /** Waits for a call state; fails at once, with the reason shown, if the call ends first. */
   async waitCall(state, ms = 15000) {
-    await this.page.waitForSelector(`#call-state[data-state="${state}"]`, { timeout: ms });
-    return this.text("#call-state");
+    const sel = state === "ended" ? `#call-state[data-state="ended"]` : `#call-state[data-state="${state}"], #call-state[data-state="ended"]`;
+    await this.page.waitForSelector(sel, { timeout: ms });
+    const [now, text] = [await this.state("#call-state"), await this.text("#call-state")];
+    if (now !== state) throw new Failure(`expected call state ${state}, but: ${text}`);
+    return text;
   }
   /** Waits until the meter has read above `min` for `n` consecutive 100 ms samples. */
   async waitLevelAbove(which, min, n = 5) {

@@ -60,9 +60,7 @@ pub fn set_web_root(dir: &Path) -> Result<(), WebRootError> {
         path: dir.to_path_buf(),
         reason,
     };
-    let canonical = dir
-        .canonicalize()
-        .map_err(|e| unusable(e.to_string()))?;
+    let canonical = dir.canonicalize().map_err(|e| unusable(e.to_string()))?;
     if !canonical.join("index.html").is_file() {
         return Err(unusable(
             "no index.html in it (build the front end first: cd web && npm run build)".into(),
@@ -254,7 +252,10 @@ fn embedded(path: &str, headers: &HeaderMap) -> Response {
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == asset.etag || t.trim() == "*")
+        });
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -363,19 +364,32 @@ mod tests {
             .find(|a| a.path == "/index.html")
             .expect("index.html embedded");
         let html = std::str::from_utf8(index.body).expect("utf-8");
-        assert!(!html.contains("{{"), "template placeholders left in index.html");
+        assert!(
+            !html.contains("{{"),
+            "template placeholders left in index.html"
+        );
         for asset in ASSETS.iter().filter(|a| is_hashed(a.path)) {
             assert!(html.contains(asset.path), "{} not referenced", asset.path);
         }
-        assert!(ASSETS.iter().any(|a| a.path.ends_with(".js") && a.gzip.is_some()));
+        assert!(
+            ASSETS
+                .iter()
+                .any(|a| a.path.ends_with(".js") && a.gzip.is_some())
+        );
     }
 
     #[test]
     fn gzip_negotiation() {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate, br"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate, br"),
+        );
         assert!(accepts_gzip(&h));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br, gzip;q=0"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0"),
+        );
         assert!(!accepts_gzip(&h));
         assert!(!accepts_gzip(&HeaderMap::new()));
     }

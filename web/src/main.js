@@ -38,7 +38,6 @@ function renderStatus(status) {
   $("status").dataset.state = status.state;
   $("status-text").textContent = status.text;
   show($("reconnect-button"), status.state === Conn.Reconnecting);
-  $("call-button").disabled = false;
   $("dial-card").classList.toggle("offline", status.state !== Conn.Registered);
 }
 

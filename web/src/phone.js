@@ -90,7 +90,7 @@ export class Call {
     } else if (s === SessionState.Terminated) {
       // SIP.js terminates the session before it calls the request delegate's onReject
       // (which knows the reason): end on the next turn.
-      setTimeout(() => this.end(this.endReason || (this.connectedAt ? "call ended" : this.direction === "in" ? "missed call" : "call failed")), 0);
+      setTimeout(() => this.end(this.endReason || (this.connectedAt ? "the other side hung up" : this.direction === "in" ? "missed call" : "call failed")), 0);
       return;
     }
     this.phone.notifyCall(this);
@@ -293,6 +293,10 @@ export class Phone {
     this.wantConnected = true;
     this.setStatus(Conn.Connecting, `Connecting to ${this.o.wsUrl}…`);
     const p = new Promise((resolve, reject) => { this.loginWaiter = { resolve, reject }; });
+    // A REGISTER that is never answered must not leave the login hanging.
+    setTimeout(() => {
+      if (this.loginWaiter && this.wantConnected) this.fail("The server did not answer the registration", true);
+    }, 20000);
     this.ua.start().catch((e) => {
       this.log(`connect failed: ${e.message}`);
       this.fail(`Server unreachable (${this.o.wsUrl})`, true);
@@ -355,7 +359,7 @@ export class Phone {
     this.setStatus(Conn.Reconnecting, `Reconnecting to ${this.o.wsUrl} (attempt ${this.attempt || 1})…`);
     this.ua.reconnect().catch((e) => {
       this.log(`reconnect failed: ${e.message}`);
-      this.scheduleReconnect(this.retryReason || "Server unreachable");
+      this.scheduleReconnect("Server unreachable");
     });
   }
 
