@@ -71,6 +71,23 @@ fn run(server: &Server, scenario: &str) {
     println!("{stdout}\nscreenshots: {}", artifacts(scenario).display());
 }
 
+/// The page's pure parts under node's test runner: MD5 and HTTP Digest (RFC 7616 vectors),
+/// WWW-Authenticate parsing, ICE server answer shapes, dial strings, backoff, wording.
+#[test]
+fn web_unit_tests_pass() {
+    let output = Command::new("node")
+        .args(["--test", "test/unit.test.mjs"])
+        .current_dir(repo().join("web"))
+        .output()
+        .expect("run node (apt-get install nodejs npm)");
+    assert!(
+        output.status.success(),
+        "node --test web/test failed\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 #[ignore = "needs the echo service for WebRTC callers (issues 5/6): 600 answers 503 today"]
 fn softphone_logs_in_and_the_echo_test_600_returns_audio() {

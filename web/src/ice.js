@@ -60,7 +60,7 @@ async function hashHex(algorithm, text) {
 }
 
 /** The Authorization header answering `challenge` (a parsed Digest challenge) for GET `uri`. */
-export async function digestAuthorization(challenge, { username, password, method, uri }) {
+export async function digestAuthorization(challenge, { username, password, method, uri, cnonce: fixedCnonce }) {
   const p = challenge.params;
   const full = (p.algorithm || "MD5").toUpperCase();
   const sess = full.endsWith("-SESS");
@@ -68,7 +68,7 @@ export async function digestAuthorization(challenge, { username, password, metho
   const qops = (p.qop || "").split(",").map((q) => q.trim().toLowerCase()).filter(Boolean);
   const qop = qops.includes("auth") ? "auth" : null;
   if (qops.length && !qop) throw new Error(`digest qop "${p.qop}" unsupported`);
-  const cnonce = toHex(crypto.getRandomValues(new Uint8Array(12)));
+  const cnonce = fixedCnonce || toHex(crypto.getRandomValues(new Uint8Array(12)));
   const nc = "00000001";
   let ha1 = await hashHex(algorithm, `${username}:${p.realm}:${password}`);
   if (sess) ha1 = await hashHex(algorithm, `${ha1}:${p.nonce}:${cnonce}`);
