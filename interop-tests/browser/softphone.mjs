@@ -263,6 +263,18 @@ async function scenarioCall(ctx) {
     step(`${b.name}: log in (keyboard)`, 20000, async () => { await b.login(user2.user, user2.password); return b.waitStatus("registered"); }),
   ]);
   await a.screenshot(ctx.opts.artifacts, "softphone-idle.png");
+  // ICE servers: when the server offers /api/ice-servers (401 without credentials), the page
+  // must have answered the digest challenge and got servers; on 404 it uses none.
+  await step(`${a.name}: ICE servers from /api/ice-servers`, 10000, async () => {
+    const offered = await a.page.evaluate(async () => (await fetch("/api/ice-servers", { credentials: "omit" })).status);
+    const shown = await until(async () => {
+      const t = await a.text("#ice-status");
+      return /not fetched/.test(t) ? null : t;
+    }, "", 200);
+    if (offered === 401 && !/^[1-9]\d* servers?$/.test(shown)) throw new Failure(`the server offers ICE servers but the page shows "${shown}"`);
+    if (offered === 404 && !/not offered/.test(shown)) throw new Failure(`the server has no /api/ice-servers but the page shows "${shown}"`);
+    return `${offered}: ${shown}`;
+  });
   // Dial with the on-screen keypad, call with Enter.
   for (const d of user2.user) await a.page.click(`#keypad [data-key="${d}"]`);
   const typed = await a.page.inputValue("#dial-input");

@@ -64,7 +64,10 @@ function showPhone() {
 
 async function login(creds, { remember, persistent }) {
   audio.unlock();
-  const ice = new IceServers({ username: creds.username, password: creds.password, domain: creds.domain, log: (m) => console.log(`[ice] ${m}`) });
+  const ice = new IceServers({
+    username: creds.username, password: creds.password, domain: creds.domain,
+    log: (m) => { console.log(`[ice] ${m}`); $("ice-status").textContent = ice.summary; },
+  });
   try {
     phone = new Phone({
       ...creds,
