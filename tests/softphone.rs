@@ -89,7 +89,7 @@ fn web_unit_tests_pass() {
 }
 
 #[test]
-#[ignore = "needs the echo service for WebRTC callers (issues 5/6): 600 answers 503 today"]
+
 fn softphone_logs_in_and_the_echo_test_600_returns_audio() {
     let server = Server::start_with(&config("127.0.0.1:0"));
     run(&server, "echo");
