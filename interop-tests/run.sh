@@ -42,10 +42,8 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_packages+=(nodejs npm)
 fi
 
-# --- placeholders for later stages: uncomment when tests need them ---------
-# TURN tests (client tools only: never leave the coturn daemon running):
-# command -v turnutils_uclient >/dev/null 2>&1 || apt_packages+=(coturn)
-# ----------------------------------------------------------------------------
+# TURN tests use coturn's clients (turnutils_stunclient, turnutils_uclient, turnutils_peer) only.
+command -v turnutils_uclient >/dev/null 2>&1 || apt_packages+=(coturn)
 
 if ((${#apt_packages[@]} > 0)); then
   SUDO=()
@@ -57,6 +55,14 @@ if ((${#apt_packages[@]} > 0)); then
   export DEBIAN_FRONTEND=noninteractive
   "${SUDO[@]}" apt-get update -qq
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
+  # The coturn package may start its daemon (where services run): it would hold 3478/5349.
+  if [[ " ${apt_packages[*]} " == *" coturn "* ]]; then
+    "${SUDO[@]}" systemctl disable --now coturn >/dev/null 2>&1 || true
+    "${SUDO[@]}" service coturn stop >/dev/null 2>&1 || true
+    for pidfile in /run/turnserver/turnserver.pid /var/run/turnserver.pid; do
+      [[ -f "$pidfile" ]] && "${SUDO[@]}" kill "$(cat "$pidfile")" >/dev/null 2>&1 || true
+    done
+  fi
 else
   echo "nothing to install"
 fi
@@ -74,6 +80,7 @@ else
   echo "$lock_sum" >"$stamp"
 fi
 
+echo "coturn clients: $(command -v turnutils_uclient)"
 echo "sipsak: $(command -v sipsak)"
 echo "sipp:  $(command -v sipp) ($(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -n1 || true))"
 echo "chromium: $(chromium --version 2>/dev/null | head -n1)"

@@ -46,6 +46,8 @@ pub struct Config {
     pub dialplan: DialplanConfig,
     /// RTP ports, media addresses and limits of the media engine.
     pub media: Spanned<MediaConfig>,
+    /// The bundled STUN/TURN server.
+    pub turn: Spanned<crate::turn::TurnConfig>,
 }
 
 /// Where the dialplan lives.
@@ -81,6 +83,7 @@ impl Default for Config {
             trunks: Vec::new(),
             dialplan: DialplanConfig::default(),
             media: unknown_span(MediaConfig::default()),
+            turn: unknown_span(crate::turn::TurnConfig::default()),
         }
     }
 }
@@ -556,6 +559,18 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
             column,
             message,
         });
+    }
+    if let Err(found) = config.turn.value.resolve() {
+        let block = config.turn.referenced;
+        for (key, message) in found {
+            let (line, column) = locate_key(text, (block.line(), block.column()), key);
+            problems.push(Problem {
+                file: file.clone(),
+                line,
+                column,
+                message,
+            });
+        }
     }
 
     let mut trunk_names = std::collections::HashSet::new();

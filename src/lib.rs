@@ -21,3 +21,4 @@ pub mod server;
 pub mod sip;
 pub mod tls;
 pub mod trunks;
+pub mod turn;

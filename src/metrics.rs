@@ -102,6 +102,8 @@ pub struct Metrics {
     pub dialplan_reload_failures: Counter,
     /// The media engine's counters.
     pub media: MediaCounters,
+    /// The bundled STUN/TURN server.
+    pub turn: std::sync::Arc<crate::turn::TurnMetrics>,
 }
 
 /// Media engine and B2BUA counters. Gauges are shared (`Arc`) with the
@@ -240,6 +242,7 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
         }
+        self.turn.render(&mut out);
         out
     }
 }

@@ -42,6 +42,9 @@ pub enum StartError {
     /// A setting could not be applied.
     #[error("{0}")]
     Config(String),
+    /// The STUN/TURN server could not start.
+    #[error(transparent)]
+    Turn(#[from] crate::turn::TurnError),
 }
 
 /// The address to put in Via and Record-Route for a listener: a wildcard
@@ -156,7 +159,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         cancel.clone(),
     );
 
-    let needs_tls = !listen.tls.is_empty() || !listen.https.is_empty();
+    let turn_config = &config.turn.value;
+    let needs_tls = !listen.tls.is_empty()
+        || !listen.https.is_empty()
+        || (turn_config.enabled && !turn_config.listen.tls.is_empty());
     let tls = if needs_tls {
         let (configs, generated) = tls::load_or_generate(&config.tls)?;
         if !generated {
@@ -228,6 +234,24 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         Authenticator::new(&config.auth.value, core.metrics().clone())
             .map_err(StartError::Config)?,
     );
+    let ice_servers = if turn_config.enabled {
+        let turn = crate::turn::TurnService::start(
+            turn_config,
+            tls.as_ref().map(|t| t.sip.clone()),
+            core.metrics().turn.clone(),
+            &config.server.name,
+            cancel.clone(),
+        )
+        .await?;
+        listeners.extend(turn.listeners.iter().copied());
+        Some(Arc::new(crate::turn::api::IceServersApi {
+            turn: Arc::new(turn),
+            auth: auth.clone(),
+            directory: loaded.directory.clone(),
+        }))
+    } else {
+        None
+    };
     let store: Arc<dyn LocationStore> = Arc::new(MemoryStore::default());
     spawn_binding_housekeeping(&core, store.clone());
     let mut secret = [0u8; 32];
@@ -299,7 +323,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         listener.spawn(core.clone());
     }
     for listener in http {
-        listener.with_routing(routing.clone()).spawn(core.clone());
+        listener
+            .with_routing(routing.clone())
+            .with_ice_servers(ice_servers.clone())
+            .spawn(core.clone());
     }
     Ok(Running {
         core,

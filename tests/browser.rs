@@ -15,6 +15,10 @@ use common::{Server, repo};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(server: &Server, scenario: &str) {
+    run_with(server, scenario, &[]);
+}
+
+fn run_with(server: &Server, scenario: &str, extra: &[&str]) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let browser = repo().join("interop-tests").join("browser");
     let artifacts = server
@@ -26,6 +30,7 @@ fn run(server: &Server, scenario: &str) {
         .args(["--wss", &format!("wss://{}", server.addr("wss"))])
         .args(["--scenario", scenario, "--domain", "127.0.0.1"])
         .args(["--user1", "1001:demo-1001", "--user2", "1002:demo-1002"])
+        .args(extra)
         .arg("--artifacts")
         .arg(&artifacts)
         .current_dir(&browser)
@@ -110,4 +115,24 @@ fn sipjs_holds_and_resumes_the_echo_test() {
 #[test]
 fn jssip_holds_and_resumes_the_echo_test() {
     run(&server(), "echo-hold:jssip");
+}
+
+/// Two SIP.js users fetch TURN credentials from `/api/ice-servers` (HTTP
+/// Digest with their SIP passwords, computed in the page) and call each
+/// other with `iceTransportPolicy: 'relay'`: the selected pair is a relay
+/// pair on both sides, audio flows both ways, and it went through our relays.
+#[test]
+fn sipjs_calls_sipjs_through_the_bundled_turn_relay() {
+    let server = Server::start_with(
+        "listen:\n  udp: []\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\n\
+         turn:\n  listen:\n    udp: ['127.0.0.1:0']\n    tcp: ['127.0.0.1:0']\n    tls: ['127.0.0.1:0']\n  \
+         relay_ipv4: 127.0.0.1\n  relay_ipv6: ''\n  relay_ports: 20000-29999\n",
+    );
+    let http = format!("https://{}", server.addr("wss"));
+    run_with(&server, "turn-relay", &["--http", &http]);
+    assert!(server.metric("switchboard_turn_allocations_total") >= 2);
+    // Three seconds of Opus both ways: well over 100 packets each way.
+    assert!(server.metric("switchboard_turn_relayed_to_peers_total") > 200);
+    assert!(server.metric("switchboard_turn_relayed_to_clients_total") > 200);
+    assert_eq!(server.metric("switchboard_turn_credentials_issued_total"), 2);
 }

@@ -111,7 +111,7 @@ fn serve_refuses_an_invalid_configuration() {
 /// something else holds them.
 #[test]
 fn serve_with_embedded_defaults_logs_every_listener() {
-    let ports = [5060u16, 5061, 8443, 8080, 8090];
+    let ports = [5060u16, 5061, 8443, 8080, 8090, 3478, 5349];
     if ports.iter().any(|p| {
         std::net::TcpListener::bind(("0.0.0.0", *p)).is_err()
             || std::net::UdpSocket::bind(("0.0.0.0", *p)).is_err()
@@ -163,6 +163,9 @@ fn serve_with_embedded_defaults_logs_every_listener() {
         "transport=\"wss\" addr=0.0.0.0:8443",
         "transport=\"ws\" addr=0.0.0.0:8080",
         "transport=\"admin\" addr=127.0.0.1:8090",
+        "transport=\"turn-udp\" addr=0.0.0.0:3478",
+        "transport=\"turn-tcp\" addr=0.0.0.0:3478",
+        "transport=\"turn-tls\" addr=0.0.0.0:5349",
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }

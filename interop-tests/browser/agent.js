@@ -226,7 +226,7 @@
         reconnectionDelay: 1,
         // Not the default (a public Google STUN server): exactly what the test asks for.
         sessionDescriptionHandlerFactoryOptions: {
-          peerConnectionConfiguration: { iceServers: this.opts.iceServers },
+          peerConnectionConfiguration: { iceServers: this.opts.iceServers, iceTransportPolicy: this.opts.iceTransportPolicy || "all" },
           iceGatheringTimeout: 3000,
         },
         delegate: {
@@ -501,7 +501,7 @@
     callOptions() {
       return {
         mediaConstraints: AUDIO_CONSTRAINTS,
-        pcConfig: { iceServers: this.opts.iceServers },
+        pcConfig: { iceServers: this.opts.iceServers, iceTransportPolicy: this.opts.iceTransportPolicy || "all" },
       };
     }
     async call(target) {
@@ -538,6 +538,38 @@
       });
     }
   }
+
+  // GET /api/ice-servers as a softphone does: the first request is challenged (401), the second
+  // carries HTTP Digest credentials computed with WebCrypto (SHA-256; MD5 is not in WebCrypto).
+  window.fetchIceServers = async function fetchIceServers(url, username, password) {
+    const get = (headers) => fetch(url, { credentials: "omit", cache: "no-store", headers });
+    const first = await get({});
+    if (first.ok) return first.json();
+    if (first.status !== 401) throw new Error(`GET ${url}: ${first.status}`);
+    const header = first.headers.get("www-authenticate") || "";
+    const challenge = header.split(/,\s*(?=Digest\s)/i).find((c) => /algorithm="?SHA-256"?/i.test(c));
+    if (!challenge) throw new Error(`no SHA-256 Digest challenge in "${header}"`);
+    const param = (name) => {
+      const m = new RegExp(`${name}="([^"]*)"`, "i").exec(challenge) || new RegExp(`${name}=([^,\\s]+)`, "i").exec(challenge);
+      return m ? m[1] : null;
+    };
+    const hex = async (text) => Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))))
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    const realm = param("realm"), nonce = param("nonce"), opaque = param("opaque");
+    const u = new URL(url);
+    const uri = u.pathname + u.search;
+    const cnonce = Array.from(crypto.getRandomValues(new Uint8Array(8))).map((b) => b.toString(16).padStart(2, "0")).join("");
+    const nc = "00000001";
+    const ha1 = await hex(`${username}:${realm}:${password}`);
+    const ha2 = await hex(`GET:${uri}`);
+    const response = await hex(`${ha1}:${nonce}:${nc}:${cnonce}:auth:${ha2}`);
+    let auth = `Digest username="${username}", realm="${realm}", nonce="${nonce}", uri="${uri}", ` +
+      `algorithm=SHA-256, response="${response}", qop=auth, nc=${nc}, cnonce="${cnonce}"`;
+    if (opaque) auth += `, opaque="${opaque}"`;
+    const second = await get({ Authorization: auth });
+    if (!second.ok) throw new Error(`GET ${url} with Digest credentials: ${second.status}`);
+    return second.json();
+  };
 
   window.makeAgent = function makeAgent(opts) {
     const stack = opts && opts.stack;

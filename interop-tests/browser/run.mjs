@@ -36,6 +36,10 @@ scenarios:
                                     from stdin (a media leg under test answers), then expects its own
                                     tone back (an echo room); the peer's WebRTC leg is what is tested
   webrtc-mdns                       the same with mDNS (.local) host candidates, as real browsers send
+  turn-relay                        user1 and user2 (SIP.js) each fetch /api/ice-servers in the page
+                                    (HTTP Digest with their SIP password), then call each other with
+                                    iceTransportPolicy 'relay': the selected pair must be relay on both
+                                    sides and audio must flow. Needs --http (the server's HTTPS base URL)
   selftest                          no server: fake audio through a local RTCPeerConnection pair
                                     (checks Chromium, fake capture, stats and the tone detector)
   STACK is sipjs or jssip.
@@ -143,6 +147,9 @@ function parseScenario(s) {
     case "webrtc-echo":
     case "webrtc-mdns":
       if (parts.length === 1) return { kind: parts[0] };
+      break;
+    case "turn-relay":
+      if (parts.length === 1) return { kind: "turn-relay" };
       break;
   }
   throw new UsageError(`unknown scenario "${s}"`);
@@ -484,6 +491,7 @@ async function talkSteps(ctx, p1, p2) {
   const s2 = await withTimeout(p2.invoke("stats"), 5000, `${p2.name}: stats`);
   checkAudio(`${p1.name} (caller)`, s1, p2.toneHz, ctx.opts.toneCheck);
   checkAudio(`${p2.name} (callee)`, s2, p1.toneHz, ctx.opts.toneCheck);
+  if (ctx.onStats) { ctx.onStats(`${p1.name} (caller)`, s1); ctx.onStats(`${p2.name} (callee)`, s2); }
   const ended1 = p1.invoke("waitEnded"); ended1.catch(() => {});
   const ended2 = p2.invoke("waitEnded"); ended2.catch(() => {});
   const lastSeq = await p1.eval(() => (window.__sip.length ? window.__sip[window.__sip.length - 1].seq : 0));
@@ -617,6 +625,33 @@ async function scenarioConference(ctx, a, b) {
   checkAudio(`${p2.name} (conference)`, s2, TONES[0], ctx.opts.toneCheck);
   await hangUpService(ctx, p1);
   await hangUpService(ctx, p2);
+  await unregisterQuietly([p1, p2]);
+}
+
+// Both browsers get TURN credentials from the server the way the softphone does, allow only
+// relay candidates, and must talk through the server's TURN relays.
+async function scenarioTurnRelay(ctx) {
+  if (!ctx.opts.http) throw new UsageError("turn-relay needs --http https://HOST:PORT");
+  const api = new URL("/api/ice-servers", ctx.opts.http).toString();
+  const p1 = await newPage(ctx, "caller-relay", 0);
+  const p2 = await newPage(ctx, "callee-relay", 1);
+  p1.toneHz = TONES[0]; p2.toneHz = TONES[1];
+  for (const [pa, u] of [[p1, ctx.opts.user1], [p2, ctx.opts.user2]]) {
+    const list = await step(`${pa.name}: GET /api/ice-servers with ${u.user}'s SIP credentials`, 10000,
+      () => pa.eval(([url, user, pass]) => window.fetchIceServers(url, user, pass), [api, u.user, u.password]));
+    const servers = list.iceServers || [];
+    if (!servers.some((s) => s.username && s.credential)) throw new Failure(`${pa.name}: no TURN credentials in ${JSON.stringify(list)}`);
+    say(`${pa.name}: ${JSON.stringify(servers.map((s) => s.urls))}, username ${servers.find((s) => s.username).username}`);
+    await pa.create({ ...agentOpts(ctx, "sipjs", u), iceServers: servers, iceTransportPolicy: "relay" });
+  }
+  await Promise.all([
+    step(`${p1.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => p1.invoke("register")),
+    step(`${p2.name}: REGISTER ${ctx.opts.user2.user}`, 15000, () => p2.invoke("register")),
+  ]);
+  ctx.onStats = (label, s) => {
+    if (!s.candidatePair || !/^relay /.test(s.candidatePair)) throw new Failure(`${label}: selected candidate pair is not relayed: ${s.candidatePair}`);
+  };
+  await talk(ctx, p1, p2);
   await unregisterQuietly([p1, p2]);
 }
 
@@ -817,7 +852,7 @@ async function main() {
       ctx.iceServers = JSON.parse(opts.iceServers);
     }
     const run = async () => {
-      const need = ["call", "reconnect", "conference"].includes(scenario.kind) ? 2 : 1;
+      const need = ["call", "reconnect", "conference", "turn-relay"].includes(scenario.kind) ? 2 : 1;
       for (let i = 0; i < need; i++) {
         const tone = path.join(tmp, `tone-${TONES[i]}hz.wav`);
         writeTone(tone, TONES[i]);
@@ -837,6 +872,7 @@ async function main() {
         case "echo-hold": return scenarioEcho(ctx, scenario.stack, true);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
         case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);
+        case "turn-relay": return scenarioTurnRelay(ctx);
       }
     };
     await Promise.race([

@@ -24,6 +24,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use crate::routing::Routing;
+use crate::turn::api::IceServersApi;
 use crate::sip::transport::bind_tcp;
 use crate::sip::{SipCore, SipError, TransportKind};
 
@@ -48,6 +49,7 @@ struct Peer {
 struct AppState {
     core: Arc<SipCore>,
     routing: Option<Arc<Routing>>,
+    ice: Option<Arc<IceServersApi>>,
 }
 
 /// A bound HTTP(S) listener.
@@ -57,6 +59,7 @@ pub struct HttpListener {
     role: Role,
     local: SocketAddr,
     routing: Option<Arc<Routing>>,
+    ice: Option<Arc<IceServersApi>>,
 }
 
 impl HttpListener {
@@ -73,6 +76,7 @@ impl HttpListener {
             role,
             local,
             routing: None,
+            ice: None,
         })
     }
 
@@ -84,6 +88,12 @@ impl HttpListener {
     /// Gives the admin endpoints the dialplan to reload.
     pub fn with_routing(mut self, routing: Arc<Routing>) -> Self {
         self.routing = Some(routing);
+        self
+    }
+
+    /// Serves `/api/ice-servers` (public listeners) from the TURN service.
+    pub fn with_ice_servers(mut self, api: Option<Arc<IceServersApi>>) -> Self {
+        self.ice = api;
         self
     }
 
@@ -102,6 +112,7 @@ impl HttpListener {
         let state = AppState {
             core: core.clone(),
             routing: self.routing.clone(),
+            ice: self.ice.clone(),
         };
         let router = match self.role {
             Role::Public => public_router(state),
@@ -191,8 +202,28 @@ fn public_router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/ws", get(root))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            crate::turn::api::PATH,
+            get(ice_servers).options(ice_servers),
+        )
         .fallback(web::serve)
         .with_state(state)
+}
+
+/// `/api/ice-servers`: STUN/TURN servers with fresh credentials (see `turn::api`).
+async fn ice_servers(State(state): State<AppState>, request: Request) -> Response {
+    let Some(api) = state.ice else {
+        return (StatusCode::NOT_FOUND, "TURN is disabled\n").into_response();
+    };
+    let Some(peer) = request.extensions().get::<Peer>().copied() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no peer").into_response();
+    };
+    api.respond(
+        request.method(),
+        request.uri(),
+        request.headers(),
+        peer.remote.ip(),
+    )
 }
 
 fn admin_router(state: AppState) -> Router {

@@ -56,6 +56,13 @@ impl Server {
     /// path, content) in its working directory, e.g. a dialplan.
     pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        // TURN is on by default on fixed ports (3478, 5349): tests that do not
+        // configure it run without it, so parallel servers do not collide.
+        let config = &if config.contains("\nturn:") || config.starts_with("turn:") {
+            config.to_string()
+        } else {
+            format!("{config}\nturn:\n  enabled: false\n")
+        };
         std::fs::write(dir.path().join("switchboard.yaml"), config).expect("write config");
         for (name, content) in files {
             let path = dir.path().join(name);
