@@ -134,5 +134,8 @@ fn sipjs_calls_sipjs_through_the_bundled_turn_relay() {
     // Three seconds of Opus both ways: well over 100 packets each way.
     assert!(server.metric("switchboard_turn_relayed_to_peers_total") > 200);
     assert!(server.metric("switchboard_turn_relayed_to_clients_total") > 200);
-    assert_eq!(server.metric("switchboard_turn_credentials_issued_total"), 2);
+    assert_eq!(
+        server.metric("switchboard_turn_credentials_issued_total"),
+        2
+    );
 }

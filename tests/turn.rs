@@ -70,8 +70,22 @@ fn uclient(server: SocketAddr, peer: &str, peer_port: u16, extra: &[&str]) -> (b
     let port = server.port().to_string();
     let peer_port = peer_port.to_string();
     let mut args = vec![
-        "30", "turnutils_uclient", "-p", &port, "-e", peer, "-r", &peer_port, "-n", "20", "-m",
-        "1", "-l", "120", "-z", "10",
+        "30",
+        "turnutils_uclient",
+        "-p",
+        &port,
+        "-e",
+        peer,
+        "-r",
+        &peer_port,
+        "-n",
+        "20",
+        "-m",
+        "1",
+        "-l",
+        "120",
+        "-z",
+        "10",
     ];
     args.extend_from_slice(extra);
     args.push("127.0.0.1");
@@ -94,7 +108,11 @@ fn uclient(server: SocketAddr, peer: &str, peer_port: u16, extra: &[&str]) -> (b
 
 /// The relayed echo worked: every packet came back.
 fn assert_echo(ok: bool, output: &str, sessions: u32) {
-    let expected = format!("tot_send_msgs={}, tot_recv_msgs={}", 20 * sessions, 20 * sessions);
+    let expected = format!(
+        "tot_send_msgs={}, tot_recv_msgs={}",
+        20 * sessions,
+        20 * sessions
+    );
     assert!(
         ok && output.contains(&expected) && output.contains("Total lost packets 0 (0.000000%)"),
         "uclient did not relay every packet ({expected}):\n{output}"
@@ -124,11 +142,21 @@ fn stun_binding_over_udp_with_coturn_stunclient_and_over_tcp() {
     let server = server(false);
     let udp = server.addr("turn-udp");
     let out = Command::new("timeout")
-        .args(["10", "turnutils_stunclient", "-p", &udp.port().to_string(), "127.0.0.1"])
+        .args([
+            "10",
+            "turnutils_stunclient",
+            "-p",
+            &udp.port().to_string(),
+            "127.0.0.1",
+        ])
         .output()
         .expect("turnutils_stunclient");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("UDP reflexive addr: 127.0.0.1:"),
+        "{text}"
+    );
 
     // Over TCP: one Binding request on a stream, checked with FINGERPRINT.
     let mut tcp = TcpStream::connect(server.addr("turn-tcp")).unwrap();
@@ -268,7 +296,10 @@ fn loopback_peer_is_refused_by_default() {
         peer.port,
         &["-u", "alice", "-w", "wonderland", "-c"],
     );
-    assert!(!ok || !out.contains("Total lost packets 0 (0.000000%)"), "{out}");
+    assert!(
+        !ok || !out.contains("Total lost packets 0 (0.000000%)"),
+        "{out}"
+    );
     assert!(server.metric("switchboard_turn_refused_peers_total") >= 1);
     assert_eq!(server.metric("switchboard_turn_relayed_to_peers_total"), 0);
 }
@@ -305,7 +336,9 @@ impl MiniClient {
 
     fn allocate(server: SocketAddr) -> MiniClient {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         let mut client = MiniClient {
             socket,
             server,
@@ -335,7 +368,8 @@ impl MiniClient {
         let response = self.exchange(request);
         let m = Message::parse(&response).unwrap();
         assert_eq!(m.integrity_ok(&self.key), Some(true));
-        m.get(attr::ERROR_CODE).map(|v| v[2] as u16 * 100 + v[3] as u16)
+        m.get(attr::ERROR_CODE)
+            .map(|v| v[2] as u16 * 100 + v[3] as u16)
     }
 }
 
@@ -372,8 +406,14 @@ fn curl(server: &Server, credentials: Option<&str>) -> String {
 fn ice_servers_endpoint_needs_sip_digest_and_its_credentials_relay() {
     let server = server(true);
     let unauthenticated = curl(&server, None);
-    assert!(unauthenticated.starts_with("HTTP/1.1 401"), "{unauthenticated}");
-    assert!(unauthenticated.contains("algorithm=SHA-256"), "{unauthenticated}");
+    assert!(
+        unauthenticated.starts_with("HTTP/1.1 401"),
+        "{unauthenticated}"
+    );
+    assert!(
+        unauthenticated.contains("algorithm=SHA-256"),
+        "{unauthenticated}"
+    );
     let wrong = curl(&server, Some("1001:wrong"));
     assert!(wrong.contains("HTTP/1.1 401"), "{wrong}");
     assert!(!wrong.contains("\"credential\""), "{wrong}");
@@ -387,15 +427,29 @@ fn ice_servers_endpoint_needs_sip_digest_and_its_credentials_relay() {
         .iter()
         .find(|s| s["username"].is_string())
         .expect("a TURN entry");
-    let urls: Vec<&str> = turn["urls"].as_array().unwrap().iter().filter_map(|u| u.as_str()).collect();
+    let urls: Vec<&str> = turn["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
     let udp = server.addr("turn-udp").port();
-    assert!(urls.contains(&format!("turn:127.0.0.1:{udp}?transport=udp").as_str()), "{urls:?}");
-    assert!(urls.iter().any(|u| u.starts_with("turns:127.0.0.1:")), "{urls:?}");
+    assert!(
+        urls.contains(&format!("turn:127.0.0.1:{udp}?transport=udp").as_str()),
+        "{urls:?}"
+    );
+    assert!(
+        urls.iter().any(|u| u.starts_with("turns:127.0.0.1:")),
+        "{urls:?}"
+    );
     let username = turn["username"].as_str().unwrap();
     let password = turn["credential"].as_str().unwrap();
     let expiry: u64 = username.split(':').next().unwrap().parse().unwrap();
     assert!(expiry > unix_now() + 3_000, "{username}");
-    assert!(username.ends_with(":1001@127.0.0.1") || username.contains(":1001@"), "{username}");
+    assert!(
+        username.ends_with(":1001@127.0.0.1") || username.contains(":1001@"),
+        "{username}"
+    );
 
     // The minted credential works with coturn's client.
     let peer = Peer::start();
@@ -406,5 +460,8 @@ fn ice_servers_endpoint_needs_sip_digest_and_its_credentials_relay() {
         &["-c", "-u", username, "-w", password],
     );
     assert_echo(ok, &out, 1);
-    assert_eq!(server.metric("switchboard_turn_credentials_issued_total"), 1);
+    assert_eq!(
+        server.metric("switchboard_turn_credentials_issued_total"),
+        1
+    );
 }

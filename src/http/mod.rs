@@ -24,9 +24,9 @@ use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use crate::routing::Routing;
-use crate::turn::api::IceServersApi;
 use crate::sip::transport::bind_tcp;
 use crate::sip::{SipCore, SipError, TransportKind};
+use crate::turn::api::IceServersApi;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

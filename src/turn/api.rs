@@ -52,7 +52,13 @@ fn host_of(value: &str) -> &str {
 
 impl IceServersApi {
     /// Answers one request from `source`.
-    pub fn respond(&self, method: &Method, uri: &Uri, headers: &HeaderMap, source: IpAddr) -> Response {
+    pub fn respond(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        source: IpAddr,
+    ) -> Response {
         let mut response = if method == Method::OPTIONS {
             let mut r = StatusCode::NO_CONTENT.into_response();
             let h = r.headers_mut();
@@ -64,7 +70,10 @@ impl IceServersApi {
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("authorization"),
             );
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
             r
         } else {
             self.get(uri, headers, source)
@@ -106,7 +115,8 @@ impl IceServersApi {
         {
             Outcome::Authenticated(user) => user,
             Outcome::Challenge { stale } => {
-                let mut r = (StatusCode::UNAUTHORIZED, "SIP credentials required\n").into_response();
+                let mut r =
+                    (StatusCode::UNAUTHORIZED, "SIP credentials required\n").into_response();
                 for challenge in self.auth.challenges(&realm, stale, now) {
                     if let Ok(v) = HeaderValue::from_str(&challenge) {
                         r.headers_mut().append(header::WWW_AUTHENTICATE, v);
@@ -114,7 +124,9 @@ impl IceServersApi {
                 }
                 return r;
             }
-            Outcome::Banned => return (StatusCode::FORBIDDEN, "too many failures\n").into_response(),
+            Outcome::Banned => {
+                return (StatusCode::FORBIDDEN, "too many failures\n").into_response();
+            }
         };
         // The digest must have been computed for this resource.
         let uri_ok = values
@@ -122,7 +134,11 @@ impl IceServersApi {
             .filter_map(|v| digest::parse_credentials(v).ok())
             .any(|c| c.uri.starts_with(PATH));
         if !uri_ok {
-            return (StatusCode::BAD_REQUEST, "digest uri does not name this resource\n").into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                "digest uri does not name this resource\n",
+            )
+                .into_response();
         }
         let Some(credential) = self.turn.credentials.mint(&user.aor(), now) else {
             return (StatusCode::SERVICE_UNAVAILABLE, "no TURN REST secret\n").into_response();

@@ -234,7 +234,12 @@ impl TurnConfig {
         range("rest_ttl_secs", self.rest_ttl_secs, 60, 30 * 86_400);
         range("user_quota", self.user_quota as u64, 1, 1_000_000);
         range("total_quota", self.total_quota as u64, 1, 10_000_000);
-        range("default_lifetime_secs", self.default_lifetime_secs, 30, 86_400);
+        range(
+            "default_lifetime_secs",
+            self.default_lifetime_secs,
+            30,
+            86_400,
+        );
         range(
             "max_lifetime_secs",
             self.max_lifetime_secs,
@@ -242,18 +247,39 @@ impl TurnConfig {
             86_400,
         );
         range("nonce_lifetime_secs", self.nonce_lifetime_secs, 30, 86_400);
-        range("max_connections", self.max_connections as u64, 1, 10_000_000);
+        range(
+            "max_connections",
+            self.max_connections as u64,
+            1,
+            10_000_000,
+        );
         if self.realm.trim().is_empty() || self.realm.contains('"') {
-            problems.push(("realm", "turn.realm: must be non-empty text without quotes".into()));
+            problems.push((
+                "realm",
+                "turn.realm: must be non-empty text without quotes".into(),
+            ));
         }
         if matches!(&self.rest_secret, Some(s) if s.is_empty()) {
-            problems.push(("rest_secret", "turn.rest_secret: must not be empty (omit it for a random one)".into()));
+            problems.push((
+                "rest_secret",
+                "turn.rest_secret: must not be empty (omit it for a random one)".into(),
+            ));
         }
-        if self.users.iter().any(|u| u.username.is_empty() || u.password.is_empty()) {
-            problems.push(("users", "turn.users: username and password must not be empty".into()));
+        if self
+            .users
+            .iter()
+            .any(|u| u.username.is_empty() || u.password.is_empty())
+        {
+            problems.push((
+                "users",
+                "turn.users: username and password must not be empty".into(),
+            ));
         }
         if relay_ipv4.is_none() && relay_ipv6.is_none() && self.enabled {
-            problems.push(("relay_ipv4", "turn: relay_ipv4 and relay_ipv6 are both empty".into()));
+            problems.push((
+                "relay_ipv4",
+                "turn: relay_ipv4 and relay_ipv6 are both empty".into(),
+            ));
         }
         match ports {
             Some(ports) if problems.is_empty() => Ok(Resolved {
@@ -293,7 +319,12 @@ mod tests {
             advertised_ipv4: Some("::1".into()),
             ..TurnConfig::default()
         };
-        let keys: Vec<&str> = c.resolve().unwrap_err().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<&str> = c
+            .resolve()
+            .unwrap_err()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["relay_ports", "advertised_ipv4", "allowed_peers"]);
     }
 }

@@ -145,7 +145,8 @@ impl Credentials {
             return false;
         };
         let expected = self.nonce_mac(issued, source);
-        let same: bool = subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), &nonce.as_bytes()[16..]).into();
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), &nonce.as_bytes()[16..]).into();
         same && issued <= now && now - issued < self.nonce_lifetime
     }
 }
@@ -160,7 +161,10 @@ mod tests {
         let minted = c.mint("1001", 1_000).unwrap();
         assert_eq!(minted.username, "1060:1001");
         // base64(HMAC-SHA1("secret", "1060:1001")), computed independently with openssl.
-        assert_eq!(minted.password, Credentials::rest_password(b"secret", "1060:1001"));
+        assert_eq!(
+            minted.password,
+            Credentials::rest_password(b"secret", "1060:1001")
+        );
         let (key, identity) = c.key(&minted.username, 1_059).unwrap();
         assert_eq!(key, long_term_key("1060:1001", "r", &minted.password));
         assert_eq!(identity, "rest:1001");

@@ -85,13 +85,28 @@ impl TurnMetrics {
             self.allocations.get()
         );
         let counters: [(&str, &Counter); 10] = [
-            ("switchboard_turn_allocations_total", &self.allocations_total),
-            ("switchboard_turn_binding_requests_total", &self.binding_requests),
-            ("switchboard_turn_relayed_to_peers_total", &self.relayed_to_peers),
-            ("switchboard_turn_relayed_to_clients_total", &self.relayed_to_clients),
+            (
+                "switchboard_turn_allocations_total",
+                &self.allocations_total,
+            ),
+            (
+                "switchboard_turn_binding_requests_total",
+                &self.binding_requests,
+            ),
+            (
+                "switchboard_turn_relayed_to_peers_total",
+                &self.relayed_to_peers,
+            ),
+            (
+                "switchboard_turn_relayed_to_clients_total",
+                &self.relayed_to_clients,
+            ),
             ("switchboard_turn_auth_failures_total", &self.auth_failures),
             ("switchboard_turn_refused_peers_total", &self.refused_peers),
-            ("switchboard_turn_quota_refusals_total", &self.quota_refusals),
+            (
+                "switchboard_turn_quota_refusals_total",
+                &self.quota_refusals,
+            ),
             ("switchboard_turn_rate_limited_total", &self.rate_limited),
             (
                 "switchboard_turn_dropped_no_permission_total",

@@ -29,6 +29,9 @@ use super::server::{
     Transport, TurnServer,
 };
 use super::{TurnError, TurnMetrics, stun};
+use crate::sip::SipError;
+use crate::sip::transport::bind_socket;
+use socket2::Type;
 
 /// A relay socket and the token that stops its task.
 #[derive(Clone)]
@@ -120,12 +123,16 @@ impl Binder<'_> {
             if (even || pair) && port % 2 == 1 {
                 return None;
             }
-            let first = std::net::UdpSocket::bind((bind_ip, port)).ok()?;
+            let bind = |port: u16| {
+                bind_socket(SocketAddr::new(bind_ip, port), Type::DGRAM)
+                    .ok()
+                    .map(std::net::UdpSocket::from)
+            };
+            let first = bind(port)?;
             if !pair {
                 return Some(vec![first]);
             }
-            let second = std::net::UdpSocket::bind((bind_ip, port.checked_add(1)?)).ok()?;
-            Some(vec![first, second])
+            Some(vec![first, bind(port.checked_add(1)?)?])
         });
         let Some(sockets) = sockets else {
             warn!(ports = ?self.env.ports, "no free relay port");
@@ -172,7 +179,9 @@ impl RelayBinder<Relay> for Binder<'_> {
                 self.sink.clone(),
                 inner.cancel.clone(),
             )
-            .instrument(info_span!("turn_relay", relayed = %relay.relayed, client = %client.remote)),
+            .instrument(
+                info_span!("turn_relay", relayed = %relay.relayed, client = %client.remote),
+            ),
         );
     }
 }
@@ -218,7 +227,13 @@ struct Driver {
 
 impl Driver {
     /// Feeds one client message to the state machine and carries out what it says.
-    fn client_message(&self, from: FiveTuple, data: &[u8], sink: &ClientSink, out: &mut Vec<Output<Relay>>) {
+    fn client_message(
+        &self,
+        from: FiveTuple,
+        data: &[u8],
+        sink: &ClientSink,
+        out: &mut Vec<Output<Relay>>,
+    ) {
         {
             let mut binder = Binder {
                 env: &self.env,
@@ -369,22 +384,26 @@ impl TurnService {
 
         let mut listeners = Vec::new();
         for &addr in &resolved.udp {
-            let socket = match UdpSocket::bind(addr).await {
-                Ok(socket) => {
-                    let sock = socket2::SockRef::from(&socket);
-                    let _ = sock.set_recv_buffer_size(LISTENER_BUFFER);
-                    let _ = sock.set_send_buffer_size(LISTENER_BUFFER);
-                    socket
-                }
-                Err(e) if ipv6_unavailable(&addr, &e) => {
+            // IPv6-only sockets, so that 0.0.0.0:3478 and [::]:3478 can both be bound.
+            let bound = bind_socket(addr, Type::DGRAM).and_then(|socket| {
+                let _ = socket.set_recv_buffer_size(LISTENER_BUFFER);
+                let _ = socket.set_send_buffer_size(LISTENER_BUFFER);
+                UdpSocket::from_std(socket.into()).map_err(|source| SipError::Io {
+                    context: format!("register {addr}"),
+                    source,
+                })
+            });
+            let socket = match bound {
+                Ok(socket) => socket,
+                Err(SipError::Io { source: e, .. }) if ipv6_unavailable(&addr, &e) => {
                     warn!(%addr, "IPv6 is not available on this host; TURN listener skipped");
                     continue;
                 }
-                Err(source) => {
+                Err(e) => {
                     return Err(TurnError::Bind {
                         transport: "udp",
                         addr,
-                        source,
+                        source: std::io::Error::other(e.to_string()),
                     });
                 }
             };
@@ -454,7 +473,9 @@ fn spawn_housekeeping(shared: Shared, cancel: CancellationToken) {
         let mut out = Vec::new();
         loop {
             let second = Instant::now() + Duration::from_secs(1);
-            let wake = lock(&shared).poll_timeout().map_or(second, |t| t.min(second));
+            let wake = lock(&shared)
+                .poll_timeout()
+                .map_or(second, |t| t.min(second));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -469,7 +490,12 @@ fn spawn_housekeeping(shared: Shared, cancel: CancellationToken) {
     });
 }
 
-async fn udp_loop(socket: Arc<UdpSocket>, local: SocketAddr, driver: Arc<Driver>, cancel: CancellationToken) {
+async fn udp_loop(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    driver: Arc<Driver>,
+    cancel: CancellationToken,
+) {
     let mut buf = vec![0u8; 65_536];
     let mut out = Vec::new();
     loop {
@@ -531,7 +557,9 @@ async fn accept_loop(
                 match tls {
                     None => serve_stream(tcp, from, &driver, cancel).await,
                     Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(stream)) => serve_stream(stream, from, &driver, cancel).await,
                             Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
                             Err(_) => debug!("TLS handshake timed out"),

@@ -234,7 +234,12 @@ mod tests {
         ] {
             assert!(!f.permits(peer.parse().unwrap()), "{peer} must be refused");
         }
-        for peer in ["8.8.8.8:53", "192.0.2.1:5000", "[2001:db8::1]:1", "[::ffff:8.8.8.8]:1"] {
+        for peer in [
+            "8.8.8.8:53",
+            "192.0.2.1:5000",
+            "[2001:db8::1]:1",
+            "[::ffff:8.8.8.8]:1",
+        ] {
             assert!(f.permits(peer.parse().unwrap()), "{peer} must be allowed");
         }
     }

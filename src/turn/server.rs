@@ -383,7 +383,9 @@ impl<R: Clone> TurnServer<R> {
         b.add(attr::REALM, self.credentials.realm().as_bytes());
         b.add(
             attr::NONCE,
-            self.credentials.nonce(from.remote.ip(), now.unix).as_bytes(),
+            self.credentials
+                .nonce(from.remote.ip(), now.unix)
+                .as_bytes(),
         );
         b.fingerprint()
     }
@@ -409,7 +411,10 @@ impl<R: Clone> TurnServer<R> {
             self.metrics.auth_failures.inc();
             return Err(self.challenge(request, from, 401, now));
         }
-        if !self.credentials.nonce_fresh(nonce, from.remote.ip(), now.unix) {
+        if !self
+            .credentials
+            .nonce_fresh(nonce, from.remote.ip(), now.unix)
+        {
             return Err(self.challenge(request, from, 438, now));
         }
         let (key, identity) = match self.credentials.key(username, now.unix) {
@@ -439,13 +444,15 @@ impl<R: Clone> TurnServer<R> {
     fn binding(&self, from: FiveTuple, request: &Message<'_>) -> Vec<u8> {
         self.metrics.binding_requests.inc();
         // RFC 5780: we have no alternate address, so a change request cannot be honoured.
-        if let Some(v) = request.get(attr::CHANGE_REQUEST) {
-            if v.len() == 4 && v[3] & 0x06 != 0 {
-                let mut b = self.response(request, Class::Error);
-                b.add_error(420, "Unknown Attribute");
-                b.add(attr::UNKNOWN_ATTRIBUTES, &attr::CHANGE_REQUEST.to_be_bytes());
-                return b.fingerprint();
-            }
+        let change = request.get(attr::CHANGE_REQUEST);
+        if change.is_some_and(|v| v.len() == 4 && v[3] & 0x06 != 0) {
+            let mut b = self.response(request, Class::Error);
+            b.add_error(420, "Unknown Attribute");
+            b.add(
+                attr::UNKNOWN_ATTRIBUTES,
+                &attr::CHANGE_REQUEST.to_be_bytes(),
+            );
+            return b.fingerprint();
         }
         let mut b = self.response(request, Class::Success);
         b.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.remote);
@@ -478,10 +485,12 @@ impl<R: Clone> TurnServer<R> {
         binder: &mut dyn RelayBinder<R>,
     ) -> Option<Vec<u8>> {
         // A retransmission of the request that created the allocation gets the same answer.
-        if let Some(a) = self.by_client.get(&from).and_then(|id| self.allocations.get(id)) {
-            if a.allocate_response.0 == request.transaction {
-                return Some(a.allocate_response.1.clone());
-            }
+        let existing = self
+            .by_client
+            .get(&from)
+            .and_then(|id| self.allocations.get(id));
+        if let Some(a) = existing.filter(|a| a.allocate_response.0 == request.transaction) {
+            return Some(a.allocate_response.1.clone());
         }
         if !self.rate.allow(from.remote.ip(), now.mono) {
             self.metrics.rate_limited.inc();
@@ -536,7 +545,10 @@ impl<R: Clone> TurnServer<R> {
         }
         if self.allocations.len() >= self.options.total_quota {
             self.metrics.quota_refusals.inc();
-            info!(total = self.allocations.len(), "TURN allocation refused: total quota");
+            info!(
+                total = self.allocations.len(),
+                "TURN allocation refused: total quota"
+            );
             return fail(self, 508, "Insufficient Capacity");
         }
         let mut reserved_token = None;
@@ -772,7 +784,11 @@ impl<R: Clone> TurnServer<R> {
         now: Instant,
         out: &mut Vec<Output<R>>,
     ) {
-        let Some(a) = self.by_client.get(&from).and_then(|id| self.allocations.get(id)) else {
+        let Some(a) = self
+            .by_client
+            .get(&from)
+            .and_then(|id| self.allocations.get(id))
+        else {
             return;
         };
         let (Some(peer), Some(payload)) = (
@@ -804,7 +820,11 @@ impl<R: Clone> TurnServer<R> {
         let Some((number, payload)) = stun::parse_channel_data(data) else {
             return;
         };
-        let Some(a) = self.by_client.get(&from).and_then(|id| self.allocations.get(id)) else {
+        let Some(a) = self
+            .by_client
+            .get(&from)
+            .and_then(|id| self.allocations.get(id))
+        else {
             return;
         };
         let Some(channel) = a.channels.get(&number).filter(|c| c.expires > now) else {
@@ -833,7 +853,11 @@ impl<R: Clone> TurnServer<R> {
         len: usize,
         now: Instant,
     ) -> PeerAction {
-        let Some(a) = self.by_relay.get(&relay).and_then(|id| self.allocations.get(id)) else {
+        let Some(a) = self
+            .by_relay
+            .get(&relay)
+            .and_then(|id| self.allocations.get(id))
+        else {
             return PeerAction::Drop;
         };
         if !a.permitted(peer.ip(), now) {
@@ -886,7 +910,11 @@ impl<R: Clone> TurnServer<R> {
     /// When `handle_timeout` must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let reservations = self.reservations.values().map(|(_, t)| *t);
-        self.allocations.values().map(|a| a.expires).chain(reservations).min()
+        self.allocations
+            .values()
+            .map(|a| a.expires)
+            .chain(reservations)
+            .min()
     }
 
     /// Ends expired allocations and forgets expired permissions and channels.

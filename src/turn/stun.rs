@@ -157,7 +157,7 @@ impl<'a> Message<'a> {
         let typ = u16::from_be_bytes([raw[0], raw[1]]);
         let len = u16::from_be_bytes([raw[2], raw[3]]) as usize;
         let cookie = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-        if typ & 0xC000 != 0 || cookie != MAGIC_COOKIE || len % 4 != 0 {
+        if typ & 0xC000 != 0 || cookie != MAGIC_COOKIE || !len.is_multiple_of(4) {
             return Err(ParseError::NotStun);
         }
         if raw.len() != HEADER_LEN + len {
@@ -633,7 +633,10 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused_without_panic() {
-        assert_eq!(Message::parse(&[0u8; 4]).unwrap_err(), ParseError::Truncated);
+        assert_eq!(
+            Message::parse(&[0u8; 4]).unwrap_err(),
+            ParseError::Truncated
+        );
         let mut raw = Builder::new(method::BINDING, Class::Request, [7; 12], 8)
             .add_u32(attr::LIFETIME, 5)
             .buf
@@ -659,7 +662,10 @@ mod tests {
         );
         assert_eq!(parse_channel_data(&[0x40, 0x00, 0, 5, 1]), None);
         assert_eq!(stream_frame_len(&[0x40, 0x01, 0, 5, 1]), Ok(None));
-        assert_eq!(stream_frame_len(&[0x40, 0x01, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0]), Ok(Some(12)));
+        assert_eq!(
+            stream_frame_len(&[0x40, 0x01, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0]),
+            Ok(Some(12))
+        );
         assert_eq!(stream_frame_len(&[0xff, 0, 0, 0]), Err(ParseError::NotStun));
     }
 
@@ -669,7 +675,12 @@ mod tests {
         assert_eq!(message_type(method::ALLOCATE, Class::Error), 0x0113);
         assert_eq!(message_type(method::DATA, Class::Indication), 0x0017);
         for m in [1u16, 3, 4, 6, 7, 8, 9, 0xABC] {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 let b = Builder::new(m, c, [1; 12], 0).finish();
                 let p = Message::parse(&b).unwrap();
                 assert_eq!((p.method, p.class), (m, c));

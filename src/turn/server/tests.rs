@@ -28,7 +28,10 @@ impl RelayBinder<u16> for FakeBinder {
 
     fn bind_pair(&mut self, _family: Family) -> Option<(BoundRelay<u16>, BoundRelay<u16>)> {
         self.next += 2;
-        Some((fake_relay(60_000 + self.next), fake_relay(60_001 + self.next)))
+        Some((
+            fake_relay(60_000 + self.next),
+            fake_relay(60_001 + self.next),
+        ))
     }
 
     fn start(&mut self, _relay: &BoundRelay<u16>, _client: FiveTuple) {}
@@ -53,13 +56,19 @@ fn client(port: u16) -> FiveTuple {
 fn harness(options: Options, allow: &[&str]) -> Harness {
     let credentials = Arc::new(Credentials::new(
         REALM,
-        &[("alice".into(), "wonderland".into()), ("bob".into(), "builder".into())],
+        &[
+            ("alice".into(), "wonderland".into()),
+            ("bob".into(), "builder".into()),
+        ],
         Some(b"rest-secret"),
         3_600,
         600,
     ));
     let metrics = Arc::new(TurnMetrics::default());
-    let filter = PeerFilter::new(allow.iter().map(|r| PeerRule::parse(r).unwrap()).collect(), vec![]);
+    let filter = PeerFilter::new(
+        allow.iter().map(|r| PeerRule::parse(r).unwrap()).collect(),
+        vec![],
+    );
     Harness {
         server: TurnServer::new(options, credentials, filter, metrics.clone()),
         binder: FakeBinder { next: 0 },
@@ -85,7 +94,8 @@ impl Harness {
     fn send_at(&mut self, from: FiveTuple, data: &[u8], secs: u64) -> Vec<Output<u16>> {
         let mut out = Vec::new();
         let now = self.now(secs);
-        self.server.handle_client(from, data, now, &mut self.binder, &mut out);
+        self.server
+            .handle_client(from, data, now, &mut self.binder, &mut out);
         out
     }
 
@@ -139,9 +149,16 @@ impl Harness {
 
     fn permission(&mut self, from: FiveTuple, id: u8, peer: &str) -> Vec<u8> {
         let peer: SocketAddr = peer.parse().unwrap();
-        let b = self.signed(from, method::CREATE_PERMISSION, id, "alice", "wonderland", |b| {
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
-        });
+        let b = self.signed(
+            from,
+            method::CREATE_PERMISSION,
+            id,
+            "alice",
+            "wonderland",
+            |b| {
+                b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
+            },
+        );
         self.request(from, &b.fingerprint(), 0)
     }
 }
@@ -164,7 +181,10 @@ fn binding_reports_the_mapped_address() {
     let r = h.request(client(4000), &request, 0);
     let m = parse(&r);
     assert_eq!((m.method, m.class), (method::BINDING, Class::Success));
-    assert_eq!(m.xor_address(attr::XOR_MAPPED_ADDRESS), Some(client(4000).remote));
+    assert_eq!(
+        m.xor_address(attr::XOR_MAPPED_ADDRESS),
+        Some(client(4000).remote)
+    );
     assert_eq!(h.metrics.binding_requests.get(), 1);
 }
 
@@ -180,7 +200,10 @@ fn allocate_is_challenged_then_granted_once() {
         Some("203.0.113.7:50001".parse().unwrap())
     );
     assert_eq!(m.u32(attr::LIFETIME), Some(600));
-    assert_eq!(m.integrity_ok(&stun::long_term_key("alice", REALM, "wonderland")), Some(true));
+    assert_eq!(
+        m.integrity_ok(&stun::long_term_key("alice", REALM, "wonderland")),
+        Some(true)
+    );
     assert_eq!(h.server.allocation_count(), 1);
     // A different Allocate on the same 5-tuple: 437.
     let r = h.allocate(from, 3, "alice", "wonderland");
@@ -256,30 +279,51 @@ fn old_nonce_gets_438() {
 fn channel_data_and_indications_flow_both_ways() {
     let mut h = harness(Options::default(), &[]);
     let from = client(4000);
-    assert_eq!(parse(&h.allocate(from, 2, "alice", "wonderland")).class, Class::Success);
+    assert_eq!(
+        parse(&h.allocate(from, 2, "alice", "wonderland")).class,
+        Class::Success
+    );
     let peer: SocketAddr = "192.0.2.50:9000".parse().unwrap();
     let relay_key: SocketAddr = "0.0.0.0:50001".parse().unwrap();
 
     // Without a permission nothing passes.
     let mut buf = [0u8; 64];
     buf[4..8].copy_from_slice(b"ping");
-    assert_eq!(h.server.handle_peer(relay_key, peer, &mut buf, 4, h.t0), PeerAction::Drop);
+    assert_eq!(
+        h.server.handle_peer(relay_key, peer, &mut buf, 4, h.t0),
+        PeerAction::Drop
+    );
 
     // Send indication: installs nothing, needs a permission.
-    assert_eq!(parse(&h.permission(from, 3, "192.0.2.50:1")).class, Class::Success);
+    assert_eq!(
+        parse(&h.permission(from, 3, "192.0.2.50:1")).class,
+        Class::Success
+    );
     let mut send = Builder::new(method::SEND, Class::Indication, txid(5), 32);
     send.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
     send.add(attr::DATA, b"hello");
     let raw = send.finish();
     let out = h.send_at(from, &raw, 1);
     match &out[..] {
-        [Output::ToPeer { relay, peer: p, range }] => {
-            assert_eq!((*relay, *p, &raw[range.clone()]), (50_001, peer, &b"hello"[..]));
+        [
+            Output::ToPeer {
+                relay,
+                peer: p,
+                range,
+            },
+        ] => {
+            assert_eq!(
+                (*relay, *p, &raw[range.clone()]),
+                (50_001, peer, &b"hello"[..])
+            );
         }
         other => panic!("{other:?}"),
     }
     // Peer -> client without a channel: a Data indication.
-    match h.server.handle_peer(relay_key, peer, &mut buf, 4, h.t0 + Duration::from_secs(1)) {
+    match h
+        .server
+        .handle_peer(relay_key, peer, &mut buf, 4, h.t0 + Duration::from_secs(1))
+    {
         PeerAction::Indication { to, data } => {
             assert_eq!(to, from);
             let m = Message::parse(&data).unwrap();
@@ -295,7 +339,10 @@ fn channel_data_and_indications_flow_both_ways() {
         b.add(attr::CHANNEL_NUMBER, &[0x40, 0x01, 0, 0]);
         b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
     });
-    assert_eq!(parse(&h.request(from, &b.fingerprint(), 1)).class, Class::Success);
+    assert_eq!(
+        parse(&h.request(from, &b.fingerprint(), 1)).class,
+        Class::Success
+    );
     let data = [0x40, 0x01, 0, 3, b'a', b'b', b'c', 0];
     match &h.send_at(from, &data, 2)[..] {
         [Output::ToPeer { peer: p, range, .. }] => {
@@ -304,18 +351,34 @@ fn channel_data_and_indications_flow_both_ways() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        h.server.handle_peer(relay_key, peer, &mut buf, 4, h.t0 + Duration::from_secs(2)),
-        PeerAction::Forward { to: from, range: 0..8 }
+        h.server
+            .handle_peer(relay_key, peer, &mut buf, 4, h.t0 + Duration::from_secs(2)),
+        PeerAction::Forward {
+            to: from,
+            range: 0..8
+        }
     );
     assert_eq!(&buf[..8], &[0x40, 0x01, 0, 4, b'p', b'i', b'n', b'g']);
     // Unknown channel numbers and other peers are dropped.
-    assert!(h.send_at(from, &[0x40, 0x02, 0, 1, 1, 0, 0, 0], 2).is_empty());
+    assert!(
+        h.send_at(from, &[0x40, 0x02, 0, 1, 1, 0, 0, 0], 2)
+            .is_empty()
+    );
     let stranger: SocketAddr = "192.0.2.99:1".parse().unwrap();
-    assert_eq!(h.server.handle_peer(relay_key, stranger, &mut buf, 4, h.t0), PeerAction::Drop);
+    assert_eq!(
+        h.server.handle_peer(relay_key, stranger, &mut buf, 4, h.t0),
+        PeerAction::Drop
+    );
     // The permission lapses after 300 s without refresh; the channel's own
     // lifetime (600 s) does not keep it alive.
     assert_eq!(
-        h.server.handle_peer(relay_key, "192.0.2.50:1".parse().unwrap(), &mut buf, 4, h.t0 + Duration::from_secs(302)),
+        h.server.handle_peer(
+            relay_key,
+            "192.0.2.50:1".parse().unwrap(),
+            &mut buf,
+            4,
+            h.t0 + Duration::from_secs(302)
+        ),
         PeerAction::Drop
     );
     assert_eq!(h.metrics.relayed_to_peers.get(), 2);
@@ -338,7 +401,11 @@ fn a_channel_cannot_be_rebound_to_another_peer() {
         error_code(&m)
     };
     assert_eq!(bind(&mut h, 3, 0x4000, "192.0.2.1:1"), None);
-    assert_eq!(bind(&mut h, 4, 0x4000, "192.0.2.1:1"), None, "refresh is fine");
+    assert_eq!(
+        bind(&mut h, 4, 0x4000, "192.0.2.1:1"),
+        None,
+        "refresh is fine"
+    );
     assert_eq!(bind(&mut h, 5, 0x4000, "192.0.2.2:1"), Some(400));
     assert_eq!(bind(&mut h, 6, 0x4001, "192.0.2.1:1"), Some(400));
     assert_eq!(bind(&mut h, 7, 0x3FFF, "192.0.2.3:1"), Some(400));
@@ -361,9 +428,16 @@ fn private_and_loopback_peers_are_refused_unless_allowed() {
     let mut h = harness(Options::default(), &["127.0.0.1", "10.0.0.0/8"]);
     h.allocate(from, 2, "alice", "wonderland");
     for peer in ["127.0.0.1:3480", "10.0.0.1:3480"] {
-        assert_eq!(parse(&h.permission(from, 3, peer)).class, Class::Success, "{peer}");
+        assert_eq!(
+            parse(&h.permission(from, 3, peer)).class,
+            Class::Success,
+            "{peer}"
+        );
     }
-    assert_eq!(error_code(&parse(&h.permission(from, 4, "192.168.0.1:1"))), Some(403));
+    assert_eq!(
+        error_code(&parse(&h.permission(from, 4, "192.168.0.1:1"))),
+        Some(403)
+    );
 }
 
 #[test]
@@ -374,9 +448,18 @@ fn quotas_per_user_and_in_total() {
         ..Options::default()
     };
     let mut h = harness(options, &[]);
-    assert_eq!(parse(&h.allocate(client(1), 2, "alice", "wonderland")).class, Class::Success);
-    assert_eq!(error_code(&parse(&h.allocate(client(2), 2, "alice", "wonderland"))), Some(486));
-    assert_eq!(parse(&h.allocate(client(3), 2, "bob", "builder")).class, Class::Success);
+    assert_eq!(
+        parse(&h.allocate(client(1), 2, "alice", "wonderland")).class,
+        Class::Success
+    );
+    assert_eq!(
+        error_code(&parse(&h.allocate(client(2), 2, "alice", "wonderland"))),
+        Some(486)
+    );
+    assert_eq!(
+        parse(&h.allocate(client(3), 2, "bob", "builder")).class,
+        Class::Success
+    );
     // Total reached: even a new user is refused.
     let r = h.allocate(client(4), 2, "bob", "builder");
     assert!(matches!(error_code(&parse(&r)), Some(486 | 508)));
@@ -385,7 +468,10 @@ fn quotas_per_user_and_in_total() {
     let mut out = Vec::new();
     h.server.client_closed(client(1), &mut out);
     assert!(matches!(&out[..], [Output::Release { relay: 50_001 }]));
-    assert_eq!(parse(&h.allocate(client(2), 2, "alice", "wonderland")).class, Class::Success);
+    assert_eq!(
+        parse(&h.allocate(client(2), 2, "alice", "wonderland")).class,
+        Class::Success
+    );
 }
 
 #[test]
@@ -398,7 +484,10 @@ fn lifetimes_refresh_and_expiry() {
     let mut h = harness(options, &[]);
     let from = client(7);
     h.allocate(from, 2, "alice", "wonderland");
-    assert_eq!(h.server.poll_timeout(), Some(h.t0 + Duration::from_secs(60)));
+    assert_eq!(
+        h.server.poll_timeout(),
+        Some(h.t0 + Duration::from_secs(60))
+    );
     // Refresh asking for an hour gets the maximum.
     let b = h.signed(from, method::REFRESH, 3, "alice", "wonderland", |b| {
         b.add_u32(attr::LIFETIME, 3_600);
@@ -406,9 +495,11 @@ fn lifetimes_refresh_and_expiry() {
     let r = h.request(from, &b.fingerprint(), 10);
     assert_eq!(parse(&r).u32(attr::LIFETIME), Some(120));
     let mut out = Vec::new();
-    h.server.handle_timeout(h.t0 + Duration::from_secs(129), &mut out);
+    h.server
+        .handle_timeout(h.t0 + Duration::from_secs(129), &mut out);
     assert!(out.is_empty());
-    h.server.handle_timeout(h.t0 + Duration::from_secs(130), &mut out);
+    h.server
+        .handle_timeout(h.t0 + Duration::from_secs(130), &mut out);
     assert!(matches!(&out[..], [Output::Release { .. }]));
     assert_eq!(h.server.allocation_count(), 0);
     // Refresh with lifetime 0 deletes at once.
@@ -422,7 +513,10 @@ fn lifetimes_refresh_and_expiry() {
     // Another user's credentials cannot refresh an allocation.
     h.allocate(from, 6, "alice", "wonderland");
     let b = h.signed(from, method::REFRESH, 7, "bob", "builder", |_| {});
-    assert_eq!(error_code(&parse(&h.request(from, &b.fingerprint(), 0))), Some(441));
+    assert_eq!(
+        error_code(&parse(&h.request(from, &b.fingerprint(), 0))),
+        Some(441)
+    );
 }
 
 #[test]
@@ -434,7 +528,10 @@ fn allocate_rate_is_limited_per_source() {
     };
     let mut h = harness(options, &[]);
     // nonce() spends one Allocate each time: 401, then the signed one.
-    assert_eq!(parse(&h.allocate(client(1), 2, "alice", "wonderland")).class, Class::Success);
+    assert_eq!(
+        parse(&h.allocate(client(1), 2, "alice", "wonderland")).class,
+        Class::Success
+    );
     let r = h.allocate(client(2), 2, "bob", "builder");
     assert_eq!(error_code(&parse(&r)), Some(486));
     assert!(h.metrics.rate_limited.get() >= 1);
@@ -451,11 +548,17 @@ fn unknown_required_attributes_and_bad_transport() {
     let r = h.request(from, &b.fingerprint(), 0);
     let m = parse(&r);
     assert_eq!(error_code(&m), Some(420));
-    assert_eq!(m.get(attr::UNKNOWN_ATTRIBUTES), Some(&attr::DONT_FRAGMENT.to_be_bytes()[..]));
+    assert_eq!(
+        m.get(attr::UNKNOWN_ATTRIBUTES),
+        Some(&attr::DONT_FRAGMENT.to_be_bytes()[..])
+    );
     let b = h.signed(from, method::ALLOCATE, 3, "alice", "wonderland", |b| {
         b.add(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
     });
-    assert_eq!(error_code(&parse(&h.request(from, &b.fingerprint(), 0))), Some(442));
+    assert_eq!(
+        error_code(&parse(&h.request(from, &b.fingerprint(), 0))),
+        Some(442)
+    );
     // Garbage and responses are ignored.
     assert!(h.send_at(from, &[0xff; 40], 0).is_empty());
     let response = Builder::new(method::BINDING, Class::Success, txid(1), 0).finish();
@@ -475,11 +578,18 @@ fn stream_clients_get_padded_channel_data() {
         b.add(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]);
         b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
     });
-    assert_eq!(parse(&h.request(from, &b.fingerprint(), 0)).class, Class::Success);
+    assert_eq!(
+        parse(&h.request(from, &b.fingerprint(), 0)).class,
+        Class::Success
+    );
     let mut buf = [0xAAu8; 16];
     assert_eq!(
-        h.server.handle_peer("0.0.0.0:50001".parse().unwrap(), peer, &mut buf, 5, h.t0),
-        PeerAction::Forward { to: from, range: 0..12 }
+        h.server
+            .handle_peer("0.0.0.0:50001".parse().unwrap(), peer, &mut buf, 5, h.t0),
+        PeerAction::Forward {
+            to: from,
+            range: 0..12
+        }
     );
     assert_eq!(&buf[9..12], &[0, 0, 0]);
 }
@@ -493,27 +603,45 @@ fn even_port_reservation_is_claimed_by_token_or_expires() {
     });
     let r = h.request(client(1), &b.fingerprint(), 0);
     let m = parse(&r);
-    assert_eq!(m.xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()), Some(60_002));
+    assert_eq!(
+        m.xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()),
+        Some(60_002)
+    );
     let token = m.get(attr::RESERVATION_TOKEN).expect("token").to_vec();
     let b = h.signed(client(2), method::ALLOCATE, 3, "alice", "wonderland", |b| {
         b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         b.add(attr::RESERVATION_TOKEN, &token);
     });
     let r = h.request(client(2), &b.fingerprint(), 1);
-    assert_eq!(parse(&r).xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()), Some(60_003));
+    assert_eq!(
+        parse(&r)
+            .xor_address(attr::XOR_RELAYED_ADDRESS)
+            .map(|a| a.port()),
+        Some(60_003)
+    );
     // A token is good once.
     let b = h.signed(client(3), method::ALLOCATE, 4, "alice", "wonderland", |b| {
         b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         b.add(attr::RESERVATION_TOKEN, &token);
     });
-    assert_eq!(error_code(&parse(&h.request(client(3), &b.fingerprint(), 1))), Some(508));
+    assert_eq!(
+        error_code(&parse(&h.request(client(3), &b.fingerprint(), 1))),
+        Some(508)
+    );
     // An unclaimed reservation is released after 30 s.
     let b = h.signed(client(4), method::ALLOCATE, 5, "alice", "wonderland", |b| {
         b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         b.add(attr::EVEN_PORT, &[0x80]);
     });
-    assert_eq!(parse(&h.request(client(4), &b.fingerprint(), 0)).class, Class::Success);
+    assert_eq!(
+        parse(&h.request(client(4), &b.fingerprint(), 0)).class,
+        Class::Success
+    );
     let mut out = Vec::new();
-    h.server.handle_timeout(h.t0 + Duration::from_secs(31), &mut out);
-    assert!(matches!(&out[..], [Output::Release { relay: 60_005 }]), "{out:?}");
+    h.server
+        .handle_timeout(h.t0 + Duration::from_secs(31), &mut out);
+    assert!(
+        matches!(&out[..], [Output::Release { relay: 60_005 }]),
+        "{out:?}"
+    );
 }
