@@ -8,18 +8,16 @@
 # (a self-signed certificate is generated there when it is missing).
 
 # ---------------------------------------------------------------------------
-# Placeholder: web front end build (uncomment once web/ has a package.json).
-# The binary embeds web/ at compile time (include_str! in src/http), so the
-# build output must land in the builder's web/ before `cargo build`, see the
-# commented COPY --from=web in the builder stage.
-# FROM node:20-bookworm-slim AS web
-# WORKDIR /web
-# COPY web/package.json web/package-lock.json ./
-# RUN npm ci --no-audit --no-fund
-# COPY web/ ./
-# RUN npm run build
-# ---------------------------------------------------------------------------
+# The softphone (web/): npm ci + esbuild in a node stage. The Rust stage embeds
+# the result (build.rs reads SWITCHBOARD_WEB_DIST instead of running node).
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN node build.mjs --outdir /web/dist
 
+# ---------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libopus-dev pkg-config cmake \
@@ -37,11 +35,11 @@ RUN mkdir src \
 # 2. The real sources. COPY keeps the files' original mtimes, which can be
 #    older than the dummy build: drop the crate's own fingerprints and touch
 #    the sources so cargo rebuilds it (otherwise the dummy binary would ship).
-#    web/ is needed at compile time: src/http embeds web/index.html.
+#    The built front end comes from the node stage (embedded by build.rs).
+COPY build.rs ./
 COPY src ./src
-COPY web ./web
-# Placeholder (node stage above): replace the raw web/ with its build output.
-# COPY --from=web /web/dist ./web
+COPY --from=web /web/dist /web-dist
+ENV SWITCHBOARD_WEB_DIST=/web-dist
 RUN rm -rf target/release/.fingerprint/switchboard-* \
  && find src -name '*.rs' -exec touch {} + \
  && cargo build --release --locked \

@@ -35,7 +35,8 @@ command -v pkg-config >/dev/null 2>&1 || apt_packages+=(pkg-config)
 command -v cmake >/dev/null 2>&1 || apt_packages+=(cmake)
 
 # Browser tests (interop-tests/browser: Debian's /usr/bin/chromium driven by playwright-core
-# over CDP; never `npx playwright install`) and the node/npm that run them.
+# over CDP; never `npx playwright install`) and the node/npm that run them. node/npm also
+# build the softphone: build.rs runs `npm ci` and esbuild in web/ during `cargo test`.
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_packages+=(nodejs npm)

@@ -15,6 +15,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::auth::authenticator::{AuthConfig, parse_algorithms};
 use crate::directory::{Directory, DomainConfig, demo_domains};
+use crate::media::engine::MediaConfig;
 use crate::registrar::RegistrarConfig;
 use crate::sip::Limits;
 use crate::trunks::TrunkConfig;
@@ -43,6 +44,8 @@ pub struct Config {
     pub trunks: Vec<Spanned<TrunkConfig>>,
     /// Where the dialplan lives and how it is reloaded.
     pub dialplan: DialplanConfig,
+    /// RTP ports, media addresses and limits of the media engine.
+    pub media: Spanned<MediaConfig>,
     /// The bundled STUN/TURN server.
     pub turn: Spanned<crate::turn::TurnConfig>,
 }
@@ -79,6 +82,7 @@ impl Default for Config {
             auth: unknown_span(AuthConfig::default()),
             trunks: Vec::new(),
             dialplan: DialplanConfig::default(),
+            media: unknown_span(MediaConfig::default()),
             turn: unknown_span(crate::turn::TurnConfig::default()),
         }
     }
@@ -470,6 +474,13 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
     );
     check("send_queue", limits.send_queue as u64, 1, 1 << 16);
     check("write_timeout_secs", limits.write_timeout_secs, 1, 600);
+    check(
+        "udp_transaction_memory",
+        limits.udp_transaction_memory as u64,
+        0,
+        1 << 36,
+    );
+    check("udp_readers", limits.udp_readers as u64, 0, 64);
 
     let registrar = &config.registrar.value;
     let block = config.registrar.referenced;
@@ -535,6 +546,20 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
         });
     }
 
+    if let Err(message) = config.media.value.validate() {
+        let key = message
+            .strip_prefix("media.")
+            .and_then(|m| m.split(':').next())
+            .unwrap_or("media");
+        let block = config.media.referenced;
+        let (line, column) = locate_key(text, (block.line(), block.column()), key);
+        problems.push(Problem {
+            file: file.clone(),
+            line,
+            column,
+            message,
+        });
+    }
     if let Err(found) = config.turn.value.resolve() {
         let block = config.turn.referenced;
         for (key, message) in found {
@@ -687,6 +712,19 @@ mod tests {
     fn yaml_syntax_error_has_position() {
         let err = file("listen:\n  udp: [\n").unwrap_err();
         assert!(err.0[0].line >= 2, "{err}");
+    }
+
+    #[test]
+    fn media_section_is_read_and_checked() {
+        let loaded = file(
+            "media:\n  rtp_ports: '30000-30099'\n  bind: 127.0.0.1\n  media_timeout_secs: 5\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.config.media.value.rtp_ports, "30000-30099");
+        assert_eq!(loaded.config.media.value.media_timeout_secs, 5);
+        let err = file("media:\n  bind: 127.0.0.1\n  rtp_ports: '500-600'\n").unwrap_err();
+        assert_eq!(err.0[0].line, 3, "{err}");
+        assert!(err.0[0].message.starts_with("media.rtp_ports"), "{err}");
     }
 
     #[test]

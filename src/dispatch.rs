@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use tracing::{Instrument, debug, info_span};
 
+use crate::b2bua::B2bua;
 use crate::directory::Directory;
 use crate::proxy::{Proxy, is_in_dialog};
 use crate::registrar::service::{Registrar, unix_now};
 use crate::sip::{
-    Header, HeadersExt, Method, SipCore, StatusCode, Transaction, TransactionReceiver,
+    FastAnswer, Header, HeadersExt, Method, Request, SipCore, Source, StatusCode, Transaction,
+    TransactionReceiver,
 };
 
 /// Everything the transaction user needs, shared by all transactions.
@@ -27,6 +29,46 @@ pub struct Services {
     pub registrar: Registrar,
     /// The proxy for calls and messages between local users.
     pub proxy: Arc<Proxy>,
+    /// Calls the gateway answers itself; their in-dialog requests go there.
+    pub b2bua: Option<Arc<B2bua>>,
+}
+
+impl Services {
+    /// The registrar's answer to a REGISTER from `source`.
+    fn register(&self, request: &Request, source: Source) -> (StatusCode, Vec<Header>) {
+        let answer = self
+            .registrar
+            .register(&self.directory, request, source, unix_now());
+        if answer.status == StatusCode::OK {
+            self.core.metrics().registrations.inc();
+        }
+        (answer.status, answer.headers)
+    }
+
+    /// The answer to an out-of-dialog OPTIONS.
+    fn options(&self) -> (StatusCode, Vec<Header>) {
+        self.core.metrics().options_answered.inc();
+        (StatusCode::OK, capability_headers())
+    }
+}
+
+/// The UDP fast path: REGISTER and out-of-dialog OPTIONS are answered from
+/// the socket reader, without a transaction-layer transaction or a task.
+impl FastAnswer for Services {
+    fn accepts(&self, request: &Request) -> bool {
+        match request.method {
+            Method::Register => true,
+            Method::Options => !is_in_dialog(request),
+            _ => false,
+        }
+    }
+
+    fn answer(&self, request: &Request, source: Source) -> (StatusCode, Vec<Header>) {
+        match request.method {
+            Method::Register => self.register(request, source),
+            _ => self.options(),
+        }
+    }
 }
 
 /// Receives new server transactions until shutdown; one task per transaction.
@@ -71,29 +113,26 @@ async fn handle(services: Arc<Services>, mut transaction: Transaction) {
                 debug!("REGISTER from an unknown source");
                 return;
             };
-            let answer = services.registrar.register(
-                &services.directory,
-                &transaction.original,
-                source,
-                unix_now(),
-            );
-            if answer.status == StatusCode::OK {
-                core.metrics().registrations.inc();
-            }
-            transaction
-                .reply_with(answer.status, answer.headers, None)
-                .await
+            let (status, headers) = services.register(&transaction.original, source);
+            transaction.reply_with(status, headers, None).await
         }
         Method::Options => {
-            core.metrics().options_answered.inc();
-            transaction
-                .reply_with(StatusCode::OK, capability_headers(), None)
-                .await
+            let (status, headers) = services.options();
+            transaction.reply_with(status, headers, None).await
         }
         Method::Cancel => {
             transaction
                 .reply(StatusCode::CallTransactionDoesNotExist)
                 .await
+        }
+        _ if method != Method::Ack
+            && let Some(b2bua) = services
+                .b2bua
+                .as_ref()
+                .filter(|b| b.owns(&transaction.original)) =>
+        {
+            b2bua.in_dialog(transaction).await;
+            Ok(())
         }
         _ if method != Method::Ack && is_in_dialog(&transaction.original) => {
             let Some(source) = core.source(&transaction.original, transaction.connection.as_ref())

@@ -1,10 +1,11 @@
 //! Switchboard: a SIP-over-WebSocket gateway and B2BUA in one binary.
 //!
 //! Data flows one way: transports (`sip::transport`, `http`) → transactions
-//! (`sip`) → the transaction user (`dispatch`, later registrar, proxy and
-//! B2BUA) → media. Configuration (`config`) is an immutable snapshot.
+//! (`sip`) → the transaction user (`dispatch`, registrar, proxy, `b2bua`)
+//! → media. Configuration (`config`) is an immutable snapshot.
 
 pub mod auth;
+pub mod b2bua;
 pub mod config;
 pub mod dialplan;
 pub mod directory;

@@ -22,6 +22,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// Serve the web front end from this directory instead of the copy built into the binary
+    /// (front-end development: `cd web && npm run watch`, then `--web-root web/dist`).
+    #[arg(long, global = true, env = "SWITCHBOARD_WEB_ROOT", value_name = "DIR")]
+    web_root: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -164,6 +168,10 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| loaded.config.log.level.clone());
     switchboard::logging::init(&level, cli.log_format.unwrap_or(loaded.config.log.format));
     info!(version = env!("CARGO_PKG_VERSION"), config = %loaded.source, "starting switchboard");
+    if let Some(dir) = &cli.web_root {
+        switchboard::http::web::set_web_root(dir)?;
+        info!(dir = %dir.display(), "serving the web front end from a directory (--web-root)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -100,8 +100,39 @@ pub struct Metrics {
     pub dialplan_reloads: Counter,
     /// Refused dialplan reloads (the running version stayed).
     pub dialplan_reload_failures: Counter,
+    /// The media engine's counters.
+    pub media: MediaCounters,
     /// The bundled STUN/TURN server.
     pub turn: std::sync::Arc<crate::turn::TurnMetrics>,
+}
+
+/// Media engine and B2BUA counters. Gauges are shared (`Arc`) with the
+/// parts that hold the resources, so they drop back when those do.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    /// Rooms open (one task each).
+    pub rooms: std::sync::Arc<Gauge>,
+    /// Legs (participants with a network endpoint) in rooms.
+    pub legs: std::sync::Arc<Gauge>,
+    /// UDP ports held by legs (two per RTP leg).
+    pub ports: std::sync::Arc<Gauge>,
+    /// RTP packets received by legs (added when a leg leaves its room).
+    pub packets_received: Counter,
+    /// RTP packets sent by legs (added when a leg leaves its room).
+    pub packets_sent: Counter,
+    /// Legs closed for lack of media.
+    pub media_timeouts: Counter,
+    /// Room ticks that ran late by more than 100 ms and were skipped.
+    pub ticks_skipped: Counter,
+    /// Calls the B2BUA is handling (echo, conference).
+    pub calls: std::sync::Arc<Gauge>,
+}
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -189,6 +220,26 @@ impl Metrics {
             self.bindings.get()
         );
         for (name, counter) in singles {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
+        }
+        let m = &self.media;
+        for (name, value) in [
+            ("switchboard_media_rooms", m.rooms.get()),
+            ("switchboard_media_legs", m.legs.get()),
+            ("switchboard_media_ports", m.ports.get()),
+            ("switchboard_b2bua_calls", m.calls.get()),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
+        }
+        for (name, counter) in [
+            (
+                "switchboard_media_packets_received_total",
+                &m.packets_received,
+            ),
+            ("switchboard_media_packets_sent_total", &m.packets_sent),
+            ("switchboard_media_timeouts_total", &m.media_timeouts),
+            ("switchboard_media_ticks_skipped_total", &m.ticks_skipped),
+        ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
         }
         self.turn.render(&mut out);

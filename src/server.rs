@@ -9,9 +9,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::authenticator::Authenticator;
+use crate::b2bua::B2bua;
 use crate::config::Loaded;
 use crate::dispatch::Services;
 use crate::http::{HttpListener, Role};
+use crate::media::engine::MediaEngine;
+use crate::media::sdp::Capabilities;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::proxy::token::TokenKey;
@@ -279,6 +282,16 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         })?,
     );
     routing.spawn_watchers(config.dialplan.watch, cancel.clone());
+    let engine = MediaEngine::new(config.media.value.clone(), core.metrics().clone())
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let webrtc = crate::media::webrtc::WebRtcConfig::generate()
+        .map_err(|e| StartError::Config(format!("WebRTC: {e}")))?;
+    let b2bua = B2bua::new(
+        core.clone(),
+        engine,
+        Capabilities::default(),
+        Arc::new(webrtc),
+    );
     let proxy = Arc::new(Proxy {
         core: core.clone(),
         store: store.clone(),
@@ -286,6 +299,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         tokens: TokenKey::new(secret),
         udp: udp_send,
         routing: routing.clone(),
+        b2bua: Some(b2bua.clone()),
     });
     let services = Arc::new(Services {
         core: core.clone(),
@@ -297,7 +311,9 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
             bindings: core.metrics().bindings.clone(),
         },
         proxy,
+        b2bua: Some(b2bua),
     });
+    core.set_fast_answer(services.clone());
     let incoming = core.run().ok_or(StartError::Stack)?;
     tokio::spawn(crate::dispatch::run(services, incoming));
     for listener in udp {

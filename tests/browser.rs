@@ -92,6 +92,31 @@ fn jssip_reregisters_after_its_websocket_drops_and_can_be_called() {
     run(&server(), "reconnect:jssip");
 }
 
+#[test]
+fn sipjs_hears_itself_through_the_echo_test() {
+    run(&server(), "echo:sipjs");
+}
+
+#[test]
+fn jssip_hears_itself_through_the_echo_test() {
+    run(&server(), "echo:jssip");
+}
+
+#[test]
+fn sipjs_and_jssip_hear_each_other_in_a_conference() {
+    run(&server(), "conference:sipjs:jssip");
+}
+
+#[test]
+fn sipjs_holds_and_resumes_the_echo_test() {
+    run(&server(), "echo-hold:sipjs");
+}
+
+#[test]
+fn jssip_holds_and_resumes_the_echo_test() {
+    run(&server(), "echo-hold:jssip");
+}
+
 /// Two SIP.js users fetch TURN credentials from `/api/ice-servers` (HTTP
 /// Digest with their SIP passwords, computed in the page) and call each
 /// other with `iceTransportPolicy: 'relay'`: the selected pair is a relay

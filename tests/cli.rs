@@ -112,9 +112,13 @@ fn serve_refuses_an_invalid_configuration() {
 #[test]
 fn serve_with_embedded_defaults_logs_every_listener() {
     let ports = [5060u16, 5061, 8443, 8080, 8090, 3478, 5349];
+    let v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
     if ports.iter().any(|p| {
         std::net::TcpListener::bind(("0.0.0.0", *p)).is_err()
             || std::net::UdpSocket::bind(("0.0.0.0", *p)).is_err()
+            || (v6
+                && (std::net::TcpListener::bind(("::", *p)).is_err()
+                    || std::net::UdpSocket::bind(("::", *p)).is_err()))
     }) {
         eprintln!("default ports busy; skipped");
         return;

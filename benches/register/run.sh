@@ -351,11 +351,11 @@ for server in $SERVERS; do bench_server "$server"; done
 # ---------------------------------------------------------------------------
 report="$WORK/report.md"
 {
-  echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" USERS="$USERS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" FILL_RATE="$FILL_RATE" SETTLE_SECS="$SETTLE_SECS" KAM_CHILDREN="$KAM_CHILDREN" PIN="$PIN" SCHED="$SCHED")bash benches/register/run.sh\`"
+  echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" USERS="$USERS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" FILL_RATE="$FILL_RATE" SETTLE_SECS="$SETTLE_SECS" KAM_CHILDREN="$KAM_CHILDREN" MAX_SECS="$MAX_SECS" PIN="$PIN" SCHED="$SCHED")bash benches/register/run.sh\`"
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); run time $(elapsed) s; load average at the start $LOAD_AT_START"
   echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr), loopback only; CPU pinning: $([[ "$PIN" == 1 ]] && echo 'server on CPU 0, SIPp on CPU 1' || echo 'none (server and SIPp share both CPUs)'); server and SIPp $([[ "$SCHED" == rr ]] && echo 'under SCHED_RR priority 10 (`chrt -r 10`)' || echo "normally scheduled at nice $NICE")"
-  echo "- Switchboard: git $git_rev at the start; binary \`target/release/switchboard\` built $(date -u -r "$SB_BIN" '+%Y-%m-%d %H:%M UTC'); log level warn; challenges $SB_ALGORITHMS"
+  echo "- Switchboard: git $git_rev at the start; binary \`$(realpath --relative-to="$ROOT" "$SB_BIN")\` built $(date -u -r "$SB_BIN" '+%Y-%m-%d %H:%M UTC'); log level warn; challenges $SB_ALGORITHMS"
   echo "- Kamailio: $(kamailio -v 2>/dev/null | awk '/^version:/ {print $2, $3; exit}') (Debian package $(dpkg-query -W -f='${Version}' kamailio 2>/dev/null)); $KAM_CHILDREN UDP children; \`benches/register/kamailio.cfg\`"
   echo "- SIPp: $(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -n1 | sed 's/\.$//'); \`interop-tests/sipp/register.xml\`; retransmissions on (T1 500 ms); $USERS users; $STEP_SECS s per step"
   echo

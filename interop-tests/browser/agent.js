@@ -343,6 +343,20 @@
       return this.waitEstablished();
     }
 
+    // Hold or resume by re-INVITE (sendonly / sendrecv); resolves with the final status.
+    hold(on) {
+      if (!this.session) throw new Error("no call");
+      this.session.sessionDescriptionHandlerOptionsReInvite = { hold: on };
+      return new Promise((resolve, reject) => {
+        this.session.invite({
+          requestDelegate: {
+            onAccept: (r) => resolve(r.message.statusCode),
+            onReject: (r) => reject(new Error(`re-INVITE refused: ${r.message.statusCode} ${r.message.reasonPhrase}`)),
+          },
+        }).catch(reject);
+      });
+    }
+
     onInvite(invitation) {
       const info = {
         from: invitation.remoteIdentity.uri.toString(),
@@ -513,6 +527,15 @@
     async hangup() {
       if (!this.session) throw new Error("no call");
       if (!this.session.isEnded()) this.session.terminate();
+    }
+    // Hold or resume by re-INVITE; resolves once JsSIP reports it done.
+    hold(on) {
+      if (!this.session) throw new Error("no call");
+      return new Promise((resolve, reject) => {
+        const done = on ? this.session.hold({}, () => resolve(200)) : this.session.unhold({}, () => resolve(200));
+        if (!done) reject(new Error(`JsSIP refused to ${on ? "hold" : "resume"} in this state`));
+        setTimeout(() => reject(new Error("re-INVITE: no outcome within 8 s")), 8000);
+      });
     }
   }
 

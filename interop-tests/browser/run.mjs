@@ -25,6 +25,17 @@ scenarios:
   call:A:B                          user1 (stack A) calls user2 (stack B); audio both ways; A hangs up
   reconnect:STACK                   user2 registers, its WebSocket is killed, the stack must
                                     reconnect and re-register by itself; then user1 calls user2
+  echo:STACK                        user1 calls the echo test (600): hears its own tone; hangs up
+  echo-hold:STACK                   the same, with hold (nothing comes back) and resume (audio again)
+                                    by re-INVITE before hanging up
+  join:STACK:NUMBER:HZ              user1 calls NUMBER (a conference) and must hear HZ (another
+                                    participant's tone); hangs up
+  conference:A:B                    user1 (stack A) and user2 (stack B) dial conference 700: each
+                                    hears the other; both hang up
+  webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
+                                    from stdin (a media leg under test answers), then expects its own
+                                    tone back (an echo room); the peer's WebRTC leg is what is tested
+  webrtc-mdns                       the same with mDNS (.local) host candidates, as real browsers send
   turn-relay                        user1 and user2 (SIP.js) each fetch /api/ice-servers in the page
                                     (HTTP Digest with their SIP password), then call each other with
                                     iceTransportPolicy 'relay': the selected pair must be relay on both
@@ -90,7 +101,7 @@ function parseArgs(argv) {
   if (!(o.timeout > 0) || !(o.talk >= 0)) throw new UsageError("--timeout and --talk must be numbers");
   if (o.serveOnly) return o;
   if (!o.scenario) throw new UsageError("--scenario is required");
-  if (o.scenario !== "selftest") {
+  if (o.scenario !== "selftest" && !o.scenario.startsWith("webrtc-")) {
     if (!o.wss || !/^wss?:\/\//.test(o.wss)) throw new UsageError("--wss ws(s)://HOST:PORT[/path] is required");
     if (!o.domain) o.domain = new URL(o.wss).hostname.replace(/^\[|\]$/g, "");
   }
@@ -122,6 +133,20 @@ function parseScenario(s) {
       break;
     case "selftest":
       if (parts.length === 1) return { kind: "selftest" };
+      break;
+    case "echo":
+    case "echo-hold":
+      if (parts.length === 2) return { kind: parts[0], stack: stack(parts[1]) };
+      break;
+    case "join":
+      if (parts.length === 4 && Number(parts[3]) > 0) return { kind: "join", stack: stack(parts[1]), number: parts[2], hz: Number(parts[3]) };
+      break;
+    case "conference":
+      if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
+      break;
+    case "webrtc-echo":
+    case "webrtc-mdns":
+      if (parts.length === 1) return { kind: parts[0] };
       break;
     case "turn-relay":
       if (parts.length === 1) return { kind: "turn-relay" };
@@ -194,12 +219,15 @@ async function launchBrowser(pw, opts, name, toneFile, tmp) {
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
     "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-extensions",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    // Granting capture (fake UI) also lifts mDNS hiding of local addresses: not with --mdns.
+    ...(opts.mdns ? ["--enable-features=WebRtcHideLocalIpsWithMdns"] : ["--use-fake-ui-for-media-stream"]),
+    "--use-fake-device-for-media-stream",
     `--use-file-for-fake-audio-capture=${toneFile}`,
     "--ignore-certificate-errors", "--autoplay-policy=no-user-gesture-required",
     "--allow-loopback-in-peer-connection",
-    // The only --disable-features switch (Chromium keeps just the last one given).
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    // The only --disable-features switch (Chromium keeps just the last one given); kept on
+    // (mDNS host candidates, as real browsers send them) when the scenario asks for it.
+    ...(opts.mdns ? [] : ["--disable-features=WebRtcHideLocalIpsWithMdns"]),
     `--user-data-dir=${profile}`, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
     "about:blank",
   ];
@@ -509,6 +537,97 @@ async function scenarioCall(ctx, a, b) {
   await unregisterQuietly([p1, p2]);
 }
 
+// pa calls a number the gateway answers itself (echo, conference): the call must be established.
+async function callService(ctx, pa, number) {
+  const target = `sip:${number}@${ctx.opts.domain}`;
+  await step(`${pa.name}: call ${target} established`, 15000, () => pa.invoke("call", target));
+}
+
+// pa hangs up; its BYE must be answered with a 2xx.
+async function hangUpService(ctx, pa) {
+  const ended = pa.invoke("waitEnded"); ended.catch(() => {});
+  const lastSeq = await pa.eval(() => (window.__sip.length ? window.__sip[window.__sip.length - 1].seq : 0));
+  await step(`${pa.name}: hang up`, 10000, () => pa.invoke("hangup"));
+  await step(`${pa.name}: call ended`, 10000, () => ended);
+  await step(`${pa.name}: BYE answered with 2xx`, 10000, async () => {
+    for (;;) {
+      const r = await pa.eval((after) => window.__sip.find((m) => m.seq > after && m.dir === "recv" &&
+        /^SIP\/2\.0 [2-6]\d\d /.test(m.text) && /^CSeq:\s*\d+\s+BYE\s*$/im.test(m.text)), lastSeq);
+      if (r) {
+        const status = r.text.split("\r\n")[0];
+        if (!/^SIP\/2\.0 2/.test(status)) throw new Failure(`the BYE got "${status.slice(8)}"`);
+        return status.slice(8);
+      }
+      await sleep(100);
+    }
+  });
+}
+
+async function scenarioEcho(ctx, stack, hold = false) {
+  const pa = await newPage(ctx, `echo-${stack}`, 0);
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  await callService(ctx, pa, "600");
+  say(`talking to the echo for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (echo)`, s, TONES[0], ctx.opts.toneCheck);
+  if (hold) {
+    await step(`${pa.name}: hold (re-INVITE sendonly)`, 10000, () => pa.invoke("hold", true));
+    await sleep(1000);
+    const a = await withTimeout(pa.invoke("stats"), 5000, "stats");
+    await sleep(1500);
+    const b = await withTimeout(pa.invoke("stats"), 5000, "stats");
+    const during = b.packetsReceived - a.packetsReceived;
+    say(`${pa.name}: ${during} packets received in 1.5 s on hold`);
+    if (during > 10) throw new Failure(`audio kept coming while on hold (${during} packets in 1.5 s)`);
+    await step(`${pa.name}: resume (re-INVITE sendrecv)`, 10000, () => pa.invoke("hold", false));
+    await sleep(2000);
+    const c = await withTimeout(pa.invoke("stats"), 5000, "stats");
+    const after = c.packetsReceived - b.packetsReceived;
+    say(`${pa.name}: ${after} packets received in the 2 s after resuming`);
+    if (after < 50) throw new Failure(`audio did not come back after resuming (${after} packets in 2 s)`);
+    checkAudio(`${pa.name} (echo after resume)`, c, TONES[0], ctx.opts.toneCheck);
+  }
+  await hangUpService(ctx, pa);
+  await unregisterQuietly([pa]);
+}
+
+async function scenarioJoin(ctx, stack, number, hz) {
+  const pa = await newPage(ctx, `join-${stack}`, 0);
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  await callService(ctx, pa, number);
+  say(`in ${number} for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (in ${number})`, s, hz, ctx.opts.toneCheck);
+  await hangUpService(ctx, pa);
+  await unregisterQuietly([pa]);
+}
+
+async function scenarioConference(ctx, a, b) {
+  const p1 = await newPage(ctx, `conf-${a}`, 0);
+  const p2 = await newPage(ctx, `conf-${b}`, 1);
+  await p1.create(agentOpts(ctx, a, ctx.opts.user1));
+  await p2.create(agentOpts(ctx, b, ctx.opts.user2));
+  await Promise.all([
+    step(`${p1.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => p1.invoke("register")),
+    step(`${p2.name}: REGISTER ${ctx.opts.user2.user}`, 15000, () => p2.invoke("register")),
+  ]);
+  await callService(ctx, p1, "700");
+  await callService(ctx, p2, "700");
+  say(`both in conference 700 for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s1 = await withTimeout(p1.invoke("stats"), 5000, `${p1.name}: stats`);
+  const s2 = await withTimeout(p2.invoke("stats"), 5000, `${p2.name}: stats`);
+  checkAudio(`${p1.name} (conference)`, s1, TONES[1], ctx.opts.toneCheck);
+  checkAudio(`${p2.name} (conference)`, s2, TONES[0], ctx.opts.toneCheck);
+  await hangUpService(ctx, p1);
+  await hangUpService(ctx, p2);
+  await unregisterQuietly([p1, p2]);
+}
+
 // Both browsers get TURN credentials from the server the way the softphone does, allow only
 // relay candidates, and must talk through the server's TURN relays.
 async function scenarioTurnRelay(ctx) {
@@ -562,6 +681,83 @@ async function scenarioReconnect(ctx, stack) {
 
 // No server: the page sends its fake microphone through a local RTCPeerConnection pair and
 // measures what arrives, with the same stats/analyser code as agent.js calls.
+// One line from stdin (the media leg under test answers through it).
+function readLine() {
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    const onData = (d) => {
+      buf += d;
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) { cleanup(); resolve(buf.slice(0, nl)); }
+    };
+    const onEnd = () => { cleanup(); reject(new Failure("stdin closed before an answer came")); };
+    const cleanup = () => { process.stdin.off("data", onData); process.stdin.off("end", onEnd); process.stdin.pause(); };
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", onData);
+    process.stdin.on("end", onEnd);
+    process.stdin.resume();
+  });
+}
+
+// The page offers (fake microphone, TONES[0]); whoever reads our stdout answers on stdin; the
+// page must get its own tone back (an echo room behind the answering WebRTC leg).
+async function scenarioWebrtcEcho(ctx) {
+  const pa = await newPage(ctx, "webrtc", 0);
+  const offer = await step("offer from Chromium (ICE gathering complete)", 15000, () => pa.eval(async ({ mdns, hz }) => {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    window.__pc = pc;
+    let mic;
+    if (mdns) {
+      // No getUserMedia: a page without capture permission hides its addresses behind mDNS
+      // names, as every real browser does. The tone comes from WebAudio instead.
+      const ac = new AudioContext({ sampleRate: 48000 });
+      const osc = ac.createOscillator();
+      const gain = ac.createGain();
+      osc.frequency.value = hz;
+      gain.gain.value = 0.3;
+      const dst = ac.createMediaStreamDestination();
+      osc.connect(gain).connect(dst);
+      osc.start();
+      mic = dst.stream;
+    } else {
+      mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false });
+    }
+    mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+    window.__gotTrack = new Promise((r) => (pc.ontrack = r));
+    await pc.setLocalDescription(await pc.createOffer());
+    if (pc.iceGatheringState !== "complete") {
+      await new Promise((r) => { pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 5000); });
+    }
+    return pc.localDescription.sdp;
+  }, { mdns: !!ctx.opts.mdns, hz: TONES[0] }));
+  const hosts = [...offer.matchAll(/a=candidate:\S+ 1 udp \d+ (\S+) \d+ typ host/g)].map((m) => m[1]);
+  say(`offer has host candidates ${hosts.join(", ") || "(none)"}`);
+  if (ctx.opts.mdns && !hosts.some((h) => h.endsWith(".local"))) throw new Failure("expected mDNS (.local) host candidates in the offer");
+  process.stdout.write(`OFFER ${JSON.stringify(offer)}\n`);
+  const line = await withTimeout(readLine(), 15000, "answer on stdin");
+  if (!line.startsWith("ANSWER ")) throw new Failure(`expected "ANSWER <json>" on stdin, got ${line.slice(0, 80)}`);
+  const answer = JSON.parse(line.slice(7));
+  const s = await step("connect and talk to the echo", 20000, () => pa.eval(async ({ answer, talkMs }) => {
+    const pc = window.__pc;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    await window.__gotTrack;
+    const t0 = Date.now();
+    while (pc.connectionState !== "connected") {
+      if (pc.connectionState === "failed" || Date.now() - t0 > 10000) throw new Error(`connection ${pc.connectionState}, ICE ${pc.iceConnectionState}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const fake = window.makeAgent({ stack: "sipjs", wsUrl: "wss://127.0.0.1:9", uri: "sip:webrtc@invalid" });
+    fake.peerConnection = () => pc;
+    fake.track({});
+    fake.onEstablished();
+    await new Promise((r) => setTimeout(r, talkMs));
+    const st = await fake.stats();
+    pc.close();
+    return st;
+  }, { answer, talkMs: ctx.opts.talk * 1000 }));
+  checkAudio("webrtc echo", s, TONES[0], ctx.opts.toneCheck);
+}
+
 async function scenarioSelftest(ctx) {
   const pa = await newPage(ctx, "selftest", 0);
   const s = await step("local RTCPeerConnection pair with the fake microphone", 15000, () => pa.eval(async (talkMs) => {
@@ -631,6 +827,7 @@ async function main() {
   }
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sb-browser-"));
+  if (scenario.kind === "webrtc-mdns") opts.mdns = true;
   const ctx = { opts, origin, pages: [], browsers: [], iceServers: [] };
   let status = 0;
   let deadline;
@@ -655,7 +852,7 @@ async function main() {
       ctx.iceServers = JSON.parse(opts.iceServers);
     }
     const run = async () => {
-      const need = ["call", "reconnect", "turn-relay"].includes(scenario.kind) ? 2 : 1;
+      const need = ["call", "reconnect", "conference", "turn-relay"].includes(scenario.kind) ? 2 : 1;
       for (let i = 0; i < need; i++) {
         const tone = path.join(tmp, `tone-${TONES[i]}hz.wav`);
         writeTone(tone, TONES[i]);
@@ -670,6 +867,11 @@ async function main() {
         case "call": return scenarioCall(ctx, scenario.a, scenario.b);
         case "reconnect": return scenarioReconnect(ctx, scenario.stack);
         case "selftest": return scenarioSelftest(ctx);
+        case "webrtc-echo": case "webrtc-mdns": return scenarioWebrtcEcho(ctx);
+        case "echo": return scenarioEcho(ctx, scenario.stack);
+        case "echo-hold": return scenarioEcho(ctx, scenario.stack, true);
+        case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
+        case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);
         case "turn-relay": return scenarioTurnRelay(ctx);
       }
     };

@@ -3,6 +3,9 @@
 //!
 //! Connections are accepted here under the same per-IP and total limits as
 //! SIP streams; an upgraded WebSocket is handed to `sip::transport::ws`.
+//! Static files (the softphone) are served by [`web`].
+
+pub mod web;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State, ws::WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,9 +27,6 @@ use crate::routing::Routing;
 use crate::sip::transport::bind_tcp;
 use crate::sip::{SipCore, SipError, TransportKind};
 use crate::turn::api::IceServersApi;
-
-/// The page served at `/` until the softphone lands.
-const INDEX_HTML: &str = include_str!("../../web/index.html");
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +206,7 @@ fn public_router(state: AppState) -> Router {
             crate::turn::api::PATH,
             get(ice_servers).options(ice_servers),
         )
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .fallback(web::serve)
         .with_state(state)
 }
 
@@ -287,7 +287,7 @@ async fn root(State(state): State<AppState>, request: Request) -> Result<Respons
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        return Ok(index());
+        return Ok(web::serve(parts.method, parts.uri, parts.headers).await);
     }
     if !offers_sip(&parts.headers) {
         return Ok((
@@ -326,23 +326,4 @@ async fn root(State(state): State<AppState>, request: Request) -> Result<Respons
             crate::sip::transport::ws::serve(core, socket, kind, peer.local, peer.remote, slot)
         })
         .into_response())
-}
-
-fn index() -> Response {
-    let mut response = Body::from(INDEX_HTML).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' wss: ws:; media-src 'self' blob:; object-src 'none'; frame-ancestors 'none'"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
 }

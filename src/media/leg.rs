@@ -8,6 +8,10 @@
 //! this participant to [`Leg::send_frame`], and calls [`Leg::handle_timeout`]
 //! when [`Leg::poll_timeout`] is due. The leg answers through [`LegIo`]
 //! callbacks, so the per-packet path needs no allocation and no channel.
+//!
+//! A leg may have a second socket (plain RTP's RTCP port): the driver feeds
+//! datagrams from both to [`Leg::handle_datagram`] (the leg tells RTP from
+//! RTCP by content, RFC 5761 §4) and sends [`LegIo::transmit_rtcp`] from it.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -20,6 +24,12 @@ pub trait LegIo {
     fn transmit(&mut self, to: SocketAddr, data: &[u8]);
     /// Hands one received media packet (decrypted, header parsed) to the room.
     fn media(&mut self, pkt: InPacket<'_>);
+    /// Sends an RTCP datagram from the leg's RTCP socket: plain RTP/AVP
+    /// without rtcp-mux uses the port above the RTP port. Drivers with one
+    /// socket per leg (WebRTC, rtcp-mux) send it like any other datagram.
+    fn transmit_rtcp(&mut self, to: SocketAddr, data: &[u8]) {
+        self.transmit(to, data);
+    }
 }
 
 /// Counters a leg keeps, for call detail records and metrics.
@@ -78,4 +88,11 @@ pub trait Leg: Send {
     /// `Some` once the leg can no longer carry media; the driver then
     /// removes the participant and reports why.
     fn closed(&self) -> Option<LegClosed>;
+
+    /// The leg as `Any`, so that its owner can reach leg-specific controls
+    /// through the room task (e.g. an RTP leg's new remote address after a
+    /// re-INVITE). `None` by default.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }

@@ -12,6 +12,9 @@
 //! - [`jitter`]: per-input adaptive jitter buffer (reorder, loss, drift).
 //! - [`dtmf`]: RFC 4733 telephone-events: parse, build, rescale between clocks.
 //! - [`leg`]: the [`Leg`] trait RTP and WebRTC legs implement for their room task.
+//! - [`sdp`]: SDP parsing and RFC 3264 offer/answer for audio.
+//! - [`rtp`]: the plain RTP/AVP leg (symmetric RTP, RTCP, SSRC remapping).
+//! - [`engine`]: the async driver: port pairs, one task per room, `RoomHandle`.
 //! - [`room`]: the mixer (N−1 mixes, shared listener mix, relay, echo, players).
 //! - [`tone`], [`wav`], [`talker`], [`dsp`]: the small parts the room is made of.
 
@@ -20,13 +23,17 @@
 pub mod codec;
 pub mod dsp;
 pub mod dtmf;
+pub mod engine;
 pub mod jitter;
 pub mod leg;
 pub mod resample;
 pub mod room;
+pub mod rtp;
+pub mod sdp;
 pub mod talker;
 pub mod tone;
 pub mod wav;
+pub mod webrtc;
 
 pub use codec::{Codec, CodecError, CodecKind, CodecSpec, OpusParams};
 pub use dtmf::{DtmfRescaler, TelephoneEvent};

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::auth::authenticator::{Authenticator, Outcome};
+use crate::b2bua::{B2bua, CallTarget, Peer};
 use crate::dialplan::{Action, CallContext, Decision, Plan, SourceKind};
 use crate::directory::Directory;
 use crate::registrar::service::{header_values, unix_now};
@@ -41,6 +42,8 @@ pub struct Proxy {
     pub udp: Option<(SocketAddr, SipConnection)>,
     /// The dialplan that routes every INVITE.
     pub routing: Arc<Routing>,
+    /// Calls the gateway answers itself (echo, conference); `None`: 503.
+    pub b2bua: Option<Arc<B2bua>>,
 }
 
 /// A next hop resolved to something we can send on.
@@ -419,12 +422,20 @@ impl Proxy {
                         last
                     }
                 }
-                Action::Trunk { .. } | Action::Conference { .. } | Action::Echo => {
-                    relay::Outcome::Failed(self.response_for(
-                        &upstream.original,
-                        status_with_reason(503, "Media Services Not Available"),
-                    ))
+                Action::Conference { room } => {
+                    return self
+                        .hand_to_b2bua(upstream, CallTarget::Conference(room.clone()), caller_hop)
+                        .await;
                 }
+                Action::Echo => {
+                    return self
+                        .hand_to_b2bua(upstream, CallTarget::Echo, caller_hop)
+                        .await;
+                }
+                Action::Trunk { .. } => relay::Outcome::Failed(self.response_for(
+                    &upstream.original,
+                    status_with_reason(503, "Media Services Not Available"),
+                )),
             };
             let next = match outcome {
                 relay::Outcome::Answered => return,
@@ -452,6 +463,21 @@ impl Proxy {
             }
             plan = *next;
         }
+    }
+
+    /// Lets the B2BUA answer the call and run it to its end.
+    async fn hand_to_b2bua(&self, upstream: &mut Upstream, target: CallTarget, caller_hop: Hop) {
+        let (Some(b2bua), Some(leg)) = (&self.b2bua, self.target(caller_hop)) else {
+            return upstream.reply(503, "Media Services Not Available");
+        };
+        let peer = Peer {
+            connection: leg.connection,
+            destination: leg.destination,
+            kind: leg.kind,
+            local: leg.local,
+        };
+        let delay = std::time::Duration::from_millis(b2bua.engine.config().answer_delay_ms);
+        crate::b2bua::answer(b2bua, upstream, target, peer, delay).await;
     }
 
     /// One forwarded request per live binding of `users` (in `realm`).

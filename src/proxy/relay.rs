@@ -115,6 +115,29 @@ impl Upstream {
         let _ = self.respond.send(TransactionEvent::Respond(response));
     }
 
+    /// Sends a response of our own making (e.g. the B2BUA's 200 with SDP).
+    pub fn respond(&mut self, response: Response) {
+        if response.status_code.code() >= 200 {
+            self.answered = true;
+        }
+        let _ = self.respond.send(TransactionEvent::Respond(response));
+    }
+
+    /// The next request on the transaction (CANCEL, ACK), `None` once it
+    /// has ended (then `done` is set).
+    pub async fn next_request(&mut self) -> Option<Request> {
+        if self.done {
+            return None;
+        }
+        match self.requests.recv().await {
+            Some(Some(request)) => Some(request),
+            _ => {
+                self.done = true;
+                None
+            }
+        }
+    }
+
     /// Waits until the server transaction ends (ACK absorbed, timers done).
     pub async fn finish(mut self, proxy: &Proxy) {
         while !self.done {
@@ -316,5 +339,19 @@ impl Proxy {
                 }
             });
         }
+    }
+}
+
+impl crate::b2bua::InviteServer for Upstream {
+    fn original(&self) -> &Request {
+        &self.original
+    }
+
+    fn respond(&mut self, response: Response) {
+        Upstream::respond(self, response)
+    }
+
+    fn next_request(&mut self) -> impl std::future::Future<Output = Option<Request>> + Send {
+        Upstream::next_request(self)
     }
 }

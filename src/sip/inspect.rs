@@ -6,6 +6,7 @@
 //! framing and the configured [`Limits`] first, and builds stateless error
 //! responses (`400`, `513`) from the raw header lines when a reply is possible.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use memchr::memmem;
@@ -72,11 +73,55 @@ fn canonical_name(name: &str) -> String {
     lower
 }
 
-/// A header section split into lines, without the parser's leniency.
+/// The headers the pre-parse checks look at, by index into [`RawHead::first`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Via = 0,
+    From = 1,
+    To = 2,
+    CallId = 3,
+    CSeq = 4,
+    ContentLength = 5,
+    MaxForwards = 6,
+}
+
+const KNOWN: usize = 7;
+
+impl Known {
+    /// Which checked header `name` (full or compact form, any case) is, if any.
+    /// Allocates nothing: this runs for every header line of every message.
+    fn of(name: &str) -> Option<Known> {
+        let is = |full: &str, compact: &str| {
+            name.eq_ignore_ascii_case(full)
+                || (!compact.is_empty() && name.eq_ignore_ascii_case(compact))
+        };
+        Some(if is("via", "v") {
+            Known::Via
+        } else if is("from", "f") {
+            Known::From
+        } else if is("to", "t") {
+            Known::To
+        } else if is("call-id", "i") {
+            Known::CallId
+        } else if is("cseq", "") {
+            Known::CSeq
+        } else if is("content-length", "l") {
+            Known::ContentLength
+        } else if is("max-forwards", "") {
+            Known::MaxForwards
+        } else {
+            return None;
+        })
+    }
+}
+
+/// A header section checked line by line, without the parser's leniency.
+/// Keeps only what the checks need: the first value and the count of each
+/// [`Known`] header (values borrow from the message unless folded).
 struct RawHead<'a> {
     start_line: &'a str,
-    /// (name, value) of every header, continuation lines unfolded into the value.
-    headers: Vec<(&'a str, String)>,
+    first: [Option<Cow<'a, str>>; KNOWN],
+    count: [u16; KNOWN],
     body_offset: usize,
 }
 
@@ -96,7 +141,15 @@ fn split_head<'a>(raw: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, Rejecti
     if start_line.len() > limits.max_line_length {
         return Err(Rejection::bad("Start line too long"));
     }
-    let mut headers: Vec<(&str, String)> = Vec::new();
+    let mut out = RawHead {
+        start_line,
+        first: Default::default(),
+        count: [0; KNOWN],
+        body_offset: head_end + 4,
+    };
+    // The header a continuation line belongs to: its length so far, and the
+    // known header whose first value it is (when it is one).
+    let mut last: Option<(usize, Option<Known>)> = None;
     for (index, line) in lines.enumerate() {
         if index >= limits.max_headers {
             return Err(Rejection::bad("Too many header lines"));
@@ -105,19 +158,20 @@ fn split_head<'a>(raw: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, Rejecti
             return Err(Rejection::bad("Header line too long"));
         }
         if line.starts_with([' ', '\t']) {
-            match headers.last_mut() {
-                Some((_, value)) => {
-                    value.push(' ');
-                    value.push_str(line.trim());
-                    if value.len() > limits.max_line_length {
-                        return Err(Rejection::bad("Folded header too long"));
-                    }
-                }
-                None => {
-                    return Err(Rejection::bad(
-                        "Malformed header: continuation before any header",
-                    ));
-                }
+            let Some((len, owner)) = last.as_mut() else {
+                return Err(Rejection::bad(
+                    "Malformed header: continuation before any header",
+                ));
+            };
+            let piece = line.trim();
+            *len += 1 + piece.len();
+            if *len > limits.max_line_length {
+                return Err(Rejection::bad("Folded header too long"));
+            }
+            if let Some(value) = owner.and_then(|k| out.first[k as usize].as_mut()) {
+                let value = value.to_mut();
+                value.push(' ');
+                value.push_str(piece);
             }
             continue;
         }
@@ -131,24 +185,27 @@ fn split_head<'a>(raw: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, Rejecti
                 index + 2
             )));
         }
-        headers.push((name, line[colon + 1..].trim().to_string()));
+        let value = line[colon + 1..].trim();
+        let mut owner = None;
+        if let Some(known) = Known::of(name) {
+            let slot = known as usize;
+            out.count[slot] = out.count[slot].saturating_add(1);
+            if out.first[slot].is_none() {
+                out.first[slot] = Some(Cow::Borrowed(value));
+                owner = Some(known);
+            }
+        }
+        last = Some((value.len(), owner));
     }
-    Ok(RawHead {
-        start_line,
-        headers,
-        body_offset: head_end + 4,
-    })
+    Ok(out)
 }
 
 impl RawHead<'_> {
-    fn all(&self, canonical: &str) -> impl Iterator<Item = &str> {
-        self.headers
-            .iter()
-            .filter(move |(name, _)| canonical_name(name) == canonical)
-            .map(|(_, value)| value.as_str())
+    fn first(&self, header: Known) -> Option<&str> {
+        self.first[header as usize].as_deref()
     }
-    fn first(&self, canonical: &str) -> Option<&str> {
-        self.all(canonical).next()
+    fn count(&self, header: Known) -> u16 {
+        self.count[header as usize]
     }
     fn is_request(&self) -> bool {
         !self.start_line.starts_with("SIP/")
@@ -172,7 +229,7 @@ pub fn inspect(raw: &[u8], framing: Framing, limits: &Limits) -> Result<SipMessa
     let head = split_head(raw, limits)?;
     check_start_line(head.start_line)?;
     let body_len = raw.len() - head.body_offset;
-    match head.first("content-length") {
+    match head.first(Known::ContentLength) {
         Some(value) => {
             let declared: usize = value
                 .parse()
@@ -240,22 +297,21 @@ fn check_start_line(line: &str) -> Result<(), Rejection> {
 }
 
 fn check_request_headers(head: &RawHead<'_>) -> Result<(), Rejection> {
-    for (name, label) in [
-        ("via", "Via"),
-        ("from", "From"),
-        ("to", "To"),
-        ("call-id", "Call-ID"),
-        ("cseq", "CSeq"),
+    for (header, label) in [
+        (Known::Via, "Via"),
+        (Known::From, "From"),
+        (Known::To, "To"),
+        (Known::CallId, "Call-ID"),
+        (Known::CSeq, "CSeq"),
     ] {
-        if head.first(name).is_none() {
+        if head.first(header).is_none() {
             return Err(Rejection::bad(format!("Missing {label} header")));
         }
     }
-    if head.all("from").count() > 1 || head.all("to").count() > 1 || head.all("call-id").count() > 1
-    {
+    if head.count(Known::From) > 1 || head.count(Known::To) > 1 || head.count(Known::CallId) > 1 {
         return Err(Rejection::bad("Duplicate From, To or Call-ID header"));
     }
-    let cseq = head.first("cseq").unwrap_or_default();
+    let cseq = head.first(Known::CSeq).unwrap_or_default();
     let mut parts = cseq.split_whitespace();
     let number_ok = parts
         .next()
@@ -271,10 +327,10 @@ fn check_request_headers(head: &RawHead<'_>) -> Result<(), Rejection> {
             "CSeq method does not match the request method",
         ));
     }
-    if let Some(max_forwards) = head.first("max-forwards") {
-        if max_forwards.parse::<u8>().is_err() {
-            return Err(Rejection::bad("Malformed Max-Forwards"));
-        }
+    if let Some(max_forwards) = head.first(Known::MaxForwards)
+        && max_forwards.parse::<u8>().is_err()
+    {
+        return Err(Rejection::bad("Malformed Max-Forwards"));
     }
     Ok(())
 }

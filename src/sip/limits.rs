@@ -37,6 +37,14 @@ pub struct Limits {
     pub send_queue: usize,
     /// A write that cannot complete within this many seconds closes the connection.
     pub write_timeout_secs: u64,
+    /// Memory, in bytes, for the transactions the UDP fast path answered
+    /// (out-of-dialog REGISTER and OPTIONS): each keeps its response for RFC
+    /// 3261 Timer J (32 s) to answer retransmissions. When full, the oldest go
+    /// first. About 0.6–0.9 KB per request; 0 turns the fast path off (those
+    /// requests then take the general transaction layer).
+    pub udp_transaction_memory: usize,
+    /// Tasks reading each UDP socket (0 = one per CPU).
+    pub udp_readers: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +61,8 @@ impl Default for Limits {
             read_buffer_size: 4_096,
             send_queue: 128,
             write_timeout_secs: 10,
+            udp_transaction_memory: 128 << 20,
+            udp_readers: 0,
         }
     }
 }
@@ -69,6 +79,14 @@ impl Limits {
     /// [`Limits::write_timeout_secs`] as a duration.
     pub fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_secs)
+    }
+    /// How many tasks read each UDP socket: [`Limits::udp_readers`], or one
+    /// per CPU when that is 0.
+    pub fn udp_reader_count(&self) -> usize {
+        match self.udp_readers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
     /// [`Limits::ws_ping_interval_secs`] as a duration, `None` when pings are off.
     pub fn ws_ping_interval(&self) -> Option<Duration> {

@@ -11,12 +11,14 @@ pub mod connections;
 pub mod framer;
 pub mod inspect;
 pub mod limits;
+pub mod nist;
+pub mod response;
 pub mod transport;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption, MessageInspector};
 
@@ -198,8 +200,27 @@ impl MessageInspector for ServerHeader {
     }
 }
 
-/// The SIP core shared by all transports: checks messages and feeds the
-/// transaction layer.
+/// A transaction user that answers some requests at once, without waiting:
+/// the UDP fast path hands it every request it [`accepts`](Self::accepts)
+/// and sends the answer straight from the socket reader. Sans-IO.
+pub trait FastAnswer: Send + Sync {
+    /// Whether this request is answered here (out-of-dialog, non-INVITE, and
+    /// decided without waiting for anything).
+    fn accepts(&self, request: &Request) -> bool;
+    /// The final status and extra headers for `request` from `source`.
+    fn answer(&self, request: &Request, source: Source) -> (StatusCode, Vec<Header>);
+}
+
+/// Buffers one UDP reader reuses for every datagram.
+#[derive(Default)]
+pub struct DatagramScratch {
+    /// The reply to send back to the datagram's source, when there is one.
+    pub reply: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// The SIP core shared by all transports: checks messages, answers what the
+/// fast path takes, and feeds the transaction layer the rest.
 pub struct SipCore {
     endpoint: Arc<EndpointInner>,
     limits: Limits,
@@ -207,6 +228,8 @@ pub struct SipCore {
     connections: Arc<Connections>,
     server_name: String,
     cancel: CancellationToken,
+    fast: OnceLock<Arc<dyn FastAnswer>>,
+    records: nist::CompletedTransactions,
 }
 
 impl SipCore {
@@ -227,8 +250,12 @@ impl SipCore {
             .with_inspector(Box::new(ServerHeader))
             .build();
         let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
+        let records =
+            nist::CompletedTransactions::new(nist::TIMER_J_UDP, limits.udp_transaction_memory);
         Arc::new(SipCore {
             endpoint: endpoint.inner.clone(),
+            fast: OnceLock::new(),
+            records,
             limits,
             metrics,
             connections,
@@ -252,6 +279,22 @@ impl SipCore {
             }
         });
         Some(incoming)
+    }
+
+    /// The transaction layer (for client transactions we originate).
+    pub fn transaction_layer(&self) -> &Arc<TransactionLayer> {
+        &self.endpoint
+    }
+
+    /// Installs the transaction user of the UDP fast path (once; later calls
+    /// are ignored). Without one, every request goes to the transaction layer.
+    pub fn set_fast_answer(&self, answerer: Arc<dyn FastAnswer>) {
+        let _ = self.fast.set(answerer);
+    }
+
+    /// The transactions the UDP fast path answered and remembers (Timer J).
+    pub fn fast_transactions(&self) -> &nist::CompletedTransactions {
+        &self.records
     }
 
     /// The configured limits.
@@ -342,16 +385,15 @@ impl SipCore {
         }
     }
 
-    /// Checks one raw message from `remote` and hands it to the transaction
-    /// layer. Returns the bytes of a stateless error response to send back on
-    /// the same transport when the message was refused and can be answered.
-    pub async fn deliver(
+    /// Inspects a raw message and notes where it came from (`received`,
+    /// `rport` on the top Via). `Err` carries the bytes of a stateless error
+    /// response to send back when the message was refused and can be answered.
+    fn accept(
         &self,
         raw: &[u8],
         kind: TransportKind,
-        connection: &SipConnection,
         remote: SocketAddr,
-    ) -> Option<Vec<u8>> {
+    ) -> Result<SipMessage, Option<Vec<u8>>> {
         let counters = self.metrics.transport(kind);
         let message = match inspect::inspect(raw, kind.framing(), &self.limits) {
             Ok(message) => message,
@@ -368,7 +410,7 @@ impl SipCore {
                         warn!(%remote, transport = kind.as_str(), reason = %rejection.reason, len = raw.len(), "dropped unanswerable SIP message");
                     }
                 }
-                return response;
+                return Err(response);
             }
         };
         let message = match SipConnection::update_msg_received(
@@ -383,10 +425,21 @@ impl SipCore {
                 if REJECT_LOG.allow() {
                     warn!(%remote, transport = kind.as_str(), error = %e, "dropped SIP message with unusable Via");
                 }
-                return None;
+                return Err(None);
             }
         };
         counters.received.inc();
+        Ok(message)
+    }
+
+    /// Hands an accepted message to the transaction layer.
+    async fn to_transaction_layer(
+        &self,
+        message: SipMessage,
+        kind: TransportKind,
+        connection: &SipConnection,
+        remote: SocketAddr,
+    ) {
         let from = SipAddr {
             r#type: Some(kind.sip_transport()),
             addr: remote.into(),
@@ -398,6 +451,107 @@ impl SipCore {
         {
             debug!(%remote, transport = kind.as_str(), error = %e, "transaction layer refused message");
         }
-        None
+    }
+
+    /// Checks one raw message from `remote` and hands it to the transaction
+    /// layer. Returns the bytes of a stateless error response to send back on
+    /// the same transport when the message was refused and can be answered.
+    pub async fn deliver(
+        &self,
+        raw: &[u8],
+        kind: TransportKind,
+        connection: &SipConnection,
+        remote: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        match self.accept(raw, kind, remote) {
+            Ok(message) => {
+                self.to_transaction_layer(message, kind, connection, remote)
+                    .await;
+                None
+            }
+            Err(response) => response,
+        }
+    }
+
+    /// Checks one UDP datagram from `remote`. Requests the [`FastAnswer`]
+    /// accepts are answered at once, with an RFC 3261 §17.2.2 record of their
+    /// transaction so that a retransmission gets the same response and is not
+    /// processed again; the rest go to the transaction layer. Returns whether
+    /// `scratch.reply` holds bytes to send back to `remote`.
+    pub async fn deliver_datagram(
+        &self,
+        raw: &[u8],
+        connection: &SipConnection,
+        remote: SocketAddr,
+        scratch: &mut DatagramScratch,
+    ) -> bool {
+        scratch.reply.clear();
+        let message = match self.accept(raw, TransportKind::Udp, remote) {
+            Ok(message) => message,
+            Err(Some(response)) => {
+                scratch.reply = response;
+                return true;
+            }
+            Err(None) => return false,
+        };
+        if let SipMessage::Request(request) = &message
+            && let Some(answered) = self.answer_at_once(request, remote, scratch)
+        {
+            return answered;
+        }
+        self.to_transaction_layer(message, TransportKind::Udp, connection, remote)
+            .await;
+        false
+    }
+
+    /// The fast path: `None` when the request is not for it; else whether a
+    /// reply (new or repeated) is in `scratch.reply`.
+    fn answer_at_once(
+        &self,
+        request: &Request,
+        remote: SocketAddr,
+        scratch: &mut DatagramScratch,
+    ) -> Option<bool> {
+        let answerer = self.fast.get()?;
+        if !self.records.enabled() || !answerer.accepts(request) {
+            return None;
+        }
+        // RFC 3261 branches only: older clients' transactions are matched
+        // on more than the key below, which the transaction layer does.
+        let via = request.via_header().ok()?.typed().ok()?;
+        let branch = via.branch()?.value();
+        if !branch.starts_with("z9hG4bK") {
+            return None;
+        }
+        let mut key = std::mem::take(&mut scratch.key);
+        nist::write_key(&mut key, request.method, branch, &via.uri.host_with_port);
+        let outcome = self.records.begin(&key, Instant::now(), &mut scratch.reply);
+        let ticket = match outcome {
+            nist::Begin::Retransmission => {
+                scratch.key = key;
+                return Some(!scratch.reply.is_empty());
+            }
+            nist::Begin::New(ticket) => Some(ticket),
+            nist::Begin::Untracked => None,
+        };
+        self.metrics.requests_processed.inc();
+        let source = Source {
+            kind: TransportKind::Udp,
+            remote,
+            flow: None,
+        };
+        let (status, headers) = answerer.answer(request, source);
+        response::write_final_response(
+            &mut scratch.reply,
+            request,
+            &status,
+            &headers,
+            &self.server_name,
+        );
+        if let Some(ticket) = ticket {
+            self.records.complete(ticket, &key, &scratch.reply);
+        }
+        scratch.key = key;
+        Some(true)
     }
 }

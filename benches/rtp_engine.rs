@@ -1,0 +1,234 @@
+//! Media engine benchmark with real UDP: CPU per relayed two-party G.711
+//! call through the room tasks, and the latency a room adds.
+//!
+//!     cargo bench --bench rtp_engine                 (200 calls, 10 s)
+//!     cargo bench --bench rtp_engine -- 100 5        (calls, seconds)
+//!
+//! The engine runs on a current-thread tokio runtime of its own thread;
+//! its CPU time comes from `/proc/thread-self/schedstat` (ns) read on that
+//! thread before and after the measured window. A load generator thread
+//! plays both phones of every call over loopback: one 172-byte PCMU packet
+//! per phone every 20 ms (100 packets in and 100 out per call per second at
+//! the engine), each payload stamped with its send time, and reads what
+//! comes back. Relaying passes payloads through untouched, so the stamp in
+//! a received payload gives the latency from input packet to output packet.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use switchboard::media::codec::CodecSpec;
+use switchboard::media::engine::{Command, MediaConfig, MediaEngine, RoomHandle};
+use switchboard::media::rtp::{RtpLeg, RtpLegConfig};
+use switchboard::media::sdp::Direction;
+use switchboard::media::{ParticipantConfig, ParticipantId, RoomConfig};
+use switchboard::metrics::Metrics;
+
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct Phone {
+    socket: UdpSocket,
+    to: SocketAddr,
+    seq: u16,
+    ts: u32,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let epoch = Instant::now();
+
+    // The engine and its rooms on one thread.
+    let (setup_tx, setup_rx) = std::sync::mpsc::channel();
+    let (cpu_tx, cpu_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let (measure_tx, measure_rx) = std::sync::mpsc::channel::<()>();
+    let done = Arc::new(AtomicBool::new(false));
+    let engine_thread = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let base = 61_000u16; // above Linux's ephemeral range (32768-60999)
+                let cfg = MediaConfig {
+                    bind: [127, 0, 0, 1].into(),
+                    rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
+                    media_timeout_secs: 3600,
+                    ..MediaConfig::default()
+                };
+                let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();
+                let mut rooms: Vec<RoomHandle> = Vec::new();
+                let mut phones = Vec::new();
+                for _ in 0..calls {
+                    let room = engine.create_room(RoomConfig::default()).unwrap();
+                    for side in 0..2 {
+                        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+                        let ports = engine.allocate_ports().unwrap();
+                        let leg_addr: SocketAddr = ports.rtp.local_addr().unwrap();
+                        let leg = RtpLeg::new(
+                            RtpLegConfig {
+                                remote_rtp: Some(phone.local_addr().unwrap()),
+                                remote_rtcp: None,
+                                local_direction: Direction::SendRecv,
+                                peer_sends: true,
+                                clock_rate: 8000,
+                                media_timeout: Duration::from_secs(3600),
+                                relatch_after: Duration::from_secs(1),
+                                rtcp_interval: Duration::from_secs(5),
+                                ssrc: rand::random(),
+                                cname: "bench".into(),
+                            },
+                            Instant::now(),
+                        );
+                        room.add(
+                            ParticipantId(side),
+                            Box::new(leg),
+                            ports.into(),
+                            ParticipantConfig::new(CodecSpec::pcmu()),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                        phones.push((phone, leg_addr));
+                    }
+                    rooms.push(room);
+                }
+                setup_tx.send(phones).unwrap();
+                // Measure when the generator says the warm-up is over.
+                let measure = tokio::task::spawn_blocking(move || measure_rx.recv());
+                let _ = measure.await;
+                cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+                let mut targets = Vec::new();
+                for room in &rooms {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = room.send(Command::JitterStats(ParticipantId(0), tx)).await;
+                    if let Ok(Some(stats)) = rx.await {
+                        targets.push(stats.target_delay_ms);
+                    }
+                }
+                targets
+            })
+        })
+    };
+
+    let phones = setup_rx.recv().unwrap();
+    let mut phones: Vec<Phone> = phones
+        .into_iter()
+        .map(|(socket, to)| {
+            socket.set_nonblocking(true).unwrap();
+            Phone {
+                socket,
+                to,
+                seq: 0,
+                ts: 0,
+            }
+        })
+        .collect();
+    let warmup = Duration::from_secs(2);
+    let total = warmup + Duration::from_secs(seconds);
+    let mut latencies: Vec<u32> = Vec::with_capacity(phones.len() * 50 * seconds as usize);
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    let start = Instant::now();
+    let mut next = start;
+    let mut measuring = false;
+    let mut packet = [0u8; 172];
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < total {
+        if !measuring && start.elapsed() >= warmup {
+            measuring = true;
+            measure_tx.send(()).unwrap();
+        }
+        let now_ns = epoch.elapsed().as_nanos() as u64;
+        for p in &mut phones {
+            packet[0] = 0x80;
+            packet[1] = 0;
+            packet[2..4].copy_from_slice(&p.seq.to_be_bytes());
+            packet[4..8].copy_from_slice(&p.ts.to_be_bytes());
+            packet[8..12].copy_from_slice(&0x0bad_cafeu32.to_be_bytes());
+            packet[12..20].copy_from_slice(&now_ns.to_be_bytes());
+            packet[20..].fill(0xff);
+            let _ = p.socket.send_to(&packet, p.to);
+            p.seq = p.seq.wrapping_add(1);
+            p.ts = p.ts.wrapping_add(160);
+            if measuring {
+                sent += 1;
+            }
+        }
+        next += Duration::from_millis(20);
+        // Read until the next send time.
+        loop {
+            let mut any = false;
+            for p in &phones {
+                while let Ok(n) = p.socket.recv(&mut buf) {
+                    any = true;
+                    if n >= 20 && buf[1] & 0x7f == 0 && measuring {
+                        let stamp = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        latencies.push((now.saturating_sub(stamp) / 1000) as u32);
+                        received += 1;
+                    }
+                }
+            }
+            if Instant::now() >= next {
+                break;
+            }
+            if !any {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let (cpu0, t0) = cpu_rx.recv().unwrap();
+    let (cpu1, t1) = cpu_rx.recv().unwrap();
+    let targets = engine_thread.join().unwrap();
+    let wall = t1.duration_since(t0).as_secs_f64();
+    let cpu = (cpu1 - cpu0) as f64 / 1e9;
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let mean_target =
+        targets.iter().map(|&t| f64::from(t)).sum::<f64>() / targets.len().max(1) as f64;
+    let packets_per_s = 200.0 * calls as f64;
+    println!("calls: {calls}, measured {wall:.1} s, engine thread CPU {cpu:.3} s");
+    println!(
+        "CPU per call: {:.4} % of one core ({:.2} µs per packet in+out, {:.0} packets/s through the engine)",
+        100.0 * cpu / wall / calls as f64,
+        cpu / wall / packets_per_s * 1e6,
+        packets_per_s
+    );
+    println!(
+        "delivered {received} of {sent} packets ({:.2} % loss)",
+        100.0 * (1.0 - received as f64 / sent.max(1) as f64)
+    );
+    println!(
+        "latency input→output ms: min {:.2}  p50 {:.2}  p99 {:.2}  max {:.2}; jitter buffer target {:.1} ms; p99 minus target {:.2} ms",
+        pct(0.0),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        mean_target,
+        pct(0.99) - mean_target
+    );
+}

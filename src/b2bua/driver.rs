@@ -1,0 +1,617 @@
+//! The async driver of one B2BUA call: turns SIP transactions, leg events
+//! and the clock into [`CallEvent`]s for the state machine, and carries out
+//! its [`Action`]s (responses, BYE, room commands).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::call::{Action, CallEvent, CallState, UasCall};
+use super::{B2bua, CONTACT_PREFIX, CallTarget, DialogKey, Peer};
+use crate::media::engine::{Command, EngineError, LegEvent, LegSockets, RoomHandle};
+use crate::media::leg::Leg;
+use crate::media::room::{DtmfForwarding, ParticipantConfig, ParticipantId, RoomConfig};
+use crate::media::rtp::{RtpLeg, RtpLegConfig};
+use crate::media::sdp::{Direction, LocalMedia, MediaTransport, Negotiated, SessionDescription};
+use crate::media::webrtc::WebRtcLeg;
+use crate::sip::{
+    Header, HeadersExt, Method, Request, Response, SipMessage, StatusCode, Transaction,
+    TransactionKey, TransactionRole, TransportKind, Version,
+};
+
+/// The INVITE server transaction as the B2BUA sees it. The proxy's
+/// `Upstream` implements it; so can a test double.
+pub trait InviteServer {
+    /// The INVITE as received.
+    fn original(&self) -> &Request;
+    /// Sends a response on it.
+    fn respond(&mut self, response: Response);
+    /// The next request on it (CANCEL, ACK); `None` once it has ended.
+    fn next_request(&mut self) -> impl std::future::Future<Output = Option<Request>> + Send;
+}
+
+/// Guards the calls gauge.
+struct CallCount(Arc<crate::metrics::Gauge>);
+
+impl Drop for CallCount {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The media of a call before it joins its room.
+struct Prepared {
+    leg: Box<dyn Leg>,
+    sockets: LegSockets,
+    config: ParticipantConfig,
+}
+
+fn transport_param(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Udp => "",
+        TransportKind::Tcp => ";transport=tcp",
+        TransportKind::Tls => ";transport=tls",
+        TransportKind::Ws => ";transport=ws",
+        TransportKind::Wss => ";transport=wss",
+    }
+}
+
+fn via_transport(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Udp => "UDP",
+        TransportKind::Tcp => "TCP",
+        TransportKind::Tls => "TLS",
+        TransportKind::Ws => "WS",
+        TransportKind::Wss => "WSS",
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// One call's signalling context: what every response and our BYE need.
+struct Dialog {
+    invite: Request,
+    tag: String,
+    contact: String,
+    peer: Peer,
+    server_name: String,
+    bye_cseq: u32,
+}
+
+impl Dialog {
+    /// A response to `request` with our To-tag, Contact on dialog-creating
+    /// and target-refreshing 2xx, and an optional SDP body.
+    fn response(&self, request: &Request, status: u16, body: Option<String>) -> Response {
+        let mut headers: Vec<Header> = Vec::new();
+        for h in request.headers.iter() {
+            match h {
+                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                    headers.push(h.clone())
+                }
+                Header::To(to) => {
+                    let value = to.value();
+                    if value.contains(";tag=") {
+                        headers.push(h.clone());
+                    } else {
+                        headers.push(Header::To(format!("{value};tag={}", self.tag).into()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if request.method == Method::Invite && (100..300).contains(&status) && status > 100 {
+            headers.push(Header::Contact(self.contact.clone().into()));
+        }
+        if status == 200 || status == 405 || status == 501 {
+            headers.push(Header::Allow(
+                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO".into(),
+            ));
+        }
+        headers.push(Header::Server(self.server_name.clone().into()));
+        let body = body.map(String::into_bytes).unwrap_or_default();
+        if !body.is_empty() {
+            headers.push(Header::ContentType("application/sdp".into()));
+        }
+        headers.push(Header::ContentLength((body.len() as u32).into()));
+        Response {
+            status_code: StatusCode::from(status),
+            wire_reason: None,
+            version: Version::V2,
+            headers: headers.into(),
+            body,
+        }
+    }
+
+    /// Our BYE (RFC 3261 §15.1.1): to the caller's Contact, along the
+    /// Record-Route set it built, sent to where the INVITE came from.
+    fn bye(&mut self) -> Request {
+        self.bye_cseq += 1;
+        let invite = &self.invite;
+        let target = invite
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::Contact(c) => Some(c.value().to_string()),
+                _ => None,
+            })
+            .and_then(|c| {
+                let start = c.find('<')? + 1;
+                let end = c[start..].find('>')? + start;
+                Some(c[start..end].to_string())
+            })
+            .and_then(|uri| crate::sip::Uri::try_from(uri.as_str()).ok())
+            .unwrap_or_else(|| invite.uri.clone());
+        let mut headers: Vec<Header> = vec![Header::Via(
+            format!(
+                "SIP/2.0/{} {};branch=z9hG4bK-sbb{};rport",
+                via_transport(self.peer.kind),
+                self.peer.local,
+                random_hex(8)
+            )
+            .into(),
+        )];
+        headers.push(Header::MaxForwards("70".into()));
+        for h in invite.headers.iter() {
+            match h {
+                Header::From(from) => headers.push(Header::To(from.value().into())),
+                Header::To(to) => {
+                    let value = to.value();
+                    let value = if value.contains(";tag=") {
+                        value.to_string()
+                    } else {
+                        format!("{value};tag={}", self.tag)
+                    };
+                    headers.push(Header::From(value.into()));
+                }
+                Header::CallId(_) => headers.push(h.clone()),
+                Header::RecordRoute(rr) => headers.push(Header::Route(rr.value().into())),
+                _ => {}
+            }
+        }
+        headers.push(Header::CSeq(format!("{} BYE", self.bye_cseq).into()));
+        headers.push(Header::UserAgent(self.server_name.clone().into()));
+        headers.push(Header::ContentLength(0u32.into()));
+        Request {
+            method: Method::Bye,
+            uri: target,
+            version: Version::V2,
+            headers: headers.into(),
+            body: Vec::new(),
+        }
+    }
+}
+
+/// A call ready to ring/answer: its state machine, our SDP answer, the
+/// first actions, and its media.
+type Ready = (UasCall, String, Vec<Action>, Prepared);
+
+/// Chooses and builds the media leg for an offer.
+fn prepare(
+    b2bua: &B2bua,
+    offer: &[u8],
+    peer: &Peer,
+    answer_delay: Duration,
+    now: Instant,
+) -> Result<Ready, (u16, &'static str)> {
+    let parsed = SessionDescription::parse(offer).map_err(|_| (488, "Bad SDP"))?;
+    match MediaTransport::of(&parsed) {
+        MediaTransport::Rtp => {}
+        // ---- THE LEG CHOICE POINT --------------------------------------
+        // Browsers offer DTLS-SRTP: their leg is a WebRTC leg.
+        MediaTransport::WebRtc => return prepare_webrtc(b2bua, offer, peer, answer_delay, now),
+        MediaTransport::Unsupported(_) => return Err((488, "Not Acceptable Here")),
+    }
+    let ports = b2bua
+        .engine
+        .allocate_ports()
+        .map_err(|_| (503, "No Media Ports"))?;
+    let local = LocalMedia {
+        address: b2bua.engine.advertised_ip(peer.local.ip()),
+        rtp_port: ports.rtp_port(),
+    };
+    let (call, answer, actions) = UasCall::new(offer, b2bua.caps.clone(), local, answer_delay, now)
+        .map_err(|status| (status, "Not Acceptable Here"))?;
+    let negotiated = call.negotiated().clone();
+    let leg = RtpLeg::new(
+        RtpLegConfig::from_negotiated(&negotiated, b2bua.engine.config().media_timeout()),
+        now,
+    );
+    let prepared = Prepared {
+        leg: Box::new(leg),
+        sockets: ports.into(),
+        config: negotiated.participant_config(),
+    };
+    Ok((call, answer, actions, prepared))
+}
+
+/// The WebRTC branch of [`prepare`]: the leg answers the browser's offer
+/// (ICE-lite, DTLS-SRTP) on a socket from the media port range.
+fn prepare_webrtc(
+    b2bua: &B2bua,
+    offer: &[u8],
+    peer: &Peer,
+    answer_delay: Duration,
+    now: Instant,
+) -> Result<Ready, (u16, &'static str)> {
+    let offer = std::str::from_utf8(offer).map_err(|_| (488, "Bad SDP"))?;
+    let ports = b2bua
+        .engine
+        .allocate_ports()
+        .map_err(|_| (503, "No Media Ports"))?;
+    let advertised = b2bua.engine.advertised_ip(peer.local.ip());
+    let bound = ports
+        .rtp
+        .local_addr()
+        .map_err(|_| (503, "No Media Ports"))?;
+    // The candidate carries the advertised address; the leg's own address
+    // must be a concrete one when the media socket is bound to a wildcard.
+    let local_ip = if bound.ip().is_unspecified() {
+        peer.local.ip()
+    } else {
+        bound.ip()
+    };
+    let local_addr = std::net::SocketAddr::new(local_ip, bound.port());
+    let mut cfg = (*b2bua.webrtc).clone();
+    cfg.advertised_ip = Some(advertised);
+    let (leg, answer) = WebRtcLeg::answer(offer, local_addr, &cfg, now).map_err(|e| {
+        info!(error = %e, "WebRTC offer refused");
+        (488, "Not Acceptable Here")
+    })?;
+    let webrtc = leg.negotiated().ok_or((488, "Not Acceptable Here"))?;
+    let negotiated = Negotiated {
+        media_index: 0,
+        codec: webrtc.participant.codec,
+        telephone_event: webrtc.participant.telephone_event,
+        remote_rtp: None,
+        remote_rtcp: None,
+        remote_direction: Direction::SendRecv,
+        local_direction: Direction::SendRecv,
+        remote_ptime: None,
+    };
+    let local = LocalMedia {
+        address: advertised,
+        rtp_port: ports.rtp_port(),
+    };
+    let (call, actions) =
+        UasCall::with_leg_answer(negotiated, b2bua.caps.clone(), local, answer_delay, now);
+    let sockets = LegSockets {
+        main: ports.rtp,
+        rtcp: None,
+        lease: Some(ports.lease),
+    };
+    let prepared = Prepared {
+        leg: Box::new(leg),
+        sockets,
+        config: webrtc.participant,
+    };
+    Ok((call, answer, actions, prepared))
+}
+
+/// Has the participant's WebRTC leg answer a re-offer, inside the room task.
+async fn reanswer_webrtc(
+    room: &RoomHandle,
+    participant: ParticipantId,
+    offer: String,
+) -> Option<String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let now = Instant::now();
+    room.send(Command::UpdateLeg(
+        participant,
+        Box::new(move |leg: &mut dyn Leg| {
+            let answer = leg
+                .as_any_mut()
+                .and_then(|a| a.downcast_mut::<WebRtcLeg>())
+                .and_then(|w| match w.reanswer(&offer, now) {
+                    Ok(sdp) => Some(sdp),
+                    Err(e) => {
+                        info!(error = %e, "WebRTC re-offer refused");
+                        None
+                    }
+                });
+            let _ = tx.send(answer);
+        }),
+    ))
+    .await
+    .ok()?;
+    rx.await.ok().flatten()
+}
+
+/// Joins the call's room: an echo room of its own, or the named conference.
+async fn join(
+    b2bua: &B2bua,
+    target: &CallTarget,
+    id: ParticipantId,
+    prepared: Prepared,
+    events: mpsc::UnboundedSender<LegEvent>,
+) -> Result<RoomHandle, EngineError> {
+    let engine = &b2bua.engine;
+    let room = match target {
+        CallTarget::Echo => engine.create_room(RoomConfig {
+            echo_delay_ms: Some(engine.config().echo_delay_ms),
+            max_participants: 1,
+            ..RoomConfig::default()
+        })?,
+        CallTarget::Conference(name) => engine.named_room(
+            name,
+            RoomConfig {
+                join_beep: true,
+                max_participants: engine.config().max_room_size,
+                dtmf_forwarding: DtmfForwarding::Never,
+                ..RoomConfig::default()
+            },
+        )?,
+    };
+    room.add(
+        id,
+        prepared.leg,
+        prepared.sockets,
+        prepared.config,
+        Some(events),
+    )
+    .await?;
+    Ok(room)
+}
+
+/// Answers an INVITE the dialplan sent to `target` and runs the call to
+/// its end. `invite` is the INVITE's server transaction (100 Trying sent).
+pub async fn answer<S: InviteServer>(
+    b2bua: &Arc<B2bua>,
+    invite: &mut S,
+    target: CallTarget,
+    peer: Peer,
+    answer_delay: Duration,
+) {
+    let metrics = b2bua.engine.metrics().clone();
+    metrics.media.calls.inc();
+    let _count = CallCount(metrics.media.calls.clone());
+    let request = invite.original().clone();
+    let mut dialog = Dialog {
+        tag: random_hex(6),
+        contact: String::new(),
+        invite: request.clone(),
+        peer: peer.clone(),
+        server_name: b2bua.core.server_name().to_string(),
+        bye_cseq: 0,
+    };
+    dialog.contact = format!(
+        "<sip:{CONTACT_PREFIX}{}@{}{}>",
+        dialog.tag,
+        peer.local,
+        transport_param(peer.kind)
+    );
+    let now = Instant::now();
+    let (mut call, answer_sdp, actions, prepared) =
+        match prepare(b2bua, &request.body, &peer, answer_delay, now) {
+            Ok(ready) => ready,
+            Err((status, reason)) => {
+                info!(status, reason, ?target, "B2BUA call refused");
+                let mut response = dialog.response(&request, status, None);
+                response.status_code = StatusCode::Other(status, reason.into());
+                invite.respond(response);
+                while invite.next_request().await.is_some() {}
+                return;
+            }
+        };
+    let Ok(call_id) = request.call_id_header().map(|h| h.value().to_string()) else {
+        return;
+    };
+    let key: DialogKey = (call_id, dialog.tag.clone());
+    let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Transaction>();
+    b2bua.register(key.clone(), dialog_tx);
+    let (leg_tx, mut leg_rx) = mpsc::unbounded_channel::<LegEvent>();
+    let (bye_tx, mut bye_rx) = mpsc::unbounded_channel::<u16>();
+    let participant = b2bua.engine.participant_id();
+    let mut prepared = Some(prepared);
+    let mut room: Option<RoomHandle> = None;
+    let mut pending: Option<Transaction> = None;
+    let mut invite_open = true;
+    let mut queue: std::collections::VecDeque<Action> = actions.into();
+    info!(?target, codec = ?call.negotiated().codec.kind, "B2BUA call");
+
+    loop {
+        // Carry out what the state machine asked for.
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Ring => invite.respond(dialog.response(&request, 180, None)),
+                Action::Answer => {
+                    let joined = match prepared.take() {
+                        Some(p) => join(b2bua, &target, participant, p, leg_tx.clone()).await,
+                        None => Err(EngineError::RoomGone),
+                    };
+                    match joined {
+                        Ok(handle) => {
+                            room = Some(handle);
+                            invite.respond(dialog.response(
+                                &request,
+                                200,
+                                Some(answer_sdp.clone()),
+                            ));
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "could not join the room");
+                            let mut response = dialog.response(&request, 503, None);
+                            response.status_code =
+                                StatusCode::Other(503, "Media Services Not Available".into());
+                            invite.respond(response);
+                            queue.push_back(Action::Release);
+                            call.handle(CallEvent::Cancel, Instant::now());
+                        }
+                    }
+                }
+                Action::RejectInvite(status) => {
+                    invite.respond(dialog.response(&request, status, None))
+                }
+                Action::Reply(status, body) => {
+                    if let Some(mut tx) = pending.take() {
+                        let response = dialog.response(&tx.original, status, body);
+                        let _ = tx.respond(response).await;
+                        // Keep it alive to retransmit / absorb the ACK of a re-INVITE.
+                        tokio::spawn(async move { while tx.receive().await.is_some() {} });
+                    }
+                }
+                Action::Renegotiate(neg) => {
+                    if let Some(room) = &room {
+                        let hold = neg.on_hold();
+                        let update = neg.clone();
+                        let now = Instant::now();
+                        let _ = room
+                            .send(Command::UpdateLeg(
+                                participant,
+                                Box::new(move |leg: &mut dyn Leg| {
+                                    if let Some(rtp) =
+                                        leg.as_any_mut().and_then(|a| a.downcast_mut::<RtpLeg>())
+                                    {
+                                        rtp.update(&update, now);
+                                    }
+                                }),
+                            ))
+                            .await;
+                        let _ = room.send(Command::Hold(participant, hold)).await;
+                        info!(hold, "re-INVITE");
+                    }
+                }
+                Action::RenegotiateLeg { offer, hold } => {
+                    let answer = match &room {
+                        Some(room) => reanswer_webrtc(room, participant, offer).await,
+                        None => None,
+                    };
+                    match answer {
+                        Some(sdp) => {
+                            queue.push_front(Action::Reply(200, Some(sdp)));
+                            if let Some(room) = &room {
+                                let _ = room.send(Command::Hold(participant, hold)).await;
+                            }
+                            info!(hold, "re-INVITE (WebRTC)");
+                        }
+                        None => queue.push_front(Action::Reply(488, None)),
+                    }
+                }
+                Action::Dtmf(digit, ms) => {
+                    if let Some(room) = &room {
+                        let _ = room.send(Command::Dtmf(participant, digit, ms)).await;
+                    }
+                }
+                Action::SendBye => send_bye(&dialog.bye(), &peer, &b2bua.core, bye_tx.clone()),
+                Action::Release => {}
+            }
+        }
+        if call.state() == CallState::Ended {
+            break;
+        }
+        let deadline = call.deadline();
+        let event_now;
+        tokio::select! {
+            request = invite.next_request(), if invite_open => {
+                event_now = Instant::now();
+                let event = match request {
+                    Some(r) if r.method == Method::Ack => CallEvent::Ack,
+                    Some(r) if r.method == Method::Cancel => CallEvent::Cancel,
+                    Some(_) => continue,
+                    None => {
+                        // The INVITE transaction is over: stop polling it.
+                        invite_open = false;
+                        if call.state() != CallState::AwaitingAck {
+                            continue;
+                        }
+                        CallEvent::AckTimeout
+                    }
+                };
+                queue.extend(call.handle(event, event_now));
+            }
+            Some(tx) = dialog_rx.recv() => {
+                event_now = Instant::now();
+                let content_type = tx.original.headers.iter().find_map(|h| match h {
+                    Header::ContentType(ct) => Some(ct.value().to_string()),
+                    _ => None,
+                }).unwrap_or_default();
+                let body = tx.original.body.clone();
+                let method = tx.original.method;
+                pending = Some(tx);
+                let event = match method {
+                    Method::Bye => CallEvent::Bye,
+                    Method::Invite => CallEvent::ReInvite(&body),
+                    Method::Info => CallEvent::Info(&content_type, &body),
+                    Method::Options => CallEvent::Options,
+                    _ => CallEvent::Other,
+                };
+                queue.extend(call.handle(event, event_now));
+            }
+            Some(event) = leg_rx.recv() => {
+                event_now = Instant::now();
+                match event {
+                    LegEvent::Closed(reason, stats) => {
+                        info!(?reason, received = stats.packets_received, sent = stats.packets_sent, "media leg closed");
+                        queue.extend(call.handle(CallEvent::LegClosed(reason), event_now));
+                    }
+                    LegEvent::Dtmf { digit, duration_ms } => debug!(%digit, duration_ms, "DTMF"),
+                }
+            }
+            Some(status) = bye_rx.recv() => {
+                queue.extend(call.handle(CallEvent::ByeDone(status), Instant::now()));
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                queue.extend(call.handle(CallEvent::Timer, Instant::now()));
+            }
+        }
+    }
+    b2bua.unregister(&key);
+    if let Some(room) = &room {
+        let _ = room.send(Command::Remove(participant)).await;
+    }
+    // Answer what raced the end (a BYE after ours).
+    dialog_rx.close();
+    while let Some(mut tx) = dialog_rx.recv().await {
+        let response = dialog.response(&tx.original, 481, None);
+        let _ = tx.respond(response).await;
+    }
+    // Let the INVITE transaction finish (absorb ACK / retransmit 487).
+    while invite.next_request().await.is_some() {}
+    info!("B2BUA call ended");
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends BYE on a client transaction of its own; reports the final status
+/// (408 when it timed out).
+fn send_bye(
+    bye: &Request,
+    peer: &Peer,
+    core: &Arc<crate::sip::SipCore>,
+    done: mpsc::UnboundedSender<u16>,
+) {
+    let Ok(key) = TransactionKey::from_request(bye, TransactionRole::Client) else {
+        let _ = done.send(400);
+        return;
+    };
+    let mut client = Transaction::new_client(
+        key,
+        bye.clone(),
+        core.transaction_layer().clone(),
+        Some(peer.connection.clone()),
+    );
+    client.destination = peer.destination.clone();
+    tokio::spawn(async move {
+        let mut status = 408;
+        if client.send().await.is_ok() {
+            while let Some(message) = client.receive().await {
+                if let SipMessage::Response(r) = message
+                    && r.status_code.code() >= 200
+                {
+                    status = r.status_code.code();
+                }
+            }
+        }
+        let _ = done.send(status);
+    });
+}

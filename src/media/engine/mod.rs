@@ -1,0 +1,384 @@
+//! The async driver of the media core: port allocation, and **one tokio
+//! task per room** that owns the [`Room`], its legs and their sockets.
+//!
+//! The room task ([`room_task`]) waits on one future that covers its
+//! command channel, one timer (the next 20 ms tick or the earliest leg
+//! timeout, whichever is first) and the readiness of every leg socket; it
+//! then drains the ready sockets with non-blocking receives into one reused
+//! buffer and hands each datagram to its leg, whose callbacks push packets
+//! into the room and send with non-blocking `try_send_to`. No task or
+//! allocation per packet, no lock on the media path.
+//!
+//! Signalling talks to a room through a cloneable [`RoomHandle`] (an mpsc
+//! of [`Command`]s). [`MediaEngine`] keeps the named rooms (conferences)
+//! and creates anonymous ones (a call, an echo test); a room ends, and its
+//! task exits, when its last participant leaves.
+
+pub mod ports;
+mod room_task;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::leg::{Leg, LegClosed, LegStats};
+use super::room::{ParticipantConfig, ParticipantId, Room, RoomConfig, RoomError, RoomEvent};
+use super::tone::AudioSource;
+use crate::metrics::Metrics;
+pub use ports::{PortAllocator, PortLease, PortPair, PortRange};
+
+/// The `media:` section of the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// UDP ports for RTP/RTCP pairs, `first-last`.
+    pub rtp_ports: String,
+    /// Address the media sockets bind to.
+    pub bind: IpAddr,
+    /// Address written into SDP, for a server behind 1:1 NAT. Default: the
+    /// bind address, or when that is a wildcard, the address the call's
+    /// signalling arrived on.
+    pub advertised_address: Option<IpAddr>,
+    /// A leg that receives nothing (RTP or RTCP) for this long is closed
+    /// and its call hung up.
+    pub media_timeout_secs: u64,
+    /// Rooms open at most (calls + conferences).
+    pub max_rooms: usize,
+    /// Legs open at most.
+    pub max_legs: usize,
+    /// Participants per conference room at most.
+    pub max_room_size: usize,
+    /// Delay of the echo test (600), ms.
+    pub echo_delay_ms: u32,
+    /// How long calls the gateway answers itself (echo, conference) ring
+    /// before the answer, ms (180 Ringing meanwhile; 0: answer at once).
+    pub answer_delay_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: "20000-29999".into(),
+            bind: IpAddr::from([0, 0, 0, 0]),
+            advertised_address: None,
+            media_timeout_secs: 30,
+            max_rooms: 5000,
+            max_legs: 10_000,
+            max_room_size: 500,
+            echo_delay_ms: 200,
+            answer_delay_ms: 0,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// Checks the values; messages name the key.
+    pub fn validate(&self) -> Result<PortRange, String> {
+        let range =
+            PortRange::parse(&self.rtp_ports).map_err(|e| format!("media.rtp_ports: {e}"))?;
+        if !(1..=3600).contains(&self.media_timeout_secs) {
+            return Err(format!(
+                "media.media_timeout_secs: {} is out of range (1..=3600)",
+                self.media_timeout_secs
+            ));
+        }
+        if self.max_rooms == 0 || self.max_legs == 0 || self.max_room_size < 2 {
+            return Err(
+                "media.max_rooms and max_legs must be at least 1, max_room_size at least 2".into(),
+            );
+        }
+        if self.answer_delay_ms > 60_000 {
+            return Err("media.answer_delay_ms: at most 60000".into());
+        }
+        if self.echo_delay_ms > 5000 {
+            return Err("media.echo_delay_ms: at most 5000".into());
+        }
+        Ok(range)
+    }
+
+    /// The media timeout as a duration.
+    pub fn media_timeout(&self) -> Duration {
+        Duration::from_secs(self.media_timeout_secs)
+    }
+}
+
+/// Why the engine could not do something.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// Every port pair of the range is in use.
+    #[error("no free RTP port pair")]
+    NoPorts,
+    /// `max_rooms` reached.
+    #[error("too many rooms")]
+    TooManyRooms,
+    /// `max_legs` reached.
+    #[error("too many legs")]
+    TooManyLegs,
+    /// The room has ended.
+    #[error("the room has ended")]
+    RoomGone,
+    /// The room refused the participant.
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    /// A socket could not be registered with the runtime.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a participant's owner (its call) hears from the room task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LegEvent {
+    /// The leg closed (media timeout, transport failure) and was removed.
+    Closed(LegClosed, LegStats),
+    /// The participant sent a DTMF digit (RFC 4733).
+    Dtmf {
+        /// The digit.
+        digit: char,
+        /// Its duration, ms.
+        duration_ms: u32,
+    },
+}
+
+/// The sockets of one leg: plain RTP has two, WebRTC one.
+pub struct LegSockets {
+    /// The socket media (and, with rtcp-mux, RTCP) uses.
+    pub main: std::net::UdpSocket,
+    /// A separate RTCP socket (RTP/AVP: port + 1).
+    pub rtcp: Option<std::net::UdpSocket>,
+    /// The port lease to give back when the leg leaves.
+    pub lease: Option<PortLease>,
+}
+
+impl From<PortPair> for LegSockets {
+    fn from(p: PortPair) -> Self {
+        LegSockets {
+            main: p.rtp,
+            rtcp: Some(p.rtcp),
+            lease: Some(p.lease),
+        }
+    }
+}
+
+/// A change to a leg, run inside the room task.
+pub type LegUpdate = Box<dyn FnOnce(&mut dyn Leg) + Send>;
+
+/// What a [`RoomHandle`] can ask of its room task.
+pub enum Command {
+    /// Adds a participant with its leg and sockets.
+    Add {
+        /// Its id (unique within the room).
+        id: ParticipantId,
+        /// The network endpoint.
+        leg: Box<dyn Leg>,
+        /// Its sockets.
+        sockets: LegSockets,
+        /// Codec and telephone-event.
+        config: ParticipantConfig,
+        /// Where its owner wants [`LegEvent`]s.
+        events: Option<mpsc::UnboundedSender<LegEvent>>,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// Removes a participant (its sockets and ports are released).
+    Remove(ParticipantId),
+    /// Mute (not heard).
+    Mute(ParticipantId, bool),
+    /// Deaf (hears silence).
+    Deaf(ParticipantId, bool),
+    /// Hold (neither heard nor sent anything).
+    Hold(ParticipantId, bool),
+    /// How loud it is heard (1.0 = unchanged).
+    Volume(ParticipantId, f32),
+    /// Plays a tone or announcement to the room.
+    Play(ParticipantId, Box<dyn AudioSource>),
+    /// A DTMF digit received in signalling (SIP INFO): reported like RFC 4733 ones.
+    Dtmf(ParticipantId, char, u32),
+    /// Runs a change on a participant's leg (e.g. a re-INVITE's new address).
+    UpdateLeg(ParticipantId, LegUpdate),
+    /// Reports a participant's jitter buffer statistics.
+    JitterStats(
+        ParticipantId,
+        oneshot::Sender<Option<crate::media::jitter::JitterStats>>,
+    ),
+    /// Subscribes to every [`RoomEvent`].
+    Subscribe(oneshot::Sender<broadcast::Receiver<RoomEvent>>),
+    /// Removes everybody and ends the room.
+    Close,
+}
+
+/// A cloneable handle on a room task.
+#[derive(Clone)]
+pub struct RoomHandle {
+    tx: mpsc::Sender<Command>,
+    /// The room's number (for logs).
+    pub id: u64,
+}
+
+impl RoomHandle {
+    /// Sends a command; `RoomGone` when the room has ended.
+    pub async fn send(&self, command: Command) -> Result<(), EngineError> {
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| EngineError::RoomGone)
+    }
+
+    /// Adds a participant and waits for the room to take it.
+    pub async fn add(
+        &self,
+        id: ParticipantId,
+        leg: Box<dyn Leg>,
+        sockets: LegSockets,
+        config: ParticipantConfig,
+        events: Option<mpsc::UnboundedSender<LegEvent>>,
+    ) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Add {
+            id,
+            leg,
+            sockets,
+            config,
+            events,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| EngineError::RoomGone)?
+    }
+
+    /// Subscribes to the room's events.
+    pub async fn subscribe(&self) -> Result<broadcast::Receiver<RoomEvent>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Subscribe(reply)).await?;
+        rx.await.map_err(|_| EngineError::RoomGone)
+    }
+
+    /// Whether the room task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The media engine: ports, rooms, limits. Shared by all calls.
+pub struct MediaEngine {
+    cfg: MediaConfig,
+    ports: PortAllocator,
+    named: Mutex<HashMap<String, RoomHandle>>,
+    metrics: Arc<Metrics>,
+    next_room: AtomicU64,
+    next_participant: AtomicU64,
+}
+
+impl MediaEngine {
+    /// An engine for `cfg`.
+    pub fn new(cfg: MediaConfig, metrics: Arc<Metrics>) -> Result<Arc<MediaEngine>, EngineError> {
+        let range = cfg.validate().map_err(EngineError::Config)?;
+        let ports = PortAllocator::new(cfg.bind, range, metrics.media.ports.clone());
+        Ok(Arc::new(MediaEngine {
+            cfg,
+            ports,
+            named: Mutex::new(HashMap::new()),
+            metrics,
+            next_room: AtomicU64::new(1),
+            next_participant: AtomicU64::new(1),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MediaConfig {
+        &self.cfg
+    }
+
+    /// The metrics this engine counts in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Binds a port pair for a new RTP leg.
+    pub fn allocate_ports(&self) -> Result<PortPair, EngineError> {
+        if self.metrics.media.legs.get() as usize >= self.cfg.max_legs {
+            return Err(EngineError::TooManyLegs);
+        }
+        self.ports.allocate()
+    }
+
+    /// The address to advertise in SDP; `signalling` is the local address
+    /// the call's SIP arrived on (used when we bind a wildcard).
+    pub fn advertised_ip(&self, signalling: IpAddr) -> IpAddr {
+        match self.cfg.advertised_address {
+            Some(ip) => ip,
+            None if !self.cfg.bind.is_unspecified() => self.cfg.bind,
+            None => signalling,
+        }
+    }
+
+    /// A fresh participant id (unique in the process).
+    pub fn participant_id(&self) -> ParticipantId {
+        ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Starts an anonymous room (a call, an echo test).
+    pub fn create_room(self: &Arc<Self>, cfg: RoomConfig) -> Result<RoomHandle, EngineError> {
+        if self.metrics.media.rooms.get() as usize >= self.cfg.max_rooms {
+            return Err(EngineError::TooManyRooms);
+        }
+        let room = Room::new(cfg)?;
+        let id = self.next_room.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(64);
+        let task = room_task::RoomTask::new(id, room, rx, self.clone(), None);
+        self.metrics.media.rooms.inc();
+        tokio::spawn(task.run());
+        Ok(RoomHandle { tx, id })
+    }
+
+    /// The named room (a conference), started when it does not exist yet.
+    /// A handle may name a room that is just ending: [`RoomHandle::add`]
+    /// then fails with `RoomGone`, and calling this again starts a new one.
+    pub fn named_room(
+        self: &Arc<Self>,
+        name: &str,
+        cfg: RoomConfig,
+    ) -> Result<RoomHandle, EngineError> {
+        let mut named = self.named.lock().map_err(|_| EngineError::RoomGone)?;
+        if let Some(handle) = named.get(name).filter(|h| !h.is_closed()) {
+            return Ok(handle.clone());
+        }
+        if self.metrics.media.rooms.get() as usize >= self.cfg.max_rooms {
+            return Err(EngineError::TooManyRooms);
+        }
+        let room = Room::new(cfg)?;
+        let id = self.next_room.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(64);
+        let task = room_task::RoomTask::new(id, room, rx, self.clone(), Some(name.to_string()));
+        self.metrics.media.rooms.inc();
+        tokio::spawn(task.run());
+        let handle = RoomHandle { tx, id };
+        named.insert(name.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Forgets a named room whose task is ending (only if it is that room).
+    fn retire(&self, name: &str, id: u64) {
+        if let Ok(mut named) = self.named.lock()
+            && named.get(name).is_some_and(|h| h.id == id)
+        {
+            named.remove(name);
+        }
+    }
+
+    /// Names of the conference rooms open now.
+    pub fn room_names(&self) -> Vec<String> {
+        self.named
+            .lock()
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}

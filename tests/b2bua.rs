@@ -1,0 +1,601 @@
+//! Calls the gateway answers itself (600 echo, 7xx conference) with SIPp as
+//! the caller: audio through an echo room and a conference room, CANCEL
+//! while ringing, BYE from us on media timeout, hold/resume by re-INVITE,
+//! DTMF by INFO; and after every call, failed or not, the media counters
+//! (rooms, legs, ports, calls) are back to zero.
+//!
+//! **How the audio is proven.** SIPp sends RTP with `play_pcap_audio`, a
+//! pcap of a known tone this test writes (raw sockets: SIPp needs root for
+//! it, so do these tests). What comes back to SIPp's media port cannot be
+//! read through SIPp, which does not record received RTP, and the port is
+//! SIPp's own; so the test captures it on the loopback interface with an
+//! `AF_PACKET` socket (also root), keeps UDP datagrams from our RTP port
+//! range to SIPp's media port, decodes their PCMA payload with our G.711
+//! decoder and measures the tone with a Goertzel filter, frame by frame.
+//! Without root the audio tests are skipped with a message.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, free_port, scenario};
+use switchboard::media::codec::g711::{alaw_to_linear, linear_to_alaw};
+use switchboard::media::dsp::goertzel;
+
+const DOMAIN: &str = "example.test";
+const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\nauth:\n  algorithms: [MD5, SHA-256]\n";
+const PLAN: &str = "rules:\n  - name: echo\n    match:\n      to: '600'\n    action:\n      echo: {}\n  - name: rooms\n    match:\n      to: { regex: '^(7[0-9]{2})$' }\n    action:\n      conference: { room: '$1' }\n";
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A free window of `n` ports (even first) on 127.0.0.1 for the RTP range.
+fn port_window(n: u16) -> (u16, u16) {
+    for _ in 0..50 {
+        let base = free_port() & !1;
+        if !(1024..=65_000).contains(&base) {
+            continue;
+        }
+        let free = (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return (base, base + n - 1);
+        }
+    }
+    panic!("no free port window");
+}
+
+struct Setup {
+    server: Server,
+    rtp: (u16, u16),
+}
+
+fn start(media_extra: &str) -> Setup {
+    start_with_users(USERS, media_extra)
+}
+
+/// [`start`] with other users/auth settings.
+fn start_with_users(users: &str, media_extra: &str) -> Setup {
+    let rtp = port_window(40);
+    let config = format!(
+        "{}{users}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n{media_extra}",
+        common::ALL_LOOPBACK,
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", PLAN)]);
+    Setup { server, rtp }
+}
+
+fn caller_csv(dir: &Path, user: &str, callee: &str) -> PathBuf {
+    let password = user.replace('u', "p");
+    let path = dir.join(format!("caller-{user}-{callee}.csv"));
+    std::fs::write(
+        &path,
+        format!(
+            "SEQUENTIAL\n{user};{password};{DOMAIN};{callee};[authentication username={user} password={password}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Writes a pcap (Ethernet/IPv4/UDP/RTP) of `seconds` of a PCMA tone at
+/// `freq` Hz, 20 ms per packet, for SIPp's `play_pcap_audio`.
+fn write_tone_pcap(path: &Path, freq: f32, seconds: u32) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+    let packets = seconds * 50;
+    for k in 0..packets {
+        let mut rtp = vec![0x80, 8];
+        rtp.extend_from_slice(&(k as u16).to_be_bytes());
+        rtp.extend_from_slice(&(k * 160).to_be_bytes());
+        rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        for n in 0..160 {
+            let t = (k * 160 + n) as f32 / 8000.0;
+            let s = (8000.0 * (2.0 * std::f32::consts::PI * freq * t).sin()) as i16;
+            rtp.push(linear_to_alaw(s));
+        }
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&[
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
+        frame.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let us = u64::from(k) * 20_000;
+        out.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Captures, on `lo`, the RTP payloads of UDP datagrams sent from a port
+/// in `from` to `to_port`, until stopped.
+struct Capture {
+    stop: Arc<AtomicBool>,
+    payloads: Arc<Mutex<Vec<Vec<u8>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Capture {
+    fn start(from: (u16, u16), to_port: u16) -> Capture {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(0x0800u16.to_be()))),
+        )
+        .expect("AF_PACKET socket (root)");
+        socket.bind_device(Some(b"lo")).expect("bind to lo");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let payloads = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, payloads) = (stop.clone(), payloads.clone());
+            std::thread::spawn(move || {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = socket.recv(&mut buf) else {
+                        continue;
+                    };
+                    // SAFETY: recv initialised the first n bytes.
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    if data.len() < 28 || data[9] != 17 {
+                        continue;
+                    }
+                    let ihl = usize::from(data[0] & 0x0f) * 4;
+                    let Some(udp) = data.get(ihl..) else { continue };
+                    if udp.len() < 8 + 12 {
+                        continue;
+                    }
+                    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+                    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+                    if dport == to_port && (from.0..=from.1).contains(&sport) && udp[8] >> 6 == 2 {
+                        let pt = udp[9] & 0x7f;
+                        if pt == 8 {
+                            payloads.lock().unwrap().push(udp[8 + 12..].to_vec());
+                        }
+                    }
+                }
+            })
+        };
+        Capture {
+            stop,
+            payloads,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.payloads.lock().unwrap())
+    }
+}
+
+/// How many captured 20 ms frames carry `freq` clearly (its Goertzel power
+/// is most of the frame's energy).
+fn frames_with_tone(payloads: &[Vec<u8>], freq: f32) -> usize {
+    payloads
+        .iter()
+        .filter(|p| {
+            let pcm: Vec<i16> = p.iter().map(|&b| alaw_to_linear(b)).collect();
+            let energy = pcm
+                .iter()
+                .map(|&s| f32::from(s) * f32::from(s))
+                .sum::<f32>()
+                / pcm.len() as f32;
+            let tone = goertzel(&pcm, 8000, freq) * 2.0;
+            energy > 1.0e5 && tone > 0.5 * energy
+        })
+        .count()
+}
+
+/// Starts SIPp on `scenario` as `user` calling `callee`, in a work dir
+/// holding tone.pcap at `freq` (None: no pcap needed).
+fn spawn_sipp(
+    setup: &Setup,
+    name: &str,
+    user: &str,
+    callee: &str,
+    media_port: u16,
+    freq: Option<f32>,
+) -> (Child, tempfile::TempDir) {
+    spawn_sipp_for(setup, name, user, callee, media_port, freq, 3)
+}
+
+/// [`spawn_sipp`] with a tone (and a call) of `seconds`.
+fn spawn_sipp_for(
+    setup: &Setup,
+    name: &str,
+    user: &str,
+    callee: &str,
+    media_port: u16,
+    freq: Option<f32>,
+    seconds: u32,
+) -> (Child, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    if let Some(freq) = freq {
+        write_tone_pcap(&work.path().join("tone.pcap"), freq, seconds);
+    }
+    let csv = caller_csv(work.path(), user, callee);
+    let child = Command::new("sipp")
+        .arg(setup.server.addr("udp").to_string())
+        .args(["-sf", scenario(name).to_str().unwrap()])
+        .args(["-inf", csv.to_str().unwrap()])
+        .args(["-d", &(seconds * 1000 + 500).to_string()])
+        .args(["-t", "u1", "-nr", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args([
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &media_port.to_string(),
+        ])
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-trace_err",
+            "-nostdin",
+        ])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
+        .spawn()
+        .expect("run sipp (apt-get install sip-tester)");
+    (child, work)
+}
+
+fn wait(mut child: Child, work: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            if !status.success() {
+                let mut details = String::new();
+                for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if name.ends_with(".log") {
+                        details
+                            .push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                    }
+                }
+                panic!("{what} failed ({status}):\n{details}");
+            }
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free even media port for SIPp (it uses the next ones for RTCP/video).
+fn media_port() -> u16 {
+    loop {
+        let p = free_port() & !1;
+        if p > 1024
+            && p < 65_000
+            && (p..p + 4).all(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok())
+        {
+            return p;
+        }
+    }
+}
+
+/// Every call, room, leg and port is gone (polls for up to 5 s).
+fn assert_nothing_left(server: &Server) {
+    let names = [
+        "switchboard_b2bua_calls",
+        "switchboard_media_rooms",
+        "switchboard_media_legs",
+        "switchboard_media_ports",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let values: Vec<u64> = names.iter().map(|n| server.metric(n)).collect();
+        if values.iter().all(|&v| v == 0) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("left over after the call: {names:?} = {values:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn echo_600_sends_the_callers_audio_back() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let setup = start("");
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    let (child, work) = spawn_sipp(&setup, "b2bua_call.xml", "u0001", "600", mp, Some(1000.0));
+    wait(child, work.path(), "echo call");
+    let payloads = capture.finish();
+    let toned = frames_with_tone(&payloads, 1000.0);
+    eprintln!(
+        "echo: {toned} of {} captured frames carry the 1 kHz tone",
+        payloads.len()
+    );
+    assert!(
+        toned >= 100,
+        "expected most of 150 tone frames back, got {toned} of {} packets",
+        payloads.len()
+    );
+    assert!(
+        setup
+            .server
+            .metric("switchboard_media_packets_received_total")
+            >= 140
+    );
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn two_callers_in_a_conference_hear_each_other() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let setup = start("");
+    let (mp_a, mp_b) = (media_port(), media_port());
+    let cap_a = Capture::start(setup.rtp, mp_a);
+    let cap_b = Capture::start(setup.rtp, mp_b);
+    let (a, work_a) = spawn_sipp(&setup, "b2bua_call.xml", "u0001", "701", mp_a, Some(1000.0));
+    let (b, work_b) = spawn_sipp(&setup, "b2bua_call.xml", "u0002", "701", mp_b, Some(600.0));
+    wait(a, work_a.path(), "conference caller A");
+    wait(b, work_b.path(), "conference caller B");
+    let (heard_a, heard_b) = (cap_a.finish(), cap_b.finish());
+    // B hears A's 1 kHz, A hears B's 600 Hz; nobody hears itself (N−1).
+    let b_hears_a = frames_with_tone(&heard_b, 1000.0);
+    let a_hears_b = frames_with_tone(&heard_a, 600.0);
+    eprintln!(
+        "conference: B heard A in {b_hears_a}/{}, A heard B in {a_hears_b}/{} frames",
+        heard_b.len(),
+        heard_a.len()
+    );
+    assert!(
+        b_hears_a >= 50,
+        "B heard A in {b_hears_a} of {} frames",
+        heard_b.len()
+    );
+    assert!(
+        a_hears_b >= 50,
+        "A heard B in {a_hears_b} of {} frames",
+        heard_a.len()
+    );
+    assert_eq!(frames_with_tone(&heard_a, 1000.0), 0, "A heard itself");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn cancel_while_ringing_gets_487_and_leaves_nothing() {
+    let setup = start("  answer_delay_ms: 3000\n");
+    let (child, work) = spawn_sipp(
+        &setup,
+        "b2bua_cancel.xml",
+        "u0001",
+        "600",
+        media_port(),
+        None,
+    );
+    wait(child, work.path(), "cancelled call");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn media_timeout_makes_us_hang_up() {
+    let setup = start("  media_timeout_secs: 2\n");
+    let started = Instant::now();
+    let (child, work) = spawn_sipp(
+        &setup,
+        "b2bua_timeout.xml",
+        "u0001",
+        "600",
+        media_port(),
+        None,
+    );
+    wait(child, work.path(), "silent call");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(setup.server.metric("switchboard_media_timeouts_total"), 1);
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn reinvite_hold_resume_and_info_dtmf() {
+    let setup = start("");
+    let (child, work) = spawn_sipp(&setup, "b2bua_hold.xml", "u0001", "702", media_port(), None);
+    wait(child, work.path(), "hold/resume call");
+    assert!(setup.server.wait_log("re-INVITE"), "re-INVITE not logged");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn webrtc_offer_without_ice_and_dtls_is_refused() {
+    let setup = start("");
+    let status = invite_with_sdp(
+        setup.server.addr("udp"),
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
+    );
+    assert!(status.starts_with("SIP/2.0 488"), "{status}");
+    assert_nothing_left(&setup.server);
+}
+
+/// An authenticated INVITE to 600 with `sdp`; returns the final status line.
+fn invite_with_sdp(server: SocketAddr, sdp: &str) -> String {
+    use std::net::UdpSocket;
+    use switchboard::auth::digest::{Algorithm, ha1, response};
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let local = socket.local_addr().unwrap();
+    let send = |cseq: u32, auth: &str| {
+        let msg = format!(
+            "INVITE sip:600@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-w{cseq};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:u0001@{DOMAIN}>;tag=w1\r\nTo: <sip:600@{DOMAIN}>\r\nCall-ID: webrtc-{}\r\nCSeq: {cseq} INVITE\r\n\
+             Contact: <sip:u0001@{local}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            local.port(),
+            sdp.len()
+        );
+        socket.send_to(msg.as_bytes(), server).unwrap();
+    };
+    let final_response = || loop {
+        let mut buf = vec![0u8; 8192];
+        let (n, _) = socket.recv_from(&mut buf).expect("response");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    };
+    send(1, "");
+    let challenge = final_response();
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    let uri = format!("sip:600@{DOMAIN}");
+    let digest = response(
+        Algorithm::Md5,
+        &ha1(Algorithm::Md5, "u0001", DOMAIN, "p0001"),
+        "INVITE",
+        &uri,
+        &nonce,
+        "00000001",
+        "c1",
+        Some("auth"),
+    );
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"u0001\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n"
+    );
+    send(2, &auth);
+    let text = final_response();
+    // ACK the non-2xx final response (same transaction: top Via, To with tag).
+    let to = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .unwrap_or_default();
+    let ack = format!(
+        "ACK sip:600@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-w2;rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:u0001@{DOMAIN}>;tag=w1\r\n{to}\r\nCall-ID: webrtc-{}\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+        local.port()
+    );
+    socket.send_to(ack.as_bytes(), server).unwrap();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// Issue 5: a browser (Opus over WebRTC) and an RTP participant (SIPp, PCMA)
+/// in one conference room: each hears the other, transcoded both ways. The
+/// browser checks SIPp's 1 kHz tone with WebAudio; the capture of what we
+/// send SIPp must carry the browser's 440 Hz fake microphone.
+#[test]
+fn browser_and_rtp_phone_hear_each_other_in_a_conference() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    // MD5 only: SIPp answers the first challenge, SIP.js the last.
+    let setup = start_with_users(&USERS.replace("[MD5, SHA-256]", "[MD5]"), "");
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    let (sipp, work) = spawn_sipp_for(
+        &setup,
+        "b2bua_call.xml",
+        "u0002",
+        "705",
+        mp,
+        Some(1000.0),
+        14,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let browser = common::repo().join("interop-tests").join("browser");
+    let out = Command::new("node")
+        .arg(browser.join("run.mjs"))
+        .args(["--wss", &format!("wss://{}", setup.server.addr("wss"))])
+        .args(["--domain", DOMAIN, "--user1", "u0001:p0001"])
+        .args([
+            "--scenario",
+            "join:sipjs:705:1000",
+            "--talk",
+            "3",
+            "--timeout",
+            "40",
+        ])
+        .current_dir(&browser)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("PASS join:sipjs:705:1000"),
+        "browser side failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait(sipp, work.path(), "SIPp in the conference");
+    let heard = capture.finish();
+    let from_browser = frames_with_tone(&heard, 440.0);
+    eprintln!(
+        "SIPp heard the browser's 440 Hz in {from_browser} of {} frames",
+        heard.len()
+    );
+    assert!(
+        from_browser >= 50,
+        "SIPp heard the browser in {from_browser} of {} frames",
+        heard.len()
+    );
+    assert_nothing_left(&setup.server);
+}
