@@ -313,7 +313,7 @@ fn web_root_serves_a_directory_instead_of_the_embedded_page() {
     let work = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         work.path().join("switchboard.yaml"),
-        "listen:\n  udp: []\n  tcp: []\n  tls: []\n  https: []\n  http: ['127.0.0.1:0']\n  admin: []\n",
+        "listen:\n  udp: []\n  tcp: []\n  tls: []\n  https: []\n  http: ['127.0.0.1:0']\n  admin: []\nturn:\n  enabled: false\n",
     )
     .expect("config");
     let mut child = Command::new(common::binary())
