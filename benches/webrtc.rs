@@ -209,8 +209,7 @@ fn run(frames: usize, label: &str, opus: &[Bytes], ulaw: &[Vec<u8>]) {
     if std::env::var("NO_FEC").is_ok() {
         participant.codec.opus.fec = false;
     }
-    room.add_participant(ParticipantId(1), participant)
-        .unwrap();
+    room.add_participant(ParticipantId(1), participant).unwrap();
     room.add_participant(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcmu()))
         .unwrap();
     let (mut t_in, mut t_out, mut t_room, mut t_timeout) = (0.0, 0.0, 0.0, 0.0);

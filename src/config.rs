@@ -408,13 +408,13 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
                     ),
                 );
             }
-            if addr.port() != 0 {
-                if let Some(other) = seen.insert((datagram, addr), key) {
-                    problem(
-                        entry.referenced,
-                        format!("{key}: '{addr}' is already used by {other}"),
-                    );
-                }
+            if addr.port() != 0
+                && let Some(other) = seen.insert((datagram, addr), key)
+            {
+                problem(
+                    entry.referenced,
+                    format!("{key}: '{addr}' is already used by {other}"),
+                );
             }
             out.push(addr);
         }
@@ -635,10 +635,10 @@ fn locate_key(text: &str, block: (u64, u64), key: &str) -> (u64, u64) {
             Some(first) if indent < first => break,
             Some(_) => {}
         }
-        if let Some(rest) = trimmed.strip_prefix(key) {
-            if rest.trim_start().starts_with(':') {
-                return (index as u64 + 1, indent as u64 + 1);
-            }
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with(':')
+        {
+            return (index as u64 + 1, indent as u64 + 1);
         }
     }
     block

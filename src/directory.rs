@@ -208,25 +208,23 @@ impl Directory {
                     });
                     continue;
                 }
-                if let Some(h) = &config.ha1_md5 {
-                    if !is_hex(h, 32) {
-                        problems.push(DirectoryProblem {
-                            line,
-                            column,
-                            message: format!("users '{username}': ha1_md5 must be 32 hex digits"),
-                        });
-                    }
+                if let Some(h) = &config.ha1_md5
+                    && !is_hex(h, 32)
+                {
+                    problems.push(DirectoryProblem {
+                        line,
+                        column,
+                        message: format!("users '{username}': ha1_md5 must be 32 hex digits"),
+                    });
                 }
-                if let Some(h) = &config.ha1_sha256 {
-                    if !is_hex(h, 64) {
-                        problems.push(DirectoryProblem {
-                            line,
-                            column,
-                            message: format!(
-                                "users '{username}': ha1_sha256 must be 64 hex digits"
-                            ),
-                        });
-                    }
+                if let Some(h) = &config.ha1_sha256
+                    && !is_hex(h, 64)
+                {
+                    problems.push(DirectoryProblem {
+                        line,
+                        column,
+                        message: format!("users '{username}': ha1_sha256 must be 64 hex digits"),
+                    });
                 }
                 if config.groups.iter().any(|g| g.trim().is_empty()) {
                     problems.push(DirectoryProblem {

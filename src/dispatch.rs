@@ -75,13 +75,13 @@ impl FastAnswer for Services {
 pub async fn run(services: Arc<Services>, mut incoming: TransactionReceiver) {
     let core = services.core.clone();
     while let Some(mut transaction) = incoming.recv().await {
-        if transaction.original.method != Method::Ack {
-            if let Some(previous) = core.completed_response(&transaction.key) {
-                tokio::spawn(async move {
-                    let _ = transaction.respond(previous).await;
-                });
-                continue;
-            }
+        if transaction.original.method != Method::Ack
+            && let Some(previous) = core.completed_response(&transaction.key)
+        {
+            tokio::spawn(async move {
+                let _ = transaction.respond(previous).await;
+            });
+            continue;
         }
         core.metrics().requests_processed.inc();
         let call_id = transaction

@@ -220,11 +220,11 @@ impl Authenticator {
             self.metrics.auth_bans.inc();
             warn!(%source, "authentication failures: source address banned");
         }
-        if let Some(user) = username {
-            if state.by_user.record_failure(&user, now) {
-                self.metrics.auth_bans.inc();
-                warn!(username = %user, "authentication failures: username banned");
-            }
+        if let Some(user) = username
+            && state.by_user.record_failure(&user, now)
+        {
+            self.metrics.auth_bans.inc();
+            warn!(username = %user, "authentication failures: username banned");
         }
         Outcome::Challenge { stale: false }
     }

@@ -742,13 +742,13 @@ async fn reply_with_reason(server: &mut Transaction, code: u16, reason: &str) {
         .iter()
         .find(|h| matches!(h, Header::To(_)))
         .cloned();
-    if let Some(Header::To(to)) = to_header {
-        if !to.value().contains(";tag=") {
-            let tagged = Header::To(format!("{};tag={}", to.value(), random_tag()).into());
-            for header in response.headers.iter_mut() {
-                if matches!(header, Header::To(_)) {
-                    *header = tagged.clone();
-                }
+    if let Some(Header::To(to)) = to_header
+        && !to.value().contains(";tag=")
+    {
+        let tagged = Header::To(format!("{};tag={}", to.value(), random_tag()).into());
+        for header in response.headers.iter_mut() {
+            if matches!(header, Header::To(_)) {
+                *header = tagged.clone();
             }
         }
     }

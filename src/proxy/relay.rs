@@ -102,12 +102,11 @@ impl Upstream {
             .make_response(&self.original, response_status, None);
         if code >= 200 {
             for header in response.headers.iter_mut() {
-                if let Header::To(to) = header {
-                    if !to.value().contains(";tag=") {
-                        *header = Header::To(
-                            format!("{};tag={}", to.value(), super::random_tag()).into(),
-                        );
-                    }
+                if let Header::To(to) = header
+                    && !to.value().contains(";tag=")
+                {
+                    *header =
+                        Header::To(format!("{};tag={}", to.value(), super::random_tag()).into());
                 }
             }
             self.answered = true;

@@ -68,12 +68,12 @@ impl MemoryStore {
 impl Shard {
     fn reindex(&mut self, aor: &str, before: &[Option<ConnectionId>], after: &[Binding]) {
         for flow in before.iter().flatten() {
-            if !after.iter().any(|b| b.flow == Some(*flow)) {
-                if let Some(list) = self.flows.get_mut(flow) {
-                    list.retain(|a| a != aor);
-                    if list.is_empty() {
-                        self.flows.remove(flow);
-                    }
+            if !after.iter().any(|b| b.flow == Some(*flow))
+                && let Some(list) = self.flows.get_mut(flow)
+            {
+                list.retain(|a| a != aor);
+                if list.is_empty() {
+                    self.flows.remove(flow);
                 }
             }
         }
@@ -148,10 +148,8 @@ impl LocationStore for MemoryStore {
                 let before = list.len();
                 list.retain(|b| {
                     let live = b.expires_at > now;
-                    if !live {
-                        if let Some(flow) = b.flow {
-                            dead_flows.push((flow, aor.clone()));
-                        }
+                    if !live && let Some(flow) = b.flow {
+                        dead_flows.push((flow, aor.clone()));
                     }
                     live
                 });
@@ -168,12 +166,10 @@ impl LocationStore for MemoryStore {
                     .aors
                     .get(&aor)
                     .is_some_and(|l| l.iter().any(|b| b.flow == Some(flow)));
-                if !still_used {
-                    if let Some(list) = shard.flows.get_mut(&flow) {
-                        list.retain(|a| a != &aor);
-                        if list.is_empty() {
-                            shard.flows.remove(&flow);
-                        }
+                if !still_used && let Some(list) = shard.flows.get_mut(&flow) {
+                    list.retain(|a| a != &aor);
+                    if list.is_empty() {
+                        shard.flows.remove(&flow);
                     }
                 }
             }

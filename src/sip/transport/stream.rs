@@ -200,11 +200,10 @@ pub async fn serve<S>(
                             break 'conn Close::Framing;
                         }
                     };
-                    if let Some(reply) = reply {
-                        if let Err(e) = write(&mut writer, &reply, &limits).await {
+                    if let Some(reply) = reply
+                        && let Err(e) = write(&mut writer, &reply, &limits).await {
                             break 'conn Close::Io(e);
                         }
-                    }
                 }
                 partial_since = match (framer.is_partial(), partial_since) {
                     (false, _) => None,
