@@ -18,7 +18,7 @@ use crate::media::sdp::{Direction, LocalMedia, MediaTransport, Negotiated, Sessi
 use crate::media::webrtc::WebRtcLeg;
 use crate::sip::{
     Header, HeadersExt, Method, Request, Response, SipMessage, StatusCode, Transaction,
-    TransactionKey, TransactionRole, TransportKind, Version,
+    TransactionKey, TransactionRole, Version,
 };
 
 /// The INVITE server transaction as the B2BUA sees it. The proxy's
@@ -46,26 +46,6 @@ struct Prepared {
     leg: Box<dyn Leg>,
     sockets: LegSockets,
     config: ParticipantConfig,
-}
-
-fn transport_param(kind: TransportKind) -> &'static str {
-    match kind {
-        TransportKind::Udp => "",
-        TransportKind::Tcp => ";transport=tcp",
-        TransportKind::Tls => ";transport=tls",
-        TransportKind::Ws => ";transport=ws",
-        TransportKind::Wss => ";transport=wss",
-    }
-}
-
-fn via_transport(kind: TransportKind) -> &'static str {
-    match kind {
-        TransportKind::Udp => "UDP",
-        TransportKind::Tcp => "TCP",
-        TransportKind::Tls => "TLS",
-        TransportKind::Ws => "WS",
-        TransportKind::Wss => "WSS",
-    }
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -150,7 +130,7 @@ impl Dialog {
         let mut headers: Vec<Header> = vec![Header::Via(
             format!(
                 "SIP/2.0/{} {};branch=z9hG4bK-sbb{};rport",
-                via_transport(self.peer.kind),
+                self.peer.kind.via_name(),
                 self.peer.local,
                 random_hex(8)
             )
@@ -383,7 +363,7 @@ pub async fn answer<S: InviteServer>(
         "<sip:{CONTACT_PREFIX}{}@{}{}>",
         dialog.tag,
         peer.local,
-        transport_param(peer.kind)
+        peer.kind.uri_param()
     );
     let now = Instant::now();
     let (mut call, answer_sdp, actions, prepared) =

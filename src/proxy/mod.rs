@@ -64,26 +64,6 @@ fn random_branch() -> String {
     format!("z9hG4bK-sb{hex}")
 }
 
-fn transport_param(kind: TransportKind) -> &'static str {
-    match kind {
-        TransportKind::Udp => "",
-        TransportKind::Tcp => ";transport=tcp",
-        TransportKind::Tls => ";transport=tls",
-        TransportKind::Ws => ";transport=ws",
-        TransportKind::Wss => ";transport=wss",
-    }
-}
-
-fn via_transport(kind: TransportKind) -> &'static str {
-    match kind {
-        TransportKind::Udp => "UDP",
-        TransportKind::Tcp => "TCP",
-        TransportKind::Tls => "TLS",
-        TransportKind::Ws => "WS",
-        TransportKind::Wss => "WSS",
-    }
-}
-
 /// Removes the topmost Via value (ours) from a response; a Via header may
 /// carry several comma-separated values.
 pub(crate) fn pop_via(headers: &mut crate::sip::Headers) {
@@ -176,12 +156,7 @@ impl Proxy {
     fn record_route(&self, hop: Hop, leg: &Target) -> Header {
         let token = self.tokens.encode(hop);
         Header::RecordRoute(
-            format!(
-                "<sip:{token}@{}{};lr>",
-                leg.local,
-                transport_param(leg.kind)
-            )
-            .into(),
+            format!("<sip:{token}@{}{};lr>", leg.local, leg.kind.uri_param()).into(),
         )
     }
 
@@ -203,7 +178,7 @@ impl Proxy {
         let via = Header::Via(
             format!(
                 "SIP/2.0/{} {};branch={};rport",
-                via_transport(leg.kind),
+                leg.kind.via_name(),
                 leg.local,
                 random_branch()
             )

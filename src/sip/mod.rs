@@ -90,6 +90,29 @@ impl TransportKind {
         }
     }
 
+    /// The URI parameter that selects this transport (`;transport=tcp`;
+    /// nothing for UDP, the default).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Self::Udp => "",
+            Self::Tcp => ";transport=tcp",
+            Self::Tls => ";transport=tls",
+            Self::Ws => ";transport=ws",
+            Self::Wss => ";transport=wss",
+        }
+    }
+
+    /// The transport token of a Via header (`SIP/2.0/<this>`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+            Self::Ws => "WS",
+            Self::Wss => "WSS",
+        }
+    }
+
     /// The stack's transport value (used in Via and SipAddr).
     pub fn sip_transport(self) -> Transport {
         match self {

@@ -49,6 +49,7 @@ use tracing::{debug, info, warn};
 use super::codec::{CodecKind, CodecSpec};
 use super::leg::{Leg, LegClosed, LegIo, LegStats};
 use super::room::{InPacket, OutFrame, ParticipantConfig};
+use super::sdp::{Direction, SessionDescription};
 
 /// RFC 6464 client-to-mixer audio level header extension.
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -240,41 +241,23 @@ impl WebRtcLeg {
     }
 }
 
-/// The direction attribute of the first audio section of `sdp` (sendrecv
-/// when absent).
-fn audio_direction(sdp: &str) -> &'static str {
-    let mut in_audio = false;
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if line.starts_with("m=") {
-            if in_audio {
-                break;
-            }
-            in_audio = line.starts_with("m=audio");
-            continue;
-        }
-        if in_audio {
-            for d in ["sendrecv", "sendonly", "recvonly", "inactive"] {
-                if line.strip_prefix("a=") == Some(d) {
-                    return d;
-                }
-            }
-        }
-    }
-    "sendrecv"
-}
-
 /// Sets our audio direction to the RFC 3264 §6.1 answer to the offer's
 /// (webrtc-rs 0.21 answers `sendrecv` to a `sendonly` hold offer, which
 /// browsers refuse): sendonly → recvonly, recvonly → sendonly, inactive →
 /// inactive, sendrecv → sendrecv.
 pub fn answer_direction(answer: &str, offer: &str) -> String {
-    let want = match audio_direction(offer) {
-        "sendonly" => "recvonly",
-        "recvonly" => "sendonly",
-        "inactive" => "inactive",
-        _ => "sendrecv",
-    };
+    let want = SessionDescription::parse(offer.as_bytes())
+        .ok()
+        .and_then(|d| {
+            let index = d
+                .media
+                .iter()
+                .position(|m| m.media.eq_ignore_ascii_case("audio"))?;
+            Some(d.direction(index))
+        })
+        .unwrap_or(Direction::SendRecv)
+        .answer()
+        .as_str();
     let mut in_audio = false;
     let mut out = String::with_capacity(answer.len());
     for line in answer.split("\r\n").filter(|l| !l.is_empty()) {
@@ -570,59 +553,24 @@ pub fn tidy_answer(sdp: &str, opus_max_playback_rate: Option<u32>) -> String {
 /// answer (ours or the browser's): the first audio format of the first
 /// audio m-line is the one both sides send.
 pub fn negotiated_from_answer(sdp: &str) -> Option<Negotiated> {
-    let mut in_audio = false;
-    let mut formats: Vec<u8> = Vec::new();
-    let mut rtpmap: Vec<(u8, String, u32)> = Vec::new();
-    let mut audio_level_ext = None;
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if let Some(m) = line.strip_prefix("m=") {
-            if in_audio {
-                break;
-            }
-            let mut parts = m.split_whitespace();
-            in_audio = parts.next() == Some("audio") && parts.next() != Some("0");
-            if in_audio {
-                formats = parts.skip(1).filter_map(|f| f.parse().ok()).collect();
-            }
-            continue;
-        }
-        if !in_audio {
-            continue;
-        }
-        if let Some(r) = line.strip_prefix("a=rtpmap:") {
-            let mut it = r.splitn(2, ' ');
-            let (Some(pt), Some(enc)) = (it.next(), it.next()) else {
-                continue;
-            };
-            let Ok(pt) = pt.parse::<u8>() else { continue };
-            let mut e = enc.split('/');
-            let name = e.next().unwrap_or("").to_ascii_lowercase();
-            let rate = e.next().and_then(|r| r.parse().ok()).unwrap_or(8000);
-            rtpmap.push((pt, name, rate));
-        } else if let Some(x) = line.strip_prefix("a=extmap:") {
-            let mut it = x.split_whitespace();
-            let (Some(id), Some(uri)) = (it.next(), it.next()) else {
-                continue;
-            };
-            if uri == AUDIO_LEVEL_URI {
-                audio_level_ext = id.split('/').next().and_then(|i| i.parse().ok());
-            }
-        }
-    }
+    let desc = SessionDescription::parse(sdp.as_bytes()).ok()?;
+    let audio = desc
+        .media
+        .iter()
+        .find(|m| m.media.eq_ignore_ascii_case("audio") && m.port != 0)?;
+    // Static payload types may come without an rtpmap.
     let lookup = |pt: u8| -> Option<(String, u32)> {
-        rtpmap
-            .iter()
-            .find(|(p, _, _)| *p == pt)
-            .map(|(_, n, r)| (n.clone(), *r))
-            .or(match pt {
+        match audio.rtpmap(pt) {
+            Some(map) => Some((map.encoding.to_ascii_lowercase(), map.clock_rate)),
+            None => match pt {
                 0 => Some(("pcmu".into(), 8000)),
                 8 => Some(("pcma".into(), 8000)),
                 9 => Some(("g722".into(), 8000)),
                 _ => None,
-            })
+            },
+        }
     };
-    let spec = formats.iter().find_map(|&pt| {
+    let spec = audio.payload_types().find_map(|pt| {
         let (name, _) = lookup(pt)?;
         match name.as_str() {
             "opus" => Some(CodecSpec::opus(pt)),
@@ -635,13 +583,22 @@ pub fn negotiated_from_answer(sdp: &str) -> Option<Negotiated> {
     let mut participant = ParticipantConfig::new(spec);
     participant.initial_timestamp = rand::random();
     let te_rate = spec.kind.clock_rate();
-    let te = formats.iter().find_map(|&pt| {
-        let (name, rate) = lookup(pt)?;
-        (name == "telephone-event" && rate == te_rate).then_some(pt)
+    let te = audio.payload_types().find(|&pt| {
+        lookup(pt).is_some_and(|(name, rate)| name == "telephone-event" && rate == te_rate)
     });
     if let Some(pt) = te {
         participant = participant.with_telephone_event(pt, te_rate);
     }
+    let audio_level_ext = audio
+        .attributes
+        .iter()
+        .filter(|a| a.name.eq_ignore_ascii_case("extmap"))
+        .filter_map(|a| a.value.as_deref())
+        .find_map(|v| {
+            let mut it = v.split_whitespace();
+            let (id, uri) = (it.next()?, it.next()?);
+            (uri == AUDIO_LEVEL_URI).then(|| id.split('/').next()?.parse().ok())?
+        });
     Some(Negotiated {
         participant,
         audio_level_ext,
