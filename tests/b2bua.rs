@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -466,77 +465,16 @@ fn reinvite_hold_resume_and_info_dtmf() {
 #[test]
 fn webrtc_offer_without_ice_and_dtls_is_refused() {
     let setup = start("");
-    let status = invite_with_sdp(
+    let status = common::authenticated_invite_with_sdp(
         setup.server.addr("udp"),
+        DOMAIN,
+        "u0001",
+        "p0001",
+        "600",
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
     );
     assert!(status.starts_with("SIP/2.0 488"), "{status}");
     assert_nothing_left(&setup.server);
-}
-
-/// An authenticated INVITE to 600 with `sdp`; returns the final status line.
-fn invite_with_sdp(server: SocketAddr, sdp: &str) -> String {
-    use std::net::UdpSocket;
-    use switchboard::auth::digest::{Algorithm, ha1, response};
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let local = socket.local_addr().unwrap();
-    let send = |cseq: u32, auth: &str| {
-        let msg = format!(
-            "INVITE sip:600@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-w{cseq};rport\r\nMax-Forwards: 70\r\n\
-             From: <sip:u0001@{DOMAIN}>;tag=w1\r\nTo: <sip:600@{DOMAIN}>\r\nCall-ID: webrtc-{}\r\nCSeq: {cseq} INVITE\r\n\
-             Contact: <sip:u0001@{local}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            local.port(),
-            sdp.len()
-        );
-        socket.send_to(msg.as_bytes(), server).unwrap();
-    };
-    let final_response = || loop {
-        let mut buf = vec![0u8; 8192];
-        let (n, _) = socket.recv_from(&mut buf).expect("response");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
-            return text;
-        }
-    };
-    send(1, "");
-    let challenge = final_response();
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap_or_default()
-        .to_string();
-    let uri = format!("sip:600@{DOMAIN}");
-    let digest = response(
-        Algorithm::Md5,
-        &ha1(Algorithm::Md5, "u0001", DOMAIN, "p0001"),
-        "INVITE",
-        &uri,
-        &nonce,
-        "00000001",
-        "c1",
-        Some("auth"),
-    );
-    let auth = format!(
-        "Proxy-Authorization: Digest username=\"u0001\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n"
-    );
-    send(2, &auth);
-    let text = final_response();
-    // ACK the non-2xx final response (same transaction: top Via, To with tag).
-    let to = text
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
-        .unwrap_or_default();
-    let ack = format!(
-        "ACK sip:600@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-w2;rport\r\nMax-Forwards: 70\r\n\
-         From: <sip:u0001@{DOMAIN}>;tag=w1\r\n{to}\r\nCall-ID: webrtc-{}\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
-        local.port()
-    );
-    socket.send_to(ack.as_bytes(), server).unwrap();
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 /// Issue 5: a browser (Opus over WebRTC) and an RTP participant (SIPp, PCMA)

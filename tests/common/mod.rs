@@ -380,6 +380,19 @@ pub fn authenticated_invite(
     password: &str,
     callee: &str,
 ) -> String {
+    authenticated_invite_with_sdp(server, domain, caller, password, callee, "")
+}
+
+/// [`authenticated_invite`] carrying `sdp` (none when empty); a non-2xx
+/// final response is ACKed (same transaction: top Via, To with its tag).
+pub fn authenticated_invite_with_sdp(
+    server: SocketAddr,
+    domain: &str,
+    caller: &str,
+    password: &str,
+    callee: &str,
+    sdp: &str,
+) -> String {
     use switchboard::auth::digest::{Algorithm, ha1, response};
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
@@ -387,12 +400,18 @@ pub fn authenticated_invite(
         .unwrap();
     let local = socket.local_addr().unwrap();
     let call_id = format!("invite-{callee}-{}", local.port());
+    let body_headers = if sdp.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_string()
+    };
     let send = |cseq: u32, auth: &str| {
         let msg = format!(
             "INVITE sip:{callee}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i{cseq}-{};rport\r\nMax-Forwards: 70\r\n\
              From: <sip:{caller}@{domain}>;tag=a1\r\nTo: <sip:{callee}@{domain}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
-             Contact: <sip:{caller}@{local}>\r\n{auth}Content-Length: 0\r\n\r\n",
-            local.port()
+             Contact: <sip:{caller}@{local}>\r\n{auth}{body_headers}Content-Length: {}\r\n\r\n{sdp}",
+            local.port(),
+            sdp.len()
         );
         socket.send_to(msg.as_bytes(), server).unwrap();
     };
@@ -428,11 +447,20 @@ pub fn authenticated_invite(
         "Proxy-Authorization: Digest username=\"{caller}\", realm=\"{domain}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n"
     );
     send(2, &auth);
-    final_response()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    let text = final_response();
+    if !text.starts_with("SIP/2.0 2") {
+        let to = text
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+            .unwrap_or_default();
+        let ack = format!(
+            "ACK sip:{callee}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i2-{};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{caller}@{domain}>;tag=a1\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+            local.port()
+        );
+        socket.send_to(ack.as_bytes(), server).unwrap();
+    }
+    text.lines().next().unwrap_or_default().to_string()
 }
 
 pub mod ws;
