@@ -261,7 +261,19 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         .find(|l| l.local_addr().is_ipv4())
         .or(udp.first())
         .map(|l| (advertised(l.local_addr()), l.connection().clone()));
-    let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.value.name.clone()).collect();
+    let outbound = crate::sip::outbound::Outbound::new(
+        core.clone(),
+        udp.iter()
+            .map(|l| (advertised(l.local_addr()), l.connection().clone()))
+            .collect(),
+        streams
+            .iter()
+            .map(|l| (l.kind(), advertised(l.local_addr())))
+            .collect(),
+    );
+    let trunks =
+        crate::trunks::Trunks::new(config.trunks.iter().map(|t| t.value.clone()).collect());
+    let trunk_names = trunks.names();
     let groups: BTreeSet<String> = config
         .domains
         .iter()
@@ -291,6 +303,8 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         engine,
         Capabilities::default(),
         Arc::new(webrtc),
+        outbound,
+        trunks.clone(),
     );
     let proxy = Arc::new(Proxy {
         core: core.clone(),

@@ -18,6 +18,8 @@ pub mod call;
 mod driver;
 
 use crate::media::webrtc::WebRtcConfig;
+use crate::sip::outbound::Outbound;
+use crate::trunks::Trunks;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,6 +70,10 @@ pub struct B2bua {
     pub caps: Capabilities,
     /// Settings (DTLS certificate, codecs) of the browsers' WebRTC legs.
     pub webrtc: Arc<WebRtcConfig>,
+    /// Sends the requests we originate towards trunks.
+    pub outbound: Arc<Outbound>,
+    /// The trunk table.
+    pub trunks: Arc<Trunks>,
     dialogs: Mutex<HashMap<DialogKey, mpsc::UnboundedSender<Transaction>>>,
 }
 
@@ -81,12 +87,16 @@ impl B2bua {
         engine: Arc<MediaEngine>,
         caps: Capabilities,
         webrtc: Arc<WebRtcConfig>,
+        outbound: Arc<Outbound>,
+        trunks: Arc<Trunks>,
     ) -> Arc<B2bua> {
         Arc::new(B2bua {
             core,
             engine,
             caps,
             webrtc,
+            outbound,
+            trunks,
             dialogs: Mutex::new(HashMap::new()),
         })
     }

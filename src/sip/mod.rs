@@ -12,6 +12,7 @@ pub mod framer;
 pub mod inspect;
 pub mod limits;
 pub mod nist;
+pub mod outbound;
 pub mod response;
 pub mod transport;
 

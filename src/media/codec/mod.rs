@@ -66,6 +66,25 @@ pub enum CodecKind {
     Opus,
 }
 
+impl<'de> serde::Deserialize<'de> for CodecKind {
+    /// Reads a codec name as in SDP, case-insensitively (`PCMU`, `pcma`,
+    /// `G722`, `opus`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        [
+            CodecKind::Pcmu,
+            CodecKind::Pcma,
+            CodecKind::G722,
+            CodecKind::Opus,
+        ]
+        .into_iter()
+        .find(|k| k.name().eq_ignore_ascii_case(name.trim()))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown codec '{name}' (PCMU, PCMA, G722 or opus)"))
+        })
+    }
+}
+
 impl CodecKind {
     /// SDP encoding name.
     pub fn name(self) -> &'static str {

@@ -54,6 +54,11 @@ impl StreamListener {
         self.local
     }
 
+    /// TCP or TLS.
+    pub fn kind(&self) -> TransportKind {
+        self.kind
+    }
+
     /// Accepts connections until shutdown.
     pub fn spawn(self, core: Arc<SipCore>) {
         info!(transport = self.kind.as_str(), addr = %self.local, "listening");
@@ -132,15 +137,30 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Some(open) = open_flow(&core, kind, local, remote).await else {
+        return;
+    };
+    serve_flow(core, io, kind, remote, slot, open).await
+}
+
+/// Serves a stream connection whose flow is already registered (a
+/// connection we dialled: the caller needed its handle before serving).
+pub async fn serve_flow<S>(
+    core: Arc<SipCore>,
+    io: S,
+    kind: TransportKind,
+    remote: SocketAddr,
+    slot: Slot,
+    open: OpenFlow,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = core.limits().clone();
-    let Some(OpenFlow {
+    let OpenFlow {
         connection,
         guard: flow,
         mut outgoing,
-    }) = open_flow(&core, kind, local, remote).await
-    else {
-        return;
-    };
+    } = open;
     let counters = core.metrics().transport(kind);
     debug!(%remote, transport = kind.as_str(), flow = %flow.id(), "connection open");
 

@@ -1,0 +1,292 @@
+//! The live trunk table: the configuration in force, each trunk's status
+//! (registration, health) and its call counters. Replaced as a whole on
+//! reload; a trunk that keeps its name keeps its counters and status.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::config::TrunkConfig;
+
+/// A trunk's health and registration, as last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrunkStatus {
+    /// False once OPTIONS probing found it unreachable (or registration
+    /// failed for good); a trunk that is down is skipped by failover.
+    pub down: bool,
+    /// Why it is down, or the last registration problem.
+    pub reason: Option<String>,
+    /// Registered (when registration is configured).
+    pub registered: bool,
+    /// Seconds since the Unix epoch when the registration expires.
+    pub registered_until: Option<u64>,
+}
+
+/// Why a call was not allowed on a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitRefused {
+    /// `max_calls` reached.
+    #[error("too many concurrent calls")]
+    Calls,
+    /// `max_cps` reached.
+    #[error("too many calls per second")]
+    Rate,
+    /// The trunk is down.
+    #[error("trunk is down")]
+    Down,
+}
+
+/// One trunk at run time.
+#[derive(Debug)]
+pub struct Trunk {
+    /// Its configuration.
+    pub config: TrunkConfig,
+    status: Mutex<TrunkStatus>,
+    calls: Arc<AtomicU32>,
+    /// Start of the current one-second window and calls started in it.
+    window: Mutex<(Instant, u32)>,
+    /// Addresses `host` resolved to (for recognising inbound requests).
+    resolved: Mutex<Vec<IpAddr>>,
+}
+
+/// Holds one call slot on a trunk; dropping it frees the slot.
+#[derive(Debug)]
+pub struct CallPermit {
+    calls: Arc<AtomicU32>,
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        self.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Trunk {
+    /// A trunk that has not been probed yet (up).
+    pub fn new(config: TrunkConfig) -> Trunk {
+        let resolved = config.host.parse::<IpAddr>().into_iter().collect();
+        Trunk {
+            config,
+            status: Mutex::new(TrunkStatus::default()),
+            calls: Arc::new(AtomicU32::new(0)),
+            window: Mutex::new((Instant::now(), 0)),
+            resolved: Mutex::new(resolved),
+        }
+    }
+
+    /// The trunk's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The current status.
+    pub fn status(&self) -> TrunkStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Changes the status.
+    pub fn update_status(&self, f: impl FnOnce(&mut TrunkStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Whether failover may use it.
+    pub fn is_up(&self) -> bool {
+        !self.status().down
+    }
+
+    /// Calls in progress on this trunk.
+    pub fn active_calls(&self) -> u32 {
+        self.calls.load(Ordering::Acquire)
+    }
+
+    /// Takes a call slot, checking state and limits.
+    pub fn try_acquire(&self, now: Instant) -> Result<CallPermit, LimitRefused> {
+        if !self.is_up() {
+            return Err(LimitRefused::Down);
+        }
+        let max = self.config.max_calls;
+        let previous = self.calls.fetch_add(1, Ordering::AcqRel);
+        let permit = CallPermit {
+            calls: self.calls.clone(),
+        };
+        if max > 0 && previous >= max {
+            return Err(LimitRefused::Calls);
+        }
+        if self.config.max_cps > 0 {
+            let mut window = self.window.lock().map_err(|_| LimitRefused::Rate)?;
+            if now.duration_since(window.0) >= Duration::from_secs(1) {
+                *window = (now, 0);
+            }
+            if window.1 >= self.config.max_cps {
+                return Err(LimitRefused::Rate);
+            }
+            window.1 += 1;
+        }
+        Ok(permit)
+    }
+
+    /// Records the addresses `host` resolves to.
+    pub fn set_resolved(&self, addrs: Vec<IpAddr>) {
+        if let Ok(mut r) = self.resolved.lock() {
+            *r = addrs;
+        }
+    }
+
+    /// Whether a request from `ip` comes from this trunk: one of its
+    /// `inbound` networks, or (none configured) an address of its host or
+    /// outbound proxy.
+    pub fn matches_source(&self, ip: IpAddr) -> bool {
+        if !self.config.inbound.is_empty() {
+            return self.config.allows_inbound(ip);
+        }
+        self.resolved
+            .lock()
+            .map(|r| r.contains(&ip))
+            .unwrap_or(false)
+    }
+
+    /// Shares the counters and status of the trunk it replaces.
+    fn inherit(mut self, old: &Trunk) -> Trunk {
+        self.calls = old.calls.clone();
+        if let Ok(s) = old.status.lock() {
+            self.status = Mutex::new(s.clone());
+        }
+        if let Ok(r) = old.resolved.lock()
+            && self.config.host == old.config.host
+        {
+            self.resolved = Mutex::new(r.clone());
+        }
+        self
+    }
+}
+
+/// Every configured trunk, replaceable at run time.
+#[derive(Debug)]
+pub struct Trunks {
+    current: ArcSwap<Vec<Arc<Trunk>>>,
+}
+
+impl Trunks {
+    /// A table of these trunks.
+    pub fn new(configs: Vec<TrunkConfig>) -> Arc<Trunks> {
+        Arc::new(Trunks {
+            current: ArcSwap::from_pointee(
+                configs.into_iter().map(Trunk::new).map(Arc::new).collect(),
+            ),
+        })
+    }
+
+    /// The trunk of this name.
+    pub fn get(&self, name: &str) -> Option<Arc<Trunk>> {
+        self.current
+            .load()
+            .iter()
+            .find(|t| t.name() == name)
+            .cloned()
+    }
+
+    /// Every trunk.
+    pub fn all(&self) -> Vec<Arc<Trunk>> {
+        self.current.load().iter().cloned().collect()
+    }
+
+    /// Names of every trunk.
+    pub fn names(&self) -> Vec<String> {
+        self.current
+            .load()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect()
+    }
+
+    /// The trunk a request from `ip` belongs to.
+    pub fn identify(&self, ip: IpAddr) -> Option<Arc<Trunk>> {
+        self.current
+            .load()
+            .iter()
+            .find(|t| t.matches_source(ip))
+            .cloned()
+    }
+
+    /// Replaces the configuration; trunks that keep their name keep their
+    /// counters and status.
+    pub fn replace(&self, configs: Vec<TrunkConfig>) {
+        let old = self.current.load();
+        let next = configs
+            .into_iter()
+            .map(|c| {
+                let fresh = Trunk::new(c);
+                match old.iter().find(|t| t.name() == fresh.name()) {
+                    Some(previous) => Arc::new(fresh.inherit(previous)),
+                    None => Arc::new(fresh),
+                }
+            })
+            .collect();
+        self.current.store(Arc::new(next));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> TrunkConfig {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn limits_and_permits() {
+        let t = Trunk::new(config(
+            "name: a\nhost: 192.0.2.1\nmax_calls: 2\nmax_cps: 3\n",
+        ));
+        let now = Instant::now();
+        let a = t.try_acquire(now).unwrap();
+        let _b = t.try_acquire(now).unwrap();
+        assert_eq!(t.try_acquire(now).unwrap_err(), LimitRefused::Calls);
+        drop(a);
+        assert_eq!(t.active_calls(), 1);
+        let _c = t.try_acquire(now).unwrap();
+        drop(_c);
+        // Three calls were started in this second.
+        assert_eq!(t.try_acquire(now).unwrap_err(), LimitRefused::Rate);
+        assert!(t.try_acquire(now + Duration::from_secs(1)).is_ok());
+        t.update_status(|s| s.down = true);
+        assert_eq!(
+            t.try_acquire(now + Duration::from_secs(5)).unwrap_err(),
+            LimitRefused::Down
+        );
+    }
+
+    #[test]
+    fn identify_by_host_or_inbound_networks() {
+        let trunks = Trunks::new(vec![
+            config("name: a\nhost: 192.0.2.1\n"),
+            config("name: b\nhost: carrier.example\ninbound: [198.51.100.0/24]\n"),
+        ]);
+        assert_eq!(
+            trunks
+                .identify("192.0.2.1".parse().unwrap())
+                .unwrap()
+                .name(),
+            "a"
+        );
+        assert_eq!(
+            trunks
+                .identify("198.51.100.7".parse().unwrap())
+                .unwrap()
+                .name(),
+            "b"
+        );
+        assert!(trunks.identify("192.0.2.2".parse().unwrap()).is_none());
+        let a = trunks.get("a").unwrap();
+        let _permit = a.try_acquire(Instant::now()).unwrap();
+        trunks.replace(vec![config("name: a\nhost: 192.0.2.1\nmax_calls: 5\n")]);
+        assert_eq!(trunks.get("a").unwrap().active_calls(), 1);
+        assert!(trunks.get("b").is_none());
+    }
+}
