@@ -7,6 +7,7 @@
 //! seconds since the UNIX epoch and own the surrounding request handling.
 
 pub mod authenticator;
+pub mod client;
 pub mod digest;
 pub mod throttle;
 
