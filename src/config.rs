@@ -48,6 +48,8 @@ pub struct Config {
     pub media: Spanned<MediaConfig>,
     /// The bundled STUN/TURN server.
     pub turn: Spanned<crate::turn::TurnConfig>,
+    /// Call detail records.
+    pub cdr: crate::b2bua::cdr::CdrConfig,
 }
 
 /// Where the dialplan lives.
@@ -84,6 +86,7 @@ impl Default for Config {
             dialplan: DialplanConfig::default(),
             media: unknown_span(MediaConfig::default()),
             turn: unknown_span(crate::turn::TurnConfig::default()),
+            cdr: crate::b2bua::cdr::CdrConfig::default(),
         }
     }
 }

@@ -305,6 +305,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         Arc::new(webrtc),
         outbound,
         trunks.clone(),
+        crate::b2bua::cdr::CdrWriter::start(&config.cdr),
     );
     let proxy = Arc::new(Proxy {
         core: core.clone(),

@@ -60,6 +60,12 @@ pub enum CallEvent<'a> {
     LegClosed(LegClosed),
     /// Our BYE got a final response (or timed out: 408).
     ByeDone(u16),
+    /// Answer now (a bridged call: the other leg answered).
+    Answer,
+    /// Refuse the INVITE with this status (a bridged call's other leg failed).
+    Reject(u16),
+    /// Hang up (a bridged call's other leg ended).
+    Hangup,
 }
 
 /// What the driver must do, in order.
@@ -169,6 +175,13 @@ impl UasCall {
         (call, actions)
     }
 
+    /// Rings until told to answer ([`CallEvent::Answer`]) instead of at a deadline.
+    pub fn wait_for_answer(&mut self) {
+        if self.state == CallState::Ringing {
+            self.deadline = None;
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> CallState {
         self.state
@@ -201,6 +214,22 @@ impl UasCall {
                 self.deadline = Some(now + 64 * T1);
                 vec![Action::Answer]
             }
+            (Ringing, CallEvent::Answer) => {
+                self.state = AwaitingAck;
+                self.deadline = Some(now + 64 * T1);
+                vec![Action::Answer]
+            }
+            (Ringing, CallEvent::Reject(status)) => {
+                self.state = Ended;
+                self.deadline = None;
+                vec![Action::RejectInvite(status), Action::Release]
+            }
+            (Ringing, CallEvent::Hangup) => {
+                self.state = Ended;
+                self.deadline = None;
+                vec![Action::RejectInvite(487), Action::Release]
+            }
+            (AwaitingAck | Confirmed, CallEvent::Hangup) => self.end_with_bye(),
             (Ringing, CallEvent::Cancel) => {
                 self.state = Ended;
                 self.deadline = None;

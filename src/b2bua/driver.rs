@@ -33,7 +33,7 @@ pub trait InviteServer {
 }
 
 /// Guards the calls gauge.
-struct CallCount(Arc<crate::metrics::Gauge>);
+pub(super) struct CallCount(pub(super) Arc<crate::metrics::Gauge>);
 
 impl Drop for CallCount {
     fn drop(&mut self) {
@@ -42,75 +42,97 @@ impl Drop for CallCount {
 }
 
 /// The media of a call before it joins its room.
-struct Prepared {
-    leg: Box<dyn Leg>,
-    sockets: LegSockets,
-    config: ParticipantConfig,
+pub(super) struct Prepared {
+    pub(super) leg: Box<dyn Leg>,
+    pub(super) sockets: LegSockets,
+    pub(super) config: ParticipantConfig,
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(super) fn random_hex(bytes: usize) -> String {
     (0..bytes)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect()
 }
 
 /// One call's signalling context: what every response and our BYE need.
-struct Dialog {
-    invite: Request,
-    tag: String,
-    contact: String,
-    peer: Peer,
-    server_name: String,
-    bye_cseq: u32,
+pub(super) struct Dialog {
+    pub(super) invite: Request,
+    pub(super) tag: String,
+    pub(super) contact: String,
+    pub(super) peer: Peer,
+    pub(super) server_name: String,
+    pub(super) bye_cseq: u32,
+}
+
+/// Methods our B2BUA dialogs accept.
+pub(super) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// A response to `request` as one side of a B2BUA dialog: our `tag` on To
+/// when it has none, `contact` on dialog-creating and target-refreshing
+/// responses, and an optional SDP body.
+pub(super) fn build_response(
+    request: &Request,
+    status: u16,
+    body: Option<String>,
+    tag: &str,
+    contact: &str,
+    server_name: &str,
+) -> Response {
+    let mut headers: Vec<Header> = Vec::new();
+    for h in request.headers.iter() {
+        match h {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                headers.push(h.clone())
+            }
+            Header::To(to) => {
+                let value = to.value();
+                if value.contains(";tag=") {
+                    headers.push(h.clone());
+                } else {
+                    headers.push(Header::To(format!("{value};tag={tag}").into()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if request.method == Method::Invite && (100..300).contains(&status) && status > 100 {
+        headers.push(Header::Contact(contact.to_string().into()));
+    }
+    if status == 200 || status == 405 || status == 501 {
+        headers.push(Header::Allow(ALLOW.into()));
+    }
+    headers.push(Header::Server(server_name.to_string().into()));
+    let body = body.map(String::into_bytes).unwrap_or_default();
+    if !body.is_empty() {
+        headers.push(Header::ContentType("application/sdp".into()));
+    }
+    headers.push(Header::ContentLength((body.len() as u32).into()));
+    Response {
+        status_code: StatusCode::from(status),
+        wire_reason: None,
+        version: Version::V2,
+        headers: headers.into(),
+        body,
+    }
 }
 
 impl Dialog {
     /// A response to `request` with our To-tag, Contact on dialog-creating
     /// and target-refreshing 2xx, and an optional SDP body.
-    fn response(&self, request: &Request, status: u16, body: Option<String>) -> Response {
-        let mut headers: Vec<Header> = Vec::new();
-        for h in request.headers.iter() {
-            match h {
-                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
-                    headers.push(h.clone())
-                }
-                Header::To(to) => {
-                    let value = to.value();
-                    if value.contains(";tag=") {
-                        headers.push(h.clone());
-                    } else {
-                        headers.push(Header::To(format!("{value};tag={}", self.tag).into()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        if request.method == Method::Invite && (100..300).contains(&status) && status > 100 {
-            headers.push(Header::Contact(self.contact.clone().into()));
-        }
-        if status == 200 || status == 405 || status == 501 {
-            headers.push(Header::Allow(
-                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO".into(),
-            ));
-        }
-        headers.push(Header::Server(self.server_name.clone().into()));
-        let body = body.map(String::into_bytes).unwrap_or_default();
-        if !body.is_empty() {
-            headers.push(Header::ContentType("application/sdp".into()));
-        }
-        headers.push(Header::ContentLength((body.len() as u32).into()));
-        Response {
-            status_code: StatusCode::from(status),
-            wire_reason: None,
-            version: Version::V2,
-            headers: headers.into(),
+    pub(super) fn response(&self, request: &Request, status: u16, body: Option<String>) -> Response {
+        build_response(
+            request,
+            status,
             body,
-        }
+            &self.tag,
+            &self.contact,
+            &self.server_name,
+        )
     }
 
     /// Our BYE (RFC 3261 §15.1.1): to the caller's Contact, along the
     /// Record-Route set it built, sent to where the INVITE came from.
-    fn bye(&mut self) -> Request {
+    pub(super) fn bye(&mut self) -> Request {
         self.bye_cseq += 1;
         let invite = &self.invite;
         let target = invite
@@ -169,10 +191,10 @@ impl Dialog {
 
 /// A call ready to ring/answer: its state machine, our SDP answer, the
 /// first actions, and its media.
-type Ready = (UasCall, String, Vec<Action>, Prepared);
+pub(super) type Ready = (UasCall, String, Vec<Action>, Prepared);
 
 /// Chooses and builds the media leg for an offer.
-fn prepare(
+pub(super) fn prepare(
     b2bua: &B2bua,
     offer: &[u8],
     peer: &Peer,
@@ -274,7 +296,7 @@ fn prepare_webrtc(
 }
 
 /// Has the participant's WebRTC leg answer a re-offer, inside the room task.
-async fn reanswer_webrtc(
+pub(super) async fn reanswer_webrtc(
     room: &RoomHandle,
     participant: ParticipantId,
     offer: String,
@@ -515,7 +537,7 @@ pub async fn answer<S: InviteServer>(
                 pending = Some(tx);
                 let event = match method {
                     Method::Bye => CallEvent::Bye,
-                    Method::Invite => CallEvent::ReInvite(&body),
+                    Method::Invite | Method::Update => CallEvent::ReInvite(&body),
                     Method::Info => CallEvent::Info(&content_type, &body),
                     Method::Options => CallEvent::Options,
                     _ => CallEvent::Other,
@@ -530,6 +552,7 @@ pub async fn answer<S: InviteServer>(
                         queue.extend(call.handle(CallEvent::LegClosed(reason), event_now));
                     }
                     LegEvent::Dtmf { digit, duration_ms } => debug!(%digit, duration_ms, "DTMF"),
+                    LegEvent::Removed(_) => {}
                 }
             }
             Some(status) = bye_rx.recv() => {
@@ -555,7 +578,7 @@ pub async fn answer<S: InviteServer>(
     info!("B2BUA call ended");
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
@@ -564,7 +587,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Sends BYE on a client transaction of its own; reports the final status
 /// (408 when it timed out).
-fn send_bye(
+pub(super) fn send_bye(
     bye: &Request,
     peer: &Peer,
     core: &Arc<crate::sip::SipCore>,

@@ -14,8 +14,11 @@
 //! dialog table) before the proxy's Record-Route handling, and hands those
 //! transactions to the call's task over a channel.
 
+pub mod bridge;
 pub mod call;
+pub mod cdr;
 mod driver;
+pub mod uac;
 
 use crate::media::webrtc::WebRtcConfig;
 use crate::sip::outbound::Outbound;
@@ -74,6 +77,8 @@ pub struct B2bua {
     pub outbound: Arc<Outbound>,
     /// The trunk table.
     pub trunks: Arc<Trunks>,
+    /// Where call detail records go.
+    pub cdr: cdr::CdrWriter,
     dialogs: Mutex<HashMap<DialogKey, mpsc::UnboundedSender<Transaction>>>,
 }
 
@@ -89,6 +94,7 @@ impl B2bua {
         webrtc: Arc<WebRtcConfig>,
         outbound: Arc<Outbound>,
         trunks: Arc<Trunks>,
+        cdr: cdr::CdrWriter,
     ) -> Arc<B2bua> {
         Arc::new(B2bua {
             core,
@@ -97,6 +103,7 @@ impl B2bua {
             webrtc,
             outbound,
             trunks,
+            cdr,
             dialogs: Mutex::new(HashMap::new()),
         })
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::auth::authenticator::{Authenticator, Outcome};
+use crate::b2bua::bridge::{BridgeOutcome, Caller, TrunkRoute};
 use crate::b2bua::{B2bua, CallTarget, Peer};
 use crate::dialplan::{Action, CallContext, Decision, Plan, SourceKind};
 use crate::directory::Directory;
@@ -350,6 +351,13 @@ impl Proxy {
         now: u64,
     ) {
         let mut plan: Plan = decision.plan.clone();
+        let from = request.from_header().ok().and_then(|h| h.typed().ok());
+        let caller_user = from
+            .as_ref()
+            .and_then(|f| f.uri.user().map(str::to_string))
+            .unwrap_or_default();
+        let caller_display = from.as_ref().and_then(|f| f.display_name.clone());
+        let caller_display = caller_display.as_deref();
         loop {
             let outcome = match &plan.action {
                 Action::Reject { code, reason } => return upstream.reply(*code, reason),
@@ -407,10 +415,38 @@ impl Proxy {
                         .hand_to_b2bua(upstream, CallTarget::Echo, caller_hop)
                         .await;
                 }
-                Action::Trunk { .. } => relay::Outcome::Failed(self.response_for(
-                    &upstream.original,
-                    status_with_reason(503, "Media Services Not Available"),
-                )),
+                Action::Trunk {
+                    trunks,
+                    failover_on,
+                } => {
+                    let route = TrunkRoute {
+                        trunks: trunks.clone(),
+                        failover_on: failover_on.clone(),
+                        number: decision.to.clone(),
+                        caller: Caller {
+                            user: decision
+                                .caller_user
+                                .clone()
+                                .unwrap_or_else(|| caller_user.to_string()),
+                            display: decision
+                                .caller_display
+                                .clone()
+                                .or_else(|| caller_display.map(str::to_string)),
+                        },
+                    };
+                    match self.bridge_to_trunks(upstream, route, caller_hop).await {
+                        BridgeOutcome::Done => return,
+                        BridgeOutcome::Failed(status, reason) => {
+                            let (code, phrase) = crate::b2bua::uac::caller_status(status);
+                            debug!(%reason, status, "trunks failed");
+                            let phrase = if phrase.is_empty() { "Trunk Failure" } else { phrase };
+                            relay::Outcome::Failed(self.response_for(
+                                &upstream.original,
+                                status_with_reason(code, phrase),
+                            ))
+                        }
+                    }
+                }
             };
             let next = match outcome {
                 relay::Outcome::Answered => return,
@@ -438,6 +474,25 @@ impl Proxy {
             }
             plan = *next;
         }
+    }
+
+    /// Bridges the call to trunks through the B2BUA.
+    async fn bridge_to_trunks(
+        &self,
+        upstream: &mut Upstream,
+        route: TrunkRoute,
+        caller_hop: Hop,
+    ) -> BridgeOutcome {
+        let (Some(b2bua), Some(leg)) = (&self.b2bua, self.target(caller_hop)) else {
+            return BridgeOutcome::Failed(503, "media services not available".into());
+        };
+        let peer = Peer {
+            connection: leg.connection,
+            destination: leg.destination,
+            kind: leg.kind,
+            local: leg.local,
+        };
+        crate::b2bua::bridge::bridge(b2bua, upstream, route, peer).await
     }
 
     /// Lets the B2BUA answer the call and run it to its end.

@@ -14,3 +14,12 @@ pub use config::{
     TrunkConfig, TrunkCredentials, TrunkTransport,
 };
 pub use runtime::{CallPermit, LimitRefused, Trunk, TrunkStatus, Trunks};
+
+/// The TLS client settings for a trunk with transport `tls` (`None` for
+/// other transports).
+pub fn tls_client(config: &TrunkConfig) -> Result<Option<crate::sip::outbound::TlsClient>, String> {
+    if config.transport != TrunkTransport::Tls {
+        return Ok(None);
+    }
+    Err(format!("trunk {}: TLS client settings are not available yet", config.name))
+}

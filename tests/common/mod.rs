@@ -463,4 +463,5 @@ pub fn authenticated_invite_with_sdp(
     text.lines().next().unwrap_or_default().to_string()
 }
 
+pub mod media;
 pub mod ws;

@@ -139,6 +139,8 @@ pub enum EngineError {
 pub enum LegEvent {
     /// The leg closed (media timeout, transport failure) and was removed.
     Closed(LegClosed, LegStats),
+    /// The participant was removed on request; its final counters.
+    Removed(LegStats),
     /// The participant sent a DTMF digit (RFC 4733).
     Dtmf {
         /// The digit.

@@ -323,8 +323,11 @@ impl RoomTask {
         media.legs.dec();
         media.packets_received.add(stats.packets_received);
         media.packets_sent.add(stats.packets_sent);
-        if let (Some(events), Some(reason)) = (&slot.events, reason) {
-            let _ = events.send(LegEvent::Closed(reason, stats));
+        if let Some(events) = &slot.events {
+            let _ = events.send(match reason {
+                Some(reason) => LegEvent::Closed(reason, stats),
+                None => LegEvent::Removed(stats),
+            });
         }
         self.forward_events();
     }

@@ -1,0 +1,525 @@
+//! The outgoing leg of a bridged call (towards a trunk), as a sans-IO state
+//! machine: responses and in-dialog requests in ([`UacEvent`], with the
+//! time), actions out ([`UacAction`]), one deadline. The driver builds and
+//! sends the SIP messages; this decides when.
+//!
+//! ```text
+//!  Calling ─1xx─▶ Proceeding ─2xx─▶ Confirmed ─BYE in / hang up─▶ Ending ─▶ Ended
+//!     │ 401/407 (once per nonce) → resend with credentials
+//!     │ ≥300 / timeout → Failed (the bridge may try the next trunk)
+//!     │ cancel before any 1xx: wait for one (RFC 3261 §9.1), then CANCEL
+//!     ▼
+//!  Cancelling ─final─▶ Ended   (a 2xx crossing the CANCEL is ACKed and BYEd)
+//! ```
+
+use std::time::{Duration, Instant};
+
+use crate::media::sdp::{self, Negotiated, SessionDescription};
+
+/// How long we wait for a final response after CANCEL (Timer C-like backstop).
+pub const CANCEL_WAIT: Duration = Duration::from_secs(32);
+
+/// Where the leg is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UacState {
+    /// INVITE sent, nothing back yet (100 Trying does not count).
+    Calling,
+    /// A provisional response (180/183) came back.
+    Proceeding,
+    /// 2xx received and ACKed.
+    Confirmed,
+    /// CANCEL sent (or pending): waiting for the INVITE's final response.
+    Cancelling,
+    /// We sent BYE and wait for its outcome.
+    Ending,
+    /// Over.
+    Ended,
+}
+
+/// What happened on the leg.
+#[derive(Debug)]
+pub enum UacEvent<'a> {
+    /// A provisional response (101-199) with its SDP body, if any.
+    Provisional(u16, Option<&'a [u8]>),
+    /// A 2xx with its SDP body.
+    Success(Option<&'a [u8]>),
+    /// A 401/407 that the driver can answer (credentials configured and
+    /// not already refused for this nonce).
+    Challenge,
+    /// A final non-2xx response (a 401/407 we cannot answer included).
+    Failure(u16),
+    /// The INVITE transaction timed out (Timer B).
+    Timeout,
+    /// The caller gave up: cancel (before answer) or hang up (after).
+    Hangup,
+    /// BYE from the trunk.
+    Bye,
+    /// A re-INVITE (or UPDATE) from the trunk with this offer (empty: none).
+    ReInvite(&'a [u8]),
+    /// OPTIONS in the dialog.
+    Options,
+    /// INFO with this content type and body.
+    Info(&'a str, &'a [u8]),
+    /// Another in-dialog request.
+    Other,
+    /// Our BYE got a final response (408 when it timed out).
+    ByeDone(u16),
+    /// The deadline passed.
+    Timer,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UacAction {
+    /// Tell the caller: 180 Ringing or 183 Session Progress.
+    Progress(u16),
+    /// Early media: the trunk's answer in a 1xx; connect the media.
+    EarlyMedia(Negotiated),
+    /// The trunk answered: connect the media (again, if it changed) and
+    /// answer the caller.
+    Answered(Negotiated),
+    /// ACK the 2xx.
+    SendAck,
+    /// Resend the INVITE with credentials (new CSeq, same dialog).
+    SendAuthenticated,
+    /// CANCEL the INVITE.
+    SendCancel,
+    /// Send BYE.
+    SendBye,
+    /// The leg failed before answer with this status (for failover or the caller).
+    Failed(u16),
+    /// Respond to the in-dialog request being handled.
+    Reply(u16, Option<String>),
+    /// Apply a renegotiation (hold/resume from the trunk).
+    Renegotiate(Negotiated),
+    /// DTMF received in an INFO.
+    Dtmf(char, u32),
+    /// The trunk hung up (after answer): the bridge ends the other leg.
+    RemoteHangup,
+    /// Release the leg (room, dialog).
+    Release,
+}
+
+/// The outgoing leg.
+#[derive(Debug)]
+pub struct UacCall {
+    state: UacState,
+    deadline: Option<Instant>,
+    offer: SessionDescription,
+    negotiated: Option<Negotiated>,
+    /// Whether an early answer already connected the media.
+    early: bool,
+    /// A cancel is waiting for the first provisional response.
+    cancel_pending: bool,
+    authenticated: u8,
+}
+
+/// How many times a challenge is answered before giving up.
+const MAX_AUTH_ATTEMPTS: u8 = 2;
+
+impl UacCall {
+    /// A leg that has just sent `offer` in its INVITE.
+    pub fn new(offer: SessionDescription) -> UacCall {
+        UacCall {
+            state: UacState::Calling,
+            deadline: None,
+            offer,
+            negotiated: None,
+            early: false,
+            cancel_pending: false,
+            authenticated: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> UacState {
+        self.state
+    }
+
+    /// What was negotiated with the trunk, once it answered.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// Our offer.
+    pub fn offer(&self) -> &SessionDescription {
+        &self.offer
+    }
+
+    /// When [`UacEvent::Timer`] is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn read_answer(&self, body: Option<&[u8]>) -> Option<Result<Negotiated, u16>> {
+        let body = body.filter(|b| !b.is_empty())?;
+        Some(
+            SessionDescription::parse(body)
+                .map_err(|_| 488)
+                .and_then(|answer| sdp::process_answer(&self.offer, &answer).map_err(|e| e.status())),
+        )
+    }
+
+    fn end(&mut self) -> Vec<UacAction> {
+        self.state = UacState::Ended;
+        self.deadline = None;
+        vec![UacAction::Release]
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    pub fn handle(&mut self, event: UacEvent<'_>, now: Instant) -> Vec<UacAction> {
+        use UacState::*;
+        match (self.state, event) {
+            (Ended, _) => Vec::new(),
+            (Calling | Proceeding, UacEvent::Provisional(status, body)) => {
+                self.state = Proceeding;
+                if self.cancel_pending {
+                    self.cancel_pending = false;
+                    self.state = Cancelling;
+                    self.deadline = Some(now + CANCEL_WAIT);
+                    return vec![UacAction::SendCancel];
+                }
+                let mut actions = Vec::new();
+                match self.read_answer(body) {
+                    Some(Ok(neg)) if !self.early => {
+                        self.early = true;
+                        self.negotiated = Some(neg.clone());
+                        actions.push(UacAction::EarlyMedia(neg));
+                    }
+                    _ => {}
+                }
+                if status == 180 || status == 183 {
+                    actions.insert(0, UacAction::Progress(status));
+                }
+                actions
+            }
+            (Calling | Proceeding, UacEvent::Success(body)) => {
+                // The answer is in the 2xx, or was in a reliable/early 1xx.
+                let negotiated = match self.read_answer(body) {
+                    Some(Ok(neg)) => Some(neg),
+                    Some(Err(_)) => None,
+                    None => self.negotiated.clone(),
+                };
+                match negotiated {
+                    Some(neg) => {
+                        self.state = Confirmed;
+                        self.deadline = None;
+                        self.negotiated = Some(neg.clone());
+                        vec![UacAction::SendAck, UacAction::Answered(neg)]
+                    }
+                    None => {
+                        // Unusable answer: ACK, then hang up (RFC 3261 §13.2.2.4).
+                        self.state = Ending;
+                        vec![
+                            UacAction::SendAck,
+                            UacAction::SendBye,
+                            UacAction::Failed(488),
+                        ]
+                    }
+                }
+            }
+            (Calling | Proceeding, UacEvent::Challenge) => {
+                if self.authenticated >= MAX_AUTH_ATTEMPTS {
+                    let mut actions = self.end();
+                    actions.insert(0, UacAction::Failed(403));
+                    return actions;
+                }
+                self.authenticated += 1;
+                vec![UacAction::SendAuthenticated]
+            }
+            (Calling | Proceeding, UacEvent::Failure(status)) => {
+                let mut actions = self.end();
+                actions.insert(0, UacAction::Failed(status));
+                actions
+            }
+            (Calling | Proceeding, UacEvent::Timeout) => {
+                let mut actions = self.end();
+                actions.insert(0, UacAction::Failed(408));
+                actions
+            }
+            (Calling, UacEvent::Hangup) => {
+                // RFC 3261 §9.1: no CANCEL before a provisional response.
+                self.cancel_pending = true;
+                self.deadline = Some(now + CANCEL_WAIT);
+                Vec::new()
+            }
+            (Proceeding, UacEvent::Hangup) => {
+                self.state = Cancelling;
+                self.deadline = Some(now + CANCEL_WAIT);
+                vec![UacAction::SendCancel]
+            }
+            (Calling, UacEvent::Timer) if self.cancel_pending => {
+                // Nothing ever came back.
+                self.end()
+            }
+            (Cancelling, UacEvent::Success(_)) => {
+                // The answer crossed our CANCEL: take it and hang up at once.
+                self.state = Ending;
+                self.deadline = None;
+                vec![UacAction::SendAck, UacAction::SendBye]
+            }
+            (Cancelling, UacEvent::Failure(_) | UacEvent::Timeout | UacEvent::Challenge) => {
+                self.end()
+            }
+            (Cancelling, UacEvent::Timer) => self.end(),
+            (Confirmed, UacEvent::Hangup) => {
+                self.state = Ending;
+                vec![UacAction::SendBye]
+            }
+            (Confirmed, UacEvent::Bye) => {
+                self.state = Ended;
+                vec![
+                    UacAction::Reply(200, None),
+                    UacAction::RemoteHangup,
+                    UacAction::Release,
+                ]
+            }
+            (Confirmed, UacEvent::ReInvite(body)) => self.reinvite(body),
+            (Confirmed, UacEvent::Options) => vec![UacAction::Reply(200, None)],
+            (Confirmed, UacEvent::Info(content_type, body)) => {
+                match super::call::parse_dtmf_info(content_type, body) {
+                    Some((digit, ms)) => {
+                        vec![UacAction::Reply(200, None), UacAction::Dtmf(digit, ms)]
+                    }
+                    // Other INFO packages (e.g. session keep-alives): accept.
+                    None if body.is_empty() => vec![UacAction::Reply(200, None)],
+                    None => vec![UacAction::Reply(415, None)],
+                }
+            }
+            (Confirmed, UacEvent::Other) => vec![UacAction::Reply(501, None)],
+            (Ending, UacEvent::ByeDone(_)) => self.end(),
+            (Ending, UacEvent::Bye) => vec![UacAction::Reply(200, None)],
+            (Ending | Cancelling, UacEvent::ReInvite(_) | UacEvent::Info(..)) => {
+                vec![UacAction::Reply(481, None)]
+            }
+            (Ending | Cancelling, UacEvent::Options | UacEvent::Other) => {
+                vec![UacAction::Reply(481, None)]
+            }
+            (Calling | Proceeding, UacEvent::Bye) => {
+                // BYE before the 2xx reached us (RFC 3261 §15): answer it; the
+                // INVITE's final response ends the leg.
+                vec![UacAction::Reply(200, None)]
+            }
+            (_, UacEvent::ByeDone(_)) => Vec::new(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Answers the trunk's re-offer with our address and the codec the leg
+    /// already uses, in the direction that matches (hold/resume, or a
+    /// session refresh that changes nothing).
+    fn reinvite(&mut self, body: &[u8]) -> Vec<UacAction> {
+        let Some(current) = self.negotiated.clone() else {
+            return vec![UacAction::Reply(500, None)];
+        };
+        if body.is_empty() {
+            // Offerless re-INVITE (RFC 3261 §14.1): our offer would go in
+            // the 200 and the answer in the ACK; not supported.
+            return vec![UacAction::Reply(488, None)];
+        }
+        let Ok(offer) = SessionDescription::parse(body) else {
+            return vec![UacAction::Reply(400, None)];
+        };
+        let Some(local) = local_media_of(&self.offer) else {
+            return vec![UacAction::Reply(500, None)];
+        };
+        let caps = sdp::Capabilities {
+            codecs: vec![current.codec.kind],
+            telephone_event: current.telephone_event.is_some(),
+            ..sdp::Capabilities::default()
+        };
+        let mut origin = sdp::SessionOrigin::new();
+        match sdp::answer(&offer, &caps, local, &mut origin) {
+            Ok((answer, neg)) if neg.codec.kind == current.codec.kind => {
+                self.negotiated = Some(neg.clone());
+                vec![
+                    UacAction::Reply(200, Some(answer.to_string())),
+                    UacAction::Renegotiate(neg),
+                ]
+            }
+            _ => vec![UacAction::Reply(488, None)],
+        }
+    }
+}
+
+/// Our address and port as written in our own offer.
+pub fn local_media_of(offer: &SessionDescription) -> Option<sdp::LocalMedia> {
+    let media = offer.media.first()?;
+    let address = offer.connection_for(0)?.ip()?;
+    Some(sdp::LocalMedia {
+        address,
+        rtp_port: media.port,
+    })
+}
+
+/// The status the caller gets when every trunk failed with `status`
+/// (RFC 3261 §16.7 for 503; authentication and server trouble at the
+/// carrier are not the caller's to fix).
+pub fn caller_status(status: u16) -> (u16, &'static str) {
+    match status {
+        401 | 407 => (403, "Forbidden by Carrier"),
+        408 => (408, "Request Timeout"),
+        404 | 484 | 485 => (status, ""),
+        480 | 486 | 487 | 600 | 603 | 604 | 606 => (status, ""),
+        488 => (488, "Not Acceptable Here"),
+        400..=499 => (status, ""),
+        503 => (503, "Service Unavailable"),
+        500..=599 => (502, "Bad Gateway"),
+        _ => (status, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::CodecKind;
+    use crate::media::sdp::{Capabilities, Direction, LocalMedia, SessionOrigin, build_offer};
+
+    fn offer() -> SessionDescription {
+        build_offer(
+            &Capabilities {
+                codecs: vec![CodecKind::Pcmu, CodecKind::Pcma],
+                ..Capabilities::default()
+            },
+            LocalMedia {
+                address: [127, 0, 0, 1].into(),
+                rtp_port: 20_000,
+            },
+            Direction::SendRecv,
+            &mut SessionOrigin::new(),
+        )
+    }
+
+    const ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+
+    #[test]
+    fn ringing_answer_and_bye_from_the_trunk() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        assert_eq!(
+            leg.handle(UacEvent::Provisional(180, None), t0),
+            [UacAction::Progress(180)]
+        );
+        let actions = leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+        let [UacAction::SendAck, UacAction::Answered(neg)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(neg.codec.kind, CodecKind::Pcma);
+        assert_eq!(neg.remote_rtp, Some("192.0.2.9:4000".parse().unwrap()));
+        assert_eq!(leg.state(), UacState::Confirmed);
+        assert_eq!(
+            leg.handle(UacEvent::Bye, t0),
+            [
+                UacAction::Reply(200, None),
+                UacAction::RemoteHangup,
+                UacAction::Release
+            ]
+        );
+        assert_eq!(leg.state(), UacState::Ended);
+    }
+
+    #[test]
+    fn early_media_then_answer_without_sdp() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        let actions = leg.handle(UacEvent::Provisional(183, Some(ANSWER.as_bytes())), t0);
+        assert!(matches!(
+            actions.as_slice(),
+            [UacAction::Progress(183), UacAction::EarlyMedia(_)]
+        ));
+        let actions = leg.handle(UacEvent::Success(None), t0);
+        assert!(matches!(
+            actions.as_slice(),
+            [UacAction::SendAck, UacAction::Answered(_)]
+        ));
+    }
+
+    #[test]
+    fn challenge_failure_and_timeout() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        assert_eq!(
+            leg.handle(UacEvent::Challenge, t0),
+            [UacAction::SendAuthenticated]
+        );
+        assert_eq!(
+            leg.handle(UacEvent::Challenge, t0),
+            [UacAction::SendAuthenticated]
+        );
+        assert_eq!(
+            leg.handle(UacEvent::Challenge, t0),
+            [UacAction::Failed(403), UacAction::Release]
+        );
+        let mut leg = UacCall::new(offer());
+        assert_eq!(
+            leg.handle(UacEvent::Failure(486), t0),
+            [UacAction::Failed(486), UacAction::Release]
+        );
+        let mut leg = UacCall::new(offer());
+        assert_eq!(
+            leg.handle(UacEvent::Timeout, t0),
+            [UacAction::Failed(408), UacAction::Release]
+        );
+    }
+
+    #[test]
+    fn cancel_waits_for_a_provisional_and_a_crossing_answer_is_hung_up() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        assert!(leg.handle(UacEvent::Hangup, t0).is_empty());
+        assert_eq!(
+            leg.handle(UacEvent::Provisional(180, None), t0),
+            [UacAction::SendCancel]
+        );
+        assert_eq!(leg.state(), UacState::Cancelling);
+        assert_eq!(
+            leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0),
+            [UacAction::SendAck, UacAction::SendBye]
+        );
+        assert_eq!(leg.handle(UacEvent::ByeDone(200), t0), [UacAction::Release]);
+        // A cancelled call that never heard back ends at the deadline.
+        let mut leg = UacCall::new(offer());
+        leg.handle(UacEvent::Hangup, t0);
+        assert_eq!(
+            leg.handle(UacEvent::Timer, t0 + CANCEL_WAIT),
+            [UacAction::Release]
+        );
+        // The usual case: 487 after the CANCEL.
+        let mut leg = UacCall::new(offer());
+        leg.handle(UacEvent::Provisional(180, None), t0);
+        assert_eq!(leg.handle(UacEvent::Hangup, t0), [UacAction::SendCancel]);
+        assert_eq!(
+            leg.handle(UacEvent::Failure(487), t0),
+            [UacAction::Release]
+        );
+    }
+
+    #[test]
+    fn hold_from_the_trunk_keeps_the_codec() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+        let hold = ANSWER.replace("sendrecv", "sendonly");
+        let actions = leg.handle(UacEvent::ReInvite(hold.as_bytes()), t0);
+        let [UacAction::Reply(200, Some(answer)), UacAction::Renegotiate(neg)] = actions.as_slice()
+        else {
+            panic!("{actions:?}")
+        };
+        assert!(answer.contains("a=recvonly"), "{answer}");
+        assert!(answer.contains("m=audio 20000 RTP/AVP 8"), "{answer}");
+        assert!(neg.on_hold());
+        let pcmu = ANSWER.replace("RTP/AVP 8 101", "RTP/AVP 0 101");
+        assert_eq!(
+            leg.handle(UacEvent::ReInvite(pcmu.as_bytes()), t0),
+            [UacAction::Reply(488, None)]
+        );
+    }
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(caller_status(486).0, 486);
+        assert_eq!(caller_status(407).0, 403);
+        assert_eq!(caller_status(500).0, 502);
+        assert_eq!(caller_status(503).0, 503);
+    }
+}

@@ -1,0 +1,244 @@
+//! Media helpers for SIPp-driven tests: tone pcaps for `play_pcap_audio`,
+//! an `AF_PACKET` capture of RTP on loopback (root), tone detection, and
+//! the check that calls leave nothing behind.
+
+use std::path::Path;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard::media::codec::g711::{alaw_to_linear, linear_to_alaw};
+use switchboard::media::dsp::goertzel;
+
+use super::{Server, free_port};
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A free window of `n` ports (even first) on 127.0.0.1 for the RTP range.
+pub fn port_window(n: u16) -> (u16, u16) {
+    for _ in 0..50 {
+        let base = free_port() & !1;
+        if !(1024..=65_000).contains(&base) {
+            continue;
+        }
+        let free = (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return (base, base + n - 1);
+        }
+    }
+    panic!("no free port window");
+}
+
+/// Writes a pcap (Ethernet/IPv4/UDP/RTP) of `seconds` of a PCMA tone at
+/// `freq` Hz, 20 ms per packet, for SIPp's `play_pcap_audio`.
+pub fn write_tone_pcap(path: &Path, freq: f32, seconds: u32) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+    let packets = seconds * 50;
+    for k in 0..packets {
+        let mut rtp = vec![0x80, 8];
+        rtp.extend_from_slice(&(k as u16).to_be_bytes());
+        rtp.extend_from_slice(&(k * 160).to_be_bytes());
+        rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        for n in 0..160 {
+            let t = (k * 160 + n) as f32 / 8000.0;
+            let s = (8000.0 * (2.0 * std::f32::consts::PI * freq * t).sin()) as i16;
+            rtp.push(linear_to_alaw(s));
+        }
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&[
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
+        frame.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let us = u64::from(k) * 20_000;
+        out.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Captures, on `lo`, the RTP payloads of UDP datagrams sent from a port
+/// in `from` to `to_port`, until stopped.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    payloads: Arc<Mutex<Vec<Vec<u8>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Capture {
+    pub fn start(from: (u16, u16), to_port: u16) -> Capture {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(0x0800u16.to_be()))),
+        )
+        .expect("AF_PACKET socket (root)");
+        socket.bind_device(Some(b"lo")).expect("bind to lo");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let payloads = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, payloads) = (stop.clone(), payloads.clone());
+            std::thread::spawn(move || {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = socket.recv(&mut buf) else {
+                        continue;
+                    };
+                    // SAFETY: recv initialised the first n bytes.
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    if data.len() < 28 || data[9] != 17 {
+                        continue;
+                    }
+                    let ihl = usize::from(data[0] & 0x0f) * 4;
+                    let Some(udp) = data.get(ihl..) else { continue };
+                    if udp.len() < 8 + 12 {
+                        continue;
+                    }
+                    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+                    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+                    if dport == to_port && (from.0..=from.1).contains(&sport) && udp[8] >> 6 == 2 {
+                        let pt = udp[9] & 0x7f;
+                        if pt == 8 {
+                            payloads.lock().unwrap().push(udp[8 + 12..].to_vec());
+                        }
+                    }
+                }
+            })
+        };
+        Capture {
+            stop,
+            payloads,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.payloads.lock().unwrap())
+    }
+}
+
+/// How many captured 20 ms frames carry `freq` clearly (its Goertzel power
+/// is most of the frame's energy).
+pub fn frames_with_tone(payloads: &[Vec<u8>], freq: f32) -> usize {
+    payloads
+        .iter()
+        .filter(|p| {
+            let pcm: Vec<i16> = p.iter().map(|&b| alaw_to_linear(b)).collect();
+            let energy = pcm
+                .iter()
+                .map(|&s| f32::from(s) * f32::from(s))
+                .sum::<f32>()
+                / pcm.len() as f32;
+            let tone = goertzel(&pcm, 8000, freq) * 2.0;
+            energy > 1.0e5 && tone > 0.5 * energy
+        })
+        .count()
+}
+
+pub fn wait(mut child: Child, work: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            if !status.success() {
+                let mut details = String::new();
+                for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if name.ends_with(".log") {
+                        details
+                            .push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                    }
+                }
+                panic!("{what} failed ({status}):\n{details}");
+            }
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free even media port for SIPp (it uses the next ones for RTCP/video).
+pub fn media_port() -> u16 {
+    loop {
+        let p = free_port() & !1;
+        if p > 1024
+            && p < 65_000
+            && (p..p + 4).all(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok())
+        {
+            return p;
+        }
+    }
+}
+
+/// Every call, room, leg and port is gone (polls for up to 5 s).
+pub fn assert_nothing_left(server: &Server) {
+    let names = [
+        "switchboard_b2bua_calls",
+        "switchboard_media_rooms",
+        "switchboard_media_legs",
+        "switchboard_media_ports",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let values: Vec<u64> = names.iter().map(|n| server.metric(n)).collect();
+        if values.iter().all(|&v| v == 0) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("left over after the call: {names:?} = {values:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
