@@ -165,9 +165,7 @@ impl TrunkLeg {
             headers.push(h);
         }
         headers.push(Header::ContentType("application/sdp".into()));
-        headers.push(Header::ContentLength(
-            (self.offer_text.len() as u32).into(),
-        ));
+        headers.push(Header::ContentLength((self.offer_text.len() as u32).into()));
         let request = Request {
             method: Method::Invite,
             uri: self.uri.clone(),
@@ -306,7 +304,12 @@ fn contact_uri(headers: &crate::sip::Headers) -> Option<Uri> {
     })?;
     let uri = match (value.find('<'), value.find('>')) {
         (Some(start), Some(end)) if end > start => value[start + 1..end].to_string(),
-        _ => value.split(';').next().unwrap_or_default().trim().to_string(),
+        _ => value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     };
     Uri::try_from(uri.as_str()).ok()
 }
@@ -729,7 +732,10 @@ async fn bridge_inner<S: InviteServer>(
                 }
                 UacAction::Failed(status) => {
                     info!(trunk = %leg.trunk.name(), status, "trunk leg failed");
-                    last_failure = (status, format!("trunk {} answered {status}", leg.trunk.name()));
+                    last_failure = (
+                        status,
+                        format!("trunk {} answered {status}", leg.trunk.name()),
+                    );
                     if a.state() == CallState::Ringing
                         && !early_sent
                         && fails_over(&route.failover_on, status)
@@ -750,7 +756,9 @@ async fn bridge_inner<S: InviteServer>(
                 }
                 UacAction::Renegotiate(neg) => {
                     update_rtp_leg(&room, leg.participant, &neg).await;
-                    let _ = room.send(Command::Hold(leg.participant, neg.on_hold())).await;
+                    let _ = room
+                        .send(Command::Hold(leg.participant, neg.on_hold()))
+                        .await;
                     info!(hold = neg.on_hold(), "re-INVITE from the trunk");
                 }
                 UacAction::Dtmf(digit, ms) => {
@@ -765,7 +773,9 @@ async fn bridge_inner<S: InviteServer>(
             }
         }
         // The trunk leg ended: forget it (a failover starts a fresh one).
-        if b.as_ref().is_some_and(|leg| leg.uac.state() == UacState::Ended) {
+        if b.as_ref()
+            .is_some_and(|leg| leg.uac.state() == UacState::Ended)
+        {
             if let Some(leg) = b.take() {
                 b2bua.unregister(&leg.key());
                 if leg.joined {
@@ -824,10 +834,8 @@ async fn bridge_inner<S: InviteServer>(
                     match b.as_mut() {
                         Some(leg) if leg.trunk.config.dtmf == DtmfMode::Info => {
                             let body = format!("Signal={digit}\r\nDuration={ms}\r\n");
-                            let info = leg.in_dialog(
-                                Method::Info,
-                                Some(("application/dtmf-relay", body)),
-                            );
+                            let info =
+                                leg.in_dialog(Method::Info, Some(("application/dtmf-relay", body)));
                             send_in_dialog(&b2bua.outbound, &leg.hop, info, None);
                         }
                         _ => {
@@ -1007,7 +1015,9 @@ async fn bridge_inner<S: InviteServer>(
         }
     }
 
-    // Tear down: the trunk leg (if a failure left one), the caller's dialog, the room.
+    // Tear down: the caller's media if it never joined, the trunk leg (if a
+    // failure left one), the caller's dialog, the room.
+    drop(a_prepared.take());
     if let Some(leg) = b.take() {
         b2bua.unregister(&leg.key());
     }
@@ -1047,7 +1057,11 @@ async fn bridge_inner<S: InviteServer>(
         end: ended,
         duration: answered_at.map(|t| ended - t).unwrap_or(0.0),
         end_reason: end_reason.clone(),
-        status: if answered_at.is_some() { 200 } else { last_failure.0 },
+        status: if answered_at.is_some() {
+            200
+        } else {
+            last_failure.0
+        },
         legs: vec![
             LegRecord::new("caller", Some(a_codec), a_stats),
             LegRecord::new("trunk", b_codec, b_stats),
@@ -1198,7 +1212,11 @@ mod tests {
 
     #[test]
     fn failover_rules() {
-        let rules = [FailoverOn::Code(503), FailoverOn::Class(6), FailoverOn::Timeout];
+        let rules = [
+            FailoverOn::Code(503),
+            FailoverOn::Class(6),
+            FailoverOn::Timeout,
+        ];
         assert!(fails_over(&rules, 503));
         assert!(fails_over(&rules, 603));
         assert!(fails_over(&rules, 408));
@@ -1208,8 +1226,14 @@ mod tests {
 
     #[test]
     fn host_port_and_header_lists() {
-        assert_eq!(split_host_port("10.0.0.1:5080", 5060), ("10.0.0.1".into(), 5080));
-        assert_eq!(split_host_port("proxy.example", 5060), ("proxy.example".into(), 5060));
+        assert_eq!(
+            split_host_port("10.0.0.1:5080", 5060),
+            ("10.0.0.1".into(), 5080)
+        );
+        assert_eq!(
+            split_host_port("proxy.example", 5060),
+            ("proxy.example".into(), 5060)
+        );
         assert_eq!(split_host_port("[::1]:5070", 5060), ("::1".into(), 5070));
         assert_eq!(
             split_header_list("<sip:a;lr>, \"x,y\" <sip:b>,<sip:c>"),

@@ -119,7 +119,12 @@ pub(super) fn build_response(
 impl Dialog {
     /// A response to `request` with our To-tag, Contact on dialog-creating
     /// and target-refreshing 2xx, and an optional SDP body.
-    pub(super) fn response(&self, request: &Request, status: u16, body: Option<String>) -> Response {
+    pub(super) fn response(
+        &self,
+        request: &Request,
+        status: u16,
+        body: Option<String>,
+    ) -> Response {
         build_response(
             request,
             status,

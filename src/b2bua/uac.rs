@@ -156,7 +156,9 @@ impl UacCall {
         Some(
             SessionDescription::parse(body)
                 .map_err(|_| 488)
-                .and_then(|answer| sdp::process_answer(&self.offer, &answer).map_err(|e| e.status())),
+                .and_then(|answer| {
+                    sdp::process_answer(&self.offer, &answer).map_err(|e| e.status())
+                }),
         )
     }
 
@@ -488,10 +490,7 @@ mod tests {
         let mut leg = UacCall::new(offer());
         leg.handle(UacEvent::Provisional(180, None), t0);
         assert_eq!(leg.handle(UacEvent::Hangup, t0), [UacAction::SendCancel]);
-        assert_eq!(
-            leg.handle(UacEvent::Failure(487), t0),
-            [UacAction::Release]
-        );
+        assert_eq!(leg.handle(UacEvent::Failure(487), t0), [UacAction::Release]);
     }
 
     #[test]
@@ -501,7 +500,10 @@ mod tests {
         leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
         let hold = ANSWER.replace("sendrecv", "sendonly");
         let actions = leg.handle(UacEvent::ReInvite(hold.as_bytes()), t0);
-        let [UacAction::Reply(200, Some(answer)), UacAction::Renegotiate(neg)] = actions.as_slice()
+        let [
+            UacAction::Reply(200, Some(answer)),
+            UacAction::Renegotiate(neg),
+        ] = actions.as_slice()
         else {
             panic!("{actions:?}")
         };

@@ -439,11 +439,17 @@ impl Proxy {
                         BridgeOutcome::Failed(status, reason) => {
                             let (code, phrase) = crate::b2bua::uac::caller_status(status);
                             debug!(%reason, status, "trunks failed");
-                            let phrase = if phrase.is_empty() { "Trunk Failure" } else { phrase };
-                            relay::Outcome::Failed(self.response_for(
-                                &upstream.original,
-                                status_with_reason(code, phrase),
-                            ))
+                            let phrase = if phrase.is_empty() {
+                                "Trunk Failure"
+                            } else {
+                                phrase
+                            };
+                            relay::Outcome::Failed(
+                                self.response_for(
+                                    &upstream.original,
+                                    status_with_reason(code, phrase),
+                                ),
+                            )
                         }
                     }
                 }

@@ -21,5 +21,8 @@ pub fn tls_client(config: &TrunkConfig) -> Result<Option<crate::sip::outbound::T
     if config.transport != TrunkTransport::Tls {
         return Ok(None);
     }
-    Err(format!("trunk {}: TLS client settings are not available yet", config.name))
+    Err(format!(
+        "trunk {}: TLS client settings are not available yet",
+        config.name
+    ))
 }

@@ -241,4 +241,3 @@ pub fn assert_nothing_left(server: &Server) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-

@@ -309,8 +309,11 @@ impl Leg for RtpLeg {
             self.stats.dropped += 1;
             return;
         };
-        if h.ssrc == self.cfg.ssrc || !self.accept(from, h.ssrc, h.seq, now) {
-            // Our own stream looped back, or a source we do not trust.
+        // Our own SSRC coming back is accepted: media servers and test
+        // peers that echo RTP (SIPp -rtp_echo) reflect packets unchanged,
+        // and what the peer sends is what the caller must hear.
+        if !self.accept(from, h.ssrc, h.seq, now) {
+            // A source we do not trust.
             self.stats.dropped += 1;
             return;
         }

@@ -1,0 +1,293 @@
+//! Calls bridged to SIP trunks, with SIPp playing the carrier: a trunk that
+//! answers and echoes RTP (`-rtp_echo`), one that is busy (486), one that
+//! is unavailable (503, failover to the next trunk), and a trunk that
+//! never answers (timeout failover). The caller is SIPp as a local user
+//! sending a PCMA tone; the trunk leg negotiates PCMU, so the audio is
+//! transcoded through the call's room both ways and comes back to the
+//! caller, where it is captured (root) and checked frame by frame.
+//! Every call leaves no call, room, leg or port behind and writes a CDR.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::media::{
+    Capture, assert_nothing_left, frames_with_tone, is_root, media_port, port_window, wait,
+    write_tone_pcap,
+};
+use common::{Server, free_port, scenario};
+
+const DOMAIN: &str = "example.test";
+const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\nauth:\n  algorithms: [MD5, SHA-256]\n";
+
+/// A carrier played by SIPp.
+struct Carrier {
+    child: Child,
+    work: tempfile::TempDir,
+    port: u16,
+}
+
+impl Carrier {
+    /// SIPp running `name` on a fresh port (RTP echo on a fresh media port).
+    fn start(name: &str, extra: &[&str]) -> Carrier {
+        let work = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mp = media_port();
+        let child = Command::new("sipp")
+            .args(["-sf", scenario(name).to_str().unwrap()])
+            .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &mp.to_string()])
+            .args(["-rtp_echo", "-m", "1", "-timeout", "40s", "-timeout_error"])
+            .args(["-trace_msg", "-trace_err", "-nostdin"])
+            .args(extra)
+            .current_dir(work.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
+            .spawn()
+            .expect("run sipp (apt-get install sip-tester)");
+        // Let it bind before the call starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Carrier { child, work, port }
+    }
+
+    /// Waits for the scenario to pass and returns the messages it saw.
+    fn finish(self, what: &str) -> String {
+        wait(self.child, self.work.path(), what);
+        messages(self.work.path())
+    }
+}
+
+/// Everything SIPp's -trace_msg logged in `dir`.
+fn messages(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with("_messages.log")
+        {
+            out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn trunk(name: &str, port: u16, extra: &str) -> String {
+    format!("  - name: {name}\n    host: 127.0.0.1\n    port: {port}\n    codecs: [PCMU]\n{extra}")
+}
+
+struct Setup {
+    server: Server,
+    rtp: (u16, u16),
+}
+
+/// Starts Switchboard with these trunks and a dialplan sending `+1...`
+/// numbers to `route` (trunk names in failover order).
+fn start(trunks: &str, route: &[&str]) -> Setup {
+    let rtp = port_window(40);
+    let names = route.join(", ");
+    let plan = format!(
+        "rules:\n  - name: pstn\n    match:\n      to: {{ regex: '^\\+1[0-9]{{10}}$' }}\n    action:\n      trunk: {{ trunks: [{names}], failover_on: [503, timeout] }}\n"
+    );
+    let config = format!(
+        "{}{USERS}trunks:\n{trunks}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", &plan)]);
+    Setup { server, rtp }
+}
+
+fn caller_csv(dir: &Path, user: &str, callee: &str) -> PathBuf {
+    let password = user.replace('u', "p");
+    let path = dir.join("caller.csv");
+    std::fs::write(
+        &path,
+        format!(
+            "SEQUENTIAL\n{user};{password};{DOMAIN};{callee};[authentication username={user} password={password}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// SIPp as local user u0001 calling `callee` with `scenario_name`, playing a
+/// 1 kHz PCMA tone for `seconds` when the scenario plays audio.
+fn call(
+    setup: &Setup,
+    scenario_name: &str,
+    callee: &str,
+    media: u16,
+    seconds: u32,
+) -> (Child, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, seconds);
+    let csv = caller_csv(work.path(), "u0001", callee);
+    let child = Command::new("sipp")
+        .arg(setup.server.addr("udp").to_string())
+        .args(["-sf", scenario(scenario_name).to_str().unwrap()])
+        .args(["-inf", csv.to_str().unwrap()])
+        .args(["-d", &(seconds * 1000 + 500).to_string()])
+        .args(["-t", "u1", "-nr", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &free_port().to_string(), "-mp", &media.to_string()])
+        .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
+        .args(["-trace_msg", "-trace_err", "-nostdin"])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
+        .spawn()
+        .expect("run sipp");
+    (child, work)
+}
+
+/// The CDR lines written so far (polls briefly: the writer is a task).
+fn cdrs(server: &Server, at_least: usize) -> Vec<serde_json::Value> {
+    let path = server.dir.path().join("cdr.jsonl");
+    for _ in 0..50 {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= at_least {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("fewer than {at_least} CDRs in {}", path.display());
+}
+
+/// The first SIP message of `method` in a -trace_msg log.
+fn first_request<'a>(log: &'a str, method: &str) -> &'a str {
+    let start = log
+        .find(&format!("\n{method} sip:"))
+        .unwrap_or_else(|| panic!("no {method} in:\n{log}"));
+    let rest = &log[start + 1..];
+    let end = rest.find("\n\n-----").unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn call_to_a_number_reaches_the_trunk_and_audio_comes_back() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas.xml", &[]);
+    let setup = start(&trunk("carrier", carrier.port, ""), &["carrier"]);
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", mp, 4);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier");
+    let caller_side = messages(work.path());
+    let payloads = capture.finish();
+    let toned = frames_with_tone(&payloads, 1000.0);
+    if std::env::var("DEBUG_LOG").is_ok() {
+        eprintln!("{}", setup.server.log_text());
+        eprintln!("{trunk_side}");
+    }
+    eprintln!(
+        "trunk echo: {toned} of {} frames back at the caller carry the 1 kHz tone",
+        payloads.len()
+    );
+    assert!(
+        toned >= 100,
+        "expected most of 200 tone frames back through the trunk, got {toned} of {}",
+        payloads.len()
+    );
+    // Topology hiding: the trunk sees a fresh dialog with our addresses only.
+    let invite = first_request(&trunk_side, "INVITE");
+    assert!(
+        invite.starts_with("INVITE sip:+15551234567@127.0.0.1:"),
+        "{invite}"
+    );
+    let caller_invite = first_request(&caller_side, "INVITE");
+    let caller_call_id = caller_invite
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: "))
+        .unwrap();
+    assert!(
+        !invite.contains(caller_call_id),
+        "caller's Call-ID leaked:\n{invite}"
+    );
+    assert!(
+        !invite.contains("[pid]") && !invite.contains("B1"),
+        "{invite}"
+    );
+    assert_eq!(invite.matches("Via:").count(), 1, "{invite}");
+    assert!(
+        invite.contains("m=audio") && invite.contains("RTP/AVP 0 101"),
+        "{invite}"
+    );
+    assert!(!invite.contains("Proxy-Authorization"), "{invite}");
+    // The caller's leg: PCMA answered by us, not the trunk's SDP.
+    assert!(caller_side.contains("SIP/2.0 180"), "{caller_side}");
+    let records = cdrs(&setup.server, 1);
+    let cdr = &records[0];
+    assert_eq!(cdr["trunk"], "carrier");
+    assert_eq!(cdr["callee"], "+15551234567");
+    assert_eq!(cdr["caller"], "u0001");
+    assert_eq!(cdr["status"], 200);
+    assert!(cdr["duration"].as_f64().unwrap() > 3.0, "{cdr}");
+    assert_eq!(cdr["legs"][0]["codec"], "PCMA");
+    assert_eq!(cdr["legs"][1]["codec"], "PCMU");
+    assert!(
+        cdr["legs"][1]["packets_received"].as_u64().unwrap() > 100,
+        "{cdr}"
+    );
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn busy_trunk_gives_the_caller_486() {
+    let carrier = Carrier::start("trunk_uas_486.xml", &[]);
+    let setup = start(&trunk("busy", carrier.port, ""), &["busy"]);
+    let (child, work) = call(
+        &setup,
+        "b2bua_call_busy.xml",
+        "+15551234567",
+        media_port(),
+        1,
+    );
+    wait(child, work.path(), "caller");
+    carrier.finish("busy carrier");
+    let caller_side = messages(work.path());
+    assert!(
+        caller_side.contains("SIP/2.0 486"),
+        "caller did not get 486:\n{caller_side}"
+    );
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["status"], 486);
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn unavailable_trunk_fails_over_to_the_next() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let down = Carrier::start("trunk_uas_503.xml", &[]);
+    let up = Carrier::start("trunk_uas.xml", &[]);
+    let trunks = format!(
+        "{}{}",
+        trunk("first", down.port, ""),
+        trunk("second", up.port, "")
+    );
+    let setup = start(&trunks, &["first", "second"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
+    wait(child, work.path(), "caller");
+    down.finish("503 carrier");
+    let second = up.finish("answering carrier");
+    assert!(second.contains("INVITE sip:+15551234567@"), "{second}");
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["trunk"], "second");
+    assert_eq!(records[0]["status"], 200);
+    assert_nothing_left(&setup.server);
+}
