@@ -288,6 +288,17 @@ impl Directory {
         }
     }
 
+    /// The domain for requests that name none of ours (calls from trunks
+    /// to a number): the catch-all domain, else the first one by name.
+    pub fn default_domain(&self) -> Option<Arc<str>> {
+        self.catch_all.clone().or_else(|| {
+            self.domains
+                .iter()
+                .min_by(|a, b| a.0.cmp(b.0))
+                .map(|(_, v)| v.clone())
+        })
+    }
+
     /// An enabled user of `domain`.
     pub fn user(&self, domain: &Arc<str>, username: &str) -> Option<Arc<User>> {
         self.users

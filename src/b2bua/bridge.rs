@@ -1,17 +1,18 @@
-//! Bridged calls: the caller's leg (a browser's WebRTC leg, or a phone's
-//! RTP leg) and a leg we place towards a trunk, both participants of one
-//! mixer room. Two independent dialogs: the trunk sees our Call-ID, tags,
-//! Contact and media address only (topology hiding).
+//! Bridged calls: the caller's leg (a browser's WebRTC leg, or a trunk's or
+//! phone's RTP leg) and the legs we place (towards trunks, one after another
+//! on failover; or towards browsers, all at once with WebRTC offers), both
+//! sides participants of one mixer room. Independent dialogs: each side
+//! sees our Call-ID, tags, Contact and media address only (topology hiding).
 //!
-//! The caller's side is the same [`UasCall`] state machine as calls the
-//! gateway answers itself, told when to answer; the trunk's side is a
-//! [`UacCall`]. This driver wires them: a 180/183 from the trunk goes to the
-//! caller, its answer answers the caller, a failure moves on to the next
-//! trunk (dialplan `failover_on`), and a hang-up on either side ends the
-//! other.
+//! The caller's side is the same [`super::call::UasCall`] state machine as
+//! calls the gateway answers itself, told when to answer; each outgoing leg
+//! is a [`UacCall`]. This driver wires them: a 180/183 goes to the caller,
+//! the first answer wins (the other forks are cancelled) and answers the
+//! caller, a failure moves on to the next trunk (dialplan `failover_on`),
+//! and a hang-up on either side ends the other.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -26,11 +27,14 @@ use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
 use super::{B2bua, CONTACT_PREFIX, DialogKey, Peer};
 use crate::auth::client::Challenge;
 use crate::dialplan::FailoverOn;
-use crate::media::engine::{Command, LegEvent, PortPair, RoomHandle};
+use crate::media::engine::{Command, LegEvent, LegSockets, PortPair, RoomHandle};
 use crate::media::leg::{Leg, LegStats};
-use crate::media::room::{ParticipantId, RoomConfig};
+use crate::media::room::{ParticipantConfig, ParticipantId, RoomConfig};
 use crate::media::rtp::{RtpLeg, RtpLegConfig};
-use crate::media::sdp::{Capabilities, Direction, LocalMedia, Negotiated, SessionOrigin};
+use crate::media::sdp::{
+    Capabilities, Direction, LocalMedia, Negotiated, SessionDescription, SessionOrigin,
+};
+use crate::media::webrtc::WebRtcLeg;
 use crate::sip::outbound::{NextHop, Outbound};
 use crate::sip::{
     Header, HeadersExt, Method, Request, SipMessage, StatusCode, ToTypedHeader, Transaction, Uri,
@@ -60,15 +64,56 @@ pub struct Caller {
     pub display: Option<String>,
 }
 
+/// One browser (registered binding) to ring with a WebRTC offer.
+#[derive(Clone)]
+pub struct BrowserTarget {
+    /// The user's name (for the CDR and logs).
+    pub user: String,
+    /// Our domain for the user (To, From host).
+    pub domain: String,
+    /// The binding's Contact URI (Request-URI).
+    pub uri: Uri,
+    /// The flow to the browser.
+    pub hop: NextHop,
+    /// Path headers of the binding (Route set, RFC 3327).
+    pub route: Vec<String>,
+}
+
+/// Browsers to ring at once; the first to answer takes the call.
+#[derive(Clone)]
+pub struct BrowserRoute {
+    /// Every binding of the users the dialplan named.
+    pub targets: Vec<BrowserTarget>,
+    /// How long to ring before giving up (`NoAnswer`).
+    pub ring_timeout: Duration,
+    /// The caller as the browsers see it.
+    pub caller: Caller,
+    /// The number the caller dialled (for the CDR).
+    pub callee: String,
+    /// The trunk the call came from (for the CDR).
+    pub from_trunk: Option<String>,
+}
+
+/// What the outgoing side of a bridged call is.
+#[derive(Clone)]
+pub enum Destination {
+    /// Trunks, one after another.
+    Trunks(TrunkRoute),
+    /// Browsers, all at once.
+    Browsers(BrowserRoute),
+}
+
 /// How a bridged call ended, for the dialplan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BridgeOutcome {
     /// The caller got its final response (answered, cancelled, or hung up).
     Done,
-    /// Every trunk failed before answer and the caller has no final
-    /// response yet: the dialplan's `on_failure` may continue, or the
-    /// status (mapped for the caller) goes up.
+    /// Every leg failed before answer and the caller has no final response
+    /// yet: the dialplan's `on_failure` may continue, or the status (mapped
+    /// for the caller) goes up.
     Failed(u16, String),
+    /// Nobody answered in time (browsers): `on_no_answer` may continue.
+    NoAnswer,
 }
 
 /// Whether `status` (or a timeout: 408) moves on to the next trunk.
@@ -80,7 +125,7 @@ fn fails_over(rules: &[FailoverOn], status: u16) -> bool {
     })
 }
 
-/// What the trunk leg's INVITE transaction reports to the call task.
+/// What an outgoing INVITE's transaction reports to the call task.
 enum InviteReport {
     /// A response of the INVITE with this CSeq.
     Response(u32, crate::sip::Response),
@@ -89,10 +134,24 @@ enum InviteReport {
     Ended(u32),
 }
 
-/// The B-leg: our dialog with the trunk.
-struct TrunkLeg {
-    trunk: Arc<Trunk>,
-    _permit: CallPermit,
+/// Reports of every outgoing INVITE of a call, by leg.
+type Reports = mpsc::UnboundedSender<(u64, InviteReport)>;
+
+/// The media of an outgoing leg before it joins the room.
+enum OutMedia {
+    /// Plain RTP (trunks): the ports of our offer.
+    Rtp(Option<PortPair>),
+    /// WebRTC (browsers): the leg that made our offer, and its socket.
+    WebRtc(Option<(Box<WebRtcLeg>, LegSockets)>),
+}
+
+/// An outgoing leg: our dialog with a trunk or a browser.
+struct OutLeg {
+    id: u64,
+    trunk: Option<Arc<Trunk>>,
+    _permit: Option<CallPermit>,
+    /// Who it rings (trunk name or user), for logs and the CDR.
+    label: String,
     hop: NextHop,
     call_id: String,
     from_tag: String,
@@ -107,18 +166,16 @@ struct TrunkLeg {
     invite: Request,
     offer_text: String,
     uac: UacCall,
-    ports: Option<PortPair>,
+    media: OutMedia,
     participant: ParticipantId,
     joined: bool,
-    invite_reports: mpsc::UnboundedReceiver<InviteReport>,
-    invite_tx: mpsc::UnboundedSender<InviteReport>,
     /// The challenge to answer next: (401, not 407), the challenge.
     last_challenge: Option<(bool, Challenge)>,
     server_name: String,
     codec: Option<String>,
 }
 
-impl TrunkLeg {
+impl OutLeg {
     fn key(&self) -> DialogKey {
         (self.call_id.clone(), self.from_tag.clone())
     }
@@ -145,21 +202,26 @@ impl TrunkLeg {
             Header::Allow(ALLOW.into()),
             Header::UserAgent(self.server_name.clone().into()),
         ];
-        let policy = &self.trunk.config.caller_id;
-        if policy.anonymous {
-            headers.push(Header::Other("Privacy".into(), "id".into()));
+        if let Some(trunk) = &self.trunk {
+            let policy = &trunk.config.caller_id;
+            if policy.anonymous {
+                headers.push(Header::Other("Privacy".into(), "id".into()));
+            }
+            if (policy.asserted_identity || policy.anonymous)
+                && let Some(number) = policy.number.as_deref()
+            {
+                headers.push(Header::Other(
+                    "P-Asserted-Identity".into(),
+                    format!(
+                        "<sip:{}@{}>",
+                        trunk.config.format_number(number),
+                        trunk.config.domain()
+                    ),
+                ));
+            }
         }
-        if (policy.asserted_identity || policy.anonymous)
-            && let Some(number) = policy.number.as_deref()
-        {
-            headers.push(Header::Other(
-                "P-Asserted-Identity".into(),
-                format!(
-                    "<sip:{}@{}>",
-                    self.trunk.config.format_number(number),
-                    self.trunk.config.domain()
-                ),
-            ));
+        for route in &self.route_set {
+            headers.push(Header::Route(route.clone().into()));
         }
         if let Some(h) = authorization {
             headers.push(h);
@@ -334,11 +396,70 @@ fn now_unix() -> f64 {
 
 /// Starts the B-leg on `trunk_name`: checks and takes a call slot,
 /// resolves and connects, allocates media ports, sends the INVITE.
+
+/// The parts of an outgoing leg every kind shares.
+#[allow(clippy::too_many_arguments)]
+fn new_out_leg(
+    b2bua: &Arc<B2bua>,
+    id: u64,
+    label: String,
+    hop: NextHop,
+    uri: Uri,
+    from: String,
+    from_tag: String,
+    to: String,
+    offer_text: String,
+    uac: UacCall,
+    media: OutMedia,
+) -> OutLeg {
+    let contact = format!(
+        "<sip:{CONTACT_PREFIX}{from_tag}@{}{}>",
+        hop.contact,
+        hop.kind.uri_param()
+    );
+    OutLeg {
+        id,
+        trunk: None,
+        _permit: None,
+        label,
+        hop,
+        call_id: random_hex(16),
+        from_tag,
+        from,
+        to,
+        to_tag: None,
+        uri: uri.clone(),
+        remote_target: None,
+        route_set: Vec::new(),
+        contact,
+        cseq: 0,
+        invite: Request {
+            method: Method::Invite,
+            uri,
+            version: Version::V2,
+            headers: Vec::<Header>::new().into(),
+            body: Vec::new(),
+        },
+        offer_text,
+        uac,
+        media,
+        participant: b2bua.engine.participant_id(),
+        joined: false,
+        last_challenge: None,
+        server_name: b2bua.core.server_name().to_string(),
+        codec: None,
+    }
+}
+
+/// Starts a leg towards `trunk_name`: checks and takes a call slot,
+/// resolves and connects, allocates media ports, sends the INVITE.
 async fn start_trunk_leg(
     b2bua: &Arc<B2bua>,
+    id: u64,
     trunk_name: &str,
     route: &TrunkRoute,
-) -> Result<TrunkLeg, (u16, String)> {
+    reports: &Reports,
+) -> Result<OutLeg, (u16, String)> {
     let trunk = b2bua
         .trunks
         .get(trunk_name)
@@ -381,7 +502,6 @@ async fn start_trunk_leg(
         &mut SessionOrigin::new(),
     );
     let from_tag = random_hex(6);
-    let kind = hop.kind;
     let domain = cfg.domain().to_string();
     let uri_host = if cfg.domain.is_none() && cfg.port() != cfg.transport.default_port() {
         format!("{domain}:{}", cfg.port())
@@ -389,7 +509,7 @@ async fn start_trunk_leg(
         domain.clone()
     };
     let number = cfg.format_number(&route.number);
-    let uri_text = format!("sip:{number}@{uri_host}{}", kind.uri_param());
+    let uri_text = format!("sip:{number}@{uri_host}{}", hop.kind.uri_param());
     let uri = Uri::try_from(uri_text.as_str()).map_err(|_| (484, "bad number".to_string()))?;
     let policy = &cfg.caller_id;
     let from_host = if cfg.register.is_some() {
@@ -404,60 +524,130 @@ async fn start_trunk_leg(
             .number
             .clone()
             .unwrap_or_else(|| route.caller.user.clone());
-        let user = cfg.format_number(&user);
         let display = policy.name.clone().or_else(|| route.caller.display.clone());
-        let display = display
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("\"{}\" ", d.replace(['"', '\\', '\r', '\n'], "")))
-            .unwrap_or_default();
-        format!("{display}<sip:{user}@{from_host}>;tag={from_tag}")
+        from_header(&cfg.format_number(&user), display, &from_host, &from_tag)
     };
     let to = format!("<sip:{number}@{uri_host}>");
-    let contact = format!(
-        "<sip:{CONTACT_PREFIX}{from_tag}@{}{}>",
-        hop.contact,
-        kind.uri_param()
-    );
-    let (invite_tx, invite_reports) = mpsc::unbounded_channel();
-    let mut leg = TrunkLeg {
-        trunk: trunk.clone(),
-        _permit: permit,
+    let mut leg = new_out_leg(
+        b2bua,
+        id,
+        trunk.name().to_string(),
         hop,
-        call_id: random_hex(16),
-        from_tag,
+        uri,
         from,
+        from_tag,
         to,
-        to_tag: None,
-        uri: uri.clone(),
-        remote_target: None,
-        route_set: Vec::new(),
-        contact,
-        cseq: 0,
-        invite: Request {
-            method: Method::Invite,
-            uri: uri.clone(),
-            version: Version::V2,
-            headers: Vec::<Header>::new().into(),
-            body: Vec::new(),
-        },
-        offer_text: offer.to_string(),
-        uac: UacCall::new(offer),
-        ports: Some(ports),
-        participant: b2bua.engine.participant_id(),
-        joined: false,
-        invite_reports,
-        invite_tx,
-        last_challenge: None,
-        server_name: b2bua.core.server_name().to_string(),
-        codec: None,
-    };
+        offer.to_string(),
+        UacCall::new(offer),
+        OutMedia::Rtp(Some(ports)),
+    );
+    leg.trunk = Some(trunk.clone());
+    leg._permit = Some(permit);
     let invite = leg.build_invite(None);
-    send_invite(&b2bua.outbound, &leg, invite).map_err(|e| (503, e))?;
+    send_invite(&b2bua.outbound, &leg, invite, reports).map_err(|e| (503, e))?;
     info!(trunk = %trunk.name(), to = %leg.uri, call_id = %leg.call_id, "trunk leg: INVITE sent");
     Ok(leg)
 }
 
-/// `host[:port]` (IPv6 in brackets).
+/// A From header value with an optional display name (quotes and line
+/// breaks removed).
+fn from_header(user: &str, display: Option<String>, host: &str, tag: &str) -> String {
+    let display = display
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("\"{}\" ", d.replace(['"', '\\', '\r', '\n'], "")))
+        .unwrap_or_default();
+    format!("{display}<sip:{user}@{host}>;tag={tag}")
+}
+
+/// Starts a leg towards one browser binding: a WebRTC offer (ICE-lite,
+/// DTLS-SRTP, Opus and G.711) on a socket from the media range.
+fn start_browser_leg(
+    b2bua: &Arc<B2bua>,
+    id: u64,
+    target: &BrowserTarget,
+    route: &BrowserRoute,
+    reports: &Reports,
+) -> Result<OutLeg, (u16, String)> {
+    let ports = b2bua
+        .engine
+        .allocate_ports()
+        .map_err(|_| (503, "no media ports".to_string()))?;
+    let bound = ports.rtp.local_addr().map_err(|e| (503, e.to_string()))?;
+    let local_ip = if bound.ip().is_unspecified() {
+        target.hop.local.ip()
+    } else {
+        bound.ip()
+    };
+    let mut cfg = (*b2bua.webrtc).clone();
+    cfg.advertised_ip = Some(b2bua.engine.advertised_ip(target.hop.local.ip()));
+    let now = Instant::now();
+    let (webrtc, offer) =
+        WebRtcLeg::offer(std::net::SocketAddr::new(local_ip, bound.port()), &cfg, now)
+            .map_err(|e| (500, e.to_string()))?;
+    let parsed = SessionDescription::parse(offer.as_bytes()).map_err(|e| (500, e.to_string()))?;
+    let sockets = LegSockets {
+        main: ports.rtp,
+        rtcp: None,
+        lease: Some(ports.lease),
+    };
+    let from_tag = random_hex(6);
+    let from = from_header(
+        &route.caller.user,
+        route.caller.display.clone(),
+        &target.domain,
+        &from_tag,
+    );
+    let to = format!("<sip:{}@{}>", target.user, target.domain);
+    let mut leg = new_out_leg(
+        b2bua,
+        id,
+        target.user.clone(),
+        target.hop.clone(),
+        target.uri.clone(),
+        from,
+        from_tag,
+        to,
+        offer,
+        UacCall::new_answered_by_leg(parsed),
+        OutMedia::WebRtc(Some((Box::new(webrtc), sockets))),
+    );
+    leg.route_set = target.route.clone();
+    let invite = leg.build_invite(None);
+    send_invite(&b2bua.outbound, &leg, invite, reports).map_err(|e| (503, e))?;
+    info!(user = %target.user, uri = %target.uri, call_id = %leg.call_id, "browser leg: INVITE sent");
+    Ok(leg)
+}
+
+/// Applies a browser's SDP answer to its WebRTC leg: what the room needs.
+fn accept_browser_answer(
+    leg: &mut OutLeg,
+    body: &[u8],
+) -> Result<(Negotiated, ParticipantConfig), u16> {
+    let OutMedia::WebRtc(Some((webrtc, _))) = &mut leg.media else {
+        return Err(500);
+    };
+    let text = std::str::from_utf8(body).map_err(|_| 488u16)?;
+    webrtc.accept_answer(text, Instant::now()).map_err(|e| {
+        info!(error = %e, "browser answer refused");
+        488u16
+    })?;
+    let negotiated = webrtc.negotiated().ok_or(488u16)?;
+    let codec = negotiated.participant.codec;
+    Ok((
+        Negotiated {
+            media_index: 0,
+            codec,
+            telephone_event: negotiated.participant.telephone_event,
+            remote_rtp: None,
+            remote_rtcp: None,
+            remote_direction: Direction::SendRecv,
+            local_direction: Direction::SendRecv,
+            remote_ptime: None,
+        },
+        negotiated.participant,
+    ))
+}
+
 fn split_host_port(value: &str, default_port: u16) -> (String, u16) {
     let value = value.trim().trim_start_matches("sip:");
     if let Some(rest) = value.strip_prefix('[')
@@ -476,26 +666,31 @@ fn split_host_port(value: &str, default_port: u16) -> (String, u16) {
 
 /// Sends an INVITE on its own client transaction; its responses (and its
 /// end) arrive on the leg's report channel.
-fn send_invite(outbound: &Outbound, leg: &TrunkLeg, invite: Request) -> Result<(), String> {
+fn send_invite(
+    outbound: &Outbound,
+    leg: &OutLeg,
+    invite: Request,
+    reports: &Reports,
+) -> Result<(), String> {
     let mut client = outbound
         .client(invite, &leg.hop)
         .map_err(|e| e.to_string())?;
-    let reports = leg.invite_tx.clone();
-    let cseq = leg.cseq;
+    let reports = reports.clone();
+    let (cseq, id) = (leg.cseq, leg.id);
     tokio::spawn(
         async move {
             if let Err(e) = client.send().await {
-                debug!(error = %e, "INVITE to trunk not sent");
+                debug!(error = %e, "INVITE not sent");
             } else {
                 while let Some(message) = client.receive().await {
                     if let SipMessage::Response(r) = message
-                        && reports.send(InviteReport::Response(cseq, r)).is_err()
+                        && reports.send((id, InviteReport::Response(cseq, r))).is_err()
                     {
                         break;
                     }
                 }
             }
-            let _ = reports.send(InviteReport::Ended(cseq));
+            let _ = reports.send((id, InviteReport::Ended(cseq)));
         }
         .in_current_span(),
     );
@@ -533,20 +728,12 @@ fn send_in_dialog(
     );
 }
 
-async fn recv_invite_report(leg: &mut Option<TrunkLeg>) -> Option<InviteReport> {
-    match leg {
-        Some(leg) => leg.invite_reports.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Bridges the caller's INVITE to the trunks of `route`, in order, and runs
-/// the call to its end. `invite` is the caller's INVITE server transaction
-/// (100 Trying sent).
+/// Bridges the caller's INVITE to `destination` and runs the call to its
+/// end. `invite` is the caller's INVITE server transaction (100 Trying sent).
 pub async fn bridge<S: InviteServer>(
     b2bua: &Arc<B2bua>,
     invite: &mut S,
-    route: TrunkRoute,
+    destination: Destination,
     peer: Peer,
 ) -> BridgeOutcome {
     let request = invite.original().clone();
@@ -555,533 +742,790 @@ pub async fn bridge<S: InviteServer>(
         .map(|h| h.value().to_string())
         .unwrap_or_default();
     let span = info_span!("bridge", call_id = %call_id);
-    bridge_inner(b2bua, invite, route, peer, request, call_id)
-        .instrument(span)
-        .await
+    let mut call = Bridge::new(b2bua.clone(), destination, peer, request, call_id);
+    call.run(invite).instrument(span).await
 }
 
-async fn bridge_inner<S: InviteServer>(
-    b2bua: &Arc<B2bua>,
-    invite: &mut S,
-    route: TrunkRoute,
+/// One bridged call's state, owned by its task.
+struct Bridge {
+    b2bua: Arc<B2bua>,
+    destination: Destination,
     peer: Peer,
     request: Request,
     a_call_id: String,
-) -> BridgeOutcome {
-    let metrics = b2bua.engine.metrics().clone();
-    metrics.media.calls.inc();
-    let _count = CallCount(metrics.media.calls.clone());
-    let started = now_unix();
-    let mut dialog = Dialog {
-        tag: random_hex(6),
-        contact: String::new(),
-        invite: request.clone(),
-        peer: peer.clone(),
-        server_name: b2bua.core.server_name().to_string(),
-        bye_cseq: 0,
-    };
-    dialog.contact = format!(
-        "<sip:{CONTACT_PREFIX}{}@{}{}>",
-        dialog.tag,
-        peer.local,
-        peer.kind.uri_param()
-    );
-    let now = Instant::now();
-    // The caller's media leg is prepared once and kept across failover.
-    let (mut a, answer_sdp, _ring, prepared) = match prepare(
-        b2bua,
-        &request.body,
-        &peer,
-        std::time::Duration::from_secs(1),
-        now,
-    ) {
-        Ok(ready) => ready,
-        Err((status, reason)) => {
-            info!(status, reason, "bridged call refused");
-            let mut response = dialog.response(&request, status, None);
-            response.status_code = StatusCode::Other(status, reason.into());
-            invite.respond(response);
-            return BridgeOutcome::Done;
-        }
-    };
-    a.wait_for_answer();
-    let a_codec = a.negotiated().codec.kind.name().to_string();
-    let room = match b2bua.engine.create_room(RoomConfig {
-        max_participants: 2,
-        ..RoomConfig::default()
-    }) {
-        Ok(room) => room,
-        Err(e) => {
-            warn!(error = %e, "no room for the call");
-            let mut response = dialog.response(&request, 503, None);
-            response.status_code = StatusCode::Other(503, "Media Services Not Available".into());
-            invite.respond(response);
-            return BridgeOutcome::Done;
-        }
-    };
-    let a_key: DialogKey = (a_call_id.clone(), dialog.tag.clone());
-    let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Transaction>();
-    b2bua.register(a_key.clone(), dialog_tx.clone());
-    let a_id = b2bua.engine.participant_id();
-    let (a_leg_tx, mut a_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
-    let (b_leg_tx, mut b_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
-    let (a_bye_tx, mut a_bye_rx) = mpsc::unbounded_channel::<u16>();
-    let (b_bye_tx, mut b_bye_rx) = mpsc::unbounded_channel::<u16>();
-    let mut a_prepared: Option<Prepared> = Some(prepared);
-    let mut a_joined = false;
-    let mut a_pending: Option<Transaction> = None;
-    let mut b_pending: Option<Transaction> = None;
-    let mut invite_open = true;
-    let mut trunks = route.trunks.clone().into_iter();
-    let mut b: Option<TrunkLeg> = None;
-    let mut last_failure: (u16, String) = (503, "no trunk available".into());
-    let mut answered_at: Option<f64> = None;
-    let mut early_sent = false;
-    let mut end_reason = String::from("unknown");
-    let mut trunk_used: Option<String> = None;
-    let mut b_codec: Option<String> = None;
-    let mut a_stats: Option<LegStats> = None;
-    let mut b_stats: Option<LegStats> = None;
-    let mut outcome: Option<BridgeOutcome> = None;
-    let mut a_queue: std::collections::VecDeque<Action> = Default::default();
-    let mut b_queue: std::collections::VecDeque<UacAction> = Default::default();
-    let mut need_next_trunk = true;
+    /// Outgoing legs still alive (several while forking to browsers).
+    legs: Vec<OutLeg>,
+    /// The leg that answered.
+    winner: Option<u64>,
+    next_id: u64,
+    /// Trunks not tried yet.
+    trunks_left: std::vec::IntoIter<String>,
+    last_failure: (u16, String),
+    early_sent: bool,
+    ringing_sent: bool,
+    end_reason: String,
+    answered_at: Option<f64>,
+    out_label: Option<String>,
+    out_codec: Option<String>,
+    a_stats: Option<LegStats>,
+    b_stats: Option<LegStats>,
+    ring_deadline: Option<Instant>,
+    no_answer: bool,
+}
 
-    loop {
-        // Start (or restart) the trunk leg while the caller still waits.
-        while need_next_trunk && a.state() == CallState::Ringing {
-            need_next_trunk = false;
-            let Some(name) = trunks.next() else {
-                let (status, reason) = last_failure.clone();
-                info!(status, %reason, "every trunk failed");
-                outcome = Some(BridgeOutcome::Failed(status, reason));
-                break;
-            };
-            match start_trunk_leg(b2bua, &name, &route).await {
-                Ok(leg) => {
-                    b2bua.register(leg.key(), dialog_tx.clone());
-                    trunk_used = Some(name);
-                    b = Some(leg);
-                }
-                Err((status, reason)) => {
-                    info!(trunk = %name, status, %reason, "trunk skipped");
-                    last_failure = (status, reason);
-                    need_next_trunk = true;
-                }
-            }
+impl Bridge {
+    fn new(
+        b2bua: Arc<B2bua>,
+        destination: Destination,
+        peer: Peer,
+        request: Request,
+        a_call_id: String,
+    ) -> Bridge {
+        let trunks = match &destination {
+            Destination::Trunks(route) => route.trunks.clone(),
+            Destination::Browsers(_) => Vec::new(),
+        };
+        Bridge {
+            b2bua,
+            destination,
+            peer,
+            request,
+            a_call_id,
+            legs: Vec::new(),
+            winner: None,
+            next_id: 0,
+            trunks_left: trunks.into_iter(),
+            last_failure: (503, "no route available".into()),
+            early_sent: false,
+            ringing_sent: false,
+            end_reason: String::from("unknown"),
+            answered_at: None,
+            out_label: None,
+            out_codec: None,
+            a_stats: None,
+            b_stats: None,
+            ring_deadline: None,
+            no_answer: false,
         }
-        if outcome.is_some() {
-            break;
-        }
-        // The trunk leg's actions.
-        while let Some(action) = b_queue.pop_front() {
-            let Some(leg) = b.as_mut() else { break };
-            match action {
-                UacAction::Progress(status) => {
-                    if a.state() == CallState::Ringing && !early_sent {
-                        invite.respond(dialog.response(&request, status, None));
-                    }
-                }
-                UacAction::EarlyMedia(neg) => {
-                    if leg.trunk.config.early_media == EarlyMediaPolicy::Forward
-                        && a.state() == CallState::Ringing
-                    {
-                        let joined_b = join_trunk_leg(b2bua, &room, leg, &neg, &b_leg_tx).await;
-                        let joined_a =
-                            join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx)
-                                .await;
-                        if joined_b && joined_a {
-                            early_sent = true;
-                            invite.respond(dialog.response(
-                                &request,
-                                183,
-                                Some(answer_sdp.clone()),
-                            ));
-                            info!("early media from the trunk");
+    }
+
+    fn leg(&mut self, id: u64) -> Option<&mut OutLeg> {
+        self.legs.iter_mut().find(|l| l.id == id)
+    }
+
+    /// Starts the next trunk (failover) or every browser (fork); false when
+    /// nothing could be started.
+    async fn start_legs(
+        &mut self,
+        reports: &Reports,
+        dialogs: &mpsc::UnboundedSender<Transaction>,
+    ) -> bool {
+        match self.destination.clone() {
+            Destination::Trunks(route) => {
+                for name in self.trunks_left.by_ref() {
+                    self.next_id += 1;
+                    match start_trunk_leg(&self.b2bua, self.next_id, &name, &route, reports).await {
+                        Ok(leg) => {
+                            self.b2bua.register(leg.key(), dialogs.clone());
+                            self.out_label = Some(name);
+                            self.legs.push(leg);
+                            return true;
+                        }
+                        Err((status, reason)) => {
+                            info!(trunk = %name, status, %reason, "trunk skipped");
+                            self.last_failure = (status, reason);
                         }
                     }
                 }
-                UacAction::Answered(neg) => {
-                    b_codec = Some(neg.codec.kind.name().to_string());
-                    leg.codec = b_codec.clone();
-                    if leg.joined {
-                        update_rtp_leg(&room, leg.participant, &neg).await;
-                    } else {
-                        join_trunk_leg(b2bua, &room, leg, &neg, &b_leg_tx).await;
-                    }
-                    answered_at = Some(now_unix());
-                    info!(codec = %neg.codec.kind.name(), "trunk answered");
-                    a_queue.extend(a.handle(CallEvent::Answer, Instant::now()));
-                }
-                UacAction::SendAck => {
-                    // The transaction layer ACKs the 2xx (and its retransmissions).
-                }
-                UacAction::SendAuthenticated => {
-                    let resent = resend_with_credentials(b2bua, leg);
-                    if !resent {
-                        b_queue.extend(leg.uac.handle(UacEvent::Failure(403), Instant::now()));
-                    }
-                }
-                UacAction::SendCancel => {
-                    let cancel = crate::proxy::make_cancel(&leg.invite);
-                    send_in_dialog(&b2bua.outbound, &leg.hop, cancel, None);
-                }
-                UacAction::SendBye => {
-                    let bye = leg.in_dialog(Method::Bye, None);
-                    send_in_dialog(&b2bua.outbound, &leg.hop, bye, Some(b_bye_tx.clone()));
-                }
-                UacAction::Failed(status) => {
-                    info!(trunk = %leg.trunk.name(), status, "trunk leg failed");
-                    last_failure = (
-                        status,
-                        format!("trunk {} answered {status}", leg.trunk.name()),
-                    );
-                    if a.state() == CallState::Ringing
-                        && !early_sent
-                        && fails_over(&route.failover_on, status)
-                    {
-                        need_next_trunk = true;
-                    } else if a.state() == CallState::Ringing {
-                        let (code, _) = caller_status(status);
-                        end_reason = format!("trunk {status}");
-                        a_queue.extend(a.handle(CallEvent::Reject(code), Instant::now()));
-                    }
-                }
-                UacAction::Reply(status, body) => {
-                    if let Some(mut tx) = b_pending.take() {
-                        let response = leg.response(&tx.original, status, body);
-                        let _ = tx.respond(response).await;
-                        tokio::spawn(async move { while tx.receive().await.is_some() {} });
-                    }
-                }
-                UacAction::Renegotiate(neg) => {
-                    update_rtp_leg(&room, leg.participant, &neg).await;
-                    let _ = room
-                        .send(Command::Hold(leg.participant, neg.on_hold()))
-                        .await;
-                    info!(hold = neg.on_hold(), "re-INVITE from the trunk");
-                }
-                UacAction::Dtmf(digit, ms) => {
-                    // INFO from the trunk: to the caller as RFC 4733.
-                    let _ = room.send(Command::Dtmf(leg.participant, digit, ms)).await;
-                }
-                UacAction::RemoteHangup => {
-                    end_reason = "trunk hung up".into();
-                    a_queue.extend(a.handle(CallEvent::Hangup, Instant::now()));
-                }
-                UacAction::Release => {}
+                false
             }
-        }
-        // The trunk leg ended: forget it (a failover starts a fresh one).
-        if b.as_ref()
-            .is_some_and(|leg| leg.uac.state() == UacState::Ended)
-        {
-            if let Some(leg) = b.take() {
-                b2bua.unregister(&leg.key());
-                if leg.joined {
-                    let _ = room.send(Command::Remove(leg.participant)).await;
+            Destination::Browsers(route) => {
+                if self.next_id > 0 {
+                    return false;
                 }
-            }
-            continue;
-        }
-        // The caller's actions.
-        while let Some(action) = a_queue.pop_front() {
-            match action {
-                Action::Ring => {}
-                Action::Answer => {
-                    if join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx).await {
-                        invite.respond(dialog.response(&request, 200, Some(answer_sdp.clone())));
-                    } else {
-                        invite.respond(dialog.response(&request, 500, None));
-                        a.handle(CallEvent::Cancel, Instant::now());
-                        end_reason = "caller media failed".into();
-                        if let Some(leg) = b.as_mut() {
-                            b_queue.extend(leg.uac.handle(UacEvent::Hangup, Instant::now()));
+                for target in &route.targets {
+                    self.next_id += 1;
+                    match start_browser_leg(&self.b2bua, self.next_id, target, &route, reports) {
+                        Ok(leg) => {
+                            self.b2bua.register(leg.key(), dialogs.clone());
+                            self.legs.push(leg);
+                        }
+                        Err((status, reason)) => {
+                            info!(user = %target.user, status, %reason, "browser not rung");
+                            self.last_failure = (status, reason);
                         }
                     }
                 }
-                Action::RejectInvite(status) => {
-                    let mut response = dialog.response(&request, status, None);
-                    if status == 487 {
-                        response.status_code = StatusCode::RequestTerminated;
-                    }
-                    invite.respond(response);
+                if !self.legs.is_empty() {
+                    self.ring_deadline = Some(Instant::now() + route.ring_timeout);
+                    self.last_failure = (480, "nobody answered".into());
                 }
-                Action::Reply(status, body) => {
-                    if let Some(mut tx) = a_pending.take() {
-                        let response = dialog.response(&tx.original, status, body);
-                        let _ = tx.respond(response).await;
-                        tokio::spawn(async move { while tx.receive().await.is_some() {} });
-                    }
-                }
-                Action::Renegotiate(neg) => {
-                    update_rtp_leg(&room, a_id, &neg).await;
-                    let _ = room.send(Command::Hold(a_id, neg.on_hold())).await;
-                    info!(hold = neg.on_hold(), "re-INVITE from the caller");
-                }
-                Action::RenegotiateLeg { offer, hold } => {
-                    match reanswer_webrtc(&room, a_id, offer).await {
-                        Some(sdp) => {
-                            a_queue.push_front(Action::Reply(200, Some(sdp)));
-                            let _ = room.send(Command::Hold(a_id, hold)).await;
-                            info!(hold, "re-INVITE from the browser");
-                        }
-                        None => a_queue.push_front(Action::Reply(488, None)),
-                    }
-                }
-                Action::Dtmf(digit, ms) => {
-                    // INFO from the caller: to the trunk in its DTMF mode.
-                    match b.as_mut() {
-                        Some(leg) if leg.trunk.config.dtmf == DtmfMode::Info => {
-                            let body = format!("Signal={digit}\r\nDuration={ms}\r\n");
-                            let info =
-                                leg.in_dialog(Method::Info, Some(("application/dtmf-relay", body)));
-                            send_in_dialog(&b2bua.outbound, &leg.hop, info, None);
-                        }
-                        _ => {
-                            let _ = room.send(Command::Dtmf(a_id, digit, ms)).await;
-                        }
-                    }
-                }
-                Action::SendBye => send_bye(&dialog.bye(), &peer, &b2bua.core, a_bye_tx.clone()),
-                Action::Release => {}
+                !self.legs.is_empty()
             }
         }
-        if a.state() == CallState::Ended {
-            if let Some(leg) = b.as_mut()
-                && !matches!(leg.uac.state(), UacState::Ending | UacState::Cancelling)
-            {
-                if end_reason == "unknown" {
-                    end_reason = "caller hung up".into();
+    }
+
+    async fn run<S: InviteServer>(&mut self, invite: &mut S) -> BridgeOutcome {
+        let b2bua = self.b2bua.clone();
+        let metrics = b2bua.engine.metrics().clone();
+        metrics.media.calls.inc();
+        let _count = CallCount(metrics.media.calls.clone());
+        let started = now_unix();
+        let request = self.request.clone();
+        let peer = self.peer.clone();
+        let mut dialog = Dialog {
+            tag: random_hex(6),
+            contact: String::new(),
+            invite: request.clone(),
+            peer: peer.clone(),
+            server_name: b2bua.core.server_name().to_string(),
+            bye_cseq: 0,
+        };
+        dialog.contact = format!(
+            "<sip:{CONTACT_PREFIX}{}@{}{}>",
+            dialog.tag,
+            peer.local,
+            peer.kind.uri_param()
+        );
+        // The caller's media leg is prepared once and kept across failover.
+        let (mut a, answer_sdp, _ring, prepared) = match prepare(
+            &b2bua,
+            &request.body,
+            &peer,
+            Duration::from_secs(1),
+            Instant::now(),
+        ) {
+            Ok(ready) => ready,
+            Err((status, reason)) => {
+                info!(status, reason, "bridged call refused");
+                let mut response = dialog.response(&request, status, None);
+                response.status_code = StatusCode::Other(status, reason.into());
+                invite.respond(response);
+                return BridgeOutcome::Done;
+            }
+        };
+        a.wait_for_answer();
+        let a_codec = a.negotiated().codec.kind.name().to_string();
+        let room = match b2bua.engine.create_room(RoomConfig {
+            max_participants: 2,
+            ..RoomConfig::default()
+        }) {
+            Ok(room) => room,
+            Err(e) => {
+                warn!(error = %e, "no room for the call");
+                let mut response = dialog.response(&request, 503, None);
+                response.status_code =
+                    StatusCode::Other(503, "Media Services Not Available".into());
+                invite.respond(response);
+                return BridgeOutcome::Done;
+            }
+        };
+        let a_key: DialogKey = (self.a_call_id.clone(), dialog.tag.clone());
+        let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Transaction>();
+        b2bua.register(a_key.clone(), dialog_tx.clone());
+        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<(u64, InviteReport)>();
+        let a_id = b2bua.engine.participant_id();
+        let (a_leg_tx, mut a_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
+        let (b_leg_tx, mut b_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
+        let (a_bye_tx, mut a_bye_rx) = mpsc::unbounded_channel::<u16>();
+        let (b_bye_tx, mut b_bye_rx) = mpsc::unbounded_channel::<(u64, u16)>();
+        let mut a_prepared: Option<Prepared> = Some(prepared);
+        let mut a_joined = false;
+        let mut a_pending: Option<Transaction> = None;
+        let mut b_pending: Option<(u64, Transaction)> = None;
+        let mut invite_open = true;
+        let mut outcome: Option<BridgeOutcome> = None;
+        let mut a_queue: std::collections::VecDeque<Action> = Default::default();
+        let mut b_queue: std::collections::VecDeque<(u64, UacAction)> = Default::default();
+        let mut need_legs = true;
+
+        loop {
+            // Start (or restart, on failover) the outgoing side while the caller waits.
+            if need_legs && a.state() == CallState::Ringing {
+                need_legs = false;
+                if !self.start_legs(&reports_tx, &dialog_tx).await {
+                    let (status, reason) = self.last_failure.clone();
+                    info!(status, %reason, "no outgoing leg could be placed");
+                    outcome = Some(BridgeOutcome::Failed(status, reason));
+                    break;
                 }
-                b_queue.extend(leg.uac.handle(UacEvent::Hangup, Instant::now()));
-                continue;
             }
-            if b.is_none() {
-                break;
-            }
-        }
-        let a_deadline = a.deadline();
-        let b_deadline = b.as_ref().and_then(|leg| leg.uac.deadline());
-        tokio::select! {
-            next = invite.next_request(), if invite_open => {
-                let now = Instant::now();
-                let event = match next {
-                    Some(r) if r.method == Method::Ack => CallEvent::Ack,
-                    Some(r) if r.method == Method::Cancel => {
-                        end_reason = "caller cancelled".into();
-                        CallEvent::Cancel
+            // The outgoing legs' actions.
+            while let Some((id, action)) = b_queue.pop_front() {
+                let alive = self.legs_alive();
+                let early_policy_forward = self
+                    .leg(id)
+                    .and_then(|l| l.trunk.as_ref())
+                    .is_some_and(|t| t.config.early_media == EarlyMediaPolicy::Forward);
+                let winner = self.winner;
+                let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) else {
+                    continue;
+                };
+                match action {
+                    UacAction::Progress(status) => {
+                        if a.state() == CallState::Ringing
+                            && !self.early_sent
+                            && !(status == 180 && self.ringing_sent)
+                        {
+                            self.ringing_sent |= status == 180;
+                            invite.respond(dialog.response(&request, status, None));
+                        }
                     }
-                    Some(_) => continue,
-                    None => {
-                        invite_open = false;
-                        if a.state() != CallState::AwaitingAck {
+                    UacAction::EarlyMedia(neg) => {
+                        if early_policy_forward && a.state() == CallState::Ringing && alive == 1 {
+                            let config = neg.participant_config();
+                            let joined_b =
+                                join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                            let joined_a =
+                                join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx)
+                                    .await;
+                            if joined_b && joined_a {
+                                self.early_sent = true;
+                                invite.respond(dialog.response(
+                                    &request,
+                                    183,
+                                    Some(answer_sdp.clone()),
+                                ));
+                                info!("early media from the trunk");
+                            }
+                        }
+                    }
+                    UacAction::Answered(neg) => {
+                        if winner.is_some_and(|w| w != id) || a.state() != CallState::Ringing {
+                            // Another fork won, or the caller is gone: hang this one up.
+                            b_queue.extend(
+                                leg.uac
+                                    .handle(UacEvent::Hangup, Instant::now())
+                                    .into_iter()
+                                    .map(|x| (id, x)),
+                            );
                             continue;
                         }
-                        CallEvent::AckTimeout
-                    }
-                };
-                a_queue.extend(a.handle(event, now));
-            }
-            Some(tx) = dialog_rx.recv() => {
-                let now = Instant::now();
-                let content_type = tx.original.headers.iter().find_map(|h| match h {
-                    Header::ContentType(ct) => Some(ct.value().to_string()),
-                    _ => None,
-                }).unwrap_or_default();
-                let body = tx.original.body.clone();
-                let method = tx.original.method;
-                let from_trunk = tx
-                    .original
-                    .call_id_header()
-                    .is_ok_and(|h| h.value() != a_call_id);
-                if from_trunk {
-                    let Some(leg) = b.as_mut() else {
-                        let mut tx = tx;
-                        let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
-                        continue;
-                    };
-                    b_pending = Some(tx);
-                    let event = match method {
-                        Method::Bye => UacEvent::Bye,
-                        Method::Invite | Method::Update => UacEvent::ReInvite(&body),
-                        Method::Info => UacEvent::Info(&content_type, &body),
-                        Method::Options => UacEvent::Options,
-                        _ => UacEvent::Other,
-                    };
-                    b_queue.extend(leg.uac.handle(event, now));
-                } else {
-                    a_pending = Some(tx);
-                    let event = match method {
-                        Method::Bye => {
-                            end_reason = "caller hung up".into();
-                            CallEvent::Bye
+                        self.winner = Some(id);
+                        let config = match &leg.media {
+                            OutMedia::WebRtc(Some((webrtc, _))) => {
+                                webrtc.negotiated().map(|n| n.participant)
+                            }
+                            _ => None,
                         }
-                        Method::Invite | Method::Update => CallEvent::ReInvite(&body),
-                        Method::Info => CallEvent::Info(&content_type, &body),
-                        Method::Options => CallEvent::Options,
-                        _ => CallEvent::Other,
+                        .unwrap_or_else(|| neg.participant_config());
+                        self.out_codec = Some(neg.codec.kind.name().to_string());
+                        self.out_label = Some(leg.label.clone());
+                        leg.codec = self.out_codec.clone();
+                        join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                        self.answered_at = Some(now_unix());
+                        info!(leg = %leg.label, codec = %neg.codec.kind.name(), "answered");
+                        a_queue.extend(a.handle(CallEvent::Answer, Instant::now()));
+                        // The other forks are cancelled.
+                        for other in self.legs.iter_mut().filter(|l| l.id != id) {
+                            let other_id = other.id;
+                            b_queue.extend(
+                                other
+                                    .uac
+                                    .handle(UacEvent::Hangup, Instant::now())
+                                    .into_iter()
+                                    .map(|x| (other_id, x)),
+                            );
+                        }
+                    }
+                    UacAction::SendAck => {
+                        // The transaction layer ACKs the 2xx (and its retransmissions).
+                    }
+                    UacAction::SendAuthenticated => {
+                        if !resend_with_credentials(&b2bua, leg, &reports_tx) {
+                            b_queue.extend(
+                                leg.uac
+                                    .handle(UacEvent::Failure(403), Instant::now())
+                                    .into_iter()
+                                    .map(|x| (id, x)),
+                            );
+                        }
+                    }
+                    UacAction::SendCancel => {
+                        let cancel = crate::proxy::make_cancel(&leg.invite);
+                        send_in_dialog(&b2bua.outbound, &leg.hop, cancel, None);
+                    }
+                    UacAction::SendBye => {
+                        let bye = leg.in_dialog(Method::Bye, None);
+                        let (tx, leg_id) = (b_bye_tx.clone(), id);
+                        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+                        send_in_dialog(&b2bua.outbound, &leg.hop, bye, Some(done_tx));
+                        tokio::spawn(async move {
+                            if let Some(status) = done_rx.recv().await {
+                                let _ = tx.send((leg_id, status));
+                            }
+                        });
+                    }
+                    UacAction::Failed(status) => {
+                        info!(leg = %leg.label, status, "outgoing leg failed");
+                        let better = crate::proxy::better(status, self.last_failure.0);
+                        if better || matches!(self.destination, Destination::Trunks(_)) {
+                            self.last_failure =
+                                (status, format!("{} answered {status}", leg.label));
+                        }
+                        if winner.is_none()
+                            && self.legs_alive_except(id) == 0
+                            && a.state() == CallState::Ringing
+                        {
+                            let failover = match &self.destination {
+                                Destination::Trunks(route) => {
+                                    !self.early_sent && fails_over(&route.failover_on, status)
+                                }
+                                Destination::Browsers(_) => false,
+                            };
+                            if failover {
+                                need_legs = true;
+                            } else if matches!(self.destination, Destination::Trunks(_))
+                                || status >= 600
+                            {
+                                let (code, _) = caller_status(self.last_failure.0);
+                                self.end_reason = format!("failed {}", self.last_failure.0);
+                                a_queue.extend(a.handle(CallEvent::Reject(code), Instant::now()));
+                            } else {
+                                // Browsers: let the dialplan decide (on_failure).
+                                let (status, reason) = self.last_failure.clone();
+                                outcome = Some(BridgeOutcome::Failed(status, reason));
+                            }
+                        }
+                    }
+                    UacAction::Reply(status, body) => {
+                        if let Some((_, mut tx)) = b_pending.take() {
+                            let response = leg.response(&tx.original, status, body);
+                            let _ = tx.respond(response).await;
+                            tokio::spawn(async move { while tx.receive().await.is_some() {} });
+                        }
+                    }
+                    UacAction::Renegotiate(neg) => {
+                        update_rtp_leg(&room, leg.participant, &neg).await;
+                        let _ = room
+                            .send(Command::Hold(leg.participant, neg.on_hold()))
+                            .await;
+                        info!(hold = neg.on_hold(), "re-INVITE from the callee");
+                    }
+                    UacAction::RenegotiateLeg { offer, hold } => {
+                        let reply = match reanswer_webrtc(&room, leg.participant, offer).await {
+                            Some(sdp) => {
+                                let _ = room.send(Command::Hold(leg.participant, hold)).await;
+                                info!(hold, "re-INVITE from the browser");
+                                UacAction::Reply(200, Some(sdp))
+                            }
+                            None => UacAction::Reply(488, None),
+                        };
+                        b_queue.push_front((id, reply));
+                    }
+                    UacAction::Dtmf(digit, ms) => {
+                        // INFO from the callee: to the caller as RFC 4733.
+                        let _ = room.send(Command::Dtmf(leg.participant, digit, ms)).await;
+                    }
+                    UacAction::RemoteHangup => {
+                        self.end_reason = "callee hung up".into();
+                        a_queue.extend(a.handle(CallEvent::Hangup, Instant::now()));
+                    }
+                    UacAction::Release => {}
+                }
+            }
+            if outcome.is_some() {
+                break;
+            }
+            // Forget legs that ended (a failover starts a fresh one).
+            let mut i = 0;
+            while i < self.legs.len() {
+                if self.legs[i].uac.state() == UacState::Ended {
+                    let leg = self.legs.swap_remove(i);
+                    b2bua.unregister(&leg.key());
+                    if leg.joined {
+                        let _ = room.send(Command::Remove(leg.participant)).await;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            if need_legs && a.state() == CallState::Ringing {
+                continue;
+            }
+            // The caller's actions.
+            while let Some(action) = a_queue.pop_front() {
+                match action {
+                    Action::Ring => {}
+                    Action::Answer => {
+                        if join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx).await
+                        {
+                            invite.respond(dialog.response(
+                                &request,
+                                200,
+                                Some(answer_sdp.clone()),
+                            ));
+                        } else {
+                            invite.respond(dialog.response(&request, 500, None));
+                            a.handle(CallEvent::Cancel, Instant::now());
+                            self.end_reason = "caller media failed".into();
+                            self.hang_up_legs(&mut b_queue);
+                        }
+                    }
+                    Action::RejectInvite(status) => {
+                        let mut response = dialog.response(&request, status, None);
+                        if status == 487 {
+                            response.status_code = StatusCode::RequestTerminated;
+                        }
+                        invite.respond(response);
+                    }
+                    Action::Reply(status, body) => {
+                        if let Some(mut tx) = a_pending.take() {
+                            let response = dialog.response(&tx.original, status, body);
+                            let _ = tx.respond(response).await;
+                            tokio::spawn(async move { while tx.receive().await.is_some() {} });
+                        }
+                    }
+                    Action::Renegotiate(neg) => {
+                        update_rtp_leg(&room, a_id, &neg).await;
+                        let _ = room.send(Command::Hold(a_id, neg.on_hold())).await;
+                        info!(hold = neg.on_hold(), "re-INVITE from the caller");
+                    }
+                    Action::RenegotiateLeg { offer, hold } => {
+                        match reanswer_webrtc(&room, a_id, offer).await {
+                            Some(sdp) => {
+                                a_queue.push_front(Action::Reply(200, Some(sdp)));
+                                let _ = room.send(Command::Hold(a_id, hold)).await;
+                                info!(hold, "re-INVITE from the browser");
+                            }
+                            None => a_queue.push_front(Action::Reply(488, None)),
+                        }
+                    }
+                    Action::Dtmf(digit, ms) => {
+                        // INFO from the caller: to the callee in its DTMF mode.
+                        let winner = self.winner;
+                        match self.legs.iter_mut().find(|l| Some(l.id) == winner) {
+                            Some(leg)
+                                if leg
+                                    .trunk
+                                    .as_ref()
+                                    .is_some_and(|t| t.config.dtmf == DtmfMode::Info) =>
+                            {
+                                let body = format!("Signal={digit}\r\nDuration={ms}\r\n");
+                                let info = leg.in_dialog(
+                                    Method::Info,
+                                    Some(("application/dtmf-relay", body)),
+                                );
+                                send_in_dialog(&b2bua.outbound, &leg.hop, info, None);
+                            }
+                            _ => {
+                                let _ = room.send(Command::Dtmf(a_id, digit, ms)).await;
+                            }
+                        }
+                    }
+                    Action::SendBye => {
+                        send_bye(&dialog.bye(), &peer, &b2bua.core, a_bye_tx.clone())
+                    }
+                    Action::Release => {}
+                }
+            }
+            if a.state() == CallState::Ended {
+                if self
+                    .legs
+                    .iter()
+                    .any(|l| !matches!(l.uac.state(), UacState::Ending | UacState::Cancelling))
+                {
+                    if self.end_reason == "unknown" {
+                        self.end_reason = "caller hung up".into();
+                    }
+                    self.hang_up_legs(&mut b_queue);
+                    continue;
+                }
+                if self.legs.is_empty() {
+                    break;
+                }
+            }
+            let a_deadline = a.deadline();
+            let b_deadline = self.legs.iter().filter_map(|l| l.uac.deadline()).min();
+            let ring_deadline = self
+                .ring_deadline
+                .filter(|_| self.winner.is_none() && a.state() == CallState::Ringing);
+            tokio::select! {
+                next = invite.next_request(), if invite_open => {
+                    let now = Instant::now();
+                    let event = match next {
+                        Some(r) if r.method == Method::Ack => CallEvent::Ack,
+                        Some(r) if r.method == Method::Cancel => {
+                            self.end_reason = "caller cancelled".into();
+                            CallEvent::Cancel
+                        }
+                        Some(_) => continue,
+                        None => {
+                            invite_open = false;
+                            if a.state() != CallState::AwaitingAck {
+                                continue;
+                            }
+                            CallEvent::AckTimeout
+                        }
                     };
                     a_queue.extend(a.handle(event, now));
                 }
-            }
-            report = recv_invite_report(&mut b) => {
-                let now = Instant::now();
-                let Some(leg) = b.as_mut() else { continue };
-                match report {
-                    Some(InviteReport::Response(cseq, _) | InviteReport::Ended(cseq)) if cseq != leg.cseq => {
-                        // From an INVITE we already replaced (answered challenge).
-                    }
-                    Some(InviteReport::Response(_, response)) => {
-                        leg.learn(&response);
-                        let status = response.status_code.code();
-                        let body = response.body.clone();
-                        let body = (!body.is_empty()).then_some(body.as_slice());
-                        let event = match status {
-                            100 => continue,
-                            101..=199 => UacEvent::Provisional(status, body),
-                            200..=299 => UacEvent::Success(body),
-                            401 | 407 if can_authenticate(leg, &response) => UacEvent::Challenge,
-                            _ => UacEvent::Failure(status),
+                Some(tx) = dialog_rx.recv() => {
+                    let now = Instant::now();
+                    let content_type = tx.original.headers.iter().find_map(|h| match h {
+                        Header::ContentType(ct) => Some(ct.value().to_string()),
+                        _ => None,
+                    }).unwrap_or_default();
+                    let body = tx.original.body.clone();
+                    let method = tx.original.method;
+                    let call_id = tx.original.call_id_header().map(|h| h.value().to_string()).unwrap_or_default();
+                    if call_id != self.a_call_id {
+                        let Some(leg) = self.legs.iter_mut().find(|l| l.call_id == call_id) else {
+                            let mut tx = tx;
+                            let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+                            continue;
                         };
-                        b_queue.extend(leg.uac.handle(event, now));
+                        let id = leg.id;
+                        b_pending = Some((id, tx));
+                        let event = match method {
+                            Method::Bye => UacEvent::Bye,
+                            Method::Invite | Method::Update => UacEvent::ReInvite(&body),
+                            Method::Info => UacEvent::Info(&content_type, &body),
+                            Method::Options => UacEvent::Options,
+                            _ => UacEvent::Other,
+                        };
+                        b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
+                    } else {
+                        a_pending = Some(tx);
+                        let event = match method {
+                            Method::Bye => {
+                                self.end_reason = "caller hung up".into();
+                                CallEvent::Bye
+                            }
+                            Method::Invite | Method::Update => CallEvent::ReInvite(&body),
+                            Method::Info => CallEvent::Info(&content_type, &body),
+                            Method::Options => CallEvent::Options,
+                            _ => CallEvent::Other,
+                        };
+                        a_queue.extend(a.handle(event, now));
                     }
-                    Some(InviteReport::Ended(_)) | None => {
-                        // The newest INVITE's transaction ended without a
-                        // final answer: Timer B.
-                        if matches!(leg.uac.state(), UacState::Calling | UacState::Proceeding | UacState::Cancelling) {
-                            b_queue.extend(leg.uac.handle(UacEvent::Timeout, now));
+                }
+                Some((id, report)) = reports_rx.recv() => {
+                    let now = Instant::now();
+                    let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) else { continue };
+                    match report {
+                        InviteReport::Response(cseq, _) | InviteReport::Ended(cseq) if cseq != leg.cseq => {
+                            // From an INVITE we already replaced (answered challenge).
+                        }
+                        InviteReport::Response(_, response) => {
+                            leg.learn(&response);
+                            let status = response.status_code.code();
+                            let body = response.body.clone();
+                            let sdp = (!body.is_empty()).then_some(body.as_slice());
+                            let event = match status {
+                                100 => continue,
+                                101..=199 => UacEvent::Provisional(status, sdp),
+                                200..=299 if matches!(leg.media, OutMedia::WebRtc(_)) => {
+                                    UacEvent::Accepted(accept_browser_answer(leg, &body).map(|(n, _)| n))
+                                }
+                                200..=299 => UacEvent::Success(sdp),
+                                401 | 407 if can_authenticate(leg, &response) => UacEvent::Challenge,
+                                _ => UacEvent::Failure(status),
+                            };
+                            b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
+                        }
+                        InviteReport::Ended(_) => {
+                            // The newest INVITE's transaction ended without a
+                            // final answer: Timer B.
+                            if matches!(leg.uac.state(), UacState::Calling | UacState::Proceeding | UacState::Cancelling) {
+                                b_queue.extend(leg.uac.handle(UacEvent::Timeout, now).into_iter().map(|x| (id, x)));
+                            }
                         }
                     }
                 }
-            }
-            Some(event) = a_leg_rx.recv() => {
-                match event {
-                    LegEvent::Closed(reason, stats) => {
-                        info!(?reason, "caller's media closed");
-                        a_stats = Some(stats);
-                        end_reason = format!("caller media: {reason:?}");
-                        a_queue.extend(a.handle(CallEvent::LegClosed(reason), Instant::now()));
-                        if let Some(leg) = b.as_mut() {
-                            b_queue.extend(leg.uac.handle(UacEvent::Hangup, Instant::now()));
+                Some(event) = a_leg_rx.recv() => {
+                    match event {
+                        LegEvent::Closed(reason, stats) => {
+                            info!(?reason, "caller's media closed");
+                            self.a_stats = Some(stats);
+                            self.end_reason = format!("caller media: {reason:?}");
+                            a_queue.extend(a.handle(CallEvent::LegClosed(reason), Instant::now()));
+                            self.hang_up_legs(&mut b_queue);
+                        }
+                        LegEvent::Removed(stats) => self.a_stats = Some(stats),
+                        LegEvent::Dtmf { digit, duration_ms } => {
+                            debug!(%digit, duration_ms, "DTMF from the caller");
+                            let winner = self.winner;
+                            if let Some(leg) = self.legs.iter_mut().find(|l| Some(l.id) == winner)
+                                && leg.trunk.as_ref().is_some_and(|t| t.config.dtmf == DtmfMode::Info)
+                                && leg.uac.state() == UacState::Confirmed
+                            {
+                                let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
+                                let info = leg.in_dialog(Method::Info, Some(("application/dtmf-relay", body)));
+                                send_in_dialog(&b2bua.outbound, &leg.hop, info, None);
+                            }
                         }
                     }
-                    LegEvent::Removed(stats) => a_stats = Some(stats),
-                    LegEvent::Dtmf { digit, duration_ms } => {
-                        debug!(%digit, duration_ms, "DTMF from the caller");
-                        if let Some(leg) = b.as_mut()
-                            && leg.trunk.config.dtmf == DtmfMode::Info
-                            && leg.uac.state() == UacState::Confirmed
-                        {
-                            let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
-                            let info = leg.in_dialog(Method::Info, Some(("application/dtmf-relay", body)));
-                            send_in_dialog(&b2bua.outbound, &leg.hop, info, None);
+                }
+                Some(event) = b_leg_rx.recv() => {
+                    match event {
+                        LegEvent::Closed(reason, stats) => {
+                            info!(?reason, "callee's media closed");
+                            self.b_stats = Some(stats);
+                            self.end_reason = format!("callee media: {reason:?}");
+                            for leg in self.legs.iter_mut().filter(|l| l.joined) {
+                                leg.joined = false;
+                            }
+                            self.hang_up_legs(&mut b_queue);
+                            a_queue.extend(a.handle(CallEvent::Hangup, Instant::now()));
                         }
+                        LegEvent::Removed(stats) => self.b_stats = Some(stats),
+                        LegEvent::Dtmf { digit, duration_ms } => debug!(%digit, duration_ms, "DTMF from the callee"),
                     }
                 }
-            }
-            Some(event) = b_leg_rx.recv() => {
-                match event {
-                    LegEvent::Closed(reason, stats) => {
-                        info!(?reason, "trunk media closed");
-                        b_stats = Some(stats);
-                        end_reason = format!("trunk media: {reason:?}");
-                        if let Some(leg) = b.as_mut() {
-                            leg.joined = false;
-                            b_queue.extend(leg.uac.handle(UacEvent::Hangup, Instant::now()));
-                        }
-                        a_queue.extend(a.handle(CallEvent::Hangup, Instant::now()));
+                Some(status) = a_bye_rx.recv() => {
+                    a_queue.extend(a.handle(CallEvent::ByeDone(status), Instant::now()));
+                }
+                Some((id, status)) = b_bye_rx.recv() => {
+                    if let Some(leg) = self.leg(id) {
+                        b_queue.extend(leg.uac.handle(UacEvent::ByeDone(status), Instant::now()).into_iter().map(|x| (id, x)));
                     }
-                    LegEvent::Removed(stats) => b_stats = Some(stats),
-                    LegEvent::Dtmf { digit, duration_ms } => debug!(%digit, duration_ms, "DTMF from the trunk"),
+                }
+                _ = sleep_until(a_deadline), if a_deadline.is_some() => {
+                    a_queue.extend(a.handle(CallEvent::Timer, Instant::now()));
+                }
+                _ = sleep_until(b_deadline), if b_deadline.is_some() => {
+                    let now = Instant::now();
+                    for leg in self.legs.iter_mut().filter(|l| l.uac.deadline().is_some_and(|d| d <= now)) {
+                        let id = leg.id;
+                        b_queue.extend(leg.uac.handle(UacEvent::Timer, now).into_iter().map(|x| (id, x)));
+                    }
+                }
+                _ = sleep_until(ring_deadline), if ring_deadline.is_some() => {
+                    info!("nobody answered in time");
+                    self.ring_deadline = None;
+                    self.no_answer = true;
+                    self.end_reason = "no answer".into();
+                    self.hang_up_legs(&mut b_queue);
                 }
             }
-            Some(status) = a_bye_rx.recv() => {
-                a_queue.extend(a.handle(CallEvent::ByeDone(status), Instant::now()));
+            if self.no_answer && self.legs.is_empty() && a.state() == CallState::Ringing {
+                outcome = Some(BridgeOutcome::NoAnswer);
+                break;
             }
-            Some(status) = b_bye_rx.recv() => {
-                if let Some(leg) = b.as_mut() {
-                    b_queue.extend(leg.uac.handle(UacEvent::ByeDone(status), Instant::now()));
+        }
+
+        // Tear down: the caller's media if it never joined, legs a failure
+        // left, the caller's dialog, the room.
+        drop(a_prepared.take());
+        for leg in self.legs.drain(..) {
+            b2bua.unregister(&leg.key());
+        }
+        b2bua.unregister(&a_key);
+        let _ = room.send(Command::Close).await;
+        // Final counters arrive as `Removed` events when the room closes.
+        drop(a_leg_tx);
+        drop(b_leg_tx);
+        let (mut a_stats, mut b_stats) = (self.a_stats.take(), self.b_stats.take());
+        let collect = async {
+            while (a_joined && a_stats.is_none()) || (self.winner.is_some() && b_stats.is_none()) {
+                tokio::select! {
+                    Some(LegEvent::Removed(s) | LegEvent::Closed(_, s)) = a_leg_rx.recv(), if a_stats.is_none() => a_stats = Some(s),
+                    Some(LegEvent::Removed(s) | LegEvent::Closed(_, s)) = b_leg_rx.recv(), if b_stats.is_none() => b_stats = Some(s),
+                    else => break,
                 }
             }
-            _ = sleep_until(a_deadline), if a_deadline.is_some() => {
-                a_queue.extend(a.handle(CallEvent::Timer, Instant::now()));
-            }
-            _ = sleep_until(b_deadline), if b_deadline.is_some() => {
-                if let Some(leg) = b.as_mut() {
-                    b_queue.extend(leg.uac.handle(UacEvent::Timer, Instant::now()));
-                }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(200), collect).await;
+        dialog_rx.close();
+        while let Some(mut tx) = dialog_rx.recv().await {
+            let response = dialog.response(&tx.original, 481, None);
+            let _ = tx.respond(response).await;
+        }
+        let ended = now_unix();
+        match &outcome {
+            Some(BridgeOutcome::Failed(_, reason)) => self.end_reason = format!("failed: {reason}"),
+            Some(BridgeOutcome::NoAnswer) => self.end_reason = "no answer".into(),
+            _ => {}
+        }
+        let (caller, callee, trunk, direction, out_role) = match &self.destination {
+            Destination::Trunks(route) => (
+                route.caller.user.clone(),
+                route.number.clone(),
+                self.out_label.clone(),
+                "outbound",
+                "trunk",
+            ),
+            Destination::Browsers(route) => (
+                route.caller.user.clone(),
+                route.callee.clone(),
+                route.from_trunk.clone(),
+                if route.from_trunk.is_some() {
+                    "inbound"
+                } else {
+                    "internal"
+                },
+                "callee",
+            ),
+        };
+        b2bua.cdr.write(CallRecord {
+            call_id: self.a_call_id.clone(),
+            caller,
+            callee,
+            trunk,
+            direction,
+            start: started,
+            answer: self.answered_at,
+            end: ended,
+            duration: self.answered_at.map(|t| ended - t).unwrap_or(0.0),
+            end_reason: self.end_reason.clone(),
+            status: if self.answered_at.is_some() {
+                200
+            } else {
+                self.last_failure.0
+            },
+            legs: vec![
+                LegRecord::new("caller", Some(a_codec), a_stats),
+                LegRecord::new(out_role, self.out_codec.clone(), b_stats),
+            ],
+        });
+        info!(reason = %self.end_reason, "bridged call ended");
+        match outcome {
+            Some(outcome @ (BridgeOutcome::Failed(..) | BridgeOutcome::NoAnswer)) => outcome,
+            _ => {
+                // Let the INVITE transaction finish (absorb ACK / retransmit finals).
+                while invite.next_request().await.is_some() {}
+                BridgeOutcome::Done
             }
         }
     }
 
-    // Tear down: the caller's media if it never joined, the trunk leg (if a
-    // failure left one), the caller's dialog, the room.
-    drop(a_prepared.take());
-    if let Some(leg) = b.take() {
-        b2bua.unregister(&leg.key());
+    /// Legs still ringing or talking, other than `id`.
+    fn legs_alive_except(&self, id: u64) -> usize {
+        self.legs
+            .iter()
+            .filter(|l| {
+                l.id != id
+                    && matches!(
+                        l.uac.state(),
+                        UacState::Calling | UacState::Proceeding | UacState::Confirmed
+                    )
+            })
+            .count()
     }
-    b2bua.unregister(&a_key);
-    let _ = room.send(Command::Close).await;
-    // Final counters arrive as `Removed` events when the room closes.
-    let collect = async {
-        while a_stats.is_none() || b_stats.is_none() {
-            tokio::select! {
-                Some(LegEvent::Removed(s) | LegEvent::Closed(_, s)) = a_leg_rx.recv(), if a_joined && a_stats.is_none() => a_stats = Some(s),
-                Some(LegEvent::Removed(s) | LegEvent::Closed(_, s)) = b_leg_rx.recv(), if b_stats.is_none() => b_stats = Some(s),
-                else => break,
-            }
-        }
-    };
-    drop(a_leg_tx);
-    drop(b_leg_tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), collect).await;
-    dialog_rx.close();
-    while let Some(mut tx) = dialog_rx.recv().await {
-        let response = dialog.response(&tx.original, 481, None);
-        let _ = tx.respond(response).await;
+
+    /// Legs still ringing or talking.
+    fn legs_alive(&self) -> usize {
+        self.legs_alive_except(u64::MAX)
     }
-    let ended = now_unix();
-    let failed = matches!(outcome, Some(BridgeOutcome::Failed(..)));
-    if failed {
-        end_reason = format!("failed: {}", last_failure.1);
-    }
-    b2bua.cdr.write(CallRecord {
-        call_id: a_call_id.clone(),
-        caller: route.caller.user.clone(),
-        callee: route.number.clone(),
-        trunk: trunk_used,
-        direction: "outbound",
-        start: started,
-        answer: answered_at,
-        end: ended,
-        duration: answered_at.map(|t| ended - t).unwrap_or(0.0),
-        end_reason: end_reason.clone(),
-        status: if answered_at.is_some() {
-            200
-        } else {
-            last_failure.0
-        },
-        legs: vec![
-            LegRecord::new("caller", Some(a_codec), a_stats),
-            LegRecord::new("trunk", b_codec, b_stats),
-        ],
-    });
-    info!(reason = %end_reason, "bridged call ended");
-    match outcome {
-        Some(outcome @ BridgeOutcome::Failed(..)) => outcome,
-        _ => {
-            // Let the INVITE transaction finish (absorb ACK / retransmit finals).
-            while invite.next_request().await.is_some() {}
-            BridgeOutcome::Done
+
+    /// Hangs up (CANCEL or BYE) every outgoing leg.
+    fn hang_up_legs(&mut self, queue: &mut std::collections::VecDeque<(u64, UacAction)>) {
+        let now = Instant::now();
+        for leg in &mut self.legs {
+            let id = leg.id;
+            queue.extend(
+                leg.uac
+                    .handle(UacEvent::Hangup, now)
+                    .into_iter()
+                    .map(|x| (id, x)),
+            );
         }
     }
 }
 
-/// Whether a 401/407 can be answered (credentials configured for its
-/// realm); keeps the challenge for [`resend_with_credentials`].
-fn can_authenticate(leg: &mut TrunkLeg, response: &crate::sip::Response) -> bool {
-    let Some(creds) = leg.trunk.config.credentials() else {
+fn can_authenticate(leg: &mut OutLeg, response: &crate::sip::Response) -> bool {
+    let Some(creds) = leg.trunk.as_ref().and_then(|t| t.config.credentials()) else {
         return false;
     };
     let www = response.status_code.code() == 401;
@@ -1097,8 +1541,8 @@ fn can_authenticate(leg: &mut TrunkLeg, response: &crate::sip::Response) -> bool
 }
 
 /// Resends the INVITE with an Authorization answering the last challenge.
-fn resend_with_credentials(b2bua: &Arc<B2bua>, leg: &mut TrunkLeg) -> bool {
-    let Some(creds) = leg.trunk.config.credentials() else {
+fn resend_with_credentials(b2bua: &Arc<B2bua>, leg: &mut OutLeg, reports: &Reports) -> bool {
+    let Some(creds) = leg.trunk.as_ref().and_then(|t| t.config.credentials()) else {
         return false;
     };
     let Some((www, challenge)) = leg.last_challenge.take() else {
@@ -1118,34 +1562,47 @@ fn resend_with_credentials(b2bua: &Arc<B2bua>, leg: &mut TrunkLeg) -> bool {
         Header::ProxyAuthorization(value.into())
     };
     let invite = leg.build_invite(Some(header));
-    send_invite(&b2bua.outbound, leg, invite).is_ok()
+    send_invite(&b2bua.outbound, leg, invite, reports).is_ok()
 }
 
-/// Adds the trunk leg to the room as a plain RTP participant.
-async fn join_trunk_leg(
+/// Adds an outgoing leg to the room: a trunk's as a plain RTP participant
+/// with what was negotiated, a browser's WebRTC leg with what it accepted.
+async fn join_out_leg(
     b2bua: &Arc<B2bua>,
     room: &RoomHandle,
-    leg: &mut TrunkLeg,
+    leg: &mut OutLeg,
     neg: &Negotiated,
+    config: ParticipantConfig,
     events: &mpsc::UnboundedSender<LegEvent>,
 ) -> bool {
     if leg.joined {
         update_rtp_leg(room, leg.participant, neg).await;
         return true;
     }
-    let Some(ports) = leg.ports.take() else {
-        return false;
+    let (media, sockets): (Box<dyn Leg>, LegSockets) = match &mut leg.media {
+        OutMedia::Rtp(ports) => {
+            let Some(ports) = ports.take() else {
+                return false;
+            };
+            let rtp = RtpLeg::new(
+                RtpLegConfig::from_negotiated(neg, b2bua.engine.config().media_timeout()),
+                Instant::now(),
+            );
+            (Box::new(rtp), ports.into())
+        }
+        OutMedia::WebRtc(prepared) => {
+            let Some((webrtc, sockets)) = prepared.take() else {
+                return false;
+            };
+            (webrtc, sockets)
+        }
     };
-    let rtp = RtpLeg::new(
-        RtpLegConfig::from_negotiated(neg, b2bua.engine.config().media_timeout()),
-        Instant::now(),
-    );
     match room
         .add(
             leg.participant,
-            Box::new(rtp),
-            ports.into(),
-            neg.participant_config(),
+            media,
+            sockets,
+            config,
             Some(events.clone()),
         )
         .await
@@ -1155,7 +1612,7 @@ async fn join_trunk_leg(
             true
         }
         Err(e) => {
-            warn!(error = %e, "trunk leg could not join the room");
+            warn!(error = %e, leg = %leg.label, "outgoing leg could not join the room");
             false
         }
     }

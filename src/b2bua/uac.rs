@@ -43,6 +43,9 @@ pub enum UacEvent<'a> {
     Provisional(u16, Option<&'a [u8]>),
     /// A 2xx with its SDP body.
     Success(Option<&'a [u8]>),
+    /// A 2xx whose answer the media leg itself took (WebRTC: ICE and DTLS
+    /// parameters), with what it negotiated, or the status to end with.
+    Accepted(Result<Negotiated, u16>),
     /// A 401/407 that the driver can answer (credentials configured and
     /// not already refused for this nonce).
     Challenge,
@@ -92,6 +95,14 @@ pub enum UacAction {
     Reply(u16, Option<String>),
     /// Apply a renegotiation (hold/resume from the trunk).
     Renegotiate(Negotiated),
+    /// The media leg answers this re-offer itself (WebRTC), then reply
+    /// 200 with its answer (or 488); `hold`: the offer holds the call.
+    RenegotiateLeg {
+        /// The peer's offer.
+        offer: String,
+        /// Whether it holds the call.
+        hold: bool,
+    },
     /// DTMF received in an INFO.
     Dtmf(char, u32),
     /// The trunk hung up (after answer): the bridge ends the other leg.
@@ -112,6 +123,9 @@ pub struct UacCall {
     /// A cancel is waiting for the first provisional response.
     cancel_pending: bool,
     authenticated: u8,
+    /// The offer was made by a media leg that reads the answer itself
+    /// ([`UacEvent::Accepted`]); SDP in provisional responses is ignored.
+    answered_by_leg: bool,
 }
 
 /// How many times a challenge is answered before giving up.
@@ -128,6 +142,16 @@ impl UacCall {
             early: false,
             cancel_pending: false,
             authenticated: 0,
+            answered_by_leg: false,
+        }
+    }
+
+    /// A leg whose offer came from its media leg (WebRTC), which reads the
+    /// answer: 2xx arrive as [`UacEvent::Accepted`].
+    pub fn new_answered_by_leg(offer: SessionDescription) -> UacCall {
+        UacCall {
+            answered_by_leg: true,
+            ..UacCall::new(offer)
         }
     }
 
@@ -152,6 +176,9 @@ impl UacCall {
     }
 
     fn read_answer(&self, body: Option<&[u8]>) -> Option<Result<Negotiated, u16>> {
+        if self.answered_by_leg {
+            return None;
+        }
         let body = body.filter(|b| !b.is_empty())?;
         Some(
             SessionDescription::parse(body)
@@ -219,6 +246,27 @@ impl UacCall {
                         ]
                     }
                 }
+            }
+            (Calling | Proceeding, UacEvent::Accepted(result)) => match result {
+                Ok(neg) => {
+                    self.state = Confirmed;
+                    self.deadline = None;
+                    self.negotiated = Some(neg.clone());
+                    vec![UacAction::SendAck, UacAction::Answered(neg)]
+                }
+                Err(status) => {
+                    self.state = Ending;
+                    vec![
+                        UacAction::SendAck,
+                        UacAction::SendBye,
+                        UacAction::Failed(status),
+                    ]
+                }
+            },
+            (Cancelling, UacEvent::Accepted(_)) => {
+                self.state = Ending;
+                self.deadline = None;
+                vec![UacAction::SendAck, UacAction::SendBye]
             }
             (Calling | Proceeding, UacEvent::Challenge) => {
                 if self.authenticated >= MAX_AUTH_ATTEMPTS {
@@ -322,6 +370,15 @@ impl UacCall {
         let Ok(offer) = SessionDescription::parse(body) else {
             return vec![UacAction::Reply(400, None)];
         };
+        if self.answered_by_leg {
+            let Ok(text) = std::str::from_utf8(body) else {
+                return vec![UacAction::Reply(400, None)];
+            };
+            return vec![UacAction::RenegotiateLeg {
+                offer: text.to_owned(),
+                hold: !offer.direction(0).receives(),
+            }];
+        }
         let Some(local) = local_media_of(&self.offer) else {
             return vec![UacAction::Reply(500, None)];
         };

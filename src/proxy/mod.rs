@@ -14,7 +14,9 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::auth::authenticator::{Authenticator, Outcome};
-use crate::b2bua::bridge::{BridgeOutcome, Caller, TrunkRoute};
+use crate::b2bua::bridge::{
+    BridgeOutcome, BrowserRoute, BrowserTarget, Caller, Destination, TrunkRoute,
+};
 use crate::b2bua::{B2bua, CallTarget, Peer};
 use crate::dialplan::{Action, CallContext, Decision, Plan, SourceKind};
 use crate::directory::Directory;
@@ -434,8 +436,12 @@ impl Proxy {
                                 .or_else(|| caller_display.map(str::to_string)),
                         },
                     };
-                    match self.bridge_to_trunks(upstream, route, caller_hop).await {
+                    match self
+                        .bridge(upstream, Destination::Trunks(route), caller_hop)
+                        .await
+                    {
                         BridgeOutcome::Done => return,
+                        BridgeOutcome::NoAnswer => relay::Outcome::NoAnswer,
                         BridgeOutcome::Failed(status, reason) => {
                             let (code, phrase) = crate::b2bua::uac::caller_status(status);
                             debug!(%reason, status, "trunks failed");
@@ -482,11 +488,12 @@ impl Proxy {
         }
     }
 
-    /// Bridges the call to trunks through the B2BUA.
-    async fn bridge_to_trunks(
+    /// Bridges the call through the B2BUA (to trunks, or to browsers with
+    /// WebRTC offers).
+    async fn bridge(
         &self,
         upstream: &mut Upstream,
-        route: TrunkRoute,
+        destination: Destination,
         caller_hop: Hop,
     ) -> BridgeOutcome {
         let (Some(b2bua), Some(leg)) = (&self.b2bua, self.target(caller_hop)) else {
@@ -498,7 +505,7 @@ impl Proxy {
             kind: leg.kind,
             local: leg.local,
         };
-        crate::b2bua::bridge::bridge(b2bua, upstream, route, peer).await
+        crate::b2bua::bridge::bridge(b2bua, upstream, destination, peer).await
     }
 
     /// Lets the B2BUA answer the call and run it to its end.
