@@ -291,3 +291,95 @@ fn unavailable_trunk_fails_over_to_the_next() {
     assert_eq!(records[0]["status"], 200);
     assert_nothing_left(&setup.server);
 }
+
+/// Runs a browser scenario (interop-tests/browser/run.mjs) in the
+/// background; returns once it printed READY (registered).
+fn browser_ready(server: &Server, scenario: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let browser = common::repo().join("interop-tests").join("browser");
+    let mut child = Command::new("node")
+        .arg(browser.join("run.mjs"))
+        .args(["--wss", &format!("wss://{}", server.addr("wss"))])
+        .args(["--scenario", scenario, "--domain", "127.0.0.1"])
+        .args(["--user1", "1001:demo-1001", "--talk", "2"])
+        .current_dir(&browser)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node (see interop-tests/run.sh)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            if line.ends_with(" READY") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the browser did not register");
+    child
+}
+
+#[test]
+fn a_call_from_a_trunk_rings_the_browser_and_audio_flows_both_ways() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let carrier_port = free_port();
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n";
+    let config = format!(
+        "listen:\n  udp: ['127.0.0.1:0']\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\ntrunks:\n{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        trunk("carrier", carrier_port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let browser = browser_ready(&server, "answer:sipjs:1000");
+    let work = tempfile::tempdir().unwrap();
+    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, 5);
+    let mp = media_port();
+    let capture = Capture::start(rtp, mp);
+    let sipp = Command::new("sipp")
+        .arg(server.addr("udp").to_string())
+        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
+        .args(["-s", "+15550001001", "-d", "5000"])
+        .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &carrier_port.to_string(), "-mp", &mp.to_string()])
+        .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
+        .args(["-trace_msg", "-trace_err", "-nostdin"])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
+        .spawn()
+        .expect("run sipp");
+    wait(sipp, work.path(), "carrier calling the DID");
+    let output = browser.wait_with_output().unwrap();
+    assert!(output.status.success(), "the browser scenario failed");
+    // What reached the carrier: the browser's 440 Hz tone, as PCMA.
+    let payloads = capture.finish();
+    let toned = frames_with_tone(&payloads, 440.0);
+    eprintln!(
+        "inbound: {toned} of {} frames at the carrier carry the browser's 440 Hz",
+        payloads.len()
+    );
+    assert!(
+        toned >= 50,
+        "the carrier heard the browser in {toned} of {} frames",
+        payloads.len()
+    );
+    let records = cdrs(&server, 1);
+    assert_eq!(records[0]["direction"], "inbound");
+    assert_eq!(records[0]["trunk"], "carrier");
+    assert_eq!(records[0]["callee"], "+15550001001");
+    assert_eq!(records[0]["caller"], "+15557654321");
+    assert_eq!(records[0]["legs"][1]["codec"], "opus");
+    assert_nothing_left(&server);
+}

@@ -30,6 +30,9 @@ scenarios:
                                     by re-INVITE before hanging up
   join:STACK:NUMBER:HZ              user1 calls NUMBER (a conference) and must hear HZ (another
                                     participant's tone); hangs up
+  answer:STACK:HZ                   user1 registers, prints READY, answers the first incoming call
+                                    (e.g. from a trunk) and must hear HZ; waits for the far end to
+                                    hang up
   conference:A:B                    user1 (stack A) and user2 (stack B) dial conference 700: each
                                     hears the other; both hang up
   webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
@@ -143,6 +146,9 @@ function parseScenario(s) {
       break;
     case "conference":
       if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
+      break;
+    case "answer":
+      if (parts.length === 3 && Number(parts[2]) > 0) return { kind: "answer", stack: stack(parts[1]), hz: Number(parts[2]) };
       break;
     case "webrtc-echo":
     case "webrtc-mdns":
@@ -591,6 +597,26 @@ async function scenarioJoin(ctx, stack, number, hz) {
   await unregisterQuietly([pa]);
 }
 
+// user1 waits for a call (from a trunk, say), answers it, hears HZ, and waits for the far end's BYE.
+async function scenarioAnswer(ctx, stack, hz) {
+  const pa = await newPage(ctx, `answer-${stack}`, 0);
+  pa.toneHz = TONES[0];
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  const incoming = pa.invoke("waitIncoming"); incoming.catch(() => {});
+  say("READY");
+  const from = await step(`${pa.name}: incoming INVITE`, 30000, () => incoming);
+  say(`${pa.name}: call from ${JSON.stringify(from)}`);
+  await step(`${pa.name}: answer`, 15000, () => pa.invoke("answer"));
+  const ended = pa.invoke("waitEnded"); ended.catch(() => {});
+  say(`talking for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (callee)`, s, hz, ctx.opts.toneCheck);
+  await step(`${pa.name}: call ended by the far end`, 20000, () => ended);
+  await unregisterQuietly([pa]);
+}
+
 async function scenarioConference(ctx, a, b) {
   const p1 = await newPage(ctx, `conf-${a}`, 0);
   const p2 = await newPage(ctx, `conf-${b}`, 1);
@@ -856,6 +882,7 @@ async function main() {
         case "echo": return scenarioEcho(ctx, scenario.stack);
         case "echo-hold": return scenarioEcho(ctx, scenario.stack, true);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
+        case "answer": return scenarioAnswer(ctx, scenario.stack, scenario.hz);
         case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);
         case "turn-relay": return scenarioTurnRelay(ctx);
       }

@@ -221,6 +221,20 @@ impl Proxy {
             Ok(from) => from,
             Err(_) => return reply(&mut server, StatusCode::BadRequest).await,
         };
+        let from_trunk = if method == Method::Invite {
+            self.b2bua
+                .as_ref()
+                .and_then(|b| b.trunks.identify_request(source.kind, source.remote))
+        } else {
+            None
+        };
+        if let Some(trunk) = from_trunk {
+            // A call from a carrier: trusted by address (IP authentication),
+            // routed by the dialplan with the trunk as its source.
+            return self
+                .from_trunk(directory, server, source, trunk, &from)
+                .await;
+        }
         let Some(caller_realm) = directory.domain_of(&from.uri.host_with_port.host.to_string())
         else {
             return reply(&mut server, StatusCode::Forbidden).await;
@@ -334,9 +348,128 @@ impl Proxy {
             &request,
             caller_hop,
             now,
+            None,
         )
         .await;
         upstream.finish(&self).await;
+    }
+
+    /// An INVITE from a trunk: the called number (Request-URI, or To when
+    /// the Request-URI is our registration's Contact user) and the caller
+    /// are normalised with the trunk's number format, the dialplan routes
+    /// it with the trunk as source, and every action goes through the B2BUA.
+    async fn from_trunk(
+        self: Arc<Self>,
+        directory: Arc<Directory>,
+        mut server: Transaction,
+        source: Source,
+        trunk: Arc<crate::trunks::Trunk>,
+        from: &rsipstack::sip::typed::From,
+    ) {
+        let request = server.original.clone();
+        let now = unix_now();
+        let cfg = &trunk.config;
+        let mut called = request.uri.user().unwrap_or_default().to_string();
+        if cfg.register.as_ref().is_some_and(|r| r.username == called)
+            && let Ok(to) = request.to_header().and_then(|h| h.typed())
+            && let Some(user) = to.uri.user()
+        {
+            called = user.to_string();
+        }
+        let called = cfg.normalize_number(&called);
+        let caller_user = cfg.normalize_number(from.uri.user().unwrap_or_default());
+        let Some(realm) = directory
+            .domain_of(&request.uri.host_with_port.host.to_string())
+            .or_else(|| directory.default_domain())
+        else {
+            return reply(&mut server, StatusCode::NotFound).await;
+        };
+        let dialplan = self.routing.current();
+        let headers: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .filter_map(|h| {
+                h.to_string()
+                    .split_once(':')
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            })
+            .collect();
+        let context = CallContext {
+            to: &called,
+            from: &caller_user,
+            from_display: from.display_name.as_deref(),
+            caller_groups: &[],
+            source: SourceKind::Trunk {
+                name: trunk.name().to_string(),
+            },
+            source_ip: source.remote.ip(),
+            transport: source.kind.as_str(),
+            headers: &headers,
+            now,
+        };
+        let Some(decision) = dialplan.route(&context) else {
+            info!(to = %called, trunk = %trunk.name(), "no dialplan rule matched a call from a trunk");
+            return reply_with_reason(&mut server, 404, "No Route").await;
+        };
+        info!(rule = %decision.rule, to = %decision.to, trunk = %trunk.name(), "dialplan decision (from trunk)");
+        let _ = server.send_trying().await;
+        let mut upstream = Upstream::new(server);
+        self.execute(
+            &mut upstream,
+            &decision,
+            &realm,
+            &directory,
+            &request,
+            Self::hop_of(&source),
+            now,
+            Some(trunk.name().to_string()),
+        )
+        .await;
+        upstream.finish(&self).await;
+    }
+
+    /// Every live binding of `users` as a browser to ring through the B2BUA.
+    fn browser_targets(
+        &self,
+        users: &[String],
+        realm: &Arc<str>,
+        directory: &Directory,
+        now: u64,
+    ) -> Vec<BrowserTarget> {
+        let mut targets = Vec::new();
+        for name in users {
+            let Some(user) = directory.user(realm, name) else {
+                debug!(user = %name, "dialplan names an unknown user");
+                continue;
+            };
+            let mut bindings: Vec<Binding> = self.store.lookup(&user.aor(), now);
+            fork_order(&mut bindings);
+            for binding in bindings {
+                let hop = match binding.flow {
+                    Some(id) => Hop::Flow(id),
+                    None => Hop::Udp(binding.source),
+                };
+                let (Some(leg), Ok(uri)) = (self.target(hop), Uri::try_from(binding.uri.as_str()))
+                else {
+                    continue;
+                };
+                targets.push(BrowserTarget {
+                    user: user.username.clone(),
+                    domain: realm.to_string(),
+                    uri,
+                    hop: crate::sip::outbound::NextHop {
+                        connection: leg.connection,
+                        destination: leg.destination,
+                        kind: leg.kind,
+                        local: leg.local,
+                        contact: leg.local,
+                        remote: binding.source,
+                    },
+                    route: binding.path.clone(),
+                });
+            }
+        }
+        targets
     }
 
     /// Runs a dialplan decision: its action, then `on_no_answer` / `on_failure`
@@ -351,6 +484,7 @@ impl Proxy {
         request: &Request,
         caller_hop: Hop,
         now: u64,
+        from_trunk: Option<String>,
     ) {
         let mut plan: Plan = decision.plan.clone();
         let from = request.from_header().ok().and_then(|h| h.typed().ok());
@@ -363,6 +497,58 @@ impl Proxy {
         loop {
             let outcome = match &plan.action {
                 Action::Reject { code, reason } => return upstream.reply(*code, reason),
+                Action::User {
+                    users,
+                    parallel,
+                    ring_timeout,
+                } if from_trunk.is_some() => {
+                    // Calls from trunks are bridged: the browsers get WebRTC
+                    // offers and the carrier keeps talking plain RTP to us.
+                    let groups: Vec<Vec<String>> = if *parallel {
+                        vec![users.clone()]
+                    } else {
+                        users.iter().map(|u| vec![u.clone()]).collect()
+                    };
+                    let mut last = relay::Outcome::Failed(
+                        self.response_for(&upstream.original, StatusCode::TemporarilyUnavailable),
+                    );
+                    for group in groups {
+                        let targets = self.browser_targets(&group, realm, directory, now);
+                        if targets.is_empty() {
+                            continue;
+                        }
+                        let route = BrowserRoute {
+                            targets,
+                            ring_timeout: *ring_timeout,
+                            caller: Caller {
+                                user: decision
+                                    .caller_user
+                                    .clone()
+                                    .unwrap_or_else(|| caller_user.clone()),
+                                display: decision
+                                    .caller_display
+                                    .clone()
+                                    .or_else(|| caller_display.map(str::to_string)),
+                            },
+                            callee: decision.to.clone(),
+                            from_trunk: from_trunk.clone(),
+                        };
+                        last = match self
+                            .bridge(upstream, Destination::Browsers(route), caller_hop)
+                            .await
+                        {
+                            BridgeOutcome::Done => return,
+                            BridgeOutcome::NoAnswer => relay::Outcome::NoAnswer,
+                            BridgeOutcome::Failed(status, _) => relay::Outcome::Failed(
+                                self.response_for(&upstream.original, StatusCode::from(status)),
+                            ),
+                        };
+                        if upstream.cancelled {
+                            break;
+                        }
+                    }
+                    last
+                }
                 Action::User {
                     users,
                     parallel,

@@ -150,6 +150,21 @@ impl Trunk {
             .unwrap_or(false)
     }
 
+    /// Whether a request that arrived over `kind` from `remote` comes from
+    /// this trunk. Without `inbound` networks, a UDP request must also come
+    /// from the trunk's port (carriers send from their signalling port), so
+    /// that users behind the carrier's address are not taken for it.
+    /// WebSocket clients are never trunks.
+    pub fn matches(&self, kind: crate::sip::TransportKind, remote: std::net::SocketAddr) -> bool {
+        use crate::sip::TransportKind::*;
+        match kind {
+            Ws | Wss => false,
+            _ if !self.config.inbound.is_empty() => self.config.allows_inbound(remote.ip()),
+            Udp => self.matches_source(remote.ip()) && remote.port() == self.config.port(),
+            Tcp | Tls => self.matches_source(remote.ip()),
+        }
+    }
+
     /// Shares the counters and status of the trunk it replaces.
     fn inherit(mut self, old: &Trunk) -> Trunk {
         self.calls = old.calls.clone();
@@ -210,6 +225,20 @@ impl Trunks {
             .load()
             .iter()
             .find(|t| t.matches_source(ip))
+            .cloned()
+    }
+
+    /// The trunk a request that arrived over `kind` from `remote` belongs to
+    /// (see [`Trunk::matches`]).
+    pub fn identify_request(
+        &self,
+        kind: crate::sip::TransportKind,
+        remote: std::net::SocketAddr,
+    ) -> Option<Arc<Trunk>> {
+        self.current
+            .load()
+            .iter()
+            .find(|t| t.matches(kind, remote))
             .cloned()
     }
 
