@@ -383,3 +383,102 @@ fn a_call_from_a_trunk_rings_the_browser_and_audio_flows_both_ways() {
     assert_eq!(records[0]["legs"][1]["codec"], "opus");
     assert_nothing_left(&server);
 }
+
+#[test]
+fn a_trunk_that_never_answers_is_skipped_after_its_response_timeout() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // Nothing listens on the first trunk's port.
+    let dead = free_port();
+    let up = Carrier::start("trunk_uas.xml", &[]);
+    let trunks = format!(
+        "{}{}",
+        trunk("dead", dead, "    response_timeout: 1\n"),
+        trunk("alive", up.port, "")
+    );
+    let setup = start(&trunks, &["dead", "alive"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
+    wait(child, work.path(), "caller");
+    up.finish("answering carrier");
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["trunk"], "alive");
+    assert_eq!(records[0]["status"], 200);
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn the_callers_cancel_reaches_the_trunk() {
+    let carrier = Carrier::start("trunk_uas_ring.xml", &[]);
+    let setup = start(&trunk("ringing", carrier.port, ""), &["ringing"]);
+    let (child, work) = call(&setup, "b2bua_cancel.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller cancelling");
+    carrier.finish("ringing carrier");
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["end_reason"], "caller cancelled");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn the_trunk_hanging_up_ends_the_callers_leg() {
+    let carrier = Carrier::start("trunk_uas_hangup.xml", &[]);
+    let setup = start(&trunk("hangs-up", carrier.port, ""), &["hangs-up"]);
+    // b2bua_timeout.xml answers our BYE; it sends no RTP.
+    let (child, work) = call(&setup, "b2bua_timeout.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller receiving BYE");
+    carrier.finish("carrier hanging up");
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["end_reason"], "callee hung up");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn digest_challenges_from_the_trunk_are_answered() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_auth.xml", &[]);
+    let extra = "    auth: { username: trunkuser, password: trunkpass }\n";
+    let setup = start(&trunk("secured", carrier.port, extra), &["secured"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    let caller = std::panic::catch_unwind(|| wait(child, work.path(), "caller"));
+    if caller.is_err() {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = Command::new("kill")
+            .arg(carrier.child.id().to_string())
+            .status();
+        std::thread::sleep(Duration::from_secs(1));
+        panic!(
+            "carrier saw:\n{}\nserver:\n{}",
+            messages(carrier.work.path()),
+            setup.server.log_text()
+        );
+    }
+    let trunk_side = carrier.finish("carrier checking credentials");
+    assert!(
+        trunk_side.contains("\nAuthorization: Digest username=\"trunkuser\""),
+        "{trunk_side}"
+    );
+    assert_eq!(cdrs(&setup.server, 1)[0]["status"], 200);
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn an_invite_from_an_unknown_address_is_not_routed() {
+    let carrier_port = free_port();
+    let setup = start(&trunk("carrier", carrier_port, ""), &["carrier"]);
+    // From a port that is not the trunk's: challenged like any caller.
+    let invite = format!(
+        "INVITE sip:+15551234567@{0} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-x1\r\nMax-Forwards: 70\r\nFrom: <sip:+15557654321@198.51.100.1>;tag=a\r\nTo: <sip:+15551234567@{0}>\r\nCall-ID: relay-1\r\nCSeq: 1 INVITE\r\nContact: <sip:x@127.0.0.1:9>\r\nContent-Length: 0\r\n\r\n",
+        setup.server.addr("udp")
+    );
+    let reply =
+        common::udp_exchange(setup.server.addr("udp"), invite.as_bytes()).expect("an answer");
+    assert!(
+        reply.starts_with("SIP/2.0 403") || reply.starts_with("SIP/2.0 407"),
+        "{reply}"
+    );
+    assert_eq!(setup.server.metric("switchboard_b2bua_calls"), 0);
+}

@@ -173,6 +173,8 @@ struct OutLeg {
     last_challenge: Option<(bool, Challenge)>,
     server_name: String,
     codec: Option<String>,
+    /// The task running the newest INVITE's client transaction.
+    invite_task: Option<tokio::task::AbortHandle>,
 }
 
 impl OutLeg {
@@ -448,6 +450,7 @@ fn new_out_leg(
         last_challenge: None,
         server_name: b2bua.core.server_name().to_string(),
         codec: None,
+        invite_task: None,
     }
 }
 
@@ -543,8 +546,11 @@ async fn start_trunk_leg(
     );
     leg.trunk = Some(trunk.clone());
     leg._permit = Some(permit);
+    leg.uac.expect_response_by(
+        Instant::now() + Duration::from_secs(u64::from(cfg.response_timeout.max(1))),
+    );
     let invite = leg.build_invite(None);
-    send_invite(&b2bua.outbound, &leg, invite, reports).map_err(|e| (503, e))?;
+    send_invite(&b2bua.outbound, &mut leg, invite, reports).map_err(|e| (503, e))?;
     info!(trunk = %trunk.name(), to = %leg.uri, call_id = %leg.call_id, "trunk leg: INVITE sent");
     Ok(leg)
 }
@@ -613,7 +619,7 @@ fn start_browser_leg(
     );
     leg.route_set = target.route.clone();
     let invite = leg.build_invite(None);
-    send_invite(&b2bua.outbound, &leg, invite, reports).map_err(|e| (503, e))?;
+    send_invite(&b2bua.outbound, &mut leg, invite, reports).map_err(|e| (503, e))?;
     info!(user = %target.user, uri = %target.uri, call_id = %leg.call_id, "browser leg: INVITE sent");
     Ok(leg)
 }
@@ -668,7 +674,7 @@ fn split_host_port(value: &str, default_port: u16) -> (String, u16) {
 /// end) arrive on the leg's report channel.
 fn send_invite(
     outbound: &Outbound,
-    leg: &OutLeg,
+    leg: &mut OutLeg,
     invite: Request,
     reports: &Reports,
 ) -> Result<(), String> {
@@ -677,7 +683,7 @@ fn send_invite(
         .map_err(|e| e.to_string())?;
     let reports = reports.clone();
     let (cseq, id) = (leg.cseq, leg.id);
-    tokio::spawn(
+    let task = tokio::spawn(
         async move {
             if let Err(e) = client.send().await {
                 debug!(error = %e, "INVITE not sent");
@@ -694,6 +700,7 @@ fn send_invite(
         }
         .in_current_span(),
     );
+    leg.invite_task = Some(task.abort_handle());
     Ok(())
 }
 
@@ -1313,7 +1320,7 @@ impl Bridge {
                             let body = response.body.clone();
                             let sdp = (!body.is_empty()).then_some(body.as_slice());
                             let event = match status {
-                                100 => continue,
+                                100 => UacEvent::Trying,
                                 101..=199 => UacEvent::Provisional(status, sdp),
                                 200..=299 if matches!(leg.media, OutMedia::WebRtc(_)) => {
                                     UacEvent::Accepted(accept_browser_answer(leg, &body).map(|(n, _)| n))
@@ -1388,7 +1395,14 @@ impl Bridge {
                     let now = Instant::now();
                     for leg in self.legs.iter_mut().filter(|l| l.uac.deadline().is_some_and(|d| d <= now)) {
                         let id = leg.id;
+                        let calling = leg.uac.state() == UacState::Calling;
                         b_queue.extend(leg.uac.handle(UacEvent::Timer, now).into_iter().map(|x| (id, x)));
+                        if calling && leg.uac.state() == UacState::Ended {
+                            // Stop retransmitting to a peer that never answered.
+                            if let Some(task) = leg.invite_task.take() {
+                                task.abort();
+                            }
+                        }
                     }
                 }
                 _ = sleep_until(ring_deadline), if ring_deadline.is_some() => {

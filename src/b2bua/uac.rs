@@ -49,6 +49,8 @@ pub enum UacEvent<'a> {
     /// A 401/407 that the driver can answer (credentials configured and
     /// not already refused for this nonce).
     Challenge,
+    /// 100 Trying: the peer is alive (stops the no-response timer).
+    Trying,
     /// A final non-2xx response (a 401/407 we cannot answer included).
     Failure(u16),
     /// The INVITE transaction timed out (Timer B).
@@ -165,6 +167,15 @@ impl UacCall {
         self.negotiated.as_ref()
     }
 
+    /// Gives up (408, for failover) when nothing at all comes back by
+    /// `deadline` (no 100 Trying either): a dead trunk fails over in
+    /// seconds instead of after Timer B's 32.
+    pub fn expect_response_by(&mut self, deadline: Instant) {
+        if self.state == UacState::Calling {
+            self.deadline = Some(deadline);
+        }
+    }
+
     /// Our offer.
     pub fn offer(&self) -> &SessionDescription {
         &self.offer
@@ -200,7 +211,22 @@ impl UacCall {
         use UacState::*;
         match (self.state, event) {
             (Ended, _) => Vec::new(),
+            (Calling, UacEvent::Trying) if !self.cancel_pending => {
+                self.deadline = None;
+                Vec::new()
+            }
+            (Calling, UacEvent::Timer)
+                if !self.cancel_pending && self.deadline.is_some_and(|d| now >= d) =>
+            {
+                // Nothing came back: no CANCEL is possible (RFC 3261 §9.1).
+                let mut actions = self.end();
+                actions.insert(0, UacAction::Failed(408));
+                actions
+            }
             (Calling | Proceeding, UacEvent::Provisional(status, body)) => {
+                if !self.cancel_pending {
+                    self.deadline = None;
+                }
                 self.state = Proceeding;
                 if self.cancel_pending {
                     self.cancel_pending = false;
@@ -275,6 +301,8 @@ impl UacCall {
                     return actions;
                 }
                 self.authenticated += 1;
+                // The peer answered: the no-response timer has done its job.
+                self.deadline = None;
                 vec![UacAction::SendAuthenticated]
             }
             (Calling | Proceeding, UacEvent::Failure(status)) => {
@@ -572,6 +600,26 @@ mod tests {
             leg.handle(UacEvent::ReInvite(pcmu.as_bytes()), t0),
             [UacAction::Reply(488, None)]
         );
+    }
+
+    #[test]
+    fn no_response_at_all_fails_over_quickly() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        leg.expect_response_by(t0 + Duration::from_secs(3));
+        assert!(
+            leg.handle(UacEvent::Timer, t0 + Duration::from_secs(1))
+                .is_empty()
+        );
+        assert_eq!(
+            leg.handle(UacEvent::Timer, t0 + Duration::from_secs(3)),
+            [UacAction::Failed(408), UacAction::Release]
+        );
+        // A 100 Trying stops the timer.
+        let mut leg = UacCall::new(offer());
+        leg.expect_response_by(t0 + Duration::from_secs(3));
+        assert!(leg.handle(UacEvent::Trying, t0).is_empty());
+        assert_eq!(leg.deadline(), None);
     }
 
     #[test]

@@ -235,6 +235,10 @@ pub struct TrunkConfig {
     /// Early media handling.
     #[serde(default)]
     pub early_media: EarlyMediaPolicy,
+    /// Seconds to wait for any response to an INVITE (even 100 Trying)
+    /// before trying the next trunk (default 5).
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: u32,
     /// Session timer interval proposed to the trunk, seconds (RFC 4028;
     /// 0: none). Default 1800.
     #[serde(default = "default_session_expires")]
@@ -246,6 +250,10 @@ pub struct TrunkConfig {
 
 fn default_codecs() -> Vec<CodecKind> {
     vec![CodecKind::Pcmu, CodecKind::Pcma, CodecKind::G722]
+}
+
+fn default_response_timeout() -> u32 {
+    5
 }
 
 fn default_session_expires() -> u32 {
