@@ -242,6 +242,7 @@ async fn run_trunk(
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let mut resolve_at = start;
     let mut was_registered = false;
+    let mut probe_failures_reported = 0;
     debug!(trunk = %name, register = registration.is_some(), probe = probe.is_some(), "trunk task started");
     loop {
         let mut now = Instant::now();
@@ -256,8 +257,15 @@ async fn run_trunk(
         }
         if let Some(probe) = probe.as_mut() {
             while let Some(output) = probe.poll(now) {
-                trunk.probe_output(output, tx.clone());
+                trunk.probe_output(output, probe.timeout(), tx.clone());
             }
+            let failed = probe.failed();
+            trunk
+                .context
+                .metrics
+                .probe_failures
+                .add(failed.saturating_sub(probe_failures_reported));
+            probe_failures_reported = failed;
         }
         trunk.publish(registration.as_ref(), probe.as_ref(), now);
         let deadline = [
@@ -287,14 +295,10 @@ async fn run_trunk(
                         }
                     }
                     Done::Probe { id, result } => {
-                        if let Some(probe) = probe.as_mut() {
-                            let failures = probe_failure(&result);
-                            if let Some(output) = probe.on_result(id, result, now) {
-                                trunk.probe_output(output, tx.clone());
-                            }
-                            if failures {
-                                trunk.context.metrics.probe_failures.inc();
-                            }
+                        if let Some(probe) = probe.as_mut()
+                            && let Some(output) = probe.on_result(id, result, now)
+                        {
+                            trunk.probe_output(output, probe.timeout(), tx.clone());
                         }
                     }
                 }
@@ -306,13 +310,6 @@ async fn run_trunk(
     }
     trunk.publish(registration.as_ref(), None, Instant::now());
     debug!(trunk = %name, "trunk task stopped");
-}
-
-fn probe_failure(result: &ProbeResult) -> bool {
-    match result {
-        ProbeResult::Reply(status) => *status == 408 || (500..=599).contains(status),
-        ProbeResult::Error(_) => true,
-    }
 }
 
 /// One trunk's configuration and the means to reach it.
@@ -414,15 +411,25 @@ impl TrunkLink {
         }
     }
 
-    fn probe_output(self: &Arc<Self>, output: ProbeOutput, tx: mpsc::UnboundedSender<Done>) {
+    fn probe_output(
+        self: &Arc<Self>,
+        output: ProbeOutput,
+        timeout: Duration,
+        tx: mpsc::UnboundedSender<Done>,
+    ) {
         match output {
             ProbeOutput::Send(id) => {
                 self.context.metrics.probes.inc();
                 let link = self.clone();
                 tokio::spawn(async move {
-                    let result = match link.options().await {
-                        Ok(response) => ProbeResult::Reply(response.status_code.code()),
-                        Err(reason) => ProbeResult::Error(reason),
+                    // Past its timeout the probe has failed: dropping the
+                    // transaction stops its retransmissions, which a carrier
+                    // coming back would otherwise answer instead of the
+                    // current probe.
+                    let result = match tokio::time::timeout(timeout, link.options()).await {
+                        Ok(Ok(response)) => ProbeResult::Reply(response.status_code.code()),
+                        Ok(Err(reason)) => ProbeResult::Error(reason),
+                        Err(_) => return,
                     };
                     let _ = tx.send(Done::Probe { id, result });
                 });

@@ -48,6 +48,8 @@ pub struct Probe {
     in_flight: Option<(u64, Instant)>,
     last_id: u64,
     failures: u32,
+    /// Failed probes since start.
+    failed: u64,
     down: bool,
     reason: Option<String>,
 }
@@ -63,6 +65,7 @@ impl Probe {
             in_flight: None,
             last_id: 0,
             failures: 0,
+            failed: 0,
             down: false,
             reason: None,
         }
@@ -127,6 +130,7 @@ impl Probe {
 
     fn failure(&mut self, reason: String) -> Option<ProbeOutput> {
         self.failures += 1;
+        self.failed += 1;
         if self.down {
             self.reason = Some(reason);
             return None;
@@ -137,6 +141,17 @@ impl Probe {
             return Some(ProbeOutput::Down(reason));
         }
         None
+    }
+
+    /// How long one probe may take before it counts as failed (the driver
+    /// drops its transaction then, ending its retransmissions).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Probes failed since start (for the metrics).
+    pub fn failed(&self) -> u64 {
+        self.failed
     }
 
     /// Whether the trunk is down.
@@ -183,6 +198,7 @@ mod tests {
         // 404 means the carrier is there.
         assert_eq!(p.on_result(4, ProbeResult::Reply(404), t3), Some(ProbeOutput::Up));
         assert!(!p.is_down() && p.reason().is_none());
+        assert_eq!(p.failed(), 3);
     }
 
     #[test]
