@@ -741,7 +741,10 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("t.yaml:5:5: trunks: 'a': host ''"), "{text}");
-        assert!(text.contains("t.yaml:4:5: trunks: name 'a' is used twice"), "{text}");
+        assert!(
+            text.contains("t.yaml:4:5: trunks: name 'a' is used twice"),
+            "{text}"
+        );
         // The default: trunks.yaml, which may be absent.
         let loaded = file("").unwrap();
         assert_eq!(

@@ -350,7 +350,8 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
             .with_ice_servers(ice_servers.clone())
             .spawn(core.clone());
     }
-    let trunks = crate::trunks::TrunkManager::spawn(trunks, outbound, core.metrics().trunks.clone());
+    let trunks =
+        crate::trunks::TrunkManager::spawn(trunks, outbound, core.metrics().trunks.clone());
     Ok(Running {
         core,
         listeners,

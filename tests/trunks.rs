@@ -29,7 +29,14 @@ impl Sipp {
             .arg(scenario(name))
             .args(["-t", "u1", "-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &calls.to_string()])
-            .args(["-timeout", "60s", "-timeout_error", "-trace_err", "-trace_msg", "-trace_logs"])
+            .args([
+                "-timeout",
+                "60s",
+                "-timeout_error",
+                "-trace_err",
+                "-trace_msg",
+                "-trace_logs",
+            ])
             .args(["-nostdin", "-nr"])
             .current_dir(work.path())
             .stdin(Stdio::null())
@@ -60,7 +67,11 @@ impl Sipp {
 
     fn logs(&self) -> String {
         let mut out = String::new();
-        for entry in std::fs::read_dir(self.work.path()).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(self.work.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().to_string();
             if name.ends_with(".log") {
                 out.push_str(&format!(
@@ -83,7 +94,10 @@ impl Drop for Sipp {
 fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < within, "{what} did not happen within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     start.elapsed()
@@ -155,10 +169,21 @@ fn registers_with_digest_refreshes_and_unregisters_when_removed() {
     assert_eq!(status["registered"], true, "{status}");
     assert_eq!(status["up"], true, "{status}");
     assert_eq!(status["reason"], serde_json::Value::Null, "{status}");
-    let until = status["registered_until"].as_u64().expect("registered_until");
-    assert!(until > unix_now().saturating_sub(1) && until <= unix_now() + 5, "{status}");
-    assert_eq!(server.metric("switchboard_trunk_registered{trunk=\"carrier\"}"), 1);
-    assert_eq!(server.metric("switchboard_trunk_registration_failures_total"), 0);
+    let until = status["registered_until"]
+        .as_u64()
+        .expect("registered_until");
+    assert!(
+        until > unix_now().saturating_sub(1) && until <= unix_now() + 5,
+        "{status}"
+    );
+    assert_eq!(
+        server.metric("switchboard_trunk_registered{trunk=\"carrier\"}"),
+        1
+    );
+    assert_eq!(
+        server.metric("switchboard_trunk_registration_failures_total"),
+        0
+    );
     assert!(server.wait_log("trunk registered"));
 
     // Removing the trunk unregisters it (Expires: 0), which is what ends the
@@ -166,7 +191,10 @@ fn registers_with_digest_refreshes_and_unregisters_when_removed() {
     std::fs::write(trunks_file(&server), "trunks: []\n").unwrap();
     let (code, body) = admin_post(&server, "/api/reload");
     assert_eq!(code, 200, "{body}");
-    assert!(registrar.wait(Duration::from_secs(10)), "registrar scenario failed");
+    assert!(
+        registrar.wait(Duration::from_secs(10)),
+        "registrar scenario failed"
+    );
     assert!(server.wait_log("trunk unregistered"));
     assert!(names(&server).is_empty());
 }
@@ -186,13 +214,19 @@ fn options_probing_marks_the_trunk_down_and_up_again() {
     assert_eq!(server.metric("switchboard_trunk_probe_failures_total"), 0);
     // SIPp answers three probes and leaves: two unanswered probes later the
     // trunk is down.
-    assert!(carrier.wait(Duration::from_secs(10)), "carrier scenario failed");
+    assert!(
+        carrier.wait(Duration::from_secs(10)),
+        "carrier scenario failed"
+    );
     let took = wait_until("trunk down", Duration::from_secs(6), || {
         trunk(&server, "carrier")["up"] == false
     });
     let status = trunk(&server, "carrier");
     assert!(
-        status["reason"].as_str().unwrap_or_default().contains("no answer to OPTIONS"),
+        status["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no answer to OPTIONS"),
         "{status} after {took:?}"
     );
     assert!(server.wait_log("trunk down"));
@@ -295,11 +329,19 @@ fn check_validates_the_trunks_file() {
     let (ok, text) = check(dir.path());
     assert!(!ok, "{text}");
     assert!(
-        text.contains("carriers.yaml:4:5: trunks: 'a': tls: settings apply only with transport: tls"),
+        text.contains(
+            "carriers.yaml:4:5: trunks: 'a': tls: settings apply only with transport: tls"
+        ),
         "{text}"
     );
-    assert!(text.contains("carriers.yaml:7:5: trunks: 'a': codecs"), "{text}");
-    assert!(text.contains("carriers.yaml:5:5: trunks: name 'a' is used twice"), "{text}");
+    assert!(
+        text.contains("carriers.yaml:7:5: trunks: 'a': codecs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("carriers.yaml:5:5: trunks: name 'a' is used twice"),
+        "{text}"
+    );
 
     std::fs::write(
         dir.path().join("carriers.yaml"),
@@ -308,10 +350,16 @@ fn check_validates_the_trunks_file() {
     .unwrap();
     let (ok, text) = check(dir.path());
     assert!(ok, "{text}");
-    assert!(text.contains("carriers.yaml: trunks OK (1 trunks)"), "{text}");
+    assert!(
+        text.contains("carriers.yaml: trunks OK (1 trunks)"),
+        "{text}"
+    );
 
     // A named trunks file that does not exist is an error.
     std::fs::remove_file(dir.path().join("carriers.yaml")).unwrap();
     let (ok, text) = check(dir.path());
-    assert!(!ok && text.contains("carriers.yaml:0:0: cannot read"), "{text}");
+    assert!(
+        !ok && text.contains("carriers.yaml:0:0: cannot read"),
+        "{text}"
+    );
 }

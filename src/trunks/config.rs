@@ -431,7 +431,10 @@ impl TrunkConfig {
         if let Some(cc) = &self.numbers.country_code
             && (cc.is_empty() || !cc.chars().all(|c| c.is_ascii_digit()))
         {
-            out.push(("numbers", format!("numbers.country_code '{cc}' must be digits")));
+            out.push((
+                "numbers",
+                format!("numbers.country_code '{cc}' must be digits"),
+            ));
         }
         if self.transport != TrunkTransport::Tls {
             if self.tls != TlsSettings::default() {
@@ -464,15 +467,13 @@ fn valid_host(host: &str) -> bool {
     }
     !host.is_empty()
         && host.len() <= 253
-        && host
-            .split('.')
-            .all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            })
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 #[cfg(test)]
@@ -518,7 +519,10 @@ mod tests {
         assert!(keys("name: a\nhost: sip.example.com\n").is_empty());
         assert_eq!(keys("name: a\nhost: ''\n"), ["host"]);
         assert_eq!(keys("name: a\nhost: 'h:5060'\n"), ["host"]);
-        assert_eq!(keys("name: 'a b'\nhost: h\ncodecs: []\n"), ["name", "codecs"]);
+        assert_eq!(
+            keys("name: 'a b'\nhost: h\ncodecs: []\n"),
+            ["name", "codecs"]
+        );
         assert_eq!(keys("name: a\nhost: h\ntls: { verify: false }\n"), ["tls"]);
         assert!(keys("name: a\nhost: h\ntransport: tls\ntls: { verify: false }\n").is_empty());
         assert_eq!(
@@ -529,7 +533,10 @@ mod tests {
             keys("name: a\nhost: h\nregister: { username: '', password: p, expires: 0 }\n"),
             ["register", "register"]
         );
-        assert_eq!(keys("name: a\nhost: h\noutbound_proxy: 'p:x'\n"), ["outbound_proxy"]);
+        assert_eq!(
+            keys("name: a\nhost: h\noutbound_proxy: 'p:x'\n"),
+            ["outbound_proxy"]
+        );
         let t = trunk("name: a\nhost: h\noutbound_proxy: 'sbc.example:5080'\n");
         assert_eq!(t.next_hop(), ("sbc.example".to_string(), 5080));
         let t = trunk("name: a\nhost: h\ntransport: tls\n");

@@ -361,7 +361,11 @@ impl TrunkLink {
             debug!(trunk = %self.name(), ?addrs, "trunk addresses");
             trunk.set_resolved(addrs);
         }
-        if failed { RESOLVE_RETRY } else { RESOLVE_INTERVAL }
+        if failed {
+            RESOLVE_RETRY
+        } else {
+            RESOLVE_INTERVAL
+        }
     }
 
     /// Writes what the state machines know into the trunk's status.
@@ -378,7 +382,9 @@ impl TrunkLink {
         let reason = if down {
             probe.and_then(Probe::reason).map(str::to_string)
         } else {
-            registration.and_then(Registration::last_error).map(str::to_string)
+            registration
+                .and_then(Registration::last_error)
+                .map(str::to_string)
         };
         trunk.update_status(|status| {
             status.down = down;
@@ -455,11 +461,10 @@ impl TrunkLink {
         let mut next = registration.stop(Instant::now());
         let deadline = tokio::time::Instant::now() + UNREGISTER_LIMIT;
         while let Some(attempt) = next {
-            let result =
-                match tokio::time::timeout_at(deadline, self.register(&attempt)).await {
-                    Ok(result) => result,
-                    Err(_) => Err("no answer to the un-REGISTER in time".into()),
-                };
+            let result = match tokio::time::timeout_at(deadline, self.register(&attempt)).await {
+                Ok(result) => result,
+                Err(_) => Err("no answer to the un-REGISTER in time".into()),
+            };
             let now = Instant::now();
             let event = match result {
                 Ok(reply) => registration.on_reply(attempt.cseq, &reply, now),
@@ -514,7 +519,9 @@ impl TrunkLink {
         let addrs = Outbound::resolve(&host, port)
             .await
             .map_err(|e| e.to_string())?;
-        let remote = *addrs.first().ok_or_else(|| format!("cannot resolve {host}"))?;
+        let remote = *addrs
+            .first()
+            .ok_or_else(|| format!("cannot resolve {host}"))?;
         let kind = self.config.transport.kind();
         let hop = self
             .context
@@ -645,11 +652,8 @@ fn reply_of(response: &Response, contact: Option<SocketAddr>) -> Reply {
             .map(|h| h.value().to_string())
             .collect()
     };
-    let number = |name: &str| -> Option<u32> {
-        values(name)
-            .first()
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let number =
+        |name: &str| -> Option<u32> { values(name).first().and_then(|v| v.trim().parse().ok()) };
     let contact_expires = contact.and_then(|contact| {
         let needle = format!("@{contact}");
         values("Contact")

@@ -254,8 +254,16 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = err.iter().map(ToString::to_string).collect();
         assert!(text.contains(&"t.yaml:5:5: trunks: 'a': host '' must be a host name or IP address (the port goes in port:)".to_string()), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("t.yaml:6:5:") && t.contains("codecs")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("t.yaml:4:") && t.contains("used twice")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("t.yaml:6:5:") && t.contains("codecs")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("t.yaml:4:") && t.contains("used twice")),
+            "{text:?}"
+        );
         let err = parse("trunks:\n  - name: a\n    hots: x\n", "t.yaml").unwrap_err();
         assert_eq!(err[0].line, 3, "{err:?}");
         assert!(err[0].message.contains("hots"), "{err:?}");
@@ -263,7 +271,10 @@ mod tests {
 
     #[test]
     fn the_default_file_may_be_absent_but_a_named_one_not() {
-        assert!(load(Path::new(DEFAULT_FILE)).is_ok_and(|t| t.is_empty()) || Path::new(DEFAULT_FILE).exists());
+        assert!(
+            load(Path::new(DEFAULT_FILE)).is_ok_and(|t| t.is_empty())
+                || Path::new(DEFAULT_FILE).exists()
+        );
         let err = load(Path::new("/nonexistent/trunks.yaml")).unwrap_err();
         assert!(err[0].message.contains("cannot read"), "{err:?}");
     }
@@ -275,7 +286,9 @@ mod tests {
             trunks: TrunksSection,
         }
         let w: Wrapper = serde_saphyr::from_str("trunks:\n  - { name: a, host: h }\n").unwrap();
-        assert!(matches!(&w.trunks, TrunksSection::Inline(list) if list.len() == 1 && list[0].referenced.line() == 2));
+        assert!(
+            matches!(&w.trunks, TrunksSection::Inline(list) if list.len() == 1 && list[0].referenced.line() == 2)
+        );
         let w: Wrapper = serde_saphyr::from_str("trunks: { file: carriers.yaml }\n").unwrap();
         assert_eq!(
             w.trunks.file(),

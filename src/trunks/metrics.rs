@@ -39,7 +39,10 @@ impl TrunkMetrics {
                 &self.registration_failures,
             ),
             ("switchboard_trunk_probes_total", &self.probes),
-            ("switchboard_trunk_probe_failures_total", &self.probe_failures),
+            (
+                "switchboard_trunk_probe_failures_total",
+                &self.probe_failures,
+            ),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
         }
@@ -47,7 +50,8 @@ impl TrunkMetrics {
             return;
         };
         let reports = trunks.report();
-        let gauges: [(&str, fn(&super::TrunkReport) -> u64); 3] = [
+        type Gauge = (&'static str, fn(&super::TrunkReport) -> u64);
+        let gauges: [Gauge; 3] = [
             ("switchboard_trunk_up", |r| u64::from(r.up)),
             ("switchboard_trunk_registered", |r| u64::from(r.registered)),
             ("switchboard_trunk_calls", |r| u64::from(r.active_calls)),
@@ -73,11 +77,20 @@ mod tests {
         let metrics = TrunkMetrics::default();
         metrics.attach(&trunks);
         metrics.probes.inc();
-        trunks.get("a").unwrap().update_status(|s| s.registered = true);
+        trunks
+            .get("a")
+            .unwrap()
+            .update_status(|s| s.registered = true);
         let mut out = String::new();
         metrics.render(&mut out);
         assert!(out.contains("switchboard_trunk_probes_total 1\n"), "{out}");
-        assert!(out.contains("switchboard_trunk_up{trunk=\"a\"} 1\n"), "{out}");
-        assert!(out.contains("switchboard_trunk_registered{trunk=\"a\"} 1\n"), "{out}");
+        assert!(
+            out.contains("switchboard_trunk_up{trunk=\"a\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchboard_trunk_registered{trunk=\"a\"} 1\n"),
+            "{out}"
+        );
     }
 }

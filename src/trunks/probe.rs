@@ -106,7 +106,12 @@ impl Probe {
     }
 
     /// The result of probe `id` (a late one, after its timeout, is ignored).
-    pub fn on_result(&mut self, id: u64, result: ProbeResult, _now: Instant) -> Option<ProbeOutput> {
+    pub fn on_result(
+        &mut self,
+        id: u64,
+        result: ProbeResult,
+        _now: Instant,
+    ) -> Option<ProbeOutput> {
         match self.in_flight {
             Some((current, _)) if current == id => self.in_flight = None,
             _ => return None,
@@ -188,15 +193,24 @@ mod tests {
         let t2 = t0 + 20 * SECOND;
         assert_eq!(p.poll(t2), Some(ProbeOutput::Send(3)));
         let down = p.poll(t2 + 5 * SECOND).unwrap();
-        assert!(matches!(&down, ProbeOutput::Down(r) if r.contains("no answer")), "{down:?}");
+        assert!(
+            matches!(&down, ProbeOutput::Down(r) if r.contains("no answer")),
+            "{down:?}"
+        );
         assert!(p.is_down());
         // A late answer to probe 3 does not count.
-        assert_eq!(p.on_result(3, ProbeResult::Reply(200), t2 + 6 * SECOND), None);
+        assert_eq!(
+            p.on_result(3, ProbeResult::Reply(200), t2 + 6 * SECOND),
+            None
+        );
         assert!(p.is_down());
         let t3 = t0 + 30 * SECOND;
         assert_eq!(p.poll(t3), Some(ProbeOutput::Send(4)));
         // 404 means the carrier is there.
-        assert_eq!(p.on_result(4, ProbeResult::Reply(404), t3), Some(ProbeOutput::Up));
+        assert_eq!(
+            p.on_result(4, ProbeResult::Reply(404), t3),
+            Some(ProbeOutput::Up)
+        );
         assert!(!p.is_down() && p.reason().is_none());
         assert_eq!(p.failed(), 3);
     }
@@ -215,7 +229,10 @@ mod tests {
         for (i, status) in [503, 200, 408, 200, 500].into_iter().enumerate() {
             let now = t0 + SECOND * i as u32;
             assert_eq!(p.poll(now), Some(ProbeOutput::Send(i as u64 + 1)));
-            assert_eq!(p.on_result(i as u64 + 1, ProbeResult::Reply(status), now), None);
+            assert_eq!(
+                p.on_result(i as u64 + 1, ProbeResult::Reply(status), now),
+                None
+            );
         }
         assert!(!p.is_down());
     }
@@ -227,7 +244,10 @@ mod tests {
         assert_eq!(p.poll(t0), Some(ProbeOutput::Send(1)));
         // At t0+1 s the first probe times out and the second is due.
         assert_eq!(p.poll(t0 + SECOND), Some(ProbeOutput::Send(2)));
-        assert!(matches!(p.poll(t0 + 2 * SECOND), Some(ProbeOutput::Down(_))));
+        assert!(matches!(
+            p.poll(t0 + 2 * SECOND),
+            Some(ProbeOutput::Down(_))
+        ));
         assert_eq!(p.poll(t0 + 2 * SECOND), Some(ProbeOutput::Send(3)));
     }
 }

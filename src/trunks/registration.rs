@@ -145,9 +145,7 @@ pub struct Registration {
 /// Delay before attempt number `failures + 1` after `failures` failures.
 pub fn backoff(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
-    RETRY_BASE
-        .saturating_mul(1u32 << exponent)
-        .min(RETRY_MAX)
+    RETRY_BASE.saturating_mul(1u32 << exponent).min(RETRY_MAX)
 }
 
 /// When to refresh a registration granted for `expires` seconds: at 80 %
@@ -331,7 +329,8 @@ impl Registration {
     pub fn stop(&mut self, _now: Instant) -> Option<Attempt> {
         let bound = self.registered_until.is_some()
             || matches!(self.phase, Phase::InFlight { unregister: false });
-        if self.phase == Phase::Stopped || matches!(self.phase, Phase::InFlight { unregister: true })
+        if self.phase == Phase::Stopped
+            || matches!(self.phase, Phase::InFlight { unregister: true })
         {
             return None;
         }
@@ -526,7 +525,10 @@ mod tests {
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
         // A success resets the backoff.
         let a = r.poll(now).unwrap();
-        assert!(matches!(r.on_reply(a.cseq, &ok(600), now), Some(Event::Registered { .. })));
+        assert!(matches!(
+            r.on_reply(a.cseq, &ok(600), now),
+            Some(Event::Registered { .. })
+        ));
         let a = r.poll(now + Duration::from_secs(480)).unwrap();
         let Some(Event::Failed { retry_in, .. }) = r.on_failure(a.cseq, "timeout", now) else {
             panic!()

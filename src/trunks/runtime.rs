@@ -64,7 +64,11 @@ struct TlsCache(std::sync::OnceLock<Result<TlsClient, TrunkTlsError>>);
 
 impl std::fmt::Debug for TlsCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() { "TlsCache(built)" } else { "TlsCache" })
+        f.write_str(if self.0.get().is_some() {
+            "TlsCache(built)"
+        } else {
+            "TlsCache"
+        })
     }
 }
 
@@ -196,7 +200,10 @@ impl Trunk {
 
     /// The TLS client for this trunk (built once from its `tls` settings).
     pub fn tls_client(&self) -> Result<TlsClient, TrunkTlsError> {
-        self.tls.0.get_or_init(|| super::tls::client(&self.config)).clone()
+        self.tls
+            .0
+            .get_or_init(|| super::tls::client(&self.config))
+            .clone()
     }
 
     /// The trunk as `GET /api/trunks` shows it.

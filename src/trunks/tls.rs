@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn default_name_is_the_host_and_roots_are_loaded() {
-        let t = client(&trunk("name: a\nhost: sip.carrier.example\ntransport: tls\n")).unwrap();
+        let t = client(&trunk(
+            "name: a\nhost: sip.carrier.example\ntransport: tls\n",
+        ))
+        .unwrap();
         assert_eq!(t.server_name, "sip.carrier.example");
         let t = client(&trunk(
             "name: a\nhost: 192.0.2.1\ntransport: tls\ntls: { server_name: sbc.example, verify: false }\n",
