@@ -212,7 +212,7 @@ mod tests {
             Some(ProbeOutput::Up)
         );
         assert!(!p.is_down() && p.reason().is_none());
-        assert_eq!(p.failed(), 3);
+        assert_eq!(p.failed(), 2);
     }
 
     #[test]
