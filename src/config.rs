@@ -18,7 +18,7 @@ use crate::directory::{Directory, DomainConfig, demo_domains};
 use crate::media::engine::MediaConfig;
 use crate::registrar::RegistrarConfig;
 use crate::sip::Limits;
-use crate::trunks::TrunkConfig;
+use crate::trunks::{TrunkConfig, TrunksSection};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,8 +40,9 @@ pub struct Config {
     pub registrar: Spanned<RegistrarConfig>,
     /// Digest authentication and failure throttling.
     pub auth: Spanned<AuthConfig>,
-    /// SIP trunks, by name.
-    pub trunks: Vec<Spanned<TrunkConfig>>,
+    /// SIP trunks: a trunks file (default `trunks.yaml`, reloaded live) or
+    /// an inline list (read at start only). See docs/trunks.md.
+    pub trunks: TrunksSection,
     /// Where the dialplan lives and how it is reloaded.
     pub dialplan: DialplanConfig,
     /// RTP ports, media addresses and limits of the media engine.
@@ -82,7 +83,7 @@ impl Default for Config {
             domains: demo_domains(),
             registrar: unknown_span(RegistrarConfig::default()),
             auth: unknown_span(AuthConfig::default()),
-            trunks: Vec::new(),
+            trunks: TrunksSection::default(),
             dialplan: DialplanConfig::default(),
             media: unknown_span(MediaConfig::default()),
             turn: unknown_span(crate::turn::TurnConfig::default()),
@@ -274,6 +275,8 @@ pub struct Loaded {
     pub listeners: Listeners,
     /// Users and domains, ready for lookups.
     pub directory: std::sync::Arc<Directory>,
+    /// The trunks (from the trunks file or the inline list), validated.
+    pub trunks: Vec<TrunkConfig>,
 }
 
 /// Listener addresses, parsed and checked.
@@ -576,18 +579,13 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
         }
     }
 
-    let mut trunk_names = std::collections::HashSet::new();
-    for trunk in &config.trunks {
-        let name = trunk.value.name.trim();
-        if name.is_empty() || !trunk_names.insert(name.to_string()) {
-            problems.push(Problem {
-                file: file.clone(),
-                line: trunk.referenced.line(),
-                column: trunk.referenced.column(),
-                message: format!("trunks: name '{name}' is empty or used twice"),
-            });
+    let trunks = match config.trunks.load(&file, text) {
+        Ok(trunks) => trunks,
+        Err(found) => {
+            problems.extend(found);
+            Vec::new()
         }
-    }
+    };
 
     let directory = match Directory::build(&config.domains) {
         Ok(directory) => Some(directory),
@@ -610,6 +608,7 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
             source,
             listeners,
             directory: std::sync::Arc::new(directory),
+            trunks,
         }),
         _ => Err(ConfigError(problems)),
     }
@@ -734,5 +733,26 @@ mod tests {
     fn wrong_type_is_refused() {
         let err = file("limits:\n  max_headers: many\n").unwrap_err();
         assert_eq!(err.0[0].line, 2, "{err}");
+    }
+
+    #[test]
+    fn inline_trunks_are_checked_with_positions() {
+        let loaded = file("trunks:\n  - name: a\n    host: 192.0.2.1\n").unwrap();
+        assert_eq!(loaded.trunks.len(), 1);
+        assert!(loaded.config.trunks.file().is_none());
+        let err = file("trunks:\n  - name: a\n    host: 192.0.2.1\n  - name: a\n    host: ''\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("t.yaml:5:5: trunks: 'a': host ''"), "{text}");
+        assert!(
+            text.contains("t.yaml:4:5: trunks: name 'a' is used twice"),
+            "{text}"
+        );
+        // The default: trunks.yaml, which may be absent.
+        let loaded = file("").unwrap();
+        assert_eq!(
+            loaded.config.trunks.file().map(|f| f.file.clone()),
+            Some(PathBuf::from("trunks.yaml"))
+        );
     }
 }

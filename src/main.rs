@@ -73,13 +73,17 @@ fn check(cli: &Cli) -> ExitCode {
         }
     };
     println!("{}: configuration OK", loaded.source);
+    if let Some(file) = loaded.config.trunks.file()
+        && file.file.exists()
+    {
+        println!(
+            "{}: trunks OK ({} trunks)",
+            file.file.display(),
+            loaded.trunks.len()
+        );
+    }
     // The dialplan the configuration names, checked the way the server loads it.
-    let trunks: Vec<String> = loaded
-        .config
-        .trunks
-        .iter()
-        .map(|t| t.value.name.clone())
-        .collect();
+    let trunks: Vec<String> = loaded.trunks.iter().map(|t| t.name.clone()).collect();
     let groups = loaded
         .config
         .domains
@@ -181,6 +185,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         info!(listeners = running.listeners.len(), "ready");
         wait_for_shutdown().await;
         info!("shutting down");
+        running.stop_trunks(std::time::Duration::from_secs(5)).await;
         running.shutdown();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         Ok(())

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub media: MediaCounters,
     /// The bundled STUN/TURN server.
     pub turn: std::sync::Arc<crate::turn::TurnMetrics>,
+    /// Trunk registration and probing, per-trunk gauges.
+    pub trunks: std::sync::Arc<crate::trunks::TrunkMetrics>,
 }
 
 /// Media engine and B2BUA counters. Gauges are shared (`Arc`) with the
@@ -243,6 +245,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.get());
         }
         self.turn.render(&mut out);
+        self.trunks.render(&mut out);
         out
     }
 }

@@ -3,6 +3,11 @@
 //! before it replaces the old one; a bad one is refused with file:line:column
 //! messages and the running version stays. Calls keep the version they started
 //! with (they hold its `Arc`).
+//!
+//! The trunks file (when trunks live in one) is part of the same unit: every
+//! reload reads it too, and the dialplan is validated against the trunk
+//! names of the new file. Both are applied together or neither is, so the
+//! dialplan in force never names a trunk the table in force lacks.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::dialplan::{self, Diagnostic, Dialplan, LoadContext, Severity};
 use crate::metrics::Metrics;
+use crate::trunks::{TrunkConfig, TrunkFileConfig, Trunks};
 
 /// Why a reload was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,6 +56,24 @@ pub struct Routing {
     groups: BTreeSet<String>,
     metrics: Arc<Metrics>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The live trunk table, when attached with [`Routing::with_trunks`].
+    trunk_table: Option<Arc<Trunks>>,
+    /// The trunks file reloaded with the dialplan.
+    trunk_file: Option<TrunkFileConfig>,
+}
+
+/// Turns configuration problems (trunks file) into dialplan-style diagnostics.
+fn diagnostics(problems: Vec<crate::config::Problem>) -> Vec<Diagnostic> {
+    problems
+        .into_iter()
+        .map(|p| Diagnostic {
+            file: p.file,
+            line: p.line,
+            column: p.column,
+            severity: Severity::Error,
+            message: p.message,
+        })
+        .collect()
 }
 
 impl Routing {
@@ -85,7 +109,30 @@ impl Routing {
             groups,
             metrics,
             reload_lock: tokio::sync::Mutex::new(()),
+            trunk_table: None,
+            trunk_file: None,
         })
+    }
+
+    /// Attaches the live trunk table; with `file`, every reload also reads
+    /// the trunks file and replaces the table (see the module comment).
+    pub fn with_trunks(mut self, table: Arc<Trunks>, file: Option<TrunkFileConfig>) -> Routing {
+        self.trunk_table = Some(table);
+        self.trunk_file = file;
+        self
+    }
+
+    /// The live trunk table, when attached.
+    pub fn trunks(&self) -> Option<&Arc<Trunks>> {
+        self.trunk_table.as_ref()
+    }
+
+    /// Names of the trunks in force.
+    fn trunk_names(&self) -> Vec<String> {
+        match &self.trunk_table {
+            Some(table) => table.names(),
+            None => self.trunks.clone(),
+        }
     }
 
     /// The version in force now. A call keeps the `Arc` it got.
@@ -93,31 +140,63 @@ impl Routing {
         self.current.load_full()
     }
 
-    /// Loads and validates the dialplan again; swaps it in only when valid.
+    /// Loads and validates the trunks file (when trunks live in one) and the
+    /// dialplan again; swaps both in only when both are valid.
     pub async fn reload(&self, why: &str) -> Result<usize, ReloadError> {
         let _serial = self.reload_lock.lock().await;
-        let (file, trunks, groups) = (self.file.clone(), self.trunks.clone(), self.groups.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
+        let (file, groups) = (self.file.clone(), self.groups.clone());
+        let trunk_file = self.trunk_file.as_ref().map(|t| t.file.clone());
+        let current_names = self.trunk_names();
+        type Loaded = (
+            Option<Result<Vec<TrunkConfig>, Vec<Diagnostic>>>,
+            Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>>,
+        );
+        let loaded: Result<Loaded, _> = tokio::task::spawn_blocking(move || {
+            let trunks = trunk_file
+                .as_deref()
+                .map(|f| crate::trunks::file::load(f).map_err(diagnostics));
+            let names = match &trunks {
+                Some(Ok(list)) => list.iter().map(|t| t.name.clone()).collect(),
+                _ => current_names,
+            };
             let context = LoadContext {
-                trunks: &trunks,
+                trunks: &names,
                 groups: &groups,
             };
-            load_from(&file, &context)
+            (trunks, load_from(&file, &context))
         })
-        .await
-        .unwrap_or_else(|e| {
-            Err(vec![Diagnostic {
-                file: self.file.display().to_string(),
-                line: 0,
-                column: 0,
-                severity: Severity::Error,
-                message: format!("loader failed: {e}"),
-            }])
+        .await;
+        let (trunks, plan) = loaded.unwrap_or_else(|e| {
+            (
+                None,
+                Err(vec![Diagnostic {
+                    file: self.file.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    severity: Severity::Error,
+                    message: format!("loader failed: {e}"),
+                }]),
+            )
         });
-        match loaded {
-            Ok((plan, warnings)) => {
+        let refused = match (trunks, plan) {
+            (Some(Err(mut problems)), plan) => {
+                if let Err(more) = plan {
+                    problems.extend(more);
+                }
+                Err(problems)
+            }
+            (_, Err(problems)) => Err(problems),
+            (trunks, Ok((plan, warnings))) => Ok((trunks, plan, warnings)),
+        };
+        match refused {
+            Ok((trunks, plan, warnings)) => {
                 for warning in &warnings {
                     warn!("{warning}");
+                }
+                if let (Some(Ok(trunks)), Some(table)) = (trunks, &self.trunk_table) {
+                    let count = trunks.len();
+                    table.replace(trunks);
+                    info!(why, trunks = count, "trunks reloaded");
                 }
                 let rules = plan.rule_count();
                 self.current.store(Arc::new(plan));
@@ -157,8 +236,10 @@ impl Routing {
                 }
             });
         }
-        let watcher = if watch && self.file.exists() {
-            self.file_watcher(tx.clone())
+        let watch_trunks = self.trunk_file.as_ref().is_some_and(|t| t.watch);
+        let watch_dialplan = watch && self.file.exists();
+        let watcher = if watch_dialplan || watch_trunks {
+            self.file_watcher(tx.clone(), watch_dialplan, watch_trunks)
         } else {
             None
         };
@@ -181,15 +262,23 @@ impl Routing {
     fn file_watcher(
         &self,
         tx: mpsc::UnboundedSender<&'static str>,
+        dialplan: bool,
+        trunks: bool,
     ) -> Option<notify::RecommendedWatcher> {
         use notify::{RecursiveMode, Watcher};
         // Watch the directories (editors replace files by renaming), filtered
-        // to the dialplan's files and YAML files next to them (new includes).
-        let dirs: BTreeSet<PathBuf> = self
-            .current()
-            .files()
+        // to the dialplan's files and YAML files next to them (new includes),
+        // and the trunks file's directory (it may not exist yet).
+        let mut files: Vec<PathBuf> = Vec::new();
+        if dialplan {
+            files.extend(self.current().files().iter().cloned());
+            files.push(self.file.clone());
+        }
+        if trunks && let Some(trunk_file) = &self.trunk_file {
+            files.push(trunk_file.file.clone());
+        }
+        let dirs: BTreeSet<PathBuf> = files
             .iter()
-            .chain(std::iter::once(&self.file))
             .filter_map(|f| {
                 f.parent().map(|p| {
                     if p.as_os_str().is_empty() {

@@ -109,12 +109,20 @@ pub struct Running {
     /// Every bound listener as (label, address).
     pub listeners: Vec<(&'static str, SocketAddr)>,
     cancel: CancellationToken,
+    /// Trunk registration and probing.
+    trunks: crate::trunks::TrunkManager,
 }
 
 impl Running {
     /// Stops every listener and connection.
     pub fn shutdown(&self) {
         self.cancel.cancel();
+    }
+
+    /// Unregisters from trunks (Expires: 0) and stops probing; call before
+    /// [`shutdown`](Self::shutdown). Waits at most `limit`.
+    pub async fn stop_trunks(&self, limit: std::time::Duration) {
+        self.trunks.shutdown(limit).await;
     }
 }
 
@@ -271,8 +279,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
             .map(|l| (l.kind(), advertised(l.local_addr())))
             .collect(),
     );
-    let trunks =
-        crate::trunks::Trunks::new(config.trunks.iter().map(|t| t.value.clone()).collect());
+    let trunks = crate::trunks::Trunks::new(loaded.trunks.clone());
     let trunk_names = trunks.names();
     let groups: BTreeSet<String> = config
         .domains
@@ -291,7 +298,8 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
                 tracing::error!("{diagnostic}");
             }
             StartError::Config("the dialplan is invalid".into())
-        })?,
+        })?
+        .with_trunks(trunks.clone(), config.trunks.file().cloned()),
     );
     routing.spawn_watchers(config.dialplan.watch, cancel.clone());
     let engine = MediaEngine::new(config.media.value.clone(), core.metrics().clone())
@@ -303,7 +311,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         engine,
         Capabilities::default(),
         Arc::new(webrtc),
-        outbound,
+        outbound.clone(),
         trunks.clone(),
         crate::b2bua::cdr::CdrWriter::start(&config.cdr),
     );
@@ -343,9 +351,12 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
             .with_ice_servers(ice_servers.clone())
             .spawn(core.clone());
     }
+    let trunks =
+        crate::trunks::TrunkManager::spawn(trunks, outbound, core.metrics().trunks.clone());
     Ok(Running {
         core,
         listeners,
         cancel,
+        trunks,
     })
 }

@@ -480,7 +480,12 @@ async fn start_trunk_leg(
         .map_err(|e| (503, e.to_string()))?
         .first()
         .ok_or((503, "no address".to_string()))?;
-    let tls = crate::trunks::tls_client(cfg).map_err(|e| (503, e))?;
+    let tls = match cfg.transport {
+        crate::trunks::TrunkTransport::Tls => {
+            Some(trunk.tls_client().map_err(|e| (503, e.to_string()))?)
+        }
+        _ => None,
+    };
     let hop = b2bua
         .outbound
         .hop(cfg.transport.kind(), remote, tls.as_ref())

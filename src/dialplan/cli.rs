@@ -141,10 +141,9 @@ fn with_config(
 /// Names of the configured trunks.
 fn config_trunks(loaded: &config::Loaded) -> Vec<String> {
     loaded
-        .config
         .trunks
         .iter()
-        .map(|t| t.value.name.trim().to_string())
+        .map(|t| t.name.trim().to_string())
         .collect()
 }
 

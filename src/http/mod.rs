@@ -33,7 +33,7 @@ use crate::turn::api::IceServersApi;
 pub enum Role {
     /// Static front end and SIP over WebSocket (WS, or WSS behind TLS).
     Public,
-    /// `/metrics` and `/healthz`, on loopback.
+    /// `/metrics`, `/healthz`, `/api/reload` and `/api/trunks`, on loopback.
     Admin,
 }
 
@@ -230,6 +230,7 @@ fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/reload", axum::routing::post(reload))
+        .route("/api/trunks", get(trunks))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
@@ -256,6 +257,18 @@ async fn reload(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `GET /api/trunks`: every trunk with its state (up, registered, calls)
+/// as a JSON array (see docs/trunks.md).
+async fn trunks(State(state): State<AppState>) -> Response {
+    let reports = state
+        .routing
+        .as_ref()
+        .and_then(|r| r.trunks())
+        .map(|t| t.report())
+        .unwrap_or_default();
+    axum::Json(reports).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -41,7 +41,7 @@ impl TrunkTransport {
 }
 
 /// Digest credentials for challenges (401/407) from the trunk.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkCredentials {
     /// User name.
@@ -55,7 +55,7 @@ pub struct TrunkCredentials {
 
 /// Outbound registration to the trunk (the carrier then sends calls for our
 /// numbers to the registered Contact).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationConfig {
     /// User name (the AOR's user part).
@@ -89,7 +89,7 @@ pub enum DtmfMode {
 }
 
 /// How the trunk wants numbers written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NumberFormat {
     /// E.164 with a leading `+` (default true); false: digits only.
@@ -123,7 +123,7 @@ fn yes() -> bool {
 }
 
 /// What caller ID the trunk gets.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CallerIdPolicy {
     /// Always send this number (a main number; carriers often refuse
@@ -156,7 +156,7 @@ pub enum EarlyMediaPolicy {
 }
 
 /// TLS towards the trunk.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Verify the trunk's certificate (default true).
@@ -181,7 +181,7 @@ impl Default for TlsSettings {
 }
 
 /// One trunk, as configured.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// Unique name, used by dialplans.
@@ -328,6 +328,160 @@ impl TrunkConfig {
         }
         number.to_string()
     }
+
+    /// Where requests go: the outbound proxy (`host[:port]`) when set, else
+    /// `host` and [`port`](Self::port).
+    pub fn next_hop(&self) -> (String, u16) {
+        match self.outbound_proxy.as_deref().map(str::trim) {
+            Some(proxy) if !proxy.is_empty() => {
+                split_host_port(proxy).unwrap_or_else(|| (proxy.to_string(), self.port()))
+            }
+            _ => (self.host.clone(), self.port()),
+        }
+    }
+
+    /// Whether registration and probing must start over after a reload:
+    /// anything that changes where or how we register or probe.
+    pub fn same_signalling(&self, other: &TrunkConfig) -> bool {
+        self.host == other.host
+            && self.port == other.port
+            && self.transport == other.transport
+            && self.outbound_proxy == other.outbound_proxy
+            && self.domain == other.domain
+            && self.register == other.register
+            && self.options_interval == other.options_interval
+            && self.tls == other.tls
+    }
+
+    /// Every problem of this trunk as (key, message); the key is the YAML
+    /// key to point at. Reads `tls.ca_file`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let name = self.name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            out.push((
+                "name",
+                format!("name '{name}' must be non-empty letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if !valid_host(&self.host) {
+            out.push((
+                "host",
+                format!(
+                    "host '{}' must be a host name or IP address (the port goes in port:)",
+                    self.host
+                ),
+            ));
+        }
+        if self.port == Some(0) {
+            out.push(("port", "port must be 1..=65535".into()));
+        }
+        if let Some(proxy) = &self.outbound_proxy {
+            let valid = split_host_port(proxy.trim())
+                .map(|(h, _)| valid_host(&h))
+                .unwrap_or_else(|| valid_host(proxy.trim()));
+            if !valid {
+                out.push((
+                    "outbound_proxy",
+                    format!("outbound_proxy '{proxy}' must be host or host:port"),
+                ));
+            }
+        }
+        if let Some(domain) = &self.domain
+            && !valid_host(domain)
+        {
+            out.push(("domain", format!("domain '{domain}' is not a host name")));
+        }
+        if let Some(register) = &self.register {
+            if register.username.trim().is_empty() {
+                out.push(("register", "register.username must not be empty".into()));
+            }
+            if !(1..=86_400).contains(&register.expires) {
+                out.push((
+                    "register",
+                    format!(
+                        "register.expires: {} is out of range (1..=86400)",
+                        register.expires
+                    ),
+                ));
+            }
+        }
+        if let Some(auth) = &self.auth
+            && auth.username.trim().is_empty()
+        {
+            out.push(("auth", "auth.username must not be empty".into()));
+        }
+        if self.codecs.is_empty() {
+            out.push(("codecs", "codecs: the list is empty".into()));
+        }
+        if self.options_interval > 86_400 {
+            out.push((
+                "options_interval",
+                format!(
+                    "options_interval: {} is out of range (0..=86400)",
+                    self.options_interval
+                ),
+            ));
+        }
+        if self.session_expires != 0 && self.session_expires < 90 {
+            out.push((
+                "session_expires",
+                format!(
+                    "session_expires: {} is below the RFC 4028 minimum of 90 (0 turns it off)",
+                    self.session_expires
+                ),
+            ));
+        }
+        if let Some(cc) = &self.numbers.country_code
+            && (cc.is_empty() || !cc.chars().all(|c| c.is_ascii_digit()))
+        {
+            out.push((
+                "numbers",
+                format!("numbers.country_code '{cc}' must be digits"),
+            ));
+        }
+        if self.transport != TrunkTransport::Tls {
+            if self.tls != TlsSettings::default() {
+                out.push(("tls", "tls: settings apply only with transport: tls".into()));
+            }
+        } else if let Err(e) = super::tls::client(self) {
+            out.push(("tls", e.to_string()));
+        }
+        out
+    }
+}
+
+/// Splits `host:port` / `[v6]:port`; `None` without a valid port.
+fn split_host_port(text: &str) -> Option<(String, u16)> {
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    if host.contains(':') {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok().filter(|p| *p != 0)?))
+}
+
+/// A host name (letters, digits, `-`, `.`) or an IP address.
+fn valid_host(host: &str) -> bool {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if literal.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 #[cfg(test)]
@@ -363,5 +517,37 @@ mod tests {
         assert_eq!(t.normalize_number("0301234567"), "+49301234567");
         assert_eq!(t.normalize_number("+15551234567"), "+15551234567");
         assert_eq!(t.normalize_number("00155512"), "00155512");
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        let keys = |yaml: &str| -> Vec<&'static str> {
+            trunk(yaml).problems().into_iter().map(|(k, _)| k).collect()
+        };
+        assert!(keys("name: a\nhost: sip.example.com\n").is_empty());
+        assert_eq!(keys("name: a\nhost: ''\n"), ["host"]);
+        assert_eq!(keys("name: a\nhost: 'h:5060'\n"), ["host"]);
+        assert_eq!(
+            keys("name: 'a b'\nhost: h\ncodecs: []\n"),
+            ["name", "codecs"]
+        );
+        assert_eq!(keys("name: a\nhost: h\ntls: { verify: false }\n"), ["tls"]);
+        assert!(keys("name: a\nhost: h\ntransport: tls\ntls: { verify: false }\n").is_empty());
+        assert_eq!(
+            keys("name: a\nhost: h\ntransport: tls\ntls: { ca_file: /nonexistent/ca.pem }\n"),
+            ["tls"]
+        );
+        assert_eq!(
+            keys("name: a\nhost: h\nregister: { username: '', password: p, expires: 0 }\n"),
+            ["register", "register"]
+        );
+        assert_eq!(
+            keys("name: a\nhost: h\noutbound_proxy: 'p:x'\n"),
+            ["outbound_proxy"]
+        );
+        let t = trunk("name: a\nhost: h\noutbound_proxy: 'sbc.example:5080'\n");
+        assert_eq!(t.next_hop(), ("sbc.example".to_string(), 5080));
+        let t = trunk("name: a\nhost: h\ntransport: tls\n");
+        assert_eq!(t.next_hop(), ("h".to_string(), 5061));
     }
 }

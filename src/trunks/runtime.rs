@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
 
 use super::config::TrunkConfig;
+use super::tls::TrunkTlsError;
+use crate::sip::outbound::TlsClient;
 
 /// A trunk's health and registration, as last seen.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -44,12 +47,56 @@ pub enum LimitRefused {
 pub struct Trunk {
     /// Its configuration.
     pub config: TrunkConfig,
-    status: Mutex<TrunkStatus>,
+    /// Shared with the trunk's successor after a reload (same name).
+    status: Arc<Mutex<TrunkStatus>>,
     calls: Arc<AtomicU32>,
     /// Start of the current one-second window and calls started in it.
     window: Mutex<(Instant, u32)>,
     /// Addresses `host` resolved to (for recognising inbound requests).
-    resolved: Mutex<Vec<IpAddr>>,
+    resolved: Arc<Mutex<Vec<IpAddr>>>,
+    /// The TLS client, built on first use.
+    tls: TlsCache,
+}
+
+/// The lazily built TLS client of a trunk.
+#[derive(Default)]
+struct TlsCache(std::sync::OnceLock<Result<TlsClient, TrunkTlsError>>);
+
+impl std::fmt::Debug for TlsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "TlsCache(built)"
+        } else {
+            "TlsCache"
+        })
+    }
+}
+
+/// What `GET /api/trunks` shows of one trunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrunkReport {
+    /// Name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: &'static str,
+    /// Not down (see docs/trunks.md for what counts).
+    pub up: bool,
+    /// Why it is down, or the last registration problem.
+    pub reason: Option<String>,
+    /// Whether registration is configured.
+    pub register: bool,
+    /// Registered now.
+    pub registered: bool,
+    /// Unix time (seconds) the registration expires.
+    pub registered_until: Option<u64>,
+    /// Calls in progress.
+    pub active_calls: u32,
+    /// OPTIONS probe interval, seconds (0: no probing).
+    pub options_interval: u32,
 }
 
 /// Holds one call slot on a trunk; dropping it frees the slot.
@@ -70,10 +117,11 @@ impl Trunk {
         let resolved = config.host.parse::<IpAddr>().into_iter().collect();
         Trunk {
             config,
-            status: Mutex::new(TrunkStatus::default()),
+            status: Arc::new(Mutex::new(TrunkStatus::default())),
             calls: Arc::new(AtomicU32::new(0)),
             window: Mutex::new((Instant::now(), 0)),
-            resolved: Mutex::new(resolved),
+            resolved: Arc::new(Mutex::new(resolved)),
+            tls: TlsCache::default(),
         }
     }
 
@@ -165,16 +213,39 @@ impl Trunk {
         }
     }
 
-    /// Shares the counters and status of the trunk it replaces.
+    /// The TLS client for this trunk (built once from its `tls` settings).
+    pub fn tls_client(&self) -> Result<TlsClient, TrunkTlsError> {
+        self.tls
+            .0
+            .get_or_init(|| super::tls::client(&self.config))
+            .clone()
+    }
+
+    /// The trunk as `GET /api/trunks` shows it.
+    pub fn report(&self) -> TrunkReport {
+        let status = self.status();
+        TrunkReport {
+            name: self.config.name.clone(),
+            host: self.config.host.clone(),
+            port: self.config.port(),
+            transport: self.config.transport.kind().as_str(),
+            up: !status.down,
+            reason: status.reason,
+            register: self.config.register.is_some(),
+            registered: status.registered,
+            registered_until: status.registered_until,
+            active_calls: self.active_calls(),
+            options_interval: self.config.options_interval,
+        }
+    }
+
+    /// Shares the counters and status of the trunk it replaces (and its
+    /// resolved addresses while the host stays the same).
     fn inherit(mut self, old: &Trunk) -> Trunk {
         self.calls = old.calls.clone();
-        if let Ok(s) = old.status.lock() {
-            self.status = Mutex::new(s.clone());
-        }
-        if let Ok(r) = old.resolved.lock()
-            && self.config.host == old.config.host
-        {
-            self.resolved = Mutex::new(r.clone());
+        self.status = old.status.clone();
+        if self.config.host == old.config.host {
+            self.resolved = old.resolved.clone();
         }
         self
     }
@@ -184,6 +255,8 @@ impl Trunk {
 #[derive(Debug)]
 pub struct Trunks {
     current: ArcSwap<Vec<Arc<Trunk>>>,
+    /// Bumped by every [`Trunks::replace`], for the registration manager.
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 impl Trunks {
@@ -193,6 +266,7 @@ impl Trunks {
             current: ArcSwap::from_pointee(
                 configs.into_iter().map(Trunk::new).map(Arc::new).collect(),
             ),
+            version: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -257,6 +331,17 @@ impl Trunks {
             })
             .collect();
         self.current.store(Arc::new(next));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Notified after every [`replace`](Self::replace).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Every trunk as `GET /api/trunks` shows it.
+    pub fn report(&self) -> Vec<TrunkReport> {
+        self.current.load().iter().map(|t| t.report()).collect()
     }
 }
 
