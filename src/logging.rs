@@ -11,8 +11,9 @@ pub fn init(level: &str, format: LogFormat) {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| level.to_string());
-    let filter = EnvFilter::try_new(with_quiet_deps(&wanted))
-        .unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
+    let filter = EnvFilter::try_new(with_quiet_deps(&wanted)).unwrap_or_else(|_| {
+        EnvFilter::new("info,rsipstack=warn,rsipstack::transaction::transaction=error")
+    });
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -32,11 +33,15 @@ pub fn init(level: &str, format: LogFormat) {
 }
 
 /// The SIP stack we build on logs every message at `info`; keep it at `warn`
-/// unless the filter names it explicitly.
+/// unless the filter names it explicitly. Its transaction module is kept at
+/// `error`: the automatic ACK of a 2xx to our own INVITE over UDP first asks
+/// the stack's transport table, which knows none of our sockets (we own
+/// them), warns "ack lookup failed" on every call, then sends the ACK on the
+/// socket the 2xx came in on, which is right.
 fn with_quiet_deps(level: &str) -> String {
     if level.contains("rsipstack") {
         level.to_string()
     } else {
-        format!("{level},rsipstack=warn")
+        format!("{level},rsipstack=warn,rsipstack::transaction::transaction=error")
     }
 }

@@ -324,6 +324,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         routing: routing.clone(),
         b2bua: Some(b2bua.clone()),
     });
+    b2bua.set_transfer_router(Arc::new(crate::proxy::TransferRoutes {
+        proxy: proxy.clone(),
+        directory: loaded.directory.clone(),
+    }));
     let services = Arc::new(Services {
         core: core.clone(),
         directory: loaded.directory.clone(),

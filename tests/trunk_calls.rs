@@ -124,6 +124,18 @@ fn call(
     media: u16,
     seconds: u32,
 ) -> (Child, tempfile::TempDir) {
+    call_with(setup, scenario_name, callee, media, seconds, &[])
+}
+
+/// [`call`] with extra SIPp arguments.
+fn call_with(
+    setup: &Setup,
+    scenario_name: &str,
+    callee: &str,
+    media: u16,
+    seconds: u32,
+    extra: &[&str],
+) -> (Child, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
     write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, seconds);
     let csv = caller_csv(work.path(), "u0001", callee);
@@ -136,6 +148,7 @@ fn call(
         .args(["-p", &free_port().to_string(), "-mp", &media.to_string()])
         .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
         .args(["-trace_msg", "-trace_err", "-nostdin"])
+        .args(extra)
         .current_dir(work.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -481,4 +494,51 @@ fn an_invite_from_an_unknown_address_is_not_routed() {
         "{reply}"
     );
     assert_eq!(setup.server.metric("switchboard_b2bua_calls"), 0);
+}
+
+#[test]
+fn a_blind_transfer_moves_the_trunk_party_to_the_transfer_target() {
+    let first = Carrier::start("trunk_uas.xml", &[]);
+    let target = Carrier::start("trunk_uas_hangup.xml", &[]);
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: first\n    match:\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [first] }\n  - name: target\n    match:\n      to: '+15559999999'\n    action:\n      trunk: { trunks: [target] }\n";
+    let config = format!(
+        "{}{USERS}trunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        trunk("first", first.port, ""),
+        trunk("target", target.port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let setup = Setup { server, rtp };
+    let (child, work) = call_with(
+        &setup,
+        "b2bua_refer.xml",
+        "+15551234567",
+        media_port(),
+        1,
+        &["-key", "target", "+15559999999"],
+    );
+    let transferor = std::panic::catch_unwind(|| wait(child, work.path(), "transferor"));
+    if let Err(e) = transferor {
+        eprintln!("{}", setup.server.log_text());
+        std::panic::resume_unwind(e);
+    }
+    let target_side = target.finish("transfer target");
+    first.finish("transferred party's carrier");
+    assert!(
+        target_side.contains("INVITE sip:+15559999999@"),
+        "{target_side}"
+    );
+    let records = cdrs(&setup.server, 1);
+    assert!(
+        records[0]["end_reason"]
+            .as_str()
+            .unwrap()
+            .contains("after transfer"),
+        "{}",
+        records[0]
+    );
+    assert_nothing_left(&setup.server);
 }

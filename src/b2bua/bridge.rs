@@ -175,6 +175,8 @@ struct OutLeg {
     codec: Option<String>,
     /// The task running the newest INVITE's client transaction.
     invite_task: Option<tokio::task::AbortHandle>,
+    /// A leg placed for a blind transfer (REFER) of the caller's party.
+    transfer: bool,
 }
 
 impl OutLeg {
@@ -451,6 +453,7 @@ fn new_out_leg(
         server_name: b2bua.core.server_name().to_string(),
         codec: None,
         invite_task: None,
+        transfer: false,
     }
 }
 
@@ -783,6 +786,10 @@ struct Bridge {
     b_stats: Option<LegStats>,
     ring_deadline: Option<Instant>,
     no_answer: bool,
+    /// A blind transfer is being placed (its legs are marked `transfer`).
+    transferring: bool,
+    /// The caller transferred its party away: the call goes on without it.
+    transferred: bool,
 }
 
 impl Bridge {
@@ -818,6 +825,8 @@ impl Bridge {
             b_stats: None,
             ring_deadline: None,
             no_answer: false,
+            transferring: false,
+            transferred: false,
         }
     }
 
@@ -919,7 +928,8 @@ impl Bridge {
         a.wait_for_answer();
         let a_codec = a.negotiated().codec.kind.name().to_string();
         let room = match b2bua.engine.create_room(RoomConfig {
-            max_participants: 2,
+            // Two parties, and a third while a transfer target is joining.
+            max_participants: 3,
             ..RoomConfig::default()
         }) {
             Ok(room) => room,
@@ -974,6 +984,7 @@ impl Bridge {
                     continue;
                 };
                 match action {
+                    UacAction::Progress(_) | UacAction::EarlyMedia(_) if leg.transfer => {}
                     UacAction::Progress(status) => {
                         if a.state() == CallState::Ringing
                             && !self.early_sent
@@ -1000,6 +1011,77 @@ impl Bridge {
                                 ));
                                 info!("early media from the trunk");
                             }
+                        }
+                    }
+                    UacAction::Answered(neg) if leg.transfer => {
+                        if self.transferred {
+                            b_queue.extend(
+                                leg.uac
+                                    .handle(UacEvent::Hangup, Instant::now())
+                                    .into_iter()
+                                    .map(|x| (id, x)),
+                            );
+                            continue;
+                        }
+                        // The transfer target answered: it takes the caller's place.
+                        let config = match &leg.media {
+                            OutMedia::WebRtc(Some((webrtc, _))) => {
+                                webrtc.negotiated().map(|n| n.participant)
+                            }
+                            _ => None,
+                        }
+                        .unwrap_or_else(|| neg.participant_config());
+                        let _ = room.send(Command::Remove(a_id)).await;
+                        join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                        info!(leg = %leg.label, "transfer answered");
+                        self.transferred = true;
+                        self.transferring = false;
+                        self.end_reason = format!("transferred to {}", leg.label);
+                        notify_transfer(&b2bua, &mut dialog, &peer, "200 OK", true);
+                        for other in self.legs.iter_mut().filter(|l| l.transfer && l.id != id) {
+                            let other_id = other.id;
+                            b_queue.extend(
+                                other
+                                    .uac
+                                    .handle(UacEvent::Hangup, Instant::now())
+                                    .into_iter()
+                                    .map(|x| (other_id, x)),
+                            );
+                        }
+                    }
+                    UacAction::Failed(status) if leg.transfer => {
+                        info!(leg = %leg.label, status, "transfer leg failed");
+                        let others = self
+                            .legs
+                            .iter()
+                            .filter(|l| {
+                                l.transfer && l.id != id && l.uac.state() != UacState::Ended
+                            })
+                            .count();
+                        if others == 0 && self.transferring {
+                            self.transferring = false;
+                            let reason = StatusCode::from(status).to_string();
+                            notify_transfer(
+                                &b2bua,
+                                &mut dialog,
+                                &peer,
+                                &format!("{status} {reason}"),
+                                true,
+                            );
+                        }
+                    }
+                    UacAction::RemoteHangup if self.transferred => {
+                        // After a transfer the two remaining parties end together.
+                        self.end_reason = format!("{} hung up after transfer", leg.label);
+                        for other in self.legs.iter_mut().filter(|l| l.id != id) {
+                            let other_id = other.id;
+                            b_queue.extend(
+                                other
+                                    .uac
+                                    .handle(UacEvent::Hangup, Instant::now())
+                                    .into_iter()
+                                    .map(|x| (other_id, x)),
+                            );
                         }
                     }
                     UacAction::Answered(neg) => {
@@ -1228,10 +1310,27 @@ impl Bridge {
                     Action::SendBye => {
                         send_bye(&dialog.bye(), &peer, &b2bua.core, a_bye_tx.clone())
                     }
+                    Action::Transfer(target) => {
+                        self.start_transfer(&target, &reports_tx, &dialog_tx, &mut dialog)
+                            .await;
+                    }
                     Action::Release => {}
                 }
             }
-            if a.state() == CallState::Ended {
+            if self.transferred
+                && self.legs.is_empty()
+                && matches!(a.state(), CallState::AwaitingAck | CallState::Confirmed)
+            {
+                // Both remaining parties are gone while the transferor is
+                // still connected (it did not hang up after the NOTIFY).
+                a_queue.extend(a.handle(CallEvent::Hangup, Instant::now()));
+                continue;
+            }
+            if a.state() == CallState::Ended && self.transferred {
+                if self.legs.is_empty() {
+                    break;
+                }
+            } else if a.state() == CallState::Ended {
                 if self
                     .legs
                     .iter()
@@ -1298,6 +1397,7 @@ impl Bridge {
                         };
                         b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
                     } else {
+                        let refer_to = super::call::refer_to(&tx.original).unwrap_or_default();
                         a_pending = Some(tx);
                         let event = match method {
                             Method::Bye => {
@@ -1306,6 +1406,7 @@ impl Bridge {
                             }
                             Method::Invite | Method::Update => CallEvent::ReInvite(&body),
                             Method::Info => CallEvent::Info(&content_type, &body),
+                            Method::Refer => CallEvent::Refer(&refer_to),
                             Method::Options => CallEvent::Options,
                             _ => CallEvent::Other,
                         };
@@ -1509,6 +1610,75 @@ impl Bridge {
         }
     }
 
+    /// Places the legs of a blind transfer to `target` (REFER from the
+    /// caller): routed by the dialplan as a call from the caller would be.
+    async fn start_transfer(
+        &mut self,
+        target: &str,
+        reports: &Reports,
+        dialogs: &mpsc::UnboundedSender<Transaction>,
+        dialog: &mut Dialog,
+    ) {
+        let b2bua = self.b2bua.clone();
+        if self.winner.is_none() || self.transferring || self.transferred {
+            notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+            return;
+        }
+        let user = Uri::try_from(target)
+            .ok()
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_else(|| target.trim_start_matches("tel:").to_string());
+        let transferor = self
+            .request
+            .from_header()
+            .ok()
+            .and_then(|h| h.typed().ok())
+            .and_then(|f| f.uri.user().map(str::to_string))
+            .unwrap_or_default();
+        let Some(destination) = b2bua.route_transfer(&user, &transferor) else {
+            info!(%target, "transfer target has no route");
+            notify_transfer(&b2bua, dialog, &self.peer, "404 Not Found", true);
+            return;
+        };
+        info!(%target, "blind transfer");
+        notify_transfer(&b2bua, dialog, &self.peer, "100 Trying", false);
+        let mut started = 0;
+        match &destination {
+            Destination::Trunks(route) => {
+                for name in &route.trunks {
+                    self.next_id += 1;
+                    if let Ok(mut leg) =
+                        start_trunk_leg(&b2bua, self.next_id, name, route, reports).await
+                    {
+                        leg.transfer = true;
+                        b2bua.register(leg.key(), dialogs.clone());
+                        self.legs.push(leg);
+                        started += 1;
+                        break;
+                    }
+                }
+            }
+            Destination::Browsers(route) => {
+                for target in &route.targets {
+                    self.next_id += 1;
+                    if let Ok(mut leg) =
+                        start_browser_leg(&b2bua, self.next_id, target, route, reports)
+                    {
+                        leg.transfer = true;
+                        b2bua.register(leg.key(), dialogs.clone());
+                        self.legs.push(leg);
+                        started += 1;
+                    }
+                }
+            }
+        }
+        if started == 0 {
+            notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+        } else {
+            self.transferring = true;
+        }
+    }
+
     /// Legs still ringing or talking, other than `id`.
     fn legs_alive_except(&self, id: u64) -> usize {
         self.legs
@@ -1543,6 +1713,31 @@ impl Bridge {
     }
 }
 
+/// Reports a transfer's progress to the caller (RFC 3515 NOTIFY with a
+/// message/sipfrag status line); `last` ends the implicit subscription.
+fn notify_transfer(b2bua: &Arc<B2bua>, dialog: &mut Dialog, peer: &Peer, status: &str, last: bool) {
+    let state = if last {
+        "terminated;reason=noresource"
+    } else {
+        "active;expires=60"
+    };
+    let notify = dialog.request(
+        Method::Notify,
+        vec![
+            Header::Other("Event".into(), "refer".into()),
+            Header::Other("Subscription-State".into(), state.into()),
+        ],
+        Some((
+            "message/sipfrag;version=2.0",
+            format!("SIP/2.0 {status}\r\n"),
+        )),
+    );
+    let (tx, _rx) = mpsc::unbounded_channel();
+    send_bye(&notify, peer, &b2bua.core, tx);
+}
+
+/// Whether a 401/407 can be answered (credentials configured for its
+/// realm); keeps the challenge for [`resend_with_credentials`].
 fn can_authenticate(leg: &mut OutLeg, response: &crate::sip::Response) -> bool {
     let Some(creds) = leg.trunk.as_ref().and_then(|t| t.config.credentials()) else {
         return false;

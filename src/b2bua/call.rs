@@ -54,6 +54,8 @@ pub enum CallEvent<'a> {
     Info(&'a str, &'a [u8]),
     /// OPTIONS in the dialog.
     Options,
+    /// REFER with this Refer-To value (empty: none).
+    Refer(&'a str),
     /// Another in-dialog request we do not handle.
     Other,
     /// The media leg closed.
@@ -92,6 +94,9 @@ pub enum Action {
     },
     /// The caller sent a DTMF digit in an INFO.
     Dtmf(char, u32),
+    /// The caller asked (REFER, RFC 3515) for the other party to be
+    /// transferred to this URI; report progress with NOTIFY.
+    Transfer(String),
     /// Send BYE.
     SendBye,
     /// Leave the room, forget the dialog.
@@ -263,6 +268,20 @@ impl UasCall {
                 }
             }
             (AwaitingAck | Confirmed, CallEvent::Options) => vec![Action::Reply(200, None)],
+            (AwaitingAck | Confirmed, CallEvent::Refer(target)) => {
+                let uri = target
+                    .trim()
+                    .trim_start_matches('<')
+                    .split(['>', '?'])
+                    .next()
+                    .unwrap_or_default()
+                    .trim();
+                if uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:") {
+                    vec![Action::Reply(202, None), Action::Transfer(uri.to_string())]
+                } else {
+                    vec![Action::Reply(400, None)]
+                }
+            }
             (AwaitingAck | Confirmed, CallEvent::Other) => vec![Action::Reply(501, None)],
             (Ending, CallEvent::ByeDone(_)) => {
                 self.state = Ended;
@@ -277,6 +296,7 @@ impl UasCall {
                 CallEvent::ReInvite(_)
                 | CallEvent::Info(..)
                 | CallEvent::Options
+                | CallEvent::Refer(_)
                 | CallEvent::Other,
             ) => {
                 vec![Action::Reply(481, None)]
@@ -323,6 +343,17 @@ impl UasCall {
             _ => vec![Action::Reply(488, None)],
         }
     }
+}
+
+/// The Refer-To header value of a REFER (`Refer-To` or compact `r`).
+pub fn refer_to(request: &crate::sip::Request) -> Option<String> {
+    request.headers.iter().find_map(|h| {
+        let text = h.to_string();
+        let (name, value) = text.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case("refer-to") || name.eq_ignore_ascii_case("r"))
+            .then(|| value.trim().to_string())
+    })
 }
 
 /// Reads a DTMF INFO body: `application/dtmf-relay` (`Signal=5` /
@@ -523,6 +554,24 @@ mod tests {
         assert_eq!(
             call.handle(CallEvent::Other, t0),
             [Action::Reply(501, None)]
+        );
+    }
+
+    #[test]
+    fn refer_is_accepted_once_confirmed() {
+        let t0 = Instant::now();
+        let (mut call, _, _) = start(0, t0);
+        call.handle(CallEvent::Ack, t0);
+        assert_eq!(
+            call.handle(CallEvent::Refer("<sip:1002@example.test?Replaces=x>"), t0),
+            [
+                Action::Reply(202, None),
+                Action::Transfer("sip:1002@example.test".into())
+            ]
+        );
+        assert_eq!(
+            call.handle(CallEvent::Refer("garbage"), t0),
+            [Action::Reply(400, None)]
         );
     }
 

@@ -138,6 +138,17 @@ impl Dialog {
     /// Our BYE (RFC 3261 §15.1.1): to the caller's Contact, along the
     /// Record-Route set it built, sent to where the INVITE came from.
     pub(super) fn bye(&mut self) -> Request {
+        self.request(Method::Bye, Vec::new(), None)
+    }
+
+    /// A request of ours in this dialog (BYE, NOTIFY), with extra headers
+    /// and an optional body (content type, text).
+    pub(super) fn request(
+        &mut self,
+        method: Method,
+        extra: Vec<Header>,
+        body: Option<(&str, String)>,
+    ) -> Request {
         self.bye_cseq += 1;
         let invite = &self.invite;
         let target = invite
@@ -181,15 +192,23 @@ impl Dialog {
                 _ => {}
             }
         }
-        headers.push(Header::CSeq(format!("{} BYE", self.bye_cseq).into()));
+        headers.push(Header::CSeq(format!("{} {method}", self.bye_cseq).into()));
         headers.push(Header::UserAgent(self.server_name.clone().into()));
-        headers.push(Header::ContentLength(0u32.into()));
+        headers.extend(extra);
+        let body = match body {
+            Some((content_type, text)) => {
+                headers.push(Header::ContentType(content_type.to_string().into()));
+                text.into_bytes()
+            }
+            None => Vec::new(),
+        };
+        headers.push(Header::ContentLength((body.len() as u32).into()));
         Request {
-            method: Method::Bye,
+            method,
             uri: target,
             version: Version::V2,
             headers: headers.into(),
-            body: Vec::new(),
+            body,
         }
     }
 }
@@ -505,6 +524,9 @@ pub async fn answer<S: InviteServer>(
                     }
                 }
                 Action::SendBye => send_bye(&dialog.bye(), &peer, &b2bua.core, bye_tx.clone()),
+                Action::Transfer(_) => {
+                    // Calls the gateway answers itself have nobody to transfer.
+                }
                 Action::Release => {}
             }
         }
@@ -539,12 +561,14 @@ pub async fn answer<S: InviteServer>(
                 }).unwrap_or_default();
                 let body = tx.original.body.clone();
                 let method = tx.original.method;
+                let refer_to = super::call::refer_to(&tx.original).unwrap_or_default();
                 pending = Some(tx);
                 let event = match method {
                     Method::Bye => CallEvent::Bye,
                     Method::Invite | Method::Update => CallEvent::ReInvite(&body),
                     Method::Info => CallEvent::Info(&content_type, &body),
                     Method::Options => CallEvent::Options,
+                    Method::Refer => CallEvent::Refer(&refer_to),
                     _ => CallEvent::Other,
                 };
                 queue.extend(call.handle(event, event_now));

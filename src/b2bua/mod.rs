@@ -79,7 +79,17 @@ pub struct B2bua {
     pub trunks: Arc<Trunks>,
     /// Where call detail records go.
     pub cdr: cdr::CdrWriter,
+    /// Routes transfer targets (REFER) through the dialplan.
+    transfers: std::sync::OnceLock<Arc<dyn TransferRouter>>,
     dialogs: Mutex<HashMap<DialogKey, mpsc::UnboundedSender<Transaction>>>,
+}
+
+/// Routes the target of a blind transfer (REFER) the way a new call from
+/// the transferor would go: to trunks or to browsers.
+pub trait TransferRouter: Send + Sync {
+    /// The destination for `target`, or `None` when the dialplan has no
+    /// route the B2BUA can place (reject, echo, conference, no match).
+    fn route(&self, target: &str, transferor: &str) -> Option<bridge::Destination>;
 }
 
 /// The prefix of the user part of our Contact.
@@ -104,6 +114,7 @@ impl B2bua {
             outbound,
             trunks,
             cdr,
+            transfers: std::sync::OnceLock::new(),
             dialogs: Mutex::new(HashMap::new()),
         })
     }
@@ -155,6 +166,17 @@ impl B2bua {
         if let Ok(mut d) = self.dialogs.lock() {
             d.remove(key);
         }
+    }
+
+    /// Sets who routes transfer targets (the proxy, with the dialplan).
+    pub fn set_transfer_router(&self, router: Arc<dyn TransferRouter>) {
+        let _ = self.transfers.set(router);
+    }
+
+    /// Where a transfer to `target` (a user or number) requested by
+    /// `transferor` goes, per the dialplan.
+    pub fn route_transfer(&self, target: &str, transferor: &str) -> Option<bridge::Destination> {
+        self.transfers.get()?.route(target, transferor)
     }
 
     /// Calls in progress.

@@ -1006,3 +1006,74 @@ pub fn is_in_dialog(request: &Request) -> bool {
         .and_then(|to| to.typed().ok())
         .is_some_and(|to| to.params.iter().any(|p| matches!(p, Param::Tag(_))))
 }
+
+/// Routes blind-transfer targets for the B2BUA with the dialplan in force,
+/// as a new call from the transferor would be routed.
+pub struct TransferRoutes {
+    /// The proxy (routing, location store).
+    pub proxy: Arc<Proxy>,
+    /// The user directory.
+    pub directory: Arc<Directory>,
+}
+
+impl crate::b2bua::TransferRouter for TransferRoutes {
+    fn route(&self, target: &str, transferor: &str) -> Option<Destination> {
+        let directory = &self.directory;
+        let realm = directory.default_domain()?;
+        let groups = directory
+            .user(&realm, transferor)
+            .map(|u| u.groups.clone())
+            .unwrap_or_default();
+        let now = unix_now();
+        let dialplan = self.proxy.routing.current();
+        let context = CallContext {
+            to: target,
+            from: transferor,
+            from_display: None,
+            caller_groups: &groups,
+            source: SourceKind::Local {
+                user: transferor.to_string(),
+            },
+            source_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            transport: "udp",
+            headers: &[],
+            now,
+        };
+        let decision = dialplan.route(&context)?;
+        let caller = Caller {
+            user: decision
+                .caller_user
+                .clone()
+                .unwrap_or_else(|| transferor.to_string()),
+            display: decision.caller_display.clone(),
+        };
+        match &decision.plan.action {
+            Action::Trunk {
+                trunks,
+                failover_on,
+            } => Some(Destination::Trunks(TrunkRoute {
+                trunks: trunks.clone(),
+                failover_on: failover_on.clone(),
+                number: decision.to.clone(),
+                caller,
+            })),
+            Action::User {
+                users,
+                ring_timeout,
+                ..
+            } => {
+                let targets = self.proxy.browser_targets(users, &realm, directory, now);
+                (!targets.is_empty()).then(|| {
+                    Destination::Browsers(BrowserRoute {
+                        targets,
+                        ring_timeout: *ring_timeout,
+                        caller,
+                        callee: decision.to.clone(),
+                        from_trunk: None,
+                    })
+                })
+            }
+            _ => None,
+        }
+    }
+}
