@@ -542,3 +542,27 @@ fn a_blind_transfer_moves_the_trunk_party_to_the_transfer_target() {
     );
     assert_nothing_left(&setup.server);
 }
+
+#[test]
+fn the_session_is_refreshed_when_the_trunk_asks_for_session_timers() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_timer.xml", &[]);
+    let setup = start(&trunk("timed", carrier.port, ""), &["timed"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 4);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier with session timers");
+    let first = first_request(&trunk_side, "INVITE");
+    assert!(
+        first.contains("Session-Expires: 1800;refresher=uac"),
+        "{first}"
+    );
+    assert_eq!(
+        trunk_side.matches("\nINVITE sip:").count(),
+        2,
+        "one refresh expected"
+    );
+    assert_nothing_left(&setup.server);
+}

@@ -207,6 +207,15 @@ impl OutLeg {
             Header::UserAgent(self.server_name.clone().into()),
         ];
         if let Some(trunk) = &self.trunk {
+            if trunk.config.session_expires > 0 {
+                // RFC 4028: we offer to refresh the session ourselves.
+                headers.push(Header::Supported("timer".into()));
+                headers.push(Header::Other(
+                    "Session-Expires".into(),
+                    format!("{};refresher=uac", trunk.config.session_expires),
+                ));
+                headers.push(Header::Other("Min-SE".into(), "90".into()));
+            }
             let policy = &trunk.config.caller_id;
             if policy.anonymous {
                 headers.push(Header::Other("Privacy".into(), "id".into()));
@@ -337,6 +346,24 @@ impl OutLeg {
             &self.server_name,
         )
     }
+}
+
+/// The session timer a 2xx settled (RFC 4028 §7.4): its interval, and
+/// whether we (the UAC) refresh. `None` when it has no Session-Expires.
+fn session_timer(response: &crate::sip::Response) -> Option<(Duration, bool)> {
+    let value = response.headers.iter().find_map(|h| {
+        let text = h.to_string();
+        let (name, value) = text.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case("session-expires") || name.eq_ignore_ascii_case("x"))
+            .then(|| value.trim().to_string())
+    })?;
+    let mut parts = value.split(';');
+    let seconds: u64 = parts.next()?.trim().parse().ok()?;
+    let we_refresh = !parts.any(|p| p.trim().eq_ignore_ascii_case("refresher=uas"));
+    // RFC 4028 says at least 90 s (Min-SE); a shorter interval from a peer is
+    // honoured anyway (refreshing more often is harmless).
+    (seconds >= 2).then(|| (Duration::from_secs(seconds), we_refresh))
 }
 
 /// Splits a comma-separated header value list, respecting `<...>` and quotes.
@@ -951,6 +978,7 @@ impl Bridge {
         let (b_leg_tx, mut b_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
         let (a_bye_tx, mut a_bye_rx) = mpsc::unbounded_channel::<u16>();
         let (b_bye_tx, mut b_bye_rx) = mpsc::unbounded_channel::<(u64, u16)>();
+        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<(u64, u16)>();
         let mut a_prepared: Option<Prepared> = Some(prepared);
         let mut a_joined = false;
         let mut a_pending: Option<Transaction> = None;
@@ -1138,6 +1166,33 @@ impl Bridge {
                     UacAction::SendCancel => {
                         let cancel = crate::proxy::make_cancel(&leg.invite);
                         send_in_dialog(&b2bua.outbound, &leg.hop, cancel, None);
+                    }
+                    UacAction::SendRefresh => {
+                        let offer = leg.offer_text.clone();
+                        let mut refresh =
+                            leg.in_dialog(Method::Invite, Some(("application/sdp", offer)));
+                        let interval = leg
+                            .trunk
+                            .as_ref()
+                            .map(|t| t.config.session_expires)
+                            .unwrap_or(1800);
+                        refresh
+                            .headers
+                            .push(Header::Contact(leg.contact.clone().into()));
+                        refresh.headers.push(Header::Supported("timer".into()));
+                        refresh.headers.push(Header::Other(
+                            "Session-Expires".into(),
+                            format!("{interval};refresher=uac"),
+                        ));
+                        let (tx, leg_id) = (refresh_tx.clone(), id);
+                        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+                        send_in_dialog(&b2bua.outbound, &leg.hop, refresh, Some(done_tx));
+                        tokio::spawn(async move {
+                            if let Some(status) = done_rx.recv().await {
+                                let _ = tx.send((leg_id, status));
+                            }
+                        });
+                        debug!(leg = %leg.label, "session refresh sent");
                     }
                     UacAction::SendBye => {
                         let bye = leg.in_dialog(Method::Bye, None);
@@ -1436,6 +1491,12 @@ impl Bridge {
                                 _ => UacEvent::Failure(status),
                             };
                             b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
+                            if (200..300).contains(&status)
+                                && let Some((interval, we_refresh)) = session_timer(&response)
+                            {
+                                info!(leg = %leg.label, interval = interval.as_secs(), we_refresh, "session timer");
+                                leg.uac.start_session_timer(interval, we_refresh, now);
+                            }
                         }
                         InviteReport::Ended(_) => {
                             // The newest INVITE's transaction ended without a
@@ -1488,6 +1549,11 @@ impl Bridge {
                 }
                 Some(status) = a_bye_rx.recv() => {
                     a_queue.extend(a.handle(CallEvent::ByeDone(status), Instant::now()));
+                }
+                Some((id, status)) = refresh_rx.recv() => {
+                    if let Some(leg) = self.leg(id) {
+                        b_queue.extend(leg.uac.handle(UacEvent::RefreshDone(status), Instant::now()).into_iter().map(|x| (id, x)));
+                    }
                 }
                 Some((id, status)) = b_bye_rx.recv() => {
                     if let Some(leg) = self.leg(id) {

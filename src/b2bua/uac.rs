@@ -69,6 +69,8 @@ pub enum UacEvent<'a> {
     Other,
     /// Our BYE got a final response (408 when it timed out).
     ByeDone(u16),
+    /// Our session refresh (re-INVITE) got a final response (408: timeout).
+    RefreshDone(u16),
     /// The deadline passed.
     Timer,
 }
@@ -91,6 +93,8 @@ pub enum UacAction {
     SendCancel,
     /// Send BYE.
     SendBye,
+    /// Refresh the session (RFC 4028): re-INVITE with our current offer.
+    SendRefresh,
     /// The leg failed before answer with this status (for failover or the caller).
     Failed(u16),
     /// Respond to the in-dialog request being handled.
@@ -128,6 +132,8 @@ pub struct UacCall {
     /// The offer was made by a media leg that reads the answer itself
     /// ([`UacEvent::Accepted`]); SDP in provisional responses is ignored.
     answered_by_leg: bool,
+    /// The negotiated session timer (RFC 4028): interval, and whether we refresh.
+    session: Option<(Duration, bool)>,
 }
 
 /// How many times a challenge is answered before giving up.
@@ -145,6 +151,7 @@ impl UacCall {
             cancel_pending: false,
             authenticated: 0,
             answered_by_leg: false,
+            session: None,
         }
     }
 
@@ -173,6 +180,26 @@ impl UacCall {
     pub fn expect_response_by(&mut self, deadline: Instant) {
         if self.state == UacState::Calling {
             self.deadline = Some(deadline);
+        }
+    }
+
+    /// Starts the session timer the 2xx settled (RFC 4028): when we are the
+    /// refresher we re-INVITE at half the interval; otherwise the peer must
+    /// refresh before the interval ends (minus a third, at most 32 s), or we
+    /// hang up.
+    pub fn start_session_timer(&mut self, interval: Duration, we_refresh: bool, now: Instant) {
+        if self.state != UacState::Confirmed || interval.is_zero() {
+            return;
+        }
+        self.session = Some((interval, we_refresh));
+        self.deadline = Some(now + self.session_wait(interval, we_refresh));
+    }
+
+    fn session_wait(&self, interval: Duration, we_refresh: bool) -> Duration {
+        if we_refresh {
+            interval / 2
+        } else {
+            interval - (interval / 3).min(Duration::from_secs(32))
         }
     }
 
@@ -342,7 +369,33 @@ impl UacCall {
             (Cancelling, UacEvent::Timer) => self.end(),
             (Confirmed, UacEvent::Hangup) => {
                 self.state = Ending;
+                self.deadline = None;
                 vec![UacAction::SendBye]
+            }
+            (Confirmed, UacEvent::Timer) if self.deadline.is_some_and(|d| now >= d) => {
+                match self.session {
+                    Some((interval, true)) => {
+                        self.deadline = Some(now + interval / 2);
+                        vec![UacAction::SendRefresh]
+                    }
+                    Some((_, false)) => {
+                        // The peer stopped refreshing: the session is gone.
+                        self.state = Ending;
+                        self.deadline = None;
+                        vec![UacAction::SendBye, UacAction::RemoteHangup]
+                    }
+                    None => Vec::new(),
+                }
+            }
+            (Confirmed, UacEvent::RefreshDone(status)) => {
+                if matches!(status, 408 | 481) {
+                    // RFC 4028 §10: the dialog is gone.
+                    self.state = Ending;
+                    self.deadline = None;
+                    vec![UacAction::SendBye, UacAction::RemoteHangup]
+                } else {
+                    Vec::new()
+                }
             }
             (Confirmed, UacEvent::Bye) => {
                 self.state = Ended;
@@ -352,7 +405,12 @@ impl UacCall {
                     UacAction::Release,
                 ]
             }
-            (Confirmed, UacEvent::ReInvite(body)) => self.reinvite(body),
+            (Confirmed, UacEvent::ReInvite(body)) => {
+                if let Some((interval, we_refresh)) = self.session {
+                    self.deadline = Some(now + self.session_wait(interval, we_refresh));
+                }
+                self.reinvite(body)
+            }
             (Confirmed, UacEvent::Options) => vec![UacAction::Reply(200, None)],
             (Confirmed, UacEvent::Info(content_type, body)) => {
                 match super::call::parse_dtmf_info(content_type, body) {
@@ -620,6 +678,41 @@ mod tests {
         leg.expect_response_by(t0 + Duration::from_secs(3));
         assert!(leg.handle(UacEvent::Trying, t0).is_empty());
         assert_eq!(leg.deadline(), None);
+    }
+
+    #[test]
+    fn session_timers_refresh_or_expire() {
+        let t0 = Instant::now();
+        let se = Duration::from_secs(90);
+        let mut leg = UacCall::new(offer());
+        leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+        leg.start_session_timer(se, true, t0);
+        assert_eq!(leg.deadline(), Some(t0 + se / 2));
+        assert_eq!(
+            leg.handle(UacEvent::Timer, t0 + se / 2),
+            [UacAction::SendRefresh]
+        );
+        assert_eq!(leg.deadline(), Some(t0 + se));
+        assert!(
+            leg.handle(UacEvent::RefreshDone(200), t0 + se / 2)
+                .is_empty()
+        );
+        assert_eq!(
+            leg.handle(UacEvent::RefreshDone(481), t0 + se / 2),
+            [UacAction::SendBye, UacAction::RemoteHangup]
+        );
+        // The peer refreshes: each re-INVITE pushes the end back.
+        let mut leg = UacCall::new(offer());
+        leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+        leg.start_session_timer(se, false, t0);
+        assert_eq!(leg.deadline(), Some(t0 + Duration::from_secs(60)));
+        let later = t0 + Duration::from_secs(50);
+        leg.handle(UacEvent::ReInvite(ANSWER.as_bytes()), later);
+        assert_eq!(leg.deadline(), Some(later + Duration::from_secs(60)));
+        assert_eq!(
+            leg.handle(UacEvent::Timer, later + Duration::from_secs(60)),
+            [UacAction::SendBye, UacAction::RemoteHangup]
+        );
     }
 
     #[test]
