@@ -32,14 +32,29 @@ struct Carrier {
 impl Carrier {
     /// SIPp running `name` on a fresh port (RTP echo on a fresh media port).
     fn start(name: &str, extra: &[&str]) -> Carrier {
+        Self::start_with_pcap(name, extra, None)
+    }
+
+    /// [`Carrier::start`] with early.pcap (a PCMU tone of this frequency,
+    /// 3 s) in its working directory, and no RTP echo.
+    fn start_with_pcap(name: &str, extra: &[&str], tone: Option<f32>) -> Carrier {
         let work = tempfile::tempdir().unwrap();
+        if let Some(freq) = tone {
+            common::media::write_tone_pcap_with(&work.path().join("early.pcap"), freq, 3, 0);
+        }
         let port = free_port();
         let mp = media_port();
         let child = Command::new("sipp")
             .args(["-sf", scenario(name).to_str().unwrap()])
             .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &mp.to_string()])
-            .args(["-rtp_echo", "-m", "1", "-timeout", "40s", "-timeout_error"])
+            // Echo RTP, unless it plays its own (two streams would interleave).
+            .args(if tone.is_some() {
+                &[][..]
+            } else {
+                &["-rtp_echo"][..]
+            })
+            .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
             .args(["-trace_msg", "-trace_err", "-nostdin"])
             .args(extra)
             .current_dir(work.path())
@@ -563,6 +578,56 @@ fn the_session_is_refreshed_when_the_trunk_asks_for_session_timers() {
         trunk_side.matches("\nINVITE sip:").count(),
         2,
         "one refresh expected"
+    );
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn hold_resume_and_info_dtmf_on_a_trunk_call() {
+    // The caller holds and resumes (answered by its own leg; the trunk leg
+    // is untouched) and sends DTMF by INFO; the trunk wants INFO too.
+    let carrier = Carrier::start("trunk_uas_info.xml", &[]);
+    let setup = start(&trunk("info", carrier.port, "    dtmf: info\n"), &["info"]);
+    let (child, work) = call(&setup, "b2bua_hold.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller holding and sending DTMF");
+    let trunk_side = carrier.finish("carrier receiving INFO");
+    assert!(trunk_side.contains("Signal=5"), "{trunk_side}");
+    assert_eq!(
+        trunk_side.matches("\nINVITE sip:").count(),
+        1,
+        "hold stays on the caller's leg"
+    );
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn early_media_from_the_trunk_reaches_the_caller_before_the_answer() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    // The carrier plays a 600 Hz announcement in its 183 and answers 2 s later.
+    let carrier = Carrier::start_with_pcap("trunk_uas_early.xml", &[], Some(600.0));
+    let setup = start(&trunk("early", carrier.port, ""), &["early"]);
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", mp, 1);
+    wait(child, work.path(), "caller");
+    carrier.finish("carrier with early media");
+    let caller_side = messages(work.path());
+    assert!(caller_side.contains("SIP/2.0 183"), "{caller_side}");
+    let payloads = capture.finish();
+    let announced = frames_with_tone(&payloads, 600.0);
+    eprintln!(
+        "early media: {announced} of {} frames at the caller carry the 600 Hz announcement",
+        payloads.len()
+    );
+    if announced < 50 && std::env::var("DEBUG_LOG").is_ok() {
+        eprintln!("{}\n{}", setup.server.log_text(), setup.server.metrics());
+    }
+    assert!(
+        announced >= 50,
+        "heard the announcement in {announced} frames"
     );
     assert_nothing_left(&setup.server);
 }

@@ -42,6 +42,11 @@ pub fn port_window(n: u16) -> (u16, u16) {
 /// Writes a pcap (Ethernet/IPv4/UDP/RTP) of `seconds` of a PCMA tone at
 /// `freq` Hz, 20 ms per packet, for SIPp's `play_pcap_audio`.
 pub fn write_tone_pcap(path: &Path, freq: f32, seconds: u32) {
+    write_tone_pcap_with(path, freq, seconds, 8);
+}
+
+/// [`write_tone_pcap`] in PCMU (`payload_type` 0) or PCMA (8).
+pub fn write_tone_pcap_with(path: &Path, freq: f32, seconds: u32, payload_type: u8) {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
@@ -51,14 +56,18 @@ pub fn write_tone_pcap(path: &Path, freq: f32, seconds: u32) {
     out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
     let packets = seconds * 50;
     for k in 0..packets {
-        let mut rtp = vec![0x80, 8];
+        let mut rtp = vec![0x80, payload_type];
         rtp.extend_from_slice(&(k as u16).to_be_bytes());
         rtp.extend_from_slice(&(k * 160).to_be_bytes());
         rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
         for n in 0..160 {
             let t = (k * 160 + n) as f32 / 8000.0;
             let s = (8000.0 * (2.0 * std::f32::consts::PI * freq * t).sin()) as i16;
-            rtp.push(linear_to_alaw(s));
+            rtp.push(if payload_type == 0 {
+                switchboard::media::codec::g711::linear_to_ulaw(s)
+            } else {
+                linear_to_alaw(s)
+            });
         }
         let udp_len = 8 + rtp.len();
         let ip_len = 20 + udp_len;
