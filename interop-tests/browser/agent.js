@@ -6,6 +6,8 @@
 //   await a.waitIncoming();        // resolves with {from, requestUri} when an INVITE arrives
 //   await a.answer();              // resolves when the answered call is established
 //   await a.stats();               // inbound/outbound RTP audio stats, see `collectStats`
+//   await a.hold(true|false);      // hold / resume by re-INVITE
+//   await a.dtmf('1234#', {duration: 200, gap: 100, via: 'rfc4733' | 'info'});
 //   await a.hangup(); await a.waitEnded();
 //   await a.unregister(); a.isRegistered(); await a.stop();
 //
@@ -193,6 +195,40 @@
       return this.ended.promise;
     }
     stats() { return collectStats(this.peerConnection(), this.remote); }
+    // The RTCDTMFSender of the call's audio sender (RFC 4733 telephone-event in the RTP stream).
+    dtmfSender() {
+      const pc = this.peerConnection();
+      if (!pc) throw new Error("no media session (no RTCPeerConnection)");
+      const s = pc.getSenders().find((x) => x.track && x.track.kind === "audio" && x.dtmf);
+      if (!s) throw new Error("no audio sender with an RTCDTMFSender");
+      return s.dtmf;
+    }
+    // Resolves with [{tone, at}] (ms since the first tone) once the sender has played every tone
+    // (its last 'tonechange' has tone ""). `start()` queues the tones in the stack.
+    playTones(sender, tones, duration, gap, start) {
+      return new Promise((resolve, reject) => {
+        const played = [];
+        let t0 = null;
+        const limit = setTimeout(() => { sender.removeEventListener("tonechange", onTone); reject(new Error(`DTMF: not done playing after ${played.length} tones (${JSON.stringify(played)})`)); },
+          tones.length * (duration + gap) + 5000);
+        const onTone = (e) => {
+          const now = performance.now();
+          if (t0 === null) t0 = now;
+          if (e.tone) { played.push({ tone: e.tone, at: Math.round(now - t0) }); return; }
+          clearTimeout(limit);
+          sender.removeEventListener("tonechange", onTone);
+          resolve(played);
+        };
+        sender.addEventListener("tonechange", onTone);
+        try {
+          start();
+        } catch (err) {
+          clearTimeout(limit);
+          sender.removeEventListener("tonechange", onTone);
+          reject(err);
+        }
+      });
+    }
     // Close the SIP WebSocket(s) of this page as a network failure would (see page.html);
     // returns {killed: [socket ids], lastId}.
     killTransport() { return window.__killSockets(); }
@@ -354,6 +390,17 @@
             onReject: (r) => reject(new Error(`re-INVITE refused: ${r.message.statusCode} ${r.message.reasonPhrase}`)),
           },
         }).catch(reject);
+      });
+    }
+
+    // DTMF through the stack's own API: SessionDescriptionHandler.sendDtmf (RTCDTMFSender,
+    // RFC 4733). SIP.js has no INFO DTMF of its own (Session.info with a body is the app's).
+    dtmf(tones, { duration = 200, gap = 100, via = "rfc4733" } = {}) {
+      if (via !== "rfc4733") throw new Error(`SIP.js sends DTMF only as RFC 4733 here (via ${via})`);
+      const sdh = this.session && this.session.sessionDescriptionHandler;
+      if (!sdh) throw new Error("no call");
+      return this.playTones(this.dtmfSender(), tones, duration, gap, () => {
+        if (!sdh.sendDtmf(tones, { duration, interToneGap: gap })) throw new Error("SIP.js sendDtmf refused (see the [sipjs] log)");
       });
     }
 
@@ -527,6 +574,39 @@
     async hangup() {
       if (!this.session) throw new Error("no call");
       if (!this.session.isEnded()) this.session.terminate();
+    }
+    // DTMF through session.sendDTMF: transportType RFC2833 (its RTCDTMFSender) or INFO
+    // (application/dtmf-relay, one INFO per tone; resolves when each got its final response).
+    dtmf(tones, { duration = 200, gap = 100, via = "rfc4733" } = {}) {
+      if (!this.session) throw new Error("no call");
+      if (via === "info") {
+        return new Promise((resolve, reject) => {
+          const played = [];
+          let t0 = null;
+          const limit = setTimeout(() => reject(new Error(`DTMF INFO: only ${played.length} of ${tones.length} answered`)), tones.length * (duration + gap) + 8000);
+          const onDtmf = (e) => {
+            if (e.originator !== "local") return;
+            const now = performance.now();
+            if (t0 === null) t0 = now;
+            const entry = { tone: e.dtmf.tone, at: Math.round(now - t0) };
+            played.push(entry);
+            e.dtmf.on("succeeded", () => {
+              entry.status = 200;
+              if (played.length === tones.length && played.every((p) => p.status)) {
+                clearTimeout(limit);
+                this.session.removeListener("newDTMF", onDtmf);
+                resolve(played);
+              }
+            });
+            e.dtmf.on("failed", () => { clearTimeout(limit); reject(new Error(`DTMF INFO for ${entry.tone} failed`)); });
+          };
+          this.session.on("newDTMF", onDtmf);
+          this.session.sendDTMF(tones, { duration, interToneGap: gap, transportType: "INFO" });
+        });
+      }
+      if (via !== "rfc4733") throw new Error(`unknown DTMF transport ${via}`);
+      return this.playTones(this.dtmfSender(), tones, duration, gap, () =>
+        this.session.sendDTMF(tones, { duration, interToneGap: gap, transportType: "RFC2833" }));
     }
     // Hold or resume by re-INVITE; resolves once JsSIP reports it done.
     hold(on) {

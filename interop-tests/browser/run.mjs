@@ -25,9 +25,14 @@ scenarios:
   call:A:B                          user1 (stack A) calls user2 (stack B); audio both ways; A hangs up
   reconnect:STACK                   user2 registers, its WebSocket is killed, the stack must
                                     reconnect and re-register by itself; then user1 calls user2
-  echo:STACK                        user1 calls the echo test (600): hears its own tone; hangs up
-  echo-hold:STACK                   the same, with hold (nothing comes back) and resume (audio again)
+  echo:STACK[:NUMBER]               user1 calls the echo test (600, or NUMBER: e.g. a number routed to
+                                    an echoing trunk): hears its own tone; hangs up
+  echo-hold:STACK[:NUMBER]          the same, with hold (nothing comes back) and resume (audio again)
                                     by re-INVITE before hanging up
+  dtmf:STACK:NUMBER:TONES[:VIA]     user1 calls NUMBER (an echo), hears itself, sends TONES (0-9*#A-D)
+                                    as DTMF with the stack's API (VIA rfc4733, the default: RTCDTMFSender;
+                                    info: SIP INFO, JsSIP only), still hears itself, hangs up. Prints
+                                    "DTMF SENT <tones> <duration ms> <gap ms>"; the far end checks receipt
   join:STACK:NUMBER:HZ              user1 calls NUMBER (a conference) and must hear HZ (another
                                     participant's tone); hangs up
   answer:STACK:HZ                   user1 registers, prints READY, answers the first incoming call
@@ -56,6 +61,8 @@ options:
   --ice-servers JSON   RTCIceServer list for both stacks (default []); "api" = GET <http>/api/ice-servers
   --timeout SECS       bound of the whole run (default 60)
   --talk SECS          how long a call runs before its stats are checked (default 3)
+  --dtmf-duration MS   length of each DTMF tone (default 200)
+  --dtmf-gap MS        pause between DTMF tones (default 100)
   --no-tone-check      do not require the far end's tone frequency to be the dominant one received
   --artifacts DIR      write full SIP traces and logs of every page there (also on success)
   --chromium PATH      Chromium binary (default $CHROMIUM or /usr/bin/chromium)
@@ -76,7 +83,7 @@ class Failure extends Error {}
 
 function parseArgs(argv) {
   const o = {
-    timeout: 60, talk: 3, toneCheck: true, verbose: false, serveOnly: false,
+    timeout: 60, talk: 3, dtmfDuration: 200, dtmfGap: 100, toneCheck: true, verbose: false, serveOnly: false,
     user1: "1001:demo-1001", user2: "1002:demo-1002", iceServers: "[]",
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
   };
@@ -85,6 +92,7 @@ function parseArgs(argv) {
     "--wss": "wss", "--http": "http", "--domain": "domain", "--user1": "user1", "--user2": "user2",
     "--scenario": "scenario", "--timeout": "timeout", "--talk": "talk", "--artifacts": "artifacts",
     "--chromium": "chromium", "--ice-servers": "iceServers",
+    "--dtmf-duration": "dtmfDuration", "--dtmf-gap": "dtmfGap",
   };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i], v;
@@ -101,6 +109,9 @@ function parseArgs(argv) {
   }
   o.timeout = Number(o.timeout);
   o.talk = Number(o.talk);
+  o.dtmfDuration = Number(o.dtmfDuration);
+  o.dtmfGap = Number(o.dtmfGap);
+  if (!(o.dtmfDuration > 0) || !(o.dtmfGap > 0)) throw new UsageError("--dtmf-duration and --dtmf-gap must be positive numbers");
   if (!(o.timeout > 0) || !(o.talk >= 0)) throw new UsageError("--timeout and --talk must be numbers");
   if (o.serveOnly) return o;
   if (!o.scenario) throw new UsageError("--scenario is required");
@@ -139,7 +150,12 @@ function parseScenario(s) {
       break;
     case "echo":
     case "echo-hold":
-      if (parts.length === 2) return { kind: parts[0], stack: stack(parts[1]) };
+      if (parts.length === 2 || (parts.length === 3 && parts[2])) return { kind: parts[0], stack: stack(parts[1]), number: parts[2] || "600" };
+      break;
+    case "dtmf":
+      if ((parts.length === 4 || (parts.length === 5 && ["rfc4733", "info"].includes(parts[4]))) && parts[2] && /^[0-9A-D*#]+$/i.test(parts[3])) {
+        return { kind: "dtmf", stack: stack(parts[1]), number: parts[2], tones: parts[3], via: parts[4] || "rfc4733" };
+      }
       break;
     case "join":
       if (parts.length === 4 && Number(parts[3]) > 0) return { kind: "join", stack: stack(parts[1]), number: parts[2], hz: Number(parts[3]) };
@@ -554,11 +570,11 @@ async function hangUpService(ctx, pa) {
   });
 }
 
-async function scenarioEcho(ctx, stack, hold = false) {
+async function scenarioEcho(ctx, stack, number, hold = false) {
   const pa = await newPage(ctx, `echo-${stack}`, 0);
   await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
   await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
-  await callService(ctx, pa, "600");
+  await callService(ctx, pa, number);
   say(`talking to the echo for ${ctx.opts.talk} s`);
   await sleep(ctx.opts.talk * 1000);
   const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
@@ -580,6 +596,27 @@ async function scenarioEcho(ctx, stack, hold = false) {
     if (after < 50) throw new Failure(`audio did not come back after resuming (${after} packets in 2 s)`);
     checkAudio(`${pa.name} (echo after resume)`, c, TONES[0], ctx.opts.toneCheck);
   }
+  await hangUpService(ctx, pa);
+  await unregisterQuietly([pa]);
+}
+
+// pa calls an echo (a trunk that echoes RTP), hears itself, sends DTMF with its stack's API, and
+// must still hear itself afterwards. Whoever plays the echo checks what arrived (digits, durations).
+async function scenarioDtmf(ctx, stack, number, tones, via) {
+  const pa = await newPage(ctx, `dtmf-${stack}`, 0);
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  await callService(ctx, pa, number);
+  await sleep(1000);
+  const { dtmfDuration: duration, dtmfGap: gap } = ctx.opts;
+  const played = await step(`${pa.name}: DTMF ${tones} via ${via} (${duration} ms tones, ${gap} ms gaps)`, tones.length * (duration + gap) + 10000,
+    () => pa.invoke("dtmf", tones, { duration, gap, via }));
+  const got = played.map((p) => p.tone).join("");
+  if (got.toUpperCase() !== tones.toUpperCase()) throw new Failure(`${pa.name}: the stack played ${got}, asked for ${tones}`);
+  console.log(`DTMF SENT ${tones} ${duration} ${gap} ${via}`);
+  await sleep(Math.max(0, ctx.opts.talk * 1000 - 1000));
+  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (after DTMF)`, s, TONES[0], ctx.opts.toneCheck);
   await hangUpService(ctx, pa);
   await unregisterQuietly([pa]);
 }
@@ -879,8 +916,9 @@ async function main() {
         case "reconnect": return scenarioReconnect(ctx, scenario.stack);
         case "selftest": return scenarioSelftest(ctx);
         case "webrtc-echo": case "webrtc-mdns": return scenarioWebrtcEcho(ctx);
-        case "echo": return scenarioEcho(ctx, scenario.stack);
-        case "echo-hold": return scenarioEcho(ctx, scenario.stack, true);
+        case "echo": return scenarioEcho(ctx, scenario.stack, scenario.number);
+        case "echo-hold": return scenarioEcho(ctx, scenario.stack, scenario.number, true);
+        case "dtmf": return scenarioDtmf(ctx, scenario.stack, scenario.number, scenario.tones, scenario.via);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
         case "answer": return scenarioAnswer(ctx, scenario.stack, scenario.hz);
         case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);

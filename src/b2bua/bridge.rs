@@ -529,8 +529,11 @@ async fn start_trunk_leg(
         address: b2bua.engine.advertised_ip(hop.local.ip()),
         rtp_port: ports.rtp_port(),
     };
+    // A trunk that takes DTMF as INFO gets no telephone-event: the room
+    // would forward the caller's RFC 4733 events as well (every digit twice).
     let caps = Capabilities {
         codecs: cfg.codecs.clone(),
+        telephone_event: cfg.dtmf == DtmfMode::Rfc4733,
         ..Capabilities::default()
     };
     let offer = crate::media::sdp::build_offer(

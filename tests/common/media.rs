@@ -250,3 +250,147 @@ pub fn assert_nothing_left(server: &Server) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// One RTP packet seen by an [`RtpCapture`].
+#[derive(Debug, Clone)]
+pub struct RtpPacket {
+    pub payload_type: u8,
+    pub marker: bool,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Like [`Capture`], but keeps every RTP packet (any payload type, e.g.
+/// RFC 4733 telephone-event) with its header fields.
+pub struct RtpCapture {
+    stop: Arc<AtomicBool>,
+    packets: Arc<Mutex<Vec<RtpPacket>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtpCapture {
+    /// Captures, on `lo`, RTP sent from a port in `from` to `to_port`.
+    pub fn start(from: (u16, u16), to_port: u16) -> RtpCapture {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(0x0800u16.to_be()))),
+        )
+        .expect("AF_PACKET socket (root)");
+        socket.bind_device(Some(b"lo")).expect("bind to lo");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let packets = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, packets) = (stop.clone(), packets.clone());
+            std::thread::spawn(move || {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = socket.recv(&mut buf) else {
+                        continue;
+                    };
+                    // SAFETY: recv initialised the first n bytes.
+                    let data: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    if data.len() < 28 || data[9] != 17 {
+                        continue;
+                    }
+                    let ihl = usize::from(data[0] & 0x0f) * 4;
+                    let Some(udp) = data.get(ihl..) else { continue };
+                    if udp.len() < 8 + 12 {
+                        continue;
+                    }
+                    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+                    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+                    let rtp = &udp[8..];
+                    if dport != to_port || !(from.0..=from.1).contains(&sport) || rtp[0] >> 6 != 2 {
+                        continue;
+                    }
+                    let header = 12 + 4 * usize::from(rtp[0] & 0x0f);
+                    let Some(payload) = rtp.get(header..) else { continue };
+                    packets.lock().unwrap().push(RtpPacket {
+                        payload_type: rtp[1] & 0x7f,
+                        marker: rtp[1] & 0x80 != 0,
+                        seq: u16::from_be_bytes([rtp[2], rtp[3]]),
+                        timestamp: u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]),
+                        ssrc: u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]),
+                        payload: payload.to_vec(),
+                    });
+                }
+            })
+        };
+        RtpCapture {
+            stop,
+            packets,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<RtpPacket> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.packets.lock().unwrap())
+    }
+}
+
+/// One DTMF event as RFC 4733 packets carried it: all packets with the same
+/// RTP timestamp (and payload type) are one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DtmfEvent {
+    /// The digit (0-9, *, #, A-D), or '?' for another event code.
+    pub digit: char,
+    /// The largest duration field seen, in RTP clock units.
+    pub duration: u16,
+    /// Whether a packet with the E (end) bit arrived.
+    pub ended: bool,
+    /// Whether the first packet had the RTP marker bit.
+    pub marker: bool,
+    /// Packets carrying the event (including end retransmissions).
+    pub packets: usize,
+}
+
+/// Groups the telephone-event packets (`payload_type`) into events, in order.
+pub fn dtmf_events(packets: &[RtpPacket], payload_type: u8) -> Vec<DtmfEvent> {
+    let mut events: Vec<(u32, DtmfEvent)> = Vec::new();
+    for p in packets.iter().filter(|p| p.payload_type == payload_type) {
+        if p.payload.len() < 4 {
+            continue;
+        }
+        let digit = match p.payload[0] {
+            e @ 0..=9 => char::from(b'0' + e),
+            10 => '*',
+            11 => '#',
+            e @ 12..=15 => char::from(b'A' + e - 12),
+            _ => '?',
+        };
+        let ended = p.payload[1] & 0x80 != 0;
+        let duration = u16::from_be_bytes([p.payload[2], p.payload[3]]);
+        match events.iter_mut().find(|(ts, _)| *ts == p.timestamp) {
+            Some((_, e)) => {
+                e.duration = e.duration.max(duration);
+                e.ended |= ended;
+                e.packets += 1;
+            }
+            None => events.push((
+                p.timestamp,
+                DtmfEvent {
+                    digit,
+                    duration,
+                    ended,
+                    marker: p.marker,
+                    packets: 1,
+                },
+            )),
+        }
+    }
+    events.into_iter().map(|(_, e)| e).collect()
+}
