@@ -69,7 +69,11 @@ impl Carrier {
 
     /// Waits for the scenario to pass (the BYE came) and returns its SIP log.
     fn finish(mut self) -> String {
-        wait(self.child.take().unwrap(), self.work.path(), "carrier (SIPp)");
+        wait(
+            self.child.take().unwrap(),
+            self.work.path(),
+            "carrier (SIPp)",
+        );
         messages(self.work.path())
     }
 }
@@ -127,11 +131,10 @@ fn start(sipp_scenario: &str, trunk_extra: &str) -> Setup {
 fn browser(setup: &Setup, scenario: &str) -> String {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo().join("interop-tests").join("browser");
-    let artifacts = setup
-        .server
-        .dir
-        .path()
-        .join(format!("artifacts-{}", scenario.replace([':', '#', '+'], "-")));
+    let artifacts = setup.server.dir.path().join(format!(
+        "artifacts-{}",
+        scenario.replace([':', '#', '+'], "-")
+    ));
     let output = Command::new("node")
         .arg(dir.join("run.mjs"))
         .args(["--wss", &format!("wss://{}", setup.server.addr("wss"))])
@@ -229,7 +232,9 @@ fn dtmf_as_rfc4733(stack: &str, via: &str) {
         out.contains(&format!("DTMF SENT {DIGITS} {TONE_MS} {GAP_MS}")),
         "{out}"
     );
-    let Setup { server, carrier, .. } = setup;
+    let Setup {
+        server, carrier, ..
+    } = setup;
     carrier.finish();
     let packets = capture.finish();
     let events = dtmf_events(&packets, 101);
@@ -287,7 +292,9 @@ fn dtmf_as_info(stack: &str, via: &str) {
     let setup = start("trunk_uas_info.xml", "    dtmf: info\n");
     let capture = RtpCapture::start(setup.rtp, setup.carrier.media);
     browser(&setup, &format!("dtmf:{stack}:{NUMBER}:{DIGITS}:{via}"));
-    let Setup { server, carrier, .. } = setup;
+    let Setup {
+        server, carrier, ..
+    } = setup;
     let trunk_side = carrier.finish();
     let packets = capture.finish();
     let invite = &trunk_side[trunk_side.find("\nINVITE sip:").expect("no INVITE")..];

@@ -631,3 +631,87 @@ fn early_media_from_the_trunk_reaches_the_caller_before_the_answer() {
     );
     assert_nothing_left(&setup.server);
 }
+
+#[test]
+fn a_trunk_found_down_by_probing_is_skipped_at_once() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // The first trunk answers nothing, not even OPTIONS: probing marks it
+    // down, and calls go straight to the second one (no response timeout).
+    let dead = free_port();
+    let up = Carrier::start("trunk_uas.xml", &[]);
+    let trunks = format!(
+        "{}{}",
+        trunk(
+            "dead",
+            dead,
+            "    options_interval: 1\n    response_timeout: 30\n"
+        ),
+        trunk("alive", up.port, "")
+    );
+    let setup = start(&trunks, &["dead", "alive"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !setup.server.log_text().contains("trunk down") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead trunk was never marked down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = std::time::Instant::now();
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    up.finish("answering carrier");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the down trunk was tried ({:?})",
+        started.elapsed()
+    );
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["trunk"], "alive");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn a_trunk_at_its_call_limit_is_skipped() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // `limited` takes one call at a time; a second call at the same time
+    // goes to `busy` (which refuses it with 486).
+    let limited = Carrier::start("trunk_uas.xml", &[]);
+    let busy = Carrier::start("trunk_uas_486.xml", &[]);
+    let trunks = format!(
+        "{}{}",
+        trunk("limited", limited.port, "    max_calls: 1\n"),
+        trunk("busy", busy.port, "")
+    );
+    let setup = start(&trunks, &["limited", "busy"]);
+    let (first, first_work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 4);
+    std::thread::sleep(Duration::from_secs(1));
+    let (second, second_work) = call(
+        &setup,
+        "b2bua_call_busy.xml",
+        "+15551234567",
+        media_port(),
+        1,
+    );
+    wait(second, second_work.path(), "second caller");
+    wait(first, first_work.path(), "first caller");
+    limited.finish("limited carrier");
+    let refused = busy.finish("busy carrier");
+    assert!(refused.contains("INVITE sip:+15551234567@"), "{refused}");
+    let records = cdrs(&setup.server, 2);
+    let trunks_used: Vec<&str> = records
+        .iter()
+        .map(|r| r["trunk"].as_str().unwrap())
+        .collect();
+    assert!(
+        trunks_used.contains(&"busy") && trunks_used.contains(&"limited"),
+        "{trunks_used:?}"
+    );
+    assert_nothing_left(&setup.server);
+}

@@ -314,7 +314,9 @@ impl RtpCapture {
                         continue;
                     }
                     let header = 12 + 4 * usize::from(rtp[0] & 0x0f);
-                    let Some(payload) = rtp.get(header..) else { continue };
+                    let Some(payload) = rtp.get(header..) else {
+                        continue;
+                    };
                     packets.lock().unwrap().push(RtpPacket {
                         payload_type: rtp[1] & 0x7f,
                         marker: rtp[1] & 0x80 != 0,
