@@ -425,9 +425,6 @@ fn now_unix() -> f64 {
         .unwrap_or_default()
 }
 
-/// Starts the B-leg on `trunk_name`: checks and takes a call slot,
-/// resolves and connects, allocates media ports, sends the INVITE.
-
 /// The parts of an outgoing leg every kind shares.
 #[allow(clippy::too_many_arguments)]
 fn new_out_leg(

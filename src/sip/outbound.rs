@@ -82,8 +82,11 @@ pub struct Outbound {
     connect_timeout: Duration,
     /// One lock per destination being dialled, so that concurrent requests
     /// to a new destination share one connection.
-    dialling: Mutex<HashMap<(TransportKind, SocketAddr), Arc<tokio::sync::Mutex<()>>>>,
+    dialling: Mutex<HashMap<(TransportKind, SocketAddr), DialLock>>,
 }
+
+/// Held while one connection to a destination is being dialled.
+type DialLock = Arc<tokio::sync::Mutex<()>>;
 
 impl Outbound {
     /// Sends from these UDP sockets; advertises these stream listeners.
