@@ -1276,6 +1276,10 @@ impl Bridge {
             if outcome.is_some() {
                 break;
             }
+            // A request the state machine had no answer for still gets one.
+            if let Some((_, mut tx)) = b_pending.take() {
+                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+            }
             // Forget legs that ended (a failover starts a fresh one).
             let mut i = 0;
             while i < self.legs.len() {
@@ -1371,6 +1375,9 @@ impl Bridge {
                     }
                     Action::Release => {}
                 }
+            }
+            if let Some(mut tx) = a_pending.take() {
+                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
             }
             if self.transferred
                 && self.legs.is_empty()
