@@ -189,48 +189,67 @@ impl RoomTask {
         let mut closed = false;
         for r in 0..self.ready.len() {
             let (i, is_rtcp) = self.ready[r];
-            let Some(slot) = self.slots.get_mut(i) else {
-                continue;
-            };
-            let Slot {
-                id,
-                leg,
-                main,
-                rtcp,
-                deadline,
-                ..
-            } = slot;
-            let (main, rtcp) = (&*main, rtcp.as_ref());
-            let socket = match (is_rtcp, rtcp) {
-                (false, _) => main,
-                (true, Some(s)) => s,
-                (true, None) => continue,
-            };
             for _ in 0..BATCH {
+                let Some(slot) = self.slots.get_mut(i) else {
+                    break;
+                };
+                let socket = match (is_rtcp, &slot.rtcp) {
+                    (false, _) => &slot.main,
+                    (true, Some(s)) => s,
+                    (true, None) => break,
+                };
                 match socket.try_recv_from(&mut self.buf[..]) {
                     Ok((n, from)) => {
                         let mut io = Io {
-                            main,
-                            rtcp,
+                            main: &slot.main,
+                            rtcp: slot.rtcp.as_ref(),
                             room: Some(&mut self.room),
-                            id: *id,
+                            id: slot.id,
                             now_ms,
                         };
-                        leg.handle_datagram(now, from, &mut self.buf[..n], &mut io);
+                        slot.leg.handle_datagram(now, from, &mut self.buf[..n], &mut io);
+                        // Relay mode forwards at once: send what the room produced.
+                        Self::send_output(&mut self.room, &mut self.slots, &self.index, now, now_ms);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP port unreachable surfaces here on Linux: not fatal.
                     Err(_) => break,
                 }
             }
-            *deadline = leg.poll_timeout();
-            if let Some(d) = *deadline {
+            let Some(slot) = self.slots.get_mut(i) else {
+                continue;
+            };
+            slot.deadline = slot.leg.poll_timeout();
+            if let Some(d) = slot.deadline {
                 self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
             }
-            closed |= leg.closed().is_some();
+            closed |= slot.leg.closed().is_some();
         }
         if closed {
             self.reap_closed();
+        }
+    }
+
+    /// Sends the frames the room produced outside a tick (relay mode).
+    fn send_output(
+        room: &mut Room,
+        slots: &mut [Slot],
+        index: &HashMap<ParticipantId, usize>,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        for (to, frame) in room.drain_output() {
+            let Some(slot) = index.get(&to).and_then(|&i| slots.get_mut(i)) else {
+                continue;
+            };
+            let mut io = Io {
+                main: &slot.main,
+                rtcp: slot.rtcp.as_ref(),
+                room: None,
+                id: slot.id,
+                now_ms,
+            };
+            slot.leg.send_frame(now, &frame, &mut io);
         }
     }
 

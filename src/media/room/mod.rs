@@ -164,6 +164,9 @@ pub struct InPacket<'a> {
 pub enum PushOutcome {
     /// Buffered for playout.
     Buffered,
+    /// Relay mode: forwarded to the other participant at once (see
+    /// [`Room::drain_output`]).
+    Relayed,
     /// Arrived after its playout time: dropped.
     Late,
     /// Already buffered: dropped.
@@ -612,7 +615,20 @@ impl Room {
         if pkt.payload_type != p.spec.payload_type || p.held {
             return Ok(PushOutcome::Ignored);
         }
+        if self.relaying && self.relay_possible() {
+            return Ok(self.relay_packet(i, &pkt, now_ms));
+        }
+        let p = &mut self.participants[i];
         Ok(p.push_audio(&pkt, now_ms))
+    }
+
+    /// Frames produced since the last [`Room::tick`] or drain. In relay mode
+    /// a packet is forwarded as soon as it is pushed, without waiting for the
+    /// next tick or a jitter buffer: drain after each
+    /// [`Room::push_packet`] and send. Frames not drained come out of the
+    /// next `tick`.
+    pub fn drain_output(&mut self) -> impl Iterator<Item = (ParticipantId, OutFrame)> + '_ {
+        self.out.drain(..)
     }
 
     /// Reports and forwards one telephone-event packet from participant `i`.
@@ -640,6 +656,7 @@ impl Room {
         if !forward || !audible {
             return;
         }
+        let relaying = self.relaying;
         for (j, dst) in self.participants.iter_mut().enumerate() {
             let Some(te) = dst.te else { continue };
             if j == i || dst.held || dst.deaf {
@@ -661,6 +678,10 @@ impl Room {
                 dst.dtmf_out.push_back((ts, out_ev, fresh));
             }
         }
+        if relaying {
+            // Audio is forwarded on receipt: so is DTMF.
+            self.drain_dtmf_out();
+        }
     }
 
     /// Runs one 20 ms step at `now_ms`: decode, mix, encode. Returns the
@@ -668,7 +689,7 @@ impl Room {
     /// buffer the room reuses, so nothing is allocated per tick once warm.
     pub fn tick(&mut self, now_ms: u64) -> impl Iterator<Item = (ParticipantId, OutFrame)> + '_ {
         self.tick_no += 1;
-        self.out.clear();
+        // Frames relayed since the last drain stay in `out` and go out first.
         self.poll_dtmf_timeouts(now_ms);
         self.drain_dtmf_out();
         let relay = self.relay_possible();
@@ -684,7 +705,9 @@ impl Room {
                         let change = self.participants[i].talker.silence();
                         self.talker_event(i, change);
                     }
+                    self.participants[i].start_relay();
                 }
+                self.flush_to_relay();
             } else {
                 // Decoders missed the relayed frames: start them clean.
                 for p in &mut self.participants {
