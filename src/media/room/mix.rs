@@ -121,9 +121,9 @@ impl Room {
 
     /// Relay mode, per tick: payloads are forwarded as they arrive
     /// ([`Room::relay_packet`]); the tick only notices silent senders.
-    pub(super) fn relay_tick(&mut self, now_ms: u64) {
+    pub(super) fn relay_tick(&mut self, now_ms: u64, frames: u32) {
         for i in 0..self.participants.len() {
-            let change = self.participants[i].relay_quiet(now_ms, RELAY_SILENCE_MS);
+            let change = self.participants[i].relay_quiet(now_ms, RELAY_SILENCE_MS, frames);
             self.talker_event(i, change);
         }
     }
@@ -141,7 +141,7 @@ impl Room {
         self.talker_event(i, change);
         let frames = self.participants[i].frames_in(pkt.payload.len());
         let dst = &mut self.participants[1 - i];
-        match dst.relay_frame(pkt.timestamp, pkt.marker, pkt.payload, frames) {
+        match dst.relay_frame(now_ms, pkt.timestamp, pkt.marker, pkt.payload, frames) {
             Some(frame) => {
                 // Bounded if the driver never drains (a tick then takes them).
                 if self.out.len() < MAX_PENDING_OUT {
@@ -155,7 +155,7 @@ impl Room {
 
     /// Entering relay mode: forwards what the jitter buffers still hold, in
     /// order, so the switch loses no audio.
-    pub(super) fn flush_to_relay(&mut self) {
+    pub(super) fn flush_to_relay(&mut self, now_ms: u64) {
         if self.participants.len() != 2 {
             return;
         }
@@ -174,7 +174,8 @@ impl Room {
                 } else {
                     f.payload.len().div_ceil(160).max(1) as u32
                 };
-                if let Some(frame) = dst.relay_frame(f.timestamp, f.marker, f.payload, frames)
+                if let Some(frame) =
+                    dst.relay_frame(now_ms, f.timestamp, f.marker, f.payload, frames)
                     && out.len() < MAX_PENDING_OUT
                 {
                     out.push((dst.id, frame));

@@ -10,6 +10,7 @@ use super::{
     InPacket, ParticipantConfig, ParticipantId, PushOutcome, RoomError, TelephoneEventSpec,
     WavOutput,
 };
+use crate::media::codec::g711::{self, Law};
 use crate::media::codec::{Codec, CodecKind, CodecSpec, MAX_PAYLOAD};
 use crate::media::dsp::{mean_square, mean_square_from_dbov, saturate};
 use crate::media::dtmf::{DtmfReceiver, DtmfRescaler, TelephoneEvent};
@@ -194,6 +195,8 @@ pub(super) struct Participant {
     relay_last_ts: Option<u32>,
     /// Relay mode: a frame was relayed to it since the last tick.
     relayed_since_tick: bool,
+    /// Relay mode: when the last frame was relayed to it, ms.
+    relay_last_ms: u64,
     /// Relay mode: when it last sent us audio, ms (talker silence).
     relay_heard_ms: Option<u64>,
     sent_this_tick: bool,
@@ -249,6 +252,7 @@ impl Participant {
             relay_offset: None,
             relay_last_ts: None,
             relayed_since_tick: false,
+            relay_last_ms: 0,
             relay_heard_ms: None,
             sent_this_tick: false,
             sent_last_tick: false,
@@ -392,28 +396,35 @@ impl Participant {
         now_ms: u64,
     ) -> Option<TalkerChange> {
         self.relay_heard_ms = Some(now_ms);
-        let is_g711 = matches!(self.spec.kind, CodecKind::Pcmu | CodecKind::Pcma);
-        let level = match audio_level {
-            Some(l) => Some(mean_square_from_dbov(-(l.min(127) as f32))),
-            None if is_g711 => {
-                let first = &payload[..payload.len().min(160)];
-                match self.codec.decode(first, &mut self.input) {
-                    Ok(k) => Some(mean_square(&self.input[..k.min(self.input.len())])),
-                    Err(_) => None,
-                }
-            }
-            None => None,
+        let first = &payload[..payload.len().min(160)];
+        let level = match (audio_level, self.spec.kind) {
+            (Some(l), _) => Some(mean_square_from_dbov(-(l.min(127) as f32))),
+            (None, CodecKind::Pcmu) => Some(g711::mean_square(Law::Mu, first)),
+            (None, CodecKind::Pcma) => Some(g711::mean_square(Law::A, first)),
+            (None, _) => None,
         };
         level.and_then(|ms| self.talker.update(ms))
     }
 
-    /// Relay mode, at a tick: a participant that sent nothing for
-    /// `silent_ms` is silent for talker detection.
-    pub(super) fn relay_quiet(&mut self, now_ms: u64, silent_ms: u64) -> Option<TalkerChange> {
+    /// Relay mode, at a tick `frames` × 20 ms after the last one: a
+    /// participant that sent nothing for `silent_ms` is silent for talker
+    /// detection, one silent frame per 20 ms.
+    pub(super) fn relay_quiet(
+        &mut self,
+        now_ms: u64,
+        silent_ms: u64,
+        frames: u32,
+    ) -> Option<TalkerChange> {
         let quiet = self
             .relay_heard_ms
             .is_none_or(|t| now_ms.saturating_sub(t) >= silent_ms);
-        if quiet { self.talker.update(0.0) } else { None }
+        let mut change = None;
+        if quiet {
+            for _ in 0..frames {
+                change = self.talker.update(0.0).or(change);
+            }
+        }
+        change
     }
 
     /// Relay mode: wraps a payload the other side sent (RTP timestamp `ts`,
@@ -424,6 +435,7 @@ impl Participant {
     /// (reordered, duplicate): without a jitter buffer it is too late.
     pub(super) fn relay_frame(
         &mut self,
+        now_ms: u64,
         ts: u32,
         marker: bool,
         payload: &[u8],
@@ -444,6 +456,7 @@ impl Participant {
             }
         }
         self.relay_last_ts = Some(out_ts);
+        self.relay_last_ms = now_ms;
         let next = out_ts.wrapping_add(step.wrapping_mul(frames.max(1)));
         if next.wrapping_sub(self.out_ts) as i32 > 0 {
             self.out_ts = next;
@@ -476,6 +489,23 @@ impl Participant {
         self.relay_offset = None;
         self.relay_last_ts = None;
         self.relay_heard_ms = None;
+    }
+
+    /// The room stops relaying at `now_ms`: the mixed frames continue the
+    /// clock from the last relayed frame plus the time since (relay-mode
+    /// ticks are sparse, so the tick clock alone may lag behind).
+    pub(super) fn stop_relay(&mut self, now_ms: u64) {
+        if let Some(last) = self.relay_last_ts.take() {
+            let step = self.spec.kind.timestamp_step();
+            let frames = (now_ms.saturating_sub(self.relay_last_ms) / 20).clamp(1, 1 << 20) as u32;
+            let due = last.wrapping_add(step.wrapping_mul(frames));
+            if due.wrapping_sub(self.out_ts) as i32 > 0 {
+                self.out_ts = due;
+            }
+        }
+        self.relay_offset = None;
+        // This tick's mixed frame goes out at `out_ts`: advance past it.
+        self.relayed_since_tick = false;
     }
 
     /// Computes `contrib` (input at the mixing rate, times the gain).
@@ -529,11 +559,13 @@ impl Participant {
     }
 
     /// Moves the outgoing clock one frame on (whether or not we sent).
-    /// In relay mode, frames relayed since the last tick have already
-    /// moved it past themselves.
-    pub(super) fn advance_clock(&mut self) {
+    /// `frames` × 20 ms since the last tick (more than one only in relay
+    /// mode, whose ticks are sparse). In relay mode, frames relayed since
+    /// the last tick have already moved it past themselves.
+    pub(super) fn advance_clock(&mut self, frames: u32) {
         if !std::mem::take(&mut self.relayed_since_tick) {
-            self.out_ts = self.out_ts.wrapping_add(self.spec.kind.timestamp_step());
+            let step = self.spec.kind.timestamp_step();
+            self.out_ts = self.out_ts.wrapping_add(step.wrapping_mul(frames));
         }
         self.sent_last_tick = std::mem::take(&mut self.sent_this_tick);
         self.contrib_ran_last = std::mem::take(&mut self.contrib_ran);

@@ -872,9 +872,12 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
         let out: Vec<(ParticipantId, OutFrame)> = room.drain_output().collect();
         (outcome, out)
     };
-    // Relaying starts at the first tick; from then on a packet goes out when pushed.
+    // Relaying starts at the first tick; from then on a packet goes out when
+    // pushed, and the room needs a tick only every RELAY_TICK_MS.
+    assert_eq!(room.tick_interval_ms(), 20);
     assert!(room.tick(0).next().is_none());
     assert!(room.is_relaying());
+    assert_eq!(room.tick_interval_ms(), RELAY_TICK_MS);
     let mut sent = vec![];
     for k in 0..5u16 {
         let (outcome, out) = push(&mut room, k, k as u32 * 160, 20 * k as u64 + 5);
@@ -921,6 +924,7 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
     // Mute switches to mixing at once (the packet is buffered, not relayed);
     // the mixed frames continue the clock 160 per tick after the last relayed one.
     room.set_mute(ParticipantId(2), true).unwrap();
+    assert_eq!(room.tick_interval_ms(), 20);
     let (outcome, out) = push(&mut room, 9, 9 * 160, 185);
     assert_eq!((outcome, out.len()), (PushOutcome::Buffered, 0));
     let mut mixed = vec![];
