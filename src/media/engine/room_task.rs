@@ -210,9 +210,16 @@ impl RoomTask {
                             id: slot.id,
                             now_ms,
                         };
-                        slot.leg.handle_datagram(now, from, &mut self.buf[..n], &mut io);
+                        slot.leg
+                            .handle_datagram(now, from, &mut self.buf[..n], &mut io);
                         // Relay mode forwards at once: send what the room produced.
-                        Self::send_output(&mut self.room, &mut self.slots, &self.index, now, now_ms);
+                        Self::send_output(
+                            &mut self.room,
+                            &mut self.slots,
+                            &self.index,
+                            now,
+                            now_ms,
+                        );
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP port unreachable surfaces here on Linux: not fatal.
@@ -339,7 +346,8 @@ impl RoomTask {
                             id: slot.id,
                             now_ms,
                         };
-                        slot.leg.handle_datagram(now, from, &mut self.buf[..n], &mut io);
+                        slot.leg
+                            .handle_datagram(now, from, &mut self.buf[..n], &mut io);
                     }
                     Err(_) => break,
                 }

@@ -130,7 +130,12 @@ impl Room {
 
     /// Relay mode: forwards one audio packet from participant `i` to the
     /// other participant at once (into `out`, see [`Room::drain_output`]).
-    pub(super) fn relay_packet(&mut self, i: usize, pkt: &InPacket<'_>, now_ms: u64) -> PushOutcome {
+    pub(super) fn relay_packet(
+        &mut self,
+        i: usize,
+        pkt: &InPacket<'_>,
+        now_ms: u64,
+    ) -> PushOutcome {
         if pkt.payload.is_empty() {
             return PushOutcome::Ignored;
         }

@@ -742,8 +742,9 @@ impl Room {
         }
         // Relay-mode ticks may be sparse (see `relay_tick_ms`): catch up.
         let frames = match self.last_tick_ms {
-            Some(last) if relay => (now_ms.saturating_sub(last) / u64::from(super::FRAME_MS))
-                .clamp(1, 50) as u32,
+            Some(last) if relay => {
+                (now_ms.saturating_sub(last) / u64::from(super::FRAME_MS)).clamp(1, 50) as u32
+            }
             _ => 1,
         };
         self.last_tick_ms = Some(now_ms);

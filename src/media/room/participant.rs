@@ -443,7 +443,9 @@ impl Participant {
     ) -> Option<super::OutFrame> {
         let step = self.spec.kind.timestamp_step();
         let first = self.relay_offset.is_none();
-        let offset = *self.relay_offset.get_or_insert(self.out_ts.wrapping_sub(ts));
+        let offset = *self
+            .relay_offset
+            .get_or_insert(self.out_ts.wrapping_sub(ts));
         let mut out_ts = ts.wrapping_add(offset);
         if let Some(last) = self.relay_last_ts {
             let ahead = out_ts.wrapping_sub(last) as i32;
