@@ -67,6 +67,8 @@ fn opus_spec(complexity: u8) -> CodecSpec {
         opus: OpusParams {
             complexity,
             narrowband_complexity: complexity,
+            // SILK at 8 kHz, as browsers send and opus-pure encodes.
+            narrowband_celt: false,
             ..OpusParams::default()
         },
         ..CodecSpec::opus(111)
@@ -313,11 +315,20 @@ fn bench_transcoding(o: &Opts) {
             fmt(a),
             a.0 / 200.0
         );
-        // The room: Opus runs at the 8 kHz mixing rate, jitter buffers included.
-        for (label, opus_pkts) in [("fullband", &fullband), ("narrowband", &narrowband)] {
+        // The room: Opus runs at the 8 kHz mixing rate, jitter buffers included;
+        // our encoder SILK (as before) or CELT-only (the default).
+        for (label, opus_pkts, celt) in [
+            ("fullband", &fullband, false),
+            ("narrowband", &narrowband, false),
+            ("fullband", &fullband, true),
+            ("narrowband", &narrowband, true),
+        ] {
+            let mut ours = opus_spec(cx);
+            ours.opus.narrowband_celt = celt;
+            let label = format!("{label}, we send {}", if celt { "CELT" } else { "SILK" });
             let c = best_of(o.reps, || {
                 let mut room = Room::new(RoomConfig::default()).unwrap();
-                room.add_participant(ParticipantId(1), ParticipantConfig::new(opus_spec(cx)))
+                room.add_participant(ParticipantId(1), ParticipantConfig::new(ours))
                     .unwrap();
                 room.add_participant(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcmu()))
                     .unwrap();

@@ -150,7 +150,11 @@ fn main() {
         .map(|f| Bytes::from(enc.encode_vec(f).unwrap()))
         .collect();
     let tone8: Vec<i16> = tone.iter().step_by(6).copied().collect();
-    let mut enc = CodecSpec::opus(111).build(8000).unwrap();
+    // A browser told maxplaybackrate=8000 sends SILK narrowband.
+    let mut browser_nb = CodecSpec::opus(111);
+    browser_nb.opus.narrowband_celt = false;
+    browser_nb.opus.narrowband_complexity = 1; // as before this change
+    let mut enc = browser_nb.build(8000).unwrap();
     let narrowband: Vec<Bytes> = tone8
         .chunks_exact(160)
         .map(|f| Bytes::from(enc.encode_vec(f).unwrap()))
@@ -208,6 +212,9 @@ fn run(frames: usize, label: &str, opus: &[Bytes], ulaw: &[Vec<u8>]) {
     }
     if std::env::var("NO_FEC").is_ok() {
         participant.codec.opus.fec = false;
+    }
+    if std::env::var("NB_SILK").is_ok() {
+        participant.codec.opus.narrowband_celt = false;
     }
     room.add_participant(ParticipantId(1), participant).unwrap();
     room.add_participant(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcmu()))

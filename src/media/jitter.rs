@@ -385,6 +385,26 @@ impl JitterBuffer {
         (ticks * 1000 / self.cfg.clock_rate as u64) as u32
     }
 
+    /// Hands every held packet to `f` in timestamp order, then forgets
+    /// them and the playout position (the next packet starts a new playout).
+    /// A room that stops playing out through the buffer (relay mode) forwards
+    /// what it held instead of dropping it.
+    pub fn drain_in_order(&mut self, mut f: impl FnMut(Frame<'_>)) {
+        while let Some(i) = self.oldest() {
+            let s = &self.slots[i];
+            f(Frame {
+                payload: &s.payload,
+                timestamp: s.timestamp,
+                seq: s.seq,
+                marker: s.marker,
+                audio_level: s.audio_level,
+            });
+            self.slots[i].used = false;
+            self.count -= 1;
+        }
+        self.restart();
+    }
+
     /// The payload of the frame due next, without consuming it (Opus FEC).
     pub fn peek_next(&self) -> Option<&[u8]> {
         let next = self.next_ts?;

@@ -95,6 +95,34 @@ const fn alaw_table() -> [i16; 256] {
 static ULAW_TABLE: [i16; 256] = ulaw_table();
 static ALAW_TABLE: [i16; 256] = alaw_table();
 
+const fn squares(t: [i16; 256]) -> [u32; 256] {
+    let mut sq = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let v = t[i] as i32;
+        sq[i] = (v * v) as u32;
+        i += 1;
+    }
+    sq
+}
+
+static ULAW_SQUARES: [u32; 256] = squares(ulaw_table());
+static ALAW_SQUARES: [u32; 256] = squares(alaw_table());
+
+/// Mean square of the decoded samples of a G.711 payload, without decoding
+/// it (one table lookup per byte): talker detection on relayed packets.
+pub fn mean_square(law: Law, payload: &[u8]) -> f32 {
+    if payload.is_empty() {
+        return 0.0;
+    }
+    let table = match law {
+        Law::Mu => &ULAW_SQUARES,
+        Law::A => &ALAW_SQUARES,
+    };
+    let sum: u64 = payload.iter().map(|&b| u64::from(table[b as usize])).sum();
+    sum as f32 / payload.len() as f32
+}
+
 /// Decodes one µ-law byte.
 #[inline]
 pub fn ulaw_to_linear(code: u8) -> i16 {
@@ -315,5 +343,16 @@ mod tests {
             c.conceal(None, &mut out).unwrap();
         }
         assert!(out.iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn mean_square_from_the_table_matches_a_decode() {
+        let payload: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        for (law, table) in [(Law::Mu, &ULAW_TABLE), (Law::A, &ALAW_TABLE)] {
+            let pcm: Vec<i16> = payload.iter().map(|&b| table[b as usize]).collect();
+            let want = crate::media::dsp::mean_square(&pcm);
+            assert!((mean_square(law, &payload) - want).abs() <= want * 1e-6);
+        }
+        assert_eq!(mean_square(Law::Mu, &[]), 0.0);
     }
 }

@@ -150,6 +150,11 @@ pub struct OpusParams {
     pub bitrate: u32,
     /// Complexity when encoding 8 kHz audio.
     pub narrowband_complexity: u8,
+    /// Encode 8 kHz audio (an Opus leg bridged to G.711) with CELT only
+    /// (libopus `RESTRICTED_LOWDELAY`) instead of SILK: about half the CPU
+    /// at complexity 0 (docs/media.md), any Opus decoder plays it; the price
+    /// is in-band FEC, which only SILK carries.
+    pub narrowband_celt: bool,
     /// Bitrate when encoding 8 kHz audio.
     pub narrowband_bitrate: u32,
     /// In-band forward error correction (LBRR) in what we send.
@@ -163,7 +168,8 @@ impl Default for OpusParams {
         OpusParams {
             complexity: 5,
             bitrate: 32_000,
-            narrowband_complexity: 1,
+            narrowband_complexity: 0,
+            narrowband_celt: true,
             narrowband_bitrate: 20_000,
             fec: true,
             packet_loss_percent: 10,

@@ -1,5 +1,7 @@
 //! Opus (RFC 6716) through libopus, the implementation Chromium ships: mono,
-//! 20 ms frames, in-band FEC, VoIP application. Why libopus and not a
+//! 20 ms frames, in-band FEC, VoIP application (SILK/hybrid); 8 kHz audio
+//! (bridged from G.711) is encoded CELT-only by default, which costs about
+//! half as much ([`OpusParams::narrowband_celt`](super::OpusParams)). Why libopus and not a
 //! pure-Rust port is measured and argued in `docs/media.md`.
 //!
 //! The RTP clock of Opus is always 48 kHz, but libopus encodes from and
@@ -48,13 +50,19 @@ impl Opus {
     fn encoder(&mut self) -> Result<&mut opus::Encoder, CodecError> {
         if self.enc.is_none() {
             let p = self.spec.opus;
-            let (complexity, bitrate) = if self.rate <= 8000 {
+            let narrow = self.rate <= 8000;
+            let (complexity, bitrate) = if narrow {
                 (p.narrowband_complexity, p.narrowband_bitrate)
             } else {
                 (p.complexity, p.bitrate)
             };
-            let mut e = opus::Encoder::new(self.rate, Channels::Mono, Application::Voip)
-                .map_err(opus_err)?;
+            let application = if narrow && p.narrowband_celt {
+                Application::LowDelay
+            } else {
+                Application::Voip
+            };
+            let mut e =
+                opus::Encoder::new(self.rate, Channels::Mono, application).map_err(opus_err)?;
             e.set_complexity(complexity.min(10) as i32)
                 .map_err(opus_err)?;
             e.set_bitrate(Bitrate::Bits(bitrate.clamp(6000, 510_000) as i32))

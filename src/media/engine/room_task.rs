@@ -8,6 +8,14 @@
 //! (`switchboard_media_ticks_skipped_total`) instead of being sent as a burst
 //! the peers' jitter buffers could not absorb. `Room::tick` gets the
 //! scheduled time, not the wake-up time, so its clock is regular.
+//!
+//! **Relay mode.** A two-party same-codec room forwards each packet as it
+//! arrives: the datagram's wake-up reads it, the room maps it onto the other
+//! side's clock ([`Room::drain_output`]) and the other leg sends it, in the
+//! same wake-up. Ticks are then needed only for silence and DTMF timeouts,
+//! so they come every [`Room::tick_interval_ms`] (100 ms) on the same grid;
+//! any command or leg change returns to the 20 ms grid until the next tick
+//! decides again. RTCP sockets are read at ticks, not polled per wake-up.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -82,11 +90,13 @@ pub(super) struct RoomTask {
     engine: Arc<MediaEngine>,
     slots: Vec<Slot>,
     index: HashMap<ParticipantId, usize>,
-    /// Sockets ready to read: (slot, is the RTCP socket).
-    ready: Vec<(usize, bool)>,
+    /// Slots whose main socket is ready to read.
+    ready: Vec<usize>,
     buf: Box<[u8; 2048]>,
     start: Instant,
     next_tick: Instant,
+    /// When the last tick was due (the 20 ms grid is counted from it).
+    last_tick: Instant,
     leg_deadline: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     subscribers: Option<broadcast::Sender<RoomEvent>>,
@@ -114,6 +124,7 @@ impl RoomTask {
             buf: Box::new([0u8; 2048]),
             start,
             next_tick: start + TICK,
+            last_tick: start,
             leg_deadline: None,
             timer: Box::pin(tokio::time::sleep_until((start + TICK).into())),
             subscribers: None,
@@ -166,14 +177,11 @@ impl RoomTask {
             return Poll::Ready(Wake::Timer);
         }
         self.ready.clear();
+        // RTCP sockets are read at ticks (`drain_rtcp`): reports come every
+        // few seconds, and polling them would cost every packet's wake-up.
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.main.poll_recv_ready(cx).is_ready() {
-                self.ready.push((i, false));
-            }
-            if let Some(rtcp) = &slot.rtcp
-                && rtcp.poll_recv_ready(cx).is_ready()
-            {
-                self.ready.push((i, true));
+                self.ready.push(i);
             }
         }
         if self.ready.is_empty() {
@@ -188,49 +196,76 @@ impl RoomTask {
         let now_ms = self.ms(now);
         let mut closed = false;
         for r in 0..self.ready.len() {
-            let (i, is_rtcp) = self.ready[r];
-            let Some(slot) = self.slots.get_mut(i) else {
-                continue;
-            };
-            let Slot {
-                id,
-                leg,
-                main,
-                rtcp,
-                deadline,
-                ..
-            } = slot;
-            let (main, rtcp) = (&*main, rtcp.as_ref());
-            let socket = match (is_rtcp, rtcp) {
-                (false, _) => main,
-                (true, Some(s)) => s,
-                (true, None) => continue,
-            };
+            let i = self.ready[r];
             for _ in 0..BATCH {
-                match socket.try_recv_from(&mut self.buf[..]) {
+                let Some(slot) = self.slots.get_mut(i) else {
+                    break;
+                };
+                match slot.main.try_recv_from(&mut self.buf[..]) {
                     Ok((n, from)) => {
                         let mut io = Io {
-                            main,
-                            rtcp,
+                            main: &slot.main,
+                            rtcp: slot.rtcp.as_ref(),
                             room: Some(&mut self.room),
-                            id: *id,
+                            id: slot.id,
                             now_ms,
                         };
-                        leg.handle_datagram(now, from, &mut self.buf[..n], &mut io);
+                        slot.leg
+                            .handle_datagram(now, from, &mut self.buf[..n], &mut io);
+                        // Relay mode forwards at once: send what the room produced.
+                        Self::send_output(
+                            &mut self.room,
+                            &mut self.slots,
+                            &self.index,
+                            now,
+                            now_ms,
+                        );
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP port unreachable surfaces here on Linux: not fatal.
                     Err(_) => break,
                 }
             }
-            *deadline = leg.poll_timeout();
-            if let Some(d) = *deadline {
+            let Some(slot) = self.slots.get_mut(i) else {
+                continue;
+            };
+            slot.deadline = slot.leg.poll_timeout();
+            if let Some(d) = slot.deadline {
                 self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
             }
-            closed |= leg.closed().is_some();
+            closed |= slot.leg.closed().is_some();
         }
         if closed {
             self.reap_closed();
+        }
+    }
+
+    /// Sends the frames the room produced outside a tick (relay mode).
+    fn send_output(
+        room: &mut Room,
+        slots: &mut [Slot],
+        index: &HashMap<ParticipantId, usize>,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        for (to, frame) in room.drain_output() {
+            // A call has two legs: a scan beats hashing the id.
+            let i = if slots.len() <= 4 {
+                slots.iter().position(|s| s.id == to)
+            } else {
+                index.get(&to).copied()
+            };
+            let Some(slot) = i.and_then(|i| slots.get_mut(i)) else {
+                continue;
+            };
+            let mut io = Io {
+                main: &slot.main,
+                rtcp: slot.rtcp.as_ref(),
+                room: None,
+                id: slot.id,
+                now_ms,
+            };
+            slot.leg.send_frame(now, &frame, &mut io);
         }
     }
 
@@ -254,7 +289,10 @@ impl RoomTask {
                 };
                 slot.leg.send_frame(now, &frame, &mut io);
             }
-            self.next_tick += TICK;
+            self.last_tick = self.next_tick;
+            // Every 20 ms while mixing; sparser while relaying (packets are
+            // forwarded as they arrive), see `Room::tick_interval_ms`.
+            self.next_tick += Duration::from_millis(self.room.tick_interval_ms());
             if now > self.next_tick + MAX_LAG {
                 let behind = now.saturating_duration_since(self.next_tick);
                 let skipped = (behind.as_millis() / TICK.as_millis()) as u64;
@@ -262,6 +300,7 @@ impl RoomTask {
                 self.next_tick = now + TICK;
             }
             self.forward_events();
+            self.drain_rtcp(now);
         }
         if self.leg_deadline.is_some_and(|d| d <= now) {
             let now_ms = self.ms(now);
@@ -291,6 +330,50 @@ impl RoomTask {
         }
     }
 
+    /// Reads the RTCP sockets (plain RTP legs without rtcp-mux), at ticks.
+    fn drain_rtcp(&mut self, now: Instant) {
+        let now_ms = self.ms(now);
+        let mut closed = false;
+        for slot in &mut self.slots {
+            let Some(rtcp) = &slot.rtcp else { continue };
+            for _ in 0..BATCH {
+                match rtcp.try_recv_from(&mut self.buf[..]) {
+                    Ok((n, from)) => {
+                        let mut io = Io {
+                            main: &slot.main,
+                            rtcp: Some(rtcp),
+                            room: Some(&mut self.room),
+                            id: slot.id,
+                            now_ms,
+                        };
+                        slot.leg
+                            .handle_datagram(now, from, &mut self.buf[..n], &mut io);
+                    }
+                    Err(_) => break,
+                }
+            }
+            slot.deadline = slot.leg.poll_timeout();
+            if let Some(d) = slot.deadline {
+                self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
+            }
+            closed |= slot.leg.closed().is_some();
+        }
+        if closed {
+            self.reap_closed();
+        }
+    }
+
+    /// Back to ticking on the 20 ms grid: something (a command, a leg
+    /// leaving) may have ended relaying, which ticks sparsely.
+    fn regrid(&mut self) {
+        let since = Instant::now().saturating_duration_since(self.last_tick);
+        let k = (since.as_nanos() / TICK.as_nanos()) as u32 + 1;
+        let next = self.last_tick + TICK * k;
+        if next < self.next_tick {
+            self.next_tick = next;
+        }
+    }
+
     /// Removes legs that closed and tells their owners.
     fn reap_closed(&mut self) {
         let mut i = 0;
@@ -311,6 +394,7 @@ impl RoomTask {
 
     fn remove(&mut self, id: ParticipantId, reason: Option<LegClosed>) {
         let _ = self.room.remove(id);
+        self.regrid();
         let Some(i) = self.index.remove(&id) else {
             return;
         };
@@ -387,6 +471,7 @@ impl RoomTask {
                 self.ever_joined = true;
             }
         }
+        self.regrid();
         self.forward_events();
     }
 

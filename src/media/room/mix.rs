@@ -4,12 +4,17 @@
 use bytes::{Bytes, BytesMut};
 
 use super::participant::{convert, encode_into};
-use super::{Room, RoomEvent};
-use crate::media::codec::{Codec, CodecSpec, MAX_PAYLOAD};
+use super::{InPacket, PushOutcome, Room, RoomEvent};
+use crate::media::codec::{Codec, CodecKind, CodecSpec, MAX_PAYLOAD};
 use crate::media::dsp::saturate;
 use crate::media::frame_samples;
 use crate::media::resample::Resampler;
 use crate::media::talker::TalkerChange;
+
+/// Relay mode: a sender silent for this long is silent for talker detection, ms.
+const RELAY_SILENCE_MS: u64 = 60;
+/// Frames kept for the driver at most between drains.
+const MAX_PENDING_OUT: usize = 256;
 
 /// Ticks a shared output may go unused before it is dropped.
 const SHARED_IDLE_TICKS: u64 = 250;
@@ -114,16 +119,73 @@ impl Room {
         }
     }
 
-    /// Two same-codec participants: forward payloads, no decoding.
-    pub(super) fn relay_tick(&mut self, now_ms: u64) {
-        for i in 0..2 {
-            let (payload, change) = self.participants[i].relay_input(now_ms);
+    /// Relay mode, per tick: payloads are forwarded as they arrive
+    /// ([`Room::relay_packet`]); the tick only notices silent senders.
+    pub(super) fn relay_tick(&mut self, now_ms: u64, frames: u32) {
+        for i in 0..self.participants.len() {
+            let change = self.participants[i].relay_quiet(now_ms, RELAY_SILENCE_MS, frames);
             self.talker_event(i, change);
-            if let Some(payload) = payload {
-                let dst = &mut self.participants[1 - i];
-                let frame = dst.frame(payload);
-                self.out.push((dst.id, frame));
+        }
+    }
+
+    /// Relay mode: forwards one audio packet from participant `i` to the
+    /// other participant at once (into `out`, see [`Room::drain_output`]).
+    pub(super) fn relay_packet(
+        &mut self,
+        i: usize,
+        pkt: &InPacket<'_>,
+        now_ms: u64,
+    ) -> PushOutcome {
+        if pkt.payload.is_empty() {
+            return PushOutcome::Ignored;
+        }
+        if pkt.payload.len() > MAX_PAYLOAD {
+            return PushOutcome::TooLarge;
+        }
+        let change = self.participants[i].relay_heard(pkt.payload, pkt.audio_level, now_ms);
+        self.talker_event(i, change);
+        let frames = self.participants[i].frames_in(pkt.payload.len());
+        let dst = &mut self.participants[1 - i];
+        match dst.relay_frame(now_ms, pkt.timestamp, pkt.marker, pkt.payload, frames) {
+            Some(frame) => {
+                // Bounded if the driver never drains (a tick then takes them).
+                if self.out.len() < MAX_PENDING_OUT {
+                    self.out.push((dst.id, frame));
+                }
+                PushOutcome::Relayed
             }
+            None => PushOutcome::Late,
+        }
+    }
+
+    /// Entering relay mode: forwards what the jitter buffers still hold, in
+    /// order, so the switch loses no audio.
+    pub(super) fn flush_to_relay(&mut self, now_ms: u64) {
+        if self.participants.len() != 2 {
+            return;
+        }
+        for i in 0..2 {
+            let (left, right) = self.participants.split_at_mut(1);
+            let (src, dst) = if i == 0 {
+                (&mut left[0], &mut right[0])
+            } else {
+                (&mut right[0], &mut left[0])
+            };
+            let out = &mut self.out;
+            let opus = src.spec.kind == CodecKind::Opus;
+            src.jb.drain_in_order(|f| {
+                let frames = if opus {
+                    1
+                } else {
+                    f.payload.len().div_ceil(160).max(1) as u32
+                };
+                if let Some(frame) =
+                    dst.relay_frame(now_ms, f.timestamp, f.marker, f.payload, frames)
+                    && out.len() < MAX_PENDING_OUT
+                {
+                    out.push((dst.id, frame));
+                }
+            });
         }
     }
 

@@ -164,6 +164,9 @@ pub struct InPacket<'a> {
 pub enum PushOutcome {
     /// Buffered for playout.
     Buffered,
+    /// Relay mode: forwarded to the other participant at once (see
+    /// [`Room::drain_output`]).
+    Relayed,
     /// Arrived after its playout time: dropped.
     Late,
     /// Already buffered: dropped.
@@ -276,6 +279,8 @@ impl<T: Write + Seek + Send> WavOutput for T {}
 
 /// Events kept at most when the caller does not drain them.
 const MAX_EVENTS: usize = 4096;
+/// Tick interval while relaying, ms (see [`Room::tick_interval_ms`]).
+pub const RELAY_TICK_MS: u64 = 100;
 /// A DTMF event with no packet for this long is ended by timeout, ms.
 const DTMF_TIMEOUT_MS: u64 = 250;
 
@@ -323,6 +328,7 @@ pub struct Room {
     events: VecDeque<RoomEvent>,
     relaying: bool,
     tick_no: u64,
+    last_tick_ms: Option<u64>,
 }
 
 impl Room {
@@ -348,6 +354,7 @@ impl Room {
             events: VecDeque::new(),
             relaying: false,
             tick_no: 0,
+            last_tick_ms: None,
         })
     }
 
@@ -374,6 +381,20 @@ impl Room {
     /// Whether the last tick relayed payloads without decoding.
     pub fn is_relaying(&self) -> bool {
         self.relaying
+    }
+
+    /// How often the room needs [`Room::tick`] now, ms: every 20 ms while
+    /// it mixes; every [`RELAY_TICK_MS`] while it relays (packets are
+    /// forwarded as they arrive, and a tick only notices silence and DTMF
+    /// timeouts; it catches up on the frames since the last one). After
+    /// anything that may end relaying (a command, a join or leave) the
+    /// driver ticks on the 20 ms grid again until the next tick says so.
+    pub fn tick_interval_ms(&self) -> u64 {
+        if self.relaying && self.relay_possible() {
+            RELAY_TICK_MS
+        } else {
+            u64::from(super::FRAME_MS)
+        }
     }
 
     fn push_event(&mut self, ev: RoomEvent) {
@@ -601,7 +622,13 @@ impl Room {
         pkt: InPacket<'_>,
         now_ms: u64,
     ) -> Result<PushOutcome, RoomError> {
-        let i = *self.index.get(&id).ok_or(RoomError::Unknown(id))?;
+        // A call has two participants: a scan beats hashing the id.
+        let i = if self.participants.len() <= 4 {
+            self.participants.iter().position(|p| p.id == id)
+        } else {
+            self.index.get(&id).copied()
+        }
+        .ok_or(RoomError::Unknown(id))?;
         let p = &mut self.participants[i];
         if let Some(te) = p.te
             && pkt.payload_type == te.payload_type
@@ -612,7 +639,20 @@ impl Room {
         if pkt.payload_type != p.spec.payload_type || p.held {
             return Ok(PushOutcome::Ignored);
         }
+        if self.relaying && self.relay_possible() {
+            return Ok(self.relay_packet(i, &pkt, now_ms));
+        }
+        let p = &mut self.participants[i];
         Ok(p.push_audio(&pkt, now_ms))
+    }
+
+    /// Frames produced since the last [`Room::tick`] or drain. In relay mode
+    /// a packet is forwarded as soon as it is pushed, without waiting for the
+    /// next tick or a jitter buffer: drain after each
+    /// [`Room::push_packet`] and send. Frames not drained come out of the
+    /// next `tick`.
+    pub fn drain_output(&mut self) -> impl Iterator<Item = (ParticipantId, OutFrame)> + '_ {
+        self.out.drain(..)
     }
 
     /// Reports and forwards one telephone-event packet from participant `i`.
@@ -640,6 +680,7 @@ impl Room {
         if !forward || !audible {
             return;
         }
+        let relaying = self.relaying;
         for (j, dst) in self.participants.iter_mut().enumerate() {
             let Some(te) = dst.te else { continue };
             if j == i || dst.held || dst.deaf {
@@ -661,6 +702,10 @@ impl Room {
                 dst.dtmf_out.push_back((ts, out_ev, fresh));
             }
         }
+        if relaying {
+            // Audio is forwarded on receipt: so is DTMF.
+            self.drain_dtmf_out();
+        }
     }
 
     /// Runs one 20 ms step at `now_ms`: decode, mix, encode. Returns the
@@ -668,7 +713,7 @@ impl Room {
     /// buffer the room reuses, so nothing is allocated per tick once warm.
     pub fn tick(&mut self, now_ms: u64) -> impl Iterator<Item = (ParticipantId, OutFrame)> + '_ {
         self.tick_no += 1;
-        self.out.clear();
+        // Frames relayed since the last drain stay in `out` and go out first.
         self.poll_dtmf_timeouts(now_ms);
         self.drain_dtmf_out();
         let relay = self.relay_possible();
@@ -684,21 +729,32 @@ impl Room {
                         let change = self.participants[i].talker.silence();
                         self.talker_event(i, change);
                     }
+                    self.participants[i].start_relay();
                 }
+                self.flush_to_relay(now_ms);
             } else {
                 // Decoders missed the relayed frames: start them clean.
                 for p in &mut self.participants {
+                    p.stop_relay(now_ms);
                     p.reset_pipeline();
                 }
             }
         }
+        // Relay-mode ticks may be sparse (see `relay_tick_ms`): catch up.
+        let frames = match self.last_tick_ms {
+            Some(last) if relay => {
+                (now_ms.saturating_sub(last) / u64::from(super::FRAME_MS)).clamp(1, 50) as u32
+            }
+            _ => 1,
+        };
+        self.last_tick_ms = Some(now_ms);
         if relay {
-            self.relay_tick(now_ms);
+            self.relay_tick(now_ms, frames);
         } else {
             self.mix_tick(now_ms);
         }
         for p in &mut self.participants {
-            p.advance_clock();
+            p.advance_clock(frames);
         }
         self.out.drain(..)
     }

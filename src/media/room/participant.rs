@@ -10,6 +10,7 @@ use super::{
     InPacket, ParticipantConfig, ParticipantId, PushOutcome, RoomError, TelephoneEventSpec,
     WavOutput,
 };
+use crate::media::codec::g711::{self, Law};
 use crate::media::codec::{Codec, CodecKind, CodecSpec, MAX_PAYLOAD};
 use crate::media::dsp::{mean_square, mean_square_from_dbov, saturate};
 use crate::media::dtmf::{DtmfReceiver, DtmfRescaler, TelephoneEvent};
@@ -187,6 +188,17 @@ pub(super) struct Participant {
     pub(super) talker: TalkerDetector,
     /// RTP timestamp of the next frame sent to it.
     out_ts: u32,
+    /// Relay mode: offset from the other side's RTP timestamps to ours,
+    /// fixed by the first packet relayed after the room (re)entered relay.
+    relay_offset: Option<u32>,
+    /// Relay mode: our timestamp of the last frame relayed to it.
+    relay_last_ts: Option<u32>,
+    /// Relay mode: a frame was relayed to it since the last tick.
+    relayed_since_tick: bool,
+    /// Relay mode: when the last frame was relayed to it, ms.
+    relay_last_ms: u64,
+    /// Relay mode: when it last sent us audio, ms (talker silence).
+    relay_heard_ms: Option<u64>,
     sent_this_tick: bool,
     sent_last_tick: bool,
     pub(super) dtmf_rx: DtmfReceiver,
@@ -237,6 +249,11 @@ impl Participant {
             gain_q12: UNITY,
             talker: TalkerDetector::new(talker),
             out_ts: cfg.initial_timestamp,
+            relay_offset: None,
+            relay_last_ts: None,
+            relayed_since_tick: false,
+            relay_last_ms: 0,
+            relay_heard_ms: None,
             sent_this_tick: false,
             sent_last_tick: false,
             dtmf_rx: DtmfReceiver::new(cfg.telephone_event.map_or(clock, |t| t.clock_rate)),
@@ -369,28 +386,128 @@ impl Participant {
         self.talker.update(mean_square(&self.input))
     }
 
-    /// Relay-mode input: pops the frame to forward and keeps talker detection
-    /// going from the audio level or, for G.711, a (cheap) decode.
-    pub(super) fn relay_input(&mut self, now_ms: u64) -> (Option<Bytes>, Option<TalkerChange>) {
-        let is_g711 = matches!(self.spec.kind, CodecKind::Pcmu | CodecKind::Pcma);
-        match self.jb.pop(now_ms) {
-            Pop::Frame(f) => {
-                let level = match f.audio_level {
-                    Some(l) => Some(mean_square_from_dbov(-(l.min(127) as f32))),
-                    None if is_g711 => match self.codec.decode(f.payload, &mut self.input) {
-                        Ok(k) => Some(mean_square(&self.input[..k.min(self.input.len())])),
-                        Err(_) => None,
-                    },
-                    None => None,
-                };
-                self.out_buf.clear();
-                self.out_buf.extend_from_slice(f.payload);
-                let payload = self.out_buf.split().freeze();
-                (Some(payload), level.and_then(|ms| self.talker.update(ms)))
+    /// Relay mode: the talker level of a packet it sent, from its RFC 6464
+    /// level or, for G.711, a (cheap) decode of its first frame; other
+    /// codecs without a level count as silence.
+    pub(super) fn relay_heard(
+        &mut self,
+        payload: &[u8],
+        audio_level: Option<u8>,
+        now_ms: u64,
+    ) -> Option<TalkerChange> {
+        self.relay_heard_ms = Some(now_ms);
+        let first = &payload[..payload.len().min(160)];
+        let level = match (audio_level, self.spec.kind) {
+            (Some(l), _) => Some(mean_square_from_dbov(-(l.min(127) as f32))),
+            (None, CodecKind::Pcmu) => Some(g711::mean_square(Law::Mu, first)),
+            (None, CodecKind::Pcma) => Some(g711::mean_square(Law::A, first)),
+            (None, _) => None,
+        };
+        level.and_then(|ms| self.talker.update(ms))
+    }
+
+    /// Relay mode, at a tick `frames` × 20 ms after the last one: a
+    /// participant that sent nothing for `silent_ms` is silent for talker
+    /// detection, one silent frame per 20 ms.
+    pub(super) fn relay_quiet(
+        &mut self,
+        now_ms: u64,
+        silent_ms: u64,
+        frames: u32,
+    ) -> Option<TalkerChange> {
+        let quiet = self
+            .relay_heard_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= silent_ms);
+        let mut change = None;
+        if quiet {
+            for _ in 0..frames {
+                change = self.talker.update(0.0).or(change);
             }
-            Pop::Lost => (None, None),
-            Pop::Empty => (None, self.talker.update(0.0)),
         }
+        change
+    }
+
+    /// Relay mode: wraps a payload the other side sent (RTP timestamp `ts`,
+    /// `frames` × 20 ms long) for this participant, on its outgoing clock.
+    /// Timestamps map with a fixed offset, so gaps (loss, DTX) pass through
+    /// and the clock stays continuous with the mixed frames before and
+    /// after. `None` for a packet older than the last one relayed
+    /// (reordered, duplicate): without a jitter buffer it is too late.
+    pub(super) fn relay_frame(
+        &mut self,
+        now_ms: u64,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+        frames: u32,
+    ) -> Option<super::OutFrame> {
+        let step = self.spec.kind.timestamp_step();
+        let first = self.relay_offset.is_none();
+        let offset = *self
+            .relay_offset
+            .get_or_insert(self.out_ts.wrapping_sub(ts));
+        let mut out_ts = ts.wrapping_add(offset);
+        if let Some(last) = self.relay_last_ts {
+            let ahead = out_ts.wrapping_sub(last) as i32;
+            // More than 50 frames back: the sender restarted its clock; re-anchor.
+            if ahead <= -(50 * step as i32) {
+                self.relay_offset = Some(self.out_ts.wrapping_sub(ts));
+                out_ts = self.out_ts;
+            } else if ahead <= 0 {
+                return None;
+            }
+        }
+        self.relay_last_ts = Some(out_ts);
+        self.relay_last_ms = now_ms;
+        let next = out_ts.wrapping_add(step.wrapping_mul(frames.max(1)));
+        if next.wrapping_sub(self.out_ts) as i32 > 0 {
+            self.out_ts = next;
+        }
+        self.relayed_since_tick = true;
+        self.sent_this_tick = true;
+        self.out_buf.clear();
+        self.out_buf.extend_from_slice(payload);
+        Some(super::OutFrame {
+            payload: self.out_buf.split().freeze(),
+            payload_type: self.spec.payload_type,
+            timestamp: out_ts,
+            marker: marker || first,
+        })
+    }
+
+    /// 20 ms frames in an audio payload of `len` bytes (G.711/G.722: 160
+    /// bytes each; an Opus packet counts as one).
+    pub(super) fn frames_in(&self, len: usize) -> u32 {
+        if self.spec.kind == CodecKind::Opus {
+            1
+        } else {
+            len.div_ceil(160).max(1) as u32
+        }
+    }
+
+    /// The room starts relaying: the next relayed packet fixes the offset,
+    /// and the jitter buffer (unused while relaying) starts afresh later.
+    pub(super) fn start_relay(&mut self) {
+        self.relay_offset = None;
+        self.relay_last_ts = None;
+        self.relay_heard_ms = None;
+    }
+
+    /// The room stops relaying at `now_ms`: the mixed frames continue the
+    /// clock from the last relayed frame plus the time since (relay-mode
+    /// ticks are sparse, so the tick clock alone may lag behind).
+    pub(super) fn stop_relay(&mut self, now_ms: u64) {
+        if let Some(last) = self.relay_last_ts.take() {
+            let step = self.spec.kind.timestamp_step();
+            let frames = (now_ms.saturating_sub(self.relay_last_ms) / 20).clamp(1, 1 << 20) as u32;
+            let due = last.wrapping_add(step.wrapping_mul(frames));
+            if due.wrapping_sub(self.out_ts) as i32 > 0 {
+                self.out_ts = due;
+            }
+        }
+        self.relay_offset = None;
+        // This tick's mixed frame goes out at `out_ts`: advance past it.
+        self.relayed_since_tick = false;
     }
 
     /// Computes `contrib` (input at the mixing rate, times the gain).
@@ -444,8 +561,14 @@ impl Participant {
     }
 
     /// Moves the outgoing clock one frame on (whether or not we sent).
-    pub(super) fn advance_clock(&mut self) {
-        self.out_ts = self.out_ts.wrapping_add(self.spec.kind.timestamp_step());
+    /// `frames` × 20 ms since the last tick (more than one only in relay
+    /// mode, whose ticks are sparse). In relay mode, frames relayed since
+    /// the last tick have already moved it past themselves.
+    pub(super) fn advance_clock(&mut self, frames: u32) {
+        if !std::mem::take(&mut self.relayed_since_tick) {
+            let step = self.spec.kind.timestamp_step();
+            self.out_ts = self.out_ts.wrapping_add(step.wrapping_mul(frames));
+        }
         self.sent_last_tick = std::mem::take(&mut self.sent_this_tick);
         self.contrib_ran_last = std::mem::take(&mut self.contrib_ran);
         self.individual_ran_last = std::mem::take(&mut self.individual_ran);

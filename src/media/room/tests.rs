@@ -236,8 +236,10 @@ fn two_party_same_codec_relays_until_a_feature_needs_audio() {
     assert!(room.is_relaying());
     assert!(db(legs[0].tone(F[1], 20, 40)).abs() < 1.0);
     assert!(db(legs[1].tone(F[0], 20, 40)).abs() < 1.0);
-    // Relayed payloads are the sender's own bytes.
-    assert_eq!(legs[0].frames.len(), 39);
+    // Relayed payloads are forwarded on receipt, no jitter-buffer delay:
+    // the first packet (buffered before the first tick chose relaying) is
+    // flushed at that tick, every later one goes out when pushed.
+    assert_eq!(legs[0].frames.len(), 40);
     // Mute: mixing takes over, the muted side is not heard, the other still is.
     room.set_mute(ParticipantId(1), true).unwrap();
     run(&mut room, &mut legs, 40, 40);
@@ -845,4 +847,97 @@ fn random_packets_never_panic_the_room() {
         }
     }
     let _ = room.events().count();
+}
+
+#[test]
+fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    let cfg = |ts| ParticipantConfig {
+        initial_timestamp: ts,
+        ..ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000)
+    };
+    room.add_participant(ParticipantId(1), cfg(0)).unwrap();
+    room.add_participant(ParticipantId(2), cfg(90_000)).unwrap();
+    let push = |room: &mut Room, seq: u16, ts: u32, now: u64| {
+        let payload = [0x55u8; 160];
+        let pkt = InPacket {
+            payload_type: 0,
+            seq,
+            timestamp: 7_000 + ts,
+            marker: false,
+            payload: &payload,
+            audio_level: None,
+        };
+        let outcome = room.push_packet(ParticipantId(1), pkt, now).unwrap();
+        let out: Vec<(ParticipantId, OutFrame)> = room.drain_output().collect();
+        (outcome, out)
+    };
+    // Relaying starts at the first tick; from then on a packet goes out when
+    // pushed, and the room needs a tick only every RELAY_TICK_MS.
+    assert_eq!(room.tick_interval_ms(), 20);
+    assert!(room.tick(0).next().is_none());
+    assert!(room.is_relaying());
+    assert_eq!(room.tick_interval_ms(), RELAY_TICK_MS);
+    let mut sent = vec![];
+    for k in 0..5u16 {
+        let (outcome, out) = push(&mut room, k, k as u32 * 160, 20 * k as u64 + 5);
+        assert_eq!(outcome, PushOutcome::Relayed);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, ParticipantId(2));
+        sent.push(out[0].1.clone());
+        assert_eq!(room.tick(20 * (k as u64 + 1)).count(), 0);
+    }
+    // On participant 2's clock, continuing from where the tick clock was.
+    let ts: Vec<u32> = sent.iter().map(|f| f.timestamp).collect();
+    assert_eq!(ts, vec![90_160, 90_320, 90_480, 90_640, 90_800]);
+    assert!(sent[0].marker && !sent[1].marker);
+    assert_eq!(&sent[0].payload[..], &[0x55u8; 160][..]);
+    // Packet 5 is lost, 7 arrives before 6: 7 keeps its place in time, 6 is too late.
+    let (_, out) = push(&mut room, 7, 7 * 160, 145);
+    assert_eq!(out[0].1.timestamp, 90_160 + 7 * 160);
+    let (outcome, out) = push(&mut room, 6, 6 * 160, 146);
+    assert_eq!((outcome, out.len()), (PushOutcome::Late, 0));
+    room.tick(160).for_each(drop);
+    // DTMF in relay mode goes out at once, on the audio clock.
+    let ev = TelephoneEvent {
+        event: 1,
+        end: false,
+        volume: 10,
+        duration: 160,
+    };
+    let pkt = InPacket {
+        payload_type: 101,
+        seq: 8,
+        timestamp: 7_000 + 8 * 160,
+        marker: true,
+        payload: &ev.to_bytes(),
+        audio_level: None,
+    };
+    assert_eq!(
+        room.push_packet(ParticipantId(1), pkt, 165).unwrap(),
+        PushOutcome::Dtmf
+    );
+    let dtmf: Vec<_> = room.drain_output().collect();
+    assert_eq!(dtmf.len(), 1);
+    assert_eq!(dtmf[0].1.payload_type, 101);
+    assert_eq!(dtmf[0].1.timestamp, 90_160 + 8 * 160);
+    // Mute switches to mixing at once (the packet is buffered, not relayed);
+    // the mixed frames continue the clock 160 per tick after the last relayed one.
+    room.set_mute(ParticipantId(2), true).unwrap();
+    assert_eq!(room.tick_interval_ms(), 20);
+    let (outcome, out) = push(&mut room, 9, 9 * 160, 185);
+    assert_eq!((outcome, out.len()), (PushOutcome::Buffered, 0));
+    let mut mixed = vec![];
+    for k in 0..3u64 {
+        for (id, f) in room.tick(200 + 20 * k) {
+            if id == ParticipantId(2) && f.payload_type == 0 {
+                mixed.push(f.timestamp);
+            }
+        }
+    }
+    assert!(!room.is_relaying());
+    let last_relayed = 90_160 + 7 * 160;
+    assert!(mixed[0].wrapping_sub(last_relayed) as i32 > 0);
+    assert_eq!((mixed[0] - last_relayed) % 160, 0);
+    assert!(mixed.windows(2).all(|w| w[1] == w[0] + 160));
 }
