@@ -92,6 +92,9 @@ pub struct BrowserRoute {
     pub callee: String,
     /// The trunk the call came from (for the CDR).
     pub from_trunk: Option<String>,
+    /// Opus `maxplaybackrate` to ask of the browsers (8000 when the caller
+    /// is G.711), `None` for the default.
+    pub opus_max_playback_rate: Option<u32>,
 }
 
 /// What the outgoing side of a bridged call is.
@@ -621,6 +624,7 @@ fn start_browser_leg(
     };
     let mut cfg = (*b2bua.webrtc).clone();
     cfg.advertised_ip = Some(b2bua.engine.advertised_ip(target.hop.local.ip()));
+    cfg.opus_max_playback_rate = route.opus_max_playback_rate.or(cfg.opus_max_playback_rate);
     let now = Instant::now();
     let (webrtc, offer) =
         WebRtcLeg::offer(std::net::SocketAddr::new(local_ip, bound.port()), &cfg, now)
@@ -942,6 +946,7 @@ impl Bridge {
             &peer,
             Duration::from_secs(1),
             Instant::now(),
+            self.playback_rate_towards_caller(),
         ) {
             Ok(ready) => ready,
             Err((status, reason)) => {
@@ -954,6 +959,16 @@ impl Bridge {
         };
         a.wait_for_answer();
         let a_codec = a.negotiated().codec.kind.name().to_string();
+        if let Destination::Browsers(route) = &mut self.destination {
+            // Browsers need not send more than the caller's codec carries.
+            route.opus_max_playback_rate = match a.negotiated().codec.kind {
+                crate::media::codec::CodecKind::Pcmu | crate::media::codec::CodecKind::Pcma => {
+                    Some(8_000)
+                }
+                crate::media::codec::CodecKind::G722 => Some(16_000),
+                crate::media::codec::CodecKind::Opus => None,
+            };
+        }
         let room = match b2bua.engine.create_room(RoomConfig {
             // Two parties, and a third while a transfer target is joining.
             max_participants: 3,
@@ -1750,6 +1765,26 @@ impl Bridge {
         } else {
             self.transferring = true;
         }
+    }
+
+    /// The Opus `maxplaybackrate` to ask of a browser caller: what the
+    /// trunks can carry (8 kHz for G.711, 16 kHz with G.722), so that the
+    /// browser encodes, and we decode, no more than can be heard.
+    fn playback_rate_towards_caller(&self) -> Option<u32> {
+        let Destination::Trunks(route) = &self.destination else {
+            return None;
+        };
+        let wideband = route.trunks.iter().any(|name| {
+            self.b2bua.trunks.get(name).is_none_or(|t| {
+                t.config.codecs.iter().any(|c| {
+                    !matches!(
+                        c,
+                        crate::media::codec::CodecKind::Pcmu | crate::media::codec::CodecKind::Pcma
+                    )
+                })
+            })
+        });
+        Some(if wideband { 16_000 } else { 8_000 })
     }
 
     /// Legs still ringing or talking, other than `id`.

@@ -224,13 +224,23 @@ pub(super) fn prepare(
     peer: &Peer,
     answer_delay: Duration,
     now: Instant,
+    opus_max_playback_rate: Option<u32>,
 ) -> Result<Ready, (u16, &'static str)> {
     let parsed = SessionDescription::parse(offer).map_err(|_| (488, "Bad SDP"))?;
     match MediaTransport::of(&parsed) {
         MediaTransport::Rtp => {}
         // ---- THE LEG CHOICE POINT --------------------------------------
         // Browsers offer DTLS-SRTP: their leg is a WebRTC leg.
-        MediaTransport::WebRtc => return prepare_webrtc(b2bua, offer, peer, answer_delay, now),
+        MediaTransport::WebRtc => {
+            return prepare_webrtc(
+                b2bua,
+                offer,
+                peer,
+                answer_delay,
+                now,
+                opus_max_playback_rate,
+            );
+        }
         MediaTransport::Unsupported(_) => return Err((488, "Not Acceptable Here")),
     }
     let ports = b2bua
@@ -264,6 +274,7 @@ fn prepare_webrtc(
     peer: &Peer,
     answer_delay: Duration,
     now: Instant,
+    opus_max_playback_rate: Option<u32>,
 ) -> Result<Ready, (u16, &'static str)> {
     let offer = std::str::from_utf8(offer).map_err(|_| (488, "Bad SDP"))?;
     let ports = b2bua
@@ -285,6 +296,9 @@ fn prepare_webrtc(
     let local_addr = std::net::SocketAddr::new(local_ip, bound.port());
     let mut cfg = (*b2bua.webrtc).clone();
     cfg.advertised_ip = Some(advertised);
+    if opus_max_playback_rate.is_some() {
+        cfg.opus_max_playback_rate = opus_max_playback_rate;
+    }
     let (leg, answer) = WebRtcLeg::answer(offer, local_addr, &cfg, now).map_err(|e| {
         info!(error = %e, "WebRTC offer refused");
         (488, "Not Acceptable Here")
@@ -413,7 +427,7 @@ pub async fn answer<S: InviteServer>(
     );
     let now = Instant::now();
     let (mut call, answer_sdp, actions, prepared) =
-        match prepare(b2bua, &request.body, &peer, answer_delay, now) {
+        match prepare(b2bua, &request.body, &peer, answer_delay, now, None) {
             Ok(ready) => ready,
             Err((status, reason)) => {
                 info!(status, reason, ?target, "B2BUA call refused");

@@ -532,6 +532,7 @@ impl Proxy {
                             },
                             callee: decision.to.clone(),
                             from_trunk: from_trunk.clone(),
+                            opus_max_playback_rate: None,
                         };
                         last = match self
                             .bridge(upstream, Destination::Browsers(route), caller_hop)
@@ -1070,6 +1071,7 @@ impl crate::b2bua::TransferRouter for TransferRoutes {
                         caller,
                         callee: decision.to.clone(),
                         from_trunk: None,
+                        opus_max_playback_rate: None,
                     })
                 })
             }
