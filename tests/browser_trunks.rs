@@ -272,12 +272,10 @@ fn jssip_dtmf_reaches_the_trunk_as_rfc4733() {
     dtmf_as_rfc4733("jssip", "rfc4733");
 }
 
-/// JsSIP's default DTMF is SIP INFO: the gateway should turn it into RFC 4733
-/// towards a trunk that wants RFC 4733. The bridge hands such a digit to the
-/// room (`Command::Dtmf`), which only publishes it as an event: the room has
-/// no RFC 4733 generator, so nothing reaches the carrier.
+/// JsSIP's default DTMF is SIP INFO: the gateway turns it into RFC 4733
+/// towards a trunk that wants RFC 4733 (the room plays each digit as
+/// telephone-event packets of the INFO's duration).
 #[test]
-#[ignore = "missing feature: no RFC 4733 generator in the media room, INFO DTMF from the caller is not sent to an rfc4733 trunk"]
 fn jssip_info_dtmf_reaches_the_trunk_as_rfc4733() {
     dtmf_as_rfc4733("jssip", "info");
 }

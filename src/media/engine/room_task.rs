@@ -437,6 +437,8 @@ impl RoomTask {
             Command::Play(id, source) => drop(self.room.add_player(id, source)),
             Command::Dtmf(id, digit, duration_ms) => {
                 let event = crate::media::dtmf::event_for_digit(digit).unwrap_or(0);
+                // The others hear it as RFC 4733 (telephone-event legs).
+                let _ = self.room.inject_dtmf(id, event, duration_ms);
                 self.publish(RoomEvent::Dtmf {
                     participant: id,
                     event,

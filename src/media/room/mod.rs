@@ -390,7 +390,8 @@ impl Room {
     /// anything that may end relaying (a command, a join or leave) the
     /// driver ticks on the 20 ms grid again until the next tick says so.
     pub fn tick_interval_ms(&self) -> u64 {
-        if self.relaying && self.relay_possible() {
+        let playing_dtmf = self.participants.iter().any(|p| p.dtmf_synth.is_some());
+        if self.relaying && self.relay_possible() && !playing_dtmf {
             RELAY_TICK_MS
         } else {
             u64::from(super::FRAME_MS)
@@ -708,6 +709,42 @@ impl Room {
         }
     }
 
+    /// Plays a DTMF digit that participant `id` sent in signalling (SIP
+    /// INFO) to the others as RFC 4733 events of `duration_ms`, at their
+    /// telephone-event clock rate, following the forwarding policy.
+    pub fn inject_dtmf(
+        &mut self,
+        id: ParticipantId,
+        event: u8,
+        duration_ms: u32,
+    ) -> Result<(), RoomError> {
+        let i = *self.index.get(&id).ok_or(RoomError::Unknown(id))?;
+        let forward = match self.cfg.dtmf_forwarding {
+            DtmfForwarding::Never => false,
+            DtmfForwarding::TwoParty => self.participants.len() == 2,
+            DtmfForwarding::Always => true,
+        };
+        let src = &self.participants[i];
+        if !forward || src.muted || src.held {
+            return Ok(());
+        }
+        let duration_ms = duration_ms.clamp(40, 5_000);
+        for (j, dst) in self.participants.iter_mut().enumerate() {
+            let Some(te) = dst.te else { continue };
+            if j == i || dst.held || dst.deaf {
+                continue;
+            }
+            dst.dtmf_synth = Some(participant::DtmfSynth {
+                event,
+                timestamp: dst.out_ts_for(te.clock_rate),
+                total: duration_ms * te.clock_rate / 1000,
+                sent: 0,
+                step: te.clock_rate / 50,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs one 20 ms step at `now_ms`: decode, mix, encode. Returns the
     /// payloads to send, in no particular order; the iterator drains a
     /// buffer the room reuses, so nothing is allocated per tick once warm.
@@ -715,6 +752,16 @@ impl Room {
         self.tick_no += 1;
         // Frames relayed since the last drain stay in `out` and go out first.
         self.poll_dtmf_timeouts(now_ms);
+        for p in &mut self.participants {
+            if let Some(synth) = p.dtmf_synth.as_mut() {
+                let frames = synth.next_frame();
+                if frames.is_empty() {
+                    p.dtmf_synth = None;
+                } else {
+                    p.dtmf_out.extend(frames);
+                }
+            }
+        }
         self.drain_dtmf_out();
         let relay = self.relay_possible();
         if relay != self.relaying {

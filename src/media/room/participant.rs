@@ -206,6 +206,8 @@ pub(super) struct Participant {
     pub(super) dtmf_fwd: Option<(ParticipantId, u32, DtmfRescaler)>,
     /// Forwarded telephone-event packets waiting for the next tick.
     pub(super) dtmf_out: VecDeque<(u32, TelephoneEvent, bool)>,
+    /// A digit from signalling (SIP INFO) being played to it as RFC 4733.
+    pub(super) dtmf_synth: Option<DtmfSynth>,
     pub(super) echo: Option<EchoLine>,
     echo_frames: Option<usize>,
     pub(super) track: Option<Recorder>,
@@ -259,6 +261,7 @@ impl Participant {
             dtmf_rx: DtmfReceiver::new(cfg.telephone_event.map_or(clock, |t| t.clock_rate)),
             dtmf_fwd: None,
             dtmf_out: VecDeque::new(),
+            dtmf_synth: None,
             echo: None,
             echo_frames,
             track: None,
@@ -582,5 +585,45 @@ impl Participant {
         }
         self.contrib_ran_last = false;
         self.individual_ran_last = false;
+    }
+}
+
+/// Plays one DTMF digit as RFC 4733 telephone-event packets: one per 20 ms
+/// frame with a growing duration, then three end packets (RFC 4733 §2.5.1.4).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct DtmfSynth {
+    /// The event code.
+    pub(super) event: u8,
+    /// The event's timestamp (its start), on the telephone-event clock.
+    pub(super) timestamp: u32,
+    /// Its whole length, clock units.
+    pub(super) total: u32,
+    /// How much has been sent, clock units.
+    pub(super) sent: u32,
+    /// Clock units per 20 ms frame.
+    pub(super) step: u32,
+}
+
+impl DtmfSynth {
+    /// The packets of the next frame: `(timestamp, event, marker)`; empty
+    /// once the event is over (the end packets were the last).
+    pub(super) fn next_frame(&mut self) -> Vec<(u32, TelephoneEvent, bool)> {
+        if self.sent >= self.total {
+            return Vec::new();
+        }
+        let first = self.sent == 0;
+        self.sent = (self.sent + self.step).min(self.total);
+        let duration = self.sent.min(u32::from(u16::MAX)) as u16;
+        let end = self.sent >= self.total;
+        let ev = TelephoneEvent {
+            event: self.event,
+            end,
+            volume: 10,
+            duration,
+        };
+        let copies = if end { 3 } else { 1 };
+        (0..copies)
+            .map(|k| (self.timestamp, ev, first && k == 0))
+            .collect()
     }
 }

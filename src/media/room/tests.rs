@@ -941,3 +941,60 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
     assert_eq!((mixed[0] - last_relayed) % 160, 0);
     assert!(mixed.windows(2).all(|w| w[1] == w[0] + 160));
 }
+
+#[test]
+fn a_digit_from_signalling_is_played_to_the_other_side_as_rfc_4733() {
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    let browser = ParticipantConfig::new(CodecSpec::opus(111)).with_telephone_event(110, 48_000);
+    let phone = ParticipantConfig {
+        initial_timestamp: 5000,
+        ..ParticipantConfig::new(CodecSpec::pcmu())
+    }
+    .with_telephone_event(101, 8000);
+    room.add_participant(ParticipantId(1), browser).unwrap();
+    room.add_participant(ParticipantId(2), phone).unwrap();
+    for k in 0..3u64 {
+        let _ = room.tick(k * 20).count();
+    }
+    // Digit '7' for 100 ms from the browser's INFO.
+    room.inject_dtmf(ParticipantId(1), 7, 100).unwrap();
+    let mut events = vec![];
+    for k in 3..12u64 {
+        for (id, f) in room.tick(k * 20) {
+            assert!(
+                !(id == ParticipantId(1) && f.payload_type == 110),
+                "the sender does not get its own digit"
+            );
+            if id == ParticipantId(2) && f.payload_type == 101 {
+                events.push((
+                    f.timestamp,
+                    TelephoneEvent::parse(&f.payload).unwrap(),
+                    f.marker,
+                ));
+            }
+        }
+    }
+    let durations: Vec<(u16, bool)> = events.iter().map(|(_, e, _)| (e.duration, e.end)).collect();
+    // 20 ms steps at 8 kHz up to 800 units (100 ms), then three end packets.
+    assert_eq!(
+        durations,
+        [
+            (160, false),
+            (320, false),
+            (480, false),
+            (640, false),
+            (800, true),
+            (800, true),
+            (800, true)
+        ]
+    );
+    assert!(events.iter().all(|(_, e, _)| e.event == 7));
+    assert!(
+        events.iter().all(|(ts, _, _)| *ts == events[0].0),
+        "one timestamp per event"
+    );
+    assert!(
+        events[0].2 && !events[1].2,
+        "marker on the first packet only"
+    );
+}
