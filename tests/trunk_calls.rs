@@ -715,3 +715,65 @@ fn a_trunk_at_its_call_limit_is_skipped() {
     );
     assert_nothing_left(&setup.server);
 }
+
+#[test]
+fn a_call_from_one_trunk_to_another_is_bridged() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    // Carrier A calls +15551234567; the dialplan sends calls from trunks to
+    // carrier B, which echoes RTP: A hears its own tone back, relayed (PCMU
+    // and PCMA on the legs: transcoded through the room).
+    let out = Carrier::start("trunk_uas.xml", &[]);
+    let in_port = free_port();
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: transit\n    match:\n      source: [trunk]\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [out] }\n";
+    let config = format!(
+        "{}trunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        trunk("in", in_port, ""),
+        trunk("out", out.port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let work = tempfile::tempdir().unwrap();
+    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, 3);
+    let mp = media_port();
+    let capture = Capture::start(rtp, mp);
+    let sipp = Command::new("sipp")
+        .arg(server.addr("udp").to_string())
+        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
+        .args(["-s", "+15551234567", "-d", "3000"])
+        .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &in_port.to_string(), "-mp", &mp.to_string()])
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-trace_err",
+            "-nostdin",
+        ])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
+        .spawn()
+        .expect("run sipp");
+    wait(sipp, work.path(), "carrier A");
+    out.finish("carrier B");
+    let payloads = capture.finish();
+    let toned = frames_with_tone(&payloads, 1000.0);
+    eprintln!(
+        "transit: {toned} of {} frames back at carrier A carry its tone",
+        payloads.len()
+    );
+    assert!(toned >= 75, "carrier A heard itself in {toned} frames");
+    let records = cdrs(&server, 1);
+    assert_eq!(records[0]["direction"], "outbound");
+    assert_eq!(records[0]["trunk"], "out");
+    assert_nothing_left(&server);
+}
