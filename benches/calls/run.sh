@@ -369,7 +369,7 @@ bench_server() {
 # Part 2: media through Switchboard, N concurrent calls.
 # ---------------------------------------------------------------------------
 bench_media() {
-  local n="$1" ramp hold_s hold_ms packets t0 c0 c1 ta tb idle_pct pss0 rss0 pss1 rss1 calls_up rx0 rx1 tx0 tx1 load
+  local n="$1" ramp hold_s hold_ms packets t0 c0 c1 ta tb idle_pct pss0 rss0 pss1 rss1 calls_up rx1 tx1 load
   local a1 a2 a3 a4 d0 d1 ok fail re uok ufail ure
   ramp="$(awk -v n="$n" -v r="$RAMP_RATE" 'BEGIN { printf "%.2f", n / r }')"
   hold_s="$(awk -v r="$ramp" -v m="$MEDIA_SECS" 'BEGIN { printf "%d", r + 3 + m + 2.5 }')"
@@ -392,16 +392,18 @@ bench_media() {
   start_uac switchboard "media-$n" uac_rtp.xml "$RAMP_RATE" "$n" "$((n + 10))" "$hold_ms"
   # Window: from 3 s after the last call was set up, MEDIA_SECS long.
   while awk -v a="$t0" -v b="$(now)" -v s="$ramp" 'BEGIN { exit !(b - a < s + 3) }'; do sleep 0.1; done
-  c0="$(cpu_ticks)"; ta="$(now)"; rx0="$(sb_metric switchboard_media_packets_received_total)"; tx0="$(sb_metric switchboard_media_packets_sent_total)"
+  c0="$(cpu_ticks)"; ta="$(now)"
   sleep "$((MEDIA_SECS / 2))"
   read -r pss1 rss1 <<<"$(mem_kb)"
   calls_up="$(sb_metric switchboard_b2bua_calls)"
   sleep "$((MEDIA_SECS - MEDIA_SECS / 2))"
-  c1="$(cpu_ticks)"; tb="$(now)"; rx1="$(sb_metric switchboard_media_packets_received_total)"; tx1="$(sb_metric switchboard_media_packets_sent_total)"
+  c1="$(cpu_ticks)"; tb="$(now)"
   wait "$UAC_PID" 2>/dev/null || true
   UAC_PID=""
   wait_uas 15
   sleep 1
+  # The media counters are added when a leg closes: totals of the whole run.
+  rx1="$(sb_metric switchboard_media_packets_received_total)"; tx1="$(sb_metric switchboard_media_packets_sent_total)"
   # shellcheck disable=SC2086
   kill_pids $COUNT_PID; COUNT_PID=""
   d1="$(udp_rcvbuf_errors)"
@@ -411,19 +413,17 @@ bench_media() {
   a2="$(awk -v r="dst:$UAS_MP" '$1 == r {print $2}' "$WORK/count-$n.out")"
   a3="$(awk -v r="src:$UAS_MP" '$1 == r {print $2}' "$WORK/count-$n.out")"
   a4="$(awk -v r="dst:$UAC_MP" '$1 == r {print $2}' "$WORK/count-$n.out")"
-  local cpu_pct per_call per_call_net rx_rate tx_rate kb_per_call lost_sb lost_pct
+  local cpu_pct per_call per_call_net kb_per_call lost_sb lost_pct
   cpu_pct="$(awk -v a="$c0" -v b="$c1" -v ta="$ta" -v tb="$tb" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / (tb - ta) }')"
   per_call="$(awk -v p="$cpu_pct" -v n="$n" 'BEGIN { printf "%.3f", p / n }')"
   per_call_net="$(awk -v p="$cpu_pct" -v i="$idle_pct" -v n="$n" 'BEGIN { printf "%.3f", (p - i) / n }')"
-  rx_rate="$(awk -v a="$rx0" -v b="$rx1" -v ta="$ta" -v tb="$tb" 'BEGIN { printf "%.0f", (b - a) / (tb - ta) }')"
-  tx_rate="$(awk -v a="$tx0" -v b="$tx1" -v ta="$ta" -v tb="$tb" 'BEGIN { printf "%.0f", (b - a) / (tb - ta) }')"
   kb_per_call="$(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }')"
   # Switchboard's own loss: caller packets that did not reach the callee, plus
   # echoed packets that did not reach the caller.
   lost_sb=$(( (a1 - a2) + (a3 - a4) ))
   lost_pct="$(awk -v l="$lost_sb" -v a="$a1" -v b="$a3" 'BEGIN { if (a + b > 0) printf "%.4f", 100 * l / (a + b); else print "-" }')"
-  MEDIA_ROWS+=("| $n | $calls_up | $ok / $fail / $re | $cpu_pct% (idle $idle_pct%) | $per_call% ($per_call_net%) | $rx_rate / $tx_rate | $kb_per_call KB ($((rss0 / 1024)) → $((rss1 / 1024)) MiB) | $((n * packets)) | $a1 | $a2 | $a3 | $a4 | $lost_sb ($lost_pct%) | $((d1 - d0)) | $load |")
-  log "media $n: calls up $calls_up; caller ok=$ok failed=$fail retrans=$re; callee ok=$uok failed=$ufail; CPU $cpu_pct% (idle $idle_pct%) = $per_call% per call ($per_call_net% net of idle); pkt/s in/out $rx_rate/$tx_rate; RSS $rss0 -> $rss1 kB = $kb_per_call KB per call; packets: expected $((n * packets)) caller sent $a1, to callee $a2, echoed $a3, to caller $a4; lost by switchboard $lost_sb ($lost_pct%); kernel drops $((d1 - d0)); load $load"
+  MEDIA_ROWS+=("| $n | $calls_up | $ok / $fail / $re | $cpu_pct% (idle $idle_pct%) | $per_call% ($per_call_net%) | $rx1 / $tx1 | $kb_per_call KB ($((rss0 / 1024)) → $((rss1 / 1024)) MiB) | $((n * packets)) | $a1 | $a2 | $a3 | $a4 | $lost_sb ($lost_pct%) | $((d1 - d0)) | $load |")
+  log "media $n: calls up $calls_up; caller ok=$ok failed=$fail retrans=$re; callee ok=$uok failed=$ufail; CPU $cpu_pct% (idle $idle_pct%) = $per_call% per call ($per_call_net% net of idle); media packets received/sent (metrics) $rx1/$tx1; RSS $rss0 -> $rss1 kB = $kb_per_call KB per call; packets: expected $((n * packets)) caller sent $a1, to callee $a2, echoed $a3, to caller $a4; lost by switchboard $lost_sb ($lost_pct%); kernel drops $((d1 - d0)); load $load"
   cleanup
 }
 
@@ -465,7 +465,7 @@ report="$WORK/report.md"
     echo
     echo "Media through Switchboard (Kamailio does not relay RTP). N calls set up at $RAMP_RATE/s; each caller plays a PCMU packet every 20 ms, the callee echoes it, so every packet crosses Switchboard twice (100 packets/s in and 100 out per call). CPU: the whole process over ${MEDIA_SECS} s with all N calls up, % of one core (its idle CPU measured before the calls in brackets), per call (net of idle in brackets). Packets counted on lo: caller → Switchboard, Switchboard → callee, callee's echo → Switchboard, Switchboard → caller; Switchboard's loss = (1) − (2) + (3) − (4)."
     echo
-    echo "| calls | calls up (metric) | caller ok / failed / retrans | server CPU | CPU per call | pkt/s in / out (metrics) | RSS per call (idle → N calls) | expected per direction | (1) caller sent | (2) to callee | (3) echoed | (4) to caller | lost by Switchboard | kernel drops | load average |"
+    echo "| calls | calls up (metric) | caller ok / failed / retrans | server CPU | CPU per call | packets received / sent (metrics, whole run) | RSS per call (idle → N calls) | expected per direction | (1) caller sent | (2) to callee | (3) echoed | (4) to caller | lost by Switchboard | kernel drops | load average |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${MEDIA_ROWS[@]}"
   fi
