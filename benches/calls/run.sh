@@ -373,7 +373,7 @@ bench_server() {
 # Part 2: media through Switchboard, N concurrent calls.
 # ---------------------------------------------------------------------------
 bench_media() {
-  local n="$1" ramp hold_s hold_ms packets t0 c0 c1 ta tb idle_pct pss0 rss0 pss1 rss1 calls_up rx1 tx1 load
+  local n="$1" ramp hold_s hold_ms packets t0 c0 c1 ta tb idle_pct pss0 rss0 pss1 rss1 calls_up rx1 tx1 skipped load
   local a1 a2 a3 a4 d0 d1 ok fail re uok ufail ure
   ramp="$(awk -v n="$n" -v r="$RAMP_RATE" 'BEGIN { printf "%.2f", n / r }')"
   hold_s="$(awk -v r="$ramp" -v m="$MEDIA_SECS" 'BEGIN { printf "%d", r + 3 + m + 2.5 }')"
@@ -408,6 +408,7 @@ bench_media() {
   sleep 1
   # The media counters are added when a leg closes: totals of the whole run.
   rx1="$(sb_metric switchboard_media_packets_received_total)"; tx1="$(sb_metric switchboard_media_packets_sent_total)"
+  skipped="$(sb_metric switchboard_media_ticks_skipped_total)"
   # shellcheck disable=SC2086
   kill_pids $COUNT_PID; COUNT_PID=""
   d1="$(udp_rcvbuf_errors)"
@@ -426,8 +427,8 @@ bench_media() {
   # echoed packets that did not reach the caller.
   lost_sb=$(( (a1 - a2) + (a3 - a4) ))
   lost_pct="$(awk -v l="$lost_sb" -v a="$a1" -v b="$a3" 'BEGIN { if (a + b > 0) printf "%.4f", 100 * l / (a + b); else print "-" }')"
-  MEDIA_ROWS+=("| $n | $calls_up | $ok / $fail / $re | $cpu_pct% (idle $idle_pct%) | $per_call% ($per_call_net%) | $rx1 / $tx1 | $kb_per_call KB ($((rss0 / 1024)) → $((rss1 / 1024)) MiB) | $((n * packets)) | $a1 | $a2 | $a3 | $a4 | $lost_sb ($lost_pct%) | $((d1 - d0)) | $load |")
-  log "media $n: calls up $calls_up; caller ok=$ok failed=$fail retrans=$re; callee ok=$uok failed=$ufail; CPU $cpu_pct% (idle $idle_pct%) = $per_call% per call ($per_call_net% net of idle); media packets received/sent (metrics) $rx1/$tx1; RSS $rss0 -> $rss1 kB = $kb_per_call KB per call; packets: expected $((n * packets)) caller sent $a1, to callee $a2, echoed $a3, to caller $a4; lost by switchboard $lost_sb ($lost_pct%); kernel drops $((d1 - d0)); load $load"
+  MEDIA_ROWS+=("| $n | $calls_up | $ok / $fail / $re | $cpu_pct% (idle $idle_pct%) | $per_call% ($per_call_net%) | $rx1 / $tx1 | $skipped | $kb_per_call KB ($((rss0 / 1024)) → $((rss1 / 1024)) MiB) | $((n * packets)) | $a1 | $a2 | $a3 | $a4 | $lost_sb ($lost_pct%) | $((d1 - d0)) | $load |")
+  log "media $n: calls up $calls_up; caller ok=$ok failed=$fail retrans=$re; callee ok=$uok failed=$ufail; CPU $cpu_pct% (idle $idle_pct%) = $per_call% per call ($per_call_net% net of idle); media packets received/sent (metrics) $rx1/$tx1, ticks skipped $skipped; RSS $rss0 -> $rss1 kB = $kb_per_call KB per call; packets: expected $((n * packets)) caller sent $a1, to callee $a2, echoed $a3, to caller $a4; lost by switchboard $lost_sb ($lost_pct%); kernel drops $((d1 - d0)); load $load"
   cleanup
 }
 
@@ -469,8 +470,8 @@ report="$WORK/report.md"
     echo
     echo "Media through Switchboard (Kamailio does not relay RTP). N calls set up at $RAMP_RATE/s; each caller plays a PCMU packet every 20 ms, the callee echoes it, so every packet crosses Switchboard twice (100 packets/s in and 100 out per call). CPU: the whole process over ${MEDIA_SECS} s with all N calls up, % of one core (its idle CPU measured before the calls in brackets), per call (net of idle in brackets). Packets counted on lo: caller → Switchboard, Switchboard → callee, callee's echo → Switchboard, Switchboard → caller; Switchboard's loss = (1) − (2) + (3) − (4)."
     echo
-    echo "| calls | calls up (metric) | caller ok / failed / retrans | server CPU | CPU per call | packets received / sent (metrics, whole run) | RSS per call (idle → N calls) | expected per direction | (1) caller sent | (2) to callee | (3) echoed | (4) to caller | lost by Switchboard | kernel drops | load average |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| calls | calls up (metric) | caller ok / failed / retrans | server CPU | CPU per call | packets received / sent (metrics, whole run) | room ticks skipped | RSS per call (idle → N calls) | expected per direction | (1) caller sent | (2) to callee | (3) echoed | (4) to caller | lost by Switchboard | kernel drops | load average |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${MEDIA_ROWS[@]}"
   fi
 } >"$report"
