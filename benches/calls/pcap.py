@@ -3,7 +3,10 @@
 160 bytes of a 1 kHz tone), for SIPp's play_pcap_audio (benches/calls/run.sh).
 Same layout as write_tone_pcap in tests/common/media.rs.
 
-    pcap.py OUT.pcap PACKETS"""
+    pcap.py OUT.pcap PACKETS
+
+With OUT.ulaw, writes the same audio as raw 8 kHz mu-law (PACKETS x 160
+bytes) for SIPp's rtp_stream instead."""
 
 import math
 import struct
@@ -25,6 +28,12 @@ def ulaw(sample):
 
 def main():
     out, packets = sys.argv[1], int(sys.argv[2])
+    if out.endswith(".ulaw"):
+        # Raw mu-law for SIPp's rtp_stream: PACKETS x 160 samples.
+        tone = bytes(ulaw(int(8000 * math.sin(2 * math.pi * 1000 * n / 8000))) for n in range(160))
+        with open(out, "wb") as f:
+            f.write(tone * packets)
+        return
     tone = bytes(ulaw(int(8000 * math.sin(2 * math.pi * 1000 * n / 8000))) for n in range(160))
     data = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     for k in range(packets):

@@ -6,8 +6,8 @@
 #   bash benches/calls/run.sh                 # results on stdout
 #   WRITE_DOCS=1 bash benches/calls/run.sh    # ... and into docs/benchmarks.md
 #
-# Not a test: nothing here runs under `cargo test`. Needs root (SIPp's
-# play_pcap_audio and the packet counter use raw sockets), Debian packages
+# Not a test: nothing here runs under `cargo test`. Needs root (the packet
+# counter uses AF_PACKET sockets), Debian packages
 # sip-tester (SIPp 3.6) and kamailio (5.6), python3, curl, and
 # target/release/switchboard (built with `cargo build --release` when
 # missing). Every process it starts is killed by PID on exit; Kamailio runs in
@@ -23,7 +23,7 @@
 #   end, per 1,000 calls completed in that window.
 # Part 2, media (Switchboard only; Kamailio does not touch RTP): for each N in
 #   MEDIA_CALLS, a fresh server, N calls set up at RAMP_RATE/s, each playing a
-#   PCMU packet every 20 ms from the caller (uac_rtp.xml, play_pcap_audio),
+#   PCMU packet every 20 ms from the caller (uac_rtp.xml, SIPp's rtp_stream),
 #   echoed by the callee (SIPp -rtp_echo): every packet crosses Switchboard
 #   twice, so a call is 100 packets/s in and 100 out. Once all N are up,
 #   server CPU over MEDIA_SECS s / N = CPU per concurrent call; (RSS then -
@@ -78,7 +78,7 @@ elapsed() { echo $(( $(date +%s) - STARTED )); }
 now() { date +%s.%N; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-[[ "$(id -u)" == 0 || -z "$MEDIA_CALLS" ]] || die "the media part needs root (play_pcap_audio, packet counting); MEDIA_CALLS= skips it"
+[[ "$(id -u)" == 0 || -z "$MEDIA_CALLS" ]] || die "the media part needs root (packet counting); MEDIA_CALLS= skips it"
 for tool in sipp kamailio curl awk ss python3; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install -y sip-tester kamailio curl python3)"
 done
@@ -379,7 +379,7 @@ bench_media() {
   hold_s="$(awk -v r="$ramp" -v m="$MEDIA_SECS" 'BEGIN { printf "%d", r + 3 + m + 2.5 }')"
   hold_ms=$((hold_s * 1000))
   packets=$(( (hold_s - 1) * 50 ))   # the tone ends 1 s before the BYE
-  python3 "$BENCH/pcap.py" "$WORK/pcmu.pcap" "$packets"
+  python3 "$BENCH/pcap.py" "$WORK/pcmu.ulaw" "$packets"
   log "== switchboard: media, $n calls (set up at $RAMP_RATE/s over ${ramp}s, ${hold_s}s each, $packets packets per call each way)"
   start_server switchboard
   sleep 2
