@@ -450,7 +450,7 @@ report="$WORK/report.md"
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); run time $(elapsed) s; load average at the start $LOAD_AT_START, at the end $LOAD_AT_END"
   echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr), loopback only; servers and SIPp $([[ "$SCHED" == rr ]] && echo 'under SCHED_RR priority 10 (`chrt -r 10`)' || echo "normally scheduled at nice $NICE")"
   echo "- Switchboard: git $git_rev at the start; binary \`$(realpath --relative-to="$ROOT" "$SB_BIN")\` built $(date -u -r "$SB_BIN" '+%Y-%m-%d %H:%M UTC'); log level warn; CDRs $([[ "$CDR" == true ]] && echo on || echo off); trunk to trunk, PCMU both legs (relay, no transcoding)"
-  echo "- Kamailio: $(kamailio -v 2>/dev/null | awk '/^version:/ {print $2, $3; exit}') (Debian package $(dpkg-query -W -f='${Version}' kamailio 2>/dev/null)); $KAM_CHILDREN UDP children; \`benches/calls/kamailio.cfg\` (tm, record-route, no media)"
+  echo "- Kamailio: $(kamailio -v 2>/dev/null | awk '/^version:/ {print $2, $3; exit}') (Debian package $(dpkg-query -W -f='${Version}' kamailio 2>/dev/null)); $KAM_CHILDREN UDP children, $KAM_SHM_MB MiB shared memory; \`benches/calls/kamailio.cfg\` (tm, record-route, no media)"
   echo "- SIPp: $(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[^ ]*' | head -n1 | sed 's/\.$//'); \`benches/calls/uac.xml\` → server → \`benches/calls/uas.xml\`; retransmissions on (T1 500 ms); hold $HOLD_MS ms; $STEP_SECS s per step"
   if [[ -n "$RATES" ]]; then
     echo
