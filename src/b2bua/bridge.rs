@@ -20,8 +20,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::call::{Action, CallEvent, CallState};
 use super::cdr::{CallRecord, LegRecord};
 use super::driver::{
-    ALLOW, CallCount, Dialog, InviteServer, Prepared, build_response, prepare, random_hex,
-    reanswer_webrtc, send_bye, sleep_until,
+    ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, negotiated_of,
+    prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye, sleep_until, update_rtp_leg,
+    webrtc_media,
 };
 use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
 use super::{B2bua, CONTACT_PREFIX, DialogKey, Peer};
@@ -612,29 +613,12 @@ fn start_browser_leg(
     route: &BrowserRoute,
     reports: &Reports,
 ) -> Result<OutLeg, (u16, String)> {
-    let ports = b2bua
-        .engine
-        .allocate_ports()
-        .map_err(|_| (503, "no media ports".to_string()))?;
-    let bound = ports.rtp.local_addr().map_err(|e| (503, e.to_string()))?;
-    let local_ip = if bound.ip().is_unspecified() {
-        target.hop.local.ip()
-    } else {
-        bound.ip()
-    };
-    let mut cfg = (*b2bua.webrtc).clone();
-    cfg.advertised_ip = Some(b2bua.engine.advertised_ip(target.hop.local.ip()));
-    cfg.opus_max_playback_rate = route.opus_max_playback_rate.or(cfg.opus_max_playback_rate);
-    let now = Instant::now();
-    let (webrtc, offer) =
-        WebRtcLeg::offer(std::net::SocketAddr::new(local_ip, bound.port()), &cfg, now)
-            .map_err(|e| (500, e.to_string()))?;
+    let media = webrtc_media(b2bua, target.hop.local, route.opus_max_playback_rate)
+        .ok_or((503, "no media ports".to_string()))?;
+    let (webrtc, offer) = WebRtcLeg::offer(media.local, &media.cfg, Instant::now())
+        .map_err(|e| (500, e.to_string()))?;
     let parsed = SessionDescription::parse(offer.as_bytes()).map_err(|e| (500, e.to_string()))?;
-    let sockets = LegSockets {
-        main: ports.rtp,
-        rtcp: None,
-        lease: Some(ports.lease),
-    };
+    let sockets = media.sockets;
     let from_tag = random_hex(6);
     let from = from_header(
         &route.caller.user,
@@ -664,10 +648,7 @@ fn start_browser_leg(
 }
 
 /// Applies a browser's SDP answer to its WebRTC leg: what the room needs.
-fn accept_browser_answer(
-    leg: &mut OutLeg,
-    body: &[u8],
-) -> Result<(Negotiated, ParticipantConfig), u16> {
+fn accept_browser_answer(leg: &mut OutLeg, body: &[u8]) -> Result<Negotiated, u16> {
     let OutMedia::WebRtc(Some((webrtc, _))) = &mut leg.media else {
         return Err(500);
     };
@@ -676,21 +657,7 @@ fn accept_browser_answer(
         info!(error = %e, "browser answer refused");
         488u16
     })?;
-    let negotiated = webrtc.negotiated().ok_or(488u16)?;
-    let codec = negotiated.participant.codec;
-    Ok((
-        Negotiated {
-            media_index: 0,
-            codec,
-            telephone_event: negotiated.participant.telephone_event,
-            remote_rtp: None,
-            remote_rtcp: None,
-            remote_direction: Direction::SendRecv,
-            local_direction: Direction::SendRecv,
-            remote_ptime: None,
-        },
-        negotiated.participant,
-    ))
+    Ok(negotiated_of(&webrtc.negotiated().ok_or(488u16)?))
 }
 
 fn split_host_port(value: &str, default_port: u16) -> (String, u16) {
@@ -925,19 +892,10 @@ impl Bridge {
         let started = now_unix();
         let request = self.request.clone();
         let peer = self.peer.clone();
-        let mut dialog = Dialog {
-            tag: random_hex(6),
-            contact: String::new(),
-            invite: request.clone(),
-            peer: peer.clone(),
-            server_name: b2bua.core.server_name().to_string(),
-            bye_cseq: 0,
-        };
-        dialog.contact = format!(
-            "<sip:{CONTACT_PREFIX}{}@{}{}>",
-            dialog.tag,
-            peer.local,
-            peer.kind.uri_param()
+        let mut dialog = Dialog::new(
+            request.clone(),
+            peer.clone(),
+            b2bua.core.server_name().to_string(),
         );
         // The caller's media leg is prepared once and kept across failover.
         let (mut a, answer_sdp, _ring, prepared) = match prepare(
@@ -1253,10 +1211,9 @@ impl Bridge {
                         }
                     }
                     UacAction::Reply(status, body) => {
-                        if let Some((_, mut tx)) = b_pending.take() {
+                        if let Some((_, tx)) = b_pending.take() {
                             let response = leg.response(&tx.original, status, body);
-                            let _ = tx.respond(response).await;
-                            tokio::spawn(async move { while tx.receive().await.is_some() {} });
+                            respond_and_keep(tx, response).await;
                         }
                     }
                     UacAction::Renegotiate(neg) => {
@@ -1338,10 +1295,9 @@ impl Bridge {
                         invite.respond(response);
                     }
                     Action::Reply(status, body) => {
-                        if let Some(mut tx) = a_pending.take() {
+                        if let Some(tx) = a_pending.take() {
                             let response = dialog.response(&tx.original, status, body);
-                            let _ = tx.respond(response).await;
-                            tokio::spawn(async move { while tx.receive().await.is_some() {} });
+                            respond_and_keep(tx, response).await;
                         }
                     }
                     Action::Renegotiate(neg) => {
@@ -1361,24 +1317,8 @@ impl Bridge {
                     }
                     Action::Dtmf(digit, ms) => {
                         // INFO from the caller: to the callee in its DTMF mode.
-                        let winner = self.winner;
-                        match self.legs.iter_mut().find(|l| Some(l.id) == winner) {
-                            Some(leg)
-                                if leg
-                                    .trunk
-                                    .as_ref()
-                                    .is_some_and(|t| t.config.dtmf == DtmfMode::Info) =>
-                            {
-                                let body = format!("Signal={digit}\r\nDuration={ms}\r\n");
-                                let info = leg.in_dialog(
-                                    Method::Info,
-                                    Some(("application/dtmf-relay", body)),
-                                );
-                                send_in_dialog(&b2bua.outbound, &leg.hop, info, None);
-                            }
-                            _ => {
-                                let _ = room.send(Command::Dtmf(a_id, digit, ms)).await;
-                            }
+                        if !self.info_dtmf_to_callee(digit, ms) {
+                            let _ = room.send(Command::Dtmf(a_id, digit, ms)).await;
                         }
                     }
                     Action::SendBye => {
@@ -1450,12 +1390,7 @@ impl Bridge {
                 }
                 Some(tx) = dialog_rx.recv() => {
                     let now = Instant::now();
-                    let content_type = tx.original.headers.iter().find_map(|h| match h {
-                        Header::ContentType(ct) => Some(ct.value().to_string()),
-                        _ => None,
-                    }).unwrap_or_default();
-                    let body = tx.original.body.clone();
-                    let method = tx.original.method;
+                    let request = InDialog::of(&tx.original);
                     let call_id = tx.original.call_id_header().map(|h| h.value().to_string()).unwrap_or_default();
                     if call_id != self.a_call_id {
                         let Some(leg) = self.legs.iter_mut().find(|l| l.call_id == call_id) else {
@@ -1465,29 +1400,13 @@ impl Bridge {
                         };
                         let id = leg.id;
                         b_pending = Some((id, tx));
-                        let event = match method {
-                            Method::Bye => UacEvent::Bye,
-                            Method::Invite | Method::Update => UacEvent::ReInvite(&body),
-                            Method::Info => UacEvent::Info(&content_type, &body),
-                            Method::Options => UacEvent::Options,
-                            _ => UacEvent::Other,
-                        };
-                        b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
+                        b_queue.extend(leg.uac.handle(request.uac_event(), now).into_iter().map(|x| (id, x)));
                     } else {
-                        let refer_to = super::call::refer_to(&tx.original).unwrap_or_default();
                         a_pending = Some(tx);
-                        let event = match method {
-                            Method::Bye => {
-                                self.end_reason = "caller hung up".into();
-                                CallEvent::Bye
-                            }
-                            Method::Invite | Method::Update => CallEvent::ReInvite(&body),
-                            Method::Info => CallEvent::Info(&content_type, &body),
-                            Method::Refer => CallEvent::Refer(&refer_to),
-                            Method::Options => CallEvent::Options,
-                            _ => CallEvent::Other,
-                        };
-                        a_queue.extend(a.handle(event, now));
+                        if request.method() == Method::Bye {
+                            self.end_reason = "caller hung up".into();
+                        }
+                        a_queue.extend(a.handle(request.call_event(), now));
                     }
                 }
                 Some((id, report)) = reports_rx.recv() => {
@@ -1506,7 +1425,7 @@ impl Bridge {
                                 100 => UacEvent::Trying,
                                 101..=199 => UacEvent::Provisional(status, sdp),
                                 200..=299 if matches!(leg.media, OutMedia::WebRtc(_)) => {
-                                    UacEvent::Accepted(accept_browser_answer(leg, &body).map(|(n, _)| n))
+                                    UacEvent::Accepted(accept_browser_answer(leg, &body))
                                 }
                                 200..=299 => UacEvent::Success(sdp),
                                 401 | 407 if can_authenticate(leg, &response) => UacEvent::Challenge,
@@ -1541,15 +1460,7 @@ impl Bridge {
                         LegEvent::Removed(stats) => self.a_stats = Some(stats),
                         LegEvent::Dtmf { digit, duration_ms } => {
                             debug!(%digit, duration_ms, "DTMF from the caller");
-                            let winner = self.winner;
-                            if let Some(leg) = self.legs.iter_mut().find(|l| Some(l.id) == winner)
-                                && leg.trunk.as_ref().is_some_and(|t| t.config.dtmf == DtmfMode::Info)
-                                && leg.uac.state() == UacState::Confirmed
-                            {
-                                let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
-                                let info = leg.in_dialog(Method::Info, Some(("application/dtmf-relay", body)));
-                                send_in_dialog(&b2bua.outbound, &leg.hop, info, None);
-                            }
+                            self.info_dtmf_to_callee(digit, duration_ms);
                         }
                     }
                 }
@@ -1787,6 +1698,26 @@ impl Bridge {
         Some(if wideband { 16_000 } else { 8_000 })
     }
 
+    /// Sends a digit to the answered callee as SIP INFO when its trunk wants
+    /// DTMF that way; false when it does not (the room sends RFC 4733).
+    fn info_dtmf_to_callee(&mut self, digit: char, ms: u32) -> bool {
+        let winner = self.winner;
+        let Some(leg) = self.legs.iter_mut().find(|l| Some(l.id) == winner) else {
+            return false;
+        };
+        let info_trunk = leg
+            .trunk
+            .as_ref()
+            .is_some_and(|t| t.config.dtmf == DtmfMode::Info);
+        if !info_trunk || leg.uac.state() != UacState::Confirmed {
+            return info_trunk;
+        }
+        let body = format!("Signal={digit}\r\nDuration={ms}\r\n");
+        let info = leg.in_dialog(Method::Info, Some(("application/dtmf-relay", body)));
+        send_in_dialog(&self.b2bua.outbound, &leg.hop, info, None);
+        true
+    }
+
     /// Legs still ringing or talking, other than `id`.
     fn legs_alive_except(&self, id: u64) -> usize {
         self.legs
@@ -1967,22 +1898,6 @@ async fn join_caller(
             false
         }
     }
-}
-
-/// Points a participant's RTP leg at a renegotiated address/direction.
-async fn update_rtp_leg(room: &RoomHandle, id: ParticipantId, neg: &Negotiated) {
-    let update = neg.clone();
-    let now = Instant::now();
-    let _ = room
-        .send(Command::UpdateLeg(
-            id,
-            Box::new(move |leg: &mut dyn Leg| {
-                if let Some(rtp) = leg.as_any_mut().and_then(|a| a.downcast_mut::<RtpLeg>()) {
-                    rtp.update(&update, now);
-                }
-            }),
-        ))
-        .await;
 }
 
 #[cfg(test)]

@@ -117,6 +117,25 @@ pub(super) fn build_response(
 }
 
 impl Dialog {
+    /// The dialog of an INVITE we answer as a UAS towards `peer`: a fresh
+    /// To-tag and our Contact `sip:sb-b2b-<tag>@<our address>`.
+    pub(super) fn new(invite: Request, peer: Peer, server_name: String) -> Dialog {
+        let tag = random_hex(6);
+        let contact = format!(
+            "<sip:{CONTACT_PREFIX}{tag}@{}{}>",
+            peer.local,
+            peer.kind.uri_param()
+        );
+        Dialog {
+            invite,
+            tag,
+            contact,
+            peer,
+            server_name,
+            bye_cseq: 0,
+        }
+    }
+
     /// A response to `request` with our To-tag, Contact on dialog-creating
     /// and target-refreshing 2xx, and an optional SDP body.
     pub(super) fn response(
@@ -277,34 +296,82 @@ fn prepare_webrtc(
     opus_max_playback_rate: Option<u32>,
 ) -> Result<Ready, (u16, &'static str)> {
     let offer = std::str::from_utf8(offer).map_err(|_| (488, "Bad SDP"))?;
-    let ports = b2bua
-        .engine
-        .allocate_ports()
-        .map_err(|_| (503, "No Media Ports"))?;
-    let advertised = b2bua.engine.advertised_ip(peer.local.ip());
-    let bound = ports
-        .rtp
-        .local_addr()
-        .map_err(|_| (503, "No Media Ports"))?;
-    // The candidate carries the advertised address; the leg's own address
-    // must be a concrete one when the media socket is bound to a wildcard.
+    let media =
+        webrtc_media(b2bua, peer.local, opus_max_playback_rate).ok_or((503, "No Media Ports"))?;
+    let (leg, answer) = WebRtcLeg::answer(offer, media.local, &media.cfg, now).map_err(|e| {
+        info!(error = %e, "WebRTC offer refused");
+        (488, "Not Acceptable Here")
+    })?;
+    let webrtc = leg.negotiated().ok_or((488, "Not Acceptable Here"))?;
+    let local = LocalMedia {
+        address: media.advertised,
+        rtp_port: media.local.port(),
+    };
+    let (call, actions) = UasCall::with_leg_answer(
+        negotiated_of(&webrtc),
+        b2bua.caps.clone(),
+        local,
+        answer_delay,
+        now,
+    );
+    let sockets = media.sockets;
+    let prepared = Prepared {
+        leg: Box::new(leg),
+        sockets,
+        config: webrtc.participant,
+    };
+    Ok((call, answer, actions, prepared))
+}
+
+/// A socket from the media range and the settings of a WebRTC leg facing a
+/// peer we reach from `signalling_local`.
+pub(super) struct WebRtcMedia {
+    /// The leg's own address: the socket's, made concrete when it is bound
+    /// to a wildcard (the candidate carries `advertised`).
+    pub(super) local: std::net::SocketAddr,
+    /// The address in our ICE candidate and SDP.
+    pub(super) advertised: std::net::IpAddr,
+    /// The leg's settings: advertised address, `maxplaybackrate`.
+    pub(super) cfg: crate::media::webrtc::WebRtcConfig,
+    /// The socket (rtcp-mux: one) and its port lease.
+    pub(super) sockets: LegSockets,
+}
+
+/// Allocates [`WebRtcMedia`]; `None` when the port range is exhausted.
+pub(super) fn webrtc_media(
+    b2bua: &B2bua,
+    signalling_local: std::net::SocketAddr,
+    opus_max_playback_rate: Option<u32>,
+) -> Option<WebRtcMedia> {
+    let ports = b2bua.engine.allocate_ports().ok()?;
+    let bound = ports.rtp.local_addr().ok()?;
     let local_ip = if bound.ip().is_unspecified() {
-        peer.local.ip()
+        signalling_local.ip()
     } else {
         bound.ip()
     };
-    let local_addr = std::net::SocketAddr::new(local_ip, bound.port());
+    let advertised = b2bua.engine.advertised_ip(signalling_local.ip());
     let mut cfg = (*b2bua.webrtc).clone();
     cfg.advertised_ip = Some(advertised);
     if opus_max_playback_rate.is_some() {
         cfg.opus_max_playback_rate = opus_max_playback_rate;
     }
-    let (leg, answer) = WebRtcLeg::answer(offer, local_addr, &cfg, now).map_err(|e| {
-        info!(error = %e, "WebRTC offer refused");
-        (488, "Not Acceptable Here")
-    })?;
-    let webrtc = leg.negotiated().ok_or((488, "Not Acceptable Here"))?;
-    let negotiated = Negotiated {
+    Some(WebRtcMedia {
+        local: std::net::SocketAddr::new(local_ip, bound.port()),
+        advertised,
+        cfg,
+        sockets: LegSockets {
+            main: ports.rtp,
+            rtcp: None,
+            lease: Some(ports.lease),
+        },
+    })
+}
+
+/// What a WebRTC leg negotiated, as the call state machines see it (the
+/// leg owns addresses and directions).
+pub(super) fn negotiated_of(webrtc: &crate::media::webrtc::Negotiated) -> Negotiated {
+    Negotiated {
         media_index: 0,
         codec: webrtc.participant.codec,
         telephone_event: webrtc.participant.telephone_event,
@@ -313,24 +380,7 @@ fn prepare_webrtc(
         remote_direction: Direction::SendRecv,
         local_direction: Direction::SendRecv,
         remote_ptime: None,
-    };
-    let local = LocalMedia {
-        address: advertised,
-        rtp_port: ports.rtp_port(),
-    };
-    let (call, actions) =
-        UasCall::with_leg_answer(negotiated, b2bua.caps.clone(), local, answer_delay, now);
-    let sockets = LegSockets {
-        main: ports.rtp,
-        rtcp: None,
-        lease: Some(ports.lease),
-    };
-    let prepared = Prepared {
-        leg: Box::new(leg),
-        sockets,
-        config: webrtc.participant,
-    };
-    Ok((call, answer, actions, prepared))
+    }
 }
 
 /// Has the participant's WebRTC leg answer a re-offer, inside the room task.
@@ -411,19 +461,10 @@ pub async fn answer<S: InviteServer>(
     metrics.media.calls.inc();
     let _count = CallCount(metrics.media.calls.clone());
     let request = invite.original().clone();
-    let mut dialog = Dialog {
-        tag: random_hex(6),
-        contact: String::new(),
-        invite: request.clone(),
-        peer: peer.clone(),
-        server_name: b2bua.core.server_name().to_string(),
-        bye_cseq: 0,
-    };
-    dialog.contact = format!(
-        "<sip:{CONTACT_PREFIX}{}@{}{}>",
-        dialog.tag,
-        peer.local,
-        peer.kind.uri_param()
+    let mut dialog = Dialog::new(
+        request.clone(),
+        peer.clone(),
+        b2bua.core.server_name().to_string(),
     );
     let now = Instant::now();
     let (mut call, answer_sdp, actions, prepared) =
@@ -488,32 +529,16 @@ pub async fn answer<S: InviteServer>(
                     invite.respond(dialog.response(&request, status, None))
                 }
                 Action::Reply(status, body) => {
-                    if let Some(mut tx) = pending.take() {
+                    if let Some(tx) = pending.take() {
                         let response = dialog.response(&tx.original, status, body);
-                        let _ = tx.respond(response).await;
-                        // Keep it alive to retransmit / absorb the ACK of a re-INVITE.
-                        tokio::spawn(async move { while tx.receive().await.is_some() {} });
+                        respond_and_keep(tx, response).await;
                     }
                 }
                 Action::Renegotiate(neg) => {
                     if let Some(room) = &room {
-                        let hold = neg.on_hold();
-                        let update = neg.clone();
-                        let now = Instant::now();
-                        let _ = room
-                            .send(Command::UpdateLeg(
-                                participant,
-                                Box::new(move |leg: &mut dyn Leg| {
-                                    if let Some(rtp) =
-                                        leg.as_any_mut().and_then(|a| a.downcast_mut::<RtpLeg>())
-                                    {
-                                        rtp.update(&update, now);
-                                    }
-                                }),
-                            ))
-                            .await;
-                        let _ = room.send(Command::Hold(participant, hold)).await;
-                        info!(hold, "re-INVITE");
+                        update_rtp_leg(room, participant, &neg).await;
+                        let _ = room.send(Command::Hold(participant, neg.on_hold())).await;
+                        info!(hold = neg.on_hold(), "re-INVITE");
                     }
                 }
                 Action::RenegotiateLeg { offer, hold } => {
@@ -569,23 +594,9 @@ pub async fn answer<S: InviteServer>(
             }
             Some(tx) = dialog_rx.recv() => {
                 event_now = Instant::now();
-                let content_type = tx.original.headers.iter().find_map(|h| match h {
-                    Header::ContentType(ct) => Some(ct.value().to_string()),
-                    _ => None,
-                }).unwrap_or_default();
-                let body = tx.original.body.clone();
-                let method = tx.original.method;
-                let refer_to = super::call::refer_to(&tx.original).unwrap_or_default();
+                let request = InDialog::of(&tx.original);
                 pending = Some(tx);
-                let event = match method {
-                    Method::Bye => CallEvent::Bye,
-                    Method::Invite | Method::Update => CallEvent::ReInvite(&body),
-                    Method::Info => CallEvent::Info(&content_type, &body),
-                    Method::Options => CallEvent::Options,
-                    Method::Refer => CallEvent::Refer(&refer_to),
-                    _ => CallEvent::Other,
-                };
-                queue.extend(call.handle(event, event_now));
+                queue.extend(call.handle(request.call_event(), event_now));
             }
             Some(event) = leg_rx.recv() => {
                 event_now = Instant::now();
@@ -619,6 +630,85 @@ pub async fn answer<S: InviteServer>(
     // Let the INVITE transaction finish (absorb ACK / retransmit 487).
     while invite.next_request().await.is_some() {}
     info!("B2BUA call ended");
+}
+
+/// An in-dialog request, read once for the state machines.
+pub(super) struct InDialog {
+    method: Method,
+    content_type: String,
+    body: Vec<u8>,
+    refer_to: String,
+}
+
+impl InDialog {
+    /// Reads what the state machines need from `request`.
+    pub(super) fn of(request: &Request) -> InDialog {
+        InDialog {
+            method: request.method,
+            content_type: request
+                .headers
+                .iter()
+                .find_map(|h| match h {
+                    Header::ContentType(ct) => Some(ct.value().to_string()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            body: request.body.clone(),
+            refer_to: super::call::refer_to(request).unwrap_or_default(),
+        }
+    }
+
+    /// The request's method.
+    pub(super) fn method(&self) -> Method {
+        self.method
+    }
+
+    /// As an event for the answering side ([`UasCall`]).
+    pub(super) fn call_event(&self) -> CallEvent<'_> {
+        match self.method {
+            Method::Bye => CallEvent::Bye,
+            Method::Invite | Method::Update => CallEvent::ReInvite(&self.body),
+            Method::Info => CallEvent::Info(&self.content_type, &self.body),
+            Method::Options => CallEvent::Options,
+            Method::Refer => CallEvent::Refer(&self.refer_to),
+            _ => CallEvent::Other,
+        }
+    }
+
+    /// As an event for a leg we placed ([`super::uac::UacCall`]).
+    pub(super) fn uac_event(&self) -> super::uac::UacEvent<'_> {
+        use super::uac::UacEvent;
+        match self.method {
+            Method::Bye => UacEvent::Bye,
+            Method::Invite | Method::Update => UacEvent::ReInvite(&self.body),
+            Method::Info => UacEvent::Info(&self.content_type, &self.body),
+            Method::Options => UacEvent::Options,
+            _ => UacEvent::Other,
+        }
+    }
+}
+
+/// Sends the response to an in-dialog request and keeps its transaction
+/// alive to retransmit it (and absorb the ACK of a re-INVITE).
+pub(super) async fn respond_and_keep(mut tx: Transaction, response: Response) {
+    let _ = tx.respond(response).await;
+    tokio::spawn(async move { while tx.receive().await.is_some() {} });
+}
+
+/// Points a participant's RTP leg at a renegotiated address/direction.
+pub(super) async fn update_rtp_leg(room: &RoomHandle, id: ParticipantId, neg: &Negotiated) {
+    let update = neg.clone();
+    let now = Instant::now();
+    let _ = room
+        .send(Command::UpdateLeg(
+            id,
+            Box::new(move |leg: &mut dyn Leg| {
+                if let Some(rtp) = leg.as_any_mut().and_then(|a| a.downcast_mut::<RtpLeg>()) {
+                    rtp.update(&update, now);
+                }
+            }),
+        ))
+        .await;
 }
 
 pub(super) async fn sleep_until(deadline: Option<Instant>) {

@@ -428,15 +428,16 @@ impl Proxy {
         upstream.finish(&self).await;
     }
 
-    /// Every live binding of `users` as a browser to ring through the B2BUA.
-    fn browser_targets(
+    /// Every binding of `users` (in `realm`) whose flow is still open, in
+    /// fork order, with the hop to reach it.
+    fn live_bindings(
         &self,
         users: &[String],
         realm: &Arc<str>,
         directory: &Directory,
         now: u64,
-    ) -> Vec<BrowserTarget> {
-        let mut targets = Vec::new();
+    ) -> Vec<(Arc<crate::directory::User>, Binding, Target)> {
+        let mut out = Vec::new();
         for name in users {
             let Some(user) = directory.user(realm, name) else {
                 debug!(user = %name, "dialplan names an unknown user");
@@ -449,25 +450,41 @@ impl Proxy {
                     Some(id) => Hop::Flow(id),
                     None => Hop::Udp(binding.source),
                 };
-                let (Some(leg), Ok(uri)) = (self.target(hop), Uri::try_from(binding.uri.as_str()))
-                else {
-                    continue;
-                };
-                targets.push(BrowserTarget {
-                    user: user.username.clone(),
-                    domain: realm.to_string(),
-                    uri,
-                    hop: crate::sip::outbound::NextHop {
-                        connection: leg.connection,
-                        destination: leg.destination,
-                        kind: leg.kind,
-                        local: leg.local,
-                        contact: leg.local,
-                        remote: binding.source,
-                    },
-                    route: binding.path.clone(),
-                });
+                if let Some(leg) = self.target(hop) {
+                    out.push((user.clone(), binding, leg));
+                }
             }
+        }
+        out
+    }
+
+    /// Every live binding of `users` as a browser to ring through the B2BUA.
+    fn browser_targets(
+        &self,
+        users: &[String],
+        realm: &Arc<str>,
+        directory: &Directory,
+        now: u64,
+    ) -> Vec<BrowserTarget> {
+        let mut targets = Vec::new();
+        for (user, binding, leg) in self.live_bindings(users, realm, directory, now) {
+            let Ok(uri) = Uri::try_from(binding.uri.as_str()) else {
+                continue;
+            };
+            targets.push(BrowserTarget {
+                user: user.username.clone(),
+                domain: realm.to_string(),
+                uri,
+                hop: crate::sip::outbound::NextHop {
+                    connection: leg.connection,
+                    destination: leg.destination,
+                    kind: leg.kind,
+                    local: leg.local,
+                    contact: leg.local,
+                    remote: binding.source,
+                },
+                route: binding.path.clone(),
+            });
         }
         targets
     }
@@ -520,16 +537,7 @@ impl Proxy {
                         let route = BrowserRoute {
                             targets,
                             ring_timeout: *ring_timeout,
-                            caller: Caller {
-                                user: decision
-                                    .caller_user
-                                    .clone()
-                                    .unwrap_or_else(|| caller_user.clone()),
-                                display: decision
-                                    .caller_display
-                                    .clone()
-                                    .or_else(|| caller_display.map(str::to_string)),
-                            },
+                            caller: caller_of(decision, &caller_user, caller_display),
                             callee: decision.to.clone(),
                             from_trunk: from_trunk.clone(),
                             opus_max_playback_rate: None,
@@ -612,16 +620,7 @@ impl Proxy {
                         trunks: trunks.clone(),
                         failover_on: failover_on.clone(),
                         number: decision.to.clone(),
-                        caller: Caller {
-                            user: decision
-                                .caller_user
-                                .clone()
-                                .unwrap_or_else(|| caller_user.to_string()),
-                            display: decision
-                                .caller_display
-                                .clone()
-                                .or_else(|| caller_display.map(str::to_string)),
-                        },
+                        caller: caller_of(decision, &caller_user, caller_display),
                     };
                     match self
                         .bridge(upstream, Destination::Trunks(route), caller_hop)
@@ -723,62 +722,47 @@ impl Proxy {
         now: u64,
     ) -> Vec<(Request, Target)> {
         let mut branches = Vec::new();
-        for name in users {
-            let Some(user) = directory.user(realm, name) else {
-                debug!(user = %name, "dialplan names an unknown user");
+        for (_, binding, leg) in self.live_bindings(users, realm, directory, now) {
+            let mut forwarded = request.clone();
+            forwarded
+                .headers
+                .retain(|h| !matches!(h, Header::ProxyAuthorization(_)));
+            let Ok(uri) = Uri::try_from(binding.uri.as_str()) else {
                 continue;
             };
-            let mut bindings: Vec<Binding> = self.store.lookup(&user.aor(), now);
-            fork_order(&mut bindings);
-            for binding in bindings {
-                let hop = match binding.flow {
-                    Some(id) => Hop::Flow(id),
-                    None => Hop::Udp(binding.source),
-                };
-                let Some(leg) = self.target(hop) else {
-                    continue;
-                };
-                let mut forwarded = request.clone();
-                forwarded
-                    .headers
-                    .retain(|h| !matches!(h, Header::ProxyAuthorization(_)));
-                let Ok(uri) = Uri::try_from(binding.uri.as_str()) else {
-                    continue;
-                };
-                forwarded.uri = uri;
-                if let Some(decision) = decision {
-                    forwarded.headers.retain(|h| {
-                        let text = h.to_string();
-                        let name = text.split(':').next().unwrap_or_default().trim();
-                        !decision
-                            .remove_headers
-                            .iter()
-                            .any(|r| r.eq_ignore_ascii_case(name))
-                    });
-                    for (name, value) in &decision.add_headers {
-                        forwarded
-                            .headers
-                            .push(Header::Other(name.clone(), value.clone()));
-                    }
+            forwarded.uri = uri;
+            if let Some(decision) = decision {
+                forwarded.headers.retain(|h| {
+                    let text = h.to_string();
+                    let name = text.split(':').next().unwrap_or_default().trim();
+                    !decision
+                        .remove_headers
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(name))
+                });
+                for (name, value) in &decision.add_headers {
+                    forwarded
+                        .headers
+                        .push(Header::Other(name.clone(), value.clone()));
                 }
-                if request.method == Method::Invite {
-                    // Two Record-Routes: the top one faces the callee, the lower one the caller.
-                    let caller_leg = self.target(caller_hop).unwrap_or_else(|| leg.clone());
-                    let mut headers = vec![
-                        self.record_route(leg.hop, &leg),
-                        self.record_route(caller_hop, &caller_leg),
-                    ];
-                    headers.extend(forwarded.headers.iter().cloned());
-                    forwarded.headers = headers.into();
-                }
-                for path in binding.path.iter().rev() {
-                    let mut headers = vec![Header::Route(path.clone().into())];
-                    headers.extend(forwarded.headers.iter().cloned());
-                    forwarded.headers = headers.into();
-                }
-                if let Ok(prepared) = self.prepare(forwarded, &leg) {
-                    branches.push((prepared, leg));
-                }
+            }
+            if request.method == Method::Invite {
+                // Two Record-Routes: the top one faces the callee, the lower one the caller.
+                let caller_leg = self.target(caller_hop).unwrap_or_else(|| leg.clone());
+                let mut headers = vec![
+                    self.record_route(leg.hop, &leg),
+                    self.record_route(caller_hop, &caller_leg),
+                ];
+                headers.extend(forwarded.headers.iter().cloned());
+                forwarded.headers = headers.into();
+            }
+            for path in binding.path.iter().rev() {
+                let mut headers = vec![Header::Route(path.clone().into())];
+                headers.extend(forwarded.headers.iter().cloned());
+                forwarded.headers = headers.into();
+            }
+            if let Ok(prepared) = self.prepare(forwarded, &leg) {
+                branches.push((prepared, leg));
             }
         }
         branches
@@ -1008,6 +992,21 @@ pub fn is_in_dialog(request: &Request) -> bool {
         .is_some_and(|to| to.params.iter().any(|p| matches!(p, Param::Tag(_))))
 }
 
+/// The caller as the B2BUA presents it: the dialplan's caller-ID rewrite,
+/// else the From user and display name.
+fn caller_of(decision: &Decision, user: &str, display: Option<&str>) -> Caller {
+    Caller {
+        user: decision
+            .caller_user
+            .clone()
+            .unwrap_or_else(|| user.to_string()),
+        display: decision
+            .caller_display
+            .clone()
+            .or_else(|| display.map(str::to_string)),
+    }
+}
+
 /// Routes blind-transfer targets for the B2BUA with the dialplan in force,
 /// as a new call from the transferor would be routed.
 pub struct TransferRoutes {
@@ -1041,13 +1040,7 @@ impl crate::b2bua::TransferRouter for TransferRoutes {
             now,
         };
         let decision = dialplan.route(&context)?;
-        let caller = Caller {
-            user: decision
-                .caller_user
-                .clone()
-                .unwrap_or_else(|| transferor.to_string()),
-            display: decision.caller_display.clone(),
-        };
+        let caller = caller_of(&decision, transferor, None);
         match &decision.plan.action {
             Action::Trunk {
                 trunks,

@@ -103,74 +103,24 @@ pub fn write_tone_pcap_with(path: &Path, freq: f32, seconds: u32, payload_type: 
     std::fs::write(path, out).unwrap();
 }
 
-/// Captures, on `lo`, the RTP payloads of UDP datagrams sent from a port
-/// in `from` to `to_port`, until stopped.
-pub struct Capture {
-    stop: Arc<AtomicBool>,
-    payloads: Arc<Mutex<Vec<Vec<u8>>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// Captures, on `lo`, the PCMA payloads of RTP sent from a port in `from`
+/// to `to_port`, until stopped (an [`RtpCapture`] keeping payload type 8).
+pub struct Capture(RtpCapture);
 
 impl Capture {
+    /// Starts capturing (needs root).
     pub fn start(from: (u16, u16), to_port: u16) -> Capture {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let socket = Socket::new(
-            Domain::PACKET,
-            Type::DGRAM,
-            Some(Protocol::from(i32::from(0x0800u16.to_be()))),
-        )
-        .expect("AF_PACKET socket (root)");
-        socket.bind_device(Some(b"lo")).expect("bind to lo");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let payloads = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (stop, payloads) = (stop.clone(), payloads.clone());
-            std::thread::spawn(move || {
-                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(n) = socket.recv(&mut buf) else {
-                        continue;
-                    };
-                    // SAFETY: recv initialised the first n bytes.
-                    let data: Vec<u8> = buf[..n]
-                        .iter()
-                        .map(|b| unsafe { b.assume_init() })
-                        .collect();
-                    if data.len() < 28 || data[9] != 17 {
-                        continue;
-                    }
-                    let ihl = usize::from(data[0] & 0x0f) * 4;
-                    let Some(udp) = data.get(ihl..) else { continue };
-                    if udp.len() < 8 + 12 {
-                        continue;
-                    }
-                    let sport = u16::from_be_bytes([udp[0], udp[1]]);
-                    let dport = u16::from_be_bytes([udp[2], udp[3]]);
-                    if dport == to_port && (from.0..=from.1).contains(&sport) && udp[8] >> 6 == 2 {
-                        let pt = udp[9] & 0x7f;
-                        if pt == 8 {
-                            payloads.lock().unwrap().push(udp[8 + 12..].to_vec());
-                        }
-                    }
-                }
-            })
-        };
-        Capture {
-            stop,
-            payloads,
-            thread: Some(thread),
-        }
+        Capture(RtpCapture::start(from, to_port))
     }
 
-    pub fn finish(mut self) -> Vec<Vec<u8>> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.payloads.lock().unwrap())
+    /// Stops and returns the PCMA payloads in arrival order.
+    pub fn finish(self) -> Vec<Vec<u8>> {
+        self.0
+            .finish()
+            .into_iter()
+            .filter(|p| p.payload_type == 8)
+            .map(|p| p.payload)
+            .collect()
     }
 }
 
@@ -262,7 +212,7 @@ pub struct RtpPacket {
     pub payload: Vec<u8>,
 }
 
-/// Like [`Capture`], but keeps every RTP packet (any payload type, e.g.
+/// Captures, on `lo`, every RTP packet (any payload type, e.g.
 /// RFC 4733 telephone-event) with its header fields.
 pub struct RtpCapture {
     stop: Arc<AtomicBool>,
