@@ -228,6 +228,7 @@ fn dtmf_as_rfc4733(stack: &str, via: &str) {
     let setup = start("trunk_uas.xml", "");
     let capture = RtpCapture::start(setup.rtp, setup.carrier.media);
     let out = browser(&setup, &format!("dtmf:{stack}:{NUMBER}:{DIGITS}:{via}"));
+    eprintln!("{out}");
     assert!(
         out.contains(&format!("DTMF SENT {DIGITS} {TONE_MS} {GAP_MS}")),
         "{out}"

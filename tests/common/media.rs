@@ -231,6 +231,25 @@ impl RtpCapture {
         )
         .expect("AF_PACKET socket (root)");
         socket.bind_device(Some(b"lo")).expect("bind to lo");
+        // Only unfragmented UDP to `to_port` reaches the socket: a busy
+        // loopback (pages, bundles, other tests) must not fill its buffer
+        // and drop the RTP the test counts.
+        use socket2::SockFilter;
+        let filter = [
+            SockFilter::new(0x30, 0, 0, 9),                  // ldb [9] (protocol)
+            SockFilter::new(0x15, 0, 6, 17),                 // jeq UDP
+            SockFilter::new(0x28, 0, 0, 6),                  // ldh [6] (fragment)
+            SockFilter::new(0x45, 4, 0, 0x1fff),             // jset offset: drop
+            SockFilter::new(0xb1, 0, 0, 0),                  // ldxb 4*([0]&0xf)
+            SockFilter::new(0x48, 0, 0, 2),                  // ldh [x+2] (dport)
+            SockFilter::new(0x15, 0, 1, u32::from(to_port)), // jeq to_port
+            SockFilter::new(0x06, 0, 0, 0xffff),             // accept
+            SockFilter::new(0x06, 0, 0, 0),                  // drop
+        ];
+        socket
+            .attach_filter(&filter)
+            .expect("attach the capture filter");
+        let _ = socket.set_recv_buffer_size(4 << 20);
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
