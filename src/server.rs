@@ -308,7 +308,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         .map_err(|e| StartError::Config(format!("WebRTC: {e}")))?;
     let b2bua = B2bua::new(
         core.clone(),
-        engine,
+        engine.clone(),
         Capabilities::default(),
         Arc::new(webrtc),
         outbound.clone(),
@@ -352,6 +352,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     for listener in http {
         listener
             .with_routing(routing.clone())
+            .with_engine(engine.clone())
             .with_ice_servers(ice_servers.clone())
             .spawn(core.clone());
     }

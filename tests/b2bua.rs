@@ -21,12 +21,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::media::{
-    Capture, assert_nothing_left, frames_with_tone, is_root, media_port, port_window, wait,
-    write_tone_pcap,
+    Capture, assert_nothing_left, frames_hearing, frames_with_tone, is_root, media_port,
+    port_window, wait, write_tone_pcap,
 };
 use common::{Server, free_port, scenario};
 
 const DOMAIN: &str = "example.test";
+/// One Chromium scenario at a time in this binary.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\nauth:\n  algorithms: [MD5, SHA-256]\n";
 const PLAN: &str = "rules:\n  - name: echo\n    match:\n      to: '600'\n    action:\n      echo: {}\n  - name: rooms\n    match:\n      to: { regex: '^(7[0-9]{2})$' }\n    action:\n      conference: { room: '$1' }\n";
 
@@ -88,6 +90,21 @@ fn spawn_sipp_for(
     freq: Option<f32>,
     seconds: u32,
 ) -> (Child, tempfile::TempDir) {
+    spawn_sipp_bounded(setup, name, user, callee, media_port, freq, seconds, 40)
+}
+
+/// [`spawn_sipp_for`] with SIPp's global timeout, seconds.
+#[allow(clippy::too_many_arguments)]
+fn spawn_sipp_bounded(
+    setup: &Setup,
+    name: &str,
+    user: &str,
+    callee: &str,
+    media_port: u16,
+    freq: Option<f32>,
+    seconds: u32,
+    timeout: u32,
+) -> (Child, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
     if let Some(freq) = freq {
         write_tone_pcap(&work.path().join("tone.pcap"), freq, seconds);
@@ -109,7 +126,7 @@ fn spawn_sipp_for(
             "-m",
             "1",
             "-timeout",
-            "40s",
+            &format!("{timeout}s"),
             "-timeout_error",
             "-trace_err",
             "-nostdin",
@@ -272,6 +289,7 @@ fn browser_and_rtp_phone_hear_each_other_in_a_conference() {
         14,
     );
     std::thread::sleep(Duration::from_secs(1));
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let browser = common::repo().join("interop-tests").join("browser");
     let out = Command::new("node")
         .arg(browser.join("run.mjs"))
@@ -306,5 +324,172 @@ fn browser_and_rtp_phone_hear_each_other_in_a_conference() {
         "SIPp heard the browser in {from_browser} of {} frames",
         heard.len()
     );
+    assert_nothing_left(&setup.server);
+}
+
+/// Issue 6: three browsers (SIP.js, JsSIP, SIP.js; fake microphones at 440,
+/// 1000 and 700 Hz) and a phone (SIPp, PCMA, 1600 Hz) in one conference:
+/// every browser hears the other two and the phone, never itself (checked
+/// in each page with WebAudio), and the phone hears the three browsers
+/// (checked on the wire). The admin API lists the participants by user,
+/// mutes the third browser (nobody hears 700 Hz any more, it still hears
+/// everyone), and finally removes the phone, whose call we then hang up.
+#[test]
+fn three_browsers_and_a_phone_in_a_conference_and_a_muted_one_is_not_heard() {
+    use std::io::BufRead;
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let users = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\n      - {username: u0003, password: p0003}\n      - {username: u0004, password: p0004}\nauth:\n  algorithms: [MD5]\n";
+    let setup = start_with_users(users, "");
+    let admin = setup.server.addr("admin");
+    let (code, body) = common::http_request(admin, "GET", "/api/conferences", None);
+    assert_eq!((code, body.as_str()), (200, "[]"), "no conference yet");
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    let (sipp, work) = spawn_sipp_bounded(
+        &setup,
+        "b2bua_kicked.xml",
+        "u0004",
+        "706",
+        mp,
+        Some(1600.0),
+        120,
+        150,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let browser = common::repo().join("interop-tests").join("browser");
+    let mut node = Command::new("node")
+        .arg(browser.join("run.mjs"))
+        .args(["--wss", &format!("wss://{}", setup.server.addr("wss"))])
+        .args(["--admin", &format!("http://{admin}")])
+        .args(["--domain", DOMAIN])
+        .args(["--user1", "u0001:p0001", "--user2", "u0002:p0002"])
+        .args(["--user3", "u0003:p0003"])
+        .args(["--scenario", "conference3:sipjs:jssip:sipjs:706:1600"])
+        .args(["--talk", "2", "--timeout", "100"])
+        .current_dir(&browser)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    // Where the capture was when the browser side muted user 3 and when it
+    // had checked the result.
+    let (mut muted_at, mut checked_at) = (None, None);
+    let mut stdout = String::new();
+    for line in std::io::BufReader::new(node.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if line == "MUTED" {
+            muted_at = Some(capture.len());
+        } else if line == "CONFERENCE CHECKED" {
+            checked_at = Some(capture.len());
+        }
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    let status = node.wait().unwrap();
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut stderr);
+    let scenario = "conference3:sipjs:jssip:sipjs:706:1600";
+    assert!(
+        status.success() && stdout.contains(&format!("PASS {scenario}")),
+        "browser side failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    // The phone is still in the room: the admin API lists it; remove it.
+    let (code, body) = common::http_request(admin, "GET", "/api/conferences/706", None);
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let parts = list["participants"].as_array().expect("participants");
+    assert_eq!(parts.len(), 1, "only the phone is left: {body}");
+    assert_eq!(parts[0]["label"], "u0004", "{body}");
+    assert_eq!(parts[0]["codec"], "PCMA", "{body}");
+    let id = parts[0]["id"].as_u64().expect("id");
+    // Unknown rooms, participants and fields are refused.
+    for (method, path, json, want) in [
+        ("GET", "/api/conferences/nope".to_string(), None, 404),
+        (
+            "PATCH",
+            "/api/conferences/706/participants/999999".to_string(),
+            Some("{\"muted\":true}"),
+            404,
+        ),
+        (
+            "PATCH",
+            format!("/api/conferences/706/participants/{id}"),
+            Some("{\"loud\":true}"),
+            422,
+        ),
+        (
+            "DELETE",
+            "/api/conferences/nope/participants/1".to_string(),
+            None,
+            404,
+        ),
+    ] {
+        let (code, body) = common::http_request(admin, method, &path, json);
+        assert_eq!(code, want, "{method} {path}: {body}");
+    }
+    let (code, body) = common::http_request(
+        admin,
+        "DELETE",
+        &format!("/api/conferences/706/participants/{id}"),
+        None,
+    );
+    assert_eq!(code, 204, "{body}");
+    wait(
+        sipp,
+        work.path(),
+        "the phone, hung up by us after the admin removed it",
+    );
+    let (code, _) = common::http_request(admin, "GET", "/api/conferences/706", None);
+    assert_eq!(code, 404, "the room is gone with its last participant");
+    let heard = capture.finish();
+    let muted_at = muted_at.expect("MUTED printed");
+    let checked_at = checked_at.expect("CONFERENCE CHECKED printed");
+    // Before the mute: the last 100 frames. After: from 0.5 s after it.
+    let before = &heard[muted_at.saturating_sub(100)..muted_at];
+    let after = &heard[(muted_at + 25).min(checked_at)..checked_at];
+    for (label, frames, tones_present, tones_absent) in [
+        (
+            "before the mute",
+            before,
+            &[440.0, 1000.0, 700.0][..],
+            &[1600.0][..],
+        ),
+        (
+            "after the mute",
+            after,
+            &[440.0, 1000.0][..],
+            &[700.0, 1600.0][..],
+        ),
+    ] {
+        assert!(frames.len() >= 25, "{label}: only {} frames", frames.len());
+        for &hz in tones_present {
+            let n = frames_hearing(frames, hz, 0.1);
+            eprintln!("phone {label}: {hz} Hz in {n} of {} frames", frames.len());
+            assert!(
+                n * 10 >= frames.len() * 6,
+                "{label}: the phone heard {hz} Hz in {n} of {} frames",
+                frames.len()
+            );
+        }
+        for &hz in tones_absent {
+            let n = frames_hearing(frames, hz, 0.05);
+            eprintln!(
+                "phone {label}: {hz} Hz (must be absent) in {n} of {} frames",
+                frames.len()
+            );
+            assert!(
+                n * 20 <= frames.len(),
+                "{label}: the phone heard {hz} Hz in {n} of {} frames",
+                frames.len()
+            );
+        }
+    }
     assert_nothing_left(&setup.server);
 }

@@ -87,6 +87,27 @@
         contextState: this.ctx.state,
       };
     }
+    // dB of each of `freqs` (Hz) in what is being received, relative to the strongest of
+    // them; the noise floor (median bin, 100-4000 Hz) too. Null without WebAudio.
+    levels(freqs) {
+      if (!this.analyser) return null;
+      const freq = new Float32Array(this.analyser.frequencyBinCount);
+      this.analyser.getFloatFrequencyData(freq);
+      const hzPerBin = this.ctx.sampleRate / this.analyser.fftSize;
+      const at = (hz) => {
+        const c = Math.round(hz / hzPerBin);
+        let best = -Infinity;
+        for (let i = Math.max(0, c - 2); i <= Math.min(freq.length - 1, c + 2); i++) best = Math.max(best, freq[i]);
+        return best;
+      };
+      const band = Array.from(freq.slice(Math.floor(100 / hzPerBin), Math.floor(4000 / hzPerBin))).sort((a, b) => a - b);
+      const floor = band.length ? band[Math.floor(band.length / 2)] : -Infinity;
+      const raw = freqs.map(at);
+      const top = Math.max(...raw);
+      const out = { floorDb: Math.round(floor - top), tones: {} };
+      freqs.forEach((hz, i) => { out.tones[hz] = Number.isFinite(raw[i]) ? Math.round(raw[i] - top) : null; });
+      return out;
+    }
     close() {
       try { this.el.srcObject = null; this.el.remove(); } catch (_) {}
       try { this.ctx && this.ctx.close(); } catch (_) {}
@@ -195,6 +216,8 @@
       return this.ended.promise;
     }
     stats() { return collectStats(this.peerConnection(), this.remote); }
+    // See RemoteAudio.levels: the received spectrum at `freqs`.
+    levels(freqs) { return this.remote ? this.remote.levels(freqs) : null; }
     // The RTCDTMFSender of the call's audio sender (RFC 4733 telephone-event in the RTP stream).
     dtmfSender() {
       const pc = this.peerConnection();

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const STACKS = ["sipjs", "jssip"];
-const TONES = [440, 1000]; // Hz: browser 1, browser 2 (neither a harmonic of the other)
+const TONES = [440, 1000, 700]; // Hz: browsers 1, 2, 3 (none a harmonic of another)
 
 const USAGE = `usage: node run.mjs --scenario NAME --wss WS_URL [options]
 
@@ -40,6 +40,12 @@ scenarios:
                                     hang up
   conference:A:B                    user1 (stack A) and user2 (stack B) dial conference 700: each
                                     hears the other; both hang up
+  conference3:A:B:C:ROOM:HZ         user1, user2, user3 (stacks A, B, C; tones 440, 1000, 700 Hz) dial
+                                    conference ROOM where a phone already plays HZ: each must hear the
+                                    other two and the phone, never itself. Then user3 is muted through
+                                    the admin API (--admin; the participant labelled user3) and prints
+                                    "MUTED"; users 1 and 2 must no longer hear 700 Hz, user3 still hears
+                                    all. All hang up
   webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
                                     from stdin (a media leg under test answers), then expects its own
                                     tone back (an echo room); the peer's WebRTC leg is what is tested
@@ -58,6 +64,8 @@ options:
   --domain DOMAIN      SIP domain of the users (default: host of --wss)
   --user1 USER:PASS    first user  (default 1001:demo-1001, the demo user of the built-in config)
   --user2 USER:PASS    second user (default 1002:demo-1002)
+  --user3 USER:PASS    third user (conference3 only; default 1003:demo-1003)
+  --admin URL          the server's admin base URL (http://127.0.0.1:PORT; conference3)
   --ice-servers JSON   RTCIceServer list for both stacks (default []); "api" = GET <http>/api/ice-servers
   --timeout SECS       bound of the whole run (default 60)
   --talk SECS          how long a call runs before its stats are checked (default 3)
@@ -84,12 +92,13 @@ class Failure extends Error {}
 function parseArgs(argv) {
   const o = {
     timeout: 60, talk: 3, dtmfDuration: 200, dtmfGap: 100, toneCheck: true, verbose: false, serveOnly: false,
-    user1: "1001:demo-1001", user2: "1002:demo-1002", iceServers: "[]",
+    user1: "1001:demo-1001", user2: "1002:demo-1002", user3: "1003:demo-1003", iceServers: "[]",
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
   };
   const flags = { "--no-tone-check": () => (o.toneCheck = false), "--verbose": () => (o.verbose = true), "--serve-only": () => (o.serveOnly = true) };
   const valued = {
     "--wss": "wss", "--http": "http", "--domain": "domain", "--user1": "user1", "--user2": "user2",
+    "--user3": "user3", "--admin": "admin",
     "--scenario": "scenario", "--timeout": "timeout", "--talk": "talk", "--artifacts": "artifacts",
     "--chromium": "chromium", "--ice-servers": "iceServers",
     "--dtmf-duration": "dtmfDuration", "--dtmf-gap": "dtmfGap",
@@ -119,7 +128,7 @@ function parseArgs(argv) {
     if (!o.wss || !/^wss?:\/\//.test(o.wss)) throw new UsageError("--wss ws(s)://HOST:PORT[/path] is required");
     if (!o.domain) o.domain = new URL(o.wss).hostname.replace(/^\[|\]$/g, "");
   }
-  for (const k of ["user1", "user2"]) {
+  for (const k of ["user1", "user2", "user3"]) {
     const m = /^([^:]+):(.*)$/.exec(o[k]);
     if (!m) throw new UsageError(`--${k} must be USER:PASSWORD`);
     o[k] = { user: m[1], password: m[2] };
@@ -162,6 +171,11 @@ function parseScenario(s) {
       break;
     case "conference":
       if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
+      break;
+    case "conference3":
+      if (parts.length === 6 && Number(parts[5]) > 0) {
+        return { kind: "conference3", stacks: [stack(parts[1]), stack(parts[2]), stack(parts[3])], room: parts[4], hz: Number(parts[5]) };
+      }
       break;
     case "answer":
       if (parts.length === 3 && Number(parts[2]) > 0) return { kind: "answer", stack: stack(parts[1]), hz: Number(parts[2]) };
@@ -687,6 +701,82 @@ async function scenarioConference(ctx, a, b) {
   await unregisterQuietly([p1, p2]);
 }
 
+// What `pa` must hear among `all` (Hz): tones in `present` within 9 dB of the strongest and
+// 20 dB above the noise floor; tones in `absent` 16 dB or more below the strongest (a tone in the
+// mix measures 0 to -3 dB; where there is none, Opus at 32 kbit/s leaves -23 to -65 dB of coding
+// noise). Looks up to `looks` times, one second apart (a join beep, a stream starting).
+async function expectTones(pa, all, present, absent, looks = 6) {
+  let last = null;
+  for (let look = 1; ; look++) {
+    const l = await withTimeout(pa.invoke("levels", all), 5000, `${pa.name}: levels`);
+    last = l;
+    const problems = [];
+    if (!l) problems.push("no WebAudio analysis of the received audio");
+    else {
+      for (const hz of present) {
+        const db = l.tones[hz];
+        if (db === null || db < -9 || db - l.floorDb < 20) problems.push(`${hz} Hz missing (${db} dB, floor ${l.floorDb} dB)`);
+      }
+      for (const hz of absent) {
+        const db = l.tones[hz];
+        if (db !== null && db > -16) problems.push(`${hz} Hz heard (${db} dB)`);
+      }
+    }
+    const text = l ? Object.entries(l.tones).map(([hz, db]) => `${hz} Hz ${db} dB`).join(", ") + `, floor ${l.floorDb} dB` : "n/a";
+    if (!problems.length) {
+      say(`${pa.name}: hears ${present.join(", ")} Hz${absent.length ? `, not ${absent.join(", ")} Hz` : ""} (${text})`);
+      return l;
+    }
+    if (look >= looks) throw new Failure(`${pa.name}: ${problems.join("; ")} (${text})`);
+    say(`${pa.name}: look ${look}: ${problems.join("; ")}; looking again in 1 s`);
+    await sleep(1000);
+  }
+}
+
+// Three browsers and a phone (already in the room, playing `hz`) in conference `room`: everyone
+// hears everyone else and never itself; the admin API mutes user3, who is then heard by nobody.
+async function scenarioConference3(ctx, stacks, room, hz) {
+  if (!ctx.opts.admin) throw new UsageError("conference3 needs --admin http://127.0.0.1:PORT");
+  const users = [ctx.opts.user1, ctx.opts.user2, ctx.opts.user3];
+  const pages = [];
+  for (let i = 0; i < 3; i++) {
+    const pa = await newPage(ctx, `conf3-${i + 1}-${stacks[i]}`, i);
+    pa.toneHz = TONES[i];
+    await pa.create(agentOpts(ctx, stacks[i], users[i]));
+    pages.push(pa);
+  }
+  await Promise.all(pages.map((pa, i) => step(`${pa.name}: REGISTER ${users[i].user}`, 15000, () => pa.invoke("register"))));
+  for (const pa of pages) await callService(ctx, pa, room);
+  say(`three browsers and the phone in conference ${room} for ${ctx.opts.talk} s`);
+  await sleep(ctx.opts.talk * 1000);
+  const all = [...TONES, hz];
+  for (const pa of pages) {
+    const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+    checkAudio(`${pa.name} (conference)`, s, null, false);
+    await expectTones(pa, all, all.filter((t) => t !== pa.toneHz), [pa.toneHz]);
+  }
+  // Mute user3 through the admin API, found by its label.
+  const base = new URL(`/api/conferences/${encodeURIComponent(room)}`, ctx.opts.admin);
+  const list = await (await fetch(base)).json();
+  say(`GET ${base.pathname}: ${JSON.stringify(list)}`);
+  const labels = list.participants.map((p) => p.label);
+  for (const u of users) if (!labels.includes(u.user)) throw new Failure(`the admin API lists ${JSON.stringify(labels)}, not ${u.user}`);
+  const third = list.participants.find((p) => p.label === users[2].user);
+  const r = await fetch(new URL(`${base.pathname}/participants/${third.id}`, ctx.opts.admin), {
+    method: "PATCH", headers: { "content-type": "application/json" }, body: JSON.stringify({ muted: true }),
+  });
+  const changed = await r.json().catch(() => null);
+  if (!r.ok || !changed || changed.muted !== true) throw new Failure(`PATCH muted: ${r.status} ${JSON.stringify(changed)}`);
+  console.log("MUTED");
+  say(`${users[2].user} (participant ${third.id}) muted through the admin API`);
+  await sleep(1500);
+  for (const pa of pages.slice(0, 2)) await expectTones(pa, all, all.filter((t) => t !== pa.toneHz && t !== TONES[2]), [pa.toneHz, TONES[2]]);
+  await expectTones(pages[2], all, all.filter((t) => t !== TONES[2]), [TONES[2]]);
+  console.log("CONFERENCE CHECKED");
+  for (const pa of pages) await hangUpService(ctx, pa);
+  await unregisterQuietly(pages);
+}
+
 // Both browsers get TURN credentials from the server the way the softphone does, allow only
 // relay candidates, and must talk through the server's TURN relays.
 async function scenarioTurnRelay(ctx) {
@@ -911,14 +1001,15 @@ async function main() {
       ctx.iceServers = JSON.parse(opts.iceServers);
     }
     const run = async () => {
-      const need = ["call", "reconnect", "conference", "turn-relay"].includes(scenario.kind) ? 2 : 1;
+      const need = scenario.kind === "conference3" ? 3
+        : ["call", "reconnect", "conference", "turn-relay"].includes(scenario.kind) ? 2 : 1;
       for (let i = 0; i < need; i++) {
         const tone = path.join(tmp, `tone-${TONES[i]}hz.wav`);
         writeTone(tone, TONES[i]);
         const b = await launchBrowser(pw, opts, `chromium${i + 1}`, tone, tmp);
         ctx.browsers.push(b);
         if (i === 0) say(`Chromium ${b.browser.version()} started (pid ${b.proc.pid}, fake microphone ${TONES[i]} Hz)`);
-        else say(`second Chromium started (pid ${b.proc.pid}, fake microphone ${TONES[i]} Hz)`);
+        else say(`Chromium ${i + 1} started (pid ${b.proc.pid}, fake microphone ${TONES[i]} Hz)`);
       }
       switch (scenario.kind) {
         case "register-wrong-password": return scenarioRegisterWrongPassword(ctx, scenario.stacks);
@@ -931,6 +1022,7 @@ async function main() {
         case "echo-hold": return scenarioEcho(ctx, scenario.stack, scenario.number, true);
         case "dtmf": return scenarioDtmf(ctx, scenario.stack, scenario.number, scenario.tones, scenario.via);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
+        case "conference3": return scenarioConference3(ctx, scenario.stacks, scenario.room, scenario.hz);
         case "answer": return scenarioAnswer(ctx, scenario.stack, scenario.hz);
         case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);
         case "turn-relay": return scenarioTurnRelay(ctx);

@@ -17,8 +17,8 @@ use crate::media::rtp::{RtpLeg, RtpLegConfig};
 use crate::media::sdp::{Direction, LocalMedia, MediaTransport, Negotiated, SessionDescription};
 use crate::media::webrtc::WebRtcLeg;
 use crate::sip::{
-    Header, HeadersExt, Method, Request, Response, SipMessage, StatusCode, Transaction,
-    TransactionKey, TransactionRole, Version,
+    Header, HeadersExt, Method, Request, Response, SipMessage, StatusCode, ToTypedHeader,
+    Transaction, TransactionKey, TransactionRole, Version,
 };
 
 /// The INVITE server transaction as the B2BUA sees it. The proxy's
@@ -507,6 +507,8 @@ pub async fn answer<S: InviteServer>(
                     };
                     match joined {
                         Ok(handle) => {
+                            let label = caller_label(&request);
+                            let _ = handle.send(Command::Label(participant, label)).await;
                             room = Some(handle);
                             invite.respond(dialog.response(
                                 &request,
@@ -606,7 +608,12 @@ pub async fn answer<S: InviteServer>(
                         queue.extend(call.handle(CallEvent::LegClosed(reason), event_now));
                     }
                     LegEvent::Dtmf { digit, duration_ms } => debug!(%digit, duration_ms, "DTMF"),
-                    LegEvent::Removed(_) => {}
+                    LegEvent::Removed(_) => {
+                        // Removed by someone else (the admin API): hang up.
+                        info!("removed from the room");
+                        room = None;
+                        queue.extend(call.handle(CallEvent::Hangup, event_now));
+                    }
                 }
             }
             Some(status) = bye_rx.recv() => {
@@ -630,6 +637,16 @@ pub async fn answer<S: InviteServer>(
     // Let the INVITE transaction finish (absorb ACK / retransmit 487).
     while invite.next_request().await.is_some() {}
     info!("B2BUA call ended");
+}
+
+/// Who a conference participant is: the user (or number) of the From URI.
+fn caller_label(request: &Request) -> String {
+    request
+        .from_header()
+        .ok()
+        .and_then(|h| h.typed().ok())
+        .and_then(|f| f.uri.user().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// An in-dialog request, read once for the state machines.

@@ -5,6 +5,7 @@
 //! SIP streams; an upgraded WebSocket is handed to `sip::transport::ws`.
 //! Static files (the softphone) are served by [`web`].
 
+mod conference;
 pub mod web;
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
+use crate::media::engine::MediaEngine;
 use crate::routing::Routing;
 use crate::sip::transport::bind_tcp;
 use crate::sip::{SipCore, SipError, TransportKind};
@@ -33,7 +35,8 @@ use crate::turn::api::IceServersApi;
 pub enum Role {
     /// Static front end and SIP over WebSocket (WS, or WSS behind TLS).
     Public,
-    /// `/metrics`, `/healthz`, `/api/reload` and `/api/trunks`, on loopback.
+    /// `/metrics`, `/healthz`, `/api/reload`, `/api/trunks` and
+    /// `/api/conferences`, on loopback.
     Admin,
 }
 
@@ -50,6 +53,7 @@ struct AppState {
     core: Arc<SipCore>,
     routing: Option<Arc<Routing>>,
     ice: Option<Arc<IceServersApi>>,
+    engine: Option<Arc<MediaEngine>>,
 }
 
 /// A bound HTTP(S) listener.
@@ -60,6 +64,7 @@ pub struct HttpListener {
     local: SocketAddr,
     routing: Option<Arc<Routing>>,
     ice: Option<Arc<IceServersApi>>,
+    engine: Option<Arc<MediaEngine>>,
 }
 
 impl HttpListener {
@@ -77,6 +82,7 @@ impl HttpListener {
             local,
             routing: None,
             ice: None,
+            engine: None,
         })
     }
 
@@ -88,6 +94,12 @@ impl HttpListener {
     /// Gives the admin endpoints the dialplan to reload.
     pub fn with_routing(mut self, routing: Arc<Routing>) -> Self {
         self.routing = Some(routing);
+        self
+    }
+
+    /// Gives the admin endpoints the media engine (the conference API).
+    pub fn with_engine(mut self, engine: Arc<MediaEngine>) -> Self {
+        self.engine = Some(engine);
         self
     }
 
@@ -113,6 +125,7 @@ impl HttpListener {
             core: core.clone(),
             routing: self.routing.clone(),
             ice: self.ice.clone(),
+            engine: self.engine.clone(),
         };
         let router = match self.role {
             Role::Public => public_router(state),
@@ -231,6 +244,12 @@ fn admin_router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/reload", axum::routing::post(reload))
         .route("/api/trunks", get(trunks))
+        .route("/api/conferences", get(conference::list))
+        .route("/api/conferences/{name}", get(conference::show))
+        .route(
+            "/api/conferences/{name}/participants/{id}",
+            axum::routing::patch(conference::update).delete(conference::remove),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)

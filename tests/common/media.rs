@@ -113,6 +113,18 @@ impl Capture {
         Capture(RtpCapture::start(from, to_port))
     }
 
+    /// How many PCMA payloads have been captured so far (an index into
+    /// what [`Capture::finish`] will return).
+    pub fn len(&self) -> usize {
+        self.0
+            .packets
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.payload_type == 8)
+            .count()
+    }
+
     /// Stops and returns the PCMA payloads in arrival order.
     pub fn finish(self) -> Vec<Vec<u8>> {
         self.0
@@ -138,6 +150,23 @@ pub fn frames_with_tone(payloads: &[Vec<u8>], freq: f32) -> usize {
                 / pcm.len() as f32;
             let tone = goertzel(&pcm, 8000, freq) * 2.0;
             energy > 1.0e5 && tone > 0.5 * energy
+        })
+        .count()
+}
+
+/// How many frames carry `freq` as at least `share` of their energy (a
+/// tone among others in a mix: three equal tones have about a third each).
+pub fn frames_hearing(payloads: &[Vec<u8>], freq: f32, share: f32) -> usize {
+    payloads
+        .iter()
+        .filter(|p| {
+            let pcm: Vec<i16> = p.iter().map(|&b| alaw_to_linear(b)).collect();
+            let energy = pcm
+                .iter()
+                .map(|&s| f32::from(s) * f32::from(s))
+                .sum::<f32>()
+                / pcm.len().max(1) as f32;
+            energy > 1.0e5 && goertzel(&pcm, 8000, freq) * 2.0 > share * energy
         })
         .count()
 }

@@ -28,7 +28,9 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::leg::{Leg, LegClosed, LegStats};
-use super::room::{ParticipantConfig, ParticipantId, Room, RoomConfig, RoomError, RoomEvent};
+use super::room::{
+    ParticipantConfig, ParticipantId, ParticipantInfo, Room, RoomConfig, RoomError, RoomEvent,
+};
 use super::tone::AudioSource;
 use crate::metrics::Metrics;
 pub use ports::{PortAllocator, PortLease, PortPair, PortRange};
@@ -211,10 +213,23 @@ pub enum Command {
         ParticipantId,
         oneshot::Sender<Option<crate::media::jitter::JitterStats>>,
     ),
+    /// Names a participant for the admin API.
+    Label(ParticipantId, String),
+    /// Lists the participants (the admin API).
+    Participants(oneshot::Sender<Vec<ParticipantView>>),
     /// Subscribes to every [`RoomEvent`].
     Subscribe(oneshot::Sender<broadcast::Receiver<RoomEvent>>),
     /// Removes everybody and ends the room.
     Close,
+}
+
+/// A participant as the admin API lists it: the room's state and a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantView {
+    /// Mute, deaf, hold, talking, codec.
+    pub info: ParticipantInfo,
+    /// Who it is (set by the call that added it; may be empty).
+    pub label: String,
 }
 
 /// A cloneable handle on a room task.
@@ -260,6 +275,13 @@ impl RoomHandle {
     pub async fn subscribe(&self) -> Result<broadcast::Receiver<RoomEvent>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Subscribe(reply)).await?;
+        rx.await.map_err(|_| EngineError::RoomGone)
+    }
+
+    /// The participants, in join order.
+    pub async fn participants(&self) -> Result<Vec<ParticipantView>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Participants(reply)).await?;
         rx.await.map_err(|_| EngineError::RoomGone)
     }
 
@@ -374,6 +396,12 @@ impl MediaEngine {
         {
             named.remove(name);
         }
+    }
+
+    /// The conference room called `name`, if it is open.
+    pub fn conference(&self, name: &str) -> Option<RoomHandle> {
+        let named = self.named.lock().ok()?;
+        named.get(name).filter(|h| !h.is_closed()).cloned()
     }
 
     /// Names of the conference rooms open now.

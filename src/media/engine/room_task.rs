@@ -30,7 +30,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Sleep;
 use tracing::{debug, info, warn};
 
-use super::{Command, EngineError, LegEvent, LegSockets, MediaEngine, PortLease};
+use super::{Command, EngineError, LegEvent, LegSockets, MediaEngine, ParticipantView, PortLease};
 use crate::media::leg::{Leg, LegClosed, LegIo};
 use crate::media::room::{InPacket, ParticipantId, Room, RoomEvent};
 
@@ -47,6 +47,8 @@ struct Slot {
     _lease: Option<PortLease>,
     events: Option<mpsc::UnboundedSender<LegEvent>>,
     deadline: Option<Instant>,
+    /// Who it is, for the admin API (e.g. the caller's user or number).
+    label: String,
 }
 
 /// The callbacks a leg gets: send from its sockets, push into the room.
@@ -456,6 +458,27 @@ impl RoomTask {
                     }
                 }
             }
+            Command::Label(id, label) => {
+                if let Some(&i) = self.index.get(&id) {
+                    self.slots[i].label = label;
+                }
+            }
+            Command::Participants(reply) => {
+                let labels = &self.slots;
+                let list = self
+                    .room
+                    .participants()
+                    .map(|info| {
+                        let label = labels
+                            .iter()
+                            .find(|s| s.id == info.id)
+                            .map(|s| s.label.clone())
+                            .unwrap_or_default();
+                        ParticipantView { info, label }
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
             Command::JitterStats(id, reply) => {
                 let _ = reply.send(self.room.jitter_stats(id));
             }
@@ -502,6 +525,7 @@ impl RoomTask {
             rtcp,
             _lease: sockets.lease,
             events,
+            label: String::new(),
             deadline,
         });
         self.engine.metrics.media.legs.inc();

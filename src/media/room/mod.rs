@@ -192,6 +192,22 @@ pub struct OutFrame {
     pub marker: bool,
 }
 
+/// One participant as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// Its id in the room.
+    pub id: ParticipantId,
+    /// The codec it sends and receives.
+    pub codec: &'static str,
+    /// Not heard by the others.
+    pub muted: bool,
+    /// Hears silence.
+    pub deaf: bool,
+    /// On hold (neither heard nor sent anything).
+    pub held: bool,
+    /// Detected as talking now.
+    pub talking: bool,
+}
 /// Something that happened in the room.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoomEvent {
@@ -513,6 +529,18 @@ impl Room {
         };
         self.participant_mut(id)?.gain_q12 = (g * 4096.0).round() as i32;
         Ok(())
+    }
+
+    /// Every participant's state, in join order (the admin view).
+    pub fn participants(&self) -> impl Iterator<Item = ParticipantInfo> + '_ {
+        self.participants.iter().map(|p| ParticipantInfo {
+            id: p.id,
+            codec: p.spec.kind.name(),
+            muted: p.muted,
+            deaf: p.deaf,
+            held: p.held,
+            talking: p.talker.talking(),
+        })
     }
 
     /// Whether the participant is currently detected as talking.
