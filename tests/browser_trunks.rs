@@ -39,18 +39,40 @@ struct Carrier {
     work: tempfile::TempDir,
     port: u16,
     media: u16,
+    /// It plays a tone (no RTP echo).
+    #[allow(dead_code)]
+    tone: bool,
 }
 
 impl Carrier {
     fn start(name: &str) -> Carrier {
+        Self::start_with(name, &["-rtp_echo"])
+    }
+
+    /// A carrier playing a PCMU tone of `freq` for `seconds` (tone.pcap,
+    /// trunk_uas_tone.xml) and hanging up then.
+    fn start_with_tone(freq: f32, seconds: u32) -> Carrier {
         let work = tempfile::tempdir().unwrap();
+        common::media::write_tone_pcap_with(&work.path().join("tone.pcap"), freq, seconds, 0);
+        let ms = (seconds * 1000).to_string();
+        let mut carrier = Self::start_in(work, "trunk_uas_tone.xml", &["-d", &ms]);
+        carrier.tone = true;
+        carrier
+    }
+
+    fn start_with(name: &str, extra: &[&str]) -> Carrier {
+        Self::start_in(tempfile::tempdir().unwrap(), name, extra)
+    }
+
+    fn start_in(work: tempfile::TempDir, name: &str, extra: &[&str]) -> Carrier {
         let port = free_port();
         let media = media_port();
         let child = Command::new("sipp")
             .args(["-sf", scenario(name).to_str().unwrap()])
             .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-rtp_echo", "-m", "1", "-timeout", "60s", "-timeout_error"])
+            .args(extra)
+            .args(["-m", "1", "-timeout", "60s", "-timeout_error"])
             .args(["-trace_msg", "-trace_err", "-nostdin"])
             .current_dir(work.path())
             .stdin(Stdio::null())
@@ -64,6 +86,7 @@ impl Carrier {
             work,
             port,
             media,
+            tone: false,
         }
     }
 
@@ -345,4 +368,65 @@ fn sipjs_dtmf_reaches_an_info_trunk_as_info() {
 #[test]
 fn jssip_info_dtmf_reaches_an_info_trunk_as_info() {
     dtmf_as_info("jssip", "info");
+}
+
+/// Issue 6, attended transfer (RFC 3891 `Replaces` in a REFER, RFC 3515):
+/// SIP.js calls a carrier that echoes, holds that call, calls a second
+/// carrier that plays 1 kHz, then transfers the first call's party to the
+/// second's. The NOTIFY says 200; the server ends the browser's second
+/// call itself (replaced) and the browser hangs up the first; the two
+/// carriers are then connected through our room: the first hears the
+/// second's 1 kHz. When the second carrier hangs up, the first gets a BYE,
+/// and nothing is left.
+#[test]
+fn sipjs_attended_transfer_connects_the_two_far_parties() {
+    if skip() {
+        return;
+    }
+    let echo = Carrier::start("trunk_uas.xml");
+    let tone = Carrier::start_with_tone(1000.0, 8);
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: first\n    match:\n      to: '+15551110001'\n    action:\n      trunk: { trunks: [echo] }\n  - name: second\n    match:\n      to: '+15552220002'\n    action:\n      trunk: { trunks: [tone] }\n";
+    let config = format!(
+        "{ALL_LOOPBACK}trunks:\n  - name: echo\n    host: 127.0.0.1\n    port: {}\n    codecs: [PCMU]\n  - name: tone\n    host: 127.0.0.1\n    port: {}\n    codecs: [PCMU]\ndialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        echo.port, tone.port, rtp.0, rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let capture = RtpCapture::start(rtp, echo.media);
+    let setup = Setup {
+        server,
+        carrier: echo,
+        rtp,
+    };
+    let out = browser(&setup, "attended:sipjs:+15551110001:+15552220002:1000");
+    eprintln!("{out}");
+    assert!(out.contains("TRANSFERRED"), "{out}");
+    let Setup {
+        server, carrier, ..
+    } = setup;
+    let tone_side = tone.finish();
+    let echo_side = carrier.finish();
+    assert!(
+        tone_side.contains("INVITE sip:+15552220002@"),
+        "{tone_side}"
+    );
+    assert!(echo_side.contains("BYE sip:carrier@"), "{echo_side}");
+    assert_eq!(
+        tone_side.matches("INVITE sip:").count(),
+        1,
+        "the tone carrier must keep its one call: {tone_side}"
+    );
+    let packets = capture.finish();
+    let heard = common::media::pcmu_frames_with_tone(&packets, 1000.0);
+    eprintln!("the echo carrier heard the tone carrier's 1 kHz in {heard} packets");
+    assert!(
+        heard >= 50,
+        "the echo carrier heard the tone carrier in {heard} of {} packets",
+        packets.len()
+    );
+    assert!(
+        server.wait_log("attended transfer: the two parties are connected"),
+        "no transfer logged"
+    );
+    assert_nothing_left(&server);
 }

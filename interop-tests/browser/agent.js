@@ -215,6 +215,17 @@
       if (!this.ended) return Promise.reject(new Error("no call"));
       return this.ended.promise;
     }
+    // The current call is set aside (e.g. on hold) so that another can be made: the
+    // transferor's first call in an attended transfer.
+    park() {
+      if (!this.session) throw new Error("no call");
+      if (this.remote) { this.remote.close(); this.remote = null; }
+      this.parked = { session: this.session, ended: this.ended };
+      this.session = null;
+      this.established = null;
+      this.ended = null;
+      return true;
+    }
     stats() { return collectStats(this.peerConnection(), this.remote); }
     // See RemoteAudio.levels: the received spectrum at `freqs`.
     levels(freqs) { return this.remote ? this.remote.levels(freqs) : null; }
@@ -371,6 +382,12 @@
       this.track(session);
       const S = this.SIP.SessionState;
       session.stateChange.addListener((state) => {
+        if (this.session !== session) {
+          // A parked call (see park).
+          this.log(`parked call: SIP.js ${state}`);
+          if (state === S.Terminated && this.parked && this.parked.session === session) settle(this.parked.ended, true, "terminated");
+          return;
+        }
         this.phase(`SIP.js ${state}`);
         if (state === S.Established) this.onEstablished();
         if (state === S.Terminated) this.onEnded(this.failReason || "terminated");
@@ -414,6 +431,34 @@
           },
         }).catch(reject);
       });
+    }
+
+    // Attended transfer: REFER on the parked call with Refer-To the current call's remote
+    // target and Replaces its dialog (Session.refer(session)). Resolves with the NOTIFY status
+    // lines once one is final and 2xx; then hangs the parked call up (BYE), as a phone does.
+    async attendedTransfer() {
+      const p = this.parked, s = this.session;
+      if (!p || !s) throw new Error("an attended transfer needs a parked call and a current one");
+      const done = deferred();
+      const lines = [];
+      await p.session.refer(s, {
+        requestDelegate: {
+          onReject: (r) => settle(done, false, new Error(`REFER refused: ${r.message.statusCode} ${r.message.reasonPhrase}`)),
+        },
+        onNotify: (n) => {
+          n.accept();
+          const line = String(n.request.body || "").split(/\r?\n/)[0];
+          lines.push(line);
+          const m = /^SIP\/2\.0 (\d{3})/.exec(line);
+          if (m && Number(m[1]) >= 200) {
+            if (Number(m[1]) < 300) settle(done, true, lines);
+            else settle(done, false, new Error(`transfer failed: ${lines.join(" / ")}`));
+          }
+        },
+      });
+      const result = await done.promise;
+      if (p.session.state === this.SIP.SessionState.Established) await p.session.bye();
+      return result;
     }
 
     // DTMF through the stack's own API: SessionDescriptionHandler.sendDtmf (RTCDTMFSender,

@@ -35,6 +35,11 @@ scenarios:
                                     "DTMF SENT <tones> <duration ms> <gap ms>"; the far end checks receipt
   join:STACK:NUMBER:HZ              user1 calls NUMBER (a conference) and must hear HZ (another
                                     participant's tone); hangs up
+  attended:STACK:NUM1:NUM2:HZ       user1 calls NUM1 (an echo: hears itself), holds it, calls NUM2 (a
+                                    party playing HZ: hears it), then transfers NUM1's party to NUM2's
+                                    with REFER + Replaces on the first call (SIP.js only): the NOTIFY
+                                    must say 200, the browser hangs the first call up (prints
+                                    "TRANSFERRED") and the server must end the second (replaced)
   answer:STACK:HZ                   user1 registers, prints READY, answers the first incoming call
                                     (e.g. from a trunk) and must hear HZ; waits for the far end to
                                     hang up
@@ -171,6 +176,11 @@ function parseScenario(s) {
       break;
     case "conference":
       if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
+      break;
+    case "attended":
+      if (parts.length === 5 && parts[1] === "sipjs" && Number(parts[4]) > 0) {
+        return { kind: "attended", stack: "sipjs", first: parts[2], second: parts[3], hz: Number(parts[4]) };
+      }
       break;
     case "conference3":
       if (parts.length === 6 && Number(parts[5]) > 0) {
@@ -701,6 +711,31 @@ async function scenarioConference(ctx, a, b) {
   await unregisterQuietly([p1, p2]);
 }
 
+// Attended transfer by the browser: first call (an echo) on hold, second call (a tone of `hz`)
+// talking, REFER with Replaces on the first; the server connects the two far parties.
+async function scenarioAttended(ctx, stack, first, second, hz) {
+  const pa = await newPage(ctx, `attended-${stack}`, 0);
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  await callService(ctx, pa, first);
+  await sleep(1500);
+  const s1 = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (first call, an echo)`, s1, TONES[0], ctx.opts.toneCheck);
+  await step(`${pa.name}: hold ${first} (re-INVITE sendonly)`, 10000, () => pa.invoke("hold", true));
+  await pa.invoke("park");
+  await callService(ctx, pa, second);
+  await sleep(1500);
+  const s2 = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (second call)`, s2, hz, ctx.opts.toneCheck);
+  const ended = pa.invoke("waitEnded");
+  ended.catch(() => {});
+  const notified = await step(`${pa.name}: attended transfer (REFER with Replaces on the first call)`, 15000,
+    () => pa.invoke("attendedTransfer"));
+  console.log(`TRANSFERRED ${JSON.stringify(notified)}`);
+  await step(`${pa.name}: the second call ended by the server (replaced)`, 10000, () => ended);
+  await unregisterQuietly([pa]);
+}
+
 // What `pa` must hear among `all` (Hz): tones in `present` within 9 dB of the strongest and
 // 20 dB above the noise floor; tones in `absent` 16 dB or more below the strongest (a tone in the
 // mix measures 0 to -3 dB; where there is none, Opus at 32 kbit/s leaves -23 to -65 dB of coding
@@ -1022,6 +1057,7 @@ async function main() {
         case "echo-hold": return scenarioEcho(ctx, scenario.stack, scenario.number, true);
         case "dtmf": return scenarioDtmf(ctx, scenario.stack, scenario.number, scenario.tones, scenario.via);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
+        case "attended": return scenarioAttended(ctx, scenario.stack, scenario.first, scenario.second, scenario.hz);
         case "conference3": return scenarioConference3(ctx, scenario.stacks, scenario.room, scenario.hz);
         case "answer": return scenarioAnswer(ctx, scenario.stack, scenario.hz);
         case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);

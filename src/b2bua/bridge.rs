@@ -14,10 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::call::{Action, CallEvent, CallState};
+use super::call::{Action, CallEvent, CallState, Replaces};
 use super::cdr::{CallRecord, LegRecord};
 use super::driver::{
     ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, negotiated_of,
@@ -28,7 +28,7 @@ use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
 use super::{B2bua, CONTACT_PREFIX, DialogKey, Peer};
 use crate::auth::client::Challenge;
 use crate::dialplan::FailoverOn;
-use crate::media::engine::{Command, LegEvent, LegSockets, PortPair, RoomHandle};
+use crate::media::engine::{Command, Detached, LegEvent, LegSockets, PortPair, RoomHandle};
 use crate::media::leg::{Leg, LegStats};
 use crate::media::room::{ParticipantConfig, ParticipantId, RoomConfig};
 use crate::media::rtp::{RtpLeg, RtpLegConfig};
@@ -759,6 +759,20 @@ pub async fn bridge<S: InviteServer>(
     call.run(invite).instrument(span).await
 }
 
+/// What another bridged call can ask of this one.
+pub(super) enum Control {
+    /// Hand the answered outgoing leg (its dialog and its media) to the
+    /// caller's other call, which takes it over: this call is replaced
+    /// (attended transfer, RFC 3891 `Replaces` in a REFER).
+    HandOver(oneshot::Sender<Option<HandOver>>),
+}
+
+/// An answered outgoing leg moving from one call to another.
+pub(super) struct HandOver {
+    leg: OutLeg,
+    media: Detached,
+}
+
 /// One bridged call's state, owned by its task.
 struct Bridge {
     b2bua: Arc<B2bua>,
@@ -945,6 +959,8 @@ impl Bridge {
         let a_key: DialogKey = (self.a_call_id.clone(), dialog.tag.clone());
         let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Transaction>();
         b2bua.register(a_key.clone(), dialog_tx.clone());
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
+        b2bua.register_control(a_key.clone(), control_tx);
         let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<(u64, InviteReport)>();
         let a_id = b2bua.engine.participant_id();
         let (a_leg_tx, mut a_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
@@ -1328,6 +1344,16 @@ impl Bridge {
                         self.start_transfer(&target, &reports_tx, &dialog_tx, &mut dialog)
                             .await;
                     }
+                    Action::AttendedTransfer(replaces) => {
+                        let ours = Joined {
+                            room: &room,
+                            caller: a_id,
+                            dialogs: &dialog_tx,
+                            events: &b_leg_tx,
+                        };
+                        self.attended_transfer(&replaces, &ours, &mut dialog, &mut b_queue)
+                            .await;
+                    }
                     Action::Release => {}
                 }
             }
@@ -1483,6 +1509,28 @@ impl Bridge {
                 Some(status) = a_bye_rx.recv() => {
                     a_queue.extend(a.handle(CallEvent::ByeDone(status), Instant::now()));
                 }
+                Some(control) = control_rx.recv() => {
+                    let Control::HandOver(reply) = control;
+                    let handed = if a.state() == CallState::Confirmed {
+                        self.hand_over(&room).await
+                    } else {
+                        None
+                    };
+                    let given = handed.is_some();
+                    if let Err(Some(back)) = reply.send(handed) {
+                        // The other call gave up waiting: end the leg here.
+                        let mut leg = back.leg;
+                        leg.joined = false;
+                        let id = leg.id;
+                        b_queue.extend(leg.uac.handle(UacEvent::Hangup, Instant::now()).into_iter().map(|x| (id, x)));
+                        self.legs.push(leg);
+                    }
+                    if given {
+                        info!("replaced by the caller's other call (attended transfer)");
+                        self.end_reason = "replaced (attended transfer)".into();
+                        a_queue.extend(a.handle(CallEvent::Hangup, Instant::now()));
+                    }
+                }
                 Some((id, status)) = refresh_rx.recv() => {
                     if let Some(leg) = self.leg(id) {
                         b_queue.extend(leg.uac.handle(UacEvent::RefreshDone(status), Instant::now()).into_iter().map(|x| (id, x)));
@@ -1531,6 +1579,7 @@ impl Bridge {
             b2bua.unregister(&leg.key());
         }
         b2bua.unregister(&a_key);
+        b2bua.unregister_control(&a_key);
         let _ = room.send(Command::Close).await;
         // Final counters arrive as `Removed` events when the room closes.
         drop(a_leg_tx);
@@ -1678,6 +1727,103 @@ impl Bridge {
         }
     }
 
+    /// Gives the answered outgoing leg away (see [`Control::HandOver`]):
+    /// its media leaves our room with its leg open, its dialog leaves our
+    /// table. `None` when there is no answered leg to give.
+    async fn hand_over(&mut self, room: &RoomHandle) -> Option<HandOver> {
+        if self.transferring || self.transferred {
+            return None;
+        }
+        let winner = self.winner?;
+        let i = self
+            .legs
+            .iter()
+            .position(|l| l.id == winner && l.joined && l.uac.state() == UacState::Confirmed)?;
+        let media = room.detach(self.legs[i].participant).await.ok()??;
+        let leg = self.legs.swap_remove(i);
+        self.b2bua.unregister(&leg.key());
+        self.winner = None;
+        Some(HandOver { leg, media })
+    }
+
+    /// Attended transfer (REFER with `Replaces`): takes over the answered
+    /// party of the caller's other call (the dialog `replaces` names) and
+    /// connects it with ours in our room; the caller leaves both calls.
+    async fn attended_transfer(
+        &mut self,
+        replaces: &Replaces,
+        ours: &Joined<'_>,
+        dialog: &mut Dialog,
+        b_queue: &mut std::collections::VecDeque<(u64, UacAction)>,
+    ) {
+        let b2bua = self.b2bua.clone();
+        if self.winner.is_none() || self.transferring || self.transferred {
+            notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+            return;
+        }
+        let other = (replaces.call_id != self.a_call_id)
+            .then(|| b2bua.control_of(&replaces.call_id, [&replaces.to_tag, &replaces.from_tag]))
+            .flatten();
+        let Some(other) = other else {
+            info!(call_id = %replaces.call_id, "attended transfer: no such call");
+            let status = "481 Call/Transaction Does Not Exist";
+            notify_transfer(&b2bua, dialog, &self.peer, status, true);
+            return;
+        };
+        notify_transfer(&b2bua, dialog, &self.peer, "100 Trying", false);
+        let (tx, rx) = oneshot::channel();
+        let handed = match other.send(Control::HandOver(tx)) {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten(),
+            Err(_) => None,
+        };
+        let Some(HandOver { mut leg, media }) = handed else {
+            info!(call_id = %replaces.call_id, "attended transfer: the other call has no party to give");
+            notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+            return;
+        };
+        self.next_id += 1;
+        leg.id = self.next_id;
+        leg.transfer = true;
+        b2bua.register(leg.key(), ours.dialogs.clone());
+        let label = leg.label.clone();
+        let joined = ours
+            .room
+            .add(
+                leg.participant,
+                media.leg,
+                media.sockets,
+                media.config,
+                Some(ours.events.clone()),
+            )
+            .await;
+        match joined {
+            Ok(()) => {
+                let _ = ours.room.send(Command::Remove(ours.caller)).await;
+                self.transferred = true;
+                self.end_reason = format!("attended transfer to {label}");
+                info!(leg = %label, "attended transfer: the two parties are connected");
+                notify_transfer(&b2bua, dialog, &self.peer, "200 OK", true);
+            }
+            Err(e) => {
+                warn!(error = %e, leg = %label, "attended transfer: the party could not join");
+                leg.joined = false;
+                let id = leg.id;
+                b_queue.extend(
+                    leg.uac
+                        .handle(UacEvent::Hangup, Instant::now())
+                        .into_iter()
+                        .map(|x| (id, x)),
+                );
+                notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+            }
+        }
+        self.legs.push(leg);
+    }
+
     /// The Opus `maxplaybackrate` to ask of a browser caller: what the
     /// trunks can carry (8 kHz for G.711, 16 kHz with G.722), so that the
     /// browser encodes, and we decode, no more than can be heard.
@@ -1750,6 +1896,17 @@ impl Bridge {
             );
         }
     }
+}
+
+/// Our side of a call, as a transfer needs it.
+struct Joined<'a> {
+    room: &'a RoomHandle,
+    /// The caller's participant.
+    caller: ParticipantId,
+    /// Where in-dialog requests of our legs go.
+    dialogs: &'a mpsc::UnboundedSender<Transaction>,
+    /// Where the outgoing legs' media events go.
+    events: &'a mpsc::UnboundedSender<LegEvent>,
 }
 
 /// Reports a transfer's progress to the caller (RFC 3515 NOTIFY with a

@@ -97,6 +97,10 @@ pub enum Action {
     /// The caller asked (REFER, RFC 3515) for the other party to be
     /// transferred to this URI; report progress with NOTIFY.
     Transfer(String),
+    /// The caller asked for the other party to be connected to the party
+    /// of another of its calls, whose dialog this names (REFER with
+    /// `Replaces`, RFC 3891: attended transfer); report with NOTIFY.
+    AttendedTransfer(Replaces),
     /// Send BYE.
     SendBye,
     /// Leave the room, forget the dialog.
@@ -269,17 +273,15 @@ impl UasCall {
             }
             (AwaitingAck | Confirmed, CallEvent::Options) => vec![Action::Reply(200, None)],
             (AwaitingAck | Confirmed, CallEvent::Refer(target)) => {
-                let uri = target
-                    .trim()
-                    .trim_start_matches('<')
-                    .split(['>', '?'])
-                    .next()
-                    .unwrap_or_default()
-                    .trim();
-                if uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:") {
-                    vec![Action::Reply(202, None), Action::Transfer(uri.to_string())]
-                } else {
+                let inner = refer_to_uri(target);
+                let uri = inner.split('?').next().unwrap_or_default().trim();
+                if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:"))
+                {
                     vec![Action::Reply(400, None)]
+                } else if let Some(replaces) = Replaces::from_uri(inner) {
+                    vec![Action::Reply(202, None), Action::AttendedTransfer(replaces)]
+                } else {
+                    vec![Action::Reply(202, None), Action::Transfer(uri.to_string())]
                 }
             }
             (AwaitingAck | Confirmed, CallEvent::Other) => vec![Action::Reply(501, None)],
@@ -343,6 +345,82 @@ impl UasCall {
             _ => vec![Action::Reply(488, None)],
         }
     }
+}
+
+/// The URI of a Refer-To value (`"name" <uri>`, `<uri>;params` or a bare
+/// URI), with its `?headers`.
+fn refer_to_uri(value: &str) -> &str {
+    let value = value.trim();
+    match (value.find('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => value[open + 1..close].trim(),
+        _ => value.split(';').next().unwrap_or_default().trim(),
+    }
+}
+
+/// The dialog an attended transfer replaces (RFC 3891 `Replaces`): its
+/// Call-ID and tags as the transferor sees them (`to-tag` is ours when
+/// the transferor called through us).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaces {
+    /// The dialog's Call-ID.
+    pub call_id: String,
+    /// The `to-tag` parameter.
+    pub to_tag: String,
+    /// The `from-tag` parameter.
+    pub from_tag: String,
+}
+
+impl Replaces {
+    /// Reads the `Replaces` header of a Refer-To URI
+    /// (`sip:x@h?Replaces=call%3Bto-tag%3Da%3Bfrom-tag%3Db`); `None` without
+    /// one or when it lacks a Call-ID or either tag.
+    pub fn from_uri(uri: &str) -> Option<Replaces> {
+        let (_, headers) = uri.split_once('?')?;
+        let value = headers.split('&').find_map(|h| {
+            let (name, value) = h.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("replaces")
+                .then_some(value)
+        })?;
+        let value = percent_decode(value)?;
+        let mut parts = value.split(';');
+        let call_id = parts.next()?.trim().to_string();
+        let (mut to_tag, mut from_tag) = (None, None);
+        for part in parts {
+            let Some((name, v)) = part.split_once('=') else {
+                continue;
+            };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "to-tag" => to_tag = Some(v.trim().to_string()),
+                "from-tag" => from_tag = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        let (to_tag, from_tag) = (to_tag?, from_tag?);
+        (!call_id.is_empty() && !to_tag.is_empty() && !from_tag.is_empty()).then_some(Replaces {
+            call_id,
+            to_tag,
+            from_tag,
+        })
+    }
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or non-UTF-8 result.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The Refer-To header value of a REFER (`Refer-To` or compact `r`).
@@ -573,6 +651,44 @@ mod tests {
             call.handle(CallEvent::Refer("garbage"), t0),
             [Action::Reply(400, None)]
         );
+        // SIP.js's attended transfer: a display name, our Contact, Replaces.
+        assert_eq!(
+            call.handle(
+                CallEvent::Refer(
+                    "\"+15559999999\" <sip:sb-b2b-x@127.0.0.1:5060;transport=ws?Replaces=abc%40h%3Bto-tag%3Dours%3Bfrom-tag%3Dtheirs>"
+                ),
+                t0
+            ),
+            [
+                Action::Reply(202, None),
+                Action::AttendedTransfer(Replaces {
+                    call_id: "abc@h".into(),
+                    to_tag: "ours".into(),
+                    from_tag: "theirs".into()
+                })
+            ]
+        );
+    }
+
+    #[test]
+    fn replaces_needs_a_call_id_and_both_tags() {
+        assert_eq!(
+            Replaces::from_uri("sip:a@b?Replaces=c%3Bfrom-tag%3Df%3Bto-tag%3Dt&X=1"),
+            Some(Replaces {
+                call_id: "c".into(),
+                to_tag: "t".into(),
+                from_tag: "f".into()
+            })
+        );
+        for bad in [
+            "sip:a@b",
+            "sip:a@b?Replaces=c",
+            "sip:a@b?Replaces=c%3Bto-tag%3Dt",
+            "sip:a@b?Replaces=%3Bto-tag%3Dt%3Bfrom-tag%3Df",
+            "sip:a@b?Replaces=c%3Bto-tag%3Dt%3Bfrom-tag%3Df%zz",
+        ] {
+            assert_eq!(Replaces::from_uri(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -565,7 +565,7 @@ pub async fn answer<S: InviteServer>(
                     }
                 }
                 Action::SendBye => send_bye(&dialog.bye(), &peer, &b2bua.core, bye_tx.clone()),
-                Action::Transfer(_) => {
+                Action::Transfer(_) | Action::AttendedTransfer(_) => {
                     // Calls the gateway answers itself have nobody to transfer.
                 }
                 Action::Release => {}

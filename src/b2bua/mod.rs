@@ -82,6 +82,9 @@ pub struct B2bua {
     /// Routes transfer targets (REFER) through the dialplan.
     transfers: std::sync::OnceLock<Arc<dyn TransferRouter>>,
     dialogs: Mutex<HashMap<DialogKey, mpsc::UnboundedSender<Transaction>>>,
+    /// Bridged calls by their caller-side dialog, for requests from another
+    /// call (attended transfer).
+    controls: Mutex<HashMap<DialogKey, mpsc::UnboundedSender<bridge::Control>>>,
 }
 
 /// Routes the target of a blind transfer (REFER) the way a new call from
@@ -116,6 +119,7 @@ impl B2bua {
             cdr,
             transfers: std::sync::OnceLock::new(),
             dialogs: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
         })
     }
 
@@ -166,6 +170,30 @@ impl B2bua {
         if let Ok(mut d) = self.dialogs.lock() {
             d.remove(key);
         }
+    }
+
+    fn register_control(&self, key: DialogKey, tx: mpsc::UnboundedSender<bridge::Control>) {
+        if let Ok(mut c) = self.controls.lock() {
+            c.insert(key, tx);
+        }
+    }
+
+    fn unregister_control(&self, key: &DialogKey) {
+        if let Ok(mut c) = self.controls.lock() {
+            c.remove(key);
+        }
+    }
+
+    /// The bridged call whose caller-side dialog is `call_id` with our tag
+    /// among `tags`.
+    fn control_of(
+        &self,
+        call_id: &str,
+        tags: [&str; 2],
+    ) -> Option<mpsc::UnboundedSender<bridge::Control>> {
+        let c = self.controls.lock().ok()?;
+        tags.iter()
+            .find_map(|tag| c.get(&(call_id.to_string(), tag.to_string())).cloned())
     }
 
     /// Sets who routes transfer targets (the proxy, with the dialplan).

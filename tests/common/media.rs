@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard::media::codec::g711::{alaw_to_linear, linear_to_alaw};
+use switchboard::media::codec::g711::{alaw_to_linear, linear_to_alaw, ulaw_to_linear};
 use switchboard::media::dsp::goertzel;
 
 use super::{Server, free_port};
@@ -167,6 +167,24 @@ pub fn frames_hearing(payloads: &[Vec<u8>], freq: f32, share: f32) -> usize {
                 .sum::<f32>()
                 / pcm.len().max(1) as f32;
             energy > 1.0e5 && goertzel(&pcm, 8000, freq) * 2.0 > share * energy
+        })
+        .count()
+}
+
+/// How many PCMU packets (payload type 0) carry `freq` as most of their
+/// energy.
+pub fn pcmu_frames_with_tone(packets: &[RtpPacket], freq: f32) -> usize {
+    packets
+        .iter()
+        .filter(|p| p.payload_type == 0)
+        .filter(|p| {
+            let pcm: Vec<i16> = p.payload.iter().map(|&b| ulaw_to_linear(b)).collect();
+            let energy = pcm
+                .iter()
+                .map(|&s| f32::from(s) * f32::from(s))
+                .sum::<f32>()
+                / pcm.len().max(1) as f32;
+            energy > 1.0e5 && goertzel(&pcm, 8000, freq) * 2.0 > 0.5 * energy
         })
         .count()
 }

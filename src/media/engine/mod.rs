@@ -213,6 +213,10 @@ pub enum Command {
         ParticipantId,
         oneshot::Sender<Option<crate::media::jitter::JitterStats>>,
     ),
+    /// Takes a participant out of the room without closing its leg: the
+    /// leg, its sockets and its config come back (to join another room:
+    /// an attended transfer). `None` if it is not here.
+    Detach(ParticipantId, oneshot::Sender<Option<Detached>>),
     /// Names a participant for the admin API.
     Label(ParticipantId, String),
     /// Lists the participants (the admin API).
@@ -221,6 +225,17 @@ pub enum Command {
     Subscribe(oneshot::Sender<broadcast::Receiver<RoomEvent>>),
     /// Removes everybody and ends the room.
     Close,
+}
+
+/// A participant taken out of its room with its leg still open
+/// ([`Command::Detach`]); [`RoomHandle::add`] puts it in another.
+pub struct Detached {
+    /// The network endpoint, state intact (SSRC, ICE, DTLS).
+    pub leg: Box<dyn Leg>,
+    /// Its sockets and port lease.
+    pub sockets: LegSockets,
+    /// How it joined.
+    pub config: ParticipantConfig,
 }
 
 /// A participant as the admin API lists it: the room's state and a label.
@@ -275,6 +290,13 @@ impl RoomHandle {
     pub async fn subscribe(&self) -> Result<broadcast::Receiver<RoomEvent>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Subscribe(reply)).await?;
+        rx.await.map_err(|_| EngineError::RoomGone)
+    }
+
+    /// Takes a participant out with its leg open (see [`Command::Detach`]).
+    pub async fn detach(&self, id: ParticipantId) -> Result<Option<Detached>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Detach(id, reply)).await?;
         rx.await.map_err(|_| EngineError::RoomGone)
     }
 

@@ -30,7 +30,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Sleep;
 use tracing::{debug, info, warn};
 
-use super::{Command, EngineError, LegEvent, LegSockets, MediaEngine, ParticipantView, PortLease};
+use super::{
+    Command, Detached, EngineError, LegEvent, LegSockets, MediaEngine, ParticipantView, PortLease,
+};
 use crate::media::leg::{Leg, LegClosed, LegIo};
 use crate::media::room::{InPacket, ParticipantId, Room, RoomEvent};
 
@@ -49,6 +51,8 @@ struct Slot {
     deadline: Option<Instant>,
     /// Who it is, for the admin API (e.g. the caller's user or number).
     label: String,
+    /// How it joined (kept for [`Command::Detach`]).
+    config: crate::media::room::ParticipantConfig,
 }
 
 /// The callbacks a leg gets: send from its sockets, push into the room.
@@ -418,6 +422,38 @@ impl RoomTask {
         self.forward_events();
     }
 
+    /// Takes a participant out with its leg and sockets intact.
+    fn detach(&mut self, id: ParticipantId) -> Option<Detached> {
+        let i = *self.index.get(&id)?;
+        let _ = self.room.remove(id);
+        self.regrid();
+        self.index.remove(&id);
+        let slot = self.slots.swap_remove(i);
+        if let Some(moved) = self.slots.get(i) {
+            self.index.insert(moved.id, i);
+        }
+        // The leg is counted again when it joins its next room.
+        self.engine.metrics.media.legs.dec();
+        self.forward_events();
+        let main = match slot.main.into_std() {
+            Ok(socket) => socket,
+            Err(e) => {
+                warn!(error = %e, "detached leg lost its socket");
+                return None;
+            }
+        };
+        let rtcp = slot.rtcp.and_then(|s| s.into_std().ok());
+        Some(Detached {
+            leg: slot.leg,
+            sockets: LegSockets {
+                main,
+                rtcp,
+                lease: slot._lease,
+            },
+            config: slot.config,
+        })
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Add {
@@ -457,6 +493,9 @@ impl RoomTask {
                         self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
                     }
                 }
+            }
+            Command::Detach(id, reply) => {
+                let _ = reply.send(self.detach(id));
             }
             Command::Label(id, label) => {
                 if let Some(&i) = self.index.get(&id) {
@@ -526,6 +565,7 @@ impl RoomTask {
             _lease: sockets.lease,
             events,
             label: String::new(),
+            config,
             deadline,
         });
         self.engine.metrics.media.legs.inc();
