@@ -558,6 +558,29 @@ fn a_blind_transfer_moves_the_trunk_party_to_the_transfer_target() {
     assert_nothing_left(&setup.server);
 }
 
+/// RFC 3261 §14.1 glare on the trunk leg: our session refresh gets 491
+/// and is retried 2.1 to 4 s later; the carrier's own re-INVITE, sent while
+/// that retry is pending, gets 491. The call goes on and ends cleanly.
+#[test]
+fn reinvite_glare_is_resolved_with_491_and_a_retry() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_glare.xml", &[]);
+    let setup = start(&trunk("glare", carrier.port, ""), &["glare"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 10);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier with glare");
+    // The scenario itself requires the retry (within 5 s) and our 491;
+    // its log holds both 491s: the one it sent and the one it got.
+    assert!(
+        trunk_side.matches("SIP/2.0 491 ").count() >= 2,
+        "{trunk_side}"
+    );
+    assert_nothing_left(&setup.server);
+}
+
 #[test]
 fn the_session_is_refreshed_when_the_trunk_asks_for_session_timers() {
     if !is_root() {

@@ -134,6 +134,9 @@ pub struct UacCall {
     answered_by_leg: bool,
     /// The negotiated session timer (RFC 4028): interval, and whether we refresh.
     session: Option<(Duration, bool)>,
+    /// Our refresh re-INVITE awaits its final response: a re-INVITE from
+    /// the peer now is glare (491).
+    refreshing: bool,
 }
 
 /// How many times a challenge is answered before giving up.
@@ -152,6 +155,7 @@ impl UacCall {
             authenticated: 0,
             answered_by_leg: false,
             session: None,
+            refreshing: false,
         }
     }
 
@@ -376,6 +380,7 @@ impl UacCall {
                 match self.session {
                     Some((interval, true)) => {
                         self.deadline = Some(now + interval / 2);
+                        self.refreshing = true;
                         vec![UacAction::SendRefresh]
                     }
                     Some((_, false)) => {
@@ -388,7 +393,14 @@ impl UacCall {
                 }
             }
             (Confirmed, UacEvent::RefreshDone(status)) => {
-                if matches!(status, 408 | 481) {
+                self.refreshing = false;
+                if status == 491 {
+                    // Glare (RFC 3261 §14.1): we own the Call-ID, so retry
+                    // after 2.1 to 4 s, in 10 ms steps.
+                    let wait = 2_100 + 10 * u64::from(rand::random::<u8>() % 191);
+                    self.deadline = Some(now + Duration::from_millis(wait));
+                    Vec::new()
+                } else if matches!(status, 408 | 481) {
                     // RFC 4028 §10: the dialog is gone.
                     self.state = Ending;
                     self.deadline = None;
@@ -404,6 +416,10 @@ impl UacCall {
                     UacAction::RemoteHangup,
                     UacAction::Release,
                 ]
+            }
+            (Confirmed, UacEvent::ReInvite(_)) if self.refreshing => {
+                // Both sides re-INVITE at once: ours goes on, theirs waits.
+                vec![UacAction::Reply(491, None)]
             }
             (Confirmed, UacEvent::ReInvite(body)) => {
                 if let Some((interval, we_refresh)) = self.session {
@@ -697,8 +713,26 @@ mod tests {
             leg.handle(UacEvent::RefreshDone(200), t0 + se / 2)
                 .is_empty()
         );
+        // Glare: their re-INVITE during ours gets 491; a 491 to ours is
+        // retried after 2.1 to 4 s.
+        let t1 = t0 + se;
+        assert_eq!(leg.handle(UacEvent::Timer, t1), [UacAction::SendRefresh]);
         assert_eq!(
-            leg.handle(UacEvent::RefreshDone(481), t0 + se / 2),
+            leg.handle(UacEvent::ReInvite(ANSWER.as_bytes()), t1),
+            [UacAction::Reply(491, None)]
+        );
+        assert!(leg.handle(UacEvent::RefreshDone(491), t1).is_empty());
+        let retry = leg.deadline().unwrap() - t1;
+        assert!(
+            retry >= Duration::from_millis(2_100) && retry <= Duration::from_secs(4),
+            "{retry:?}"
+        );
+        assert_eq!(
+            leg.handle(UacEvent::Timer, t1 + retry),
+            [UacAction::SendRefresh]
+        );
+        assert_eq!(
+            leg.handle(UacEvent::RefreshDone(481), t1 + retry),
             [UacAction::SendBye, UacAction::RemoteHangup]
         );
         // The peer refreshes: each re-INVITE pushes the end back.
