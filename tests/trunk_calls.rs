@@ -558,6 +558,35 @@ fn a_blind_transfer_moves_the_trunk_party_to_the_transfer_target() {
     assert_nothing_left(&setup.server);
 }
 
+/// RFC 4028 §6: a trunk that answers 422 Session Interval Too Small with
+/// Min-SE gets the INVITE again (same dialog, next CSeq) with that
+/// interval, and the call goes through.
+#[test]
+fn a_422_is_answered_with_the_interval_the_trunk_asks_for() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_422.xml", &[]);
+    let setup = start(
+        &trunk("strict", carrier.port, "    session_expires: 900\n"),
+        &["strict"],
+    );
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier with Min-SE 1800");
+    let second = trunk_side
+        .split("CSeq: 2 INVITE")
+        .next()
+        .unwrap_or_default();
+    assert!(trunk_side.contains("CSeq: 2 INVITE"), "{trunk_side}");
+    assert!(
+        second.contains("Session-Expires: 900;refresher=uac"),
+        "{trunk_side}"
+    );
+    assert_nothing_left(&setup.server);
+}
+
 /// RFC 3261 §14.1 glare on the trunk leg: our session refresh gets 491
 /// and is retried 2.1 to 4 s later; the carrier's own re-INVITE, sent while
 /// that retry is pending, gets 491. The call goes on and ends cleanly.

@@ -181,6 +181,11 @@ struct OutLeg {
     invite_task: Option<tokio::task::AbortHandle>,
     /// A leg placed for a blind transfer (REFER) of the caller's party.
     transfer: bool,
+    /// The session interval we offer (RFC 4028), s; 0: no session timer.
+    /// Raised by a 422's Min-SE.
+    session_expires: u32,
+    /// The Min-SE we send, s.
+    min_se: u32,
 }
 
 impl OutLeg {
@@ -211,14 +216,14 @@ impl OutLeg {
             Header::UserAgent(self.server_name.clone().into()),
         ];
         if let Some(trunk) = &self.trunk {
-            if trunk.config.session_expires > 0 {
+            if self.session_expires > 0 {
                 // RFC 4028: we offer to refresh the session ourselves.
                 headers.push(Header::Supported("timer".into()));
                 headers.push(Header::Other(
                     "Session-Expires".into(),
-                    format!("{};refresher=uac", trunk.config.session_expires),
+                    format!("{};refresher=uac", self.session_expires),
                 ));
-                headers.push(Header::Other("Min-SE".into(), "90".into()));
+                headers.push(Header::Other("Min-SE".into(), self.min_se.to_string()));
             }
             let policy = &trunk.config.caller_id;
             if policy.anonymous {
@@ -254,6 +259,28 @@ impl OutLeg {
         };
         self.invite = request.clone();
         request
+    }
+
+    /// Takes a 422's `Min-SE` (RFC 4028 §6): true when it is larger than
+    /// what we offered and at most a day, so that the INVITE can be sent
+    /// again with it.
+    fn accept_min_se(&mut self, response: &crate::sip::Response) -> bool {
+        let min_se = response.headers.iter().find_map(|h| {
+            let text = h.to_string();
+            let (name, value) = text.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("min-se")
+                .then(|| value.split(';').next()?.trim().parse::<u32>().ok())
+                .flatten()
+        });
+        match min_se {
+            Some(v) if self.session_expires > 0 && v > self.session_expires && v <= 86_400 => {
+                self.session_expires = v;
+                self.min_se = v;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// An in-dialog request (BYE, INFO) after the trunk answered.
@@ -482,6 +509,8 @@ fn new_out_leg(
         codec: None,
         invite_task: None,
         transfer: false,
+        session_expires: 0,
+        min_se: 90,
     }
 }
 
@@ -583,6 +612,7 @@ async fn start_trunk_leg(
         UacCall::new(offer),
         OutMedia::Rtp(Some(ports)),
     );
+    leg.session_expires = trunk.config.session_expires;
     leg.trunk = Some(trunk.clone());
     leg._permit = Some(permit);
     leg.uac.expect_response_by(
@@ -1152,6 +1182,18 @@ impl Bridge {
                             );
                         }
                     }
+                    UacAction::SendWithLongerInterval => {
+                        let invite = leg.build_invite(None);
+                        info!(leg = %leg.label, interval = leg.session_expires, "INVITE again with the interval the trunk asked for (422)");
+                        if send_invite(&b2bua.outbound, leg, invite, &reports_tx).is_err() {
+                            b_queue.extend(
+                                leg.uac
+                                    .handle(UacEvent::Failure(422), Instant::now())
+                                    .into_iter()
+                                    .map(|x| (id, x)),
+                            );
+                        }
+                    }
                     UacAction::SendCancel => {
                         let cancel = crate::proxy::make_cancel(&leg.invite);
                         send_in_dialog(&b2bua.outbound, &leg.hop, cancel, None);
@@ -1160,11 +1202,11 @@ impl Bridge {
                         let offer = leg.offer_text.clone();
                         let mut refresh =
                             leg.in_dialog(Method::Invite, Some(("application/sdp", offer)));
-                        let interval = leg
-                            .trunk
-                            .as_ref()
-                            .map(|t| t.config.session_expires)
-                            .unwrap_or(1800);
+                        let interval = if leg.session_expires > 0 {
+                            leg.session_expires
+                        } else {
+                            1800
+                        };
                         refresh
                             .headers
                             .push(Header::Contact(leg.contact.clone().into()));
@@ -1455,6 +1497,7 @@ impl Bridge {
                                 }
                                 200..=299 => UacEvent::Success(sdp),
                                 401 | 407 if can_authenticate(leg, &response) => UacEvent::Challenge,
+                                422 if leg.accept_min_se(&response) => UacEvent::IntervalTooSmall,
                                 _ => UacEvent::Failure(status),
                             };
                             b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));

@@ -49,6 +49,9 @@ pub enum UacEvent<'a> {
     /// A 401/407 that the driver can answer (credentials configured and
     /// not already refused for this nonce).
     Challenge,
+    /// 422 Session Interval Too Small whose Min-SE the driver can meet
+    /// (RFC 4028 §6): resend with the larger interval.
+    IntervalTooSmall,
     /// 100 Trying: the peer is alive (stops the no-response timer).
     Trying,
     /// A final non-2xx response (a 401/407 we cannot answer included).
@@ -89,6 +92,9 @@ pub enum UacAction {
     SendAck,
     /// Resend the INVITE with credentials (new CSeq, same dialog).
     SendAuthenticated,
+    /// Resend the INVITE with the session interval the peer asked for
+    /// (new CSeq, same dialog).
+    SendWithLongerInterval,
     /// CANCEL the INVITE.
     SendCancel,
     /// Send BYE.
@@ -137,6 +143,8 @@ pub struct UacCall {
     /// Our refresh re-INVITE awaits its final response: a re-INVITE from
     /// the peer now is glare (491).
     refreshing: bool,
+    /// INVITEs resent after a 422.
+    interval_retries: u8,
 }
 
 /// How many times a challenge is answered before giving up.
@@ -156,6 +164,7 @@ impl UacCall {
             answered_by_leg: false,
             session: None,
             refreshing: false,
+            interval_retries: 0,
         }
     }
 
@@ -336,6 +345,16 @@ impl UacCall {
                 self.deadline = None;
                 vec![UacAction::SendAuthenticated]
             }
+            (Calling | Proceeding, UacEvent::IntervalTooSmall) => {
+                if self.interval_retries >= 2 {
+                    let mut actions = self.end();
+                    actions.insert(0, UacAction::Failed(422));
+                    return actions;
+                }
+                self.interval_retries += 1;
+                self.deadline = None;
+                vec![UacAction::SendWithLongerInterval]
+            }
             (Calling | Proceeding, UacEvent::Failure(status)) => {
                 let mut actions = self.end();
                 actions.insert(0, UacAction::Failed(status));
@@ -367,9 +386,13 @@ impl UacCall {
                 self.deadline = None;
                 vec![UacAction::SendAck, UacAction::SendBye]
             }
-            (Cancelling, UacEvent::Failure(_) | UacEvent::Timeout | UacEvent::Challenge) => {
-                self.end()
-            }
+            (
+                Cancelling,
+                UacEvent::Failure(_)
+                | UacEvent::Timeout
+                | UacEvent::Challenge
+                | UacEvent::IntervalTooSmall,
+            ) => self.end(),
             (Cancelling, UacEvent::Timer) => self.end(),
             (Confirmed, UacEvent::Hangup) => {
                 self.state = Ending;
@@ -747,6 +770,21 @@ mod tests {
             leg.handle(UacEvent::Timer, later + Duration::from_secs(60)),
             [UacAction::SendBye, UacAction::RemoteHangup]
         );
+    }
+
+    #[test]
+    fn a_422_is_retried_twice_at_most() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        for _ in 0..2 {
+            assert_eq!(
+                leg.handle(UacEvent::IntervalTooSmall, t0),
+                [UacAction::SendWithLongerInterval]
+            );
+        }
+        let actions = leg.handle(UacEvent::IntervalTooSmall, t0);
+        assert_eq!(actions.first(), Some(&UacAction::Failed(422)));
+        assert_eq!(leg.state(), UacState::Ended);
     }
 
     #[test]
