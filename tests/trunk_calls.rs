@@ -558,6 +558,24 @@ fn a_blind_transfer_moves_the_trunk_party_to_the_transfer_target() {
     assert_nothing_left(&setup.server);
 }
 
+/// RFC 3311: the carrier holds and resumes with UPDATE (not re-INVITE):
+/// a=sendonly gets a=recvonly, a=sendrecv gets a=sendrecv; the call goes on
+/// and ends with the caller's BYE.
+#[test]
+fn the_trunk_holds_and_resumes_with_update() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_update.xml", &[]);
+    let setup = start(&trunk("carrier", carrier.port, ""), &["carrier"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 3);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier holding with UPDATE");
+    assert_eq!(trunk_side.matches("UPDATE sip:").count(), 2, "{trunk_side}");
+    assert_nothing_left(&setup.server);
+}
+
 /// RFC 4028 §6: a trunk that answers 422 Session Interval Too Small with
 /// Min-SE gets the INVITE again (same dialog, next CSeq) with that
 /// interval, and the call goes through.
