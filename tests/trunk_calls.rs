@@ -558,6 +558,89 @@ fn a_blind_transfer_moves_the_trunk_party_to_the_transfer_target() {
     assert_nothing_left(&setup.server);
 }
 
+/// A trunk over TCP: the INVITE, ACK and BYE reach SIPp on one TCP
+/// connection (Via SIP/2.0/TCP, Contact with transport=tcp), the caller
+/// hears its tone back through the carrier's RTP echo.
+#[test]
+fn a_call_over_a_tcp_trunk() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas.xml", &["-t", "t1"]);
+    let setup = start(
+        &trunk("tcp", carrier.port, "    transport: tcp\n"),
+        &["tcp"],
+    );
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", mp, 3);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier over TCP");
+    let invite = first_request(&trunk_side, "INVITE");
+    assert!(invite.contains("Via: SIP/2.0/TCP "), "{invite}");
+    assert!(invite.contains("transport=tcp"), "{invite}");
+    assert!(trunk_side.contains("TCP message received"), "{trunk_side}");
+    let heard = frames_with_tone(&capture.finish(), 1000.0);
+    assert!(heard >= 50, "the caller heard its tone in {heard} frames");
+    assert_nothing_left(&setup.server);
+}
+
+/// A trunk over TLS, verified against a CA file. Debian's SIPp has no TLS,
+/// so the far end is a second Switchboard: it knows the first as a trunk
+/// (`inbound: 127.0.0.1/32`) and its dialplan sends that trunk's calls to
+/// its echo test. The caller hears its tone back through both gateways;
+/// the far end logs the call as coming over TLS; nothing is left on either.
+#[test]
+fn a_call_over_a_tls_trunk_verified_with_a_ca_file() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let far_rtp = port_window(40);
+    let far_plan = "rules:\n  - name: from-sb1\n    match:\n      source: ['trunk:sb1']\n    action:\n      echo: {}\n";
+    let far_config = format!(
+        "{}trunks:\n  - name: sb1\n    host: 127.0.0.1\n    inbound: ['127.0.0.1/32']\ndialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        far_rtp.0,
+        far_rtp.1
+    );
+    let far = Server::start_with_files(&far_config, &[("plan.yaml", far_plan)]);
+    let tls = format!(
+        "    transport: tls\n    tls: {{ ca_file: '{}' }}\n",
+        far.cert_path().display()
+    );
+    let setup = start(&trunk("far", far.addr("tls").port(), &tls), &["far"]);
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", mp, 3);
+    let caller = std::panic::catch_unwind(|| wait(child, work.path(), "caller"));
+    if let Err(e) = caller {
+        eprintln!(
+            "--- near\n{}\n--- far\n{}",
+            setup.server.log_text(),
+            far.log_text()
+        );
+        std::panic::resume_unwind(e);
+    }
+    let heard = frames_with_tone(&capture.finish(), 1000.0);
+    assert!(heard >= 50, "the caller heard its tone in {heard} frames");
+    // The far end saw one TLS connection and the call's INVITE on it.
+    let far_log = far.log_text();
+    assert!(
+        far_log
+            .lines()
+            .any(|l| l.contains("connection open") && l.contains("\"transport\":\"tls\"")),
+        "{far_log}"
+    );
+    assert!(
+        far_log.contains("dialplan decision (from trunk)"),
+        "{far_log}"
+    );
+    assert_nothing_left(&setup.server);
+    assert_nothing_left(&far);
+}
+
 /// RFC 3311: the carrier holds and resumes with UPDATE (not re-INVITE):
 /// a=sendonly gets a=recvonly, a=sendrecv gets a=sendrecv; the call goes on
 /// and ends with the caller's BYE.
