@@ -926,7 +926,8 @@ fn a_call_from_one_trunk_to_another_is_bridged() {
     );
     assert!(toned >= 75, "carrier A heard itself in {toned} frames");
     let records = cdrs(&server, 1);
-    assert_eq!(records[0]["direction"], "outbound");
+    assert_eq!(records[0]["direction"], "transit");
     assert_eq!(records[0]["trunk"], "out");
+    assert_eq!(records[0]["from_trunk"], "in");
     assert_nothing_left(&server);
 }

@@ -54,6 +54,8 @@ pub struct TrunkRoute {
     pub number: String,
     /// The caller as the trunk should see it (before the trunk's policy).
     pub caller: Caller,
+    /// The trunk the call came from, when it did (trunk to trunk: transit).
+    pub from_trunk: Option<String>,
 }
 
 /// The calling party.
@@ -1654,7 +1656,11 @@ impl Bridge {
                 route.caller.user.clone(),
                 route.number.clone(),
                 self.out_label.clone(),
-                "outbound",
+                if route.from_trunk.is_some() {
+                    "transit"
+                } else {
+                    "outbound"
+                },
                 "trunk",
             ),
             Destination::Browsers(route) => (
@@ -1669,11 +1675,16 @@ impl Bridge {
                 "callee",
             ),
         };
+        let from_trunk = match &self.destination {
+            Destination::Trunks(route) => route.from_trunk.clone(),
+            Destination::Browsers(_) => None,
+        };
         b2bua.cdr.write(CallRecord {
             call_id: self.a_call_id.clone(),
             caller,
             callee,
             trunk,
+            from_trunk,
             direction,
             start: started,
             answer: self.answered_at,

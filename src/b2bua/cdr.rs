@@ -67,9 +67,14 @@ pub struct CallRecord {
     pub caller: String,
     /// Callee (number or user).
     pub callee: String,
-    /// The trunk that carried it (the last one tried).
+    /// The trunk that carried it out (the last one tried), or the one it
+    /// came from (inbound).
     pub trunk: Option<String>,
-    /// `outbound` (to a trunk) or `inbound` (from a trunk).
+    /// For a trunk-to-trunk call, the trunk it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_trunk: Option<String>,
+    /// `outbound` (to a trunk), `inbound` (from a trunk), `transit` (trunk
+    /// to trunk) or `internal` (user to user).
     pub direction: &'static str,
     /// When the INVITE arrived, Unix seconds.
     pub start: f64,

@@ -621,6 +621,7 @@ impl Proxy {
                         failover_on: failover_on.clone(),
                         number: decision.to.clone(),
                         caller: caller_of(decision, &caller_user, caller_display),
+                        from_trunk: from_trunk.clone(),
                     };
                     match self
                         .bridge(upstream, Destination::Trunks(route), caller_hop)
@@ -1050,6 +1051,7 @@ impl crate::b2bua::TransferRouter for TransferRoutes {
                 failover_on: failover_on.clone(),
                 number: decision.to.clone(),
                 caller,
+                from_trunk: None,
             })),
             Action::User {
                 users,
