@@ -371,7 +371,7 @@ fn jssip_info_dtmf_reaches_an_info_trunk_as_info() {
 }
 
 /// Issue 6, attended transfer (RFC 3891 `Replaces` in a REFER, RFC 3515):
-/// SIP.js calls a carrier that echoes, holds that call, calls a second
+/// SIP.js (or JsSIP) calls a carrier that echoes, holds that call, calls a second
 /// carrier that plays 1 kHz, then transfers the first call's party to the
 /// second's. The NOTIFY says 200; the server ends the browser's second
 /// call itself (replaced) and the browser hangs up the first; the two
@@ -380,6 +380,15 @@ fn jssip_info_dtmf_reaches_an_info_trunk_as_info() {
 /// and nothing is left.
 #[test]
 fn sipjs_attended_transfer_connects_the_two_far_parties() {
+    attended_transfer("sipjs");
+}
+
+#[test]
+fn jssip_attended_transfer_connects_the_two_far_parties() {
+    attended_transfer("jssip");
+}
+
+fn attended_transfer(stack: &str) {
     if skip() {
         return;
     }
@@ -398,7 +407,10 @@ fn sipjs_attended_transfer_connects_the_two_far_parties() {
         carrier: echo,
         rtp,
     };
-    let out = browser(&setup, "attended:sipjs:+15551110001:+15552220002:1000");
+    let out = browser(
+        &setup,
+        &format!("attended:{stack}:+15551110001:+15552220002:1000"),
+    );
     eprintln!("{out}");
     assert!(out.contains("TRANSFERRED"), "{out}");
     let Setup {

@@ -607,11 +607,40 @@
     peerConnection() { return this.session ? this.session.connection : null; }
     watch(session) {
       this.track(session);
-      session.on("progress", (e) => this.phase(e.originator === "remote" ? `${e.response ? e.response.status_code : "1xx"} received` : "1xx sent"));
-      session.on("accepted", (e) => this.phase(e.originator === "remote" ? "2xx received" : "2xx sent, waiting for ACK"));
-      session.on("confirmed", (e) => { this.phase(e.originator === "remote" ? "ACK received (confirmed)" : "ACK sent (confirmed)"); this.onEstablished(); });
-      session.on("failed", (e) => this.onEnded(`failed: ${e.cause}${e.message && e.message.status_code ? ` (${e.message.status_code} ${e.message.reason_phrase})` : ""}`));
-      session.on("ended", (e) => this.onEnded(`${e.cause} (${e.originator})`));
+      // Events of a parked call (see park) go to the parked call only.
+      const mine = (f) => (e) => {
+        if (this.session === session) return f(e);
+        this.log(`parked call: ${e && e.cause ? e.cause : "event"}`);
+        if (this.parked && this.parked.session === session && e && e.cause) settle(this.parked.ended, true, e.cause);
+      };
+      session.on("progress", mine((e) => this.phase(e.originator === "remote" ? `${e.response ? e.response.status_code : "1xx"} received` : "1xx sent")));
+      session.on("accepted", mine((e) => this.phase(e.originator === "remote" ? "2xx received" : "2xx sent, waiting for ACK")));
+      session.on("confirmed", mine((e) => { this.phase(e.originator === "remote" ? "ACK received (confirmed)" : "ACK sent (confirmed)"); this.onEstablished(); }));
+      session.on("failed", mine((e) => this.onEnded(`failed: ${e.cause}${e.message && e.message.status_code ? ` (${e.message.status_code} ${e.message.reason_phrase})` : ""}`)));
+      session.on("ended", mine((e) => this.onEnded(`${e.cause} (${e.originator})`)));
+    }
+    // Attended transfer: session.refer(target, { replaces }) on the parked call, naming the
+    // current call's far end and dialog. Resolves once a NOTIFY says 2xx ("accepted"); then
+    // hangs the parked call up (BYE).
+    async attendedTransfer() {
+      const p = this.parked, s = this.session;
+      if (!p || !s) throw new Error("an attended transfer needs a parked call and a current one");
+      const done = deferred();
+      const lines = [];
+      const subscriber = p.session.refer(s.remote_identity.uri.toString(), {
+        replaces: s,
+        eventHandlers: {
+          requestFailed: (e) => settle(done, false, new Error(`REFER refused: ${e.response ? e.response.status_code : e.cause}`)),
+          trying: (e) => lines.push(`${e.status_line ? e.status_line.status_code : ""} trying`),
+          progress: (e) => lines.push(`${e.status_line ? e.status_line.status_code : ""} progress`),
+          accepted: (e) => { lines.push(`${e.status_line ? e.status_line.status_code : ""} accepted`); settle(done, true, lines); },
+          failed: (e) => settle(done, false, new Error(`transfer failed: ${e.status_line ? e.status_line.status_code : e.cause}`)),
+        },
+      });
+      if (!subscriber) throw new Error("JsSIP refused to send the REFER");
+      const result = await done.promise;
+      if (p.session.isEstablished()) p.session.terminate();
+      return result;
     }
     callOptions() {
       return {

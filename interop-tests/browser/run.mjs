@@ -37,7 +37,7 @@ scenarios:
                                     participant's tone); hangs up
   attended:STACK:NUM1:NUM2:HZ       user1 calls NUM1 (an echo: hears itself), holds it, calls NUM2 (a
                                     party playing HZ: hears it), then transfers NUM1's party to NUM2's
-                                    with REFER + Replaces on the first call (SIP.js only): the NOTIFY
+                                    with REFER + Replaces on the first call (the stack's API): the NOTIFY
                                     must say 200, the browser hangs the first call up (prints
                                     "TRANSFERRED") and the server must end the second (replaced)
   answer:STACK:HZ                   user1 registers, prints READY, answers the first incoming call
@@ -178,8 +178,8 @@ function parseScenario(s) {
       if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
       break;
     case "attended":
-      if (parts.length === 5 && parts[1] === "sipjs" && Number(parts[4]) > 0) {
-        return { kind: "attended", stack: "sipjs", first: parts[2], second: parts[3], hz: Number(parts[4]) };
+      if (parts.length === 5 && Number(parts[4]) > 0) {
+        return { kind: "attended", stack: stack(parts[1]), first: parts[2], second: parts[3], hz: Number(parts[4]) };
       }
       break;
     case "conference3":
