@@ -43,14 +43,29 @@ struct Carrier {
 
 impl Carrier {
     fn start(name: &str) -> Carrier {
+        Self::start_with_tone(name, None)
+    }
+
+    /// [`Carrier::start`] with early.pcap in its working directory (a PCMU
+    /// tone of this frequency, 3 s, for scenarios that play it) instead of
+    /// echoing RTP.
+    fn start_with_tone(name: &str, tone: Option<f32>) -> Carrier {
         let work = tempfile::tempdir().unwrap();
+        if let Some(freq) = tone {
+            common::media::write_tone_pcap_with(&work.path().join("early.pcap"), freq, 3, 0);
+        }
         let port = free_port();
         let media = media_port();
         let child = Command::new("sipp")
             .args(["-sf", scenario(name).to_str().unwrap()])
             .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-rtp_echo", "-m", "1", "-timeout", "60s", "-timeout_error"])
+            .args(if tone.is_some() {
+                &[][..]
+            } else {
+                &["-rtp_echo"][..]
+            })
+            .args(["-m", "1", "-timeout", "60s", "-timeout_error"])
             .args(["-trace_msg", "-trace_err", "-nostdin"])
             .current_dir(work.path())
             .stdin(Stdio::null())
@@ -112,7 +127,11 @@ struct Setup {
 /// dialplan sending `+1` + ten digits to a trunk played by SIPp running
 /// `sipp_scenario`; `trunk_extra` is added to the trunk's YAML.
 fn start(sipp_scenario: &str, trunk_extra: &str) -> Setup {
-    let carrier = Carrier::start(sipp_scenario);
+    start_carrier(Carrier::start(sipp_scenario), trunk_extra)
+}
+
+/// [`start`] with a carrier already running.
+fn start_carrier(carrier: Carrier, trunk_extra: &str) -> Setup {
     let rtp = port_window(40);
     let plan = "rules:\n  - name: pstn\n    match:\n      to: { regex: '^\\+1[0-9]{10}$' }\n    action:\n      trunk: { trunks: [carrier] }\n";
     let config = format!(
@@ -345,4 +364,41 @@ fn sipjs_dtmf_reaches_an_info_trunk_as_info() {
 #[test]
 fn jssip_info_dtmf_reaches_an_info_trunk_as_info() {
     dtmf_as_info("jssip", "info");
+}
+
+/// SIP.js with `sipExtension100rel: "Supported"` and `earlyMedia` calls a
+/// trunk that sends 183 with SDP and a 600 Hz announcement, then answers
+/// 2 s later: the 183 reaches the browser reliably (Require: 100rel, RSeq),
+/// SIP.js PRACKs it, the announcement is heard before the answer, and the
+/// 200 (after the PRACK's) carries no second answer.
+#[test]
+fn sipjs_with_100rel_gets_early_media_reliably() {
+    if skip() {
+        return;
+    }
+    let setup = start_carrier(
+        Carrier::start_with_tone("trunk_uas_early.xml", Some(600.0)),
+        "",
+    );
+    let out = browser(&setup, &format!("early:sipjs:{NUMBER}:600"));
+    for line in out
+        .lines()
+        .filter(|l| l.contains("audio:") || l.contains("warning"))
+    {
+        eprintln!("{line}");
+    }
+    assert!(out.contains("PRACK (RAck"), "{out}");
+    assert!(
+        !out.contains("answered before the early media was heard"),
+        "{out}"
+    );
+    let Setup {
+        server,
+        carrier,
+        rtp: _,
+    } = setup;
+    carrier.finish();
+    let log = server.log_text();
+    assert!(!log.contains("no PRACK from the caller"), "{log}");
+    assert_nothing_left(&server);
 }
