@@ -993,11 +993,10 @@ impl Bridge {
                 match action {
                     UacAction::Progress(_) | UacAction::EarlyMedia(_) if leg.transfer => {}
                     UacAction::Progress(status) => {
-                        if a.state() == CallState::Ringing
-                            && !self.early_sent
-                            && !(status == 180 && self.ringing_sent)
-                            && !(status == 183 && early_media_follows)
-                        {
+                        let superseded = self.early_sent
+                            || (status == 180 && self.ringing_sent)
+                            || (status == 183 && early_media_follows);
+                        if a.state() == CallState::Ringing && !superseded {
                             self.ringing_sent |= status == 180;
                             a_queue.extend(a.handle(
                                 CallEvent::Progress { status, sdp: false },

@@ -1007,7 +1007,7 @@ mod tests {
             sdp: true,
             rseq: Some(1000),
         };
-        assert_eq!(call.handle(early(true), t0), [first.clone()]);
+        assert_eq!(call.handle(early(true), t0), std::slice::from_ref(&first));
         assert!(call.answered_early());
         // Retransmissions at T1, then doubling: 0.5, 1.5, 3.5, 7.5 s...
         let ms = Duration::from_millis;
@@ -1019,7 +1019,7 @@ mod tests {
             }
             now = next;
             let actions = call.handle(CallEvent::Timer, now);
-            assert_eq!(actions, [first.clone()], "at {:?}", now - t0);
+            assert_eq!(actions, std::slice::from_ref(&first), "at {:?}", now - t0);
             sent.push(now - t0);
         }
         assert_eq!(sent, [ms(500), ms(1500), ms(3500), ms(7500)]);
