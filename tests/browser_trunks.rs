@@ -60,6 +60,15 @@ impl Carrier {
         carrier
     }
 
+    /// A carrier with early.pcap in its working directory (a PCMU tone of
+    /// `freq`, 3 s, for scenarios that play it, e.g. trunk_uas_early.xml)
+    /// instead of echoing RTP.
+    fn start_with_early(name: &str, freq: f32) -> Carrier {
+        let work = tempfile::tempdir().unwrap();
+        common::media::write_tone_pcap_with(&work.path().join("early.pcap"), freq, 3, 0);
+        Self::start_in(work, name, &[])
+    }
+
     fn start_with(name: &str, extra: &[&str]) -> Carrier {
         Self::start_in(tempfile::tempdir().unwrap(), name, extra)
     }
@@ -135,7 +144,11 @@ struct Setup {
 /// dialplan sending `+1` + ten digits to a trunk played by SIPp running
 /// `sipp_scenario`; `trunk_extra` is added to the trunk's YAML.
 fn start(sipp_scenario: &str, trunk_extra: &str) -> Setup {
-    let carrier = Carrier::start(sipp_scenario);
+    start_carrier(Carrier::start(sipp_scenario), trunk_extra)
+}
+
+/// [`start`] with a carrier already running.
+fn start_carrier(carrier: Carrier, trunk_extra: &str) -> Setup {
     let rtp = port_window(40);
     let plan = "rules:\n  - name: pstn\n    match:\n      to: { regex: '^\\+1[0-9]{10}$' }\n    action:\n      trunk: { trunks: [carrier] }\n";
     let config = format!(
@@ -440,5 +453,39 @@ fn attended_transfer(stack: &str) {
         server.wait_log("attended transfer: the two parties are connected"),
         "no transfer logged"
     );
+    assert_nothing_left(&server);
+}
+
+/// SIP.js with `sipExtension100rel: "Supported"` and `earlyMedia` calls a
+/// trunk that sends 183 with SDP and a 600 Hz announcement, then answers
+/// 2 s later: the 183 reaches the browser reliably (Require: 100rel, RSeq),
+/// SIP.js PRACKs it, the announcement is heard before the answer, and the
+/// 200 (after the PRACK's) carries no second answer.
+#[test]
+fn sipjs_with_100rel_gets_early_media_reliably() {
+    if skip() {
+        return;
+    }
+    let setup = start_carrier(Carrier::start_with_early("trunk_uas_early.xml", 600.0), "");
+    let out = browser(&setup, &format!("early:sipjs:{NUMBER}:600"));
+    for line in out
+        .lines()
+        .filter(|l| l.contains("audio:") || l.contains("warning"))
+    {
+        eprintln!("{line}");
+    }
+    assert!(out.contains("PRACK (RAck"), "{out}");
+    assert!(
+        !out.contains("answered before the early media was heard"),
+        "{out}"
+    );
+    let Setup {
+        server,
+        carrier,
+        rtp: _,
+    } = setup;
+    carrier.finish();
+    let log = server.log_text();
+    assert!(!log.contains("no PRACK from the caller"), "{log}");
     assert_nothing_left(&server);
 }

@@ -785,6 +785,102 @@ fn early_media_from_the_trunk_reaches_the_caller_before_the_answer() {
     assert_nothing_left(&setup.server);
 }
 
+/// The SIP messages of a -trace_msg log, in order (start line first).
+fn sip_messages(log: &str) -> Vec<&str> {
+    log.split("\n-----")
+        .filter_map(|chunk| chunk.split_once("\n\n").map(|(_, m)| m.trim()))
+        .filter(|m| {
+            m.lines()
+                .next()
+                .is_some_and(|l| l.starts_with("SIP/2.0 ") || l.trim_end().ends_with(" SIP/2.0"))
+        })
+        .collect()
+}
+
+/// The value of the first `name` header of a message.
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn a_caller_that_supports_100rel_gets_the_early_answer_reliably() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    // 183 with SDP from the carrier (a 600 Hz announcement), 200 at 2 s.
+    let carrier = Carrier::start_with_pcap("trunk_uas_early.xml", &[], Some(600.0));
+    let setup = start(&trunk("early", carrier.port, ""), &["early"]);
+    let mp = media_port();
+    let capture = Capture::start(setup.rtp, mp);
+    // The caller says Supported: 100rel and PRACKs only the fourth copy of
+    // the 183 (3.5 s), after the carrier answered.
+    let (child, work) = call(&setup, "b2bua_call_100rel.xml", "+15551234567", mp, 1);
+    wait(child, work.path(), "caller with 100rel");
+    carrier.finish("carrier with early media");
+    let log = messages(work.path());
+    let sip = sip_messages(&log);
+    let progress: Vec<&str> = sip
+        .iter()
+        .copied()
+        .filter(|m| m.starts_with("SIP/2.0 183"))
+        .collect();
+    assert_eq!(progress.len(), 4, "the 183 and 3 retransmissions:\n{log}");
+    let rseq: u32 = header(progress[0], "RSeq")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no RSeq:\n{}", progress[0]));
+    assert!((1..1 << 31).contains(&rseq), "{rseq}");
+    for m in &progress {
+        assert_eq!(header(m, "Require"), Some("100rel"), "{m}");
+        assert_eq!(header(m, "RSeq"), Some(rseq.to_string().as_str()), "{m}");
+        assert!(m.contains("m=audio "), "our answer in the 183:\n{m}");
+    }
+    let position = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        sip.iter()
+            .position(|m| pred(m))
+            .unwrap_or_else(|| panic!("no {what}:\n{log}"))
+    };
+    let prack = position("PRACK", &|m| m.starts_with("PRACK "));
+    assert_eq!(
+        header(sip[prack], "RAck"),
+        Some(format!("{rseq} 2 INVITE").as_str())
+    );
+    let prack_ok = position("200 for the PRACK", &|m| {
+        m.starts_with("SIP/2.0 200") && header(m, "CSeq") == Some("3 PRACK")
+    });
+    let answer = position("200 for the INVITE", &|m| {
+        m.starts_with("SIP/2.0 200") && header(m, "CSeq") == Some("2 INVITE")
+    });
+    assert!(
+        prack < prack_ok && prack_ok < answer,
+        "the 2xx waited for the PRACK:\n{log}"
+    );
+    let ok = sip[answer];
+    // The answer went reliably in the 183: the 200 carries no second one.
+    assert_eq!(header(ok, "Content-Length"), Some("0"), "{ok}");
+    assert!(
+        header(ok, "Allow").is_some_and(|a| a.contains("PRACK")),
+        "{ok}"
+    );
+    let payloads = capture.finish();
+    let announced = frames_with_tone(&payloads, 600.0);
+    eprintln!(
+        "early media with 100rel: {announced} of {} frames carry the announcement",
+        payloads.len()
+    );
+    assert!(
+        announced >= 50,
+        "heard the announcement in {announced} frames"
+    );
+    let cdr = &cdrs(&setup.server, 1)[0];
+    assert_eq!(cdr["status"], 200, "{cdr}");
+    assert!(cdr["answer"].is_number(), "{cdr}");
+    assert_nothing_left(&setup.server);
+}
+
 #[test]
 fn a_trunk_found_down_by_probing_is_skipped_at_once() {
     if !is_root() {

@@ -195,6 +195,7 @@
     }
     onEstablished() {
       try {
+        if (this.remote) this.remote.close();
         this.remote = new RemoteAudio(this.peerConnection(), `${this.stack} remote audio`);
       } catch (e) {
         this.log(`cannot attach remote audio: ${e}`);
@@ -229,6 +230,14 @@
     stats() { return collectStats(this.peerConnection(), this.remote); }
     // See RemoteAudio.levels: the received spectrum at `freqs`.
     levels(freqs) { return this.remote ? this.remote.levels(freqs) : null; }
+    // Plays and analyses the remote audio of a call not answered yet (early media); `stats()`
+    // reports on it from then on (Chromium decodes remote audio only for a sink that plays it).
+    listenEarly() {
+      const pc = this.peerConnection();
+      if (!pc) throw new Error("no media session yet (no RTCPeerConnection)");
+      if (!this.remote) this.remote = new RemoteAudio(pc, `${this.stack} early remote audio`);
+      return true;
+    }
     // The RTCDTMFSender of the call's audio sender (RFC 4733 telephone-event in the RTP stream).
     dtmfSender() {
       const pc = this.peerConnection();
@@ -287,6 +296,8 @@
         authorizationPassword: opts.password,
         displayName: opts.displayName,
         userAgentString: "SIP.js/0.21.2 (switchboard interop)",
+        // opts.rel100: Supported: 100rel in our INVITEs (reliable provisionals, PRACK).
+        sipExtension100rel: opts.rel100 ? SIP.SIPExtension.Supported : SIP.SIPExtension.Unsupported,
         logLevel: "debug",
         logBuiltinEnabled: false,
         logConfiguration: false,
@@ -405,6 +416,8 @@
       if (!uri) throw new Error(`bad target ${target}`);
       const inviter = new this.SIP.Inviter(this.ua, uri, {
         sessionDescriptionHandlerOptions: { constraints: AUDIO_CONSTRAINTS },
+        // opts.earlyMedia: play the answer of a 183 before the call is answered.
+        earlyMedia: !!this.opts.earlyMedia,
       });
       this.failReason = null;
       this.watch(inviter);

@@ -187,6 +187,9 @@ function parseScenario(s) {
         return { kind: "conference3", stacks: [stack(parts[1]), stack(parts[2]), stack(parts[3])], room: parts[4], hz: Number(parts[5]) };
       }
       break;
+    case "early":
+      if (parts.length === 4 && parts[2] && Number(parts[3]) > 0) return { kind: "early", stack: stack(parts[1]), number: parts[2], hz: Number(parts[3]) };
+      break;
     case "answer":
       if (parts.length === 3 && Number(parts[2]) > 0) return { kind: "answer", stack: stack(parts[1]), hz: Number(parts[2]) };
       break;
@@ -656,6 +659,64 @@ async function scenarioDtmf(ctx, stack, number, tones, via) {
   await unregisterQuietly([pa]);
 }
 
+// pa (SIP.js with Supported: 100rel and earlyMedia) calls a number whose far end sends a 183
+// with SDP and a tone of HZ, and answers ~2 s later. The 183 must come reliably (Require: 100rel,
+// RSeq), SIP.js PRACKs it (RAck) and gets 200; the tone is heard before the answer; the 200 for
+// the INVITE comes after the PRACK's and carries no second answer.
+async function scenarioEarly(ctx, stack, number, hz) {
+  if (stack !== "sipjs") throw new UsageError("early: only SIP.js does 100rel (JsSIP 3.13 has no PRACK)");
+  const pa = await newPage(ctx, `early-${stack}`, 0);
+  await pa.create({ ...agentOpts(ctx, stack, ctx.opts.user1), rel100: true, earlyMedia: true });
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  const target = `sip:${number}@${ctx.opts.domain}`;
+  const established = pa.invoke("call", target);
+  established.catch(() => {});
+  const find = (dir, re, after = 0) => pa.eval(([d, src, a]) => window.__sip.find((m) => m.seq > a && m.dir === d && new RegExp(src, "im").test(m.text)) || null, [dir, re.source, after]);
+  const waitFor = async (dir, re, after = 0) => { for (;;) { const m = await find(dir, re, after); if (m) return m; await sleep(50); } };
+  const header = (m, name) => { const h = m.text.split("\r\n").find((l) => l.toLowerCase().startsWith(`${name.toLowerCase()}:`)); return h ? h.slice(name.length + 1).trim() : null; };
+  const invite = await step(`${pa.name}: INVITE with Supported: 100rel`, 15000, () => waitFor("send", /^INVITE [^\r\n]*\r\n(?:[^\r\n]+\r\n)*Supported:[^\r\n]*100rel/));
+  const progress = await step(`${pa.name}: reliable 183 with our answer`, 15000, async () => {
+    const m = await waitFor("recv", /^SIP\/2\.0 183 /, invite.seq);
+    if (!/100rel/i.test(header(m, "Require") || "")) throw new Failure(`183 without Require: 100rel:\n${m.text}`);
+    if (!/^\d+$/.test(header(m, "RSeq") || "")) throw new Failure(`183 without RSeq:\n${m.text}`);
+    if (!/\r\nm=audio /.test(m.text)) throw new Failure(`183 without SDP:\n${m.text}`);
+    return { seq: m.seq, rseq: header(m, "RSeq"), cseq: header(m, "CSeq") };
+  });
+  const prack = await step(`${pa.name}: PRACK (RAck ${progress.rseq} ${progress.cseq})`, 10000, async () => {
+    const m = await waitFor("send", /^PRACK /, progress.seq);
+    const rack = header(m, "RAck");
+    if (rack !== `${progress.rseq} ${progress.cseq}`) throw new Failure(`PRACK with RAck "${rack}", expected "${progress.rseq} ${progress.cseq}"`);
+    return { seq: m.seq };
+  });
+  const prackOk = await step(`${pa.name}: 200 for the PRACK`, 10000, () => waitFor("recv", /^SIP\/2\.0 200 [^]*\r\nCSeq:\s*\d+\s+PRACK\s*\r\n/, prack.seq));
+  // The far end answers about 2 s after its 183: listen to the early media before that.
+  // ICE and DTLS may take a while on a loaded machine: look every 400 ms until the tone is
+  // heard; the answer must not come first.
+  await step(`${pa.name}: play the early media`, 5000, () => pa.invoke("listenEarly"));
+  const inviteOk = /^SIP\/2\.0 200 [^]*\r\nCSeq:\s*\d+\s+INVITE\s*\r\n/;
+  for (let look = 1; ; look++) {
+    await sleep(400);
+    const answered = await find("recv", inviteOk, invite.seq);
+    const early = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: early stats`);
+    try {
+      checkAudio(`${pa.name} (early media, look ${look})`, early, hz, ctx.opts.toneCheck);
+      if (answered) say(`${pa.name}: warning: answered before the early media was heard`);
+      break;
+    } catch (e) {
+      if (!(e instanceof Failure) || answered) throw new Failure(`no early media before the answer: ${e.message}`);
+    }
+  }
+  await step(`${pa.name}: call established`, 15000, () => established);
+  await step(`${pa.name}: 200 for the INVITE after the PRACK's, without SDP`, 5000, async () => {
+    const m = await waitFor("recv", /^SIP\/2\.0 200 [^]*\r\nCSeq:\s*\d+\s+INVITE\s*\r\n/, invite.seq);
+    if (m.seq < prackOk.seq) throw new Failure("the 200 for the INVITE came before the 200 for the PRACK");
+    if (/\r\nm=audio /.test(m.text)) throw new Failure(`the 200 repeats an answer:\n${m.text}`);
+    return header(m, "Content-Length");
+  });
+  await hangUpService(ctx, pa);
+  await unregisterQuietly([pa]);
+}
+
 async function scenarioJoin(ctx, stack, number, hz) {
   const pa = await newPage(ctx, `join-${stack}`, 0);
   await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
@@ -1060,6 +1121,7 @@ async function main() {
         case "attended": return scenarioAttended(ctx, scenario.stack, scenario.first, scenario.second, scenario.hz);
         case "conference3": return scenarioConference3(ctx, scenario.stacks, scenario.room, scenario.hz);
         case "answer": return scenarioAnswer(ctx, scenario.stack, scenario.hz);
+        case "early": return scenarioEarly(ctx, scenario.stack, scenario.number, scenario.hz);
         case "join": return scenarioJoin(ctx, scenario.stack, scenario.number, scenario.hz);
         case "turn-relay": return scenarioTurnRelay(ctx);
       }

@@ -21,8 +21,8 @@ use super::call::{Action, CallEvent, CallState, Replaces};
 use super::cdr::{CallRecord, LegRecord};
 use super::driver::{
     ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, negotiated_of,
-    prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye, sleep_until, update_rtp_leg,
-    webrtc_media,
+    prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye, set_reliability, sleep_until,
+    update_rtp_leg, webrtc_media,
 };
 use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
 use super::{B2bua, CONTACT_PREFIX, DialogKey, Peer};
@@ -962,6 +962,7 @@ impl Bridge {
             }
         };
         a.wait_for_answer();
+        set_reliability(&mut a, &request);
         let a_codec = a.negotiated().codec.kind.name().to_string();
         if let Destination::Browsers(route) = &mut self.destination {
             // Browsers need not send more than the caller's codec carries.
@@ -1032,15 +1033,23 @@ impl Bridge {
                 let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) else {
                     continue;
                 };
+                // Early media will be connected right after this provisional:
+                // the caller gets one 183, with our answer, instead of two.
+                let early_media_follows = early_policy_forward
+                    && alive == 1
+                    && matches!(b_queue.front(), Some((next, UacAction::EarlyMedia(_))) if *next == id);
                 match action {
                     UacAction::Progress(_) | UacAction::EarlyMedia(_) if leg.transfer => {}
                     UacAction::Progress(status) => {
-                        if a.state() == CallState::Ringing
-                            && !self.early_sent
-                            && !(status == 180 && self.ringing_sent)
-                        {
+                        let superseded = self.early_sent
+                            || (status == 180 && self.ringing_sent)
+                            || (status == 183 && early_media_follows);
+                        if a.state() == CallState::Ringing && !superseded {
                             self.ringing_sent |= status == 180;
-                            invite.respond(dialog.response(&request, status, None));
+                            a_queue.extend(a.handle(
+                                CallEvent::Progress { status, sdp: false },
+                                Instant::now(),
+                            ));
                         }
                     }
                     UacAction::EarlyMedia(neg) => {
@@ -1051,15 +1060,15 @@ impl Bridge {
                             let joined_a =
                                 join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx)
                                     .await;
-                            if joined_b && joined_a {
+                            let sdp = joined_b && joined_a;
+                            if sdp {
                                 self.early_sent = true;
-                                invite.respond(dialog.response(
-                                    &request,
-                                    183,
-                                    Some(answer_sdp.clone()),
-                                ));
                                 info!("early media from the trunk");
                             }
+                            // Without media, at least the progress.
+                            a_queue.extend(
+                                a.handle(CallEvent::Progress { status: 183, sdp }, Instant::now()),
+                            );
                         }
                     }
                     UacAction::Answered(neg) if leg.transfer => {
@@ -1332,14 +1341,24 @@ impl Bridge {
             while let Some(action) = a_queue.pop_front() {
                 match action {
                     Action::Ring => {}
+                    Action::Provisional { status, sdp, rseq } => {
+                        if rseq.is_some() {
+                            debug!(status, sdp, ?rseq, "reliable provisional to the caller");
+                        }
+                        invite.respond(dialog.provisional(
+                            status,
+                            sdp.then(|| answer_sdp.clone()),
+                            rseq,
+                        ));
+                    }
                     Action::Answer => {
                         if join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx).await
                         {
-                            invite.respond(dialog.response(
-                                &request,
-                                200,
-                                Some(answer_sdp.clone()),
-                            ));
+                            // After a reliable answer (PRACKed) the 2xx
+                            // carries no SDP: the offer/answer exchange is
+                            // complete (RFC 3261 §13.2.1, RFC 6337 §3.1).
+                            let body = (!a.answered_early()).then(|| answer_sdp.clone());
+                            invite.respond(dialog.response(&request, 200, body));
                         } else {
                             invite.respond(dialog.response(&request, 500, None));
                             a.handle(CallEvent::Cancel, Instant::now());
@@ -1587,7 +1606,12 @@ impl Bridge {
                     }
                 }
                 _ = sleep_until(a_deadline), if a_deadline.is_some() => {
+                    let ringing = a.state() == CallState::Ringing;
                     a_queue.extend(a.handle(CallEvent::Timer, Instant::now()));
+                    if ringing && a.state() == CallState::Ended {
+                        info!("the caller never acknowledged our reliable provisional (PRACK)");
+                        self.end_reason = "no PRACK from the caller".into();
+                    }
                 }
                 _ = sleep_until(b_deadline), if b_deadline.is_some() => {
                     let now = Instant::now();

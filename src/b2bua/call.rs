@@ -9,6 +9,12 @@
 //!     ▼                   ▼                    ▼
 //!   Ended (487)        Ending (BYE out) ◀──────┘ ──BYE answered/timed out──▶ Ended
 //! ```
+//!
+//! While ringing, provisional responses go through [`CallEvent::Progress`]:
+//! to a caller that supports RFC 3262 (`100rel` in its INVITE's Supported
+//! or Require) the ones that carry our answer, and every one when it
+//! requires `100rel`, are sent reliably ([`Reliability`]): an `RSeq`,
+//! retransmitted until the caller's PRACK, one at a time.
 
 use std::time::{Duration, Instant};
 
@@ -68,13 +74,138 @@ pub enum CallEvent<'a> {
     Reject(u16),
     /// Hang up (a bridged call's other leg ended).
     Hangup,
+    /// Tell the caller how the call progresses: a provisional `status`,
+    /// with our answer SDP in it or not (early media).
+    Progress {
+        /// 180 or 183.
+        status: u16,
+        /// The response carries our answer.
+        sdp: bool,
+    },
+    /// PRACK from the caller, with its RAck (`None`: missing or unreadable).
+    Prack(Option<RAck>),
 }
+
+/// The RAck header of a PRACK (RFC 3262 §7.2): which reliable provisional
+/// it acknowledges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RAck {
+    /// The RSeq of the provisional.
+    pub rseq: u32,
+    /// The CSeq number of the INVITE.
+    pub cseq: u32,
+    /// The CSeq method (INVITE).
+    pub method: String,
+}
+
+impl RAck {
+    /// Reads `RSeq CSeq Method` (`776656 1 INVITE`).
+    pub fn parse(value: &str) -> Option<RAck> {
+        let mut parts = value.split_whitespace();
+        let rseq = parts.next()?.parse().ok()?;
+        let cseq = parts.next()?.parse().ok()?;
+        let method = parts.next()?.to_string();
+        parts
+            .next()
+            .is_none()
+            .then_some(RAck { rseq, cseq, method })
+    }
+}
+
+/// What the caller said about reliable provisional responses (RFC 3262).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reliability {
+    /// No `100rel`: provisionals are sent unreliably (and one with our
+    /// answer is repeated in the 2xx).
+    Unsupported,
+    /// `Supported: 100rel`: a provisional with our answer is sent reliably;
+    /// plain ringing is not (nothing to lose but a ringback cue).
+    Supported,
+    /// `Require: 100rel`: every provisional but 100 is sent reliably.
+    Required,
+}
+
+impl Reliability {
+    /// Reads the INVITE's Supported (`k`) and Require headers.
+    pub fn of(request: &crate::sip::Request) -> Reliability {
+        let lists = |names: &[&str]| {
+            request.headers.iter().any(|h| {
+                let name = h.name();
+                names.iter().any(|n| name.eq_ignore_ascii_case(n))
+                    && h.value()
+                        .split(',')
+                        .any(|tag| tag.trim().eq_ignore_ascii_case("100rel"))
+            })
+        };
+        if lists(&["Require"]) {
+            Reliability::Required
+        } else if lists(&["Supported", "k"]) {
+            Reliability::Supported
+        } else {
+            Reliability::Unsupported
+        }
+    }
+}
+
+/// The reliable provisional waiting for its PRACK.
+#[derive(Debug, Clone)]
+struct Unacked {
+    status: u16,
+    sdp: bool,
+    rseq: u32,
+    /// When it was first sent: it is given up at 64·T1 from here.
+    first: Instant,
+    /// The interval before the next retransmission (T1, doubling).
+    interval: Duration,
+    /// When it is sent again.
+    next: Instant,
+}
+
+/// RFC 3262 state of the INVITE we answer (UAS side, §3).
+#[derive(Debug, Clone)]
+struct Rel100 {
+    mode: Reliability,
+    /// The INVITE's CSeq number (RAck must name it).
+    invite_cseq: u32,
+    /// RSeq of the next reliable provisional.
+    next_rseq: u32,
+    unacked: Option<Unacked>,
+    /// Provisionals held back until `unacked` is acknowledged (one reliable
+    /// provisional at a time): (status, with SDP).
+    queued: std::collections::VecDeque<(u16, bool)>,
+    /// Our answer went out in a reliable provisional: the offer/answer
+    /// exchange is complete and the 2xx carries no SDP.
+    answered_early: bool,
+    /// The 2xx is due but waits for the PRACK of a provisional with SDP.
+    answer_waiting: bool,
+}
+
+/// Provisionals kept while one is unacknowledged; more are dropped (a
+/// newer ringing state makes the older ones moot).
+const MAX_QUEUED: usize = 4;
+
+/// Status of the final response when a reliable provisional was never
+/// acknowledged (RFC 3262 §3: "SHOULD reject ... with a 5xx").
+pub const PRACK_TIMEOUT_STATUS: u16 = 504;
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Send 180 Ringing on the INVITE.
+    /// Send 180 Ringing on the INVITE (a call the gateway answers itself,
+    /// while its answer delay runs; feed it back as [`CallEvent::Progress`]
+    /// when the caller may want it reliably).
     Ring,
+    /// Send a provisional response on the INVITE: `status`, with our
+    /// answer SDP when `sdp`, reliably (`Require: 100rel`, `RSeq: n`) when
+    /// `rseq` is set. A retransmission is the same action again.
+    Provisional {
+        /// 180 or 183.
+        status: u16,
+        /// Carry our answer SDP.
+        sdp: bool,
+        /// The RSeq of a reliable provisional.
+        rseq: Option<u32>,
+    },
     /// Join the room and send 200 OK with our answer on the INVITE.
     Answer,
     /// Final response `status` on the INVITE (no answer happened).
@@ -118,6 +249,22 @@ pub struct UasCall {
     negotiated: Negotiated,
     /// The leg is WebRTC: its SDP is the leg's (ICE, DTLS), not ours.
     webrtc: bool,
+    /// Reliable provisional responses (RFC 3262).
+    rel: Rel100,
+}
+
+impl Rel100 {
+    fn none() -> Rel100 {
+        Rel100 {
+            mode: Reliability::Unsupported,
+            invite_cseq: 0,
+            next_rseq: 1,
+            unacked: None,
+            queued: Default::default(),
+            answered_early: false,
+            answer_waiting: false,
+        }
+    }
 }
 
 /// The body and the outcome of answering an offer.
@@ -146,6 +293,7 @@ impl UasCall {
             origin,
             negotiated,
             webrtc: false,
+            rel: Rel100::none(),
         };
         let mut actions = Vec::new();
         if answer_delay.is_zero() {
@@ -174,6 +322,7 @@ impl UasCall {
             origin: SessionOrigin::new(),
             negotiated,
             webrtc: true,
+            rel: Rel100::none(),
         };
         let mut actions = Vec::new();
         if answer_delay.is_zero() {
@@ -191,6 +340,22 @@ impl UasCall {
         }
     }
 
+    /// Sends provisionals reliably as the caller asked (RFC 3262):
+    /// `invite_cseq` is its INVITE's CSeq number, `first_rseq` the RSeq of
+    /// the first reliable provisional (random, 1 to 2^31 - 1, with room to
+    /// count up: RSeq never wraps).
+    pub fn set_reliability(&mut self, mode: Reliability, invite_cseq: u32, first_rseq: u32) {
+        self.rel.mode = mode;
+        self.rel.invite_cseq = invite_cseq;
+        self.rel.next_rseq = first_rseq.clamp(1, 0x7fff_0000);
+    }
+
+    /// Our answer went out in a reliable provisional response: the 2xx
+    /// must not carry another (RFC 3261 §13.2.1, RFC 6337 §3.1).
+    pub fn answered_early(&self) -> bool {
+        self.rel.answered_early
+    }
+
     /// The current state.
     pub fn state(&self) -> CallState {
         self.state
@@ -203,7 +368,134 @@ impl UasCall {
 
     /// When [`CallEvent::Timer`] is due next.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        let retransmit = match self.state {
+            CallState::Ringing => self.rel.unacked.as_ref().map(|u| u.next),
+            _ => None,
+        };
+        match (self.deadline, retransmit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sends a provisional (or queues it behind an unacknowledged reliable
+    /// one).
+    fn progress(&mut self, status: u16, sdp: bool, now: Instant) -> Vec<Action> {
+        // One answer per offer: a later provisional does not repeat it.
+        let sdp = sdp && !self.rel.answered_early;
+        let reliable = match self.rel.mode {
+            Reliability::Unsupported => false,
+            Reliability::Supported => sdp,
+            Reliability::Required => true,
+        };
+        if !reliable {
+            return vec![Action::Provisional {
+                status,
+                sdp,
+                rseq: None,
+            }];
+        }
+        if self.rel.unacked.is_some() {
+            // RFC 3262 §3: no second reliable provisional until the first
+            // is acknowledged.
+            if self.rel.queued.len() < MAX_QUEUED {
+                self.rel.queued.push_back((status, sdp));
+            }
+            return Vec::new();
+        }
+        let rseq = self.rel.next_rseq;
+        self.rel.next_rseq = rseq.saturating_add(1);
+        self.rel.answered_early |= sdp;
+        self.rel.unacked = Some(Unacked {
+            status,
+            sdp,
+            rseq,
+            first: now,
+            interval: T1,
+            next: now + T1,
+        });
+        vec![Action::Provisional {
+            status,
+            sdp,
+            rseq: Some(rseq),
+        }]
+    }
+
+    /// Retransmits the unacknowledged reliable provisional when due, or
+    /// gives up on the INVITE after 64·T1 (RFC 3262 §3).
+    fn retransmit(&mut self, now: Instant) -> Vec<Action> {
+        let Some(u) = self.rel.unacked.as_mut() else {
+            return Vec::new();
+        };
+        if now < u.next {
+            return Vec::new();
+        }
+        if now >= u.first + 64 * T1 {
+            self.rel.unacked = None;
+            self.rel.queued.clear();
+            self.state = CallState::Ended;
+            self.deadline = None;
+            return vec![Action::RejectInvite(PRACK_TIMEOUT_STATUS), Action::Release];
+        }
+        // RFC 3262 §3: an interval that starts at T1 and doubles for each
+        // retransmission (no T2 cap, unlike Timer G).
+        u.interval *= 2;
+        u.next = (now + u.interval).min(u.first + 64 * T1);
+        vec![Action::Provisional {
+            status: u.status,
+            sdp: u.sdp,
+            rseq: Some(u.rseq),
+        }]
+    }
+
+    /// Answers now, or once the reliable provisional that carried our
+    /// answer is acknowledged (RFC 3262 §3: no 2xx before that PRACK).
+    fn answer(&mut self, now: Instant) -> Vec<Action> {
+        if self.rel.unacked.as_ref().is_some_and(|u| u.sdp) {
+            self.rel.answer_waiting = true;
+            self.deadline = None;
+            return Vec::new();
+        }
+        // A reliable provisional without SDP may stay unacknowledged: the
+        // final response ends its retransmissions; queued ones are moot.
+        self.rel.unacked = None;
+        self.rel.queued.clear();
+        self.rel.answer_waiting = false;
+        self.state = CallState::AwaitingAck;
+        self.deadline = Some(now + 64 * T1);
+        vec![Action::Answer]
+    }
+
+    /// A PRACK: 200 when it acknowledges the reliable provisional we wait
+    /// for (RSeq, CSeq number and method match), else 481 (RFC 3262 §3).
+    fn prack(&mut self, rack: Option<RAck>, now: Instant) -> Vec<Action> {
+        let matches = match (&self.rel.unacked, &rack) {
+            (Some(u), Some(r)) => {
+                r.rseq == u.rseq
+                    && r.cseq == self.rel.invite_cseq
+                    && r.method.eq_ignore_ascii_case("INVITE")
+            }
+            _ => false,
+        };
+        if !matches {
+            return vec![Action::Reply(481, None)];
+        }
+        self.rel.unacked = None;
+        let mut actions = vec![Action::Reply(200, None)];
+        if self.rel.answer_waiting {
+            actions.extend(self.answer(now));
+        } else if let Some((status, sdp)) = self.rel.queued.pop_front() {
+            actions.extend(self.progress(status, sdp, now));
+        }
+        actions
+    }
+
+    /// Forgets the reliable provisional state once the INVITE has its final
+    /// response.
+    fn finish_provisionals(&mut self) {
+        self.rel.unacked = None;
+        self.rel.queued.clear();
+        self.rel.answer_waiting = false;
     }
 
     fn end_with_bye(&mut self) -> Vec<Action> {
@@ -216,18 +508,29 @@ impl UasCall {
     /// Feeds one event; returns what to do.
     pub fn handle(&mut self, event: CallEvent<'_>, now: Instant) -> Vec<Action> {
         use CallState::*;
+        if self.state == Ringing
+            && matches!(
+                event,
+                CallEvent::Reject(_)
+                    | CallEvent::Hangup
+                    | CallEvent::Cancel
+                    | CallEvent::LegClosed(_)
+            )
+        {
+            self.finish_provisionals();
+        }
         match (self.state, event) {
             (Ended, _) => Vec::new(),
-            (Ringing, CallEvent::Timer) if self.deadline.is_some_and(|d| now >= d) => {
-                self.state = AwaitingAck;
-                self.deadline = Some(now + 64 * T1);
-                vec![Action::Answer]
+            (Ringing, CallEvent::Timer) => {
+                let mut actions = self.retransmit(now);
+                if self.state == Ringing && self.deadline.is_some_and(|d| now >= d) {
+                    actions.extend(self.answer(now));
+                }
+                actions
             }
-            (Ringing, CallEvent::Answer) => {
-                self.state = AwaitingAck;
-                self.deadline = Some(now + 64 * T1);
-                vec![Action::Answer]
-            }
+            (Ringing, CallEvent::Answer) => self.answer(now),
+            (Ringing, CallEvent::Progress { status, sdp }) => self.progress(status, sdp, now),
+            (Ringing, CallEvent::Prack(rack)) => self.prack(rack, now),
             (Ringing, CallEvent::Reject(status)) => {
                 self.state = Ended;
                 self.deadline = None;
@@ -247,6 +550,11 @@ impl UasCall {
             (Ringing, CallEvent::LegClosed(_)) => {
                 self.state = Ended;
                 vec![Action::RejectInvite(500), Action::Release]
+            }
+            // No reliable provisional is outstanding once the INVITE has
+            // its final response.
+            (AwaitingAck | Confirmed | Ending, CallEvent::Prack(_)) => {
+                vec![Action::Reply(481, None)]
             }
             (AwaitingAck, CallEvent::Ack) => {
                 self.state = Confirmed;
@@ -711,6 +1019,301 @@ mod tests {
             t0,
         );
         assert_eq!(r.err(), Some(488));
+    }
+
+    /// A bridged call (answer on request) whose caller said `mode` about
+    /// 100rel; INVITE CSeq 2, first RSeq 1000.
+    fn reliable(mode: Reliability, now: Instant) -> UasCall {
+        let (mut call, _, _) = start(1000, now);
+        call.wait_for_answer();
+        call.set_reliability(mode, 2, 1000);
+        call
+    }
+
+    fn rack(rseq: u32, cseq: u32) -> CallEvent<'static> {
+        CallEvent::Prack(Some(RAck {
+            rseq,
+            cseq,
+            method: "INVITE".into(),
+        }))
+    }
+
+    fn early(sdp: bool) -> CallEvent<'static> {
+        CallEvent::Progress { status: 183, sdp }
+    }
+
+    #[test]
+    fn reliability_is_read_from_supported_and_require() {
+        let invite = |extra: &str| {
+            let text = format!(
+                "INVITE sip:+15551234567@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:u@example.test>;tag=a\r\nTo: <sip:+15551234567@example.test>\r\nCall-ID: c1\r\nCSeq: 2 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+            );
+            match crate::sip::SipMessage::try_from(text.as_bytes()).unwrap() {
+                crate::sip::SipMessage::Request(r) => r,
+                other => panic!("{other}"),
+            }
+        };
+        assert_eq!(Reliability::of(&invite("")), Reliability::Unsupported);
+        assert_eq!(
+            Reliability::of(&invite("Supported: timer, 100rel\r\n")),
+            Reliability::Supported
+        );
+        assert_eq!(
+            Reliability::of(&invite("k: 100REL\r\n")),
+            Reliability::Supported
+        );
+        assert_eq!(
+            Reliability::of(&invite("Supported: 100rel\r\nRequire: 100rel\r\n")),
+            Reliability::Required
+        );
+        assert_eq!(
+            Reliability::of(&invite("Supported: 100relx\r\n")),
+            Reliability::Unsupported
+        );
+        assert_eq!(
+            RAck::parse("776656 1 INVITE"),
+            Some(RAck {
+                rseq: 776656,
+                cseq: 1,
+                method: "INVITE".into()
+            })
+        );
+        assert_eq!(RAck::parse("1 INVITE"), None);
+        assert_eq!(RAck::parse("x 1 INVITE"), None);
+    }
+
+    #[test]
+    fn without_100rel_provisionals_are_unreliable_and_the_answer_is_repeated() {
+        let t0 = Instant::now();
+        let mut call = reliable(Reliability::Unsupported, t0);
+        assert_eq!(
+            call.handle(early(true), t0),
+            [Action::Provisional {
+                status: 183,
+                sdp: true,
+                rseq: None
+            }]
+        );
+        assert_eq!(call.deadline(), None, "nothing to retransmit");
+        assert!(!call.answered_early());
+        assert_eq!(call.handle(CallEvent::Answer, t0), [Action::Answer]);
+    }
+
+    #[test]
+    fn early_answer_is_sent_reliably_and_retransmitted_until_prack() {
+        let t0 = Instant::now();
+        let mut call = reliable(Reliability::Supported, t0);
+        // Plain ringing stays unreliable when 100rel is only supported.
+        assert_eq!(
+            call.handle(
+                CallEvent::Progress {
+                    status: 180,
+                    sdp: false
+                },
+                t0
+            ),
+            [Action::Provisional {
+                status: 180,
+                sdp: false,
+                rseq: None
+            }]
+        );
+        let first = Action::Provisional {
+            status: 183,
+            sdp: true,
+            rseq: Some(1000),
+        };
+        assert_eq!(call.handle(early(true), t0), std::slice::from_ref(&first));
+        assert!(call.answered_early());
+        // Retransmissions at T1, then doubling: 0.5, 1.5, 3.5, 7.5 s...
+        let ms = Duration::from_millis;
+        let mut sent = Vec::new();
+        let mut now = t0;
+        while let Some(next) = call.deadline() {
+            if next > t0 + ms(10_000) {
+                break;
+            }
+            now = next;
+            let actions = call.handle(CallEvent::Timer, now);
+            assert_eq!(actions, std::slice::from_ref(&first), "at {:?}", now - t0);
+            sent.push(now - t0);
+        }
+        assert_eq!(sent, [ms(500), ms(1500), ms(3500), ms(7500)]);
+        // A PRACK for another RSeq, CSeq or method matches nothing: 481.
+        assert_eq!(call.handle(rack(999, 2), now), [Action::Reply(481, None)]);
+        assert_eq!(call.handle(rack(1000, 1), now), [Action::Reply(481, None)]);
+        let wrong_method = CallEvent::Prack(Some(RAck {
+            rseq: 1000,
+            cseq: 2,
+            method: "BYE".into(),
+        }));
+        assert_eq!(call.handle(wrong_method, now), [Action::Reply(481, None)]);
+        assert_eq!(
+            call.handle(CallEvent::Prack(None), now),
+            [Action::Reply(481, None)]
+        );
+        // The right one: 200, and the retransmissions stop.
+        assert_eq!(call.handle(rack(1000, 2), now), [Action::Reply(200, None)]);
+        assert_eq!(call.deadline(), None);
+        // The same PRACK again (a new transaction) matches nothing now.
+        assert_eq!(call.handle(rack(1000, 2), now), [Action::Reply(481, None)]);
+        assert_eq!(call.handle(CallEvent::Answer, now), [Action::Answer]);
+        assert_eq!(call.state(), CallState::AwaitingAck);
+        assert!(call.answered_early(), "the 2xx carries no second answer");
+        assert_eq!(call.handle(rack(1000, 2), now), [Action::Reply(481, None)]);
+    }
+
+    #[test]
+    fn the_2xx_waits_for_the_prack_of_the_early_answer() {
+        let t0 = Instant::now();
+        let mut call = reliable(Reliability::Supported, t0);
+        call.handle(early(true), t0);
+        let t1 = t0 + Duration::from_millis(200);
+        assert!(call.handle(CallEvent::Answer, t1).is_empty());
+        assert_eq!(call.state(), CallState::Ringing);
+        assert_eq!(call.deadline(), Some(t0 + T1), "still retransmitting");
+        let t2 = t0 + Duration::from_millis(700);
+        assert_eq!(
+            call.handle(rack(1000, 2), t2),
+            [Action::Reply(200, None), Action::Answer]
+        );
+        assert_eq!(call.state(), CallState::AwaitingAck);
+        assert_eq!(call.deadline(), Some(t2 + 64 * T1));
+    }
+
+    #[test]
+    fn an_unacknowledged_reliable_provisional_fails_the_invite_after_64_t1() {
+        let t0 = Instant::now();
+        let mut call = reliable(Reliability::Supported, t0);
+        call.handle(early(true), t0);
+        call.handle(CallEvent::Answer, t0 + Duration::from_secs(2));
+        let mut retransmissions = 0;
+        let mut last = Vec::new();
+        while let Some(next) = call.deadline() {
+            last = call.handle(CallEvent::Timer, next);
+            if call.state() == CallState::Ended {
+                assert!(
+                    next >= t0 + 64 * T1 && next <= t0 + 64 * T1 + T1,
+                    "{next:?}"
+                );
+                break;
+            }
+            retransmissions += 1;
+        }
+        // 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; then given up at 32 s.
+        assert_eq!(retransmissions, 6);
+        assert_eq!(
+            last,
+            [Action::RejectInvite(PRACK_TIMEOUT_STATUS), Action::Release]
+        );
+        assert_eq!(call.deadline(), None);
+        assert!(call.handle(rack(1000, 2), t0).is_empty(), "over");
+    }
+
+    #[test]
+    fn one_reliable_provisional_at_a_time_when_100rel_is_required() {
+        let t0 = Instant::now();
+        let mut call = reliable(Reliability::Required, t0);
+        assert_eq!(
+            call.handle(
+                CallEvent::Progress {
+                    status: 180,
+                    sdp: false
+                },
+                t0
+            ),
+            [Action::Provisional {
+                status: 180,
+                sdp: false,
+                rseq: Some(1000)
+            }]
+        );
+        // The 183 waits for the 180's PRACK, then goes with the next RSeq.
+        assert!(call.handle(early(true), t0).is_empty());
+        assert!(!call.answered_early());
+        assert_eq!(
+            call.handle(rack(1000, 2), t0),
+            [
+                Action::Reply(200, None),
+                Action::Provisional {
+                    status: 183,
+                    sdp: true,
+                    rseq: Some(1001)
+                }
+            ]
+        );
+        assert!(call.answered_early());
+        // A later provisional does not repeat the answer.
+        assert!(
+            call.handle(
+                CallEvent::Progress {
+                    status: 180,
+                    sdp: false
+                },
+                t0
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            call.handle(rack(1001, 2), t0),
+            [
+                Action::Reply(200, None),
+                Action::Provisional {
+                    status: 180,
+                    sdp: false,
+                    rseq: Some(1002)
+                }
+            ]
+        );
+        // An unacknowledged provisional without SDP does not hold the 2xx.
+        assert_eq!(call.handle(CallEvent::Answer, t0), [Action::Answer]);
+        assert_eq!(call.deadline(), Some(t0 + 64 * T1));
+        assert_eq!(call.handle(rack(1002, 2), t0), [Action::Reply(481, None)]);
+    }
+
+    #[test]
+    fn cancel_stops_the_retransmissions() {
+        let t0 = Instant::now();
+        let mut call = reliable(Reliability::Supported, t0);
+        call.handle(early(true), t0);
+        assert_eq!(
+            call.handle(CallEvent::Cancel, t0),
+            [Action::RejectInvite(487), Action::Release]
+        );
+        assert_eq!(call.deadline(), None);
+        assert!(call.handle(CallEvent::Timer, t0 + T1).is_empty());
+    }
+
+    #[test]
+    fn a_ringing_echo_call_sends_its_180_reliably_when_required() {
+        // Calls the gateway answers itself: Ring is fed back as Progress.
+        let t0 = Instant::now();
+        let (mut call, _, actions) = start(1000, t0);
+        assert_eq!(actions, [Action::Ring]);
+        call.set_reliability(Reliability::Required, 2, 7);
+        assert_eq!(
+            call.handle(
+                CallEvent::Progress {
+                    status: 180,
+                    sdp: false
+                },
+                t0
+            ),
+            [Action::Provisional {
+                status: 180,
+                sdp: false,
+                rseq: Some(7)
+            }]
+        );
+        assert_eq!(call.deadline(), Some(t0 + T1));
+        assert_eq!(call.handle(CallEvent::Timer, t0 + T1).len(), 1);
+        // The answer delay (1 s) ends the ringing: a 180 without SDP may
+        // stay unacknowledged.
+        assert_eq!(call.deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            call.handle(CallEvent::Timer, t0 + Duration::from_secs(1)),
+            [Action::Answer]
+        );
     }
 
     #[test]

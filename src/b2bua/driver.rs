@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::call::{Action, CallEvent, CallState, UasCall};
+use super::call::{Action, CallEvent, CallState, RAck, Reliability, UasCall};
 use super::{B2bua, CONTACT_PREFIX, CallTarget, DialogKey, Peer};
 use crate::media::engine::{Command, EngineError, LegEvent, LegSockets, RoomHandle};
 use crate::media::leg::Leg;
@@ -65,7 +65,7 @@ pub(super) struct Dialog {
 }
 
 /// Methods our B2BUA dialogs accept.
-pub(super) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub(super) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
 
 /// A response to `request` as one side of a B2BUA dialog: our `tag` on To
 /// when it has none, `contact` on dialog-creating and target-refreshing
@@ -116,6 +116,19 @@ pub(super) fn build_response(
     }
 }
 
+/// Has `call` send its provisionals as the caller's INVITE asks (RFC 3262
+/// 100rel), with a random first RSeq.
+pub(super) fn set_reliability(call: &mut UasCall, invite: &Request) {
+    let cseq = invite
+        .cseq_header()
+        .ok()
+        .and_then(|c| c.seq().ok())
+        .unwrap_or_default();
+    // 1 to 2^30: far from 2^31 - 1, so RSeq never has to wrap.
+    let first_rseq = rand::random::<u32>() % (1 << 30) + 1;
+    call.set_reliability(Reliability::of(invite), cseq, first_rseq);
+}
+
 impl Dialog {
     /// The dialog of an INVITE we answer as a UAS towards `peer`: a fresh
     /// To-tag and our Contact `sip:sb-b2b-<tag>@<our address>`.
@@ -152,6 +165,26 @@ impl Dialog {
             &self.contact,
             &self.server_name,
         )
+    }
+
+    /// A provisional response to the INVITE (`status`, with `body`), made
+    /// reliable (RFC 3262: `Require: 100rel`, `RSeq`) when `rseq` is set.
+    pub(super) fn provisional(
+        &self,
+        status: u16,
+        body: Option<String>,
+        rseq: Option<u32>,
+    ) -> Response {
+        let mut response = self.response(&self.invite, status, body);
+        if let Some(rseq) = rseq {
+            let mut headers: Vec<Header> = response.headers.iter().cloned().collect();
+            // Before Content-Length, which build_response puts last.
+            let at = headers.len().saturating_sub(1);
+            headers.insert(at, Header::Require("100rel".into()));
+            headers.insert(at + 1, Header::Other("RSeq".into(), rseq.to_string()));
+            response.headers = headers.into();
+        }
+        response
     }
 
     /// Our BYE (RFC 3261 §15.1.1): to the caller's Contact, along the
@@ -479,6 +512,7 @@ pub async fn answer<S: InviteServer>(
                 return;
             }
         };
+    set_reliability(&mut call, &request);
     let Ok(call_id) = request.call_id_header().map(|h| h.value().to_string()) else {
         return;
     };
@@ -499,7 +533,18 @@ pub async fn answer<S: InviteServer>(
         // Carry out what the state machine asked for.
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Ring => invite.respond(dialog.response(&request, 180, None)),
+                Action::Ring => queue.extend(call.handle(
+                    CallEvent::Progress {
+                        status: 180,
+                        sdp: false,
+                    },
+                    Instant::now(),
+                )),
+                Action::Provisional { status, sdp, rseq } => invite.respond(dialog.provisional(
+                    status,
+                    sdp.then(|| answer_sdp.clone()),
+                    rseq,
+                )),
                 Action::Answer => {
                     let joined = match prepared.take() {
                         Some(p) => join(b2bua, &target, participant, p, leg_tx.clone()).await,
@@ -510,11 +555,8 @@ pub async fn answer<S: InviteServer>(
                             let label = caller_label(&request);
                             let _ = handle.send(Command::Label(participant, label)).await;
                             room = Some(handle);
-                            invite.respond(dialog.response(
-                                &request,
-                                200,
-                                Some(answer_sdp.clone()),
-                            ));
+                            let body = (!call.answered_early()).then(|| answer_sdp.clone());
+                            invite.respond(dialog.response(&request, 200, body));
                         }
                         Err(e) => {
                             warn!(error = %e, "could not join the room");
@@ -655,6 +697,7 @@ pub(super) struct InDialog {
     content_type: String,
     body: Vec<u8>,
     refer_to: String,
+    rack: Option<RAck>,
 }
 
 impl InDialog {
@@ -672,6 +715,11 @@ impl InDialog {
                 .unwrap_or_default(),
             body: request.body.clone(),
             refer_to: super::call::refer_to(request).unwrap_or_default(),
+            rack: request
+                .headers
+                .iter()
+                .find(|h| h.name().eq_ignore_ascii_case("RAck"))
+                .and_then(|h| RAck::parse(h.value())),
         }
     }
 
@@ -688,6 +736,7 @@ impl InDialog {
             Method::Info => CallEvent::Info(&self.content_type, &self.body),
             Method::Options => CallEvent::Options,
             Method::Refer => CallEvent::Refer(&self.refer_to),
+            Method::PRack => CallEvent::Prack(self.rack.clone()),
             _ => CallEvent::Other,
         }
     }

@@ -54,12 +54,15 @@ pub use rsipstack::transport::SipAddr;
 /// A transport handle the transaction layer sends through.
 pub use rsipstack::transport::SipConnection;
 
-/// Methods every listener answers in `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+/// Methods every listener answers in `Allow` (PRACK: the B2BUA
+/// acknowledges reliable provisionals, RFC 3262; the proxy relays it).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK";
 /// Body types we accept (`Accept`).
 pub const ACCEPT: &str = "application/sdp";
 /// Option tags we support (`Supported`); grows with the features that need them.
-pub const SUPPORTED: &str = "";
+/// `100rel`: calls the B2BUA terminates send reliable provisionals (RFC
+/// 3262) to callers that support them; the proxy passes them through.
+pub const SUPPORTED: &str = "100rel";
 
 /// The SIP transports Switchboard speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
