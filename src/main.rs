@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{self, LogFormat};
 use tracing::{error, info};
 
+/// mimalloc instead of the system allocator: SIP messages, transactions and
+/// per-call state are many small short-lived allocations across threads,
+/// where glibc malloc spent about a quarter of the B2BUA's CPU
+/// (docs/benchmarks.md, issue 6).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// SIP-over-WebSocket gateway and B2BUA: registrar, proxy, media mixer and
 /// TURN in one binary.
 #[derive(Debug, Parser)]
