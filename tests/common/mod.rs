@@ -449,16 +449,33 @@ pub fn authenticated_invite_with_sdp(
         );
         socket.send_to(msg.as_bytes(), server).unwrap();
     };
-    let final_response = || loop {
+    // The final response to the INVITE with this CSeq: a retransmitted
+    // 407 of the first INVITE (Timer G, when the second one is slow to
+    // answer) is not the second one's answer.
+    let final_response = |cseq: u32| loop {
         let mut buf = vec![0u8; 8192];
         let (n, _) = socket.recv_from(&mut buf).expect("response");
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
+        let ours = text
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("CSeq: {cseq} INVITE")));
+        if ours && !text.starts_with("SIP/2.0 1") {
             return text;
         }
     };
     send(1, "");
-    let challenge = final_response();
+    let challenge = final_response(1);
+    // ACK the 407 (same branch as the INVITE), so that it is not resent.
+    let to = challenge
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .unwrap_or_default();
+    let ack = format!(
+        "ACK sip:{callee}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i1-{};rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:{caller}@{domain}>;tag=a1\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        local.port()
+    );
+    socket.send_to(ack.as_bytes(), server).unwrap();
     assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
     let nonce = challenge
         .split("nonce=\"")
@@ -481,7 +498,7 @@ pub fn authenticated_invite_with_sdp(
         "Proxy-Authorization: Digest username=\"{caller}\", realm=\"{domain}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n"
     );
     send(2, &auth);
-    let text = final_response();
+    let text = final_response(2);
     if !text.starts_with("SIP/2.0 2") {
         let to = text
             .lines()
