@@ -139,19 +139,18 @@ impl Capture {
 /// How many captured 20 ms frames carry `freq` clearly (its Goertzel power
 /// is most of the frame's energy).
 pub fn frames_with_tone(payloads: &[Vec<u8>], freq: f32) -> usize {
-    payloads
+    frames_hearing(payloads, freq, 0.5)
+}
+
+/// Whether a frame of 8 kHz PCM is loud (mean square above 10^5) and
+/// carries `freq` as at least `share` of its energy.
+fn has_tone(pcm: &[i16], freq: f32, share: f32) -> bool {
+    let energy = pcm
         .iter()
-        .filter(|p| {
-            let pcm: Vec<i16> = p.iter().map(|&b| alaw_to_linear(b)).collect();
-            let energy = pcm
-                .iter()
-                .map(|&s| f32::from(s) * f32::from(s))
-                .sum::<f32>()
-                / pcm.len() as f32;
-            let tone = goertzel(&pcm, 8000, freq) * 2.0;
-            energy > 1.0e5 && tone > 0.5 * energy
-        })
-        .count()
+        .map(|&s| f32::from(s) * f32::from(s))
+        .sum::<f32>()
+        / pcm.len().max(1) as f32;
+    energy > 1.0e5 && goertzel(pcm, 8000, freq) * 2.0 > share * energy
 }
 
 /// How many frames carry `freq` as at least `share` of their energy (a
@@ -161,12 +160,7 @@ pub fn frames_hearing(payloads: &[Vec<u8>], freq: f32, share: f32) -> usize {
         .iter()
         .filter(|p| {
             let pcm: Vec<i16> = p.iter().map(|&b| alaw_to_linear(b)).collect();
-            let energy = pcm
-                .iter()
-                .map(|&s| f32::from(s) * f32::from(s))
-                .sum::<f32>()
-                / pcm.len().max(1) as f32;
-            energy > 1.0e5 && goertzel(&pcm, 8000, freq) * 2.0 > share * energy
+            has_tone(&pcm, freq, share)
         })
         .count()
 }
@@ -179,12 +173,7 @@ pub fn pcmu_frames_with_tone(packets: &[RtpPacket], freq: f32) -> usize {
         .filter(|p| p.payload_type == 0)
         .filter(|p| {
             let pcm: Vec<i16> = p.payload.iter().map(|&b| ulaw_to_linear(b)).collect();
-            let energy = pcm
-                .iter()
-                .map(|&s| f32::from(s) * f32::from(s))
-                .sum::<f32>()
-                / pcm.len().max(1) as f32;
-            energy > 1.0e5 && goertzel(&pcm, 8000, freq) * 2.0 > 0.5 * energy
+            has_tone(&pcm, freq, 0.5)
         })
         .count()
 }

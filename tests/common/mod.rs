@@ -463,19 +463,23 @@ pub fn authenticated_invite_with_sdp(
             return text;
         }
     };
+    // ACKs a non-2xx final response to INVITE `cseq` (same branch), so
+    // that it is not resent.
+    let ack = |cseq: u32, response: &str| {
+        let to = response
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+            .unwrap_or_default();
+        let ack = format!(
+            "ACK sip:{callee}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i{cseq}-{};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{caller}@{domain}>;tag=a1\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+            local.port()
+        );
+        socket.send_to(ack.as_bytes(), server).unwrap();
+    };
     send(1, "");
     let challenge = final_response(1);
-    // ACK the 407 (same branch as the INVITE), so that it is not resent.
-    let to = challenge
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
-        .unwrap_or_default();
-    let ack = format!(
-        "ACK sip:{callee}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i1-{};rport\r\nMax-Forwards: 70\r\n\
-         From: <sip:{caller}@{domain}>;tag=a1\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-        local.port()
-    );
-    socket.send_to(ack.as_bytes(), server).unwrap();
+    ack(1, &challenge);
     assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
     let nonce = challenge
         .split("nonce=\"")
@@ -500,16 +504,7 @@ pub fn authenticated_invite_with_sdp(
     send(2, &auth);
     let text = final_response(2);
     if !text.starts_with("SIP/2.0 2") {
-        let to = text
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
-            .unwrap_or_default();
-        let ack = format!(
-            "ACK sip:{callee}@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-i2-{};rport\r\nMax-Forwards: 70\r\n\
-             From: <sip:{caller}@{domain}>;tag=a1\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
-            local.port()
-        );
-        socket.send_to(ack.as_bytes(), server).unwrap();
+        ack(2, &text);
     }
     text.lines().next().unwrap_or_default().to_string()
 }
