@@ -290,9 +290,20 @@ async function scenarioCall(ctx) {
     return who;
   });
   await step(`${a.name}: caller sees ringing`, 10000, () => a.waitCall("ringing"));
+  // 180 without SDP: the caller's page plays local ringback; the callee's page rings.
+  await step(`${a.name}: local ringback; ${b.name}: ring tone`, 5000, async () => {
+    return until(async () => {
+      const t = [await a.page.evaluate(() => document.body.dataset.tone || ""), await b.page.evaluate(() => document.body.dataset.tone || "")];
+      return t[0] === "ringback" && t[1] === "ring" ? t : null;
+    }, null, 100);
+  });
   await b.screenshot(ctx.opts.artifacts, "softphone-incoming.png");
   await b.page.keyboard.press("Enter"); // answer with the keyboard
   await step("both sides connected", 15000, async () => [await a.waitCall("established"), await b.waitCall("established")]);
+  await step("ringback and ring tone stopped", 5000, () => until(async () => {
+    const t = [await a.page.evaluate(() => document.body.dataset.tone || ""), await b.page.evaluate(() => document.body.dataset.tone || "")];
+    return t[0] === "" && t[1] === "" ? "silent" : null;
+  }, null, 100));
   await step("audio both ways on the meters", 15000, async () => [
     await a.waitLevelAbove("rx", AUDIBLE), await b.waitLevelAbove("rx", AUDIBLE),
     await a.waitLevelAbove("tx", AUDIBLE), await b.waitLevelAbove("tx", AUDIBLE),

@@ -233,6 +233,9 @@ function fmtDuration(s) {
 function renderCall(call) {
   if (!phone || call.phone !== phone) return;
   const incomingRinging = call.direction === "in" && call.state === "incoming";
+  // Local ringback for an outgoing call the far end rings without early media (180, or
+  // 183 without SDP); with early media the far end's own tones come through the call.
+  const localRingback = call.direction === "out" && call.state === "ringing" && !call.earlyMedia;
   if (incomingRinging) {
     $("incoming-name").textContent = call.name || call.number;
     $("incoming-number").textContent = call.name ? call.number : "";
@@ -240,9 +243,14 @@ function renderCall(call) {
       audio.startRing();
       document.title = `Incoming call from ${call.name || call.number}`;
     }
+    document.body.dataset.tone = "ring";
+  } else if (localRingback) {
+    if (!audio.ringTimer) audio.startRing();
+    document.body.dataset.tone = "ringback";
   } else {
     audio.stopRing();
     document.title = "Switchboard softphone";
+    delete document.body.dataset.tone;
   }
   if (!incomingRinging) {
     if (call.state !== "ended") {

@@ -455,8 +455,14 @@ export class Phone {
     inviter.invite({
       requestDelegate: {
         onProgress: (r) => {
-          if (r.message.statusCode === 180 || r.message.statusCode === 183) {
+          const { statusCode, body } = r.message;
+          if (statusCode === 180 || statusCode === 183) {
+            // A provisional with SDP brings early media (the far end's ringback or an
+            // announcement, heard through the call's audio): no local ringback then.
+            const early = Boolean(body && body.length) && !call.earlyMedia;
+            if (early) call.earlyMedia = true;
             if (call.state === "calling") { call.state = "ringing"; this.notifyCall(call); }
+            else if (early) this.notifyCall(call);
           }
         },
         onReject: (r) => {
