@@ -206,8 +206,9 @@ fn skip() -> bool {
     false
 }
 
-/// The browser hears itself through the echoing carrier; the call and its
-/// media are gone afterwards.
+/// The browser hears itself through the echoing carrier (with `hold`: also
+/// holds and resumes, and the carrier hears the hold tone meanwhile); the
+/// call and its media are gone afterwards.
 fn echo_through_trunk(stack: &str, hold: bool) {
     if skip() {
         return;
@@ -230,6 +231,14 @@ fn echo_through_trunk(stack: &str, hold: bool) {
     let audio = packets.iter().filter(|p| p.payload_type == 0).count();
     eprintln!("{stack}: {audio} PCMU packets reached the carrier");
     assert!(audio > 50, "only {audio} PCMU packets reached the carrier");
+    // While the browser holds, the carrier hears the hold tone (660 Hz).
+    let hold_tone = common::media::pcmu_frames_with_tone(&packets, 660.0);
+    eprintln!("{stack}: {hold_tone} packets of hold tone reached the carrier");
+    if hold {
+        assert!(hold_tone >= 10, "hold tone in {hold_tone} packets");
+    } else {
+        assert_eq!(hold_tone, 0, "hold tone without hold");
+    }
     assert_nothing_left(&server);
 }
 
@@ -449,6 +458,17 @@ fn attended_transfer(stack: &str) {
         "the echo carrier heard the tone carrier in {heard} of {} packets",
         packets.len()
     );
+    // It heard the hold tone while the browser held it, and none once it
+    // was connected to the other party (the transferor took it along).
+    let connected = packets
+        .iter()
+        .position(|p| common::media::pcmu_frames_with_tone(std::slice::from_ref(p), 1000.0) > 0)
+        .unwrap_or(packets.len());
+    let before = common::media::pcmu_frames_hearing(&packets[..connected], 660.0, 0.5);
+    let after = common::media::pcmu_frames_hearing(&packets[connected..], 660.0, 0.1);
+    eprintln!("hold tone: {before} packets before the transfer, {after} after");
+    assert!(before >= 10, "no hold tone while held ({before})");
+    assert_eq!(after, 0, "the hold tone went on after the transfer");
     assert!(
         server.wait_log("attended transfer: the two parties are connected"),
         "no transfer logged"

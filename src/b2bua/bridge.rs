@@ -834,6 +834,8 @@ struct Bridge {
     transferring: bool,
     /// The caller transferred its party away: the call goes on without it.
     transferred: bool,
+    /// The hold tone playing in the room while a browser holds.
+    hold_player: Option<ParticipantId>,
 }
 
 impl Bridge {
@@ -871,6 +873,21 @@ impl Bridge {
             no_answer: false,
             transferring: false,
             transferred: false,
+            hold_player: None,
+        }
+    }
+
+    /// A browser leg went on hold (or came back): the other party hears the
+    /// hold tone meanwhile (`media.hold_tone`).
+    async fn hold_tone(&mut self, room: &RoomHandle, hold: bool) {
+        if hold && self.hold_player.is_none() && self.b2bua.engine.config().hold_tone {
+            let id = self.b2bua.engine.participant_id();
+            let tone = Box::new(crate::media::tone::Tone::hold());
+            if room.send(Command::Play(id, tone)).await.is_ok() {
+                self.hold_player = Some(id);
+            }
+        } else if !hold && let Some(id) = self.hold_player.take() {
+            let _ = room.send(Command::Remove(id)).await;
         }
     }
 
@@ -1096,6 +1113,8 @@ impl Bridge {
                         self.transferring = false;
                         self.end_reason = format!("transferred to {}", leg.label);
                         notify_transfer(&b2bua, &mut dialog, &peer, "200 OK", true);
+                        // The transferor (who may have held) is gone: no hold tone.
+                        self.hold_tone(&room, false).await;
                         for other in self.legs.iter_mut().filter(|l| l.transfer && l.id != id) {
                             let other_id = other.id;
                             b_queue.extend(
@@ -1293,10 +1312,12 @@ impl Bridge {
                         info!(hold = neg.on_hold(), "re-INVITE from the callee");
                     }
                     UacAction::RenegotiateLeg { offer, hold } => {
-                        let reply = match reanswer_webrtc(&room, leg.participant, offer).await {
+                        let participant = leg.participant;
+                        let reply = match reanswer_webrtc(&room, participant, offer).await {
                             Some(sdp) => {
-                                let _ = room.send(Command::Hold(leg.participant, hold)).await;
+                                let _ = room.send(Command::Hold(participant, hold)).await;
                                 info!(hold, "re-INVITE from the browser");
+                                self.hold_tone(&room, hold).await;
                                 UacAction::Reply(200, Some(sdp))
                             }
                             None => UacAction::Reply(488, None),
@@ -1390,6 +1411,7 @@ impl Bridge {
                                 a_queue.push_front(Action::Reply(200, Some(sdp)));
                                 let _ = room.send(Command::Hold(a_id, hold)).await;
                                 info!(hold, "re-INVITE from the browser");
+                                self.hold_tone(&room, hold).await;
                             }
                             None => a_queue.push_front(Action::Reply(488, None)),
                         }
@@ -1881,6 +1903,8 @@ impl Bridge {
         match joined {
             Ok(()) => {
                 let _ = ours.room.send(Command::Remove(ours.caller)).await;
+                // The transferor held this call first: its hold tone goes with it.
+                self.hold_tone(ours.room, false).await;
                 self.transferred = true;
                 self.end_reason = format!("attended transfer to {label}");
                 info!(leg = %label, "attended transfer: the two parties are connected");

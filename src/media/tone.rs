@@ -73,6 +73,12 @@ impl Tone {
         Tone::new(&[480.0, 620.0], -24.0, &[(500, 500)], true)
     }
 
+    /// What the other party hears while a browser holds the call: a soft
+    /// 660 Hz note, 400 ms every 3 s.
+    pub fn hold() -> Self {
+        Tone::new(&[660.0], -20.0, &[(400, 2600)], true)
+    }
+
     /// A short beep (e.g. someone joined): 880 Hz for 150 ms, once.
     pub fn beep() -> Self {
         Tone::new(&[880.0], -18.0, &[(150, 0)], false)

@@ -168,12 +168,17 @@ pub fn frames_hearing(payloads: &[Vec<u8>], freq: f32, share: f32) -> usize {
 /// How many PCMU packets (payload type 0) carry `freq` as most of their
 /// energy.
 pub fn pcmu_frames_with_tone(packets: &[RtpPacket], freq: f32) -> usize {
+    pcmu_frames_hearing(packets, freq, 0.5)
+}
+
+/// How many PCMU packets carry `freq` as at least `share` of their energy.
+pub fn pcmu_frames_hearing(packets: &[RtpPacket], freq: f32, share: f32) -> usize {
     packets
         .iter()
         .filter(|p| p.payload_type == 0)
         .filter(|p| {
             let pcm: Vec<i16> = p.payload.iter().map(|&b| ulaw_to_linear(b)).collect();
-            has_tone(&pcm, freq, 0.5)
+            has_tone(&pcm, freq, share)
         })
         .count()
 }

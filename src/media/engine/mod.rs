@@ -61,6 +61,9 @@ pub struct MediaConfig {
     /// How long calls the gateway answers itself (echo, conference) ring
     /// before the answer, ms (180 Ringing meanwhile; 0: answer at once).
     pub answer_delay_ms: u64,
+    /// While a browser holds a bridged call, the other party hears a hold
+    /// tone (browsers play no music on hold of their own).
+    pub hold_tone: bool,
 }
 
 impl Default for MediaConfig {
@@ -75,6 +78,7 @@ impl Default for MediaConfig {
             max_room_size: 500,
             echo_delay_ms: 200,
             answer_delay_ms: 0,
+            hold_tone: true,
         }
     }
 }
