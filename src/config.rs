@@ -363,12 +363,14 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
 
     let mut listeners = Listeners::default();
     let mut seen: HashMap<(bool, SocketAddr), &'static str> = HashMap::new();
-    let groups: [(
+    /// (YAML key, addresses as written, where they go, whether it is UDP).
+    type ListenGroup<'a> = (
         &'static str,
-        &Vec<Spanned<String>>,
-        &mut Vec<SocketAddr>,
+        &'a Vec<Spanned<String>>,
+        &'a mut Vec<SocketAddr>,
         bool,
-    ); 6] = [
+    );
+    let groups: [ListenGroup<'_>; 6] = [
         ("listen.udp", &config.listen.udp, &mut listeners.udp, true),
         ("listen.tcp", &config.listen.tcp, &mut listeners.tcp, false),
         ("listen.tls", &config.listen.tls, &mut listeners.tls, false),

@@ -146,7 +146,9 @@ impl Metrics {
     /// Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let per_transport: [(&str, &str, fn(&TransportCounters) -> u64); 7] = [
+        /// (metric name, type, how to read it from a transport's counters).
+        type PerTransport = (&'static str, &'static str, fn(&TransportCounters) -> u64);
+        let per_transport: [PerTransport; 7] = [
             ("switchboard_sip_messages_received_total", "counter", |c| {
                 c.received.get()
             }),

@@ -283,7 +283,7 @@ impl Proxy {
                 return reply(&mut server, StatusCode::NotFound).await;
             };
             let branches = self.branches_for(
-                &[callee.username.clone()],
+                std::slice::from_ref(&callee.username),
                 &realm,
                 &directory,
                 &request,

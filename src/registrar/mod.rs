@@ -357,7 +357,7 @@ mod tests {
     fn expired_bindings_disappear_and_limits_hold() {
         let mut b = vec![];
         apply(&mut b, &req("<sip:a@h>", Some(60), "c", 1), &cfg(), NOW).unwrap();
-        apply(&mut b, &req(&"<sip:q@h>", None, "d", 1), &cfg(), NOW + 61).unwrap();
+        apply(&mut b, &req("<sip:q@h>", None, "d", 1), &cfg(), NOW + 61).unwrap();
         assert_eq!(b.len(), 1, "the first binding expired");
         let many: Vec<String> = (0..11).map(|i| format!("<sip:u{i}@h>")).collect();
         let mut b = vec![];
