@@ -48,11 +48,7 @@ pub(super) struct Prepared {
     pub(super) config: ParticipantConfig,
 }
 
-pub(super) fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
+pub(super) use crate::sip::random_hex;
 
 /// One call's signalling context: what every response and our BYE need.
 pub(super) struct Dialog {

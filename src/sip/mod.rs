@@ -29,6 +29,18 @@ use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 pub use connections::{ConnectionId, Connections, Flow};
+
+/// `bytes` random bytes as lowercase hex: tags, branches, Call-IDs, nonces.
+pub fn random_hex(bytes: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes * 2);
+    for _ in 0..bytes {
+        let b: u8 = rand::random();
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
+}
 pub use limits::Limits;
 
 /// Typed access to headers.
@@ -580,5 +592,16 @@ impl SipCore {
         }
         scratch.key = key;
         Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_hex_is_lowercase_hex_of_the_asked_length() {
+        let a = super::random_hex(8);
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_ne!(a, super::random_hex(8));
     }
 }

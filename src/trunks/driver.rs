@@ -172,11 +172,7 @@ struct Identity {
     from_tag: String,
 }
 
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
+use crate::sip::random_hex;
 
 fn unix_now() -> u64 {
     crate::registrar::service::unix_now()
