@@ -412,6 +412,72 @@ fn a_call_from_a_trunk_rings_the_browser_and_audio_flows_both_ways() {
     assert_nothing_left(&server);
 }
 
+/// Blind transfer by the called party: a carrier calls a DID, SIP.js
+/// answers and transfers the caller to a number on another carrier (REFER
+/// on its own dialog with us). The NOTIFY says 200, the browser's leg is
+/// hung up, and the caller then hears its tone echoed by the transfer
+/// target; the target gets one INVITE; everything ends when the caller
+/// hangs up.
+#[test]
+fn the_called_browser_transfers_the_caller_blind() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let carrier_port = free_port();
+    let target = Carrier::start("trunk_uas.xml", &[]);
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n  - name: target\n    match:\n      to: '+15559999999'\n    action:\n      trunk: { trunks: [target] }\n";
+    let config = format!(
+        "listen:\n  udp: ['127.0.0.1:0']\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\ntrunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        trunk("carrier", carrier_port, ""),
+        trunk("target", target.port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let browser = browser_ready(&server, "answer-refer:sipjs:1000:+15559999999");
+    let work = tempfile::tempdir().unwrap();
+    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, 9);
+    let mp = media_port();
+    let capture = Capture::start(rtp, mp);
+    let sipp = Command::new("sipp")
+        .arg(server.addr("udp").to_string())
+        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
+        .args(["-s", "+15550001001", "-d", "9000"])
+        .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &carrier_port.to_string(), "-mp", &mp.to_string()])
+        .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
+        .args(["-trace_msg", "-trace_err", "-nostdin"])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
+        .spawn()
+        .expect("run sipp");
+    let output = browser.wait_with_output().unwrap();
+    assert!(output.status.success(), "the browser scenario failed");
+    wait(sipp, work.path(), "carrier calling the DID");
+    let target_side = target.finish("transfer target");
+    assert_eq!(
+        target_side.matches("INVITE sip:+15559999999@").count(),
+        1,
+        "{target_side}"
+    );
+    let payloads = capture.finish();
+    let echoed = frames_with_tone(&payloads, 1000.0);
+    eprintln!(
+        "callee transfer: {echoed} of {} frames at the caller carry its own tone back",
+        payloads.len()
+    );
+    assert!(
+        echoed >= 100,
+        "the caller heard the target's echo in {echoed} frames"
+    );
+    assert!(server.wait_log("transfer by the callee answered"));
+    assert_nothing_left(&server);
+}
+
 #[test]
 fn a_trunk_that_never_answers_is_skipped_after_its_response_timeout() {
     if !is_root() {

@@ -449,12 +449,13 @@
     // Attended transfer: REFER on the parked call with Refer-To the current call's remote
     // target and Replaces its dialog (Session.refer(session)). Resolves with the NOTIFY status
     // lines once one is final and 2xx; then hangs the parked call up (BYE), as a phone does.
-    async attendedTransfer() {
-      const p = this.parked, s = this.session;
-      if (!p || !s) throw new Error("an attended transfer needs a parked call and a current one");
+    // REFER on `session` to `referTo` (a URI: blind transfer; a Session: attended, with
+    // Replaces); resolves with the NOTIFY status lines once one is final and 2xx, then hangs
+    // `session` up (BYE), as a phone does.
+    async referAndLeave(session, referTo) {
       const done = deferred();
       const lines = [];
-      await p.session.refer(s, {
+      await session.refer(referTo, {
         requestDelegate: {
           onReject: (r) => settle(done, false, new Error(`REFER refused: ${r.message.statusCode} ${r.message.reasonPhrase}`)),
         },
@@ -470,8 +471,21 @@
         },
       });
       const result = await done.promise;
-      if (p.session.state === this.SIP.SessionState.Established) await p.session.bye();
+      if (session.state === this.SIP.SessionState.Established) await session.bye();
       return result;
+    }
+    // Attended transfer: REFER on the parked call naming the current one (Session.refer(session)).
+    attendedTransfer() {
+      const p = this.parked, s = this.session;
+      if (!p || !s) throw new Error("an attended transfer needs a parked call and a current one");
+      return this.referAndLeave(p.session, s);
+    }
+    // Blind transfer of the current call's far end to `target` (REFER with Refer-To target).
+    blindTransfer(target) {
+      if (!this.session) throw new Error("no call");
+      const uri = this.SIP.UserAgent.makeURI(target);
+      if (!uri) throw new Error(`bad target ${target}`);
+      return this.referAndLeave(this.session, uri);
     }
 
     // DTMF through the stack's own API: SessionDescriptionHandler.sendDtmf (RTCDTMFSender,

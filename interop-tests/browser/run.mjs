@@ -35,6 +35,9 @@ scenarios:
                                     "DTMF SENT <tones> <duration ms> <gap ms>"; the far end checks receipt
   join:STACK:NUMBER:HZ              user1 calls NUMBER (a conference) and must hear HZ (another
                                     participant's tone); hangs up
+  answer-refer:sipjs:HZ:TARGET      user1 answers the first incoming call (prints READY), must hear HZ,
+                                    then transfers the caller blind to TARGET (REFER on its dialog);
+                                    the NOTIFY must say 200; hangs up, prints "TRANSFERRED"
   attended:STACK:NUM1:NUM2:HZ       user1 calls NUM1 (an echo: hears itself), holds it, calls NUM2 (a
                                     party playing HZ: hears it), then transfers NUM1's party to NUM2's
                                     with REFER + Replaces on the first call (the stack's API): the NOTIFY
@@ -176,6 +179,9 @@ function parseScenario(s) {
       break;
     case "conference":
       if (parts.length === 3) return { kind: "conference", a: stack(parts[1]), b: stack(parts[2]) };
+      break;
+    case "answer-refer":
+      if (parts.length === 4 && parts[1] === "sipjs" && Number(parts[2]) > 0) return { kind: "answer-refer", stack: "sipjs", hz: Number(parts[2]), target: parts[3] };
       break;
     case "attended":
       if (parts.length === 5 && Number(parts[4]) > 0) {
@@ -750,6 +756,28 @@ async function scenarioAnswer(ctx, stack, hz) {
   await unregisterQuietly([pa]);
 }
 
+// pa answers the first incoming call, hears `hz`, then transfers the caller blind to `target`
+// (REFER on its dialog, SIP.js): the NOTIFY must say 200; pa hangs up (prints "TRANSFERRED").
+async function scenarioAnswerRefer(ctx, stack, hz, target) {
+  const pa = await newPage(ctx, `answer-refer-${stack}`, 0);
+  pa.toneHz = TONES[0];
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  const incoming = pa.invoke("waitIncoming"); incoming.catch(() => {});
+  say("READY");
+  await step(`${pa.name}: incoming INVITE`, 30000, () => incoming);
+  await step(`${pa.name}: answer`, 15000, () => pa.invoke("answer"));
+  await sleep(ctx.opts.talk * 1000);
+  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+  checkAudio(`${pa.name} (callee)`, s, hz, ctx.opts.toneCheck);
+  const ended = pa.invoke("waitEnded"); ended.catch(() => {});
+  const sip = `sip:${target}@${ctx.opts.domain}`;
+  const notified = await step(`${pa.name}: blind transfer of the caller to ${sip} (REFER)`, 20000, () => pa.invoke("blindTransfer", sip));
+  console.log(`TRANSFERRED ${JSON.stringify(notified)}`);
+  await step(`${pa.name}: call ended`, 10000, () => ended);
+  await unregisterQuietly([pa]);
+}
+
 async function scenarioConference(ctx, a, b) {
   const p1 = await newPage(ctx, `conf-${a}`, 0);
   const p2 = await newPage(ctx, `conf-${b}`, 1);
@@ -1118,6 +1146,7 @@ async function main() {
         case "echo-hold": return scenarioEcho(ctx, scenario.stack, scenario.number, true);
         case "dtmf": return scenarioDtmf(ctx, scenario.stack, scenario.number, scenario.tones, scenario.via);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
+        case "answer-refer": return scenarioAnswerRefer(ctx, scenario.stack, scenario.hz, scenario.target);
         case "attended": return scenarioAttended(ctx, scenario.stack, scenario.first, scenario.second, scenario.hz);
         case "conference3": return scenarioConference3(ctx, scenario.stacks, scenario.room, scenario.hz);
         case "answer": return scenarioAnswer(ctx, scenario.stack, scenario.hz);

@@ -836,6 +836,9 @@ struct Bridge {
     transferred: bool,
     /// The hold tone playing in the room while a browser holds.
     hold_player: Option<ParticipantId>,
+    /// The answered callee that asked (REFER) for the caller to be
+    /// transferred; its transfer legs are being placed.
+    callee_transfer: Option<u64>,
 }
 
 impl Bridge {
@@ -874,6 +877,7 @@ impl Bridge {
             transferring: false,
             transferred: false,
             hold_player: None,
+            callee_transfer: None,
         }
     }
 
@@ -1040,7 +1044,14 @@ impl Bridge {
                 }
             }
             // The outgoing legs' actions.
+            let mut callee_transfer_asked: Option<(u64, String)> = None;
             while let Some((id, action)) = b_queue.pop_front() {
+                // A callee transfer that ended: (transferor leg, NOTIFY status, hang it up).
+                let mut callee_transfer_done: Option<(u64, String, bool)> = None;
+                let replaced_participant = self
+                    .callee_transfer
+                    .and_then(|o| self.legs.iter().find(|l| l.id == o))
+                    .map(|l| l.participant);
                 let alive = self.legs_alive();
                 let early_policy_forward = self
                     .leg(id)
@@ -1087,6 +1098,64 @@ impl Bridge {
                                 a.handle(CallEvent::Progress { status: 183, sdp }, Instant::now()),
                             );
                         }
+                    }
+                    UacAction::Answered(neg) if leg.transfer && self.callee_transfer.is_some() => {
+                        // The transfer target answered: it takes the callee's place.
+                        let old = self.callee_transfer.take().unwrap_or_default();
+                        let config = match &leg.media {
+                            OutMedia::WebRtc(Some((webrtc, _))) => {
+                                webrtc.negotiated().map(|n| n.participant)
+                            }
+                            _ => None,
+                        }
+                        .unwrap_or_else(|| neg.participant_config());
+                        if let Some(p) = replaced_participant {
+                            let _ = room.send(Command::Remove(p)).await;
+                        }
+                        leg.transfer = false;
+                        self.out_codec = Some(neg.codec.kind.name().to_string());
+                        leg.codec = self.out_codec.clone();
+                        join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                        info!(leg = %leg.label, "transfer by the callee answered");
+                        self.out_label = Some(leg.label.clone());
+                        self.end_reason = format!("transferred by the callee to {}", leg.label);
+                        self.winner = Some(id);
+                        callee_transfer_done = Some((old, "200 OK".into(), true));
+                        for other in self.legs.iter_mut().filter(|l| l.transfer && l.id != id) {
+                            let other_id = other.id;
+                            b_queue.extend(
+                                other
+                                    .uac
+                                    .handle(UacEvent::Hangup, Instant::now())
+                                    .into_iter()
+                                    .map(|x| (other_id, x)),
+                            );
+                        }
+                    }
+                    UacAction::Failed(status) if leg.transfer && self.callee_transfer.is_some() => {
+                        info!(leg = %leg.label, status, "transfer leg (by the callee) failed");
+                        let others = self
+                            .legs
+                            .iter()
+                            .filter(|l| {
+                                l.transfer && l.id != id && l.uac.state() != UacState::Ended
+                            })
+                            .count();
+                        if others == 0
+                            && let Some(old) = self.callee_transfer.take()
+                        {
+                            let reason = StatusCode::from(status).to_string();
+                            callee_transfer_done = Some((old, format!("{status} {reason}"), false));
+                        }
+                    }
+                    UacAction::RemoteHangup
+                        if !self.transferred && winner.is_some_and(|w| w != id) =>
+                    {
+                        // A callee that transferred the caller away hung up.
+                        debug!(leg = %leg.label, "a replaced callee hung up");
+                    }
+                    UacAction::Transfer(target) => {
+                        callee_transfer_asked = Some((id, target));
                     }
                     UacAction::Answered(neg) if leg.transfer => {
                         if self.transferred {
@@ -1334,6 +1403,24 @@ impl Bridge {
                     }
                     UacAction::Release => {}
                 }
+                if let Some((old, status, hang_up)) = callee_transfer_done
+                    && let Some(leg) = self.legs.iter_mut().find(|l| l.id == old)
+                {
+                    notify_leg(&b2bua, leg, &status, true);
+                    if hang_up {
+                        leg.joined = false;
+                        b_queue.extend(
+                            leg.uac
+                                .handle(UacEvent::Hangup, Instant::now())
+                                .into_iter()
+                                .map(|x| (old, x)),
+                        );
+                    }
+                }
+            }
+            if let Some((id, target)) = callee_transfer_asked.take() {
+                self.start_callee_transfer(id, &target, &reports_tx, &dialog_tx)
+                    .await;
             }
             if outcome.is_some() {
                 break;
@@ -1790,8 +1877,28 @@ impl Bridge {
         };
         info!(%target, "blind transfer");
         notify_transfer(&b2bua, dialog, &self.peer, "100 Trying", false);
+        if self
+            .place_transfer_legs(&destination, reports, dialogs)
+            .await
+            == 0
+        {
+            notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+        } else {
+            self.transferring = true;
+        }
+    }
+
+    /// Places the outgoing legs of a transfer (marked `transfer`): the
+    /// first trunk that takes it, or every browser of the target; how many.
+    async fn place_transfer_legs(
+        &mut self,
+        destination: &Destination,
+        reports: &Reports,
+        dialogs: &mpsc::UnboundedSender<Transaction>,
+    ) -> usize {
+        let b2bua = self.b2bua.clone();
         let mut started = 0;
-        match &destination {
+        match destination {
             Destination::Trunks(route) => {
                 for name in &route.trunks {
                     self.next_id += 1;
@@ -1820,10 +1927,60 @@ impl Bridge {
                 }
             }
         }
-        if started == 0 {
-            notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+        started
+    }
+
+    /// Blind transfer asked by the answered callee `id` (REFER on our
+    /// dialog with it): the caller is connected to `target` instead, routed
+    /// as a call from the callee; NOTIFYs go to the callee.
+    async fn start_callee_transfer(
+        &mut self,
+        id: u64,
+        target: &str,
+        reports: &Reports,
+        dialogs: &mpsc::UnboundedSender<Transaction>,
+    ) {
+        let b2bua = self.b2bua.clone();
+        let busy = self.winner != Some(id)
+            || self.transferring
+            || self.transferred
+            || self.callee_transfer.is_some();
+        let transferor = self.leg(id).map(|l| l.label.clone()).unwrap_or_default();
+        let user = Uri::try_from(target)
+            .ok()
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_else(|| target.trim_start_matches("tel:").to_string());
+        let destination = if busy {
+            None
         } else {
-            self.transferring = true;
+            b2bua.route_transfer(&user, &transferor)
+        };
+        let Some(destination) = destination else {
+            let status = if busy {
+                "503 Service Unavailable"
+            } else {
+                "404 Not Found"
+            };
+            info!(%target, status, "transfer by the callee refused");
+            if let Some(leg) = self.leg(id) {
+                notify_leg(&b2bua, leg, status, true);
+            }
+            return;
+        };
+        info!(%target, callee = %transferor, "blind transfer by the callee");
+        if let Some(leg) = self.leg(id) {
+            notify_leg(&b2bua, leg, "100 Trying", false);
+        }
+        if self
+            .place_transfer_legs(&destination, reports, dialogs)
+            .await
+            == 0
+        {
+            if let Some(leg) = self.leg(id) {
+                notify_leg(&b2bua, leg, "503 Service Unavailable", true);
+            }
+        } else {
+            self.callee_transfer = Some(id);
         }
     }
 
@@ -2009,6 +2166,33 @@ struct Joined<'a> {
     dialogs: &'a mpsc::UnboundedSender<Transaction>,
     /// Where the outgoing legs' media events go.
     events: &'a mpsc::UnboundedSender<LegEvent>,
+}
+
+/// Reports a transfer's progress to the callee that asked for it (NOTIFY
+/// on our dialog with it, message/sipfrag); `last` ends the subscription.
+fn notify_leg(b2bua: &Arc<B2bua>, leg: &mut OutLeg, status: &str, last: bool) {
+    let state = if last {
+        "terminated;reason=noresource"
+    } else {
+        "active;expires=60"
+    };
+    let mut notify = leg.in_dialog(
+        Method::Notify,
+        Some((
+            "message/sipfrag;version=2.0",
+            format!("SIP/2.0 {status}\r\n"),
+        )),
+    );
+    notify
+        .headers
+        .push(Header::Other("Event".into(), "refer".into()));
+    notify
+        .headers
+        .push(Header::Other("Subscription-State".into(), state.into()));
+    notify
+        .headers
+        .push(Header::Contact(leg.contact.clone().into()));
+    send_in_dialog(&b2bua.outbound, &leg.hop, notify, None);
 }
 
 /// Reports a transfer's progress to the caller (RFC 3515 NOTIFY with a

@@ -657,7 +657,7 @@ impl UasCall {
 
 /// The URI of a Refer-To value (`"name" <uri>`, `<uri>;params` or a bare
 /// URI), with its `?headers`.
-fn refer_to_uri(value: &str) -> &str {
+pub(super) fn refer_to_uri(value: &str) -> &str {
     let value = value.trim();
     match (value.find('<'), value.rfind('>')) {
         (Some(open), Some(close)) if open < close => value[open + 1..close].trim(),

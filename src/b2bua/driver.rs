@@ -745,6 +745,7 @@ impl InDialog {
             Method::Invite | Method::Update => UacEvent::ReInvite(&self.body),
             Method::Info => UacEvent::Info(&self.content_type, &self.body),
             Method::Options => UacEvent::Options,
+            Method::Refer => UacEvent::Refer(&self.refer_to),
             _ => UacEvent::Other,
         }
     }

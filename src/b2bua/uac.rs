@@ -68,6 +68,8 @@ pub enum UacEvent<'a> {
     Options,
     /// INFO with this content type and body.
     Info(&'a str, &'a [u8]),
+    /// REFER from the callee (it transfers the caller) with this Refer-To.
+    Refer(&'a str),
     /// Another in-dialog request.
     Other,
     /// Our BYE got a final response (408 when it timed out).
@@ -103,6 +105,9 @@ pub enum UacAction {
     SendRefresh,
     /// The leg failed before answer with this status (for failover or the caller).
     Failed(u16),
+    /// The callee asked (REFER) for the caller to be transferred to this
+    /// URI (blind transfer by the called party); report with NOTIFY.
+    Transfer(String),
     /// Respond to the in-dialog request being handled.
     Reply(u16, Option<String>),
     /// Apply a renegotiation (hold/resume from the trunk).
@@ -461,13 +466,29 @@ impl UacCall {
                     None => vec![UacAction::Reply(415, None)],
                 }
             }
+            (Confirmed, UacEvent::Refer(target)) => {
+                let inner = super::call::refer_to_uri(target);
+                let uri = inner.split('?').next().unwrap_or_default().trim();
+                if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:"))
+                {
+                    vec![UacAction::Reply(400, None)]
+                } else if super::call::Replaces::from_uri(inner).is_some() {
+                    // Attended transfer by the called party: not done.
+                    vec![UacAction::Reply(501, None)]
+                } else {
+                    vec![
+                        UacAction::Reply(202, None),
+                        UacAction::Transfer(uri.to_string()),
+                    ]
+                }
+            }
             (Confirmed, UacEvent::Other) => vec![UacAction::Reply(501, None)],
             (Ending, UacEvent::ByeDone(_)) => self.end(),
             (Ending, UacEvent::Bye) => vec![UacAction::Reply(200, None)],
             (Ending | Cancelling, UacEvent::ReInvite(_) | UacEvent::Info(..)) => {
                 vec![UacAction::Reply(481, None)]
             }
-            (Ending | Cancelling, UacEvent::Options | UacEvent::Other) => {
+            (Ending | Cancelling, UacEvent::Options | UacEvent::Other | UacEvent::Refer(_)) => {
                 vec![UacAction::Reply(481, None)]
             }
             (Calling | Proceeding, UacEvent::Bye) => {

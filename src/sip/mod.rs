@@ -601,7 +601,10 @@ mod tests {
     fn random_hex_is_lowercase_hex_of_the_asked_length() {
         let a = super::random_hex(8);
         assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
         assert_ne!(a, super::random_hex(8));
     }
 }
