@@ -572,7 +572,15 @@ impl UasCall {
             }
             (AwaitingAck | Confirmed, CallEvent::LegClosed(_)) => self.end_with_bye(),
             (Confirmed, CallEvent::ReInvite(body)) => self.reinvite(body),
-            (AwaitingAck, CallEvent::ReInvite(_)) => vec![Action::Reply(491, None)],
+            (AwaitingAck, CallEvent::ReInvite(body)) => {
+                // The caller sends a re-INVITE only after its ACK: that ACK
+                // is still on its way (it travels through the INVITE
+                // transaction, the re-INVITE through the dialog). Take the
+                // call as confirmed rather than refusing the re-INVITE.
+                self.state = Confirmed;
+                self.deadline = None;
+                self.reinvite(body)
+            }
             (AwaitingAck | Confirmed, CallEvent::Info(content_type, body)) => {
                 match parse_dtmf_info(content_type, body) {
                     Some((digit, ms)) => vec![Action::Reply(200, None), Action::Dtmf(digit, ms)],
@@ -976,6 +984,20 @@ mod tests {
                 })
             ]
         );
+    }
+
+    #[test]
+    fn a_reinvite_that_overtakes_the_ack_confirms_the_call() {
+        let t0 = Instant::now();
+        let (mut call, _, _) = start(0, t0);
+        assert_eq!(call.state(), CallState::AwaitingAck);
+        let hold = OFFER.replace("a=sendrecv", "a=sendonly");
+        let actions = call.handle(CallEvent::ReInvite(hold.as_bytes()), t0);
+        assert!(!actions.contains(&Action::Reply(491, None)), "{actions:?}");
+        assert_eq!(call.state(), CallState::Confirmed);
+        // The ACK that follows changes nothing.
+        assert!(call.handle(CallEvent::Ack, t0).is_empty());
+        assert_eq!(call.state(), CallState::Confirmed);
     }
 
     #[test]
