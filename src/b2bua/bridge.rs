@@ -955,7 +955,7 @@ impl Bridge {
         let b2bua = self.b2bua.clone();
         let metrics = b2bua.engine.metrics().clone();
         metrics.media.calls.inc();
-        let _count = CallCount(metrics.media.calls.clone());
+        let count = CallCount(metrics.media.calls.clone());
         let started = now_unix();
         let request = self.request.clone();
         let peer = self.peer.clone();
@@ -1838,7 +1838,9 @@ impl Bridge {
         match outcome {
             Some(outcome @ (BridgeOutcome::Failed(..) | BridgeOutcome::NoAnswer)) => outcome,
             _ => {
-                // Let the INVITE transaction finish (absorb ACK / retransmit finals).
+                // The call is over; its INVITE transaction still absorbs the
+                // ACK and retransmits finals (Timer I, T4 after the ACK).
+                drop(count);
                 while invite.next_request().await.is_some() {}
                 BridgeOutcome::Done
             }

@@ -488,7 +488,7 @@ pub async fn answer<S: InviteServer>(
 ) {
     let metrics = b2bua.engine.metrics().clone();
     metrics.media.calls.inc();
-    let _count = CallCount(metrics.media.calls.clone());
+    let count = CallCount(metrics.media.calls.clone());
     let request = invite.original().clone();
     let mut dialog = Dialog::new(
         request.clone(),
@@ -504,6 +504,7 @@ pub async fn answer<S: InviteServer>(
                 let mut response = dialog.response(&request, status, None);
                 response.status_code = StatusCode::Other(status, reason.into());
                 invite.respond(response);
+                drop(count);
                 while invite.next_request().await.is_some() {}
                 return;
             }
@@ -672,7 +673,9 @@ pub async fn answer<S: InviteServer>(
         let response = dialog.response(&tx.original, 481, None);
         let _ = tx.respond(response).await;
     }
-    // Let the INVITE transaction finish (absorb ACK / retransmit 487).
+    // The call is over; let the INVITE transaction finish (absorb the ACK,
+    // retransmit 487) without counting it as a call.
+    drop(count);
     while invite.next_request().await.is_some() {}
     info!("B2BUA call ended");
 }
