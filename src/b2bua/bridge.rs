@@ -1014,6 +1014,7 @@ impl Bridge {
         let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Transaction>();
         b2bua.register(a_key.clone(), dialog_tx.clone());
         let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
+        let (notified_tx, mut notified_rx) = mpsc::unbounded_channel::<u64>();
         b2bua.register_control(a_key.clone(), control_tx);
         let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<(u64, InviteReport)>();
         let a_id = b2bua.engine.participant_id();
@@ -1406,15 +1407,12 @@ impl Bridge {
                 if let Some((old, status, hang_up)) = callee_transfer_done
                     && let Some(leg) = self.legs.iter_mut().find(|l| l.id == old)
                 {
-                    notify_leg(&b2bua, leg, &status, true);
+                    // After a success the replaced callee is hung up once its
+                    // NOTIFY is answered (unless it hangs up first).
+                    let then = hang_up.then(|| notified_tx.clone());
+                    notify_leg_then(&b2bua, leg, &status, true, then);
                     if hang_up {
                         leg.joined = false;
-                        b_queue.extend(
-                            leg.uac
-                                .handle(UacEvent::Hangup, Instant::now())
-                                .into_iter()
-                                .map(|x| (old, x)),
-                        );
                     }
                 }
             }
@@ -1681,6 +1679,14 @@ impl Bridge {
                 }
                 Some(status) = a_bye_rx.recv() => {
                     a_queue.extend(a.handle(CallEvent::ByeDone(status), Instant::now()));
+                }
+                Some(id) = notified_rx.recv() => {
+                    // The replaced callee has its last NOTIFY: hang it up.
+                    if let Some(leg) = self.leg(id)
+                        && leg.uac.state() == UacState::Confirmed
+                    {
+                        b_queue.extend(leg.uac.handle(UacEvent::Hangup, Instant::now()).into_iter().map(|x| (id, x)));
+                    }
                 }
                 Some(control) = control_rx.recv() => {
                     let Control::HandOver(reply) = control;
@@ -2173,6 +2179,18 @@ struct Joined<'a> {
 /// Reports a transfer's progress to the callee that asked for it (NOTIFY
 /// on our dialog with it, message/sipfrag); `last` ends the subscription.
 fn notify_leg(b2bua: &Arc<B2bua>, leg: &mut OutLeg, status: &str, last: bool) {
+    notify_leg_then(b2bua, leg, status, last, None);
+}
+
+/// [`notify_leg`], then (when the NOTIFY has its final response) reports
+/// the leg on `then`: our BYE must not overtake our last NOTIFY.
+fn notify_leg_then(
+    b2bua: &Arc<B2bua>,
+    leg: &mut OutLeg,
+    status: &str,
+    last: bool,
+    then: Option<mpsc::UnboundedSender<u64>>,
+) {
     let state = if last {
         "terminated;reason=noresource"
     } else {
@@ -2194,7 +2212,16 @@ fn notify_leg(b2bua: &Arc<B2bua>, leg: &mut OutLeg, status: &str, last: bool) {
     notify
         .headers
         .push(Header::Contact(leg.contact.clone().into()));
-    send_in_dialog(&b2bua.outbound, &leg.hop, notify, None);
+    let done = then.map(|then| {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = leg.id;
+        tokio::spawn(async move {
+            let _ = rx.recv().await;
+            let _ = then.send(id);
+        });
+        tx
+    });
+    send_in_dialog(&b2bua.outbound, &leg.hop, notify, done);
 }
 
 /// Reports a transfer's progress to the caller (RFC 3515 NOTIFY with a
