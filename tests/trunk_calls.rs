@@ -117,6 +117,35 @@ fn start(trunks: &str, route: &[&str]) -> Setup {
     Setup { server, rtp }
 }
 
+/// A carrier (SIPp `trunk_uac.xml` on `port`, known to the server as a
+/// trunk) calling `number` and playing a 1 kHz PCMA tone for `seconds`,
+/// then hanging up; media on `media`.
+fn carrier_calls(
+    server: &Server,
+    port: u16,
+    media: u16,
+    number: &str,
+    seconds: u32,
+) -> (Child, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, seconds);
+    let child = Command::new("sipp")
+        .arg(server.addr("udp").to_string())
+        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
+        .args(["-s", number, "-d", &(seconds * 1000).to_string()])
+        .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+        .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
+        .args(["-trace_msg", "-trace_err", "-nostdin"])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
+        .spawn()
+        .expect("run sipp (apt-get install sip-tester)");
+    (child, work)
+}
+
 fn caller_csv(dir: &Path, user: &str, callee: &str) -> PathBuf {
     let password = user.replace('u', "p");
     let path = dir.join("caller.csv");
@@ -370,24 +399,9 @@ fn a_call_from_a_trunk_rings_the_browser_and_audio_flows_both_ways() {
     );
     let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
     let browser = browser_ready(&server, "answer:sipjs:1000");
-    let work = tempfile::tempdir().unwrap();
-    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, 5);
     let mp = media_port();
     let capture = Capture::start(rtp, mp);
-    let sipp = Command::new("sipp")
-        .arg(server.addr("udp").to_string())
-        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
-        .args(["-s", "+15550001001", "-d", "5000"])
-        .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &carrier_port.to_string(), "-mp", &mp.to_string()])
-        .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
-        .args(["-trace_msg", "-trace_err", "-nostdin"])
-        .current_dir(work.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
-        .spawn()
-        .expect("run sipp");
+    let (sipp, work) = carrier_calls(&server, carrier_port, mp, "+15550001001", 5);
     wait(sipp, work.path(), "carrier calling the DID");
     let output = browser.wait_with_output().unwrap();
     assert!(output.status.success(), "the browser scenario failed");
@@ -437,24 +451,9 @@ fn the_called_browser_transfers_the_caller_blind() {
     );
     let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
     let browser = browser_ready(&server, "answer-refer:sipjs:1000:+15559999999");
-    let work = tempfile::tempdir().unwrap();
-    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, 9);
     let mp = media_port();
     let capture = Capture::start(rtp, mp);
-    let sipp = Command::new("sipp")
-        .arg(server.addr("udp").to_string())
-        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
-        .args(["-s", "+15550001001", "-d", "9000"])
-        .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &carrier_port.to_string(), "-mp", &mp.to_string()])
-        .args(["-m", "1", "-timeout", "40s", "-timeout_error"])
-        .args(["-trace_msg", "-trace_err", "-nostdin"])
-        .current_dir(work.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
-        .spawn()
-        .expect("run sipp");
+    let (sipp, work) = carrier_calls(&server, carrier_port, mp, "+15550001001", 9);
     let output = browser.wait_with_output().unwrap();
     assert!(output.status.success(), "the browser scenario failed");
     wait(sipp, work.path(), "carrier calling the DID");
@@ -1053,31 +1052,9 @@ fn a_call_from_one_trunk_to_another_is_bridged() {
         rtp.1
     );
     let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
-    let work = tempfile::tempdir().unwrap();
-    write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, 3);
     let mp = media_port();
     let capture = Capture::start(rtp, mp);
-    let sipp = Command::new("sipp")
-        .arg(server.addr("udp").to_string())
-        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
-        .args(["-s", "+15551234567", "-d", "3000"])
-        .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &in_port.to_string(), "-mp", &mp.to_string()])
-        .args([
-            "-m",
-            "1",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-trace_err",
-            "-nostdin",
-        ])
-        .current_dir(work.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.path().join("sipp-stderr.log")).unwrap())
-        .spawn()
-        .expect("run sipp");
+    let (sipp, work) = carrier_calls(&server, in_port, mp, "+15551234567", 3);
     wait(sipp, work.path(), "carrier A");
     out.finish("carrier B");
     let payloads = capture.finish();

@@ -30,7 +30,7 @@ use crate::auth::client::Challenge;
 use crate::dialplan::FailoverOn;
 use crate::media::engine::{Command, Detached, LegEvent, LegSockets, PortPair, RoomHandle};
 use crate::media::leg::{Leg, LegStats};
-use crate::media::room::{ParticipantConfig, ParticipantId, RoomConfig};
+use crate::media::room::{ParticipantId, RoomConfig};
 use crate::media::rtp::{RtpLeg, RtpLegConfig};
 use crate::media::sdp::{
     Capabilities, Direction, LocalMedia, Negotiated, SessionDescription, SessionOrigin,
@@ -1083,9 +1083,7 @@ impl Bridge {
                     }
                     UacAction::EarlyMedia(neg) => {
                         if early_policy_forward && a.state() == CallState::Ringing && alive == 1 {
-                            let config = neg.participant_config();
-                            let joined_b =
-                                join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                            let joined_b = join_out_leg(&b2bua, &room, leg, &neg, &b_leg_tx).await;
                             let joined_a =
                                 join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx)
                                     .await;
@@ -1103,35 +1101,19 @@ impl Bridge {
                     UacAction::Answered(neg) if leg.transfer && self.callee_transfer.is_some() => {
                         // The transfer target answered: it takes the callee's place.
                         let old = self.callee_transfer.take().unwrap_or_default();
-                        let config = match &leg.media {
-                            OutMedia::WebRtc(Some((webrtc, _))) => {
-                                webrtc.negotiated().map(|n| n.participant)
-                            }
-                            _ => None,
-                        }
-                        .unwrap_or_else(|| neg.participant_config());
                         if let Some(p) = replaced_participant {
                             let _ = room.send(Command::Remove(p)).await;
                         }
                         leg.transfer = false;
                         self.out_codec = Some(neg.codec.kind.name().to_string());
                         leg.codec = self.out_codec.clone();
-                        join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                        join_out_leg(&b2bua, &room, leg, &neg, &b_leg_tx).await;
                         info!(leg = %leg.label, "transfer by the callee answered");
                         self.out_label = Some(leg.label.clone());
                         self.end_reason = format!("transferred by the callee to {}", leg.label);
                         self.winner = Some(id);
                         callee_transfer_done = Some((old, "200 OK".into(), true));
-                        for other in self.legs.iter_mut().filter(|l| l.transfer && l.id != id) {
-                            let other_id = other.id;
-                            b_queue.extend(
-                                other
-                                    .uac
-                                    .handle(UacEvent::Hangup, Instant::now())
-                                    .into_iter()
-                                    .map(|x| (other_id, x)),
-                            );
-                        }
+                        hang_up_other_transfer_legs(&mut self.legs, id, &mut b_queue);
                     }
                     UacAction::Failed(status) if leg.transfer && self.callee_transfer.is_some() => {
                         info!(leg = %leg.label, status, "transfer leg (by the callee) failed");
@@ -1169,15 +1151,8 @@ impl Bridge {
                             continue;
                         }
                         // The transfer target answered: it takes the caller's place.
-                        let config = match &leg.media {
-                            OutMedia::WebRtc(Some((webrtc, _))) => {
-                                webrtc.negotiated().map(|n| n.participant)
-                            }
-                            _ => None,
-                        }
-                        .unwrap_or_else(|| neg.participant_config());
                         let _ = room.send(Command::Remove(a_id)).await;
-                        join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                        join_out_leg(&b2bua, &room, leg, &neg, &b_leg_tx).await;
                         info!(leg = %leg.label, "transfer answered");
                         self.transferred = true;
                         self.transferring = false;
@@ -1185,16 +1160,7 @@ impl Bridge {
                         notify_transfer(&b2bua, &mut dialog, &peer, "200 OK", true);
                         // The transferor (who may have held) is gone: no hold tone.
                         self.hold_tone(&room, false).await;
-                        for other in self.legs.iter_mut().filter(|l| l.transfer && l.id != id) {
-                            let other_id = other.id;
-                            b_queue.extend(
-                                other
-                                    .uac
-                                    .handle(UacEvent::Hangup, Instant::now())
-                                    .into_iter()
-                                    .map(|x| (other_id, x)),
-                            );
-                        }
+                        hang_up_other_transfer_legs(&mut self.legs, id, &mut b_queue);
                     }
                     UacAction::Failed(status) if leg.transfer => {
                         info!(leg = %leg.label, status, "transfer leg failed");
@@ -1243,17 +1209,10 @@ impl Bridge {
                             continue;
                         }
                         self.winner = Some(id);
-                        let config = match &leg.media {
-                            OutMedia::WebRtc(Some((webrtc, _))) => {
-                                webrtc.negotiated().map(|n| n.participant)
-                            }
-                            _ => None,
-                        }
-                        .unwrap_or_else(|| neg.participant_config());
                         self.out_codec = Some(neg.codec.kind.name().to_string());
                         self.out_label = Some(leg.label.clone());
                         leg.codec = self.out_codec.clone();
-                        join_out_leg(&b2bua, &room, leg, &neg, config, &b_leg_tx).await;
+                        join_out_leg(&b2bua, &room, leg, &neg, &b_leg_tx).await;
                         self.answered_at = Some(now_unix());
                         info!(leg = %leg.label, codec = %neg.codec.kind.name(), "answered");
                         a_queue.extend(a.handle(CallEvent::Answer, Instant::now()));
@@ -2176,6 +2135,26 @@ struct Joined<'a> {
     events: &'a mpsc::UnboundedSender<LegEvent>,
 }
 
+/// Hangs up (CANCEL or BYE) the transfer legs other than `id`, the one
+/// that answered.
+fn hang_up_other_transfer_legs(
+    legs: &mut [OutLeg],
+    id: u64,
+    queue: &mut std::collections::VecDeque<(u64, UacAction)>,
+) {
+    let now = Instant::now();
+    for other in legs.iter_mut().filter(|l| l.transfer && l.id != id) {
+        let other_id = other.id;
+        queue.extend(
+            other
+                .uac
+                .handle(UacEvent::Hangup, now)
+                .into_iter()
+                .map(|x| (other_id, x)),
+        );
+    }
+}
+
 /// Reports a transfer's progress to the callee that asked for it (NOTIFY
 /// on our dialog with it, message/sipfrag); `last` ends the subscription.
 fn notify_leg(b2bua: &Arc<B2bua>, leg: &mut OutLeg, status: &str, last: bool) {
@@ -2297,13 +2276,18 @@ async fn join_out_leg(
     room: &RoomHandle,
     leg: &mut OutLeg,
     neg: &Negotiated,
-    config: ParticipantConfig,
     events: &mpsc::UnboundedSender<LegEvent>,
 ) -> bool {
     if leg.joined {
         update_rtp_leg(room, leg.participant, neg).await;
         return true;
     }
+    // A browser's WebRTC leg knows what it accepted; a trunk's is the SDP's.
+    let config = match &leg.media {
+        OutMedia::WebRtc(Some((webrtc, _))) => webrtc.negotiated().map(|n| n.participant),
+        _ => None,
+    }
+    .unwrap_or_else(|| neg.participant_config());
     let (media, sockets): (Box<dyn Leg>, LegSockets) = match &mut leg.media {
         OutMedia::Rtp(ports) => {
             let Some(ports) = ports.take() else {
