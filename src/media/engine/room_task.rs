@@ -398,19 +398,26 @@ impl RoomTask {
         }
     }
 
-    fn remove(&mut self, id: ParticipantId, reason: Option<LegClosed>) {
+    /// Takes a participant (or player) out of the room and, when it has a
+    /// leg, its slot out of the table (the leg no longer counted).
+    fn take_slot(&mut self, id: ParticipantId) -> Option<Slot> {
         let _ = self.room.remove(id);
         self.regrid();
-        let Some(i) = self.index.remove(&id) else {
-            return;
-        };
+        let i = self.index.remove(&id)?;
         let slot = self.slots.swap_remove(i);
         if let Some(moved) = self.slots.get(i) {
             self.index.insert(moved.id, i);
         }
+        self.engine.metrics.media.legs.dec();
+        Some(slot)
+    }
+
+    fn remove(&mut self, id: ParticipantId, reason: Option<LegClosed>) {
+        let Some(slot) = self.take_slot(id) else {
+            return;
+        };
         let stats = slot.leg.stats();
         let media = &self.engine.metrics.media;
-        media.legs.dec();
         media.packets_received.add(stats.packets_received);
         media.packets_sent.add(stats.packets_sent);
         if let Some(events) = &slot.events {
@@ -424,16 +431,11 @@ impl RoomTask {
 
     /// Takes a participant out with its leg and sockets intact.
     fn detach(&mut self, id: ParticipantId) -> Option<Detached> {
-        let i = *self.index.get(&id)?;
-        let _ = self.room.remove(id);
-        self.regrid();
-        self.index.remove(&id);
-        let slot = self.slots.swap_remove(i);
-        if let Some(moved) = self.slots.get(i) {
-            self.index.insert(moved.id, i);
+        if !self.index.contains_key(&id) {
+            return None;
         }
         // The leg is counted again when it joins its next room.
-        self.engine.metrics.media.legs.dec();
+        let slot = self.take_slot(id)?;
         self.forward_events();
         let main = match slot.main.into_std() {
             Ok(socket) => socket,
