@@ -304,9 +304,17 @@ pub fn sipp(scenario: &Path, transport: &str, target: SocketAddr, extra: &[&str]
         args.push("-trace_msg");
     }
     // Debian's SIPp drops a UDP message identical to the last one received
-    // unless -nr is given, which would hide server retransmissions.
-    if transport == "u1" {
+    // unless -nr is given, which would hide server retransmissions. A load run
+    // (`-r`, a call rate) keeps SIPp's retransmissions instead, as any UDP
+    // user agent does: on a busy machine a datagram can be lost in a socket
+    // buffer, and one lost message out of thousands must not fail the test.
+    // SIPp's own buffers are 64 KB by default; a load run asks for more.
+    let load = extra.contains(&"-r");
+    if transport == "u1" && !load {
         args.push("-nr");
+    }
+    if load {
+        args.extend(["-buff_size", "1048576"]);
     }
     args.extend_from_slice(extra);
     let output = Command::new("sipp")
