@@ -349,6 +349,15 @@ fn unavailable_trunk_fails_over_to_the_next() {
     assert_nothing_left(&setup.server);
 }
 
+/// One browser scenario at a time: Chromium with audio already loads both
+/// cores. A browser test takes it first, before it starts its SIPp peers
+/// (they time out while waiting).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs a browser scenario (interop-tests/browser/run.mjs) in the
 /// background; returns once it printed READY (registered).
 fn browser_ready(server: &Server, scenario: &str) -> std::process::Child {
@@ -388,6 +397,7 @@ fn a_call_from_a_trunk_rings_the_browser_and_audio_flows_both_ways() {
         eprintln!("skipped: play_pcap_audio and the capture need root");
         return;
     }
+    let _serial = one_browser_at_a_time();
     let carrier_port = free_port();
     let rtp = port_window(40);
     let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n";
@@ -438,6 +448,7 @@ fn the_called_browser_transfers_the_caller_blind() {
         eprintln!("skipped: play_pcap_audio and the capture need root");
         return;
     }
+    let _serial = one_browser_at_a_time();
     let carrier_port = free_port();
     let target = Carrier::start("trunk_uas.xml", &[]);
     let rtp = port_window(40);
@@ -474,6 +485,88 @@ fn the_called_browser_transfers_the_caller_blind() {
         "the caller heard the target's echo in {echoed} frames"
     );
     assert!(server.wait_log("transfer by the callee answered"));
+    assert_nothing_left(&server);
+}
+
+/// Attended transfer by the called party (REFER with `Replaces` from the
+/// callee, RFC 3891): a carrier calls a DID, SIP.js answers, holds it,
+/// calls a number on an echoing carrier, then transfers the first caller
+/// to that call's party. The NOTIFY says 200, the server ends the
+/// browser's second call, and the caller hears its own tone echoed by the
+/// second carrier, which keeps its one INVITE (its call moved between
+/// rooms, nobody was re-INVITEd); everything ends when the caller hangs up.
+#[test]
+fn the_called_browser_makes_an_attended_transfer() {
+    callee_attended_transfer("sipjs");
+}
+
+/// The same with JsSIP as the called browser.
+#[test]
+fn the_called_jssip_browser_makes_an_attended_transfer() {
+    callee_attended_transfer("jssip");
+}
+
+fn callee_attended_transfer(stack: &str) {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    let _serial = one_browser_at_a_time();
+    let carrier_port = free_port();
+    // Its call lasts until the carrier hangs up, late on a slow machine.
+    let target = Carrier::start("trunk_uas.xml", &["-timeout", "90s"]);
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n  - name: target\n    match:\n      to: '+15559999999'\n    action:\n      trunk: { trunks: [target] }\n";
+    let config = format!(
+        "listen:\n  udp: ['127.0.0.1:0']\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\ntrunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        trunk("carrier", carrier_port, ""),
+        trunk("target", target.port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let browser = browser_ready(
+        &server,
+        &format!("answer-attended:{stack}:1000:+15559999999"),
+    );
+    let mp = media_port();
+    let capture = Capture::start(rtp, mp);
+    let (sipp, work) = carrier_calls(&server, carrier_port, mp, "+15550001001", 25);
+    let output = browser.wait_with_output().unwrap();
+    assert!(output.status.success(), "the browser scenario failed");
+    wait(sipp, work.path(), "carrier calling the DID");
+    let target_side = target.finish("transfer target");
+    assert_eq!(
+        target_side.matches("INVITE sip:").count(),
+        1,
+        "the target keeps its one call: {target_side}"
+    );
+    let payloads = capture.finish();
+    let echoed = frames_with_tone(&payloads, 1000.0);
+    eprintln!(
+        "callee attended transfer: {echoed} of {} frames at the caller carry its own tone back",
+        payloads.len()
+    );
+    assert!(
+        echoed >= 100,
+        "the caller heard the target's echo in {echoed} frames"
+    );
+    assert!(server.wait_log("attended transfer by the callee: the two parties are connected"));
+    // Two calls: the carrier's (its callee now the target's party) and the
+    // browser's second call (replaced).
+    let records = cdrs(&server, 2);
+    let inbound = records
+        .iter()
+        .find(|r| r["callee"] == "+15550001001")
+        .expect("the carrier's call has a CDR");
+    // Its callee leg is the target's (PCMU from the trunk), not the browser's Opus.
+    assert_eq!(inbound["legs"][1]["codec"], "PCMU", "{inbound}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["end_reason"] == "replaced (attended transfer)"),
+        "{records:?}"
+    );
     assert_nothing_left(&server);
 }
 

@@ -446,9 +446,6 @@
       });
     }
 
-    // Attended transfer: REFER on the parked call with Refer-To the current call's remote
-    // target and Replaces its dialog (Session.refer(session)). Resolves with the NOTIFY status
-    // lines once one is final and 2xx; then hangs the parked call up (BYE), as a phone does.
     // REFER on `session` to `referTo` (a URI: blind transfer; a Session: attended, with
     // Replaces); resolves with the NOTIFY status lines once one is final and 2xx, then hangs
     // `session` up (BYE), as a phone does.

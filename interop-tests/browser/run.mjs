@@ -38,6 +38,11 @@ scenarios:
   answer-refer:sipjs:HZ:TARGET      user1 answers the first incoming call (prints READY), must hear HZ,
                                     then transfers the caller blind to TARGET (REFER on its dialog);
                                     the NOTIFY must say 200; hangs up, prints "TRANSFERRED"
+  answer-attended:STACK:HZ:TARGET   user1 answers the first incoming call (prints READY), must hear HZ,
+                                    holds it, calls TARGET (an echo: hears itself), then transfers the
+                                    caller to TARGET's party with REFER + Replaces on the incoming call
+                                    (the stack's API): the NOTIFY must say 200, the browser hangs the
+                                    first call up (prints "TRANSFERRED"), the server ends the second
   attended:STACK:NUM1:NUM2:HZ       user1 calls NUM1 (an echo: hears itself), holds it, calls NUM2 (a
                                     party playing HZ: hears it), then transfers NUM1's party to NUM2's
                                     with REFER + Replaces on the first call (the stack's API): the NOTIFY
@@ -182,6 +187,9 @@ function parseScenario(s) {
       break;
     case "answer-refer":
       if (parts.length === 4 && parts[1] === "sipjs" && Number(parts[2]) > 0) return { kind: "answer-refer", stack: "sipjs", hz: Number(parts[2]), target: parts[3] };
+      break;
+    case "answer-attended":
+      if (parts.length === 4 && Number(parts[2]) > 0) return { kind: "answer-attended", stack: stack(parts[1]), hz: Number(parts[2]), target: parts[3] };
       break;
     case "attended":
       if (parts.length === 5 && Number(parts[4]) > 0) {
@@ -448,6 +456,21 @@ function agentOpts(ctx, stack, u) {
 }
 
 // Audio must flow and carry energy; with --tone-check the far end's tone must dominate.
+// checkAudio, looking up to `looks` times one second apart: on a loaded machine a stream may
+// start late, or the echo of something else (DTMF) may still be playing.
+async function hears(ctx, pa, label, expectHz, looks = 4) {
+  for (let look = 1; ; look++) {
+    const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
+    try {
+      return checkAudio(label, s, expectHz, ctx.opts.toneCheck);
+    } catch (e) {
+      if (!(e instanceof Failure) || look >= looks) throw e;
+      say(`${label}: look ${look}: ${e.message}; looking again in 1 s`);
+      await sleep(1000);
+    }
+  }
+}
+
 function checkAudio(label, s, expectHz, toneCheck) {
   const problems = [];
   if (!(s.packetsReceived > 0)) problems.push(`no RTP received (packetsReceived=${s.packetsReceived})`);
@@ -650,17 +673,7 @@ async function scenarioDtmf(ctx, stack, number, tones, via) {
   await sleep(Math.max(0, ctx.opts.talk * 1000 - 1000));
   // The echo plays the digits back (RFC 4733 the browser renders as tones), and a loaded
   // machine may still be playing the last one: up to three more looks, one second apart.
-  for (let look = 1; ; look++) {
-    const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
-    try {
-      checkAudio(`${pa.name} (after DTMF)`, s, TONES[0], ctx.opts.toneCheck);
-      break;
-    } catch (e) {
-      if (!(e instanceof Failure) || look >= 4) throw e;
-      say(`${pa.name}: look ${look} after DTMF: ${e.message}; looking again in 1 s`);
-      await sleep(1000);
-    }
-  }
+  await hears(ctx, pa, `${pa.name} (after DTMF)`, TONES[0]);
   await hangUpService(ctx, pa);
   await unregisterQuietly([pa]);
 }
@@ -800,6 +813,34 @@ async function scenarioConference(ctx, a, b) {
   await unregisterQuietly([p1, p2]);
 }
 
+// Attended transfer by the called browser: pa answers the first incoming call (hears `hz`), holds
+// it, calls `target` (an echo: hears itself), then REFERs the incoming call with Replaces naming the
+// second; the server connects the caller with the target's party and ends the second call.
+async function scenarioAnswerAttended(ctx, stack, hz, target) {
+  const pa = await newPage(ctx, `answer-attended-${stack}`, 0);
+  pa.toneHz = TONES[0];
+  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
+  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
+  const incoming = pa.invoke("waitIncoming"); incoming.catch(() => {});
+  say("READY");
+  await step(`${pa.name}: incoming INVITE`, 30000, () => incoming);
+  await step(`${pa.name}: answer`, 15000, () => pa.invoke("answer"));
+  await sleep(1500);
+  await hears(ctx, pa, `${pa.name} (incoming call)`, hz);
+  await step(`${pa.name}: hold the incoming call (re-INVITE sendonly)`, 10000, () => pa.invoke("hold", true));
+  await pa.invoke("park");
+  await callService(ctx, pa, target);
+  await sleep(1500);
+  await hears(ctx, pa, `${pa.name} (second call, an echo)`, TONES[0]);
+  const ended = pa.invoke("waitEnded");
+  ended.catch(() => {});
+  const notified = await step(`${pa.name}: attended transfer (REFER with Replaces on the incoming call)`, 15000,
+    () => pa.invoke("attendedTransfer"));
+  console.log(`TRANSFERRED ${JSON.stringify(notified)}`);
+  await step(`${pa.name}: the second call ended by the server (replaced)`, 10000, () => ended);
+  await unregisterQuietly([pa]);
+}
+
 // Attended transfer by the browser: first call (an echo) on hold, second call (a tone of `hz`)
 // talking, REFER with Replaces on the first; the server connects the two far parties.
 async function scenarioAttended(ctx, stack, first, second, hz) {
@@ -808,14 +849,12 @@ async function scenarioAttended(ctx, stack, first, second, hz) {
   await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
   await callService(ctx, pa, first);
   await sleep(1500);
-  const s1 = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
-  checkAudio(`${pa.name} (first call, an echo)`, s1, TONES[0], ctx.opts.toneCheck);
+  await hears(ctx, pa, `${pa.name} (first call, an echo)`, TONES[0]);
   await step(`${pa.name}: hold ${first} (re-INVITE sendonly)`, 10000, () => pa.invoke("hold", true));
   await pa.invoke("park");
   await callService(ctx, pa, second);
   await sleep(1500);
-  const s2 = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
-  checkAudio(`${pa.name} (second call)`, s2, hz, ctx.opts.toneCheck);
+  await hears(ctx, pa, `${pa.name} (second call)`, hz);
   const ended = pa.invoke("waitEnded");
   ended.catch(() => {});
   const notified = await step(`${pa.name}: attended transfer (REFER with Replaces on the first call)`, 15000,
@@ -1147,6 +1186,7 @@ async function main() {
         case "dtmf": return scenarioDtmf(ctx, scenario.stack, scenario.number, scenario.tones, scenario.via);
         case "conference": return scenarioConference(ctx, scenario.a, scenario.b);
         case "answer-refer": return scenarioAnswerRefer(ctx, scenario.stack, scenario.hz, scenario.target);
+        case "answer-attended": return scenarioAnswerAttended(ctx, scenario.stack, scenario.hz, scenario.target);
         case "attended": return scenarioAttended(ctx, scenario.stack, scenario.first, scenario.second, scenario.hz);
         case "conference3": return scenarioConference3(ctx, scenario.stacks, scenario.room, scenario.hz);
         case "answer": return scenarioAnswer(ctx, scenario.stack, scenario.hz);

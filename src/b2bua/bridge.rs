@@ -1046,6 +1046,7 @@ impl Bridge {
             }
             // The outgoing legs' actions.
             let mut callee_transfer_asked: Option<(u64, String)> = None;
+            let mut callee_attended_asked: Option<(u64, Replaces)> = None;
             while let Some((id, action)) = b_queue.pop_front() {
                 // A callee transfer that ended: (transferor leg, NOTIFY status, hang it up).
                 let mut callee_transfer_done: Option<(u64, String, bool)> = None;
@@ -1139,6 +1140,9 @@ impl Bridge {
                     }
                     UacAction::Transfer(target) => {
                         callee_transfer_asked = Some((id, target));
+                    }
+                    UacAction::AttendedTransfer(replaces) => {
+                        callee_attended_asked = Some((id, replaces));
                     }
                     UacAction::Answered(neg) if leg.transfer => {
                         if self.transferred {
@@ -1379,6 +1383,16 @@ impl Bridge {
                 self.start_callee_transfer(id, &target, &reports_tx, &dialog_tx)
                     .await;
             }
+            if let Some((id, replaces)) = callee_attended_asked.take() {
+                let ours = Joined {
+                    room: &room,
+                    caller: a_id,
+                    dialogs: &dialog_tx,
+                    events: &b_leg_tx,
+                };
+                self.callee_attended_transfer(id, &replaces, &ours, &notified_tx, &mut b_queue)
+                    .await;
+            }
             if outcome.is_some() {
                 break;
             }
@@ -1517,6 +1531,11 @@ impl Bridge {
                 if self.legs.is_empty() {
                     break;
                 }
+            }
+            if !b_queue.is_empty() || !a_queue.is_empty() {
+                // Actions queued after their queue was drained (a transfer
+                // that failed hangs a leg up): run them before waiting.
+                continue;
             }
             let a_deadline = a.deadline();
             let b_deadline = self.legs.iter().filter_map(|l| l.uac.deadline()).min();
@@ -1985,27 +2004,13 @@ impl Bridge {
             notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
             return;
         }
-        let other = (replaces.call_id != self.a_call_id)
-            .then(|| b2bua.control_of(&replaces.call_id, [&replaces.to_tag, &replaces.from_tag]))
-            .flatten();
-        let Some(other) = other else {
-            info!(call_id = %replaces.call_id, "attended transfer: no such call");
+        let Some(other) = self.other_call(replaces) else {
             let status = "481 Call/Transaction Does Not Exist";
             notify_transfer(&b2bua, dialog, &self.peer, status, true);
             return;
         };
         notify_transfer(&b2bua, dialog, &self.peer, "100 Trying", false);
-        let (tx, rx) = oneshot::channel();
-        let handed = match other.send(Control::HandOver(tx)) {
-            Ok(()) => tokio::time::timeout(Duration::from_secs(5), rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten(),
-            Err(_) => None,
-        };
-        let Some(HandOver { mut leg, media }) = handed else {
-            info!(call_id = %replaces.call_id, "attended transfer: the other call has no party to give");
+        let Some(HandOver { mut leg, media }) = ask_hand_over(other, replaces).await else {
             notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
             return;
         };
@@ -2047,6 +2052,112 @@ impl Bridge {
                 notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
             }
         }
+        self.legs.push(leg);
+    }
+
+    /// The transferor's other call, the one whose dialog `replaces` names
+    /// (never this one); `None` when there is no such call.
+    fn other_call(&self, replaces: &Replaces) -> Option<mpsc::UnboundedSender<Control>> {
+        let other = (replaces.call_id != self.a_call_id)
+            .then(|| {
+                self.b2bua
+                    .control_of(&replaces.call_id, [&replaces.to_tag, &replaces.from_tag])
+            })
+            .flatten();
+        if other.is_none() {
+            info!(call_id = %replaces.call_id, "attended transfer: no such call");
+        }
+        other
+    }
+
+    /// Attended transfer by the answered callee `id` (REFER with
+    /// `Replaces` on our dialog with it): the answered party of its other
+    /// call (the dialog `replaces` names, one it placed through us) takes
+    /// its place in our room, and becomes this call's callee; the
+    /// transferor gets NOTIFYs and then a BYE, its other call ends.
+    async fn callee_attended_transfer(
+        &mut self,
+        id: u64,
+        replaces: &Replaces,
+        ours: &Joined<'_>,
+        notified: &mpsc::UnboundedSender<u64>,
+        b_queue: &mut std::collections::VecDeque<(u64, UacAction)>,
+    ) {
+        let b2bua = self.b2bua.clone();
+        let busy = self.winner != Some(id)
+            || self.transferring
+            || self.transferred
+            || self.callee_transfer.is_some();
+        let other = if busy {
+            None
+        } else {
+            self.other_call(replaces)
+        };
+        let Some(other) = other else {
+            let status = if busy {
+                "503 Service Unavailable"
+            } else {
+                "481 Call/Transaction Does Not Exist"
+            };
+            if let Some(leg) = self.leg(id) {
+                notify_leg(&b2bua, leg, status, true);
+            }
+            return;
+        };
+        if let Some(leg) = self.leg(id) {
+            notify_leg(&b2bua, leg, "100 Trying", false);
+        }
+        let Some(HandOver { mut leg, media }) = ask_hand_over(other, replaces).await else {
+            if let Some(leg) = self.leg(id) {
+                notify_leg(&b2bua, leg, "503 Service Unavailable", true);
+            }
+            return;
+        };
+        self.next_id += 1;
+        leg.id = self.next_id;
+        leg.transfer = false;
+        let label = leg.label.clone();
+        let joined = ours
+            .room
+            .add(
+                leg.participant,
+                media.leg,
+                media.sockets,
+                media.config,
+                Some(ours.events.clone()),
+            )
+            .await;
+        b2bua.register(leg.key(), ours.dialogs.clone());
+        if let Err(e) = joined {
+            // Its media is gone: hang it up.
+            warn!(error = %e, leg = %label, "attended transfer by the callee: the party could not join");
+            leg.joined = false;
+            let new_id = leg.id;
+            b_queue.extend(
+                leg.uac
+                    .handle(UacEvent::Hangup, Instant::now())
+                    .into_iter()
+                    .map(|x| (new_id, x)),
+            );
+            self.legs.push(leg);
+            if let Some(old) = self.leg(id) {
+                notify_leg(&b2bua, old, "503 Service Unavailable", true);
+            }
+            return;
+        }
+        // The transferor leaves: out of the room, NOTIFY 200, then BYE.
+        if let Some(old) = self.leg(id) {
+            let _ = ours.room.send(Command::Remove(old.participant)).await;
+            notify_leg_then(&b2bua, old, "200 OK", true, Some(notified.clone()));
+            old.joined = false;
+        }
+        // It held this call first: its hold tone goes with it.
+        self.hold_tone(ours.room, false).await;
+        info!(leg = %label, "attended transfer by the callee: the two parties are connected");
+        self.out_codec = leg.codec.clone();
+        self.out_label = Some(label.clone());
+        self.end_reason = format!("attended transfer by the callee to {label}");
+        self.winner = Some(leg.id);
         self.legs.push(leg);
     }
 
@@ -2122,6 +2233,27 @@ impl Bridge {
             );
         }
     }
+}
+
+/// Asks the call behind `other` to hand over its answered party
+/// ([`Control::HandOver`]), waiting at most 5 s.
+async fn ask_hand_over(
+    other: mpsc::UnboundedSender<Control>,
+    replaces: &Replaces,
+) -> Option<HandOver> {
+    let (tx, rx) = oneshot::channel();
+    let handed = match other.send(Control::HandOver(tx)) {
+        Ok(()) => tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten(),
+        Err(_) => None,
+    };
+    if handed.is_none() {
+        info!(call_id = %replaces.call_id, "attended transfer: the other call has no party to give");
+    }
+    handed
 }
 
 /// Our side of a call, as a transfer needs it.

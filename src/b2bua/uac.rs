@@ -108,6 +108,10 @@ pub enum UacAction {
     /// The callee asked (REFER) for the caller to be transferred to this
     /// URI (blind transfer by the called party); report with NOTIFY.
     Transfer(String),
+    /// The callee asked (REFER with `Replaces`) for the caller to be
+    /// connected to the party of its other call, the dialog named
+    /// (attended transfer by the called party); report with NOTIFY.
+    AttendedTransfer(super::call::Replaces),
     /// Respond to the in-dialog request being handled.
     Reply(u16, Option<String>),
     /// Apply a renegotiation (hold/resume from the trunk).
@@ -472,9 +476,11 @@ impl UacCall {
                 if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:"))
                 {
                     vec![UacAction::Reply(400, None)]
-                } else if super::call::Replaces::from_uri(inner).is_some() {
-                    // Attended transfer by the called party: not done.
-                    vec![UacAction::Reply(501, None)]
+                } else if let Some(replaces) = super::call::Replaces::from_uri(inner) {
+                    vec![
+                        UacAction::Reply(202, None),
+                        UacAction::AttendedTransfer(replaces),
+                    ]
                 } else {
                     vec![
                         UacAction::Reply(202, None),
@@ -621,6 +627,41 @@ mod tests {
             ]
         );
         assert_eq!(leg.state(), UacState::Ended);
+    }
+
+    #[test]
+    fn refer_from_the_callee_blind_attended_and_bad() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+        assert_eq!(
+            leg.handle(UacEvent::Refer("<sip:+15559999999@example.com>"), t0),
+            [
+                UacAction::Reply(202, None),
+                UacAction::Transfer("sip:+15559999999@example.com".into())
+            ]
+        );
+        assert_eq!(
+            leg.handle(
+                UacEvent::Refer(
+                    "<sip:carrier@192.0.2.9?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"
+                ),
+                t0
+            ),
+            [
+                UacAction::Reply(202, None),
+                UacAction::AttendedTransfer(crate::b2bua::call::Replaces {
+                    call_id: "abc@h".into(),
+                    to_tag: "1".into(),
+                    from_tag: "2".into(),
+                })
+            ]
+        );
+        assert_eq!(
+            leg.handle(UacEvent::Refer("<http://example.com>"), t0),
+            [UacAction::Reply(400, None)]
+        );
+        assert_eq!(leg.state(), UacState::Confirmed);
     }
 
     #[test]

@@ -148,6 +148,31 @@ pub struct WebRtcLeg {
     /// `poll_timeout` needs `&mut`).
     next_timeout: Option<Instant>,
     opus_max_playback_rate: Option<u32>,
+    /// Our DTLS role as first negotiated (`active` or `passive`): every
+    /// later answer must repeat it (RFC 5763 §6.6).
+    setup: Option<&'static str>,
+}
+
+/// The `a=setup:` value of an SDP (the first one).
+fn setup_of(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=setup:"))
+        .map(str::trim)
+}
+
+/// `sdp` with every `a=setup:` line saying `role`.
+fn with_setup(sdp: &str, role: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with("a=setup:") {
+            out.push_str("a=setup:");
+            out.push_str(role);
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
 }
 
 impl WebRtcLeg {
@@ -175,6 +200,10 @@ impl WebRtcLeg {
             .ok_or_else(|| rtc_err("no local description"))?;
         let sdp = tidy_answer(&sdp, cfg.opus_max_playback_rate);
         leg.negotiated = Some(negotiated_from_answer(&sdp).ok_or(WebRtcError::NoCommonCodec)?);
+        leg.setup = match setup_of(&sdp) {
+            Some("passive") => Some("passive"),
+            _ => Some("active"),
+        };
         Ok((leg, sdp))
     }
 
@@ -213,6 +242,11 @@ impl WebRtcLeg {
             .set_remote_description(now, desc)
             .map_err(|e| WebRtcError::RemoteDescription(e.to_string()))?;
         self.negotiated = Some(negotiated_from_answer(answer).ok_or(WebRtcError::NoCommonCodec)?);
+        // We offered actpass: the browser's answer picks the roles.
+        self.setup = match setup_of(answer) {
+            Some("passive") => Some("active"),
+            _ => Some("passive"),
+        };
         Ok(())
     }
 
@@ -237,6 +271,12 @@ impl WebRtcLeg {
             .ok_or_else(|| rtc_err("no local description"))?;
         self.next_timeout = self.pc.poll_timeout();
         let sdp = tidy_answer(&sdp, self.opus_max_playback_rate);
+        // webrtc-rs answers `active` whatever the connection's DTLS role;
+        // a browser we called (it answered `active`) would refuse that.
+        let sdp = match self.setup {
+            Some(role) => with_setup(&sdp, role),
+            None => sdp,
+        };
         Ok(answer_direction(&sdp, offer))
     }
 }
@@ -381,6 +421,7 @@ impl WebRtcLeg {
             connected: false,
             next_timeout: None,
             opus_max_playback_rate: cfg.opus_max_playback_rate,
+            setup: None,
         })
     }
 

@@ -131,3 +131,31 @@ fn reanswer_keeps_dtls_role_and_ice_credentials() {
     }
     assert!(second.contains("a=recvonly"), "{second}");
 }
+
+/// A browser we called answered `a=setup:active` (it is the DTLS client):
+/// our answers to its re-offers say `passive` (webrtc-rs writes `active`
+/// in every answer, and Chromium then refuses the answer: "Failed to set
+/// SSL role for the transport"), while ICE credentials stay the same.
+#[test]
+fn reanswer_to_a_browser_we_called_stays_passive() {
+    let cfg = WebRtcConfig::generate().unwrap();
+    let now = Instant::now();
+    let (mut leg, offer) = WebRtcLeg::offer(local(), &cfg, now).unwrap();
+    // The "browser": another connection answering our offer, as the DTLS client.
+    let (_browser, answer) = WebRtcLeg::answer(&offer, local(), &cfg, now).unwrap();
+    assert!(answer.contains("a=setup:active"), "{answer}");
+    leg.accept_answer(&answer, now).unwrap();
+    let hold = answer
+        .replace("a=setup:active", "a=setup:actpass")
+        .replace("a=sendrecv", "a=sendonly");
+    let ours = leg.reanswer(&hold, now).unwrap();
+    assert!(ours.contains("a=setup:passive"), "{ours}");
+    assert!(!ours.contains("a=setup:active"), "{ours}");
+    assert!(ours.contains("a=recvonly"), "{ours}");
+    let ufrag = |sdp: &str| {
+        sdp.lines()
+            .find(|l| l.starts_with("a=ice-ufrag:"))
+            .map(str::to_owned)
+    };
+    assert_eq!(ufrag(&offer), ufrag(&ours));
+}
