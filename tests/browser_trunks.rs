@@ -165,7 +165,6 @@ fn start_carrier(carrier: Carrier, trunk_extra: &str) -> Setup {
 
 /// Runs one run.mjs scenario as user 1001; returns its stdout.
 fn browser(setup: &Setup, scenario: &str) -> String {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo().join("interop-tests").join("browser");
     let artifacts = setup.server.dir.path().join(format!(
         "artifacts-{}",
@@ -198,21 +197,24 @@ fn browser(setup: &Setup, scenario: &str) -> String {
     stdout
 }
 
-fn skip() -> bool {
+/// Starts a browser test: `None` when it must be skipped, else the
+/// [`SERIAL`] guard, taken before the test starts its SIPp carriers (they
+/// would time out waiting for another test's browser).
+fn browser_test() -> Option<std::sync::MutexGuard<'static, ()>> {
     if !is_root() {
         eprintln!("skipped: SIPp's RTP and the AF_PACKET capture need root");
-        return true;
+        return None;
     }
-    false
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The browser hears itself through the echoing carrier (with `hold`: also
 /// holds and resumes, and the carrier hears the hold tone meanwhile); the
 /// call and its media are gone afterwards.
 fn echo_through_trunk(stack: &str, hold: bool) {
-    if skip() {
+    let Some(_serial) = browser_test() else {
         return;
-    }
+    };
     let setup = start("trunk_uas.xml", "");
     let capture = RtpCapture::start(setup.rtp, setup.carrier.media);
     let kind = if hold { "echo-hold" } else { "echo" };
@@ -267,9 +269,9 @@ fn jssip_holds_and_resumes_a_trunk_call() {
 /// RFC 4733 event on the telephone-event type it answered (101, 8 kHz), with
 /// an end packet and a duration of about `TONE_MS` at 8000 Hz.
 fn dtmf_as_rfc4733(stack: &str, via: &str) {
-    if skip() {
+    let Some(_serial) = browser_test() else {
         return;
-    }
+    };
     let setup = start("trunk_uas.xml", "");
     let capture = RtpCapture::start(setup.rtp, setup.carrier.media);
     let out = browser(&setup, &format!("dtmf:{stack}:{NUMBER}:{DIGITS}:{via}"));
@@ -330,9 +332,9 @@ fn jssip_info_dtmf_reaches_the_trunk_as_rfc4733() {
 /// gets one INFO per digit (`application/dtmf-relay`, right digit, duration
 /// about `TONE_MS`) and no RFC 4733 packets (or it would see every digit twice).
 fn dtmf_as_info(stack: &str, via: &str) {
-    if skip() {
+    let Some(_serial) = browser_test() else {
         return;
-    }
+    };
     let setup = start("trunk_uas_info.xml", "    dtmf: info\n");
     let capture = RtpCapture::start(setup.rtp, setup.carrier.media);
     browser(&setup, &format!("dtmf:{stack}:{NUMBER}:{DIGITS}:{via}"));
@@ -411,9 +413,9 @@ fn jssip_attended_transfer_connects_the_two_far_parties() {
 }
 
 fn attended_transfer(stack: &str) {
-    if skip() {
+    let Some(_serial) = browser_test() else {
         return;
-    }
+    };
     let echo = Carrier::start("trunk_uas.xml");
     let tone = Carrier::start_with_tone(1000.0, 8);
     let rtp = port_window(40);
@@ -483,9 +485,9 @@ fn attended_transfer(stack: &str) {
 /// 200 (after the PRACK's) carries no second answer.
 #[test]
 fn sipjs_with_100rel_gets_early_media_reliably() {
-    if skip() {
+    let Some(_serial) = browser_test() else {
         return;
-    }
+    };
     let setup = start_carrier(Carrier::start_with_early("trunk_uas_early.xml", 600.0), "");
     let out = browser(&setup, &format!("early:sipjs:{NUMBER}:600"));
     for line in out

@@ -570,6 +570,31 @@ fn callee_attended_transfer(stack: &str) {
     assert_nothing_left(&server);
 }
 
+/// RFC 3262 towards a trunk: our INVITE says `Supported: 100rel`; the
+/// carrier's reliable 183 (with SDP) and 180 are each PRACKed once with
+/// the right RAck, a late copy of the 183 is not PRACKed again (the
+/// carrier's scenario fails on a third PRACK), and the call goes on.
+#[test]
+fn reliable_provisionals_from_the_trunk_are_pracked_once() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_100rel.xml", &[]);
+    let setup = start(&trunk("reliable", carrier.port, ""), &["reliable"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier with reliable provisionals");
+    assert_eq!(
+        trunk_side.matches("PRACK sip:carrier@").count(),
+        2,
+        "{trunk_side}"
+    );
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["status"], 200);
+    assert_nothing_left(&setup.server);
+}
+
 #[test]
 fn a_trunk_that_never_answers_is_skipped_after_its_response_timeout() {
     if !is_root() {

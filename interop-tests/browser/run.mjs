@@ -650,7 +650,7 @@ async function scenarioEcho(ctx, stack, number, hold = false) {
     const after = c.packetsReceived - b.packetsReceived;
     say(`${pa.name}: ${after} packets received in the 2 s after resuming`);
     if (after < 50) throw new Failure(`audio did not come back after resuming (${after} packets in 2 s)`);
-    checkAudio(`${pa.name} (echo after resume)`, c, TONES[0], ctx.opts.toneCheck);
+    await hears(ctx, pa, `${pa.name} (echo after resume)`, TONES[0]);
   }
   await hangUpService(ctx, pa);
   await unregisterQuietly([pa]);

@@ -169,6 +169,9 @@ struct OutLeg {
     route_set: Vec<String>,
     contact: String,
     cseq: u32,
+    /// The CSeq number of our newest INVITE (its responses are the ones
+    /// that count; a PRACK in the early dialog takes the next number).
+    invite_cseq: u32,
     invite: Request,
     offer_text: String,
     uac: UacCall,
@@ -198,6 +201,11 @@ impl OutLeg {
     /// A new INVITE (first, or with credentials) on this dialog.
     fn build_invite(&mut self, authorization: Option<Header>) -> Request {
         self.cseq += 1;
+        self.invite_cseq = self.cseq;
+        // A new INVITE: a new early dialog (or none yet).
+        self.to_tag = None;
+        self.remote_target = None;
+        self.route_set.clear();
         let mut headers = vec![
             Header::Via(
                 format!(
@@ -218,9 +226,15 @@ impl OutLeg {
             Header::UserAgent(self.server_name.clone().into()),
         ];
         if let Some(trunk) = &self.trunk {
+            // RFC 3262: the trunk may send its 18x reliably (we PRACK them).
+            let supported = if self.session_expires > 0 {
+                "100rel, timer"
+            } else {
+                "100rel"
+            };
+            headers.push(Header::Supported(supported.into()));
             if self.session_expires > 0 {
                 // RFC 4028: we offer to refresh the session ourselves.
-                headers.push(Header::Supported("timer".into()));
                 headers.push(Header::Other(
                     "Session-Expires".into(),
                     format!("{};refresher=uac", self.session_expires),
@@ -333,7 +347,10 @@ impl OutLeg {
     /// Learns the dialog from a response: the trunk's tag, Contact and
     /// Record-Route set (reversed, RFC 3261 §12.1.2).
     fn learn(&mut self, response: &crate::sip::Response) {
-        if self.to_tag.is_none()
+        let code = response.status_code.code();
+        // Only a 1xx or 2xx makes a dialog (a 407's To tag is no dialog's).
+        if (101..300).contains(&code)
+            && self.to_tag.is_none()
             && let Ok(to) = response.to_header()
             && let Ok(to) = to.typed()
         {
@@ -342,7 +359,6 @@ impl OutLeg {
                 _ => None,
             });
         }
-        let code = response.status_code.code();
         if (101..300).contains(&code) && self.to_tag.is_some() {
             if let Some(uri) = contact_uri(&response.headers) {
                 self.remote_target = Some(uri);
@@ -494,6 +510,7 @@ fn new_out_leg(
         route_set: Vec::new(),
         contact,
         cseq: 0,
+        invite_cseq: 0,
         invite: Request {
             method: Method::Invite,
             uri,
@@ -720,7 +737,7 @@ fn send_invite(
         .client(invite, &leg.hop)
         .map_err(|e| e.to_string())?;
     let reports = reports.clone();
-    let (cseq, id) = (leg.cseq, leg.id);
+    let (cseq, id) = (leg.invite_cseq, leg.id);
     let task = tokio::spawn(
         async move {
             if let Err(e) = client.send().await {
@@ -1257,6 +1274,13 @@ impl Bridge {
                             );
                         }
                     }
+                    UacAction::SendPrack(rseq) => {
+                        let mut prack = leg.in_dialog(Method::PRack, None);
+                        let rack = format!("{rseq} {} INVITE", leg.invite_cseq);
+                        prack.headers.push(Header::Other("RAck".into(), rack));
+                        debug!(leg = %leg.label, rseq, "PRACK");
+                        send_in_dialog(&b2bua.outbound, &leg.hop, prack, None);
+                    }
                     UacAction::SendCancel => {
                         let cancel = crate::proxy::make_cancel(&leg.invite);
                         send_in_dialog(&b2bua.outbound, &leg.hop, cancel, None);
@@ -1587,7 +1611,7 @@ impl Bridge {
                     let now = Instant::now();
                     let Some(leg) = self.legs.iter_mut().find(|l| l.id == id) else { continue };
                     match report {
-                        InviteReport::Response(cseq, _) | InviteReport::Ended(cseq) if cseq != leg.cseq => {
+                        InviteReport::Response(cseq, _) | InviteReport::Ended(cseq) if cseq != leg.invite_cseq => {
                             // From an INVITE we already replaced (answered challenge).
                         }
                         InviteReport::Response(_, response) => {
@@ -1597,7 +1621,10 @@ impl Bridge {
                             let sdp = (!body.is_empty()).then_some(body.as_slice());
                             let event = match status {
                                 100 => UacEvent::Trying,
-                                101..=199 => UacEvent::Provisional(status, sdp),
+                                101..=199 => match reliable_rseq(&response) {
+                                    Some(rseq) => UacEvent::ReliableProvisional(status, sdp, rseq),
+                                    None => UacEvent::Provisional(status, sdp),
+                                },
                                 200..=299 if matches!(leg.media, OutMedia::WebRtc(_)) => {
                                     UacEvent::Accepted(accept_browser_answer(leg, &body))
                                 }
@@ -2233,6 +2260,25 @@ impl Bridge {
             );
         }
     }
+}
+
+/// The `RSeq` of a reliable provisional response (`Require: 100rel`,
+/// RFC 3262), `None` for an unreliable one.
+fn reliable_rseq(response: &crate::sip::Response) -> Option<u32> {
+    let required = response.headers.iter().any(|h| {
+        h.name().eq_ignore_ascii_case("Require")
+            && h.value()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("100rel"))
+    });
+    if !required {
+        return None;
+    }
+    response
+        .headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case("RSeq"))
+        .and_then(|h| h.value().trim().parse().ok())
 }
 
 /// Asks the call behind `other` to hand over its answered party

@@ -41,6 +41,9 @@ pub enum UacState {
 pub enum UacEvent<'a> {
     /// A provisional response (101-199) with its SDP body, if any.
     Provisional(u16, Option<&'a [u8]>),
+    /// A reliable provisional response (`Require: 100rel`, RFC 3262) with
+    /// its SDP body and `RSeq`.
+    ReliableProvisional(u16, Option<&'a [u8]>, u32),
     /// A 2xx with its SDP body.
     Success(Option<&'a [u8]>),
     /// A 2xx whose answer the media leg itself took (WebRTC: ICE and DTLS
@@ -112,6 +115,9 @@ pub enum UacAction {
     /// connected to the party of its other call, the dialog named
     /// (attended transfer by the called party); report with NOTIFY.
     AttendedTransfer(super::call::Replaces),
+    /// Acknowledge the reliable provisional with this `RSeq` (PRACK, with
+    /// `RAck: rseq cseq INVITE`).
+    SendPrack(u32),
     /// Respond to the in-dialog request being handled.
     Reply(u16, Option<String>),
     /// Apply a renegotiation (hold/resume from the trunk).
@@ -154,6 +160,8 @@ pub struct UacCall {
     refreshing: bool,
     /// INVITEs resent after a 422.
     interval_retries: u8,
+    /// The RSeq of the last reliable provisional PRACKed (this INVITE).
+    last_rseq: Option<u32>,
 }
 
 /// How many times a challenge is answered before giving up.
@@ -173,6 +181,7 @@ impl UacCall {
             answered_by_leg: false,
             session: None,
             refreshing: false,
+            last_rseq: None,
             interval_retries: 0,
         }
     }
@@ -272,6 +281,22 @@ impl UacCall {
                 actions.insert(0, UacAction::Failed(408));
                 actions
             }
+            (Calling | Proceeding, UacEvent::ReliableProvisional(status, body, rseq)) => {
+                if self
+                    .last_rseq
+                    .is_some_and(|last| rseq != last.wrapping_add(1))
+                {
+                    // A retransmission, or out of order: neither PRACKed
+                    // nor processed (RFC 3262 §4).
+                    return Vec::new();
+                }
+                self.last_rseq = Some(rseq);
+                let mut actions = self.handle(UacEvent::Provisional(status, body), now);
+                if self.state != Cancelling {
+                    actions.insert(0, UacAction::SendPrack(rseq));
+                }
+                actions
+            }
             (Calling | Proceeding, UacEvent::Provisional(status, body)) => {
                 if !self.cancel_pending {
                     self.deadline = None;
@@ -352,6 +377,8 @@ impl UacCall {
                 self.authenticated += 1;
                 // The peer answered: the no-response timer has done its job.
                 self.deadline = None;
+                // A new INVITE: its reliable provisionals count afresh.
+                self.last_rseq = None;
                 vec![UacAction::SendAuthenticated]
             }
             (Calling | Proceeding, UacEvent::IntervalTooSmall) => {
@@ -362,6 +389,7 @@ impl UacCall {
                 }
                 self.interval_retries += 1;
                 self.deadline = None;
+                self.last_rseq = None;
                 vec![UacAction::SendWithLongerInterval]
             }
             (Calling | Proceeding, UacEvent::Failure(status)) => {
@@ -662,6 +690,56 @@ mod tests {
             [UacAction::Reply(400, None)]
         );
         assert_eq!(leg.state(), UacState::Confirmed);
+    }
+
+    /// RFC 3262 on our side: each reliable provisional is PRACKed once and
+    /// processed once; a retransmission (same RSeq) or a gap is ignored; a
+    /// new INVITE (after a challenge) starts afresh.
+    #[test]
+    fn reliable_provisionals_are_pracked_once() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        let body = Some(ANSWER.as_bytes());
+        let actions = leg.handle(UacEvent::ReliableProvisional(183, body, 7), t0);
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [
+                    UacAction::SendPrack(7),
+                    UacAction::Progress(183),
+                    UacAction::EarlyMedia(_)
+                ]
+            ),
+            "{actions:?}"
+        );
+        assert!(
+            leg.handle(UacEvent::ReliableProvisional(183, body, 7), t0)
+                .is_empty()
+        );
+        assert!(
+            leg.handle(UacEvent::ReliableProvisional(180, None, 9), t0)
+                .is_empty()
+        );
+        assert_eq!(
+            leg.handle(UacEvent::ReliableProvisional(180, None, 8), t0),
+            [UacAction::SendPrack(8), UacAction::Progress(180)]
+        );
+        assert_eq!(
+            leg.handle(UacEvent::Challenge, t0),
+            [UacAction::SendAuthenticated]
+        );
+        assert_eq!(
+            leg.handle(UacEvent::ReliableProvisional(180, None, 1), t0),
+            [UacAction::SendPrack(1), UacAction::Progress(180)]
+        );
+        let actions = leg.handle(UacEvent::Success(None), t0);
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [UacAction::SendAck, UacAction::Answered(_)]
+            ),
+            "{actions:?}"
+        );
     }
 
     #[test]
