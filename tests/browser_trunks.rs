@@ -61,11 +61,11 @@ impl Carrier {
     }
 
     /// A carrier with early.pcap in its working directory (a PCMU tone of
-    /// `freq`, 3 s, for scenarios that play it, e.g. trunk_uas_early.xml)
-    /// instead of echoing RTP.
+    /// `freq`, 5 s, for scenarios that play it, e.g.
+    /// trunk_uas_early_long.xml) instead of echoing RTP.
     fn start_with_early(name: &str, freq: f32) -> Carrier {
         let work = tempfile::tempdir().unwrap();
-        common::media::write_tone_pcap_with(&work.path().join("early.pcap"), freq, 3, 0);
+        common::media::write_tone_pcap_with(&work.path().join("early.pcap"), freq, 5, 0);
         Self::start_in(work, name, &[])
     }
 
@@ -480,7 +480,7 @@ fn attended_transfer(stack: &str) {
 
 /// SIP.js with `sipExtension100rel: "Supported"` and `earlyMedia` calls a
 /// trunk that sends 183 with SDP and a 600 Hz announcement, then answers
-/// 2 s later: the 183 reaches the browser reliably (Require: 100rel, RSeq),
+/// 4 s later: the 183 reaches the browser reliably (Require: 100rel, RSeq),
 /// SIP.js PRACKs it, the announcement is heard before the answer, and the
 /// 200 (after the PRACK's) carries no second answer.
 #[test]
@@ -488,7 +488,7 @@ fn sipjs_with_100rel_gets_early_media_reliably() {
     let Some(_serial) = browser_test() else {
         return;
     };
-    let setup = start_carrier(Carrier::start_with_early("trunk_uas_early.xml", 600.0), "");
+    let setup = start_carrier(Carrier::start_with_early("trunk_uas_early_long.xml", 600.0), "");
     let out = browser(&setup, &format!("early:sipjs:{NUMBER}:600"));
     for line in out
         .lines()
