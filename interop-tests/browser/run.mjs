@@ -633,8 +633,7 @@ async function scenarioEcho(ctx, stack, number, hold = false) {
   await callService(ctx, pa, number);
   say(`talking to the echo for ${ctx.opts.talk} s`);
   await sleep(ctx.opts.talk * 1000);
-  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
-  checkAudio(`${pa.name} (echo)`, s, TONES[0], ctx.opts.toneCheck);
+  await hears(ctx, pa, `${pa.name} (echo)`, TONES[0]);
   if (hold) {
     await step(`${pa.name}: hold (re-INVITE sendonly)`, 10000, () => pa.invoke("hold", true));
     await sleep(1000);
@@ -743,8 +742,7 @@ async function scenarioJoin(ctx, stack, number, hz) {
   await callService(ctx, pa, number);
   say(`in ${number} for ${ctx.opts.talk} s`);
   await sleep(ctx.opts.talk * 1000);
-  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
-  checkAudio(`${pa.name} (in ${number})`, s, hz, ctx.opts.toneCheck);
+  await hears(ctx, pa, `${pa.name} (in ${number})`, hz);
   await hangUpService(ctx, pa);
   await unregisterQuietly([pa]);
 }
@@ -763,8 +761,7 @@ async function scenarioAnswer(ctx, stack, hz) {
   const ended = pa.invoke("waitEnded"); ended.catch(() => {});
   say(`talking for ${ctx.opts.talk} s`);
   await sleep(ctx.opts.talk * 1000);
-  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
-  checkAudio(`${pa.name} (callee)`, s, hz, ctx.opts.toneCheck);
+  await hears(ctx, pa, `${pa.name} (callee)`, hz);
   await step(`${pa.name}: call ended by the far end`, 20000, () => ended);
   await unregisterQuietly([pa]);
 }
@@ -781,8 +778,7 @@ async function scenarioAnswerRefer(ctx, stack, hz, target) {
   await step(`${pa.name}: incoming INVITE`, 30000, () => incoming);
   await step(`${pa.name}: answer`, 15000, () => pa.invoke("answer"));
   await sleep(ctx.opts.talk * 1000);
-  const s = await withTimeout(pa.invoke("stats"), 5000, `${pa.name}: stats`);
-  checkAudio(`${pa.name} (callee)`, s, hz, ctx.opts.toneCheck);
+  await hears(ctx, pa, `${pa.name} (callee)`, hz);
   const ended = pa.invoke("waitEnded"); ended.catch(() => {});
   const sip = `sip:${target}@${ctx.opts.domain}`;
   const notified = await step(`${pa.name}: blind transfer of the caller to ${sip} (REFER)`, 20000, () => pa.invoke("blindTransfer", sip));
