@@ -288,7 +288,8 @@ fn browser_and_rtp_phone_hear_each_other_in_a_conference() {
         "705",
         mp,
         Some(1000.0),
-        14,
+        // Long enough for a slow Chromium to start and join (~20 s here).
+        30,
     );
     std::thread::sleep(Duration::from_secs(1));
     let browser = common::repo().join("interop-tests").join("browser");
@@ -300,7 +301,7 @@ fn browser_and_rtp_phone_hear_each_other_in_a_conference() {
             "--scenario",
             "join:sipjs:705:1000",
             "--talk",
-            "3",
+            "5",
             "--timeout",
             "40",
         ])

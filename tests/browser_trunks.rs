@@ -488,7 +488,10 @@ fn sipjs_with_100rel_gets_early_media_reliably() {
     let Some(_serial) = browser_test() else {
         return;
     };
-    let setup = start_carrier(Carrier::start_with_early("trunk_uas_early_long.xml", 600.0), "");
+    let setup = start_carrier(
+        Carrier::start_with_early("trunk_uas_early_long.xml", 600.0),
+        "",
+    );
     let out = browser(&setup, &format!("early:sipjs:{NUMBER}:600"));
     for line in out
         .lines()
