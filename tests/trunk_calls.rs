@@ -436,6 +436,42 @@ fn a_call_from_a_trunk_rings_the_browser_and_audio_flows_both_ways() {
     assert_nothing_left(&server);
 }
 
+/// A carrier calls DID +15550001001 (a 1 kHz tone for `seconds`), the
+/// browser running `scenario` (user 1001) answers and transfers the call
+/// to +15559999999 on an echoing carrier. Returns the server, what the
+/// target carrier saw, and how many frames the caller got with its own
+/// tone back.
+fn carrier_calls_a_browser_that_transfers(scenario: &str, seconds: u32) -> (Server, String, usize) {
+    let carrier_port = free_port();
+    // Its call lasts until the carrier hangs up, late on a slow machine.
+    let target = Carrier::start("trunk_uas.xml", &["-timeout", "90s"]);
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n  - name: target\n    match:\n      to: '+15559999999'\n    action:\n      trunk: { trunks: [target] }\n";
+    let config = format!(
+        "listen:\n  udp: ['127.0.0.1:0']\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\ntrunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        trunk("carrier", carrier_port, ""),
+        trunk("target", target.port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let browser = browser_ready(&server, scenario);
+    let mp = media_port();
+    let capture = Capture::start(rtp, mp);
+    let (sipp, work) = carrier_calls(&server, carrier_port, mp, "+15550001001", seconds);
+    let output = browser.wait_with_output().unwrap();
+    assert!(output.status.success(), "the browser scenario failed");
+    wait(sipp, work.path(), "carrier calling the DID");
+    let target_side = target.finish("transfer target");
+    let payloads = capture.finish();
+    let echoed = frames_with_tone(&payloads, 1000.0);
+    eprintln!(
+        "{scenario}: {echoed} of {} frames at the caller carry its own tone back",
+        payloads.len()
+    );
+    (server, target_side, echoed)
+}
+
 /// Blind transfer by the called party: a carrier calls a DID, SIP.js
 /// answers and transfers the caller to a number on another carrier (REFER
 /// on its own dialog with us). The NOTIFY says 200, the browser's leg is
@@ -449,36 +485,12 @@ fn the_called_browser_transfers_the_caller_blind() {
         return;
     }
     let _serial = one_browser_at_a_time();
-    let carrier_port = free_port();
-    let target = Carrier::start("trunk_uas.xml", &[]);
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n  - name: target\n    match:\n      to: '+15559999999'\n    action:\n      trunk: { trunks: [target] }\n";
-    let config = format!(
-        "listen:\n  udp: ['127.0.0.1:0']\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\ntrunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        trunk("carrier", carrier_port, ""),
-        trunk("target", target.port, ""),
-        rtp.0,
-        rtp.1
-    );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
-    let browser = browser_ready(&server, "answer-refer:sipjs:1000:+15559999999");
-    let mp = media_port();
-    let capture = Capture::start(rtp, mp);
-    let (sipp, work) = carrier_calls(&server, carrier_port, mp, "+15550001001", 9);
-    let output = browser.wait_with_output().unwrap();
-    assert!(output.status.success(), "the browser scenario failed");
-    wait(sipp, work.path(), "carrier calling the DID");
-    let target_side = target.finish("transfer target");
+    let (server, target_side, echoed) =
+        carrier_calls_a_browser_that_transfers("answer-refer:sipjs:1000:+15559999999", 9);
     assert_eq!(
         target_side.matches("INVITE sip:+15559999999@").count(),
         1,
         "{target_side}"
-    );
-    let payloads = capture.finish();
-    let echoed = frames_with_tone(&payloads, 1000.0);
-    eprintln!(
-        "callee transfer: {echoed} of {} frames at the caller carry its own tone back",
-        payloads.len()
     );
     assert!(
         echoed >= 100,
@@ -512,40 +524,14 @@ fn callee_attended_transfer(stack: &str) {
         return;
     }
     let _serial = one_browser_at_a_time();
-    let carrier_port = free_port();
-    // Its call lasts until the carrier hangs up, late on a slow machine.
-    let target = Carrier::start("trunk_uas.xml", &["-timeout", "90s"]);
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n  - name: target\n    match:\n      to: '+15559999999'\n    action:\n      trunk: { trunks: [target] }\n";
-    let config = format!(
-        "listen:\n  udp: ['127.0.0.1:0']\n  tcp: []\n  tls: []\n  https: ['127.0.0.1:0']\n  http: []\n  admin: ['127.0.0.1:0']\ntrunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        trunk("carrier", carrier_port, ""),
-        trunk("target", target.port, ""),
-        rtp.0,
-        rtp.1
-    );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
-    let browser = browser_ready(
-        &server,
+    let (server, target_side, echoed) = carrier_calls_a_browser_that_transfers(
         &format!("answer-attended:{stack}:1000:+15559999999"),
+        25,
     );
-    let mp = media_port();
-    let capture = Capture::start(rtp, mp);
-    let (sipp, work) = carrier_calls(&server, carrier_port, mp, "+15550001001", 25);
-    let output = browser.wait_with_output().unwrap();
-    assert!(output.status.success(), "the browser scenario failed");
-    wait(sipp, work.path(), "carrier calling the DID");
-    let target_side = target.finish("transfer target");
     assert_eq!(
         target_side.matches("INVITE sip:").count(),
         1,
         "the target keeps its one call: {target_side}"
-    );
-    let payloads = capture.finish();
-    let echoed = frames_with_tone(&payloads, 1000.0);
-    eprintln!(
-        "callee attended transfer: {echoed} of {} frames at the caller carry its own tone back",
-        payloads.len()
     );
     assert!(
         echoed >= 100,

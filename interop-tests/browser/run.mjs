@@ -752,17 +752,24 @@ async function scenarioJoin(ctx, stack, number, hz) {
   await unregisterQuietly([pa]);
 }
 
-// user1 waits for a call (from a trunk, say), answers it, hears HZ, and waits for the far end's BYE.
-async function scenarioAnswer(ctx, stack, hz) {
-  const pa = await newPage(ctx, `answer-${stack}`, 0);
+// A page for user1 (`stack`) that registers, prints READY, and answers the first incoming call;
+// resolves with the page and the call's From / Request-URI.
+async function answerFirstCall(ctx, name, stack) {
+  const pa = await newPage(ctx, name, 0);
   pa.toneHz = TONES[0];
   await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
   await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
   const incoming = pa.invoke("waitIncoming"); incoming.catch(() => {});
   say("READY");
   const from = await step(`${pa.name}: incoming INVITE`, 30000, () => incoming);
-  say(`${pa.name}: call from ${JSON.stringify(from)}`);
   await step(`${pa.name}: answer`, 15000, () => pa.invoke("answer"));
+  return { pa, from };
+}
+
+// user1 waits for a call (from a trunk, say), answers it, hears HZ, and waits for the far end's BYE.
+async function scenarioAnswer(ctx, stack, hz) {
+  const { pa, from } = await answerFirstCall(ctx, `answer-${stack}`, stack);
+  say(`${pa.name}: call from ${JSON.stringify(from)}`);
   const ended = pa.invoke("waitEnded"); ended.catch(() => {});
   say(`talking for ${ctx.opts.talk} s`);
   await sleep(ctx.opts.talk * 1000);
@@ -774,14 +781,7 @@ async function scenarioAnswer(ctx, stack, hz) {
 // pa answers the first incoming call, hears `hz`, then transfers the caller blind to `target`
 // (REFER on its dialog, SIP.js): the NOTIFY must say 200; pa hangs up (prints "TRANSFERRED").
 async function scenarioAnswerRefer(ctx, stack, hz, target) {
-  const pa = await newPage(ctx, `answer-refer-${stack}`, 0);
-  pa.toneHz = TONES[0];
-  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
-  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
-  const incoming = pa.invoke("waitIncoming"); incoming.catch(() => {});
-  say("READY");
-  await step(`${pa.name}: incoming INVITE`, 30000, () => incoming);
-  await step(`${pa.name}: answer`, 15000, () => pa.invoke("answer"));
+  const { pa } = await answerFirstCall(ctx, `answer-refer-${stack}`, stack);
   await sleep(ctx.opts.talk * 1000);
   await hears(ctx, pa, `${pa.name} (callee)`, hz);
   const ended = pa.invoke("waitEnded"); ended.catch(() => {});
@@ -818,14 +818,7 @@ async function scenarioConference(ctx, a, b) {
 // it, calls `target` (an echo: hears itself), then REFERs the incoming call with Replaces naming the
 // second; the server connects the caller with the target's party and ends the second call.
 async function scenarioAnswerAttended(ctx, stack, hz, target) {
-  const pa = await newPage(ctx, `answer-attended-${stack}`, 0);
-  pa.toneHz = TONES[0];
-  await pa.create(agentOpts(ctx, stack, ctx.opts.user1));
-  await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
-  const incoming = pa.invoke("waitIncoming"); incoming.catch(() => {});
-  say("READY");
-  await step(`${pa.name}: incoming INVITE`, 30000, () => incoming);
-  await step(`${pa.name}: answer`, 15000, () => pa.invoke("answer"));
+  const { pa } = await answerFirstCall(ctx, `answer-attended-${stack}`, stack);
   await sleep(1500);
   await hears(ctx, pa, `${pa.name} (incoming call)`, hz);
   await step(`${pa.name}: hold the incoming call (re-INVITE sendonly)`, 10000, () => pa.invoke("hold", true));

@@ -2037,14 +2037,38 @@ impl Bridge {
             return;
         };
         notify_transfer(&b2bua, dialog, &self.peer, "100 Trying", false);
-        let Some(HandOver { mut leg, media }) = ask_hand_over(other, replaces).await else {
+        let Some(handed) = ask_hand_over(other, replaces).await else {
             notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
             return;
         };
+        let Some((_, label)) = self.adopt(handed, true, ours, b_queue).await else {
+            notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+            return;
+        };
+        let _ = ours.room.send(Command::Remove(ours.caller)).await;
+        // The transferor held this call first: its hold tone goes with it.
+        self.hold_tone(ours.room, false).await;
+        self.transferred = true;
+        self.end_reason = format!("attended transfer to {label}");
+        info!(leg = %label, "attended transfer: the two parties are connected");
+        notify_transfer(&b2bua, dialog, &self.peer, "200 OK", true);
+    }
+
+    /// Takes a party handed over by another call ([`Control::HandOver`])
+    /// into this one: a leg id of ours, our dialog table, our room. Its id
+    /// and label; `None` (and the party hung up) when it cannot join.
+    async fn adopt(
+        &mut self,
+        handed: HandOver,
+        transfer: bool,
+        ours: &Joined<'_>,
+        b_queue: &mut std::collections::VecDeque<(u64, UacAction)>,
+    ) -> Option<(u64, String)> {
+        let HandOver { mut leg, media } = handed;
         self.next_id += 1;
         leg.id = self.next_id;
-        leg.transfer = true;
-        b2bua.register(leg.key(), ours.dialogs.clone());
+        leg.transfer = transfer;
+        self.b2bua.register(leg.key(), ours.dialogs.clone());
         let label = leg.label.clone();
         let joined = ours
             .room
@@ -2056,30 +2080,23 @@ impl Bridge {
                 Some(ours.events.clone()),
             )
             .await;
-        match joined {
-            Ok(()) => {
-                let _ = ours.room.send(Command::Remove(ours.caller)).await;
-                // The transferor held this call first: its hold tone goes with it.
-                self.hold_tone(ours.room, false).await;
-                self.transferred = true;
-                self.end_reason = format!("attended transfer to {label}");
-                info!(leg = %label, "attended transfer: the two parties are connected");
-                notify_transfer(&b2bua, dialog, &self.peer, "200 OK", true);
-            }
+        let id = leg.id;
+        let adopted = match joined {
+            Ok(()) => Some((id, label)),
             Err(e) => {
                 warn!(error = %e, leg = %label, "attended transfer: the party could not join");
                 leg.joined = false;
-                let id = leg.id;
                 b_queue.extend(
                     leg.uac
                         .handle(UacEvent::Hangup, Instant::now())
                         .into_iter()
                         .map(|x| (id, x)),
                 );
-                notify_transfer(&b2bua, dialog, &self.peer, "503 Service Unavailable", true);
+                None
             }
-        }
+        };
         self.legs.push(leg);
+        adopted
     }
 
     /// The transferor's other call, the one whose dialog `replaces` names
@@ -2134,44 +2151,16 @@ impl Bridge {
         if let Some(leg) = self.leg(id) {
             notify_leg(&b2bua, leg, "100 Trying", false);
         }
-        let Some(HandOver { mut leg, media }) = ask_hand_over(other, replaces).await else {
+        let handed = match ask_hand_over(other, replaces).await {
+            Some(handed) => self.adopt(handed, false, ours, b_queue).await,
+            None => None,
+        };
+        let Some((new_id, label)) = handed else {
             if let Some(leg) = self.leg(id) {
                 notify_leg(&b2bua, leg, "503 Service Unavailable", true);
             }
             return;
         };
-        self.next_id += 1;
-        leg.id = self.next_id;
-        leg.transfer = false;
-        let label = leg.label.clone();
-        let joined = ours
-            .room
-            .add(
-                leg.participant,
-                media.leg,
-                media.sockets,
-                media.config,
-                Some(ours.events.clone()),
-            )
-            .await;
-        b2bua.register(leg.key(), ours.dialogs.clone());
-        if let Err(e) = joined {
-            // Its media is gone: hang it up.
-            warn!(error = %e, leg = %label, "attended transfer by the callee: the party could not join");
-            leg.joined = false;
-            let new_id = leg.id;
-            b_queue.extend(
-                leg.uac
-                    .handle(UacEvent::Hangup, Instant::now())
-                    .into_iter()
-                    .map(|x| (new_id, x)),
-            );
-            self.legs.push(leg);
-            if let Some(old) = self.leg(id) {
-                notify_leg(&b2bua, old, "503 Service Unavailable", true);
-            }
-            return;
-        }
         // The transferor leaves: out of the room, NOTIFY 200, then BYE.
         if let Some(old) = self.leg(id) {
             let _ = ours.room.send(Command::Remove(old.participant)).await;
@@ -2181,11 +2170,10 @@ impl Bridge {
         // It held this call first: its hold tone goes with it.
         self.hold_tone(ours.room, false).await;
         info!(leg = %label, "attended transfer by the callee: the two parties are connected");
-        self.out_codec = leg.codec.clone();
-        self.out_label = Some(label.clone());
+        self.out_codec = self.leg(new_id).and_then(|l| l.codec.clone());
         self.end_reason = format!("attended transfer by the callee to {label}");
-        self.winner = Some(leg.id);
-        self.legs.push(leg);
+        self.out_label = Some(label);
+        self.winner = Some(new_id);
     }
 
     /// The Opus `maxplaybackrate` to ask of a browser caller: what the
