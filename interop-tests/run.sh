@@ -91,6 +91,6 @@ echo "rustc: $(rustc --version)"
 # --------------------------------------------------------------------------
 # 2. Rust tests (unit + integration; integration tests run the SIPp scenarios)
 # --------------------------------------------------------------------------
-section "cargo test --locked"
-cargo test --locked
+section "cargo test --locked --no-fail-fast"
+cargo test --locked --no-fail-fast
 

@@ -486,7 +486,7 @@ fn the_called_browser_transfers_the_caller_blind() {
     }
     let _serial = one_browser_at_a_time();
     let (server, target_side, echoed) =
-        carrier_calls_a_browser_that_transfers("answer-refer:sipjs:1000:+15559999999", 9);
+        carrier_calls_a_browser_that_transfers("answer-refer:sipjs:1000:+15559999999", 16);
     assert_eq!(
         target_side.matches("INVITE sip:+15559999999@").count(),
         1,
@@ -824,7 +824,13 @@ fn the_trunk_holds_and_resumes_with_update() {
     let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 3);
     wait(child, work.path(), "caller");
     let trunk_side = carrier.finish("carrier holding with UPDATE");
-    assert_eq!(trunk_side.matches("UPDATE sip:").count(), 2, "{trunk_side}");
+    // Two UPDATE transactions (SIPp retransmits one whose 200 is late on a
+    // loaded machine, so count CSeqs, not messages).
+    let updates: std::collections::BTreeSet<&str> = trunk_side
+        .lines()
+        .filter(|l| l.starts_with("CSeq:") && l.trim_end().ends_with(" UPDATE"))
+        .collect();
+    assert_eq!(updates.len(), 2, "{trunk_side}");
     assert_nothing_left(&setup.server);
 }
 
