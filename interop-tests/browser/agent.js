@@ -137,6 +137,11 @@
       totalAudioEnergy: inbound ? inbound.totalAudioEnergy || 0 : 0,
       totalSamplesDuration: inbound ? inbound.totalSamplesDuration || 0 : 0,
       concealedSamples: inbound ? inbound.concealedSamples || 0 : 0,
+      // Mean playout delay of the jitter buffer so far, and its current target (ms).
+      jitterBufferMs: inbound && inbound.jitterBufferEmittedCount
+        ? (1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount : null,
+      jitterBufferTargetMs: inbound && inbound.jitterBufferEmittedCount && inbound.jitterBufferTargetDelay !== undefined
+        ? (1000 * inbound.jitterBufferTargetDelay) / inbound.jitterBufferEmittedCount : null,
       codec: codec ? `${codec.mimeType}/${codec.clockRate}${codec.channels ? "/" + codec.channels : ""}` : null,
       packetsSent: outbound ? outbound.packetsSent || 0 : 0,
       iceConnectionState: pc.iceConnectionState,

@@ -482,7 +482,7 @@ function checkAudio(label, s, expectHz, toneCheck) {
     else if (a.peakHz === null || Math.abs(a.peakHz - expectHz) > 30) problems.push(`received tone peaks at ${a.peakHz} Hz (rms ${a.rms.toFixed(4)}), expected the far end's ${expectHz} Hz`);
   }
   say(`${label} audio: ${s.packetsReceived} pkts in / ${s.packetsSent} out, ${s.codec}, level ${s.audioLevel?.toFixed?.(3)}, energy ${s.totalAudioEnergy?.toFixed?.(4)}, ` +
-    `lost ${s.packetsLost}, tone ${s.analyser ? `${s.analyser.peakHz} Hz rms ${s.analyser.rms.toFixed(3)}` : "n/a"}, ice ${s.iceConnectionState}, pair ${s.candidatePair}`);
+    `lost ${s.packetsLost}, jitter buffer ${s.jitterBufferMs?.toFixed?.(0)} ms (target ${s.jitterBufferTargetMs?.toFixed?.(0)}), tone ${s.analyser ? `${s.analyser.peakHz} Hz rms ${s.analyser.rms.toFixed(3)}` : "n/a"}, ice ${s.iceConnectionState}, pair ${s.candidatePair}`);
   if (problems.length) throw new Failure(`${label}: ${problems.join("; ")}`);
 }
 
@@ -668,6 +668,7 @@ async function scenarioDtmf(ctx, stack, number, tones, via) {
   await step(`${pa.name}: REGISTER ${ctx.opts.user1.user}`, 15000, () => pa.invoke("register"));
   await callService(ctx, pa, number);
   await sleep(1000);
+  await hears(ctx, pa, `${pa.name} (before DTMF)`, TONES[0]);
   const { dtmfDuration: duration, dtmfGap: gap } = ctx.opts;
   const played = await step(`${pa.name}: DTMF ${tones} via ${via} (${duration} ms tones, ${gap} ms gaps)`, tones.length * (duration + gap) + 10000,
     () => pa.invoke("dtmf", tones, { duration, gap, via }));

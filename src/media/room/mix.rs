@@ -146,6 +146,9 @@ impl Room {
         self.talker_event(i, change);
         let frames = self.participants[i].frames_in(pkt.payload.len());
         let dst = &mut self.participants[1 - i];
+        if dst.sending_dtmf(now_ms) {
+            return PushOutcome::Ignored;
+        }
         match dst.relay_frame(now_ms, pkt.timestamp, pkt.marker, pkt.payload, frames) {
             Some(frame) => {
                 // Bounded if the driver never drains (a tick then takes them).
@@ -260,7 +263,7 @@ impl Room {
             ..
         } = self;
         for p in participants.iter_mut() {
-            if p.held {
+            if p.held || p.sending_dtmf(now_ms) {
                 continue;
             }
             let payload = if echo {

@@ -175,7 +175,8 @@ pub enum PushOutcome {
     TooLarge,
     /// A telephone-event packet: reported / forwarded.
     Dtmf,
-    /// Payload type not negotiated, comfort noise, or the participant is on hold.
+    /// Payload type not negotiated, comfort noise, the participant is on
+    /// hold, or (relay mode) the other side is being sent a digit.
     Ignored,
 }
 
@@ -727,6 +728,11 @@ impl Room {
             }
             let (_, _, r) = dst.dtmf_fwd.as_mut().expect("set above");
             let (ts, out_ev) = r.rescale(pkt.timestamp, ev);
+            dst.dtmf_quiet_until_ms = if out_ev.end {
+                0
+            } else {
+                now_ms + DTMF_TIMEOUT_MS
+            };
             if dst.dtmf_out.len() < 32 {
                 dst.dtmf_out.push_back((ts, out_ev, fresh));
             }

@@ -208,6 +208,9 @@ pub(super) struct Participant {
     pub(super) dtmf_out: VecDeque<(u32, TelephoneEvent, bool)>,
     /// A digit from signalling (SIP INFO) being played to it as RFC 4733.
     pub(super) dtmf_synth: Option<DtmfSynth>,
+    /// While an event forwarded to it has not ended: no audio goes to it
+    /// until this time, ms (the end packet clears it; a lost end times out).
+    pub(super) dtmf_quiet_until_ms: u64,
     pub(super) echo: Option<EchoLine>,
     echo_frames: Option<usize>,
     pub(super) track: Option<Recorder>,
@@ -262,6 +265,7 @@ impl Participant {
             dtmf_fwd: None,
             dtmf_out: VecDeque::new(),
             dtmf_synth: None,
+            dtmf_quiet_until_ms: 0,
             echo: None,
             echo_frames,
             track: None,
@@ -554,6 +558,13 @@ impl Participant {
     }
 
     /// The next frame's timestamp on a clock of `rate` Hz (telephone-event).
+    /// Whether an RFC 4733 event is being sent to it: audio to it waits
+    /// (as a phone sends no voice while it sends a digit: a receiver such as
+    /// Chromium's NetEq otherwise buffers the audio behind the tone).
+    pub(super) fn sending_dtmf(&self, now_ms: u64) -> bool {
+        self.dtmf_synth.is_some() || now_ms < self.dtmf_quiet_until_ms
+    }
+
     pub(super) fn out_ts_for(&self, rate: u32) -> u32 {
         let clock = self.spec.kind.clock_rate();
         if rate == clock {

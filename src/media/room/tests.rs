@@ -669,6 +669,10 @@ fn dtmf_is_reported_and_forwarded_rescaled_from_48000_to_8000() {
         ]
     );
     assert!(phone_audio_ts.iter().all(|&(k, ts)| ts == 5000 + 160 * k));
+    // No voice while the digit is sent (as a phone does): ticks 5–8; the end
+    // packet (tick 9) lets audio go again, on the same clock.
+    let ticks: Vec<u32> = phone_audio_ts.iter().map(|&(k, _)| k).collect();
+    assert_eq!(ticks, (0..5).chain(9..20).collect::<Vec<u32>>());
     let dtmf: Vec<_> = room
         .events()
         .filter(|e| matches!(e, RoomEvent::Dtmf { .. }))
@@ -921,6 +925,18 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
     assert_eq!(dtmf.len(), 1);
     assert_eq!(dtmf[0].1.payload_type, 101);
     assert_eq!(dtmf[0].1.timestamp, 90_160 + 8 * 160);
+    // While the digit is sent, audio is not relayed to that side; its end
+    // packet lets audio through again.
+    let (outcome, out) = push(&mut room, 8, 8 * 160, 166);
+    assert_eq!((outcome, out.len()), (PushOutcome::Ignored, 0));
+    let end = TelephoneEvent { end: true, ..ev };
+    let pkt = InPacket {
+        marker: false,
+        payload: &end.to_bytes(),
+        ..pkt
+    };
+    room.push_packet(ParticipantId(1), pkt, 167).unwrap();
+    assert_eq!(room.drain_output().count(), 1);
     // Mute switches to mixing at once (the packet is buffered, not relayed);
     // the mixed frames continue the clock 160 per tick after the last relayed one.
     room.set_mute(ParticipantId(2), true).unwrap();
