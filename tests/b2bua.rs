@@ -377,18 +377,19 @@ fn three_browsers_and_a_phone_in_a_conference_and_a_muted_one_is_not_heard() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run node");
-    // Where the capture was when the browser side muted user 3 and when it
-    // had checked the result.
+    // When (the browser side's clock, ms since the epoch) it had muted user 3
+    // and when it had checked the result.
     let (mut muted_at, mut checked_at) = (None, None);
+    let stamp = |rest: &str| rest.trim().parse::<u64>().ok();
     let mut stdout = String::new();
     for line in std::io::BufReader::new(node.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)
     {
-        if line == "MUTED" {
-            muted_at = Some(capture.len());
-        } else if line == "CONFERENCE CHECKED" {
-            checked_at = Some(capture.len());
+        if let Some(rest) = line.strip_prefix("MUTED ") {
+            muted_at = stamp(rest);
+        } else if let Some(rest) = line.strip_prefix("CONFERENCE CHECKED ") {
+            checked_at = stamp(rest);
         }
         stdout.push_str(&line);
         stdout.push('\n');
@@ -450,29 +451,36 @@ fn three_browsers_and_a_phone_in_a_conference_and_a_muted_one_is_not_heard() {
     );
     let (code, _) = common::http_request(admin, "GET", "/api/conferences/706", None);
     assert_eq!(code, 404, "the room is gone with its last participant");
-    let heard = capture.finish();
-    let muted_at = muted_at.expect("MUTED printed");
-    let checked_at = checked_at.expect("CONFERENCE CHECKED printed");
-    // Before the mute: the last 100 frames. After: from 0.5 s after it.
-    let before = &heard[muted_at.saturating_sub(100)..muted_at];
-    let after = &heard[(muted_at + 25).min(checked_at)..checked_at];
+    let heard = capture.finish_timed();
+    let muted_at = muted_at.expect("MUTED <ms> printed");
+    let checked_at = checked_at.expect("CONFERENCE CHECKED <ms> printed");
+    // By the kernel's receive times: before the mute, its last 2 s; after,
+    // from 0.5 s after it to the check.
+    let window = |from: u64, to: u64| -> Vec<Vec<u8>> {
+        heard
+            .iter()
+            .filter(|(at, _)| (from..to).contains(at))
+            .map(|(_, p)| p.clone())
+            .collect()
+    };
+    let before = window(muted_at.saturating_sub(2000), muted_at);
+    let after = window(muted_at + 500, checked_at);
     for (label, frames, tones_present, tones_absent) in [
         (
             "before the mute",
-            before,
+            &before[..],
             &[440.0, 1000.0, 700.0][..],
             &[1600.0][..],
         ),
         (
             "after the mute",
-            after,
+            &after[..],
             &[440.0, 1000.0][..],
             &[700.0, 1600.0][..],
         ),
     ] {
-        // 0.3 s of audio at least (the capture thread may lag the markers
-        // on a loaded machine).
-        assert!(frames.len() >= 15, "{label}: only {} frames", frames.len());
+        // 0.5 s of audio at least.
+        assert!(frames.len() >= 25, "{label}: only {} frames", frames.len());
         for &hz in tones_present {
             let n = frames_hearing(frames, hz, 0.1);
             eprintln!("phone {label}: {hz} Hz in {n} of {} frames", frames.len());

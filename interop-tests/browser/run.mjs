@@ -57,7 +57,7 @@ scenarios:
                                     conference ROOM where a phone already plays HZ: each must hear the
                                     other two and the phone, never itself. Then user3 is muted through
                                     the admin API (--admin; the participant labelled user3) and prints
-                                    "MUTED"; users 1 and 2 must no longer hear 700 Hz, user3 still hears
+                                    "MUTED <Date.now()>"; users 1 and 2 must no longer hear 700 Hz, user3 still hears
                                     all. All hang up
   webrtc-echo[:MIC_HZ]              no SIP: prints "OFFER <json sdp>" on stdout, reads "ANSWER <json sdp>"
                                     from stdin (a media leg under test answers), then expects its own
@@ -925,12 +925,12 @@ async function scenarioConference3(ctx, stacks, room, hz) {
   });
   const changed = await r.json().catch(() => null);
   if (!r.ok || !changed || changed.muted !== true) throw new Failure(`PATCH muted: ${r.status} ${JSON.stringify(changed)}`);
-  console.log("MUTED");
+  console.log(`MUTED ${Date.now()}`);
   say(`${users[2].user} (participant ${third.id}) muted through the admin API`);
   await sleep(1500);
   for (const pa of pages.slice(0, 2)) await expectTones(pa, all, all.filter((t) => t !== pa.toneHz && t !== TONES[2]), [pa.toneHz, TONES[2]]);
   await expectTones(pages[2], all, all.filter((t) => t !== TONES[2]), [TONES[2]]);
-  console.log("CONFERENCE CHECKED");
+  console.log(`CONFERENCE CHECKED ${Date.now()}`);
   for (const pa of pages) await hangUpService(ctx, pa);
   await unregisterQuietly(pages);
 }

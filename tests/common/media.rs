@@ -113,16 +113,15 @@ impl Capture {
         Capture(RtpCapture::start(from, to_port))
     }
 
-    /// How many PCMA payloads have been captured so far (an index into
-    /// what [`Capture::finish`] will return).
-    pub fn len(&self) -> usize {
+    /// Stops and returns the PCMA payloads with their kernel receive times
+    /// (ms since the Unix epoch), in arrival order.
+    pub fn finish_timed(self) -> Vec<(u64, Vec<u8>)> {
         self.0
-            .packets
-            .lock()
-            .unwrap()
-            .iter()
+            .finish()
+            .into_iter()
             .filter(|p| p.payload_type == 8)
-            .count()
+            .map(|p| (p.at_ms, p.payload))
+            .collect()
     }
 
     /// Stops and returns the PCMA payloads in arrival order.
@@ -251,6 +250,36 @@ pub struct RtpPacket {
     pub timestamp: u32,
     pub ssrc: u32,
     pub payload: Vec<u8>,
+    /// When the kernel saw it (SIOCGSTAMP), ms since the Unix epoch: a
+    /// capture thread starved on a loaded machine still times packets right.
+    pub at_ms: u64,
+}
+
+/// The kernel's receive time of the last packet read from `socket`, ms
+/// since the Unix epoch (now, if the kernel cannot say).
+fn kernel_stamp_ms(socket: &socket2::Socket) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    // linux/sockios.h (the libc crate does not export it).
+    const SIOCGSTAMP: u64 = 0x8906;
+    // SAFETY: SIOCGSTAMP writes one timeval into `tv`, which outlives the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSTAMP as _, &mut tv) };
+    if rc == 0 {
+        tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000
+    } else {
+        now_ms()
+    }
+}
+
+/// Wall-clock time, ms since the Unix epoch (the browser scenarios print
+/// `Date.now()` with their markers).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Captures, on `lo`, every RTP packet (any payload type, e.g.
@@ -304,6 +333,7 @@ impl RtpCapture {
                     let Ok(n) = socket.recv(&mut buf) else {
                         continue;
                     };
+                    let at_ms = kernel_stamp_ms(&socket);
                     // SAFETY: recv initialised the first n bytes.
                     let data: Vec<u8> = buf[..n]
                         .iter()
@@ -334,6 +364,7 @@ impl RtpCapture {
                         timestamp: u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]),
                         ssrc: u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]),
                         payload: payload.to_vec(),
+                        at_ms,
                     });
                 }
             })
