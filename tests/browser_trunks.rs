@@ -475,6 +475,13 @@ fn attended_transfer(stack: &str) {
         server.wait_log("attended transfer: the two parties are connected"),
         "no transfer logged"
     );
+    // The first call's record tells of the transfer; the second call was replaced.
+    let records = common::cdrs(&server, 2);
+    let first = records
+        .iter()
+        .find(|r| r["callee"] == "+15551110001")
+        .expect("the first call has a CDR");
+    common::assert_transfers(first, &[("attended", "caller")]);
     assert_nothing_left(&server);
 }
 

@@ -17,7 +17,7 @@ use common::media::{
     Capture, assert_nothing_left, frames_with_tone, is_root, media_port, port_window, wait,
     write_tone_pcap,
 };
-use common::{Server, free_port, scenario};
+use common::{Server, assert_transfers, cdrs, free_port, scenario};
 
 const DOMAIN: &str = "example.test";
 const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\nauth:\n  algorithms: [MD5, SHA-256]\n";
@@ -200,23 +200,6 @@ fn call_with(
         .spawn()
         .expect("run sipp");
     (child, work)
-}
-
-/// The CDR lines written so far (polls briefly: the writer is a task).
-fn cdrs(server: &Server, at_least: usize) -> Vec<serde_json::Value> {
-    let path = server.dir.path().join("cdr.jsonl");
-    for _ in 0..50 {
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.len() >= at_least {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("fewer than {at_least} CDRs in {}", path.display());
 }
 
 /// The first SIP message of `method` in a -trace_msg log.
@@ -497,6 +480,8 @@ fn the_called_browser_transfers_the_caller_blind() {
         "the caller heard the target's echo in {echoed} frames"
     );
     assert!(server.wait_log("transfer by the callee answered"));
+    let records = cdrs(&server, 1);
+    assert_transfers(&records[0], &[("blind", "callee")]);
     assert_nothing_left(&server);
 }
 
@@ -547,6 +532,7 @@ fn callee_attended_transfer(stack: &str) {
         .expect("the carrier's call has a CDR");
     // Its callee leg is the target's (PCMU from the trunk), not the browser's Opus.
     assert_eq!(inbound["legs"][1]["codec"], "PCMU", "{inbound}");
+    assert_transfers(inbound, &[("attended", "callee")]);
     assert!(
         records
             .iter()
@@ -724,6 +710,7 @@ fn a_blind_transfer_moves_the_trunk_party_to_the_transfer_target() {
         "{}",
         records[0]
     );
+    assert_transfers(&records[0], &[("blind", "caller")]);
     assert_nothing_left(&setup.server);
 }
 

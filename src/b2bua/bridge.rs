@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::call::{Action, CallEvent, CallState, Replaces};
-use super::cdr::{CallRecord, LegRecord};
+use super::cdr::{CallRecord, LegRecord, TransferRecord};
 use super::driver::{
     ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, negotiated_of,
     prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye, set_reliability, sleep_until,
@@ -840,6 +840,8 @@ struct Bridge {
     early_sent: bool,
     ringing_sent: bool,
     end_reason: String,
+    /// Completed transfers, for the CDR.
+    transfers: Vec<TransferRecord>,
     answered_at: Option<f64>,
     out_label: Option<String>,
     out_codec: Option<String>,
@@ -884,6 +886,7 @@ impl Bridge {
             early_sent: false,
             ringing_sent: false,
             end_reason: String::from("unknown"),
+            transfers: Vec::new(),
             answered_at: None,
             out_label: None,
             out_codec: None,
@@ -1129,6 +1132,12 @@ impl Bridge {
                         info!(leg = %leg.label, "transfer by the callee answered");
                         self.out_label = Some(leg.label.clone());
                         self.end_reason = format!("transferred by the callee to {}", leg.label);
+                        self.transfers.push(TransferRecord {
+                            at: now_unix(),
+                            kind: "blind",
+                            by: "callee",
+                            to: leg.label.clone(),
+                        });
                         self.winner = Some(id);
                         callee_transfer_done = Some((old, "200 OK".into(), true));
                         hang_up_other_transfer_legs(&mut self.legs, id, &mut b_queue);
@@ -1178,6 +1187,12 @@ impl Bridge {
                         self.transferred = true;
                         self.transferring = false;
                         self.end_reason = format!("transferred to {}", leg.label);
+                        self.transfers.push(TransferRecord {
+                            at: now_unix(),
+                            kind: "blind",
+                            by: "caller",
+                            to: leg.label.clone(),
+                        });
                         notify_transfer(&b2bua, &mut dialog, &peer, "200 OK", true);
                         // The transferor (who may have held) is gone: no hold tone.
                         self.hold_tone(&room, false).await;
@@ -1844,6 +1859,7 @@ impl Bridge {
                 LegRecord::new("caller", Some(a_codec), a_stats),
                 LegRecord::new(out_role, self.out_codec.clone(), b_stats),
             ],
+            transfers: std::mem::take(&mut self.transfers),
         });
         info!(reason = %self.end_reason, "bridged call ended");
         match outcome {
@@ -2050,6 +2066,12 @@ impl Bridge {
         self.hold_tone(ours.room, false).await;
         self.transferred = true;
         self.end_reason = format!("attended transfer to {label}");
+        self.transfers.push(TransferRecord {
+            at: now_unix(),
+            kind: "attended",
+            by: "caller",
+            to: label.clone(),
+        });
         info!(leg = %label, "attended transfer: the two parties are connected");
         notify_transfer(&b2bua, dialog, &self.peer, "200 OK", true);
     }
@@ -2172,6 +2194,12 @@ impl Bridge {
         info!(leg = %label, "attended transfer by the callee: the two parties are connected");
         self.out_codec = self.leg(new_id).and_then(|l| l.codec.clone());
         self.end_reason = format!("attended transfer by the callee to {label}");
+        self.transfers.push(TransferRecord {
+            at: now_unix(),
+            kind: "attended",
+            by: "callee",
+            to: label.clone(),
+        });
         self.out_label = Some(label);
         self.winner = Some(new_id);
     }

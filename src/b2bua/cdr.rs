@@ -58,6 +58,19 @@ impl LegRecord {
     }
 }
 
+/// One transfer during a call (REFER), in the order they completed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TransferRecord {
+    /// When the transferred party was connected to its new peer, Unix seconds.
+    pub at: f64,
+    /// `blind` (REFER to a URI) or `attended` (REFER with Replaces).
+    pub kind: &'static str,
+    /// Who sent the REFER: `caller` or `callee`.
+    pub by: &'static str,
+    /// The leg that took the transferor's place (its label).
+    pub to: String,
+}
+
 /// One call.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CallRecord {
@@ -90,6 +103,10 @@ pub struct CallRecord {
     pub status: u16,
     /// Per leg: codec, packets, loss.
     pub legs: Vec<LegRecord>,
+    /// Transfers that completed (omitted when none): `end_reason` says how
+    /// the call finally ended, this says how its parties changed on the way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<TransferRecord>,
 }
 
 /// Sends records to the writer task.

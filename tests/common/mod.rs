@@ -519,3 +519,46 @@ pub fn authenticated_invite_with_sdp(
 
 pub mod media;
 pub mod ws;
+
+/// The CDR lines written so far (polls briefly: the writer is a task).
+pub fn cdrs(server: &Server, at_least: usize) -> Vec<serde_json::Value> {
+    let path = server.dir.path().join("cdr.jsonl");
+    for _ in 0..50 {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= at_least {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("fewer than {at_least} CDRs in {}", path.display());
+}
+
+/// A CDR's `transfers`, as (kind, by) pairs in order, each with a time and
+/// the label of the leg that took the transferor's place.
+pub fn assert_transfers(record: &serde_json::Value, want: &[(&str, &str)]) {
+    let got: Vec<(&str, &str)> = record["transfers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .inspect(|t| {
+                    assert!(t["at"].as_f64().is_some_and(|at| at > 0.0), "{record}");
+                    assert!(
+                        t["to"].as_str().is_some_and(|to| !to.is_empty()),
+                        "{record}"
+                    );
+                })
+                .map(|t| {
+                    (
+                        t["kind"].as_str().unwrap_or(""),
+                        t["by"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(got, want, "transfers in {record}");
+}
