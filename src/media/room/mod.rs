@@ -298,8 +298,14 @@ impl<T: Write + Seek + Send> WavOutput for T {}
 const MAX_EVENTS: usize = 4096;
 /// Tick interval while relaying, ms (see [`Room::tick_interval_ms`]).
 pub const RELAY_TICK_MS: u64 = 100;
-/// A DTMF event with no packet for this long is ended by timeout, ms.
-const DTMF_TIMEOUT_MS: u64 = 250;
+/// A DTMF event with no packet for this long is ended by timeout, ms: all
+/// its end packets were lost. Long enough for a sender starved for a few
+/// hundred ms (whose late packets would otherwise find the digit already
+/// reported, cut short); Asterisk waits 3 s.
+const DTMF_END_TIMEOUT_MS: u64 = 1000;
+/// Audio to a participant resumes this long after the last event packet
+/// forwarded to it when no end packet came, ms.
+const DTMF_QUIET_MS: u64 = 250;
 
 /// The mixer room. See the module documentation.
 ///
@@ -731,7 +737,7 @@ impl Room {
             dst.dtmf_quiet_until_ms = if out_ev.end {
                 0
             } else {
-                now_ms + DTMF_TIMEOUT_MS
+                now_ms + DTMF_QUIET_MS
             };
             if dst.dtmf_out.len() < 32 {
                 dst.dtmf_out.push_back((ts, out_ev, fresh));
@@ -843,7 +849,8 @@ impl Room {
     fn poll_dtmf_timeouts(&mut self, now_ms: u64) {
         for i in 0..self.participants.len() {
             let p = &mut self.participants[i];
-            if let Some((event, duration_ms)) = p.dtmf_rx.poll_timeout(now_ms, DTMF_TIMEOUT_MS) {
+            if let Some((event, duration_ms)) = p.dtmf_rx.poll_timeout(now_ms, DTMF_END_TIMEOUT_MS)
+            {
                 let participant = p.id;
                 self.push_event(RoomEvent::Dtmf {
                     participant,

@@ -1014,3 +1014,61 @@ fn a_digit_from_signalling_is_played_to_the_other_side_as_rfc_4733() {
         "marker on the first packet only"
     );
 }
+
+/// A sender starved for 400 ms in the middle of a digit (late packets, as on
+/// a loaded machine): the digit is reported once, when its end packet
+/// comes, with its whole duration, not cut at the gap.
+#[test]
+fn a_digit_with_a_gap_in_its_packets_is_reported_once_whole() {
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
+    room.add_participant(ParticipantId(1), cfg).unwrap();
+    room.add_participant(ParticipantId(2), cfg).unwrap();
+    // (time ms, duration in 8 kHz units, end)
+    let packets = [
+        (0u64, 160u16, false),
+        (20, 320, false),
+        (420, 480, false),
+        (440, 1600, true),
+        (460, 1600, true),
+        (480, 1600, true),
+    ];
+    let mut next = packets.iter().peekable();
+    for k in 0..40u64 {
+        let now = k * 20;
+        while let Some(&&(at, duration, end)) = next.peek()
+            && at <= now
+        {
+            next.next();
+            let ev = TelephoneEvent {
+                event: 3,
+                end,
+                volume: 10,
+                duration,
+            };
+            let pkt = InPacket {
+                payload_type: 101,
+                seq: at as u16,
+                timestamp: 8000,
+                marker: at == 0,
+                payload: &ev.to_bytes(),
+                audio_level: None,
+            };
+            room.push_packet(ParticipantId(1), pkt, now).unwrap();
+        }
+        room.tick(now).for_each(drop);
+    }
+    let dtmf: Vec<_> = room
+        .events()
+        .filter(|e| matches!(e, RoomEvent::Dtmf { .. }))
+        .collect();
+    assert_eq!(
+        dtmf,
+        vec![RoomEvent::Dtmf {
+            participant: ParticipantId(1),
+            event: 3,
+            digit: Some('3'),
+            duration_ms: 200
+        }]
+    );
+}
