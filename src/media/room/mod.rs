@@ -303,6 +303,9 @@ pub const RELAY_TICK_MS: u64 = 100;
 /// hundred ms (whose late packets would otherwise find the digit already
 /// reported, cut short); Asterisk waits 3 s.
 const DTMF_END_TIMEOUT_MS: u64 = 1000;
+/// Digits from signalling queued at most per participant behind the one
+/// being played.
+const MAX_QUEUED_DIGITS: usize = 16;
 /// Audio to a participant resumes this long after the last event packet
 /// forwarded to it when no end packet came, ms.
 const DTMF_QUIET_MS: u64 = 250;
@@ -774,13 +777,20 @@ impl Room {
             if j == i || dst.held || dst.deaf {
                 continue;
             }
-            dst.dtmf_synth = Some(participant::DtmfSynth {
+            if dst.dtmf_synth.is_some() {
+                // One digit at a time, each whole, in order.
+                if dst.dtmf_queued.len() < MAX_QUEUED_DIGITS {
+                    dst.dtmf_queued.push_back((event, duration_ms));
+                }
+                continue;
+            }
+            let ts = dst.out_ts_for(te.clock_rate);
+            dst.dtmf_synth = Some(participant::DtmfSynth::new(
                 event,
-                timestamp: dst.out_ts_for(te.clock_rate),
-                total: duration_ms * te.clock_rate / 1000,
-                sent: 0,
-                step: te.clock_rate / 50,
-            });
+                duration_ms,
+                ts,
+                te.clock_rate,
+            ));
         }
         Ok(())
     }
@@ -800,6 +810,17 @@ impl Room {
                 } else {
                     p.dtmf_out.extend(frames);
                 }
+            }
+            // The next queued digit starts the tick after the end packets
+            // (20 ms apart), on this tick's timestamp.
+            if p.dtmf_synth.is_none()
+                && let Some(te) = p.te
+                && let Some((event, duration_ms)) = p.dtmf_queued.pop_front()
+            {
+                let ts = p.out_ts_for(te.clock_rate);
+                let mut synth = participant::DtmfSynth::new(event, duration_ms, ts, te.clock_rate);
+                p.dtmf_out.extend(synth.next_frame());
+                p.dtmf_synth = Some(synth);
             }
         }
         self.drain_dtmf_out();

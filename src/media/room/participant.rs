@@ -208,6 +208,9 @@ pub(super) struct Participant {
     pub(super) dtmf_out: VecDeque<(u32, TelephoneEvent, bool)>,
     /// A digit from signalling (SIP INFO) being played to it as RFC 4733.
     pub(super) dtmf_synth: Option<DtmfSynth>,
+    /// Digits from signalling waiting for the one being played: (event,
+    /// duration ms). INFO requests can arrive faster than their digits last.
+    pub(super) dtmf_queued: VecDeque<(u8, u32)>,
     /// While an event forwarded to it has not ended: no audio goes to it
     /// until this time, ms (the end packet clears it; a lost end times out).
     pub(super) dtmf_quiet_until_ms: u64,
@@ -265,6 +268,7 @@ impl Participant {
             dtmf_fwd: None,
             dtmf_out: VecDeque::new(),
             dtmf_synth: None,
+            dtmf_queued: VecDeque::new(),
             dtmf_quiet_until_ms: 0,
             echo: None,
             echo_frames,
@@ -616,6 +620,18 @@ pub(super) struct DtmfSynth {
 }
 
 impl DtmfSynth {
+    /// A digit of `duration_ms` starting at `timestamp` on a `clock` Hz
+    /// telephone-event clock.
+    pub(super) fn new(event: u8, duration_ms: u32, timestamp: u32, clock: u32) -> DtmfSynth {
+        DtmfSynth {
+            event,
+            timestamp,
+            total: duration_ms * clock / 1000,
+            sent: 0,
+            step: clock / 50,
+        }
+    }
+
     /// The packets of the next frame: `(timestamp, event, marker)`; empty
     /// once the event is over (the end packets were the last).
     pub(super) fn next_frame(&mut self) -> Vec<(u32, TelephoneEvent, bool)> {

@@ -1072,3 +1072,61 @@ fn a_digit_with_a_gap_in_its_packets_is_reported_once_whole() {
         }]
     );
 }
+
+/// INFO digits that arrive faster than they last (a burst after a stall)
+/// are played one after the other, each whole with its end packets, on
+/// consecutive ticks: a new digit does not cut the one being played.
+#[test]
+fn digits_from_signalling_in_a_burst_are_played_whole_in_order() {
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
+    room.add_participant(ParticipantId(1), cfg).unwrap();
+    room.add_participant(ParticipantId(2), cfg).unwrap();
+    let _ = room.tick(0).count();
+    for event in [1, 2, 2] {
+        room.inject_dtmf(ParticipantId(1), event, 60).unwrap();
+    }
+    // (tick, timestamp, event, duration, end) of what the phone gets.
+    let mut got = vec![];
+    let mut audio_ticks = vec![];
+    for k in 1..30u64 {
+        for (id, f) in room.tick(k * 20) {
+            if id != ParticipantId(2) {
+                continue;
+            }
+            if f.payload_type == 101 {
+                let e = TelephoneEvent::parse(&f.payload).unwrap();
+                got.push((k, f.timestamp, e.event, e.duration, e.end));
+            } else {
+                audio_ticks.push(k);
+            }
+        }
+    }
+    let ends: Vec<(u8, u16)> = got.iter().filter(|g| g.4).map(|g| (g.2, g.3)).collect();
+    // 60 ms = 480 units each, three end packets each, in order.
+    assert_eq!(
+        ends,
+        [(1, 480); 3]
+            .into_iter()
+            .chain([(2, 480); 6])
+            .collect::<Vec<_>>()
+    );
+    let starts: Vec<(u64, u32)> = got
+        .iter()
+        .filter(|g| g.3 == 160)
+        .map(|g| (g.0, g.1))
+        .collect();
+    assert_eq!(starts.len(), 3, "{got:?}");
+    for w in starts.windows(2) {
+        // Three ticks per 60 ms digit: the next starts on the tick after the
+        // end packets, with that tick's timestamp.
+        assert_eq!(w[1].0, w[0].0 + 3, "{got:?}");
+        assert_eq!(w[1].1, w[0].1 + 3 * 160, "its own timestamp: {got:?}");
+    }
+    // No audio while a digit plays; audio in the tick between digits.
+    assert!(
+        !audio_ticks
+            .iter()
+            .any(|k| got.iter().any(|g| g.0 == *k && !g.4))
+    );
+}
