@@ -803,13 +803,10 @@ impl Room {
         // Frames relayed since the last drain stay in `out` and go out first.
         self.poll_dtmf_timeouts(now_ms);
         for p in &mut self.participants {
-            if let Some(synth) = p.dtmf_synth.as_mut() {
-                let frames = synth.next_frame();
-                if frames.is_empty() {
-                    p.dtmf_synth = None;
-                } else {
-                    p.dtmf_out.extend(frames);
-                }
+            if let Some(synth) = p.dtmf_synth.as_mut()
+                && !synth.next_frame(&mut p.dtmf_out)
+            {
+                p.dtmf_synth = None;
             }
             // The next queued digit starts the tick after the end packets
             // (20 ms apart), on this tick's timestamp.
@@ -819,7 +816,7 @@ impl Room {
             {
                 let ts = p.out_ts_for(te.clock_rate);
                 let mut synth = participant::DtmfSynth::new(event, duration_ms, ts, te.clock_rate);
-                p.dtmf_out.extend(synth.next_frame());
+                synth.next_frame(&mut p.dtmf_out);
                 p.dtmf_synth = Some(synth);
             }
         }

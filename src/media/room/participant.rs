@@ -632,11 +632,12 @@ impl DtmfSynth {
         }
     }
 
-    /// The packets of the next frame: `(timestamp, event, marker)`; empty
-    /// once the event is over (the end packets were the last).
-    pub(super) fn next_frame(&mut self) -> Vec<(u32, TelephoneEvent, bool)> {
+    /// Appends the packets of the next frame to `out`: `(timestamp, event,
+    /// marker)`. False, and nothing appended, once the event is over (the
+    /// end packets were the last).
+    pub(super) fn next_frame(&mut self, out: &mut VecDeque<(u32, TelephoneEvent, bool)>) -> bool {
         if self.sent >= self.total {
-            return Vec::new();
+            return false;
         }
         let first = self.sent == 0;
         self.sent = (self.sent + self.step).min(self.total);
@@ -649,8 +650,7 @@ impl DtmfSynth {
             duration,
         };
         let copies = if end { 3 } else { 1 };
-        (0..copies)
-            .map(|k| (self.timestamp, ev, first && k == 0))
-            .collect()
+        out.extend((0..copies).map(|k| (self.timestamp, ev, first && k == 0)));
+        true
     }
 }
