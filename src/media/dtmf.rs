@@ -151,6 +151,9 @@ pub enum DtmfNotice {
     Started {
         /// Event code.
         event: u8,
+        /// The event before it, if it was still open (all its end packets
+        /// lost): it ends here, `(event, duration ms)`.
+        unfinished: Option<(u8, u32)>,
     },
     /// Another packet of the event in progress.
     Continued,
@@ -196,10 +199,24 @@ impl DtmfReceiver {
             return DtmfNotice::Repeat;
         }
         let is_new = self.current.is_none_or(|(cur, _)| cur != ts);
+        let unfinished = match self.current {
+            Some((cur, open)) if cur != ts => Some((open.event, self.ms(open.duration))),
+            _ => None,
+        };
         self.current = Some((ts, ev));
         if ev.end {
             self.ended = Some(ts);
             self.current = None;
+            if let Some((event, duration_ms)) = unfinished {
+                // Only this event's end packets came: report the open one
+                // first, this one on its next (repeated) end packet.
+                self.ended = None;
+                self.current = Some((ts, ev));
+                return DtmfNotice::Started {
+                    event: ev.event,
+                    unfinished: Some((event, duration_ms)),
+                };
+            }
             return DtmfNotice::Ended {
                 event: ev.event,
                 duration_ms: self.ms(ev.duration),
@@ -207,7 +224,10 @@ impl DtmfReceiver {
         }
         if is_new {
             self.ended = None;
-            DtmfNotice::Started { event: ev.event }
+            DtmfNotice::Started {
+                event: ev.event,
+                unfinished,
+            }
         } else {
             DtmfNotice::Continued
         }
@@ -354,7 +374,10 @@ mod tests {
         };
         assert_eq!(
             rx.on_packet(100, ev(160, false), 0),
-            DtmfNotice::Started { event: 7 }
+            DtmfNotice::Started {
+                event: 7,
+                unfinished: None
+            }
         );
         assert_eq!(rx.on_packet(100, ev(320, false), 20), DtmfNotice::Continued);
         assert_eq!(
@@ -367,10 +390,55 @@ mod tests {
         assert_eq!(rx.on_packet(100, ev(800, true), 41), DtmfNotice::Repeat);
         assert_eq!(
             rx.on_packet(2000, ev(160, false), 300),
-            DtmfNotice::Started { event: 7 }
+            DtmfNotice::Started {
+                event: 7,
+                unfinished: None
+            }
         );
         assert_eq!(rx.poll_timeout(350, 100), None);
         assert_eq!(rx.poll_timeout(400, 100), Some((7, 20)));
         assert_eq!(rx.on_packet(2000, ev(320, true), 410), DtmfNotice::Repeat);
+    }
+
+    /// Every end packet of a digit lost and the next digit within the
+    /// timeout: the open digit is reported when the next one starts.
+    #[test]
+    fn receiver_ends_an_open_event_when_the_next_one_starts() {
+        let mut rx = DtmfReceiver::new(8000);
+        let ev = |event, d, end| TelephoneEvent {
+            event,
+            end,
+            volume: 10,
+            duration: d,
+        };
+        rx.on_packet(100, ev(1, 160, false), 0);
+        rx.on_packet(100, ev(1, 800, false), 80);
+        assert_eq!(
+            rx.on_packet(2000, ev(2, 160, false), 200),
+            DtmfNotice::Started {
+                event: 2,
+                unfinished: Some((1, 100))
+            }
+        );
+        // Only end packets of the next one arrive: the open one still ends first.
+        rx.on_packet(4000, ev(3, 160, false), 400);
+        assert_eq!(
+            rx.on_packet(6000, ev(4, 480, true), 500),
+            DtmfNotice::Started {
+                event: 4,
+                unfinished: Some((3, 20))
+            }
+        );
+        assert_eq!(
+            rx.on_packet(6000, ev(4, 480, true), 501),
+            DtmfNotice::Ended {
+                event: 4,
+                duration_ms: 60
+            }
+        );
+        assert_eq!(
+            rx.on_packet(6000, ev(4, 480, true), 502),
+            DtmfNotice::Repeat
+        );
     }
 }

@@ -306,6 +306,8 @@ const DTMF_END_TIMEOUT_MS: u64 = 1000;
 /// Digits from signalling queued at most per participant behind the one
 /// being played.
 const MAX_QUEUED_DIGITS: usize = 16;
+/// Silent ticks between two digits played from signalling (40 ms).
+const DIGIT_GAP_TICKS: u8 = 2;
 /// Audio to a participant resumes this long after the last event packet
 /// forwarded to it when no end packet came, ms.
 const DTMF_QUIET_MS: u64 = 250;
@@ -416,7 +418,10 @@ impl Room {
     /// anything that may end relaying (a command, a join or leave) the
     /// driver ticks on the 20 ms grid again until the next tick says so.
     pub fn tick_interval_ms(&self) -> u64 {
-        let playing_dtmf = self.participants.iter().any(|p| p.dtmf_synth.is_some());
+        let playing_dtmf = self
+            .participants
+            .iter()
+            .any(|p| p.dtmf_synth.is_some() || !p.dtmf_queued.is_empty());
         if self.relaying && self.relay_possible() && !playing_dtmf {
             RELAY_TICK_MS
         } else {
@@ -520,13 +525,22 @@ impl Room {
 
     /// Deaf: the participant hears silence (frames keep flowing).
     pub fn set_deaf(&mut self, id: ParticipantId, deaf: bool) -> Result<(), RoomError> {
-        self.participant_mut(id)?.deaf = deaf;
+        let p = self.participant_mut(id)?;
+        p.deaf = deaf;
+        if deaf {
+            p.stop_dtmf();
+        }
         Ok(())
     }
 
-    /// Hold: the participant is neither heard nor sent anything.
+    /// Hold: the participant is neither heard nor sent anything (a digit
+    /// being played to it ends at once; queued ones are dropped).
     pub fn set_hold(&mut self, id: ParticipantId, held: bool) -> Result<(), RoomError> {
-        self.participant_mut(id)?.held = held;
+        let p = self.participant_mut(id)?;
+        p.held = held;
+        if held {
+            p.stop_dtmf();
+        }
         Ok(())
     }
 
@@ -709,6 +723,15 @@ impl Room {
                 digit: super::dtmf::digit_for_event(event),
                 duration_ms,
             }),
+            DtmfNotice::Started {
+                unfinished: Some((event, duration_ms)),
+                ..
+            } => self.push_event(RoomEvent::Dtmf {
+                participant: src_id,
+                event,
+                digit: super::dtmf::digit_for_event(event),
+                duration_ms,
+            }),
             DtmfNotice::Started { .. } | DtmfNotice::Continued | DtmfNotice::Repeat => {}
         }
         let forward = match self.cfg.dtmf_forwarding {
@@ -773,24 +796,13 @@ impl Room {
         }
         let duration_ms = duration_ms.clamp(40, 5_000);
         for (j, dst) in self.participants.iter_mut().enumerate() {
-            let Some(te) = dst.te else { continue };
-            if j == i || dst.held || dst.deaf {
+            if j == i || dst.te.is_none() || dst.held || dst.deaf {
                 continue;
             }
-            if dst.dtmf_synth.is_some() {
-                // One digit at a time, each whole, in order.
-                if dst.dtmf_queued.len() < MAX_QUEUED_DIGITS {
-                    dst.dtmf_queued.push_back((event, duration_ms));
-                }
-                continue;
+            // One digit at a time, each whole, in order (the next tick starts it).
+            if dst.dtmf_queued.len() < MAX_QUEUED_DIGITS {
+                dst.dtmf_queued.push_back((event, duration_ms));
             }
-            let ts = dst.out_ts_for(te.clock_rate);
-            dst.dtmf_synth = Some(participant::DtmfSynth::new(
-                event,
-                duration_ms,
-                ts,
-                te.clock_rate,
-            ));
         }
         Ok(())
     }
@@ -808,9 +820,16 @@ impl Room {
             {
                 p.dtmf_synth = None;
             }
-            // The next queued digit starts the tick after the end packets
-            // (20 ms apart), on this tick's timestamp.
+            if p.dtmf_synth.is_some() {
+                p.dtmf_idle_ticks = 0;
+            } else {
+                p.dtmf_idle_ticks = p.dtmf_idle_ticks.saturating_add(1);
+            }
+            // The next digit starts on this tick's timestamp, with at least
+            // DIGIT_GAP_TICKS ticks (audio again) after the last one's end
+            // packets: "22" must stay two digits for a tone detector.
             if p.dtmf_synth.is_none()
+                && p.dtmf_idle_ticks > DIGIT_GAP_TICKS
                 && let Some(te) = p.te
                 && let Some((event, duration_ms)) = p.dtmf_queued.pop_front()
             {
@@ -818,6 +837,7 @@ impl Room {
                 let mut synth = participant::DtmfSynth::new(event, duration_ms, ts, te.clock_rate);
                 synth.next_frame(&mut p.dtmf_out);
                 p.dtmf_synth = Some(synth);
+                p.dtmf_idle_ticks = 0;
             }
         }
         self.drain_dtmf_out();

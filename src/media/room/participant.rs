@@ -211,6 +211,8 @@ pub(super) struct Participant {
     /// Digits from signalling waiting for the one being played: (event,
     /// duration ms). INFO requests can arrive faster than their digits last.
     pub(super) dtmf_queued: VecDeque<(u8, u32)>,
+    /// Ticks since a digit from signalling was last played to it.
+    pub(super) dtmf_idle_ticks: u8,
     /// While an event forwarded to it has not ended: no audio goes to it
     /// until this time, ms (the end packet clears it; a lost end times out).
     pub(super) dtmf_quiet_until_ms: u64,
@@ -269,6 +271,7 @@ impl Participant {
             dtmf_out: VecDeque::new(),
             dtmf_synth: None,
             dtmf_queued: VecDeque::new(),
+            dtmf_idle_ticks: u8::MAX,
             dtmf_quiet_until_ms: 0,
             echo: None,
             echo_frames,
@@ -561,7 +564,6 @@ impl Participant {
         }
     }
 
-    /// The next frame's timestamp on a clock of `rate` Hz (telephone-event).
     /// Whether an RFC 4733 event is being sent to it: audio to it waits
     /// (as a phone sends no voice while it sends a digit: a receiver such as
     /// Chromium's NetEq otherwise buffers the audio behind the tone).
@@ -569,6 +571,16 @@ impl Participant {
         self.dtmf_synth.is_some() || now_ms < self.dtmf_quiet_until_ms
     }
 
+    /// Ends the digit being played to it now (its end packets go out with
+    /// the next drain) and drops the queued ones.
+    pub(super) fn stop_dtmf(&mut self) {
+        self.dtmf_queued.clear();
+        if let Some(mut synth) = self.dtmf_synth.take() {
+            synth.end_now(&mut self.dtmf_out);
+        }
+    }
+
+    /// The next frame's timestamp on a clock of `rate` Hz (telephone-event).
     pub(super) fn out_ts_for(&self, rate: u32) -> u32 {
         let clock = self.spec.kind.clock_rate();
         if rate == clock {
@@ -630,6 +642,22 @@ impl DtmfSynth {
             sent: 0,
             step: clock / 50,
         }
+    }
+
+    /// Ends the event now: its three end packets with the duration sent so
+    /// far (nothing if none was sent).
+    pub(super) fn end_now(&mut self, out: &mut VecDeque<(u32, TelephoneEvent, bool)>) {
+        if self.sent > 0 && self.sent < self.total {
+            self.total = self.sent;
+            let ev = TelephoneEvent {
+                event: self.event,
+                end: true,
+                volume: 10,
+                duration: self.sent.min(u32::from(u16::MAX)) as u16,
+            };
+            out.extend((0..3).map(|_| (self.timestamp, ev, false)));
+        }
+        self.sent = self.total;
     }
 
     /// Appends the packets of the next frame to `out`: `(timestamp, event,

@@ -937,11 +937,13 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
     };
     room.push_packet(ParticipantId(1), pkt, 167).unwrap();
     assert_eq!(room.drain_output().count(), 1);
+    let (outcome, out) = push(&mut room, 9, 9 * 160, 168);
+    assert_eq!((outcome, out.len()), (PushOutcome::Relayed, 1));
     // Mute switches to mixing at once (the packet is buffered, not relayed);
     // the mixed frames continue the clock 160 per tick after the last relayed one.
     room.set_mute(ParticipantId(2), true).unwrap();
     assert_eq!(room.tick_interval_ms(), 20);
-    let (outcome, out) = push(&mut room, 9, 9 * 160, 185);
+    let (outcome, out) = push(&mut room, 10, 10 * 160, 185);
     assert_eq!((outcome, out.len()), (PushOutcome::Buffered, 0));
     let mut mixed = vec![];
     for k in 0..3u64 {
@@ -952,7 +954,7 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
         }
     }
     assert!(!room.is_relaying());
-    let last_relayed = 90_160 + 7 * 160;
+    let last_relayed = 90_160 + 9 * 160;
     assert!(mixed[0].wrapping_sub(last_relayed) as i32 > 0);
     assert_eq!((mixed[0] - last_relayed) % 160, 0);
     assert!(mixed.windows(2).all(|w| w[1] == w[0] + 160));
@@ -1074,13 +1076,15 @@ fn a_digit_with_a_gap_in_its_packets_is_reported_once_whole() {
 }
 
 /// INFO digits that arrive faster than they last (a burst after a stall)
-/// are played one after the other, each whole with its end packets, on
-/// consecutive ticks: a new digit does not cut the one being played.
+/// are played one after the other, each whole with its end packets, 40 ms
+/// apart (audio in between): a new digit does not cut the one being played.
 #[test]
 fn digits_from_signalling_in_a_burst_are_played_whole_in_order() {
     let mut room = Room::new(RoomConfig::default()).unwrap();
     let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
-    room.add_participant(ParticipantId(1), cfg).unwrap();
+    // A browser (mixing, so the phone gets a frame every tick) and a phone.
+    let browser = ParticipantConfig::new(CodecSpec::opus(111)).with_telephone_event(110, 48_000);
+    room.add_participant(ParticipantId(1), browser).unwrap();
     room.add_participant(ParticipantId(2), cfg).unwrap();
     let _ = room.tick(0).count();
     for event in [1, 2, 2] {
@@ -1118,15 +1122,59 @@ fn digits_from_signalling_in_a_burst_are_played_whole_in_order() {
         .collect();
     assert_eq!(starts.len(), 3, "{got:?}");
     for w in starts.windows(2) {
-        // Three ticks per 60 ms digit: the next starts on the tick after the
-        // end packets, with that tick's timestamp.
-        assert_eq!(w[1].0, w[0].0 + 3, "{got:?}");
-        assert_eq!(w[1].1, w[0].1 + 3 * 160, "its own timestamp: {got:?}");
+        // Three ticks per 60 ms digit, then two without (40 ms): the next
+        // starts 5 ticks on, with that tick's timestamp.
+        assert_eq!(w[1].0, w[0].0 + 5, "{got:?}");
+        assert_eq!(w[1].1, w[0].1 + 5 * 160, "its own timestamp: {got:?}");
+        // Audio in the gap.
+        for k in w[0].0 + 3..w[1].0 {
+            assert!(
+                audio_ticks.contains(&k),
+                "no audio at tick {k}: {audio_ticks:?}"
+            );
+        }
     }
-    // No audio while a digit plays; audio in the tick between digits.
+    // No audio while a digit plays; audio again after the last one.
     assert!(
         !audio_ticks
             .iter()
             .any(|k| got.iter().any(|g| g.0 == *k && !g.4))
+    );
+    let last = got.last().unwrap().0;
+    assert!(audio_ticks.contains(&(last + 1)) && audio_ticks.contains(&29));
+}
+
+/// Hold ends the digit being played to the held participant with its end
+/// packets and drops the queued ones.
+#[test]
+fn hold_ends_a_digit_from_signalling_and_drops_the_queue() {
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
+    room.add_participant(ParticipantId(1), cfg).unwrap();
+    room.add_participant(ParticipantId(2), cfg).unwrap();
+    let _ = room.tick(0).count();
+    room.inject_dtmf(ParticipantId(1), 5, 200).unwrap();
+    room.inject_dtmf(ParticipantId(1), 6, 200).unwrap();
+    let mut got = vec![];
+    for k in 1..30u64 {
+        if k == 3 {
+            room.set_hold(ParticipantId(2), true).unwrap();
+        }
+        for (id, f) in room.tick(k * 20) {
+            if id == ParticipantId(2) && f.payload_type == 101 {
+                let e = TelephoneEvent::parse(&f.payload).unwrap();
+                got.push((e.event, e.duration, e.end));
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            (5, 160, false),
+            (5, 320, false),
+            (5, 320, true),
+            (5, 320, true),
+            (5, 320, true)
+        ]
     );
 }
