@@ -337,8 +337,14 @@ fn unavailable_trunk_fails_over_to_the_next() {
 /// (they time out while waiting).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// A browser test's start: `None` (skipped) without root, else the
+/// one-at-a-time lock.
+fn browser_test() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Runs a browser scenario (interop-tests/browser/run.mjs) in the
@@ -376,11 +382,9 @@ fn browser_ready(server: &Server, scenario: &str) -> std::process::Child {
 
 #[test]
 fn a_call_from_a_trunk_rings_the_browser_and_audio_flows_both_ways() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio and the capture need root");
+    let Some(_serial) = browser_test() else {
         return;
-    }
-    let _serial = one_browser_at_a_time();
+    };
     let carrier_port = free_port();
     let rtp = port_window(40);
     let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      user: { users: ['1001'], ring_timeout: 20 }\n";
@@ -463,11 +467,9 @@ fn carrier_calls_a_browser_that_transfers(scenario: &str, seconds: u32) -> (Serv
 /// hangs up.
 #[test]
 fn the_called_browser_transfers_the_caller_blind() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio and the capture need root");
+    let Some(_serial) = browser_test() else {
         return;
-    }
-    let _serial = one_browser_at_a_time();
+    };
     let (server, target_side, echoed) =
         carrier_calls_a_browser_that_transfers("answer-refer:sipjs:1000:+15559999999", 16);
     assert_eq!(
@@ -504,11 +506,9 @@ fn the_called_jssip_browser_makes_an_attended_transfer() {
 }
 
 fn callee_attended_transfer(stack: &str) {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio and the capture need root");
+    let Some(_serial) = browser_test() else {
         return;
-    }
-    let _serial = one_browser_at_a_time();
+    };
     let (server, target_side, echoed) = carrier_calls_a_browser_that_transfers(
         &format!("answer-attended:{stack}:1000:+15559999999"),
         25,

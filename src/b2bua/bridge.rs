@@ -1131,13 +1131,9 @@ impl Bridge {
                         join_out_leg(&b2bua, &room, leg, &neg, &b_leg_tx).await;
                         info!(leg = %leg.label, "transfer by the callee answered");
                         self.out_label = Some(leg.label.clone());
-                        self.end_reason = format!("transferred by the callee to {}", leg.label);
-                        self.transfers.push(TransferRecord {
-                            at: now_unix(),
-                            kind: "blind",
-                            by: "callee",
-                            to: leg.label.clone(),
-                        });
+                        let t = TransferRecord::new(now_unix(), "blind", "callee", &leg.label);
+                        self.end_reason = t.end_reason();
+                        self.transfers.push(t);
                         self.winner = Some(id);
                         callee_transfer_done = Some((old, "200 OK".into(), true));
                         hang_up_other_transfer_legs(&mut self.legs, id, &mut b_queue);
@@ -1186,13 +1182,9 @@ impl Bridge {
                         info!(leg = %leg.label, "transfer answered");
                         self.transferred = true;
                         self.transferring = false;
-                        self.end_reason = format!("transferred to {}", leg.label);
-                        self.transfers.push(TransferRecord {
-                            at: now_unix(),
-                            kind: "blind",
-                            by: "caller",
-                            to: leg.label.clone(),
-                        });
+                        let t = TransferRecord::new(now_unix(), "blind", "caller", &leg.label);
+                        self.end_reason = t.end_reason();
+                        self.transfers.push(t);
                         notify_transfer(&b2bua, &mut dialog, &peer, "200 OK", true);
                         // The transferor (who may have held) is gone: no hold tone.
                         self.hold_tone(&room, false).await;
@@ -2065,13 +2057,9 @@ impl Bridge {
         // The transferor held this call first: its hold tone goes with it.
         self.hold_tone(ours.room, false).await;
         self.transferred = true;
-        self.end_reason = format!("attended transfer to {label}");
-        self.transfers.push(TransferRecord {
-            at: now_unix(),
-            kind: "attended",
-            by: "caller",
-            to: label.clone(),
-        });
+        let t = TransferRecord::new(now_unix(), "attended", "caller", &label);
+        self.end_reason = t.end_reason();
+        self.transfers.push(t);
         info!(leg = %label, "attended transfer: the two parties are connected");
         notify_transfer(&b2bua, dialog, &self.peer, "200 OK", true);
     }
@@ -2193,13 +2181,9 @@ impl Bridge {
         self.hold_tone(ours.room, false).await;
         info!(leg = %label, "attended transfer by the callee: the two parties are connected");
         self.out_codec = self.leg(new_id).and_then(|l| l.codec.clone());
-        self.end_reason = format!("attended transfer by the callee to {label}");
-        self.transfers.push(TransferRecord {
-            at: now_unix(),
-            kind: "attended",
-            by: "callee",
-            to: label.clone(),
-        });
+        let t = TransferRecord::new(now_unix(), "attended", "callee", &label);
+        self.end_reason = t.end_reason();
+        self.transfers.push(t);
         self.out_label = Some(label);
         self.winner = Some(new_id);
     }

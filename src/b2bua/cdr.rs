@@ -71,6 +71,36 @@ pub struct TransferRecord {
     pub to: String,
 }
 
+impl TransferRecord {
+    /// A transfer completed `at` (Unix seconds): `kind` `blind` or
+    /// `attended`, asked by the `caller` or the `callee`, `to` the leg now
+    /// in the transferor's place.
+    pub fn new(at: f64, kind: &'static str, by: &'static str, to: &str) -> TransferRecord {
+        TransferRecord {
+            at,
+            kind,
+            by,
+            to: to.to_string(),
+        }
+    }
+
+    /// The call's end reason while nothing else ends it ("transferred by
+    /// the callee to …", "attended transfer to …").
+    pub fn end_reason(&self) -> String {
+        let what = if self.kind == "attended" {
+            "attended transfer"
+        } else {
+            "transferred"
+        };
+        let by = if self.by == "callee" {
+            " by the callee"
+        } else {
+            ""
+        };
+        format!("{what}{by} to {}", self.to)
+    }
+}
+
 /// One call.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CallRecord {
@@ -166,4 +196,27 @@ fn append(path: &std::path::Path, records: &[CallRecord]) -> std::io::Result<()>
         out.push(b'\n');
     }
     file.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_names_the_end_reason() {
+        let reason = |kind, by| TransferRecord::new(1.0, kind, by, "target-2").end_reason();
+        assert_eq!(reason("blind", "caller"), "transferred to target-2");
+        assert_eq!(
+            reason("blind", "callee"),
+            "transferred by the callee to target-2"
+        );
+        assert_eq!(
+            reason("attended", "caller"),
+            "attended transfer to target-2"
+        );
+        assert_eq!(
+            reason("attended", "callee"),
+            "attended transfer by the callee to target-2"
+        );
+    }
 }

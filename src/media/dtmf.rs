@@ -199,24 +199,17 @@ impl DtmfReceiver {
             return DtmfNotice::Repeat;
         }
         let is_new = self.current.is_none_or(|(cur, _)| cur != ts);
+        // An event still open (all its end packets lost) ends where the next begins.
         let unfinished = match self.current {
             Some((cur, open)) if cur != ts => Some((open.event, self.ms(open.duration))),
             _ => None,
         };
         self.current = Some((ts, ev));
-        if ev.end {
+        // An end packet that follows an open event starts its own event
+        // (below): it ends on its next, repeated, end packet.
+        if ev.end && unfinished.is_none() {
             self.ended = Some(ts);
             self.current = None;
-            if let Some((event, duration_ms)) = unfinished {
-                // Only this event's end packets came: report the open one
-                // first, this one on its next (repeated) end packet.
-                self.ended = None;
-                self.current = Some((ts, ev));
-                return DtmfNotice::Started {
-                    event: ev.event,
-                    unfinished: Some((event, duration_ms)),
-                };
-            }
             return DtmfNotice::Ended {
                 event: ev.event,
                 duration_ms: self.ms(ev.duration),

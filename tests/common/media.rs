@@ -126,12 +126,7 @@ impl Capture {
 
     /// Stops and returns the PCMA payloads in arrival order.
     pub fn finish(self) -> Vec<Vec<u8>> {
-        self.0
-            .finish()
-            .into_iter()
-            .filter(|p| p.payload_type == 8)
-            .map(|p| p.payload)
-            .collect()
+        self.finish_timed().into_iter().map(|(_, p)| p).collect()
     }
 }
 
@@ -274,9 +269,8 @@ fn kernel_stamp_ms(socket: &socket2::Socket) -> u64 {
     }
 }
 
-/// Wall-clock time, ms since the Unix epoch (the browser scenarios print
-/// `Date.now()` with their markers).
-pub fn now_ms() -> u64 {
+/// Wall-clock time, ms since the Unix epoch.
+fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

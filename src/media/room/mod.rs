@@ -717,21 +717,11 @@ impl Room {
         let (src_id, src_clock) = (src.id, src.te.map_or(8000, |t| t.clock_rate));
         let audible = !src.muted && !src.held;
         match src.dtmf_rx.on_packet(pkt.timestamp, ev, now_ms) {
-            DtmfNotice::Ended { event, duration_ms } => self.push_event(RoomEvent::Dtmf {
-                participant: src_id,
-                event,
-                digit: super::dtmf::digit_for_event(event),
-                duration_ms,
-            }),
-            DtmfNotice::Started {
+            DtmfNotice::Ended { event, duration_ms }
+            | DtmfNotice::Started {
                 unfinished: Some((event, duration_ms)),
                 ..
-            } => self.push_event(RoomEvent::Dtmf {
-                participant: src_id,
-                event,
-                digit: super::dtmf::digit_for_event(event),
-                duration_ms,
-            }),
+            } => self.report_dtmf(src_id, event, duration_ms),
             DtmfNotice::Started { .. } | DtmfNotice::Continued | DtmfNotice::Repeat => {}
         }
         let forward = match self.cfg.dtmf_forwarding {
@@ -890,14 +880,19 @@ impl Room {
             if let Some((event, duration_ms)) = p.dtmf_rx.poll_timeout(now_ms, DTMF_END_TIMEOUT_MS)
             {
                 let participant = p.id;
-                self.push_event(RoomEvent::Dtmf {
-                    participant,
-                    event,
-                    digit: super::dtmf::digit_for_event(event),
-                    duration_ms,
-                });
+                self.report_dtmf(participant, event, duration_ms);
             }
         }
+    }
+
+    /// A digit from `participant` ended: one event for whoever listens.
+    fn report_dtmf(&mut self, participant: ParticipantId, event: u8, duration_ms: u32) {
+        self.push_event(RoomEvent::Dtmf {
+            participant,
+            event,
+            digit: super::dtmf::digit_for_event(event),
+            duration_ms,
+        });
     }
 
     fn drain_dtmf_out(&mut self) {

@@ -575,7 +575,7 @@ impl Participant {
     /// the next drain) and drops the queued ones.
     pub(super) fn stop_dtmf(&mut self) {
         self.dtmf_queued.clear();
-        if let Some(mut synth) = self.dtmf_synth.take() {
+        if let Some(synth) = self.dtmf_synth.take() {
             synth.end_now(&mut self.dtmf_out);
         }
     }
@@ -645,10 +645,9 @@ impl DtmfSynth {
     }
 
     /// Ends the event now: its three end packets with the duration sent so
-    /// far (nothing if none was sent).
-    pub(super) fn end_now(&mut self, out: &mut VecDeque<(u32, TelephoneEvent, bool)>) {
+    /// far (nothing if none was sent, or if they already went).
+    pub(super) fn end_now(self, out: &mut VecDeque<(u32, TelephoneEvent, bool)>) {
         if self.sent > 0 && self.sent < self.total {
-            self.total = self.sent;
             let ev = TelephoneEvent {
                 event: self.event,
                 end: true,
@@ -657,7 +656,6 @@ impl DtmfSynth {
             };
             out.extend((0..3).map(|_| (self.timestamp, ev, false)));
         }
-        self.sent = self.total;
     }
 
     /// Appends the packets of the next frame to `out`: `(timestamp, event,

@@ -673,10 +673,7 @@ fn dtmf_is_reported_and_forwarded_rescaled_from_48000_to_8000() {
     // packet (tick 9) lets audio go again, on the same clock.
     let ticks: Vec<u32> = phone_audio_ts.iter().map(|&(k, _)| k).collect();
     assert_eq!(ticks, (0..5).chain(9..20).collect::<Vec<u32>>());
-    let dtmf: Vec<_> = room
-        .events()
-        .filter(|e| matches!(e, RoomEvent::Dtmf { .. }))
-        .collect();
+    let dtmf = dtmf_reports(&mut room);
     assert_eq!(
         dtmf,
         vec![RoomEvent::Dtmf {
@@ -690,10 +687,7 @@ fn dtmf_is_reported_and_forwarded_rescaled_from_48000_to_8000() {
 
 #[test]
 fn dtmf_from_a_muted_participant_is_reported_not_forwarded() {
-    let mut room = Room::new(RoomConfig::default()).unwrap();
-    let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
-    room.add_participant(ParticipantId(1), cfg).unwrap();
-    room.add_participant(ParticipantId(2), cfg).unwrap();
+    let mut room = two_phones();
     room.set_mute(ParticipantId(1), true).unwrap();
     let ev = TelephoneEvent {
         event: 11,
@@ -1022,10 +1016,7 @@ fn a_digit_from_signalling_is_played_to_the_other_side_as_rfc_4733() {
 /// comes, with its whole duration, not cut at the gap.
 #[test]
 fn a_digit_with_a_gap_in_its_packets_is_reported_once_whole() {
-    let mut room = Room::new(RoomConfig::default()).unwrap();
-    let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
-    room.add_participant(ParticipantId(1), cfg).unwrap();
-    room.add_participant(ParticipantId(2), cfg).unwrap();
+    let mut room = two_phones();
     // (time ms, duration in 8 kHz units, end)
     let packets = [
         (0u64, 160u16, false),
@@ -1060,10 +1051,7 @@ fn a_digit_with_a_gap_in_its_packets_is_reported_once_whole() {
         }
         room.tick(now).for_each(drop);
     }
-    let dtmf: Vec<_> = room
-        .events()
-        .filter(|e| matches!(e, RoomEvent::Dtmf { .. }))
-        .collect();
+    let dtmf = dtmf_reports(&mut room);
     assert_eq!(
         dtmf,
         vec![RoomEvent::Dtmf {
@@ -1081,11 +1069,11 @@ fn a_digit_with_a_gap_in_its_packets_is_reported_once_whole() {
 #[test]
 fn digits_from_signalling_in_a_burst_are_played_whole_in_order() {
     let mut room = Room::new(RoomConfig::default()).unwrap();
-    let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
     // A browser (mixing, so the phone gets a frame every tick) and a phone.
     let browser = ParticipantConfig::new(CodecSpec::opus(111)).with_telephone_event(110, 48_000);
     room.add_participant(ParticipantId(1), browser).unwrap();
-    room.add_participant(ParticipantId(2), cfg).unwrap();
+    room.add_participant(ParticipantId(2), phone_with_te())
+        .unwrap();
     let _ = room.tick(0).count();
     for event in [1, 2, 2] {
         room.inject_dtmf(ParticipantId(1), event, 60).unwrap();
@@ -1148,10 +1136,7 @@ fn digits_from_signalling_in_a_burst_are_played_whole_in_order() {
 /// packets and drops the queued ones.
 #[test]
 fn hold_ends_a_digit_from_signalling_and_drops_the_queue() {
-    let mut room = Room::new(RoomConfig::default()).unwrap();
-    let cfg = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
-    room.add_participant(ParticipantId(1), cfg).unwrap();
-    room.add_participant(ParticipantId(2), cfg).unwrap();
+    let mut room = two_phones();
     let _ = room.tick(0).count();
     room.inject_dtmf(ParticipantId(1), 5, 200).unwrap();
     room.inject_dtmf(ParticipantId(1), 6, 200).unwrap();
@@ -1177,4 +1162,26 @@ fn hold_ends_a_digit_from_signalling_and_drops_the_queue() {
             (5, 320, true)
         ]
     );
+}
+
+/// A phone: PCMU with telephone-event 101 at 8 kHz.
+fn phone_with_te() -> ParticipantConfig {
+    ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000)
+}
+
+/// A room with two such phones, participants 1 and 2.
+fn two_phones() -> Room {
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    room.add_participant(ParticipantId(1), phone_with_te())
+        .unwrap();
+    room.add_participant(ParticipantId(2), phone_with_te())
+        .unwrap();
+    room
+}
+
+/// The DTMF reports among the room's queued events.
+fn dtmf_reports(room: &mut Room) -> Vec<RoomEvent> {
+    room.events()
+        .filter(|e| matches!(e, RoomEvent::Dtmf { .. }))
+        .collect()
 }
