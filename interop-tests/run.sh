@@ -92,5 +92,9 @@ echo "rustc: $(rustc --version)"
 # 2. Rust tests (unit + integration; integration tests run the SIPp scenarios)
 # --------------------------------------------------------------------------
 section "cargo test --locked --no-fail-fast"
+# A one-off build gains nothing from incremental compilation, whose caches were several GB;
+# the disk use is printed so a full disk shows up as such.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . | tail -n1
 cargo test --locked --no-fail-fast
 
