@@ -3,6 +3,15 @@
 //!
 //!     cargo bench --bench rtp_engine                 (200 calls, 10 s)
 //!     cargo bench --bench rtp_engine -- 100 5        (calls, seconds)
+//!     cargo bench --bench rtp_engine -- 200 10 --floor
+//!
+//! `--floor` replaces the engine by the least a relay can do: a bare
+//! edge-triggered `epoll` loop on the same thread that reads each datagram
+//! (`recvfrom` until `EAGAIN`) and sends it unchanged (`sendto`) from the
+//! other socket of its call to the other phone; no tokio, no RTP parsing, no
+//! room. Same generator, same sockets per call, so the two modes run in the
+//! same minutes give the engine's cost over the kernel's own (loopback
+//! delivery included) on this machine.
 //!
 //! The engine runs on a current-thread tokio runtime of its own thread;
 //! its CPU time comes from `/proc/thread-self/schedstat` (ns) read on that
@@ -46,6 +55,7 @@ fn main() {
         .collect();
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let floor = std::env::args().any(|a| a == "--floor");
     let epoch = Instant::now();
 
     // The engine and its rooms on one thread.
@@ -53,9 +63,16 @@ fn main() {
     let (cpu_tx, cpu_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
     let (measure_tx, measure_rx) = std::sync::mpsc::channel::<()>();
     let done = Arc::new(AtomicBool::new(false));
-    let engine_thread = {
+    let engine_thread = if floor {
         let done = done.clone();
-        std::thread::spawn(move || {
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || bare_relay(calls, setup_tx, measure_rx, cpu_tx, &done))
+            .unwrap()
+    } else {
+        let done = done.clone();
+        // Named, so that `perf report --comm engine` shows this thread alone.
+        std::thread::Builder::new().name("engine".into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -125,6 +142,7 @@ fn main() {
                 targets
             })
         })
+        .unwrap()
     };
 
     let phones = setup_rx.recv().unwrap();
@@ -211,7 +229,12 @@ fn main() {
     let mean_target =
         targets.iter().map(|&t| f64::from(t)).sum::<f64>() / targets.len().max(1) as f64;
     let packets_per_s = 200.0 * calls as f64;
-    println!("calls: {calls}, measured {wall:.1} s, engine thread CPU {cpu:.3} s");
+    let what = if floor {
+        "bare epoll relay (--floor)"
+    } else {
+        "engine"
+    };
+    println!("calls: {calls}, measured {wall:.1} s, {what} thread CPU {cpu:.3} s");
     println!(
         "CPU per call: {:.4} % of one core ({:.2} µs per packet in+out, {:.0} packets/s through the engine)",
         100.0 * cpu / wall / calls as f64,
@@ -232,4 +255,94 @@ fn main() {
     // Relay mode forwards on receipt: no jitter buffer delay to subtract.
     // (The buffer's target is printed for runs where the room mixes.)
     println!("jitter buffer target (unused while relaying) {mean_target:.1} ms");
+}
+
+/// `--floor`: the bare relay (see the module comment). Socket `2k` and
+/// `2k + 1` are call `k`'s two sides; a datagram read on one is sent from
+/// the other to that side's phone.
+fn bare_relay(
+    calls: usize,
+    setup_tx: std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
+    measure_rx: std::sync::mpsc::Receiver<()>,
+    cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
+    done: &AtomicBool,
+) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    let mut sockets = Vec::with_capacity(2 * calls);
+    let mut phones = Vec::with_capacity(2 * calls);
+    let mut to = Vec::with_capacity(2 * calls);
+    for _ in 0..2 * calls {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let SocketAddr::V4(a) = phone.local_addr().unwrap() else {
+            unreachable!()
+        };
+        to.push(libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        });
+        phones.push((phone, s.local_addr().unwrap()));
+        sockets.push(s);
+    }
+    setup_tx.send(phones).unwrap();
+    // SAFETY: plain system calls on sockets this function owns, with buffers
+    // that outlive each call.
+    unsafe {
+        let ep = libc::epoll_create1(0);
+        assert!(ep >= 0);
+        for (i, s) in sockets.iter().enumerate() {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: i as u64,
+            };
+            assert_eq!(
+                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev),
+                0
+            );
+        }
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut buf = [0u8; 2048];
+        let mut measuring = false;
+        while !done.load(Ordering::Relaxed) {
+            if !measuring && measure_rx.try_recv().is_ok() {
+                measuring = true;
+                cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+            }
+            let n = libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 5);
+            for ev in &events[..n.max(0) as usize] {
+                let i = ev.u64 as usize;
+                let from = sockets[i].as_raw_fd();
+                let out = i ^ 1;
+                loop {
+                    let r = libc::recvfrom(
+                        from,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    );
+                    if r < 0 {
+                        break;
+                    }
+                    libc::sendto(
+                        sockets[out].as_raw_fd(),
+                        buf.as_ptr().cast(),
+                        r as usize,
+                        0,
+                        (&to[out] as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    );
+                }
+            }
+        }
+        cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+        libc::close(ep);
+    }
+    Vec::new()
 }
