@@ -72,77 +72,79 @@ fn main() {
     } else {
         let done = done.clone();
         // Named, so that `perf report --comm engine` shows this thread alone.
-        std::thread::Builder::new().name("engine".into()).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let base = 61_000u16; // above Linux's ephemeral range (32768-60999)
-                let cfg = MediaConfig {
-                    bind: [127, 0, 0, 1].into(),
-                    rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
-                    media_timeout_secs: 3600,
-                    ..MediaConfig::default()
-                };
-                let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();
-                let mut rooms: Vec<RoomHandle> = Vec::new();
-                let mut phones = Vec::new();
-                for _ in 0..calls {
-                    let room = engine.create_room(RoomConfig::default()).unwrap();
-                    for side in 0..2 {
-                        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-                        let ports = engine.allocate_ports().unwrap();
-                        let leg_addr: SocketAddr = ports.rtp.local_addr().unwrap();
-                        let leg = RtpLeg::new(
-                            RtpLegConfig {
-                                remote_rtp: Some(phone.local_addr().unwrap()),
-                                remote_rtcp: None,
-                                local_direction: Direction::SendRecv,
-                                peer_sends: true,
-                                clock_rate: 8000,
-                                media_timeout: Duration::from_secs(3600),
-                                relatch_after: Duration::from_secs(1),
-                                rtcp_interval: Duration::from_secs(5),
-                                ssrc: rand::random(),
-                                cname: "bench".into(),
-                            },
-                            Instant::now(),
-                        );
-                        room.add(
-                            ParticipantId(side),
-                            Box::new(leg),
-                            ports.into(),
-                            ParticipantConfig::new(CodecSpec::pcmu()),
-                            None,
-                        )
-                        .await
-                        .unwrap();
-                        phones.push((phone, leg_addr));
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let base = 61_000u16; // above Linux's ephemeral range (32768-60999)
+                    let cfg = MediaConfig {
+                        bind: [127, 0, 0, 1].into(),
+                        rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
+                        media_timeout_secs: 3600,
+                        ..MediaConfig::default()
+                    };
+                    let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();
+                    let mut rooms: Vec<RoomHandle> = Vec::new();
+                    let mut phones = Vec::new();
+                    for _ in 0..calls {
+                        let room = engine.create_room(RoomConfig::default()).unwrap();
+                        for side in 0..2 {
+                            let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+                            let ports = engine.allocate_ports().unwrap();
+                            let leg_addr: SocketAddr = ports.rtp.local_addr().unwrap();
+                            let leg = RtpLeg::new(
+                                RtpLegConfig {
+                                    remote_rtp: Some(phone.local_addr().unwrap()),
+                                    remote_rtcp: None,
+                                    local_direction: Direction::SendRecv,
+                                    peer_sends: true,
+                                    clock_rate: 8000,
+                                    media_timeout: Duration::from_secs(3600),
+                                    relatch_after: Duration::from_secs(1),
+                                    rtcp_interval: Duration::from_secs(5),
+                                    ssrc: rand::random(),
+                                    cname: "bench".into(),
+                                },
+                                Instant::now(),
+                            );
+                            room.add(
+                                ParticipantId(side),
+                                Box::new(leg),
+                                ports.into(),
+                                ParticipantConfig::new(CodecSpec::pcmu()),
+                                None,
+                            )
+                            .await
+                            .unwrap();
+                            phones.push((phone, leg_addr));
+                        }
+                        rooms.push(room);
                     }
-                    rooms.push(room);
-                }
-                setup_tx.send(phones).unwrap();
-                // Measure when the generator says the warm-up is over.
-                let measure = tokio::task::spawn_blocking(move || measure_rx.recv());
-                let _ = measure.await;
-                cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
-                while !done.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
-                let mut targets = Vec::new();
-                for room in &rooms {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let _ = room.send(Command::JitterStats(ParticipantId(0), tx)).await;
-                    if let Ok(Some(stats)) = rx.await {
-                        targets.push(stats.target_delay_ms);
+                    setup_tx.send(phones).unwrap();
+                    // Measure when the generator says the warm-up is over.
+                    let measure = tokio::task::spawn_blocking(move || measure_rx.recv());
+                    let _ = measure.await;
+                    cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+                    while !done.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                }
-                targets
+                    cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+                    let mut targets = Vec::new();
+                    for room in &rooms {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let _ = room.send(Command::JitterStats(ParticipantId(0), tx)).await;
+                        if let Ok(Some(stats)) = rx.await {
+                            targets.push(stats.target_delay_ms);
+                        }
+                    }
+                    targets
+                })
             })
-        })
-        .unwrap()
+            .unwrap()
     };
 
     let phones = setup_rx.recv().unwrap();

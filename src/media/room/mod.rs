@@ -507,6 +507,7 @@ impl Room {
         if p.talker.talking() {
             self.push_event(RoomEvent::TalkingStopped { participant: id });
         }
+        self.drop_queued_dtmf_from(id);
         self.push_event(RoomEvent::Left { participant: id });
         self.update_mix_rate()?;
         Ok(())
@@ -517,10 +518,22 @@ impl Room {
         Ok(&mut self.participants[i])
     }
 
-    /// Mute: the participant is not heard (its DTMF is still reported).
+    /// Mute: the participant is not heard (its DTMF is still reported; its
+    /// digits from signalling not yet played to the others are dropped).
     pub fn set_mute(&mut self, id: ParticipantId, muted: bool) -> Result<(), RoomError> {
         self.participant_mut(id)?.muted = muted;
+        if muted {
+            self.drop_queued_dtmf_from(id);
+        }
         Ok(())
+    }
+
+    /// Drops the digits from signalling that `id` sent and that wait to be
+    /// played to the others (a digit being played is finished whole).
+    fn drop_queued_dtmf_from(&mut self, id: ParticipantId) {
+        for p in &mut self.participants {
+            p.dtmf_queued.retain(|&(from, ..)| from != id);
+        }
     }
 
     /// Deaf: the participant hears silence (frames keep flowing).
@@ -534,12 +547,14 @@ impl Room {
     }
 
     /// Hold: the participant is neither heard nor sent anything (a digit
-    /// being played to it ends at once; queued ones are dropped).
+    /// being played to it ends at once; queued ones are dropped, and so are
+    /// those it sent that wait to be played to the others).
     pub fn set_hold(&mut self, id: ParticipantId, held: bool) -> Result<(), RoomError> {
         let p = self.participant_mut(id)?;
         p.held = held;
         if held {
             p.stop_dtmf();
+            self.drop_queued_dtmf_from(id);
         }
         Ok(())
     }
@@ -791,7 +806,7 @@ impl Room {
             }
             // One digit at a time, each whole, in order (the next tick starts it).
             if dst.dtmf_queued.len() < MAX_QUEUED_DIGITS {
-                dst.dtmf_queued.push_back((event, duration_ms));
+                dst.dtmf_queued.push_back((id, event, duration_ms));
             }
         }
         Ok(())
@@ -821,7 +836,7 @@ impl Room {
             if p.dtmf_synth.is_none()
                 && p.dtmf_idle_ticks > DIGIT_GAP_TICKS
                 && let Some(te) = p.te
-                && let Some((event, duration_ms)) = p.dtmf_queued.pop_front()
+                && let Some((_, event, duration_ms)) = p.dtmf_queued.pop_front()
             {
                 let ts = p.out_ts_for(te.clock_rate);
                 let mut synth = participant::DtmfSynth::new(event, duration_ms, ts, te.clock_rate);

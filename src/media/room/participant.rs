@@ -208,9 +208,10 @@ pub(super) struct Participant {
     pub(super) dtmf_out: VecDeque<(u32, TelephoneEvent, bool)>,
     /// A digit from signalling (SIP INFO) being played to it as RFC 4733.
     pub(super) dtmf_synth: Option<DtmfSynth>,
-    /// Digits from signalling waiting for the one being played: (event,
-    /// duration ms). INFO requests can arrive faster than their digits last.
-    pub(super) dtmf_queued: VecDeque<(u8, u32)>,
+    /// Digits from signalling waiting for the one being played: (sender,
+    /// event, duration ms). INFO requests can arrive faster than their
+    /// digits last.
+    pub(super) dtmf_queued: VecDeque<(ParticipantId, u8, u32)>,
     /// Ticks since a digit from signalling was last played to it.
     pub(super) dtmf_idle_ticks: u8,
     /// While an event forwarded to it has not ended: no audio goes to it

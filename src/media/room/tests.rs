@@ -1132,6 +1132,54 @@ fn digits_from_signalling_in_a_burst_are_played_whole_in_order() {
     assert!(audio_ticks.contains(&(last + 1)) && audio_ticks.contains(&29));
 }
 
+/// The digits from signalling a participant queued for the others are
+/// dropped when it mutes, holds or leaves; the one being played is finished.
+#[test]
+fn queued_digits_are_dropped_when_their_sender_mutes_holds_or_leaves() {
+    for action in ["mute", "hold", "leave"] {
+        let mut room = Room::new(RoomConfig {
+            dtmf_forwarding: DtmfForwarding::Always,
+            ..RoomConfig::default()
+        })
+        .unwrap();
+        let browser =
+            ParticipantConfig::new(CodecSpec::opus(111)).with_telephone_event(110, 48_000);
+        room.add_participant(ParticipantId(1), browser).unwrap();
+        room.add_participant(ParticipantId(2), phone_with_te())
+            .unwrap();
+        room.add_participant(ParticipantId(3), phone_with_te())
+            .unwrap();
+        let _ = room.tick(0).count();
+        // Participant 3 sends one digit, participant 1 a burst of three.
+        room.inject_dtmf(ParticipantId(3), 9, 60).unwrap();
+        for event in [1, 2, 3] {
+            room.inject_dtmf(ParticipantId(1), event, 60).unwrap();
+        }
+        // (event, end) of what participant 2 gets.
+        let mut got = vec![];
+        for k in 1..40u64 {
+            if k == 2 {
+                match action {
+                    "mute" => room.set_mute(ParticipantId(1), true).unwrap(),
+                    "hold" => room.set_hold(ParticipantId(1), true).unwrap(),
+                    _ => room.remove(ParticipantId(1)).unwrap(),
+                }
+            }
+            for (id, f) in room.tick(k * 20) {
+                if id == ParticipantId(2) && f.payload_type == 101 {
+                    let e = TelephoneEvent::parse(&f.payload).unwrap();
+                    got.push((e.event, e.end));
+                }
+            }
+        }
+        let ends: Vec<u8> = got.iter().filter(|g| g.1).map(|g| g.0).collect();
+        // 9 (from participant 3) was being played when participant 1 acted
+        // and ends whole (three end packets); 1's digits, queued behind it,
+        // are gone.
+        assert_eq!(ends, [9, 9, 9], "{action}: {got:?}");
+    }
+}
+
 /// Hold ends the digit being played to the held participant with its end
 /// packets and drops the queued ones.
 #[test]
