@@ -13,6 +13,9 @@
 //! same minutes give the engine's cost over the kernel's own (loopback
 //! delivery included) on this machine.
 //!
+//! It also prints the heap the engine thread holds per call (a counting
+//! global allocator, the engine thread's allocations only).
+//!
 //! The engine runs on a current-thread tokio runtime of its own thread;
 //! its CPU time comes from `/proc/thread-self/schedstat` (ns) read on that
 //! thread before and after the measured window. A load generator thread
@@ -22,9 +25,11 @@
 //! comes back. Relaying passes payloads through untouched, so the stamp in
 //! a received payload gives the latency from input packet to output packet.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use switchboard::media::codec::CodecSpec;
@@ -33,6 +38,38 @@ use switchboard::media::rtp::{RtpLeg, RtpLegConfig};
 use switchboard::media::sdp::Direction;
 use switchboard::media::{ParticipantConfig, ParticipantId, RoomConfig};
 use switchboard::metrics::Metrics;
+
+/// Counts the heap bytes live that the engine thread allocated (the media
+/// engine's memory per call, without the generator's).
+struct Counting;
+static ENGINE_HEAP: AtomicI64 = AtomicI64::new(0);
+thread_local! {
+    static ON_ENGINE: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count(delta: i64) {
+    if ON_ENGINE.with(Cell::get) {
+        ENGINE_HEAP.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        count(l.size() as i64);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        count(-(l.size() as i64));
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        count(n as i64 - l.size() as i64);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
@@ -75,6 +112,7 @@ fn main() {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
+                ON_ENGINE.with(|on| on.set(true));
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -88,6 +126,7 @@ fn main() {
                         ..MediaConfig::default()
                     };
                     let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();
+                    let heap0 = ENGINE_HEAP.load(Ordering::Relaxed);
                     let mut rooms: Vec<RoomHandle> = Vec::new();
                     let mut phones = Vec::new();
                     for _ in 0..calls {
@@ -124,10 +163,19 @@ fn main() {
                         }
                         rooms.push(room);
                     }
+                    let heap1 = ENGINE_HEAP.load(Ordering::Relaxed);
                     setup_tx.send(phones).unwrap();
                     // Measure when the generator says the warm-up is over.
                     let measure = tokio::task::spawn_blocking(move || measure_rx.recv());
                     let _ = measure.await;
+                    let heap2 = ENGINE_HEAP.load(Ordering::Relaxed);
+                    let per_call = |h: i64| (h - heap0) as f64 / calls as f64 / 1024.0;
+                    println!(
+                        "engine heap per call (rooms, legs, tasks; sockets are kernel memory): \
+                         {:.1} KiB set up, {:.1} KiB after 2 s of traffic",
+                        per_call(heap1),
+                        per_call(heap2)
+                    );
                     cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
                     while !done.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -25,7 +25,7 @@ use super::driver::{
     update_rtp_leg, webrtc_media,
 };
 use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
-use super::{B2bua, CONTACT_PREFIX, DialogKey, Peer};
+use super::{B2bua, CONTACT_PREFIX, DialogKey, DialogSender, Peer};
 use crate::auth::client::Challenge;
 use crate::dialplan::FailoverOn;
 use crate::media::engine::{Command, Detached, LegEvent, LegSockets, PortPair, RoomHandle};
@@ -133,8 +133,9 @@ fn fails_over(rules: &[FailoverOn], status: u16) -> bool {
 
 /// What an outgoing INVITE's transaction reports to the call task.
 enum InviteReport {
-    /// A response of the INVITE with this CSeq.
-    Response(u32, crate::sip::Response),
+    /// A response of the INVITE with this CSeq (boxed: the call's report
+    /// channel allocates 32 slots at once).
+    Response(u32, Box<crate::sip::Response>),
     /// The transaction of the INVITE with this CSeq ended (after its final
     /// response, or on timeout).
     Ended(u32),
@@ -745,7 +746,9 @@ fn send_invite(
             } else {
                 while let Some(message) = client.receive().await {
                     if let SipMessage::Response(r) = message
-                        && reports.send((id, InviteReport::Response(cseq, r))).is_err()
+                        && reports
+                            .send((id, InviteReport::Response(cseq, Box::new(r))))
+                            .is_err()
                     {
                         break;
                     }
@@ -921,11 +924,7 @@ impl Bridge {
 
     /// Starts the next trunk (failover) or every browser (fork); false when
     /// nothing could be started.
-    async fn start_legs(
-        &mut self,
-        reports: &Reports,
-        dialogs: &mpsc::UnboundedSender<Transaction>,
-    ) -> bool {
+    async fn start_legs(&mut self, reports: &Reports, dialogs: &DialogSender) -> bool {
         match self.destination.clone() {
             Destination::Trunks(route) => {
                 for name in self.trunks_left.by_ref() {
@@ -1031,7 +1030,7 @@ impl Bridge {
             }
         };
         let a_key: DialogKey = (self.a_call_id.clone(), dialog.tag.clone());
-        let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Transaction>();
+        let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Box<Transaction>>();
         b2bua.register(a_key.clone(), dialog_tx.clone());
         let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
         let (notified_tx, mut notified_rx) = mpsc::unbounded_channel::<u64>();
@@ -1604,10 +1603,10 @@ impl Bridge {
                             continue;
                         };
                         let id = leg.id;
-                        b_pending = Some((id, tx));
+                        b_pending = Some((id, *tx));
                         b_queue.extend(leg.uac.handle(request.uac_event(), now).into_iter().map(|x| (id, x)));
                     } else {
-                        a_pending = Some(tx);
+                        a_pending = Some(*tx);
                         if request.method() == Method::Bye {
                             self.end_reason = "caller hung up".into();
                         }
@@ -1872,7 +1871,7 @@ impl Bridge {
         &mut self,
         target: &str,
         reports: &Reports,
-        dialogs: &mpsc::UnboundedSender<Transaction>,
+        dialogs: &DialogSender,
         dialog: &mut Dialog,
     ) {
         let b2bua = self.b2bua.clone();
@@ -1915,7 +1914,7 @@ impl Bridge {
         &mut self,
         destination: &Destination,
         reports: &Reports,
-        dialogs: &mpsc::UnboundedSender<Transaction>,
+        dialogs: &DialogSender,
     ) -> usize {
         let b2bua = self.b2bua.clone();
         let mut started = 0;
@@ -1959,7 +1958,7 @@ impl Bridge {
         id: u64,
         target: &str,
         reports: &Reports,
-        dialogs: &mpsc::UnboundedSender<Transaction>,
+        dialogs: &DialogSender,
     ) {
         let b2bua = self.b2bua.clone();
         let busy = self.winner != Some(id)
@@ -2308,7 +2307,7 @@ struct Joined<'a> {
     /// The caller's participant.
     caller: ParticipantId,
     /// Where in-dialog requests of our legs go.
-    dialogs: &'a mpsc::UnboundedSender<Transaction>,
+    dialogs: &'a DialogSender,
     /// Where the outgoing legs' media events go.
     events: &'a mpsc::UnboundedSender<LegEvent>,
 }

@@ -514,7 +514,7 @@ pub async fn answer<S: InviteServer>(
         return;
     };
     let key: DialogKey = (call_id, dialog.tag.clone());
-    let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Transaction>();
+    let (dialog_tx, mut dialog_rx) = mpsc::unbounded_channel::<Box<Transaction>>();
     b2bua.register(key.clone(), dialog_tx);
     let (leg_tx, mut leg_rx) = mpsc::unbounded_channel::<LegEvent>();
     let (bye_tx, mut bye_rx) = mpsc::unbounded_channel::<u16>();
@@ -636,7 +636,7 @@ pub async fn answer<S: InviteServer>(
             Some(tx) = dialog_rx.recv() => {
                 event_now = Instant::now();
                 let request = InDialog::of(&tx.original);
-                pending = Some(tx);
+                pending = Some(*tx);
                 queue.extend(call.handle(request.call_event(), event_now));
             }
             Some(event) = leg_rx.recv() => {

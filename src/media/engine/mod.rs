@@ -181,21 +181,10 @@ pub type LegUpdate = Box<dyn FnOnce(&mut dyn Leg) + Send>;
 
 /// What a [`RoomHandle`] can ask of its room task.
 pub enum Command {
-    /// Adds a participant with its leg and sockets.
-    Add {
-        /// Its id (unique within the room).
-        id: ParticipantId,
-        /// The network endpoint.
-        leg: Box<dyn Leg>,
-        /// Its sockets.
-        sockets: LegSockets,
-        /// Codec and telephone-event.
-        config: ParticipantConfig,
-        /// Where its owner wants [`LegEvent`]s.
-        events: Option<mpsc::UnboundedSender<LegEvent>>,
-        /// The outcome.
-        reply: oneshot::Sender<Result<(), EngineError>>,
-    },
+    /// Adds a participant with its leg and sockets. Boxed, being by far the
+    /// largest command: a room's command channel allocates 32 slots of the
+    /// largest at once.
+    Add(Box<Join>),
     /// Removes a participant (its sockets and ports are released).
     Remove(ParticipantId),
     /// Mute (not heard).
@@ -229,6 +218,22 @@ pub enum Command {
     Subscribe(oneshot::Sender<broadcast::Receiver<RoomEvent>>),
     /// Removes everybody and ends the room.
     Close,
+}
+
+/// What [`Command::Add`] carries.
+pub struct Join {
+    /// Its id (unique within the room).
+    pub id: ParticipantId,
+    /// The network endpoint.
+    pub leg: Box<dyn Leg>,
+    /// Its sockets.
+    pub sockets: LegSockets,
+    /// Codec and telephone-event.
+    pub config: ParticipantConfig,
+    /// Where its owner wants [`LegEvent`]s.
+    pub events: Option<mpsc::UnboundedSender<LegEvent>>,
+    /// The outcome.
+    pub reply: oneshot::Sender<Result<(), EngineError>>,
 }
 
 /// A participant taken out of its room with its leg still open
@@ -278,14 +283,14 @@ impl RoomHandle {
         events: Option<mpsc::UnboundedSender<LegEvent>>,
     ) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Add {
+        self.send(Command::Add(Box::new(Join {
             id,
             leg,
             sockets,
             config,
             events,
             reply,
-        })
+        })))
         .await?;
         rx.await.map_err(|_| EngineError::RoomGone)?
     }

@@ -458,14 +458,15 @@ impl RoomTask {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Add {
-                id,
-                leg,
-                sockets,
-                config,
-                events,
-                reply,
-            } => {
+            Command::Add(join) => {
+                let super::Join {
+                    id,
+                    leg,
+                    sockets,
+                    config,
+                    events,
+                    reply,
+                } = *join;
                 let result = self.add(id, leg, sockets, config, events);
                 let _ = reply.send(result);
             }
