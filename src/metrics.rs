@@ -128,6 +128,9 @@ pub struct MediaCounters {
     pub ticks_skipped: Counter,
     /// Calls the B2BUA is handling (echo, conference).
     pub calls: std::sync::Arc<Gauge>,
+    /// Outgoing INVITE client transactions the B2BUA runs (one task each;
+    /// an answered one ends with its leg).
+    pub outgoing_invites: std::sync::Arc<Gauge>,
 }
 
 impl Counter {
@@ -232,6 +235,10 @@ impl Metrics {
             ("switchboard_media_legs", m.legs.get()),
             ("switchboard_media_ports", m.ports.get()),
             ("switchboard_b2bua_calls", m.calls.get()),
+            (
+                "switchboard_b2bua_outgoing_invites",
+                m.outgoing_invites.get(),
+            ),
         ] {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
         }

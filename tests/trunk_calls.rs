@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::media::{
-    Capture, assert_nothing_left, frames_with_tone, is_root, media_port, port_window, wait,
-    write_tone_pcap,
+    Capture, assert_answered_invites_ended, assert_nothing_left, frames_with_tone, is_root,
+    media_port, port_window, wait, write_tone_pcap,
 };
 use common::{Server, assert_transfers, cdrs, free_port, scenario};
 
@@ -282,6 +282,7 @@ fn call_to_a_number_reaches_the_trunk_and_audio_comes_back() {
         "{cdr}"
     );
     assert_nothing_left(&setup.server);
+    assert_answered_invites_ended(&setup.server);
 }
 
 #[test]
@@ -614,6 +615,7 @@ fn the_trunk_hanging_up_ends_the_callers_leg() {
     let records = cdrs(&setup.server, 1);
     assert_eq!(records[0]["end_reason"], "callee hung up");
     assert_nothing_left(&setup.server);
+    assert_answered_invites_ended(&setup.server);
 }
 
 #[test]

@@ -185,6 +185,9 @@ struct OutLeg {
     codec: Option<String>,
     /// The task running the newest INVITE's client transaction.
     invite_task: Option<tokio::task::AbortHandle>,
+    /// Its INVITE was answered (2xx): once the leg is gone, its client
+    /// transaction has nothing left to do (see `Drop`).
+    answered: bool,
     /// A leg placed for a blind transfer (REFER) of the caller's party.
     transfer: bool,
     /// The session interval we offer (RFC 4028), s; 0: no session timer.
@@ -528,6 +531,7 @@ fn new_out_leg(
         server_name: b2bua.core.server_name().to_string(),
         codec: None,
         invite_task: None,
+        answered: false,
         transfer: false,
         session_expires: 0,
         min_se: 90,
@@ -639,7 +643,7 @@ async fn start_trunk_leg(
         Instant::now() + Duration::from_secs(u64::from(cfg.response_timeout.max(1))),
     );
     let invite = leg.build_invite(None);
-    send_invite(&b2bua.outbound, &mut leg, invite, reports).map_err(|e| (503, e))?;
+    send_invite(b2bua, &mut leg, invite, reports).map_err(|e| (503, e))?;
     info!(trunk = %trunk.name(), to = %leg.uri, call_id = %leg.call_id, "trunk leg: INVITE sent");
     Ok(leg)
 }
@@ -692,7 +696,7 @@ fn start_browser_leg(
     );
     leg.route_set = target.route.clone();
     let invite = leg.build_invite(None);
-    send_invite(&b2bua.outbound, &mut leg, invite, reports).map_err(|e| (503, e))?;
+    send_invite(b2bua, &mut leg, invite, reports).map_err(|e| (503, e))?;
     info!(user = %target.user, uri = %target.uri, call_id = %leg.call_id, "browser leg: INVITE sent");
     Ok(leg)
 }
@@ -729,18 +733,23 @@ fn split_host_port(value: &str, default_port: u16) -> (String, u16) {
 /// Sends an INVITE on its own client transaction; its responses (and its
 /// end) arrive on the leg's report channel.
 fn send_invite(
-    outbound: &Outbound,
+    b2bua: &B2bua,
     leg: &mut OutLeg,
     invite: Request,
     reports: &Reports,
 ) -> Result<(), String> {
-    let mut client = outbound
+    let mut client = b2bua
+        .outbound
         .client(invite, &leg.hop)
         .map_err(|e| e.to_string())?;
     let reports = reports.clone();
     let (cseq, id) = (leg.invite_cseq, leg.id);
+    let invites = b2bua.engine.metrics().media.outgoing_invites.clone();
+    invites.inc();
+    let count = CallCount(invites);
     let task = tokio::spawn(
         async move {
+            let _count = count;
             if let Err(e) = client.send().await {
                 debug!(error = %e, "INVITE not sent");
             } else {
@@ -760,6 +769,22 @@ fn send_invite(
     );
     leg.invite_task = Some(task.abort_handle());
     Ok(())
+}
+
+impl Drop for OutLeg {
+    /// An answered INVITE's client transaction lives on for 64 × T1 (32 s)
+    /// after the 2xx (RFC 6026), to pass on retransmitted 2xx; its task
+    /// held ~20 KB per call that long after short calls (docs/benchmarks.md).
+    /// Once the leg is gone (BYE done, call over) there is nothing left to
+    /// acknowledge: end it. An INVITE that failed keeps its transaction,
+    /// which must still acknowledge retransmitted final responses.
+    fn drop(&mut self) {
+        if self.answered
+            && let Some(task) = self.invite_task.take()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// Sends a request on its own client transaction and forgets it; the final
@@ -1271,7 +1296,7 @@ impl Bridge {
                     UacAction::SendWithLongerInterval => {
                         let invite = leg.build_invite(None);
                         info!(leg = %leg.label, interval = leg.session_expires, "INVITE again with the interval the trunk asked for (422)");
-                        if send_invite(&b2bua.outbound, leg, invite, &reports_tx).is_err() {
+                        if send_invite(&b2bua, leg, invite, &reports_tx).is_err() {
                             b_queue.extend(
                                 leg.uac
                                     .handle(UacEvent::Failure(422), Instant::now())
@@ -1640,6 +1665,7 @@ impl Bridge {
                                 _ => UacEvent::Failure(status),
                             };
                             b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
+                            leg.answered |= (200..300).contains(&status);
                             if (200..300).contains(&status)
                                 && let Some((interval, we_refresh)) = session_timer(&response)
                             {
@@ -2443,7 +2469,7 @@ fn resend_with_credentials(b2bua: &Arc<B2bua>, leg: &mut OutLeg, reports: &Repor
         Header::ProxyAuthorization(value.into())
     };
     let invite = leg.build_invite(Some(header));
-    send_invite(&b2bua.outbound, leg, invite, reports).is_ok()
+    send_invite(b2bua, leg, invite, reports).is_ok()
 }
 
 /// Adds an outgoing leg to the room: a trunk's as a plain RTP participant

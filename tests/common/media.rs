@@ -236,6 +236,20 @@ pub fn assert_nothing_left(server: &Server) {
     }
 }
 
+/// After an answered call: its outgoing INVITE's client transaction ended
+/// with the call, not 32 s later (RFC 6026's wait for retransmitted 2xx
+/// kept the task and ~20 KB per call alive that long).
+pub fn assert_answered_invites_ended(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("switchboard_b2bua_outgoing_invites") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "an answered INVITE's transaction outlived its call by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One RTP packet seen by an [`RtpCapture`].
 #[derive(Debug, Clone)]
 pub struct RtpPacket {
