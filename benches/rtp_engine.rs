@@ -63,8 +63,11 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count(n as i64 - l.size() as i64);
-        unsafe { System.realloc(p, l, n) }
+        let q = unsafe { System.realloc(p, l, n) };
+        if !q.is_null() {
+            count(n as i64 - l.size() as i64);
+        }
+        q
     }
 }
 
@@ -286,7 +289,7 @@ fn main() {
     };
     println!("calls: {calls}, measured {wall:.1} s, {what} thread CPU {cpu:.3} s");
     println!(
-        "CPU per call: {:.4} % of one core ({:.2} µs per packet in+out, {:.0} packets/s through the engine)",
+        "CPU per call: {:.4} % of one core ({:.2} µs per packet in+out, {:.0} packets/s through the {what})",
         100.0 * cpu / wall / calls as f64,
         cpu / wall / packets_per_s * 1e6,
         packets_per_s

@@ -2313,12 +2313,17 @@ async fn ask_hand_over(
     replaces: &Replaces,
 ) -> Option<HandOver> {
     let (tx, rx) = oneshot::channel();
+    let mut rx = rx;
     let handed = match other.send(Control::HandOver(tx)) {
-        Ok(()) => tokio::time::timeout(Duration::from_secs(5), rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten(),
+        Ok(()) => match tokio::time::timeout(Duration::from_secs(5), &mut rx).await {
+            Ok(result) => result.ok().flatten(),
+            // Closed first: a party handed over at the last moment is taken,
+            // not dropped with the receiver (its dialog would get no BYE).
+            Err(_) => {
+                rx.close();
+                rx.try_recv().ok().flatten()
+            }
+        },
         Err(_) => None,
     };
     if handed.is_none() {

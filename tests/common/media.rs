@@ -238,7 +238,9 @@ pub fn assert_nothing_left(server: &Server) {
 
 /// After an answered call: its outgoing INVITE's client transaction ended
 /// with the call, not 32 s later (RFC 6026's wait for retransmitted 2xx
-/// kept the task and ~20 KB per call alive that long).
+/// kept the task and ~20 KB per call alive that long). Not for calls with
+/// a failed INVITE (challenge, failover): those transactions rightly stay
+/// for Timer D, and the gauge counts them.
 pub fn assert_answered_invites_ended(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.metric("switchboard_b2bua_outgoing_invites") != 0 {
