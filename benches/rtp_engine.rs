@@ -103,97 +103,17 @@ fn main() {
     let (cpu_tx, cpu_rx) = std::sync::mpsc::channel::<(u64, Instant)>();
     let (measure_tx, measure_rx) = std::sync::mpsc::channel::<()>();
     let done = Arc::new(AtomicBool::new(false));
-    let engine_thread = if floor {
+    // Named, so that `perf report --comm engine` shows this thread alone.
+    let engine_thread = {
         let done = done.clone();
-        std::thread::Builder::new()
-            .name("engine".into())
-            .spawn(move || bare_relay(calls, setup_tx, measure_rx, cpu_tx, &done))
-            .unwrap()
-    } else {
-        let done = done.clone();
-        // Named, so that `perf report --comm engine` shows this thread alone.
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                ON_ENGINE.with(|on| on.set(true));
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let base = 61_000u16; // above Linux's ephemeral range (32768-60999)
-                    let cfg = MediaConfig {
-                        bind: [127, 0, 0, 1].into(),
-                        rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
-                        media_timeout_secs: 3600,
-                        ..MediaConfig::default()
-                    };
-                    let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();
-                    let heap0 = ENGINE_HEAP.load(Ordering::Relaxed);
-                    let mut rooms: Vec<RoomHandle> = Vec::new();
-                    let mut phones = Vec::new();
-                    for _ in 0..calls {
-                        let room = engine.create_room(RoomConfig::default()).unwrap();
-                        for side in 0..2 {
-                            let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-                            let ports = engine.allocate_ports().unwrap();
-                            let leg_addr: SocketAddr = ports.rtp.local_addr().unwrap();
-                            let leg = RtpLeg::new(
-                                RtpLegConfig {
-                                    remote_rtp: Some(phone.local_addr().unwrap()),
-                                    remote_rtcp: None,
-                                    local_direction: Direction::SendRecv,
-                                    peer_sends: true,
-                                    clock_rate: 8000,
-                                    media_timeout: Duration::from_secs(3600),
-                                    relatch_after: Duration::from_secs(1),
-                                    rtcp_interval: Duration::from_secs(5),
-                                    ssrc: rand::random(),
-                                    cname: "bench".into(),
-                                },
-                                Instant::now(),
-                            );
-                            room.add(
-                                ParticipantId(side),
-                                Box::new(leg),
-                                ports.into(),
-                                ParticipantConfig::new(CodecSpec::pcmu()),
-                                None,
-                            )
-                            .await
-                            .unwrap();
-                            phones.push((phone, leg_addr));
-                        }
-                        rooms.push(room);
-                    }
-                    let heap1 = ENGINE_HEAP.load(Ordering::Relaxed);
-                    setup_tx.send(phones).unwrap();
-                    // Measure when the generator says the warm-up is over.
-                    let measure = tokio::task::spawn_blocking(move || measure_rx.recv());
-                    let _ = measure.await;
-                    let heap2 = ENGINE_HEAP.load(Ordering::Relaxed);
-                    let per_call = |h: i64| (h - heap0) as f64 / calls as f64 / 1024.0;
-                    println!(
-                        "engine heap per call (rooms, legs, tasks; sockets are kernel memory): \
-                         {:.1} KiB set up, {:.1} KiB after 2 s of traffic",
-                        per_call(heap1),
-                        per_call(heap2)
-                    );
-                    cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
-                    while !done.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
-                    let mut targets = Vec::new();
-                    for room in &rooms {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        let _ = room.send(Command::JitterStats(ParticipantId(0), tx)).await;
-                        if let Ok(Some(stats)) = rx.await {
-                            targets.push(stats.target_delay_ms);
-                        }
-                    }
-                    targets
-                })
+                if floor {
+                    bare_relay(calls, setup_tx, measure_rx, cpu_tx, &done)
+                } else {
+                    engine_relay(calls, setup_tx, measure_rx, cpu_tx, &done)
+                }
             })
             .unwrap()
     };
@@ -308,6 +228,97 @@ fn main() {
     // Relay mode forwards on receipt: no jitter buffer delay to subtract.
     // (The buffer's target is printed for runs where the room mixes.)
     println!("jitter buffer target (unused while relaying) {mean_target:.1} ms");
+}
+
+/// The media engine on a current-thread tokio runtime: `calls` two-party
+/// PCMU rooms in relay mode, each side an [`RtpLeg`] facing a phone socket.
+/// Returns the rooms' jitter buffer targets.
+fn engine_relay(
+    calls: usize,
+    setup_tx: std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
+    measure_rx: std::sync::mpsc::Receiver<()>,
+    cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
+    done: &AtomicBool,
+) -> Vec<u32> {
+    ON_ENGINE.with(|on| on.set(true));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let base = 61_000u16; // above Linux's ephemeral range (32768-60999)
+        let cfg = MediaConfig {
+            bind: [127, 0, 0, 1].into(),
+            rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
+            media_timeout_secs: 3600,
+            ..MediaConfig::default()
+        };
+        let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();
+        let heap0 = ENGINE_HEAP.load(Ordering::Relaxed);
+        let mut rooms: Vec<RoomHandle> = Vec::new();
+        let mut phones = Vec::new();
+        for _ in 0..calls {
+            let room = engine.create_room(RoomConfig::default()).unwrap();
+            for side in 0..2 {
+                let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let ports = engine.allocate_ports().unwrap();
+                let leg_addr: SocketAddr = ports.rtp.local_addr().unwrap();
+                let leg = RtpLeg::new(
+                    RtpLegConfig {
+                        remote_rtp: Some(phone.local_addr().unwrap()),
+                        remote_rtcp: None,
+                        local_direction: Direction::SendRecv,
+                        peer_sends: true,
+                        clock_rate: 8000,
+                        media_timeout: Duration::from_secs(3600),
+                        relatch_after: Duration::from_secs(1),
+                        rtcp_interval: Duration::from_secs(5),
+                        ssrc: rand::random(),
+                        cname: "bench".into(),
+                    },
+                    Instant::now(),
+                );
+                room.add(
+                    ParticipantId(side),
+                    Box::new(leg),
+                    ports.into(),
+                    ParticipantConfig::new(CodecSpec::pcmu()),
+                    None,
+                )
+                .await
+                .unwrap();
+                phones.push((phone, leg_addr));
+            }
+            rooms.push(room);
+        }
+        let heap1 = ENGINE_HEAP.load(Ordering::Relaxed);
+        setup_tx.send(phones).unwrap();
+        // Measure when the generator says the warm-up is over.
+        let measure = tokio::task::spawn_blocking(move || measure_rx.recv());
+        let _ = measure.await;
+        let heap2 = ENGINE_HEAP.load(Ordering::Relaxed);
+        let per_call = |h: i64| (h - heap0) as f64 / calls as f64 / 1024.0;
+        println!(
+            "engine heap per call (rooms, legs, tasks; sockets are kernel memory): \
+             {:.1} KiB set up, {:.1} KiB after 2 s of traffic",
+            per_call(heap1),
+            per_call(heap2)
+        );
+        cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+        while !done.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+        let mut targets = Vec::new();
+        for room in &rooms {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = room.send(Command::JitterStats(ParticipantId(0), tx)).await;
+            if let Ok(Some(stats)) = rx.await {
+                targets.push(stats.target_delay_ms);
+            }
+        }
+        targets
+    })
 }
 
 /// `--floor`: the bare relay (see the module comment). Socket `2k` and

@@ -2312,8 +2312,7 @@ async fn ask_hand_over(
     other: mpsc::UnboundedSender<Control>,
     replaces: &Replaces,
 ) -> Option<HandOver> {
-    let (tx, rx) = oneshot::channel();
-    let mut rx = rx;
+    let (tx, mut rx) = oneshot::channel();
     let handed = match other.send(Control::HandOver(tx)) {
         Ok(()) => match tokio::time::timeout(Duration::from_secs(5), &mut rx).await {
             Ok(result) => result.ok().flatten(),
@@ -2567,6 +2566,25 @@ async fn join_caller(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tokio channel allocates 32 slots of its item when created: the
+    /// items of a call's channels and of a room's commands stay small
+    /// (a `Transaction` by value made one block ~29 KB per call).
+    #[test]
+    fn channel_items_stay_small() {
+        use std::mem::size_of;
+        fn item_size<T>(_: &mpsc::UnboundedSender<T>) -> usize {
+            size_of::<T>()
+        }
+        let dialogs: DialogSender = mpsc::unbounded_channel().0;
+        assert!(item_size(&dialogs) <= 8, "{}", item_size(&dialogs));
+        assert!(
+            size_of::<(u64, InviteReport)>() <= 32,
+            "{}",
+            size_of::<(u64, InviteReport)>()
+        );
+        assert!(size_of::<Command>() <= 64, "{}", size_of::<Command>());
+    }
 
     #[test]
     fn failover_rules() {

@@ -32,7 +32,7 @@ pub trait InviteServer {
     fn next_request(&mut self) -> impl std::future::Future<Output = Option<Request>> + Send;
 }
 
-/// Guards the calls gauge.
+/// Holds one unit of a gauge (calls, outgoing INVITEs) until dropped.
 pub(super) struct CallCount(pub(super) Arc<crate::metrics::Gauge>);
 
 impl Drop for CallCount {

@@ -243,6 +243,16 @@ impl DtmfReceiver {
 mod tests {
     use super::*;
 
+    /// A telephone-event payload at volume 10.
+    fn ev(event: u8, duration: u16, end: bool) -> TelephoneEvent {
+        TelephoneEvent {
+            event,
+            end,
+            volume: 10,
+            duration,
+        }
+    }
+
     #[test]
     fn parse_and_build() {
         let ev = TelephoneEvent::parse(&[5, 0x8A, 0x03, 0x20]).unwrap();
@@ -359,30 +369,27 @@ mod tests {
     #[test]
     fn receiver_reports_start_end_once_and_timeouts() {
         let mut rx = DtmfReceiver::new(8000);
-        let ev = |d, end| TelephoneEvent {
-            event: 7,
-            end,
-            volume: 10,
-            duration: d,
-        };
         assert_eq!(
-            rx.on_packet(100, ev(160, false), 0),
+            rx.on_packet(100, ev(7, 160, false), 0),
             DtmfNotice::Started {
                 event: 7,
                 unfinished: None
             }
         );
-        assert_eq!(rx.on_packet(100, ev(320, false), 20), DtmfNotice::Continued);
         assert_eq!(
-            rx.on_packet(100, ev(800, true), 40),
+            rx.on_packet(100, ev(7, 320, false), 20),
+            DtmfNotice::Continued
+        );
+        assert_eq!(
+            rx.on_packet(100, ev(7, 800, true), 40),
             DtmfNotice::Ended {
                 event: 7,
                 duration_ms: 100
             }
         );
-        assert_eq!(rx.on_packet(100, ev(800, true), 41), DtmfNotice::Repeat);
+        assert_eq!(rx.on_packet(100, ev(7, 800, true), 41), DtmfNotice::Repeat);
         assert_eq!(
-            rx.on_packet(2000, ev(160, false), 300),
+            rx.on_packet(2000, ev(7, 160, false), 300),
             DtmfNotice::Started {
                 event: 7,
                 unfinished: None
@@ -390,7 +397,10 @@ mod tests {
         );
         assert_eq!(rx.poll_timeout(350, 100), None);
         assert_eq!(rx.poll_timeout(400, 100), Some((7, 20)));
-        assert_eq!(rx.on_packet(2000, ev(320, true), 410), DtmfNotice::Repeat);
+        assert_eq!(
+            rx.on_packet(2000, ev(7, 320, true), 410),
+            DtmfNotice::Repeat
+        );
     }
 
     /// Every end packet of a digit lost and the next digit within the
@@ -398,12 +408,6 @@ mod tests {
     #[test]
     fn receiver_ends_an_open_event_when_the_next_one_starts() {
         let mut rx = DtmfReceiver::new(8000);
-        let ev = |event, d, end| TelephoneEvent {
-            event,
-            end,
-            volume: 10,
-            duration: d,
-        };
         rx.on_packet(100, ev(1, 160, false), 0);
         rx.on_packet(100, ev(1, 800, false), 80);
         assert_eq!(

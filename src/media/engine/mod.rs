@@ -183,8 +183,8 @@ pub type LegUpdate = Box<dyn FnOnce(&mut dyn Leg) + Send>;
 pub enum Command {
     /// Adds a participant with its leg and sockets. Boxed, being by far the
     /// largest command: a room's command channel allocates 32 slots of the
-    /// largest at once.
-    Add(Box<Join>),
+    /// largest at once. The sender gets the outcome.
+    Add(Box<Join>, oneshot::Sender<Result<(), EngineError>>),
     /// Removes a participant (its sockets and ports are released).
     Remove(ParticipantId),
     /// Mute (not heard).
@@ -232,8 +232,6 @@ pub struct Join {
     pub config: ParticipantConfig,
     /// Where its owner wants [`LegEvent`]s.
     pub events: Option<mpsc::UnboundedSender<LegEvent>>,
-    /// The outcome.
-    pub reply: oneshot::Sender<Result<(), EngineError>>,
 }
 
 /// A participant taken out of its room with its leg still open
@@ -283,15 +281,14 @@ impl RoomHandle {
         events: Option<mpsc::UnboundedSender<LegEvent>>,
     ) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Add(Box::new(Join {
+        let join = Join {
             id,
             leg,
             sockets,
             config,
             events,
-            reply,
-        })))
-        .await?;
+        };
+        self.send(Command::Add(Box::new(join), reply)).await?;
         rx.await.map_err(|_| EngineError::RoomGone)?
     }
 

@@ -31,7 +31,8 @@ use tokio::time::Sleep;
 use tracing::{debug, info, warn};
 
 use super::{
-    Command, Detached, EngineError, LegEvent, LegSockets, MediaEngine, ParticipantView, PortLease,
+    Command, Detached, EngineError, Join, LegEvent, LegSockets, MediaEngine, ParticipantView,
+    PortLease,
 };
 use crate::media::leg::{Leg, LegClosed, LegIo};
 use crate::media::room::{InPacket, ParticipantId, Room, RoomEvent};
@@ -458,17 +459,8 @@ impl RoomTask {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Add(join) => {
-                let super::Join {
-                    id,
-                    leg,
-                    sockets,
-                    config,
-                    events,
-                    reply,
-                } = *join;
-                let result = self.add(id, leg, sockets, config, events);
-                let _ = reply.send(result);
+            Command::Add(join, reply) => {
+                let _ = reply.send(self.add(*join));
             }
             Command::Remove(id) => self.remove(id, None),
             Command::Mute(id, on) => drop(self.room.set_mute(id, on)),
@@ -542,14 +534,14 @@ impl RoomTask {
         self.forward_events();
     }
 
-    fn add(
-        &mut self,
-        id: ParticipantId,
-        leg: Box<dyn Leg>,
-        sockets: LegSockets,
-        config: crate::media::room::ParticipantConfig,
-        events: Option<mpsc::UnboundedSender<LegEvent>>,
-    ) -> Result<(), EngineError> {
+    fn add(&mut self, join: Join) -> Result<(), EngineError> {
+        let Join {
+            id,
+            leg,
+            sockets,
+            config,
+            events,
+        } = join;
         // Whatever happens, the room has been used: an empty room ends.
         self.ever_joined = true;
         let main = UdpSocket::from_std(sockets.main)?;

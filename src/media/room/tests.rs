@@ -617,22 +617,9 @@ fn dtmf_is_reported_and_forwarded_rescaled_from_48000_to_8000() {
             } else {
                 (false, (k - 4) * 960)
             };
-            let ev = TelephoneEvent {
-                event: 5,
-                end,
-                volume: 10,
-                duration: d as u16,
-            };
-            let pkt = InPacket {
-                payload_type: 110,
-                seq: k as u16,
-                timestamp: 240_000,
-                marker: k == 5,
-                payload: &ev.to_bytes(),
-                audio_level: None,
-            };
+            let rtp = (k as u16, 240_000, k == 5);
             assert_eq!(
-                room.push_packet(ParticipantId(1), pkt, now).unwrap(),
+                push_te(&mut room, 1, 110, rtp, (5, d as u16, end), now),
                 PushOutcome::Dtmf
             );
         }
@@ -689,21 +676,7 @@ fn dtmf_is_reported_and_forwarded_rescaled_from_48000_to_8000() {
 fn dtmf_from_a_muted_participant_is_reported_not_forwarded() {
     let mut room = two_phones();
     room.set_mute(ParticipantId(1), true).unwrap();
-    let ev = TelephoneEvent {
-        event: 11,
-        end: true,
-        volume: 10,
-        duration: 800,
-    };
-    let pkt = InPacket {
-        payload_type: 101,
-        seq: 1,
-        timestamp: 0,
-        marker: true,
-        payload: &ev.to_bytes(),
-        audio_level: None,
-    };
-    room.push_packet(ParticipantId(1), pkt, 0).unwrap();
+    push_te(&mut room, 1, 101, (1, 0, true), (11, 800, true), 0);
     assert!(room.tick(0).all(|(_, f)| f.payload_type != 101));
     assert!(room.events().any(|e| matches!(
         e,
@@ -897,22 +870,9 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
     assert_eq!((outcome, out.len()), (PushOutcome::Late, 0));
     room.tick(160).for_each(drop);
     // DTMF in relay mode goes out at once, on the audio clock.
-    let ev = TelephoneEvent {
-        event: 1,
-        end: false,
-        volume: 10,
-        duration: 160,
-    };
-    let pkt = InPacket {
-        payload_type: 101,
-        seq: 8,
-        timestamp: 7_000 + 8 * 160,
-        marker: true,
-        payload: &ev.to_bytes(),
-        audio_level: None,
-    };
+    let rtp = (8, 7_000 + 8 * 160, true);
     assert_eq!(
-        room.push_packet(ParticipantId(1), pkt, 165).unwrap(),
+        push_te(&mut room, 1, 101, rtp, (1, 160, false), 165),
         PushOutcome::Dtmf
     );
     let dtmf: Vec<_> = room.drain_output().collect();
@@ -923,13 +883,14 @@ fn relay_forwards_on_receipt_with_a_continuous_outgoing_clock() {
     // packet lets audio through again.
     let (outcome, out) = push(&mut room, 8, 8 * 160, 166);
     assert_eq!((outcome, out.len()), (PushOutcome::Ignored, 0));
-    let end = TelephoneEvent { end: true, ..ev };
-    let pkt = InPacket {
-        marker: false,
-        payload: &end.to_bytes(),
-        ..pkt
-    };
-    room.push_packet(ParticipantId(1), pkt, 167).unwrap();
+    push_te(
+        &mut room,
+        1,
+        101,
+        (rtp.0, rtp.1, false),
+        (1, 160, true),
+        167,
+    );
     assert_eq!(room.drain_output().count(), 1);
     let (outcome, out) = push(&mut room, 9, 9 * 160, 168);
     assert_eq!((outcome, out.len()), (PushOutcome::Relayed, 1));
@@ -1033,21 +994,8 @@ fn a_digit_with_a_gap_in_its_packets_is_reported_once_whole() {
             && at <= now
         {
             next.next();
-            let ev = TelephoneEvent {
-                event: 3,
-                end,
-                volume: 10,
-                duration,
-            };
-            let pkt = InPacket {
-                payload_type: 101,
-                seq: at as u16,
-                timestamp: 8000,
-                marker: at == 0,
-                payload: &ev.to_bytes(),
-                audio_level: None,
-            };
-            room.push_packet(ParticipantId(1), pkt, now).unwrap();
+            let rtp = (at as u16, 8000, at == 0);
+            push_te(&mut room, 1, 101, rtp, (3, duration, end), now);
         }
         room.tick(now).for_each(drop);
     }
@@ -1232,4 +1180,32 @@ fn dtmf_reports(room: &mut Room) -> Vec<RoomEvent> {
     room.events()
         .filter(|e| matches!(e, RoomEvent::Dtmf { .. }))
         .collect()
+}
+
+/// Pushes one RFC 4733 packet (volume 10) from participant `id` at
+/// `now_ms`: payload type `pt`, RTP `(seq, timestamp, marker)` and
+/// `(event, duration, end)`.
+fn push_te(
+    room: &mut Room,
+    id: u64,
+    pt: u8,
+    (seq, timestamp, marker): (u16, u32, bool),
+    (event, duration, end): (u8, u16, bool),
+    now_ms: u64,
+) -> PushOutcome {
+    let ev = TelephoneEvent {
+        event,
+        end,
+        volume: 10,
+        duration,
+    };
+    let pkt = InPacket {
+        payload_type: pt,
+        seq,
+        timestamp,
+        marker,
+        payload: &ev.to_bytes(),
+        audio_level: None,
+    };
+    room.push_packet(ParticipantId(id), pkt, now_ms).unwrap()
 }
