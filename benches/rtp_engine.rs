@@ -6,24 +6,28 @@
 //!     cargo bench --bench rtp_engine -- 200 10 --floor
 //!
 //! `--floor` replaces the engine by the least a relay can do: a bare
-//! edge-triggered `epoll` loop on the same thread that reads each datagram
+//! edge-triggered `epoll` loop on one thread that reads each datagram
 //! (`recvfrom` until `EAGAIN`) and sends it unchanged (`sendto`) from the
-//! other socket of its call to the other phone; no tokio, no RTP parsing, no
-//! room. Same generator, same sockets per call, so the two modes run in the
-//! same minutes give the engine's cost over the kernel's own (loopback
-//! delivery included) on this machine.
+//! other socket of its call to the other phone; no RTP parsing, no room.
+//! `--floor-level` is the same loop level-triggered: one `recvfrom` per
+//! event, none ending in `EAGAIN` (what the engine's media threads do).
+//! Same generator, same sockets per call, so the modes run in the same
+//! minutes give the engine's cost over the kernel's own (loopback delivery
+//! included) on this machine.
 //!
-//! It also prints the heap the engine thread holds per call (a counting
-//! global allocator, the engine thread's allocations only).
+//! It also prints the heap the engine holds per call (a counting global
+//! allocator; every thread's allocations but the generator's).
 //!
-//! The engine runs on a current-thread tokio runtime of its own thread;
-//! its CPU time comes from `/proc/thread-self/schedstat` (ns) read on that
-//! thread before and after the measured window. A load generator thread
-//! plays both phones of every call over loopback: one 172-byte PCMU packet
-//! per phone every 20 ms (100 packets in and 100 out per call per second at
-//! the engine), each payload stamped with its send time, and reads what
-//! comes back. Relaying passes payloads through untouched, so the stamp in
-//! a received payload gives the latency from input packet to output packet.
+//! The engine runs with one media thread (`media.threads: 1`), set up from
+//! a current-thread tokio runtime on a thread of its own; the CPU time is
+//! the media thread's, from `/proc/self/task/*/schedstat` (ns) read before
+//! and after the measured window (the floor's: its own thread's). A load
+//! generator thread plays both phones of every call over loopback: one
+//! 172-byte PCMU packet per phone every 20 ms (100 packets in and 100 out
+//! per call per second at the engine), each payload stamped with its send
+//! time, and reads what comes back. Relaying passes payloads through
+//! untouched, so the stamp in a received payload gives the latency from
+//! input packet to output packet.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -39,16 +43,17 @@ use switchboard::media::sdp::Direction;
 use switchboard::media::{ParticipantConfig, ParticipantId, RoomConfig};
 use switchboard::metrics::Metrics;
 
-/// Counts the heap bytes live that the engine thread allocated (the media
-/// engine's memory per call, without the generator's).
+/// Counts the heap bytes live that every thread but the generator's
+/// allocated (the media engine's memory per call: its media thread and the
+/// thread that sets the rooms up).
 struct Counting;
 static ENGINE_HEAP: AtomicI64 = AtomicI64::new(0);
 thread_local! {
-    static ON_ENGINE: Cell<bool> = const { Cell::new(false) };
+    static ON_GENERATOR: Cell<bool> = const { Cell::new(false) };
 }
 
 fn count(delta: i64) {
-    if ON_ENGINE.with(Cell::get) {
+    if !ON_GENERATOR.with(Cell::get) {
         ENGINE_HEAP.fetch_add(delta, Ordering::Relaxed);
     }
 }
@@ -74,11 +79,30 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
+fn schedstat_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0)
+}
+
+fn thread_cpu_ns() -> u64 {
+    schedstat_ns("/proc/thread-self/schedstat")
+}
+
+/// CPU time of the engine's media threads (`media-N`), ns.
+fn media_threads_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with("media-"))
+        })
+        .map(|t| schedstat_ns(&t.path().join("schedstat").to_string_lossy()))
+        .sum()
 }
 
 struct Phone {
@@ -95,7 +119,9 @@ fn main() {
         .collect();
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let floor = std::env::args().any(|a| a == "--floor");
+    let level = std::env::args().any(|a| a == "--floor-level");
+    let floor = level || std::env::args().any(|a| a == "--floor");
+    ON_GENERATOR.with(|on| on.set(true));
     let epoch = Instant::now();
 
     // The engine and its rooms on one thread.
@@ -110,7 +136,7 @@ fn main() {
             .name("engine".into())
             .spawn(move || {
                 if floor {
-                    bare_relay(calls, setup_tx, measure_rx, cpu_tx, &done)
+                    bare_relay(calls, level, setup_tx, measure_rx, cpu_tx, &done)
                 } else {
                     engine_relay(calls, setup_tx, measure_rx, cpu_tx, &done)
                 }
@@ -203,9 +229,13 @@ fn main() {
         targets.iter().map(|&t| f64::from(t)).sum::<f64>() / targets.len().max(1) as f64;
     let packets_per_s = 200.0 * calls as f64;
     let what = if floor {
-        "bare epoll relay (--floor)"
+        if level {
+            "bare level-triggered epoll relay (--floor-level)"
+        } else {
+            "bare edge-triggered epoll relay (--floor)"
+        }
     } else {
-        "engine"
+        "media thread"
     };
     println!("calls: {calls}, measured {wall:.1} s, {what} thread CPU {cpu:.3} s");
     println!(
@@ -230,8 +260,9 @@ fn main() {
     println!("jitter buffer target (unused while relaying) {mean_target:.1} ms");
 }
 
-/// The media engine on a current-thread tokio runtime: `calls` two-party
-/// PCMU rooms in relay mode, each side an [`RtpLeg`] facing a phone socket.
+/// The media engine (one media thread), set up from a current-thread tokio
+/// runtime: `calls` two-party PCMU rooms in relay mode, each side an
+/// [`RtpLeg`] facing a phone socket.
 /// Returns the rooms' jitter buffer targets.
 fn engine_relay(
     calls: usize,
@@ -240,7 +271,6 @@ fn engine_relay(
     cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
     done: &AtomicBool,
 ) -> Vec<u32> {
-    ON_ENGINE.with(|on| on.set(true));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -251,6 +281,7 @@ fn engine_relay(
             bind: [127, 0, 0, 1].into(),
             rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
             media_timeout_secs: 3600,
+            threads: 1,
             ..MediaConfig::default()
         };
         let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();
@@ -299,16 +330,20 @@ fn engine_relay(
         let heap2 = ENGINE_HEAP.load(Ordering::Relaxed);
         let per_call = |h: i64| (h - heap0) as f64 / calls as f64 / 1024.0;
         println!(
-            "engine heap per call (rooms, legs, tasks; sockets are kernel memory): \
+            "engine heap per call (rooms, legs; sockets are kernel memory): \
              {:.1} KiB set up, {:.1} KiB after 2 s of traffic",
             per_call(heap1),
             per_call(heap2)
         );
-        cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+        cpu_tx
+            .send((media_threads_cpu_ns(), Instant::now()))
+            .unwrap();
         while !done.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+        cpu_tx
+            .send((media_threads_cpu_ns(), Instant::now()))
+            .unwrap();
         let mut targets = Vec::new();
         for room in &rooms {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -326,6 +361,7 @@ fn engine_relay(
 /// the other to that side's phone.
 fn bare_relay(
     calls: usize,
+    level: bool,
     setup_tx: std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
     measure_rx: std::sync::mpsc::Receiver<()>,
     cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
@@ -361,7 +397,11 @@ fn bare_relay(
         assert!(ep >= 0);
         for (i, s) in sockets.iter().enumerate() {
             let mut ev = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                events: if level {
+                    libc::EPOLLIN as u32
+                } else {
+                    (libc::EPOLLIN | libc::EPOLLET) as u32
+                },
                 u64: i as u64,
             };
             assert_eq!(
@@ -402,6 +442,11 @@ fn bare_relay(
                         (&to[out] as *const libc::sockaddr_in).cast(),
                         std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
                     );
+                    if level {
+                        // Level-triggered: epoll reports the socket again
+                        // while it holds more, so no read ends in EAGAIN.
+                        break;
+                    }
                 }
             }
         }

@@ -1,21 +1,27 @@
-//! The async driver of the media core: port allocation, and **one tokio
-//! task per room** that owns the [`Room`], its legs and their sockets.
+//! The driver of the media core: port allocation, and the **media
+//! threads** ([`reactor`]) that own the rooms, their legs and sockets.
 //!
-//! The room task ([`room_task`]) waits on one future that covers its
-//! command channel, one timer (the next 20 ms tick or the earliest leg
-//! timeout, whichever is first) and the readiness of every leg socket; it
-//! then drains the ready sockets with non-blocking receives into one reused
-//! buffer and hands each datagram to its leg, whose callbacks push packets
-//! into the room and send with non-blocking `try_send_to`. No task or
-//! allocation per packet, no lock on the media path.
+//! Each media thread runs one level-triggered `epoll` loop over the leg
+//! sockets of its rooms, an `eventfd` for work from signalling, and a heap
+//! of room deadlines (the next 20 ms tick or the earliest leg timeout). A
+//! readable socket gives one datagram to its leg ([`room_task`]), whose
+//! callbacks push packets into the room and send with non-blocking
+//! `send_to`; in relay mode the other leg sends it on in the same wake-up.
+//! No task, system call ending in `EAGAIN`, or allocation per packet, no
+//! lock on the media path.
 //!
 //! Signalling talks to a room through a cloneable [`RoomHandle`] (an mpsc
-//! of [`Command`]s). [`MediaEngine`] keeps the named rooms (conferences)
-//! and creates anonymous ones (a call, an echo test); a room ends, and its
-//! task exits, when its last participant leaves.
+//! of [`Command`]s whose waker rings the room's thread). [`MediaEngine`]
+//! keeps the named rooms (conferences) and creates anonymous ones (a call,
+//! an echo test) on the thread with the fewest rooms; a room ends when its
+//! last participant leaves or its last handle is dropped. Dropping the
+//! engine stops its threads.
 
 pub mod ports;
+mod reactor;
 mod room_task;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -64,6 +70,9 @@ pub struct MediaConfig {
     /// While a browser holds a bridged call, the other party hears a hold
     /// tone (browsers play no music on hold of their own).
     pub hold_tone: bool,
+    /// Media threads (each an epoll loop owning a share of the rooms);
+    /// 0: one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for MediaConfig {
@@ -79,6 +88,7 @@ impl Default for MediaConfig {
             echo_delay_ms: 200,
             answer_delay_ms: 0,
             hold_tone: true,
+            threads: 0,
         }
     }
 }
@@ -102,10 +112,21 @@ impl MediaConfig {
         if self.answer_delay_ms > 60_000 {
             return Err("media.answer_delay_ms: at most 60000".into());
         }
+        if self.threads > 256 {
+            return Err("media.threads: at most 256".into());
+        }
         if self.echo_delay_ms > 5000 {
             return Err("media.echo_delay_ms: at most 5000".into());
         }
         Ok(range)
+    }
+
+    /// How many media threads to start.
+    pub fn media_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// The media timeout as a duration.
@@ -319,12 +340,31 @@ impl RoomHandle {
     }
 }
 
-/// The media engine: ports, rooms, limits. Shared by all calls.
+/// What the rooms share with the engine (they hold this, not the engine,
+/// so that dropping the engine stops its media threads).
+struct Shared {
+    named: Mutex<HashMap<String, RoomHandle>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Forgets a named room that is ending (only if it is that room).
+    fn retire(&self, name: &str, id: u64) {
+        if let Ok(mut named) = self.named.lock()
+            && named.get(name).is_some_and(|h| h.id == id)
+        {
+            named.remove(name);
+        }
+    }
+}
+
+/// The media engine: ports, rooms, limits, media threads. Shared by all calls.
 pub struct MediaEngine {
     cfg: MediaConfig,
     ports: PortAllocator,
-    named: Mutex<HashMap<String, RoomHandle>>,
+    shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    threads: reactor::MediaThreads,
     next_room: AtomicU64,
     next_participant: AtomicU64,
 }
@@ -334,10 +374,15 @@ impl MediaEngine {
     pub fn new(cfg: MediaConfig, metrics: Arc<Metrics>) -> Result<Arc<MediaEngine>, EngineError> {
         let range = cfg.validate().map_err(EngineError::Config)?;
         let ports = PortAllocator::new(cfg.bind, range, metrics.media.ports.clone());
+        let threads = reactor::MediaThreads::start(cfg.media_threads())?;
         Ok(Arc::new(MediaEngine {
             cfg,
             ports,
-            named: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared {
+                named: Mutex::new(HashMap::new()),
+                metrics: metrics.clone(),
+            }),
+            threads,
             metrics,
             next_room: AtomicU64::new(1),
             next_participant: AtomicU64::new(1),
@@ -385,9 +430,9 @@ impl MediaEngine {
         let room = Room::new(cfg)?;
         let id = self.next_room.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(64);
-        let task = room_task::RoomTask::new(id, room, rx, self.clone(), None);
+        let task = room_task::RoomTask::new(id, room, rx, self.shared.clone(), None);
         self.metrics.media.rooms.inc();
-        tokio::spawn(task.run());
+        self.threads.adopt(task);
         Ok(RoomHandle { tx, id })
     }
 
@@ -399,7 +444,11 @@ impl MediaEngine {
         name: &str,
         cfg: RoomConfig,
     ) -> Result<RoomHandle, EngineError> {
-        let mut named = self.named.lock().map_err(|_| EngineError::RoomGone)?;
+        let mut named = self
+            .shared
+            .named
+            .lock()
+            .map_err(|_| EngineError::RoomGone)?;
         if let Some(handle) = named.get(name).filter(|h| !h.is_closed()) {
             return Ok(handle.clone());
         }
@@ -409,32 +458,25 @@ impl MediaEngine {
         let room = Room::new(cfg)?;
         let id = self.next_room.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(64);
-        let task = room_task::RoomTask::new(id, room, rx, self.clone(), Some(name.to_string()));
+        let task =
+            room_task::RoomTask::new(id, room, rx, self.shared.clone(), Some(name.to_string()));
         self.metrics.media.rooms.inc();
-        tokio::spawn(task.run());
+        self.threads.adopt(task);
         let handle = RoomHandle { tx, id };
         named.insert(name.to_string(), handle.clone());
         Ok(handle)
     }
 
-    /// Forgets a named room whose task is ending (only if it is that room).
-    fn retire(&self, name: &str, id: u64) {
-        if let Ok(mut named) = self.named.lock()
-            && named.get(name).is_some_and(|h| h.id == id)
-        {
-            named.remove(name);
-        }
-    }
-
     /// The conference room called `name`, if it is open.
     pub fn conference(&self, name: &str) -> Option<RoomHandle> {
-        let named = self.named.lock().ok()?;
+        let named = self.shared.named.lock().ok()?;
         named.get(name).filter(|h| !h.is_closed()).cloned()
     }
 
     /// Names of the conference rooms open now.
     pub fn room_names(&self) -> Vec<String> {
-        self.named
+        self.shared
+            .named
             .lock()
             .map(|n| n.keys().cloned().collect())
             .unwrap_or_default()

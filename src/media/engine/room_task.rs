@@ -1,13 +1,16 @@
-//! The task that owns one room: see the parent module.
+//! One room with its legs and their sockets ([`RoomTask`]), as plain
+//! state that a media thread ([`super::reactor`]) drives: commands, one
+//! datagram per readable socket, and timers at [`RoomTask::deadline`].
 //!
-//! **Tick timing.** The tick deadline advances by exactly 20 ms each time
-//! (no drift: the room's outgoing RTP clocks stay locked to real time). A
-//! tick that fires late runs at once (burst), so a short stall costs jitter,
-//! not a gap; when the task falls more than 100 ms behind (a stalled
-//! runtime), the missed ticks are dropped and counted
-//! (`switchboard_media_ticks_skipped_total`) instead of being sent as a burst
-//! the peers' jitter buffers could not absorb. `Room::tick` gets the
-//! scheduled time, not the wake-up time, so its clock is regular.
+//! **Tick timing.** Ticks fall on one process-wide 20 ms grid (so a thread
+//! wakes once per tick for all its rooms), and the deadline advances by
+//! exactly 20 ms each time (no drift: the room's outgoing RTP clocks stay
+//! locked to real time). A tick that fires late runs at once (burst), so a
+//! short stall costs jitter, not a gap; when the room falls more than
+//! 100 ms behind (a stalled thread), the missed ticks are dropped and
+//! counted (`switchboard_media_ticks_skipped_total`) instead of being sent
+//! as a burst the peers' jitter buffers could not absorb. `Room::tick` gets
+//! the scheduled time, not the wake-up time, so its clock is regular.
 //!
 //! **Relay mode.** A two-party same-codec room forwards each packet as it
 //! arrives: the datagram's wake-up reads it, the room maps it onto the other
@@ -15,32 +18,40 @@
 //! same wake-up. Ticks are then needed only for silence and DTMF timeouts,
 //! so they come every [`Room::tick_interval_ms`] (100 ms) on the same grid;
 //! any command or leg change returns to the 20 ms grid until the next tick
-//! decides again. RTCP sockets are read at ticks, not polled per wake-up.
+//! decides again. RTCP sockets are watched like the main ones (reports
+//! come every few seconds: level-triggered, an idle socket costs nothing).
 
 use std::collections::HashMap;
-use std::future::poll_fn;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll as TaskPoll};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::Sleep;
 use tracing::{debug, info, warn};
 
+use super::reactor::Poll;
 use super::{
-    Command, Detached, EngineError, Join, LegEvent, LegSockets, MediaEngine, ParticipantView,
-    PortLease,
+    Command, Detached, EngineError, Join, LegEvent, LegSockets, ParticipantView, PortLease, Shared,
 };
 use crate::media::leg::{Leg, LegClosed, LegIo};
 use crate::media::room::{InPacket, ParticipantId, Room, RoomEvent};
 
 const TICK: Duration = Duration::from_millis(20);
 const MAX_LAG: Duration = Duration::from_millis(100);
-/// Datagrams read from one socket per wake-up before the others get a turn.
-const BATCH: usize = 64;
+/// Rooms this small find a slot by scanning, not hashing.
+const SCAN: usize = 4;
+
+/// The first point of the process-wide 20 ms grid after `t`. Every room
+/// ticks on this one grid, so a media thread wakes once per tick for all
+/// its rooms rather than once per room.
+fn grid_after(t: Instant) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let k = t.saturating_duration_since(epoch).as_nanos() / TICK.as_nanos() + 1;
+    epoch + Duration::from_nanos((k * TICK.as_nanos()) as u64)
+}
 
 struct Slot {
     id: ParticipantId,
@@ -56,6 +67,13 @@ struct Slot {
     config: crate::media::room::ParticipantConfig,
 }
 
+impl Slot {
+    /// Its sockets: main, and RTCP when separate.
+    fn fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
+        std::iter::once(self.main.as_fd()).chain(self.rtcp.as_ref().map(|r| r.as_fd()))
+    }
+}
+
 /// The callbacks a leg gets: send from its sockets, push into the room.
 struct Io<'a> {
     main: &'a UdpSocket,
@@ -68,11 +86,11 @@ struct Io<'a> {
 impl LegIo for Io<'_> {
     fn transmit(&mut self, to: SocketAddr, data: &[u8]) {
         // Non-blocking: a full socket buffer drops the datagram, like the network would.
-        let _ = self.main.try_send_to(data, to);
+        let _ = self.main.send_to(data, to);
     }
 
     fn transmit_rtcp(&mut self, to: SocketAddr, data: &[u8]) {
-        let _ = self.rtcp.unwrap_or(self.main).try_send_to(data, to);
+        let _ = self.rtcp.unwrap_or(self.main).send_to(data, to);
     }
 
     fn media(&mut self, pkt: InPacket<'_>) {
@@ -82,32 +100,31 @@ impl LegIo for Io<'_> {
     }
 }
 
-enum Wake {
-    Command(Command),
-    Closed,
-    Timer,
-    Sockets,
-}
-
+/// One room, its legs and their sockets, driven by a media thread
+/// ([`super::reactor`]): commands when its channel wakes, a datagram when a
+/// leg socket is readable, and its timers at [`RoomTask::deadline`].
 pub(super) struct RoomTask {
     id: u64,
     name: Option<String>,
     room: Room,
     commands: mpsc::Receiver<Command>,
-    engine: Arc<MediaEngine>,
+    engine: Arc<Shared>,
     slots: Vec<Slot>,
     index: HashMap<ParticipantId, usize>,
-    /// Slots whose main socket is ready to read.
-    ready: Vec<usize>,
+    /// Slot by main socket, for rooms larger than [`SCAN`].
+    by_fd: HashMap<RawFd, usize>,
+    /// The thread's epoll, once adopted.
+    poll: Option<Poll>,
     buf: Box<[u8; 2048]>,
     start: Instant,
     next_tick: Instant,
     /// When the last tick was due (the 20 ms grid is counted from it).
     last_tick: Instant,
     leg_deadline: Option<Instant>,
-    timer: Pin<Box<Sleep>>,
     subscribers: Option<broadcast::Sender<RoomEvent>>,
     ever_joined: bool,
+    /// Every handle is gone (or the room closed its channel).
+    handles_gone: bool,
 }
 
 impl RoomTask {
@@ -115,10 +132,12 @@ impl RoomTask {
         id: u64,
         room: Room,
         commands: mpsc::Receiver<Command>,
-        engine: Arc<MediaEngine>,
+        engine: Arc<Shared>,
         name: Option<String>,
     ) -> RoomTask {
-        let start = Instant::now();
+        // The room's clock starts on the grid point just passed.
+        let start = grid_after(Instant::now()) - TICK;
+        debug!(room = id, ?name, "room started");
         RoomTask {
             id,
             name,
@@ -127,15 +146,16 @@ impl RoomTask {
             engine,
             slots: Vec::new(),
             index: HashMap::new(),
-            ready: Vec::new(),
+            by_fd: HashMap::new(),
+            poll: None,
             buf: Box::new([0u8; 2048]),
             start,
             next_tick: start + TICK,
             last_tick: start,
             leg_deadline: None,
-            timer: Box::pin(tokio::time::sleep_until((start + TICK).into())),
             subscribers: None,
             ever_joined: false,
+            handles_gone: false,
         }
     }
 
@@ -143,106 +163,96 @@ impl RoomTask {
         t.saturating_duration_since(self.start).as_millis() as u64
     }
 
-    pub(super) async fn run(mut self) {
-        debug!(room = self.id, name = ?self.name, "room started");
-        loop {
-            let deadline = match self.leg_deadline {
-                Some(d) => d.min(self.next_tick),
-                None => self.next_tick,
-            };
-            if self.timer.deadline().into_std() != deadline {
-                self.timer.as_mut().reset(deadline.into());
-            }
-            let wake = poll_fn(|cx| self.poll_wake(cx)).await;
-            match wake {
-                Wake::Command(command) => self.on_command(command),
-                Wake::Closed => break,
-                Wake::Timer => self.on_timer(),
-                Wake::Sockets => self.on_sockets(),
-            }
-            if self.ever_joined && self.room.is_empty() && self.slots.is_empty() {
-                // Last one out: drain what was queued meanwhile, then end.
-                match self.commands.try_recv() {
-                    Ok(command) => self.on_command(command),
-                    Err(_) => break,
-                }
-                if self.room.is_empty() && self.slots.is_empty() {
-                    break;
-                }
-            }
-        }
-        self.shutdown();
+    /// Joins a media thread: sockets are registered with its epoll.
+    pub(super) fn attach(&mut self, poll: Poll) {
+        self.poll = Some(poll);
     }
 
-    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        match self.commands.poll_recv(cx) {
-            Poll::Ready(Some(c)) => return Poll::Ready(Wake::Command(c)),
-            Poll::Ready(None) => return Poll::Ready(Wake::Closed),
-            Poll::Pending => {}
+    /// When it next needs [`RoomTask::on_timer`]: the next tick or the
+    /// earliest leg timeout.
+    pub(super) fn deadline(&self) -> Instant {
+        match self.leg_deadline {
+            Some(d) => d.min(self.next_tick),
+            None => self.next_tick,
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Timer);
-        }
-        self.ready.clear();
-        // RTCP sockets are read at ticks (`drain_rtcp`): reports come every
-        // few seconds, and polling them would cost every packet's wake-up.
-        for (i, slot) in self.slots.iter().enumerate() {
-            if slot.main.poll_recv_ready(cx).is_ready() {
-                self.ready.push(i);
+    }
+
+    /// Runs every queued command; `cx` carries the waker that brings the
+    /// thread back to this room when more come or the last handle drops.
+    pub(super) fn poll_commands(&mut self, cx: &mut Context<'_>) {
+        while !self.handles_gone {
+            match self.commands.poll_recv(cx) {
+                TaskPoll::Ready(Some(command)) => self.on_command(command),
+                TaskPoll::Ready(None) => self.handles_gone = true,
+                TaskPoll::Pending => break,
             }
         }
-        if self.ready.is_empty() {
-            Poll::Pending
+    }
+
+    /// Whether the room is over: its handles are gone, or it was used and
+    /// is empty (after running what was queued meanwhile: a late joiner
+    /// keeps it open).
+    pub(super) fn finished(&mut self, cx: &mut Context<'_>) -> bool {
+        let empty = |t: &Self| t.ever_joined && t.room.is_empty() && t.slots.is_empty();
+        if self.handles_gone {
+            return true;
+        }
+        if !empty(self) {
+            return false;
+        }
+        self.poll_commands(cx);
+        self.handles_gone || empty(self)
+    }
+
+    /// The slot whose main or RTCP socket `fd` is.
+    fn slot_of_fd(&self, fd: RawFd) -> Option<usize> {
+        if self.slots.len() <= SCAN {
+            self.slots.iter().position(|s| {
+                s.main.as_raw_fd() == fd || s.rtcp.as_ref().is_some_and(|r| r.as_raw_fd() == fd)
+            })
         } else {
-            Poll::Ready(Wake::Sockets)
+            self.by_fd.get(&fd).copied()
         }
     }
 
-    fn on_sockets(&mut self) {
-        let now = Instant::now();
+    /// A leg socket (main or RTCP) is readable: reads one datagram (the
+    /// socket is watched level-triggered, so more come as further events;
+    /// no read ends in `EAGAIN`) and hands it to the leg; in relay mode the
+    /// other leg sends it on at once.
+    pub(super) fn on_readable(&mut self, fd: RawFd, now: Instant) {
+        // A stale event (the socket left this room in this batch) finds nothing.
+        let Some(i) = self.slot_of_fd(fd) else {
+            return;
+        };
         let now_ms = self.ms(now);
-        let mut closed = false;
-        for r in 0..self.ready.len() {
-            let i = self.ready[r];
-            for _ in 0..BATCH {
-                let Some(slot) = self.slots.get_mut(i) else {
-                    break;
-                };
-                match slot.main.try_recv_from(&mut self.buf[..]) {
-                    Ok((n, from)) => {
-                        let mut io = Io {
-                            main: &slot.main,
-                            rtcp: slot.rtcp.as_ref(),
-                            room: Some(&mut self.room),
-                            id: slot.id,
-                            now_ms,
-                        };
-                        slot.leg
-                            .handle_datagram(now, from, &mut self.buf[..n], &mut io);
-                        // Relay mode forwards at once: send what the room produced.
-                        Self::send_output(
-                            &mut self.room,
-                            &mut self.slots,
-                            &self.index,
-                            now,
-                            now_ms,
-                        );
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    // ICMP port unreachable surfaces here on Linux: not fatal.
-                    Err(_) => break,
-                }
-            }
-            let Some(slot) = self.slots.get_mut(i) else {
-                continue;
+        let slot = &mut self.slots[i];
+        let socket = match &slot.rtcp {
+            Some(rtcp) if rtcp.as_raw_fd() == fd => rtcp,
+            _ => &slot.main,
+        };
+        // An error is a spurious wake-up (WouldBlock) or an ICMP error
+        // surfacing: not fatal, nothing to hand on.
+        if let Ok((n, from)) = socket.recv_from(&mut self.buf[..]) {
+            let mut io = Io {
+                main: &slot.main,
+                rtcp: slot.rtcp.as_ref(),
+                room: Some(&mut self.room),
+                id: slot.id,
+                now_ms,
             };
-            slot.deadline = slot.leg.poll_timeout();
-            if let Some(d) = slot.deadline {
-                self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
-            }
-            closed |= slot.leg.closed().is_some();
+            slot.leg
+                .handle_datagram(now, from, &mut self.buf[..n], &mut io);
+            // Relay mode forwards at once: send what the room produced.
+            Self::send_output(&mut self.room, &mut self.slots, &self.index, now, now_ms);
         }
-        if closed {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        slot.deadline = slot.leg.poll_timeout();
+        if let Some(d) = slot.deadline {
+            self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
+        }
+        if slot.leg.closed().is_some() {
             self.reap_closed();
         }
     }
@@ -276,8 +286,8 @@ impl RoomTask {
         }
     }
 
-    fn on_timer(&mut self) {
-        let now = Instant::now();
+    /// Runs what is due at `now`: the tick, leg timeouts, RTCP reads.
+    pub(super) fn on_timer(&mut self, now: Instant) {
         if now >= self.next_tick {
             let tick_ms = self.ms(self.next_tick);
             let RoomTask {
@@ -304,10 +314,9 @@ impl RoomTask {
                 let behind = now.saturating_duration_since(self.next_tick);
                 let skipped = (behind.as_millis() / TICK.as_millis()) as u64;
                 self.engine.metrics.media.ticks_skipped.add(skipped);
-                self.next_tick = now + TICK;
+                self.next_tick = grid_after(now);
             }
             self.forward_events();
-            self.drain_rtcp(now);
         }
         if self.leg_deadline.is_some_and(|d| d <= now) {
             let now_ms = self.ms(now);
@@ -334,39 +343,6 @@ impl RoomTask {
             if closed {
                 self.reap_closed();
             }
-        }
-    }
-
-    /// Reads the RTCP sockets (plain RTP legs without rtcp-mux), at ticks.
-    fn drain_rtcp(&mut self, now: Instant) {
-        let now_ms = self.ms(now);
-        let mut closed = false;
-        for slot in &mut self.slots {
-            let Some(rtcp) = &slot.rtcp else { continue };
-            for _ in 0..BATCH {
-                match rtcp.try_recv_from(&mut self.buf[..]) {
-                    Ok((n, from)) => {
-                        let mut io = Io {
-                            main: &slot.main,
-                            rtcp: Some(rtcp),
-                            room: Some(&mut self.room),
-                            id: slot.id,
-                            now_ms,
-                        };
-                        slot.leg
-                            .handle_datagram(now, from, &mut self.buf[..n], &mut io);
-                    }
-                    Err(_) => break,
-                }
-            }
-            slot.deadline = slot.leg.poll_timeout();
-            if let Some(d) = slot.deadline {
-                self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
-            }
-            closed |= slot.leg.closed().is_some();
-        }
-        if closed {
-            self.reap_closed();
         }
     }
 
@@ -406,8 +382,17 @@ impl RoomTask {
         self.regrid();
         let i = self.index.remove(&id)?;
         let slot = self.slots.swap_remove(i);
+        for fd in slot.fds() {
+            self.by_fd.remove(&fd.as_raw_fd());
+            if let Some(poll) = &self.poll {
+                poll.remove(fd);
+            }
+        }
         if let Some(moved) = self.slots.get(i) {
             self.index.insert(moved.id, i);
+            for fd in moved.fds() {
+                self.by_fd.insert(fd.as_raw_fd(), i);
+            }
         }
         self.engine.metrics.media.legs.dec();
         Some(slot)
@@ -438,19 +423,11 @@ impl RoomTask {
         // The leg is counted again when it joins its next room.
         let slot = self.take_slot(id)?;
         self.forward_events();
-        let main = match slot.main.into_std() {
-            Ok(socket) => socket,
-            Err(e) => {
-                warn!(error = %e, "detached leg lost its socket");
-                return None;
-            }
-        };
-        let rtcp = slot.rtcp.and_then(|s| s.into_std().ok());
         Some(Detached {
             leg: slot.leg,
             sockets: LegSockets {
-                main,
-                rtcp,
+                main: slot.main,
+                rtcp: slot.rtcp,
                 lease: slot._lease,
             },
             config: slot.config,
@@ -544,20 +521,43 @@ impl RoomTask {
         } = join;
         // Whatever happens, the room has been used: an empty room ends.
         self.ever_joined = true;
-        let main = UdpSocket::from_std(sockets.main)?;
-        let rtcp = sockets.rtcp.map(UdpSocket::from_std).transpose()?;
-        self.room.add_participant(id, config)?;
+        let LegSockets { main, rtcp, lease } = sockets;
+        main.set_nonblocking(true)?;
+        if let Some(rtcp) = &rtcp {
+            rtcp.set_nonblocking(true)?;
+        }
+        let Some(poll) = &self.poll else {
+            return Err(EngineError::RoomGone);
+        };
+        poll.add(main.as_fd())?;
+        if let Some(rtcp) = &rtcp
+            && let Err(e) = poll.add(rtcp.as_fd())
+        {
+            poll.remove(main.as_fd());
+            return Err(e.into());
+        }
+        if let Err(e) = self.room.add_participant(id, config) {
+            poll.remove(main.as_fd());
+            if let Some(rtcp) = &rtcp {
+                poll.remove(rtcp.as_fd());
+            }
+            return Err(e.into());
+        }
         let deadline = leg.poll_timeout();
         if let Some(d) = deadline {
             self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
         }
         self.index.insert(id, self.slots.len());
+        self.by_fd.insert(main.as_raw_fd(), self.slots.len());
+        if let Some(rtcp) = &rtcp {
+            self.by_fd.insert(rtcp.as_raw_fd(), self.slots.len());
+        }
         self.slots.push(Slot {
             id,
             leg,
             main,
             rtcp,
-            _lease: sockets.lease,
+            _lease: lease,
             events,
             label: String::new(),
             config,
@@ -596,7 +596,8 @@ impl RoomTask {
         }
     }
 
-    fn shutdown(&mut self) {
+    /// Ends the room: everybody out (their owners told), the name freed.
+    pub(super) fn shutdown(&mut self) {
         // Handles see the room as ended from now on (joiners start a new one).
         self.commands.close();
         let ids: Vec<ParticipantId> = self.slots.iter().map(|s| s.id).collect();

@@ -1,0 +1,387 @@
+//! The media threads: each runs one level-triggered `epoll` loop that owns
+//! a share of the rooms ([`RoomTask`]s), their leg sockets and their timers.
+//!
+//! Why not tokio tasks: relaying a packet costs two system calls (receive,
+//! send) and little else, so the driver's own work shows. A tokio task per
+//! room paid, per packet, a wake-up, a poll, and a third system call (the
+//! receive that ends in `EAGAIN`, which an edge-triggered reactor needs to
+//! re-arm). Here a readable socket is reported again while it holds
+//! datagrams, so each wake-up reads one and nothing ends in `EAGAIN`; one
+//! `epoll_wait` serves every ready socket of every room on the thread.
+//!
+//! Per thread: an `eventfd` wakes the loop for work from signalling (a new
+//! room; a room's command channel has something, or its last handle was
+//! dropped: the channel's waker queues the room's key); a binary heap of
+//! (deadline, room) gives the `epoll_wait` timeout (stale entries are
+//! skipped when they come up). Epoll data is `room key << 32 | fd`.
+//!
+//! Rooms go to the thread with the fewest. The threads stop when the
+//! [`MediaThreads`] is dropped (the engine), ending the rooms they hold.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll::{self, Event, EventData, EventFlags};
+use rustix::event::{EventfdFlags, eventfd};
+use tracing::{debug, warn};
+
+use super::EngineError;
+use super::room_task::RoomTask;
+
+/// Epoll data of a thread's own eventfd.
+const WAKE_TOKEN: u64 = u64::MAX;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// Work handed to a thread from signalling.
+#[derive(Default)]
+struct Pending {
+    /// Rooms to adopt.
+    new: Vec<RoomTask>,
+    /// Rooms whose command channel woke (may repeat; may be stale).
+    woken: Vec<u32>,
+    stop: bool,
+}
+
+/// A thread's inbox and the eventfd that rings it.
+struct Inbox {
+    fd: OwnedFd,
+    pending: Mutex<Pending>,
+}
+
+impl Inbox {
+    fn post(&self, f: impl FnOnce(&mut Pending)) {
+        let ring = {
+            let Ok(mut p) = self.pending.lock() else {
+                return;
+            };
+            let was_empty = p.new.is_empty() && p.woken.is_empty() && !p.stop;
+            f(&mut p);
+            was_empty
+        };
+        // Only the first item since the thread last looked rings: the thread
+        // reads the eventfd before it takes the inbox, so none is missed.
+        if ring {
+            let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// Queues a room's key on its thread when its command channel wakes.
+struct RoomWaker {
+    key: u32,
+    inbox: Arc<Inbox>,
+}
+
+impl Wake for RoomWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let key = self.key;
+        self.inbox.post(|p| p.woken.push(key));
+    }
+}
+
+/// How a room registers its sockets with its thread's epoll.
+pub(super) struct Poll {
+    ep: Arc<OwnedFd>,
+    key: u32,
+}
+
+impl Poll {
+    /// Watches `socket` for reading (level-triggered).
+    pub(super) fn add(&self, socket: BorrowedFd<'_>) -> std::io::Result<()> {
+        let data = EventData::new_u64(token(self.key, socket));
+        epoll::add(&*self.ep, socket, data, EventFlags::IN)?;
+        Ok(())
+    }
+
+    /// Stops watching `socket` (before it leaves the room open).
+    pub(super) fn remove(&self, socket: BorrowedFd<'_>) {
+        let _ = epoll::delete(&*self.ep, socket);
+    }
+}
+
+fn io(e: rustix::io::Errno) -> EngineError {
+    EngineError::Io(e.into())
+}
+
+fn token(key: u32, socket: BorrowedFd<'_>) -> u64 {
+    use std::os::fd::AsRawFd;
+    (u64::from(key) << 32) | u64::from(socket.as_raw_fd() as u32)
+}
+
+struct ThreadHandle {
+    inbox: Arc<Inbox>,
+    rooms: Arc<AtomicUsize>,
+    join: Option<JoinHandle<()>>,
+}
+
+/// The engine's media threads.
+pub(super) struct MediaThreads {
+    threads: Vec<ThreadHandle>,
+}
+
+impl MediaThreads {
+    /// Starts `n` threads (at least one).
+    pub(super) fn start(n: usize) -> Result<MediaThreads, EngineError> {
+        let mut threads = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let ep = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io)?);
+            let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(io)?;
+            epoll::add(&*ep, &fd, EventData::new_u64(WAKE_TOKEN), EventFlags::IN).map_err(io)?;
+            let inbox = Arc::new(Inbox {
+                fd,
+                pending: Mutex::new(Pending::default()),
+            });
+            let rooms = Arc::new(AtomicUsize::new(0));
+            let mut thread = Thread {
+                ep,
+                inbox: inbox.clone(),
+                rooms: rooms.clone(),
+                slab: Vec::new(),
+                free: Vec::new(),
+                heap: BinaryHeap::new(),
+            };
+            let join = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || thread.run())?;
+            threads.push(ThreadHandle {
+                inbox,
+                rooms,
+                join: Some(join),
+            });
+        }
+        Ok(MediaThreads { threads })
+    }
+
+    /// Hands a room to the thread with the fewest.
+    pub(super) fn adopt(&self, task: RoomTask) {
+        let Some(t) = self
+            .threads
+            .iter()
+            .min_by_key(|t| t.rooms.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        t.rooms.fetch_add(1, Ordering::Relaxed);
+        t.inbox.post(|p| p.new.push(task));
+    }
+}
+
+impl Drop for MediaThreads {
+    fn drop(&mut self) {
+        for t in &self.threads {
+            t.inbox.post(|p| p.stop = true);
+        }
+        for t in &mut self.threads {
+            // Not from a media thread itself (a room never holds the engine).
+            if let Some(join) = t.join.take()
+                && join.thread().id() != std::thread::current().id()
+            {
+                let _ = join.join();
+            }
+        }
+    }
+}
+
+struct Entry {
+    task: RoomTask,
+    waker: Waker,
+    /// The deadline the heap holds for it.
+    scheduled: Option<Instant>,
+    generation: u32,
+}
+
+struct Slot {
+    entry: Option<Entry>,
+    generation: u32,
+}
+
+struct Thread {
+    ep: Arc<OwnedFd>,
+    inbox: Arc<Inbox>,
+    rooms: Arc<AtomicUsize>,
+    slab: Vec<Slot>,
+    free: Vec<u32>,
+    heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+}
+
+impl Thread {
+    fn run(&mut self) {
+        let empty = Event {
+            flags: EventFlags::empty(),
+            data: EventData::new_u64(0),
+        };
+        let mut events = vec![empty; EVENTS];
+        loop {
+            let timeout = self.heap.peek().map(|Reverse((d, _, _))| {
+                let wait = d.saturating_duration_since(Instant::now());
+                // Whole milliseconds, rounded up: never early.
+                let ms = wait.as_nanos().div_ceil(1_000_000).min(60_000) as i64;
+                rustix::fs::Timespec {
+                    tv_sec: ms / 1000,
+                    tv_nsec: (ms % 1000) * 1_000_000,
+                }
+            });
+            let n = match epoll::wait(&*self.ep, &mut events[..], timeout.as_ref()) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    warn!(error = %e, "epoll_wait failed");
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            for ev in &events[..n] {
+                let token = ev.data.u64();
+                if token == WAKE_TOKEN {
+                    if self.on_inbox() {
+                        self.stop();
+                        return;
+                    }
+                    continue;
+                }
+                let key = (token >> 32) as u32;
+                let fd = token as u32 as i32;
+                if let Some(entry) = self.entry(key) {
+                    entry.task.on_readable(fd, now);
+                    self.settle(key);
+                }
+            }
+            self.on_timers(now);
+        }
+    }
+
+    fn entry(&mut self, key: u32) -> Option<&mut Entry> {
+        self.slab.get_mut(key as usize)?.entry.as_mut()
+    }
+
+    /// Takes the inbox; true when the thread is to stop.
+    fn on_inbox(&mut self) -> bool {
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&self.inbox.fd, &mut count);
+        let Pending { new, woken, stop } = match self.inbox.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return true,
+        };
+        if stop {
+            for mut task in new {
+                self.rooms.fetch_sub(1, Ordering::Relaxed);
+                task.shutdown();
+            }
+            return true;
+        }
+        for task in new {
+            let key = self.insert(task);
+            self.poll_commands(key);
+        }
+        for key in woken {
+            self.poll_commands(key);
+        }
+        false
+    }
+
+    fn insert(&mut self, mut task: RoomTask) -> u32 {
+        let key = match self.free.pop() {
+            Some(k) => k,
+            None => {
+                self.slab.push(Slot {
+                    entry: None,
+                    generation: 0,
+                });
+                (self.slab.len() - 1) as u32
+            }
+        };
+        task.attach(Poll {
+            ep: self.ep.clone(),
+            key,
+        });
+        let waker = Waker::from(Arc::new(RoomWaker {
+            key,
+            inbox: self.inbox.clone(),
+        }));
+        let slot = &mut self.slab[key as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.entry = Some(Entry {
+            task,
+            waker,
+            scheduled: None,
+            generation: slot.generation,
+        });
+        key
+    }
+
+    fn poll_commands(&mut self, key: u32) {
+        let Some(entry) = self.entry(key) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&entry.waker);
+        entry.task.poll_commands(&mut cx);
+        self.settle(key);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((due, key, generation))) = self.heap.peek() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(entry) = self.entry(key) else {
+                continue;
+            };
+            if entry.generation != generation || entry.scheduled != Some(due) {
+                continue; // rescheduled since
+            }
+            entry.scheduled = None;
+            entry.task.on_timer(now);
+            self.settle(key);
+        }
+    }
+
+    /// After a room ran: ends it if it is done, else keeps its deadline in the heap.
+    fn settle(&mut self, key: u32) {
+        let Some(slot) = self.slab.get_mut(key as usize) else {
+            return;
+        };
+        let Some(entry) = slot.entry.as_mut() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&entry.waker);
+        if entry.task.finished(&mut cx) {
+            if let Some(mut entry) = slot.entry.take() {
+                entry.task.shutdown();
+            }
+            self.free.push(key);
+            self.rooms.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let due = entry.task.deadline();
+        if entry.scheduled != Some(due) {
+            entry.scheduled = Some(due);
+            self.heap.push(Reverse((due, key, entry.generation)));
+        }
+    }
+
+    /// The engine is gone: end every room.
+    fn stop(&mut self) {
+        let mut ended = 0;
+        for slot in &mut self.slab {
+            if let Some(mut entry) = slot.entry.take() {
+                entry.task.shutdown();
+                ended += 1;
+            }
+        }
+        self.rooms.fetch_sub(ended, Ordering::Relaxed);
+        debug!(rooms = ended, "media thread stopped");
+    }
+}
