@@ -147,4 +147,3 @@ async fn dropping_the_engine_ends_its_rooms() {
     assert!(matches!(rx.try_recv(), Ok(LegEvent::Removed(_))));
     assert!(room.is_closed());
 }
-
