@@ -153,7 +153,7 @@ pub enum EngineError {
     /// The room refused the participant.
     #[error(transparent)]
     Room(#[from] RoomError),
-    /// A socket could not be registered with the runtime.
+    /// A socket could not be set up or registered with its media thread's epoll.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
     /// The configuration is invalid.
@@ -161,7 +161,7 @@ pub enum EngineError {
     Config(String),
 }
 
-/// What a participant's owner (its call) hears from the room task.
+/// What a participant's owner (its call) hears from its room.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LegEvent {
     /// The leg closed (media timeout, transport failure) and was removed.
@@ -197,10 +197,10 @@ impl From<PortPair> for LegSockets {
     }
 }
 
-/// A change to a leg, run inside the room task.
+/// A change to a leg, run inside the room (on its media thread).
 pub type LegUpdate = Box<dyn FnOnce(&mut dyn Leg) + Send>;
 
-/// What a [`RoomHandle`] can ask of its room task.
+/// What a [`RoomHandle`] can ask of its room.
 pub enum Command {
     /// Adds a participant with its leg and sockets. Boxed, being by far the
     /// largest command: a room's command channel allocates 32 slots of the
@@ -275,7 +275,7 @@ pub struct ParticipantView {
     pub label: String,
 }
 
-/// A cloneable handle on a room task.
+/// A cloneable handle on a room.
 #[derive(Clone)]
 pub struct RoomHandle {
     tx: mpsc::Sender<Command>,
@@ -334,7 +334,7 @@ impl RoomHandle {
         rx.await.map_err(|_| EngineError::RoomGone)
     }
 
-    /// Whether the room task has ended.
+    /// Whether the room has ended.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }

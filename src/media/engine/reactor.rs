@@ -21,6 +21,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll::{self, Event, EventData, EventFlags};
 use rustix::event::{EventfdFlags, eventfd};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::EngineError;
 use super::room_task::RoomTask;
@@ -133,7 +134,10 @@ pub(super) struct MediaThreads {
 impl MediaThreads {
     /// Starts `n` threads (at least one).
     pub(super) fn start(n: usize) -> Result<MediaThreads, EngineError> {
-        let mut threads = Vec::with_capacity(n.max(1));
+        // Built up in place: on an error, its Drop stops the threads started.
+        let mut this = MediaThreads {
+            threads: Vec::with_capacity(n.max(1)),
+        };
         for i in 0..n.max(1) {
             let ep = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io)?);
             let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(io)?;
@@ -154,13 +158,13 @@ impl MediaThreads {
             let join = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || thread.run())?;
-            threads.push(ThreadHandle {
+            this.threads.push(ThreadHandle {
                 inbox,
                 rooms,
                 join: Some(join),
             });
         }
-        Ok(MediaThreads { threads })
+        Ok(this)
     }
 
     /// Hands a room to the thread with the fewest.
@@ -191,6 +195,16 @@ impl Drop for MediaThreads {
             }
         }
     }
+}
+
+/// What a room is run for.
+enum Drive {
+    /// A socket of its is readable.
+    Readable(i32, Instant),
+    /// Its command channel woke (or it was just adopted).
+    Commands,
+    /// Its deadline passed.
+    Timer(Instant),
 }
 
 struct Entry {
@@ -253,10 +267,7 @@ impl Thread {
                 }
                 let key = (token >> 32) as u32;
                 let fd = token as u32 as i32;
-                if let Some(entry) = self.entry(key) {
-                    entry.task.on_readable(fd, now);
-                    self.settle(key);
-                }
+                self.drive(key, Drive::Readable(fd, now));
             }
             self.on_timers(now);
         }
@@ -322,12 +333,7 @@ impl Thread {
     }
 
     fn poll_commands(&mut self, key: u32) {
-        let Some(entry) = self.entry(key) else {
-            return;
-        };
-        let mut cx = Context::from_waker(&entry.waker);
-        entry.task.poll_commands(&mut cx);
-        self.settle(key);
+        self.drive(key, Drive::Commands);
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -343,32 +349,62 @@ impl Thread {
                 continue; // rescheduled since
             }
             entry.scheduled = None;
-            entry.task.on_timer(now);
-            self.settle(key);
+            self.drive(key, Drive::Timer(now));
         }
     }
 
-    /// After a room ran: ends it if it is done, else keeps its deadline in the heap.
-    fn settle(&mut self, key: u32) {
-        let Some(slot) = self.slab.get_mut(key as usize) else {
+    /// Runs a room, then ends it if it is done, else keeps its deadline in
+    /// the heap. A panic in the room (its legs, its codecs) ends that room
+    /// only: the thread and its other rooms go on.
+    fn drive(&mut self, key: u32, what: Drive) {
+        let Some(entry) = self
+            .slab
+            .get_mut(key as usize)
+            .and_then(|s| s.entry.as_mut())
+        else {
             return;
         };
-        let Some(entry) = slot.entry.as_mut() else {
-            return;
-        };
-        let mut cx = Context::from_waker(&entry.waker);
-        if entry.task.finished(&mut cx) {
-            if let Some(mut entry) = slot.entry.take() {
-                entry.task.shutdown();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut cx = Context::from_waker(&entry.waker);
+            match what {
+                Drive::Readable(fd, now) => entry.task.on_readable(fd, now),
+                Drive::Commands => entry.task.poll_commands(&mut cx),
+                Drive::Timer(now) => entry.task.on_timer(now),
             }
-            self.free.push(key);
-            self.rooms.fetch_sub(1, Ordering::Relaxed);
-            return;
+            if entry.task.finished(&mut cx) {
+                None
+            } else {
+                Some(entry.task.deadline())
+            }
+        }));
+        match outcome {
+            Ok(Some(due)) => {
+                if entry.scheduled != Some(due) {
+                    entry.scheduled = Some(due);
+                    self.heap.push(Reverse((due, key, entry.generation)));
+                }
+            }
+            Ok(None) => self.end(key),
+            Err(_) => {
+                error!(room = entry.task.id(), "room panicked: ended");
+                self.end(key);
+            }
         }
-        let due = entry.task.deadline();
-        if entry.scheduled != Some(due) {
-            entry.scheduled = Some(due);
-            self.heap.push(Reverse((due, key, entry.generation)));
+    }
+
+    /// Ends a room and frees its key.
+    fn end(&mut self, key: u32) {
+        let Some(mut entry) = self.slab.get_mut(key as usize).and_then(|s| s.entry.take()) else {
+            return;
+        };
+        self.free.push(key);
+        self.rooms.fetch_sub(1, Ordering::Relaxed);
+        let ended = catch_unwind(AssertUnwindSafe(move || {
+            entry.task.shutdown();
+            drop(entry);
+        }));
+        if ended.is_err() {
+            error!("room panicked while ending");
         }
     }
 

@@ -159,6 +159,11 @@ impl RoomTask {
         }
     }
 
+    /// The room's number (for logs).
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
     fn ms(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.start).as_millis() as u64
     }
@@ -286,7 +291,7 @@ impl RoomTask {
         }
     }
 
-    /// Runs what is due at `now`: the tick, leg timeouts, RTCP reads.
+    /// Runs what is due at `now`: the tick and leg timeouts.
     pub(super) fn on_timer(&mut self, now: Instant) {
         if now >= self.next_tick {
             let tick_ms = self.ms(self.next_tick);

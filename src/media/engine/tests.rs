@@ -147,3 +147,41 @@ async fn dropping_the_engine_ends_its_rooms() {
     assert!(matches!(rx.try_recv(), Ok(LegEvent::Removed(_))));
     assert!(room.is_closed());
 }
+
+/// A panic inside one room ends that room only: the thread's other rooms
+/// go on, and new rooms still start on it.
+#[tokio::test]
+async fn a_panicking_room_ends_alone() {
+    let (engine, metrics) = engine(1);
+    let doomed = engine.create_room(RoomConfig::default()).unwrap();
+    let (_p, _) = add_leg(&engine, &doomed, 1, None).await;
+    let room = engine.create_room(RoomConfig::default()).unwrap();
+    let (a, to_a) = add_leg(&engine, &room, 1, None).await;
+    let (b, _) = add_leg(&engine, &room, 2, None).await;
+    let update: super::LegUpdate = Box::new(|_| panic!("a bug in a leg"));
+    doomed
+        .send(super::Command::UpdateLeg(ParticipantId(1), update))
+        .await
+        .unwrap();
+    until("the panicking room to end", || doomed.is_closed()).await;
+    until("the gauges", || {
+        metrics.media.rooms.get() == 1 && metrics.media.legs.get() == 2
+    })
+    .await;
+    // The other room still relays.
+    b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut relayed = false;
+    for seq in 0..25u16 {
+        a.send_to(&rtp(seq), to_a).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.set_nonblocking(true).unwrap();
+        relayed |= b.recv(&mut buf).is_ok();
+    }
+    assert!(relayed, "the other room stopped");
+    // And the thread takes new rooms.
+    let fresh = engine.create_room(RoomConfig::default()).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), add_leg(&engine, &fresh, 1, None))
+        .await
+        .expect("a new room on the same thread");
+}
