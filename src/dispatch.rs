@@ -146,6 +146,13 @@ impl Answering {
     }
 }
 
+/// Answers a retransmission with the response its first transaction got.
+fn replay(mut transaction: Transaction, previous: Response) {
+    tokio::spawn(async move {
+        let _ = transaction.respond(previous).await;
+    });
+}
+
 /// Receives new server transactions until shutdown; one task per transaction.
 pub async fn run(services: Arc<Services>, mut incoming: TransactionReceiver) {
     let core = services.core.clone();
@@ -155,18 +162,14 @@ pub async fn run(services: Arc<Services>, mut incoming: TransactionReceiver) {
         if method != Method::Ack
             && let Some(previous) = core.completed_response(&transaction.key)
         {
-            tokio::spawn(async move {
-                let _ = transaction.respond(previous).await;
-            });
+            replay(transaction, previous);
             continue;
         }
         let slot = match method {
             Method::Register | Method::Options => match answering.check(&transaction.key) {
                 Seen::New(slot) => Some(slot),
                 Seen::Answered(previous) => {
-                    tokio::spawn(async move {
-                        let _ = transaction.respond(previous).await;
-                    });
+                    replay(transaction, previous);
                     continue;
                 }
                 Seen::InProgress => {
@@ -231,21 +234,18 @@ async fn handle(
     let core = &services.core;
     let method = transaction.original.method;
     let result = match method {
-        Method::Register => {
-            let Some(source) = core.source(&transaction.original, transaction.connection.as_ref())
-            else {
-                debug!("REGISTER from an unknown source");
-                return;
+        Method::Register | Method::Options => {
+            let (status, headers) = if method == Method::Register {
+                let Some(source) =
+                    core.source(&transaction.original, transaction.connection.as_ref())
+                else {
+                    debug!("REGISTER from an unknown source");
+                    return;
+                };
+                services.register(&transaction.original, source)
+            } else {
+                services.options()
             };
-            let (status, headers) = services.register(&transaction.original, source);
-            let sent = transaction.reply_with(status, headers, None).await;
-            if let Some(slot) = answering {
-                slot.record(transaction.last_response.clone());
-            }
-            sent
-        }
-        Method::Options => {
-            let (status, headers) = services.options();
             let sent = transaction.reply_with(status, headers, None).await;
             if let Some(slot) = answering {
                 slot.record(transaction.last_response.clone());

@@ -1665,8 +1665,9 @@ impl Bridge {
                                 _ => UacEvent::Failure(status),
                             };
                             b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
-                            leg.answered |= (200..300).contains(&status);
-                            if (200..300).contains(&status)
+                            let answered = (200..300).contains(&status);
+                            leg.answered |= answered;
+                            if answered
                                 && let Some((interval, we_refresh)) = session_timer(&response)
                             {
                                 info!(leg = %leg.label, interval = interval.as_secs(), we_refresh, "session timer");

@@ -363,7 +363,6 @@ pub struct MediaEngine {
     cfg: MediaConfig,
     ports: PortAllocator,
     shared: Arc<Shared>,
-    metrics: Arc<Metrics>,
     threads: reactor::MediaThreads,
     next_room: AtomicU64,
     next_participant: AtomicU64,
@@ -380,10 +379,9 @@ impl MediaEngine {
             ports,
             shared: Arc::new(Shared {
                 named: Mutex::new(HashMap::new()),
-                metrics: metrics.clone(),
+                metrics,
             }),
             threads,
-            metrics,
             next_room: AtomicU64::new(1),
             next_participant: AtomicU64::new(1),
         }))
@@ -396,12 +394,12 @@ impl MediaEngine {
 
     /// The metrics this engine counts in.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.shared.metrics
     }
 
     /// Binds a port pair for a new RTP leg.
     pub fn allocate_ports(&self) -> Result<PortPair, EngineError> {
-        if self.metrics.media.legs.get() as usize >= self.cfg.max_legs {
+        if self.shared.metrics.media.legs.get() as usize >= self.cfg.max_legs {
             return Err(EngineError::TooManyLegs);
         }
         self.ports.allocate()
@@ -424,14 +422,14 @@ impl MediaEngine {
 
     /// Starts an anonymous room (a call, an echo test).
     pub fn create_room(self: &Arc<Self>, cfg: RoomConfig) -> Result<RoomHandle, EngineError> {
-        if self.metrics.media.rooms.get() as usize >= self.cfg.max_rooms {
+        if self.shared.metrics.media.rooms.get() as usize >= self.cfg.max_rooms {
             return Err(EngineError::TooManyRooms);
         }
         let room = Room::new(cfg)?;
         let id = self.next_room.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(64);
         let task = room_task::RoomTask::new(id, room, rx, self.shared.clone(), None);
-        self.metrics.media.rooms.inc();
+        self.shared.metrics.media.rooms.inc();
         self.threads.adopt(task);
         Ok(RoomHandle { tx, id })
     }
@@ -452,7 +450,7 @@ impl MediaEngine {
         if let Some(handle) = named.get(name).filter(|h| !h.is_closed()) {
             return Ok(handle.clone());
         }
-        if self.metrics.media.rooms.get() as usize >= self.cfg.max_rooms {
+        if self.shared.metrics.media.rooms.get() as usize >= self.cfg.max_rooms {
             return Err(EngineError::TooManyRooms);
         }
         let room = Room::new(cfg)?;
@@ -460,7 +458,7 @@ impl MediaEngine {
         let (tx, rx) = mpsc::channel(64);
         let task =
             room_task::RoomTask::new(id, room, rx, self.shared.clone(), Some(name.to_string()));
-        self.metrics.media.rooms.inc();
+        self.shared.metrics.media.rooms.inc();
         self.threads.adopt(task);
         let handle = RoomHandle { tx, id };
         named.insert(name.to_string(), handle.clone());

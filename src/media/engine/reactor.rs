@@ -92,12 +92,12 @@ impl Wake for RoomWaker {
 }
 
 /// How a room registers its sockets with its thread's epoll.
-pub(super) struct Poll {
+pub(super) struct Watch {
     ep: Arc<OwnedFd>,
     key: u32,
 }
 
-impl Poll {
+impl Watch {
     /// Watches `socket` for reading (level-triggered).
     pub(super) fn add(&self, socket: BorrowedFd<'_>) -> std::io::Result<()> {
         let data = EventData::new_u64(token(self.key, socket));
@@ -286,9 +286,9 @@ impl Thread {
             Err(_) => return true,
         };
         if stop {
-            for mut task in new {
-                self.rooms.fetch_sub(1, Ordering::Relaxed);
-                task.shutdown();
+            // Adopted only to be ended with the others.
+            for task in new {
+                self.insert(task);
             }
             return true;
         }
@@ -313,7 +313,7 @@ impl Thread {
                 (self.slab.len() - 1) as u32
             }
         };
-        task.attach(Poll {
+        task.attach(Watch {
             ep: self.ep.clone(),
             key,
         });
@@ -410,14 +410,10 @@ impl Thread {
 
     /// The engine is gone: end every room.
     fn stop(&mut self) {
-        let mut ended = 0;
-        for slot in &mut self.slab {
-            if let Some(mut entry) = slot.entry.take() {
-                entry.task.shutdown();
-                ended += 1;
-            }
+        let before = self.rooms.load(Ordering::Relaxed);
+        for key in 0..self.slab.len() as u32 {
+            self.end(key);
         }
-        self.rooms.fetch_sub(ended, Ordering::Relaxed);
-        debug!(rooms = ended, "media thread stopped");
+        debug!(rooms = before, "media thread stopped");
     }
 }

@@ -25,13 +25,13 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll as TaskPoll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
-use super::reactor::Poll;
+use super::reactor::Watch;
 use super::{
     Command, Detached, EngineError, Join, LegEvent, LegSockets, ParticipantView, PortLease, Shared,
 };
@@ -68,6 +68,36 @@ struct Slot {
 }
 
 impl Slot {
+    /// The leg and the callbacks it gets (its sockets, the room when it
+    /// pushes media), borrowed together.
+    fn leg_io<'a>(
+        &'a mut self,
+        room: Option<&'a mut Room>,
+        now_ms: u64,
+    ) -> (&'a mut dyn Leg, Io<'a>) {
+        let Slot {
+            leg,
+            main,
+            rtcp,
+            id,
+            ..
+        } = self;
+        let io = Io {
+            main,
+            rtcp: rtcp.as_ref(),
+            room,
+            id: *id,
+            now_ms,
+        };
+        (leg.as_mut(), io)
+    }
+
+    /// Asks the leg when it next needs a timeout, and keeps the answer.
+    fn refresh_deadline(&mut self) -> Option<Instant> {
+        self.deadline = self.leg.poll_timeout();
+        self.deadline
+    }
+
     /// Its sockets: main, and RTCP when separate.
     fn fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
         std::iter::once(self.main.as_fd()).chain(self.rtcp.as_ref().map(|r| r.as_fd()))
@@ -114,7 +144,7 @@ pub(super) struct RoomTask {
     /// Slot by main socket, for rooms larger than [`SCAN`].
     by_fd: HashMap<RawFd, usize>,
     /// The thread's epoll, once adopted.
-    poll: Option<Poll>,
+    watch: Option<Watch>,
     buf: Box<[u8; 2048]>,
     start: Instant,
     next_tick: Instant,
@@ -147,7 +177,7 @@ impl RoomTask {
             slots: Vec::new(),
             index: HashMap::new(),
             by_fd: HashMap::new(),
-            poll: None,
+            watch: None,
             buf: Box::new([0u8; 2048]),
             start,
             next_tick: start + TICK,
@@ -169,8 +199,8 @@ impl RoomTask {
     }
 
     /// Joins a media thread: sockets are registered with its epoll.
-    pub(super) fn attach(&mut self, poll: Poll) {
-        self.poll = Some(poll);
+    pub(super) fn attach(&mut self, watch: Watch) {
+        self.watch = Some(watch);
     }
 
     /// When it next needs [`RoomTask::on_timer`]: the next tick or the
@@ -187,9 +217,9 @@ impl RoomTask {
     pub(super) fn poll_commands(&mut self, cx: &mut Context<'_>) {
         while !self.handles_gone {
             match self.commands.poll_recv(cx) {
-                TaskPoll::Ready(Some(command)) => self.on_command(command),
-                TaskPoll::Ready(None) => self.handles_gone = true,
-                TaskPoll::Pending => break,
+                Poll::Ready(Some(command)) => self.on_command(command),
+                Poll::Ready(None) => self.handles_gone = true,
+                Poll::Pending => break,
             }
         }
     }
@@ -238,26 +268,18 @@ impl RoomTask {
         // An error is a spurious wake-up (WouldBlock) or an ICMP error
         // surfacing: not fatal, nothing to hand on.
         if let Ok((n, from)) = socket.recv_from(&mut self.buf[..]) {
-            let mut io = Io {
-                main: &slot.main,
-                rtcp: slot.rtcp.as_ref(),
-                room: Some(&mut self.room),
-                id: slot.id,
-                now_ms,
-            };
-            slot.leg
-                .handle_datagram(now, from, &mut self.buf[..n], &mut io);
+            let (leg, mut io) = slot.leg_io(Some(&mut self.room), now_ms);
+            leg.handle_datagram(now, from, &mut self.buf[..n], &mut io);
             // Relay mode forwards at once: send what the room produced.
             Self::send_output(&mut self.room, &mut self.slots, &self.index, now, now_ms);
         }
         let Some(slot) = self.slots.get_mut(i) else {
             return;
         };
-        slot.deadline = slot.leg.poll_timeout();
-        if let Some(d) = slot.deadline {
-            self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
-        }
-        if slot.leg.closed().is_some() {
+        let deadline = slot.refresh_deadline();
+        let closed = slot.leg.closed().is_some();
+        self.note_leg_deadline(deadline);
+        if closed {
             self.reap_closed();
         }
     }
@@ -280,14 +302,8 @@ impl RoomTask {
             let Some(slot) = i.and_then(|i| slots.get_mut(i)) else {
                 continue;
             };
-            let mut io = Io {
-                main: &slot.main,
-                rtcp: slot.rtcp.as_ref(),
-                room: None,
-                id: slot.id,
-                now_ms,
-            };
-            slot.leg.send_frame(now, &frame, &mut io);
+            let (leg, mut io) = slot.leg_io(None, now_ms);
+            leg.send_frame(now, &frame, &mut io);
         }
     }
 
@@ -302,14 +318,8 @@ impl RoomTask {
                 let Some(slot) = index.get(&to).and_then(|&i| slots.get_mut(i)) else {
                     continue;
                 };
-                let mut io = Io {
-                    main: &slot.main,
-                    rtcp: slot.rtcp.as_ref(),
-                    room: None,
-                    id: slot.id,
-                    now_ms: tick_ms,
-                };
-                slot.leg.send_frame(now, &frame, &mut io);
+                let (leg, mut io) = slot.leg_io(None, tick_ms);
+                leg.send_frame(now, &frame, &mut io);
             }
             self.last_tick = self.next_tick;
             // Every 20 ms while mixing; sparser while relaying (packets are
@@ -329,15 +339,9 @@ impl RoomTask {
             let mut closed = false;
             for slot in &mut self.slots {
                 if slot.deadline.is_some_and(|d| d <= now) {
-                    let mut io = Io {
-                        main: &slot.main,
-                        rtcp: slot.rtcp.as_ref(),
-                        room: Some(&mut self.room),
-                        id: slot.id,
-                        now_ms,
-                    };
-                    slot.leg.handle_timeout(now, &mut io);
-                    slot.deadline = slot.leg.poll_timeout();
+                    let (leg, mut io) = slot.leg_io(Some(&mut self.room), now_ms);
+                    leg.handle_timeout(now, &mut io);
+                    slot.refresh_deadline();
                     closed |= slot.leg.closed().is_some();
                 }
                 if let Some(d) = slot.deadline {
@@ -348,6 +352,13 @@ impl RoomTask {
             if closed {
                 self.reap_closed();
             }
+        }
+    }
+
+    /// Brings the earliest leg deadline forward to `deadline` if sooner.
+    fn note_leg_deadline(&mut self, deadline: Option<Instant>) {
+        if let Some(d) = deadline {
+            self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
         }
     }
 
@@ -389,8 +400,8 @@ impl RoomTask {
         let slot = self.slots.swap_remove(i);
         for fd in slot.fds() {
             self.by_fd.remove(&fd.as_raw_fd());
-            if let Some(poll) = &self.poll {
-                poll.remove(fd);
+            if let Some(watch) = &self.watch {
+                watch.remove(fd);
             }
         }
         if let Some(moved) = self.slots.get(i) {
@@ -465,10 +476,8 @@ impl RoomTask {
                 if let Some(&i) = self.index.get(&id) {
                     let slot = &mut self.slots[i];
                     update(slot.leg.as_mut());
-                    slot.deadline = slot.leg.poll_timeout();
-                    if let Some(d) = slot.deadline {
-                        self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
-                    }
+                    let deadline = slot.refresh_deadline();
+                    self.note_leg_deadline(deadline);
                 }
             }
             Command::Detach(id, reply) => {
@@ -531,27 +540,25 @@ impl RoomTask {
         if let Some(rtcp) = &rtcp {
             rtcp.set_nonblocking(true)?;
         }
-        let Some(poll) = &self.poll else {
+        let Some(watch) = &self.watch else {
             return Err(EngineError::RoomGone);
         };
-        poll.add(main.as_fd())?;
+        watch.add(main.as_fd())?;
         if let Some(rtcp) = &rtcp
-            && let Err(e) = poll.add(rtcp.as_fd())
+            && let Err(e) = watch.add(rtcp.as_fd())
         {
-            poll.remove(main.as_fd());
+            watch.remove(main.as_fd());
             return Err(e.into());
         }
         if let Err(e) = self.room.add_participant(id, config) {
-            poll.remove(main.as_fd());
+            watch.remove(main.as_fd());
             if let Some(rtcp) = &rtcp {
-                poll.remove(rtcp.as_fd());
+                watch.remove(rtcp.as_fd());
             }
             return Err(e.into());
         }
         let deadline = leg.poll_timeout();
-        if let Some(d) = deadline {
-            self.leg_deadline = Some(self.leg_deadline.map_or(d, |g| g.min(d)));
-        }
+        self.note_leg_deadline(deadline);
         self.index.insert(id, self.slots.len());
         self.by_fd.insert(main.as_raw_fd(), self.slots.len());
         if let Some(rtcp) = &rtcp {
