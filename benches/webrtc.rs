@@ -270,7 +270,7 @@ fn run(frames: usize, label: &str, opus: &[Bytes], ulaw: &[Vec<u8>]) {
         let t = Instant::now();
         for (who, frame) in &out {
             if *who == ParticipantId(1) {
-                leg.send_frame(now, frame, &mut wire);
+                leg.send_frame(now, frame.as_ref(), &mut wire);
             } else {
                 black_box(frame);
             }

@@ -103,7 +103,7 @@ async fn scenario(name: &str) {
                 if let Some(l) = leg.as_mut() {
                     let mut io = Io { socket: &socket, room: &mut room, now_ms, media_in: 0 };
                     for (_, frame) in &frames {
-                        l.send_frame(Instant::now(), frame, &mut io);
+                        l.send_frame(Instant::now(), frame.as_ref(), &mut io);
                     }
                 }
             }

@@ -16,12 +16,21 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::room::{InPacket, OutFrame};
+use super::room::{FrameRef, InPacket};
 
 /// Where a leg puts what it produces. Implemented by the driver.
 pub trait LegIo {
     /// Sends `data` to `to` from the leg's socket (best effort, like UDP).
     fn transmit(&mut self, to: SocketAddr, data: &[u8]);
+    /// Sends `head` then `body` as one datagram (an RTP header and a
+    /// payload that lives elsewhere). Drivers gather them into a buffer
+    /// they reuse; this default allocates one.
+    fn transmit_parts(&mut self, to: SocketAddr, head: &[u8], body: &[u8]) {
+        let mut data = Vec::with_capacity(head.len() + body.len());
+        data.extend_from_slice(head);
+        data.extend_from_slice(body);
+        self.transmit(to, &data);
+    }
     /// Hands one received media packet (decrypted, header parsed) to the room.
     fn media(&mut self, pkt: InPacket<'_>);
     /// Sends an RTCP datagram from the leg's RTCP socket: plain RTP/AVP
@@ -73,7 +82,7 @@ pub trait Leg: Send {
     );
 
     /// The room produced `frame` for this participant: packetize and send it.
-    fn send_frame(&mut self, now: Instant, frame: &OutFrame, io: &mut dyn LegIo);
+    fn send_frame(&mut self, now: Instant, frame: FrameRef<'_>, io: &mut dyn LegIo);
 
     /// [`Leg::poll_timeout`]'s deadline has passed.
     fn handle_timeout(&mut self, now: Instant, io: &mut dyn LegIo);

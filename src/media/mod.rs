@@ -41,8 +41,8 @@ pub use jitter::{JitterBuffer, JitterConfig, Pop};
 pub use leg::{Leg, LegClosed, LegIo, LegStats};
 pub use resample::Resampler;
 pub use room::{
-    DtmfForwarding, InPacket, OutFrame, ParticipantConfig, ParticipantId, PushOutcome, Room,
-    RoomConfig, RoomError, RoomEvent, TelephoneEventSpec,
+    DtmfForwarding, FrameRef, InPacket, OutFrame, ParticipantConfig, ParticipantId, PushOutcome,
+    Room, RoomConfig, RoomError, RoomEvent, TelephoneEventSpec,
 };
 pub use tone::{Announcement, AudioSource, Tone};
 

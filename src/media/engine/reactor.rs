@@ -33,7 +33,7 @@ use rustix::event::{EventfdFlags, eventfd};
 use tracing::{debug, error, warn};
 
 use super::EngineError;
-use super::room_task::RoomTask;
+use super::room_task::{RoomTask, Scratch};
 
 /// Epoll data of a thread's own eventfd.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -154,6 +154,7 @@ impl MediaThreads {
                 slab: Vec::new(),
                 free: Vec::new(),
                 heap: BinaryHeap::new(),
+                scratch: Scratch::new(),
             };
             let join = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -227,6 +228,7 @@ struct Thread {
     slab: Vec<Slot>,
     free: Vec<u32>,
     heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    scratch: Scratch,
 }
 
 impl Thread {
@@ -357,6 +359,7 @@ impl Thread {
     /// the heap. A panic in the room (its legs, its codecs) ends that room
     /// only: the thread and its other rooms go on.
     fn drive(&mut self, key: u32, what: Drive) {
+        let scratch = &mut self.scratch;
         let Some(entry) = self
             .slab
             .get_mut(key as usize)
@@ -367,9 +370,9 @@ impl Thread {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut cx = Context::from_waker(&entry.waker);
             match what {
-                Drive::Readable(fd, now) => entry.task.on_readable(fd, now),
+                Drive::Readable(fd, now) => entry.task.on_readable(fd, now, scratch),
                 Drive::Commands => entry.task.poll_commands(&mut cx),
-                Drive::Timer(now) => entry.task.on_timer(now),
+                Drive::Timer(now) => entry.task.on_timer(now, scratch),
             }
             if entry.task.finished(&mut cx) {
                 None

@@ -53,14 +53,16 @@ fn grid_after(t: Instant) -> Instant {
     epoch + Duration::from_nanos((k * TICK.as_nanos()) as u64)
 }
 
+#[repr(C)]
 struct Slot {
+    // Per-packet fields first (`repr(C)`).
     id: ParticipantId,
     leg: Box<dyn Leg>,
+    deadline: Option<Instant>,
     main: UdpSocket,
     rtcp: Option<UdpSocket>,
     _lease: Option<PortLease>,
     events: Option<mpsc::UnboundedSender<LegEvent>>,
-    deadline: Option<Instant>,
     /// Who it is, for the admin API (e.g. the caller's user or number).
     label: String,
     /// How it joined (kept for [`Command::Detach`]).
@@ -73,7 +75,9 @@ impl Slot {
     fn leg_io<'a>(
         &'a mut self,
         room: Option<&'a mut Room>,
+        now: Instant,
         now_ms: u64,
+        tx: &'a mut Vec<u8>,
     ) -> (&'a mut dyn Leg, Io<'a>) {
         let Slot {
             leg,
@@ -86,7 +90,10 @@ impl Slot {
             main,
             rtcp: rtcp.as_ref(),
             room,
+            peers: [&mut [], &mut []],
+            tx,
             id: *id,
+            now,
             now_ms,
         };
         (leg.as_mut(), io)
@@ -104,12 +111,34 @@ impl Slot {
     }
 }
 
+/// A media thread's buffers, shared by all its rooms (so they stay in
+/// cache): the datagram being received, and the one being sent.
+pub(super) struct Scratch {
+    rx: Box<[u8; 2048]>,
+    tx: Vec<u8>,
+}
+
+impl Scratch {
+    pub(super) fn new() -> Scratch {
+        Scratch {
+            rx: Box::new([0u8; 2048]),
+            tx: Vec::with_capacity(2048),
+        }
+    }
+}
+
 /// The callbacks a leg gets: send from its sockets, push into the room.
 struct Io<'a> {
     main: &'a UdpSocket,
     rtcp: Option<&'a UdpSocket>,
     room: Option<&'a mut Room>,
+    /// The room's other slots, when a datagram is being handled: a packet
+    /// the room relays goes out through its destination's leg at once,
+    /// from the receive buffer.
+    peers: [&'a mut [Slot]; 2],
+    tx: &'a mut Vec<u8>,
     id: ParticipantId,
+    now: Instant,
     now_ms: u64,
 }
 
@@ -119,42 +148,75 @@ impl LegIo for Io<'_> {
         let _ = self.main.send_to(data, to);
     }
 
+    fn transmit_parts(&mut self, to: SocketAddr, head: &[u8], body: &[u8]) {
+        self.tx.clear();
+        self.tx.extend_from_slice(head);
+        self.tx.extend_from_slice(body);
+        let _ = self.main.send_to(self.tx, to);
+    }
+
     fn transmit_rtcp(&mut self, to: SocketAddr, data: &[u8]) {
         let _ = self.rtcp.unwrap_or(self.main).send_to(data, to);
     }
 
     fn media(&mut self, pkt: InPacket<'_>) {
-        if let Some(room) = self.room.as_deref_mut() {
-            let _ = room.push_packet(self.id, pkt, self.now_ms);
+        let Io {
+            room: Some(room),
+            peers,
+            tx,
+            id,
+            now,
+            now_ms,
+            ..
+        } = self
+        else {
+            return;
+        };
+        if peers.iter().all(|p| p.is_empty()) {
+            // Not handling a datagram: what it relays waits for a drain or tick.
+            let _ = room.push_packet(*id, pkt, *now_ms);
+            return;
         }
+        let (now, now_ms) = (*now, *now_ms);
+        let _ = room.push_packet_with(*id, pkt, now_ms, &mut |to, frame| {
+            if let Some(slot) = peers
+                .iter_mut()
+                .flat_map(|p| p.iter_mut())
+                .find(|s| s.id == to)
+            {
+                let (leg, mut io) = slot.leg_io(None, now, now_ms, tx);
+                leg.send_frame(now, frame, &mut io);
+            }
+        });
     }
 }
 
 /// One room, its legs and their sockets, driven by a media thread
 /// ([`super::reactor`]): commands when its channel wakes, a datagram when a
 /// leg socket is readable, and its timers at [`RoomTask::deadline`].
+#[repr(C)]
 pub(super) struct RoomTask {
+    // Per-packet fields first (`repr(C)`; the room's own come first in it).
+    slots: Vec<Slot>,
+    start: Instant,
+    next_tick: Instant,
+    leg_deadline: Option<Instant>,
+    ever_joined: bool,
+    /// Every handle is gone (or the room closed its channel).
+    handles_gone: bool,
+    room: Room,
     id: u64,
     name: Option<String>,
-    room: Room,
     commands: mpsc::Receiver<Command>,
     engine: Arc<Shared>,
-    slots: Vec<Slot>,
     index: HashMap<ParticipantId, usize>,
     /// Slot by main socket, for rooms larger than [`SCAN`].
     by_fd: HashMap<RawFd, usize>,
     /// The thread's epoll, once adopted.
     watch: Option<Watch>,
-    buf: Box<[u8; 2048]>,
-    start: Instant,
-    next_tick: Instant,
     /// When the last tick was due (the 20 ms grid is counted from it).
     last_tick: Instant,
-    leg_deadline: Option<Instant>,
     subscribers: Option<broadcast::Sender<RoomEvent>>,
-    ever_joined: bool,
-    /// Every handle is gone (or the room closed its channel).
-    handles_gone: bool,
 }
 
 impl RoomTask {
@@ -178,7 +240,6 @@ impl RoomTask {
             index: HashMap::new(),
             by_fd: HashMap::new(),
             watch: None,
-            buf: Box::new([0u8; 2048]),
             start,
             next_tick: start + TICK,
             last_tick: start,
@@ -254,24 +315,37 @@ impl RoomTask {
     /// socket is watched level-triggered, so more come as further events;
     /// no read ends in `EAGAIN`) and hands it to the leg; in relay mode the
     /// other leg sends it on at once.
-    pub(super) fn on_readable(&mut self, fd: RawFd, now: Instant) {
+    pub(super) fn on_readable(&mut self, fd: RawFd, now: Instant, scratch: &mut Scratch) {
         // A stale event (the socket left this room in this batch) finds nothing.
         let Some(i) = self.slot_of_fd(fd) else {
             return;
         };
         let now_ms = self.ms(now);
-        let slot = &mut self.slots[i];
+        let Scratch { rx, tx } = scratch;
+        let (before, rest) = self.slots.split_at_mut(i);
+        let Some((slot, after)) = rest.split_first_mut() else {
+            return;
+        };
         let socket = match &slot.rtcp {
             Some(rtcp) if rtcp.as_raw_fd() == fd => rtcp,
             _ => &slot.main,
         };
         // An error is a spurious wake-up (WouldBlock) or an ICMP error
         // surfacing: not fatal, nothing to hand on.
-        if let Ok((n, from)) = socket.recv_from(&mut self.buf[..]) {
-            let (leg, mut io) = slot.leg_io(Some(&mut self.room), now_ms);
-            leg.handle_datagram(now, from, &mut self.buf[..n], &mut io);
-            // Relay mode forwards at once: send what the room produced.
-            Self::send_output(&mut self.room, &mut self.slots, &self.index, now, now_ms);
+        if let Ok((n, from)) = socket.recv_from(&mut rx[..]) {
+            let (leg, mut io) = slot.leg_io(Some(&mut self.room), now, now_ms, tx);
+            // Relay mode forwards at once, through the other slot's leg.
+            io.peers = [before, after];
+            leg.handle_datagram(now, from, &mut rx[..n], &mut io);
+            // Anything else the room produced (forwarded DTMF).
+            Self::send_output(
+                &mut self.room,
+                &mut self.slots,
+                &self.index,
+                now,
+                now_ms,
+                tx,
+            );
         }
         let Some(slot) = self.slots.get_mut(i) else {
             return;
@@ -291,6 +365,7 @@ impl RoomTask {
         index: &HashMap<ParticipantId, usize>,
         now: Instant,
         now_ms: u64,
+        tx: &mut Vec<u8>,
     ) {
         for (to, frame) in room.drain_output() {
             // A call has two legs: a scan beats hashing the id.
@@ -302,13 +377,13 @@ impl RoomTask {
             let Some(slot) = i.and_then(|i| slots.get_mut(i)) else {
                 continue;
             };
-            let (leg, mut io) = slot.leg_io(None, now_ms);
-            leg.send_frame(now, &frame, &mut io);
+            let (leg, mut io) = slot.leg_io(None, now, now_ms, tx);
+            leg.send_frame(now, frame.as_ref(), &mut io);
         }
     }
 
     /// Runs what is due at `now`: the tick and leg timeouts.
-    pub(super) fn on_timer(&mut self, now: Instant) {
+    pub(super) fn on_timer(&mut self, now: Instant, scratch: &mut Scratch) {
         if now >= self.next_tick {
             let tick_ms = self.ms(self.next_tick);
             let RoomTask {
@@ -318,8 +393,8 @@ impl RoomTask {
                 let Some(slot) = index.get(&to).and_then(|&i| slots.get_mut(i)) else {
                     continue;
                 };
-                let (leg, mut io) = slot.leg_io(None, tick_ms);
-                leg.send_frame(now, &frame, &mut io);
+                let (leg, mut io) = slot.leg_io(None, now, tick_ms, &mut scratch.tx);
+                leg.send_frame(now, frame.as_ref(), &mut io);
             }
             self.last_tick = self.next_tick;
             // Every 20 ms while mixing; sparser while relaying (packets are
@@ -339,7 +414,8 @@ impl RoomTask {
             let mut closed = false;
             for slot in &mut self.slots {
                 if slot.deadline.is_some_and(|d| d <= now) {
-                    let (leg, mut io) = slot.leg_io(Some(&mut self.room), now_ms);
+                    let (leg, mut io) =
+                        slot.leg_io(Some(&mut self.room), now, now_ms, &mut scratch.tx);
                     leg.handle_timeout(now, &mut io);
                     slot.refresh_deadline();
                     closed |= slot.leg.closed().is_some();

@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::participant::{convert, encode_into};
-use super::{InPacket, PushOutcome, Room, RoomEvent};
+use super::{FrameRef, InPacket, OutFrame, ParticipantId, PushOutcome, Room, RoomEvent};
 use crate::media::codec::{Codec, CodecKind, CodecSpec, MAX_PAYLOAD};
 use crate::media::dsp::saturate;
 use crate::media::frame_samples;
@@ -128,13 +128,22 @@ impl Room {
         }
     }
 
+    /// Queues a frame for the next drain or tick; bounded if the driver
+    /// never drains (a tick then takes them).
+    pub(super) fn queue_out(&mut self, frame: (ParticipantId, OutFrame)) {
+        if self.out.len() < MAX_PENDING_OUT {
+            self.out.push(frame);
+        }
+    }
+
     /// Relay mode: forwards one audio packet from participant `i` to the
-    /// other participant at once (into `out`, see [`Room::drain_output`]).
+    /// other participant at once, through `relay`.
     pub(super) fn relay_packet(
         &mut self,
         i: usize,
         pkt: &InPacket<'_>,
         now_ms: u64,
+        relay: &mut dyn FnMut(ParticipantId, FrameRef<'_>),
     ) -> PushOutcome {
         if pkt.payload.is_empty() {
             return PushOutcome::Ignored;
@@ -149,12 +158,11 @@ impl Room {
         if dst.sending_dtmf(now_ms) {
             return PushOutcome::Ignored;
         }
-        match dst.relay_frame(now_ms, pkt.timestamp, pkt.marker, pkt.payload, frames) {
-            Some(frame) => {
-                // Bounded if the driver never drains (a tick then takes them).
-                if self.out.len() < MAX_PENDING_OUT {
-                    self.out.push((dst.id, frame));
-                }
+        match dst.relay_stamp(now_ms, pkt.timestamp, pkt.marker, frames) {
+            Some((timestamp, marker)) => {
+                let frame =
+                    FrameRef::borrowed(pkt.payload, dst.spec.payload_type, timestamp, marker);
+                relay(dst.id, frame);
                 PushOutcome::Relayed
             }
             None => PushOutcome::Late,
@@ -182,10 +190,11 @@ impl Room {
                 } else {
                     f.payload.len().div_ceil(160).max(1) as u32
                 };
-                if let Some(frame) =
-                    dst.relay_frame(now_ms, f.timestamp, f.marker, f.payload, frames)
+                if let Some((timestamp, marker)) =
+                    dst.relay_stamp(now_ms, f.timestamp, f.marker, frames)
                     && out.len() < MAX_PENDING_OUT
                 {
+                    let frame = dst.relayed(f.payload, timestamp, marker);
                     out.push((dst.id, frame));
                 }
             });

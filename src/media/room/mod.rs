@@ -180,6 +180,57 @@ pub enum PushOutcome {
     Ignored,
 }
 
+/// A frame for a participant's leg to send, borrowed: a relayed packet's
+/// payload straight from the driver's receive buffer, or an [`OutFrame`]'s
+/// ([`OutFrame::as_ref`]). Legs that need owned bytes take
+/// [`FrameRef::to_bytes`], which shares a mix instead of copying it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    payload: &'a [u8],
+    shared: Option<&'a Bytes>,
+    /// RTP payload type.
+    pub payload_type: u8,
+    /// RTP timestamp on the participant's outgoing clock.
+    pub timestamp: u32,
+    /// RTP marker bit: first packet after a gap, or of a telephone-event.
+    pub marker: bool,
+}
+
+impl<'a> FrameRef<'a> {
+    /// A frame over borrowed payload bytes.
+    pub fn borrowed(payload: &'a [u8], payload_type: u8, timestamp: u32, marker: bool) -> Self {
+        FrameRef {
+            payload,
+            shared: None,
+            payload_type,
+            timestamp,
+            marker,
+        }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The payload as `Bytes`: shared when it already is, else copied.
+    pub fn to_bytes(&self) -> Bytes {
+        self.shared
+            .cloned()
+            .unwrap_or_else(|| Bytes::copy_from_slice(self.payload))
+    }
+
+    /// An owned copy.
+    pub fn to_owned_frame(&self) -> OutFrame {
+        OutFrame {
+            payload: self.to_bytes(),
+            payload_type: self.payload_type,
+            timestamp: self.timestamp,
+            marker: self.marker,
+        }
+    }
+}
+
 /// One payload for a participant's leg to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutFrame {
@@ -191,6 +242,19 @@ pub struct OutFrame {
     pub timestamp: u32,
     /// RTP marker bit: first packet after a gap, or of a telephone-event.
     pub marker: bool,
+}
+
+impl OutFrame {
+    /// The frame borrowed, as [`crate::media::leg::Leg::send_frame`] takes it.
+    pub fn as_ref(&self) -> FrameRef<'_> {
+        FrameRef {
+            payload: &self.payload,
+            shared: Some(&self.payload),
+            payload_type: self.payload_type,
+            timestamp: self.timestamp,
+            marker: self.marker,
+        }
+    }
 }
 
 /// One participant as the admin API shows it.
@@ -339,22 +403,24 @@ const DTMF_QUIET_MS: u64 = 250;
 ///     assert_eq!(sent, vec![(1, 0, 160), (2, 8, 160)]);
 /// }
 /// ```
+#[repr(C)]
 pub struct Room {
-    cfg: RoomConfig,
+    // What a relayed packet reads comes first (`repr(C)`): see `Participant`.
     participants: Vec<Participant>,
-    index: HashMap<ParticipantId, usize>,
     players: Vec<Player>,
     beeps: Vec<Tone>,
+    out: Vec<(ParticipantId, OutFrame)>,
+    recorder: Option<Box<Recorder>>,
+    cfg: RoomConfig,
+    relaying: bool,
+    index: HashMap<ParticipantId, usize>,
     mix_rate: u32,
     shared: Vec<SharedOut>,
     /// Sum of the contributors at the mixing rate.
     total: Vec<i32>,
     /// Scratch frame at the mixing rate.
     scratch: Vec<i16>,
-    recorder: Option<Recorder>,
-    out: Vec<(ParticipantId, OutFrame)>,
     events: VecDeque<RoomEvent>,
-    relaying: bool,
     tick_no: u64,
     last_tick_ms: Option<u64>,
 }
@@ -498,7 +564,7 @@ impl Room {
         if let Some(moved) = self.participants.get(i) {
             self.index.insert(moved.id, i);
         }
-        if let Some(Err(e)) = p.track.take().map(Recorder::finish) {
+        if let Some(Err(e)) = p.track.take().map(|t| t.finish()) {
             self.push_event(RoomEvent::RecordingFailed {
                 participant: Some(id),
                 error: e.to_string(),
@@ -602,16 +668,16 @@ impl Room {
         if let Some(old) = self.recorder.take() {
             old.finish()?;
         }
-        self.recorder = Some(Recorder::new(
+        self.recorder = Some(Box::new(Recorder::new(
             WavWriter::new(out, self.mix_rate)?,
             self.mix_rate,
-        )?);
+        )?));
         Ok(())
     }
 
     /// Stops the mixed recording, finishing the file; returns its output.
     pub fn stop_recording(&mut self) -> Result<Option<Box<dyn WavOutput>>, RoomError> {
-        Ok(self.recorder.take().map(Recorder::finish).transpose()?)
+        Ok(self.recorder.take().map(|r| r.finish()).transpose()?)
     }
 
     /// Records one participant's own track (what the others hear from it) as WAV.
@@ -625,7 +691,7 @@ impl Room {
         if let Some(old) = p.track.take() {
             old.finish()?;
         }
-        p.track = Some(Recorder::new(WavWriter::new(out, rate)?, rate)?);
+        p.track = Some(Box::new(Recorder::new(WavWriter::new(out, rate)?, rate)?));
         Ok(())
     }
 
@@ -638,7 +704,7 @@ impl Room {
             .participant_mut(id)?
             .track
             .take()
-            .map(Recorder::finish)
+            .map(|t| t.finish())
             .transpose()?)
     }
 
@@ -690,6 +756,27 @@ impl Room {
         pkt: InPacket<'_>,
         now_ms: u64,
     ) -> Result<PushOutcome, RoomError> {
+        let mut relayed = None;
+        let outcome = self.push_packet_with(id, pkt, now_ms, &mut |to, frame| {
+            relayed = Some((to, frame.to_owned_frame()));
+        })?;
+        if let Some(frame) = relayed {
+            self.queue_out(frame);
+        }
+        Ok(outcome)
+    }
+
+    /// [`Room::push_packet`] for drivers that send at once: in relay mode
+    /// the frame goes to `relay` (destination, frame over `pkt`'s payload)
+    /// instead of being copied into the output, so a relayed packet is sent
+    /// from the buffer it was received into.
+    pub fn push_packet_with(
+        &mut self,
+        id: ParticipantId,
+        pkt: InPacket<'_>,
+        now_ms: u64,
+        relay: &mut dyn FnMut(ParticipantId, FrameRef<'_>),
+    ) -> Result<PushOutcome, RoomError> {
         // A call has two participants: a scan beats hashing the id.
         let i = if self.participants.len() <= 4 {
             self.participants.iter().position(|p| p.id == id)
@@ -708,7 +795,7 @@ impl Room {
             return Ok(PushOutcome::Ignored);
         }
         if self.relaying && self.relay_possible() {
-            return Ok(self.relay_packet(i, &pkt, now_ms));
+            return Ok(self.relay_packet(i, &pkt, now_ms, relay));
         }
         let p = &mut self.participants[i];
         Ok(p.push_audio(&pkt, now_ms))

@@ -152,10 +152,40 @@ impl Player {
 }
 
 /// Everything the room keeps per participant.
+#[repr(C, align(64))]
 pub(super) struct Participant {
+    // Relaying reads and writes the fields up to `sent_last_tick` for every
+    // packet: they come first (`repr(C)`), in the participant's first cache
+    // lines, so a relayed packet touches few lines per participant.
     pub(super) id: ParticipantId,
+    /// Relay mode: when the last frame was relayed to it, ms.
+    relay_last_ms: u64,
+    /// Relay mode: when it last sent us audio, ms (talker silence).
+    relay_heard_ms: Option<u64>,
+    /// While an event forwarded to it has not ended: no audio goes to it
+    /// until this time, ms (the end packet clears it; a lost end times out).
+    pub(super) dtmf_quiet_until_ms: u64,
+    pub(super) track: Option<Box<Recorder>>,
     pub(super) spec: CodecSpec,
     pub(super) te: Option<TelephoneEventSpec>,
+    /// A digit from signalling (SIP INFO) being played to it as RFC 4733.
+    pub(super) dtmf_synth: Option<DtmfSynth>,
+    pub(super) talker: TalkerDetector,
+    /// RTP timestamp of the next frame sent to it.
+    out_ts: u32,
+    /// Relay mode: offset from the other side's RTP timestamps to ours,
+    /// fixed by the first packet relayed after the room (re)entered relay.
+    relay_offset: Option<u32>,
+    /// Relay mode: our timestamp of the last frame relayed to it.
+    relay_last_ts: Option<u32>,
+    pub(super) gain_q12: i32,
+    pub(super) muted: bool,
+    pub(super) deaf: bool,
+    pub(super) held: bool,
+    /// Relay mode: a frame was relayed to it since the last tick.
+    relayed_since_tick: bool,
+    sent_this_tick: bool,
+    sent_last_tick: bool,
     pub(super) jb: JitterBuffer,
     /// Decoder for the input and encoder for an individual mix.
     pub(super) codec: Box<dyn Codec>,
@@ -181,45 +211,19 @@ pub(super) struct Participant {
     /// An individual mix at `pcm_rate`, to encode.
     out_pcm: Vec<i16>,
     out_buf: BytesMut,
-    pub(super) muted: bool,
-    pub(super) deaf: bool,
-    pub(super) held: bool,
-    pub(super) gain_q12: i32,
-    pub(super) talker: TalkerDetector,
-    /// RTP timestamp of the next frame sent to it.
-    out_ts: u32,
-    /// Relay mode: offset from the other side's RTP timestamps to ours,
-    /// fixed by the first packet relayed after the room (re)entered relay.
-    relay_offset: Option<u32>,
-    /// Relay mode: our timestamp of the last frame relayed to it.
-    relay_last_ts: Option<u32>,
-    /// Relay mode: a frame was relayed to it since the last tick.
-    relayed_since_tick: bool,
-    /// Relay mode: when the last frame was relayed to it, ms.
-    relay_last_ms: u64,
-    /// Relay mode: when it last sent us audio, ms (talker silence).
-    relay_heard_ms: Option<u64>,
-    sent_this_tick: bool,
-    sent_last_tick: bool,
     pub(super) dtmf_rx: DtmfReceiver,
     /// Rescaler of the event being forwarded to it: (source, source event timestamp, rescaler).
     pub(super) dtmf_fwd: Option<(ParticipantId, u32, DtmfRescaler)>,
     /// Forwarded telephone-event packets waiting for the next tick.
     pub(super) dtmf_out: VecDeque<(u32, TelephoneEvent, bool)>,
-    /// A digit from signalling (SIP INFO) being played to it as RFC 4733.
-    pub(super) dtmf_synth: Option<DtmfSynth>,
     /// Digits from signalling waiting for the one being played: (sender,
     /// event, duration ms). INFO requests can arrive faster than their
     /// digits last.
     pub(super) dtmf_queued: VecDeque<(ParticipantId, u8, u32)>,
     /// Ticks since a digit from signalling was last played to it.
     pub(super) dtmf_idle_ticks: u8,
-    /// While an event forwarded to it has not ended: no audio goes to it
-    /// until this time, ms (the end packet clears it; a lost end times out).
-    pub(super) dtmf_quiet_until_ms: u64,
     pub(super) echo: Option<EchoLine>,
     echo_frames: Option<usize>,
-    pub(super) track: Option<Recorder>,
 }
 
 impl Participant {
@@ -442,20 +446,19 @@ impl Participant {
         change
     }
 
-    /// Relay mode: wraps a payload the other side sent (RTP timestamp `ts`,
-    /// `frames` × 20 ms long) for this participant, on its outgoing clock.
-    /// Timestamps map with a fixed offset, so gaps (loss, DTX) pass through
-    /// and the clock stays continuous with the mixed frames before and
-    /// after. `None` for a packet older than the last one relayed
+    /// Relay mode: stamps a payload the other side sent (RTP timestamp `ts`,
+    /// `frames` × 20 ms long) for this participant, on its outgoing clock:
+    /// (timestamp, marker). Timestamps map with a fixed offset, so gaps
+    /// (loss, DTX) pass through and the clock stays continuous with the
+    /// mixed frames before and after. `None` for a packet older than the last one relayed
     /// (reordered, duplicate): without a jitter buffer it is too late.
-    pub(super) fn relay_frame(
+    pub(super) fn relay_stamp(
         &mut self,
         now_ms: u64,
         ts: u32,
         marker: bool,
-        payload: &[u8],
         frames: u32,
-    ) -> Option<super::OutFrame> {
+    ) -> Option<(u32, bool)> {
         let step = self.spec.kind.timestamp_step();
         let first = self.relay_offset.is_none();
         let offset = *self
@@ -480,14 +483,25 @@ impl Participant {
         }
         self.relayed_since_tick = true;
         self.sent_this_tick = true;
+        Some((out_ts, marker || first))
+    }
+
+    /// A relayed payload as an owned frame (stamped by
+    /// [`Participant::relay_stamp`]), for the room's output queue.
+    pub(super) fn relayed(
+        &mut self,
+        payload: &[u8],
+        timestamp: u32,
+        marker: bool,
+    ) -> super::OutFrame {
         self.out_buf.clear();
         self.out_buf.extend_from_slice(payload);
-        Some(super::OutFrame {
+        super::OutFrame {
             payload: self.out_buf.split().freeze(),
             payload_type: self.spec.payload_type,
-            timestamp: out_ts,
-            marker: marker || first,
-        })
+            timestamp,
+            marker,
+        }
     }
 
     /// 20 ms frames in an audio payload of `len` bytes (G.711/G.722: 160

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::header::{self, HEADER_LEN};
 use super::rtcp::{self, ReceiverStats, SenderInfo};
 use crate::media::leg::{Leg, LegClosed, LegIo, LegStats};
-use crate::media::room::{InPacket, OutFrame};
+use crate::media::room::{FrameRef, InPacket};
 use crate::media::sdp::{Direction, Negotiated};
 
 /// Packets in sequence a new source must send before we latch to it.
@@ -43,25 +43,27 @@ pub const PROBATION: u8 = 2;
 
 /// Settings of an RTP leg.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct RtpLegConfig {
+    // Per-packet fields first (`repr(C)`): see `RtpLeg`.
     /// Where the peer's SDP says it receives RTP (`None`: nowhere yet).
     pub remote_rtp: Option<SocketAddr>,
-    /// Where its SDP says it receives RTCP.
-    pub remote_rtcp: Option<SocketAddr>,
+    /// Silence of the latched source before another may take over.
+    pub relatch_after: Duration,
+    /// Our SSRC.
+    pub ssrc: u32,
+    /// RTP clock rate of the codec (8000 for G.711/G.722, 48000 for Opus).
+    pub clock_rate: u32,
     /// Our direction: we send only when it includes sending.
     pub local_direction: Direction,
     /// Whether the peer sends (its direction includes sending).
     pub peer_sends: bool,
-    /// RTP clock rate of the codec (8000 for G.711/G.722, 48000 for Opus).
-    pub clock_rate: u32,
+    /// Where its SDP says it receives RTCP.
+    pub remote_rtcp: Option<SocketAddr>,
     /// No media for this long closes the leg.
     pub media_timeout: Duration,
-    /// Silence of the latched source before another may take over.
-    pub relatch_after: Duration,
     /// Mean interval between our RTCP reports (randomized ±50 %).
     pub rtcp_interval: Duration,
-    /// Our SSRC.
-    pub ssrc: u32,
     /// Our RTCP CNAME.
     pub cname: String,
 }
@@ -131,21 +133,25 @@ impl Remap {
 }
 
 /// A plain RTP/AVP leg. See the module documentation.
+#[repr(C, align(64))]
 pub struct RtpLeg {
-    cfg: RtpLegConfig,
-    created: Instant,
-    wallclock: SystemTime,
+    // What every packet reads or writes comes first (`repr(C)`), so a
+    // packet touches the leg's first few cache lines only.
+    closed: Option<LegClosed>,
     latch: Latch,
-    rtcp_dest: Option<SocketAddr>,
+    created: Instant,
+    last_heard: Instant,
+    last_sent_ts: Option<(u32, Instant)>,
+    stats: LegStats,
     remap: Remap,
     rx: ReceiverStats,
     peer_ssrc: Option<u32>,
-    stats: LegStats,
     out_seq: u16,
-    last_sent_ts: Option<(u32, Instant)>,
-    last_heard: Instant,
+    cfg: RtpLegConfig,
+    wallclock: SystemTime,
+    rtcp_dest: Option<SocketAddr>,
     next_rtcp: Instant,
-    closed: Option<LegClosed>,
+    /// RTCP reports are built here (RTP goes out through `LegIo::transmit_parts`).
     tx: Vec<u8>,
 }
 
@@ -167,7 +173,7 @@ impl RtpLeg {
             last_heard: now,
             next_rtcp: first_rtcp,
             closed: None,
-            tx: Vec::with_capacity(1500),
+            tx: Vec::new(),
             cfg,
         }
     }
@@ -338,7 +344,7 @@ impl Leg for RtpLeg {
         });
     }
 
-    fn send_frame(&mut self, now: Instant, frame: &OutFrame, io: &mut dyn LegIo) {
+    fn send_frame(&mut self, now: Instant, frame: FrameRef<'_>, io: &mut dyn LegIo) {
         if self.closed.is_some() || !self.cfg.local_direction.sends() {
             return;
         }
@@ -355,12 +361,9 @@ impl Leg for RtpLeg {
             self.cfg.ssrc,
         );
         self.out_seq = self.out_seq.wrapping_add(1);
-        self.tx.clear();
-        self.tx.extend_from_slice(&h);
-        self.tx.extend_from_slice(&frame.payload);
-        io.transmit(dest, &self.tx);
+        io.transmit_parts(dest, &h, frame.payload());
         self.stats.packets_sent += 1;
-        self.stats.bytes_sent += frame.payload.len() as u64;
+        self.stats.bytes_sent += frame.payload().len() as u64;
         self.last_sent_ts = Some((frame.timestamp, now));
     }
 

@@ -77,7 +77,7 @@ fn media_from_the_sdp_address_is_accepted_and_we_send_there() {
     let t0 = Instant::now();
     let mut leg = RtpLeg::new(config(), t0);
     let mut io = Io::default();
-    leg.send_frame(t0, &frame(0), &mut io);
+    leg.send_frame(t0, frame(0).as_ref(), &mut io);
     assert_eq!(io.sent[0].0, addr(SDP_ADDR));
     let mut p = packet(7, 100, 1000, 0);
     leg.handle_datagram(t0, addr(SDP_ADDR), &mut p, &mut io);
@@ -103,7 +103,7 @@ fn a_natted_peer_is_latched_after_probation() {
     leg.handle_datagram(t0, nat, &mut packet(7, 2, 160, 0), &mut io);
     assert_eq!(io.media.len(), 1);
     assert_eq!(leg.destination(), Some(nat));
-    leg.send_frame(t0, &frame(0), &mut io);
+    leg.send_frame(t0, frame(0).as_ref(), &mut io);
     assert_eq!(io.sent.last().unwrap().0, nat);
 }
 
@@ -256,7 +256,7 @@ fn rtcp_keeps_the_leg_alive_and_reports_are_sr_after_sending() {
     );
     leg.handle_timeout(t0 + Duration::from_secs(10), &mut io);
     assert_eq!(leg.closed(), None);
-    leg.send_frame(t0, &frame(0), &mut io);
+    leg.send_frame(t0, frame(0).as_ref(), &mut io);
     io.rtcp.clear();
     let next = leg.poll_timeout().unwrap();
     leg.handle_timeout(next, &mut io);
@@ -275,7 +275,7 @@ fn hold_directions_stop_sending() {
     cfg.local_direction = Direction::RecvOnly;
     let mut leg = RtpLeg::new(cfg, t0);
     let mut io = Io::default();
-    leg.send_frame(t0, &frame(0), &mut io);
+    leg.send_frame(t0, frame(0).as_ref(), &mut io);
     assert!(io.sent.is_empty());
 }
 
@@ -294,7 +294,7 @@ fn header_write_is_allocation_free_per_packet() {
     let mut io = Count(0);
     let f = frame(0);
     for _ in 0..1000 {
-        leg.send_frame(t0, &f, &mut io);
+        leg.send_frame(t0, f.as_ref(), &mut io);
     }
     assert_eq!(io.0, 1000 * 172);
 }

@@ -48,7 +48,7 @@ use tracing::{debug, info, warn};
 
 use super::codec::{CodecKind, CodecSpec};
 use super::leg::{Leg, LegClosed, LegIo, LegStats};
-use super::room::{InPacket, OutFrame, ParticipantConfig};
+use super::room::{FrameRef, InPacket, ParticipantConfig};
 use super::sdp::{Direction, SessionDescription};
 
 /// RFC 6464 client-to-mixer audio level header extension.
@@ -671,7 +671,7 @@ impl Leg for WebRtcLeg {
         self.drain(now, io);
     }
 
-    fn send_frame(&mut self, now: Instant, frame: &OutFrame, io: &mut dyn LegIo) {
+    fn send_frame(&mut self, now: Instant, frame: FrameRef<'_>, io: &mut dyn LegIo) {
         if !self.connected {
             return;
         }
@@ -686,9 +686,9 @@ impl Leg for WebRtcLeg {
                 ssrc: self.ssrc,
                 ..Default::default()
             },
-            payload: frame.payload.clone(),
+            payload: frame.to_bytes(),
         };
-        let len = frame.payload.len() as u64;
+        let len = frame.payload().len() as u64;
         match self.pc.rtp_sender(self.sender) {
             Some(mut sender) => match sender.write_rtp(now, packet) {
                 Ok(()) => {
