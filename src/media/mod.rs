@@ -26,6 +26,7 @@ pub mod dtmf;
 pub mod engine;
 pub mod jitter;
 pub mod leg;
+mod prefetch;
 pub mod resample;
 pub mod room;
 pub mod rtp;

@@ -36,6 +36,7 @@ use super::{
     Command, Detached, EngineError, Join, LegEvent, LegSockets, ParticipantView, PortLease, Shared,
 };
 use crate::media::leg::{Leg, LegClosed, LegIo};
+use crate::media::prefetch::prefetch;
 use crate::media::room::{InPacket, ParticipantId, Room, RoomEvent};
 
 const TICK: Duration = Duration::from_millis(20);
@@ -247,6 +248,26 @@ impl RoomTask {
             subscribers: None,
             ever_joined: false,
             handles_gone: false,
+        }
+    }
+
+    /// Prefetch, second step (see the reactor): the heap blocks a datagram
+    /// of a two-party room reads next, its slots and its participants.
+    pub(super) fn prefetch_inner(&self) {
+        if self.slots.len() <= 2 {
+            for slot in &self.slots {
+                prefetch(slot, 1);
+            }
+            self.room.prefetch();
+        }
+    }
+
+    /// Prefetch, third step: the legs (their per-packet fields come first).
+    pub(super) fn prefetch_legs(&self) {
+        if self.slots.len() <= 2 {
+            for slot in &self.slots {
+                prefetch(&*slot.leg, 7);
+            }
         }
     }
 

@@ -50,6 +50,8 @@ pub struct RtpLegConfig {
     pub remote_rtp: Option<SocketAddr>,
     /// Silence of the latched source before another may take over.
     pub relatch_after: Duration,
+    /// No media for this long closes the leg.
+    pub media_timeout: Duration,
     /// Our SSRC.
     pub ssrc: u32,
     /// RTP clock rate of the codec (8000 for G.711/G.722, 48000 for Opus).
@@ -60,8 +62,6 @@ pub struct RtpLegConfig {
     pub peer_sends: bool,
     /// Where its SDP says it receives RTCP.
     pub remote_rtcp: Option<SocketAddr>,
-    /// No media for this long closes the leg.
-    pub media_timeout: Duration,
     /// Mean interval between our RTCP reports (randomized ±50 %).
     pub rtcp_interval: Duration,
     /// Our RTCP CNAME.
@@ -141,6 +141,7 @@ pub struct RtpLeg {
     latch: Latch,
     created: Instant,
     last_heard: Instant,
+    next_rtcp: Instant,
     last_sent_ts: Option<(u32, Instant)>,
     stats: LegStats,
     remap: Remap,
@@ -150,7 +151,6 @@ pub struct RtpLeg {
     cfg: RtpLegConfig,
     wallclock: SystemTime,
     rtcp_dest: Option<SocketAddr>,
-    next_rtcp: Instant,
     /// RTCP reports are built here (RTP goes out through `LegIo::transmit_parts`).
     tx: Vec<u8>,
 }
