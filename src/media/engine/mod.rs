@@ -17,6 +17,7 @@
 //! last participant leaves or its last handle is dropped. Dropping the
 //! engine stops its threads.
 
+mod pacer;
 pub mod ports;
 mod reactor;
 mod room_task;
@@ -73,6 +74,12 @@ pub struct MediaConfig {
     /// Media threads (each an epoll loop owning a share of the rooms);
     /// 0: one per CPU core.
     pub threads: usize,
+    /// A media thread woken again within this many µs of its last wake-up
+    /// is busy: it then handles datagrams in batches at most this often
+    /// (like a NIC's interrupt coalescing), so it wakes once per batch
+    /// instead of once per packet, adding at most this much latency.
+    /// Quiet threads wake for every datagram as it comes. 0: never batch.
+    pub coalesce_us: u32,
 }
 
 impl Default for MediaConfig {
@@ -89,6 +96,7 @@ impl Default for MediaConfig {
             answer_delay_ms: 0,
             hold_tone: true,
             threads: 0,
+            coalesce_us: 1000,
         }
     }
 }
@@ -114,6 +122,9 @@ impl MediaConfig {
         }
         if self.threads > 256 {
             return Err("media.threads: at most 256".into());
+        }
+        if self.coalesce_us > 20_000 {
+            return Err("media.coalesce_us: at most 20000 (one 20 ms frame)".into());
         }
         if self.echo_delay_ms > 5000 {
             return Err("media.echo_delay_ms: at most 5000".into());
@@ -373,7 +384,10 @@ impl MediaEngine {
     pub fn new(cfg: MediaConfig, metrics: Arc<Metrics>) -> Result<Arc<MediaEngine>, EngineError> {
         let range = cfg.validate().map_err(EngineError::Config)?;
         let ports = PortAllocator::new(cfg.bind, range, metrics.media.ports.clone());
-        let threads = reactor::MediaThreads::start(cfg.media_threads())?;
+        let threads = reactor::MediaThreads::start(
+            cfg.media_threads(),
+            Duration::from_micros(u64::from(cfg.coalesce_us)),
+        )?;
         Ok(Arc::new(MediaEngine {
             cfg,
             ports,

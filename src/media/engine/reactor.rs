@@ -33,6 +33,7 @@ use rustix::event::{EventfdFlags, eventfd};
 use tracing::{debug, error, warn};
 
 use super::EngineError;
+use super::pacer::{Next, Pacer};
 use super::room_task::{RoomTask, Scratch};
 use crate::media::prefetch::prefetch;
 
@@ -133,8 +134,9 @@ pub(super) struct MediaThreads {
 }
 
 impl MediaThreads {
-    /// Starts `n` threads (at least one).
-    pub(super) fn start(n: usize) -> Result<MediaThreads, EngineError> {
+    /// Starts `n` threads (at least one), batching at most every
+    /// `coalesce` when busy (`MediaConfig::coalesce_us`).
+    pub(super) fn start(n: usize, coalesce: Duration) -> Result<MediaThreads, EngineError> {
         // Built up in place: on an error, its Drop stops the threads started.
         let mut this = MediaThreads {
             threads: Vec::with_capacity(n.max(1)),
@@ -156,6 +158,7 @@ impl MediaThreads {
                 free: Vec::new(),
                 heap: BinaryHeap::new(),
                 scratch: Scratch::new(),
+                pacer: Pacer::new(coalesce),
             };
             let join = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -234,25 +237,40 @@ struct Thread {
     free: Vec<u32>,
     heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     scratch: Scratch,
+    pacer: Pacer,
 }
 
 impl Thread {
+    /// The loop. Each pass waits for events (or the next deadline), hands
+    /// each readable socket's room one datagram (level-triggered: a socket
+    /// with more queued comes back in the next pass), then runs what is
+    /// due; the pacer says whether to poll at once, pause (a busy thread
+    /// batching) or block.
     fn run(&mut self) {
         let empty = Event {
             flags: EventFlags::empty(),
             data: EventData::new_u64(0),
         };
         let mut events = vec![empty; EVENTS];
+        let zero = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut poll = false;
         loop {
-            let timeout = self.heap.peek().map(|Reverse((d, _, _))| {
-                let wait = d.saturating_duration_since(Instant::now());
-                // Whole milliseconds, rounded up: never early.
-                let ms = wait.as_nanos().div_ceil(1_000_000).min(60_000) as i64;
-                rustix::fs::Timespec {
-                    tv_sec: ms / 1000,
-                    tv_nsec: (ms % 1000) * 1_000_000,
-                }
-            });
+            let timeout = if poll {
+                Some(zero)
+            } else {
+                self.heap.peek().map(|Reverse((d, _, _))| {
+                    let wait = d.saturating_duration_since(Instant::now());
+                    // Whole milliseconds, rounded up: never early.
+                    let ms = wait.as_nanos().div_ceil(1_000_000).min(60_000) as i64;
+                    rustix::fs::Timespec {
+                        tv_sec: ms / 1000,
+                        tv_nsec: (ms % 1000) * 1_000_000,
+                    }
+                })
+            };
             let n = match epoll::wait(&*self.ep, &mut events[..], timeout.as_ref()) {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -279,6 +297,15 @@ impl Thread {
                 self.drive(key, Drive::Readable(fd, now));
             }
             self.on_timers(now);
+            let deadline = self.heap.peek().map(|Reverse((d, _, _))| *d);
+            match self.pacer.after_pass(now, n, deadline) {
+                Next::Poll => poll = true,
+                Next::Block => poll = false,
+                Next::PauseUntil(until) => {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                    poll = true;
+                }
+            }
         }
     }
 

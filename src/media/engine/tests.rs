@@ -185,3 +185,17 @@ async fn a_panicking_room_ends_alone() {
         .await
         .expect("a new room on the same thread");
 }
+
+#[test]
+fn coalescing_longer_than_a_frame_is_refused() {
+    let cfg = MediaConfig {
+        coalesce_us: 20_001,
+        ..MediaConfig::default()
+    };
+    assert!(cfg.validate().unwrap_err().contains("media.coalesce_us"));
+    let cfg = MediaConfig {
+        coalesce_us: 20_000,
+        ..MediaConfig::default()
+    };
+    assert!(cfg.validate().is_ok());
+}
