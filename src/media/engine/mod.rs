@@ -74,11 +74,12 @@ pub struct MediaConfig {
     /// Media threads (each an epoll loop owning a share of the rooms);
     /// 0: one per CPU core.
     pub threads: usize,
-    /// A media thread woken again within this many µs of its last wake-up
-    /// is busy: it then handles datagrams in batches at most this often
-    /// (like a NIC's interrupt coalescing), so it wakes once per batch
-    /// instead of once per packet, adding at most this much latency.
-    /// Quiet threads wake for every datagram as it comes. 0: never batch.
+    /// A media thread woken again within this many µs of its last work is
+    /// busy: it then handles datagrams in batches at most this often (like
+    /// a NIC's interrupt coalescing), so it wakes once per batch instead of
+    /// once per packet, adding at most this much latency (to datagrams and
+    /// to room commands alike: the pause is a sleep). Quiet threads wake
+    /// for every datagram as it comes. 0: never batch.
     pub coalesce_us: u32,
 }
 

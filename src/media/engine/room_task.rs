@@ -14,8 +14,8 @@
 //!
 //! **Relay mode.** A two-party same-codec room forwards each packet as it
 //! arrives: the datagram's wake-up reads it, the room maps it onto the other
-//! side's clock ([`Room::drain_output`]) and the other leg sends it, in the
-//! same wake-up. Ticks are then needed only for silence and DTMF timeouts,
+//! side's clock and hands it over ([`Room::push_packet_with`]), and the
+//! other leg sends it from the receive buffer, in the same wake-up. Ticks are then needed only for silence and DTMF timeouts,
 //! so they come every [`Room::tick_interval_ms`] (100 ms) on the same grid;
 //! any command or leg change returns to the 20 ms grid until the next tick
 //! decides again. RTCP sockets are watched like the main ones (reports
@@ -173,8 +173,10 @@ impl LegIo for Io<'_> {
         else {
             return;
         };
-        if peers.iter().all(|p| p.is_empty()) {
-            // Not handling a datagram: what it relays waits for a drain or tick.
+        if peers.iter().all(|p| p.is_empty()) || room.has_output() {
+            // Not handling a datagram, or frames are already queued (a leg
+            // that gave several packets at once): queue behind them, so
+            // frames leave in order; the driver drains the queue next.
             let _ = room.push_packet(*id, pkt, *now_ms);
             return;
         }
@@ -446,6 +448,15 @@ impl RoomTask {
                 }
             }
             self.leg_deadline = earliest;
+            // What the legs gave the room meanwhile (relayed, DTMF) goes now.
+            Self::send_output(
+                &mut self.room,
+                &mut self.slots,
+                &self.index,
+                now,
+                now_ms,
+                &mut scratch.tx,
+            );
             if closed {
                 self.reap_closed();
             }

@@ -199,3 +199,134 @@ fn coalescing_longer_than_a_frame_is_refused() {
     };
     assert!(cfg.validate().is_ok());
 }
+
+/// A leg that gives the room two packets from one datagram, as a WebRTC
+/// leg can: a datagram starting 0xAA is a DTMF end packet followed by an
+/// audio packet whose payload starts 0x42; any other, one audio packet.
+struct TwoAtOnce {
+    seq: u16,
+}
+
+impl crate::media::leg::Leg for TwoAtOnce {
+    fn handle_datagram(
+        &mut self,
+        _now: Instant,
+        _from: SocketAddr,
+        data: &mut [u8],
+        io: &mut dyn crate::media::leg::LegIo,
+    ) {
+        let audio_first = [0x42u8; 160];
+        let audio = [0xffu8; 160];
+        let ts = u32::from(self.seq) * 160;
+        let mut push = |pt: u8, ts: u32, payload: &[u8]| {
+            self.seq = self.seq.wrapping_add(1);
+            io.media(crate::media::InPacket {
+                payload_type: pt,
+                seq: self.seq,
+                timestamp: ts,
+                marker: false,
+                payload,
+                audio_level: None,
+            });
+        };
+        if data.first() == Some(&0xAA) {
+            // Event 5, end, volume 10, 800 samples.
+            push(101, ts, &[5, 0x80 | 10, 0x03, 0x20]);
+            push(0, ts + 160, &audio_first);
+        } else {
+            push(0, ts, &audio);
+        }
+    }
+
+    fn send_frame(
+        &mut self,
+        _now: Instant,
+        _frame: crate::media::FrameRef<'_>,
+        _io: &mut dyn crate::media::leg::LegIo,
+    ) {
+    }
+
+    fn handle_timeout(&mut self, _now: Instant, _io: &mut dyn crate::media::leg::LegIo) {}
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn stats(&self) -> crate::media::leg::LegStats {
+        crate::media::leg::LegStats::default()
+    }
+
+    fn closed(&self) -> Option<crate::media::leg::LegClosed> {
+        None
+    }
+}
+
+/// Frames leave in the order the room produced them: a relayed packet does
+/// not overtake a DTMF packet queued before it from the same datagram.
+#[tokio::test]
+async fn relayed_audio_does_not_overtake_queued_dtmf() {
+    let (engine, _) = engine(1);
+    let room = engine.create_room(RoomConfig::default()).unwrap();
+    let codec = || ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
+    let ports = engine.allocate_ports().unwrap();
+    let to_a = ports.rtp.local_addr().unwrap();
+    room.add(
+        ParticipantId(1),
+        Box::new(TwoAtOnce { seq: 0 }),
+        ports.into(),
+        codec(),
+        None,
+    )
+    .await
+    .unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ports = engine.allocate_ports().unwrap();
+    let leg = RtpLeg::new(
+        RtpLegConfig {
+            remote_rtp: Some(b.local_addr().unwrap()),
+            remote_rtcp: None,
+            local_direction: Direction::SendRecv,
+            peer_sends: true,
+            clock_rate: 8000,
+            media_timeout: Duration::from_secs(60),
+            relatch_after: Duration::from_secs(1),
+            rtcp_interval: Duration::from_secs(5),
+            ssrc: 0x1234_0002,
+            cname: "test".into(),
+        },
+        Instant::now(),
+    );
+    room.add(ParticipantId(2), Box::new(leg), ports.into(), codec(), None)
+        .await
+        .unwrap();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.set_nonblocking(true).unwrap();
+    let mut got: Vec<(u8, u8)> = Vec::new();
+    let take = |got: &mut Vec<(u8, u8)>| {
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = b.recv(&mut buf) {
+            if n > 12 {
+                got.push((buf[1] & 0x7f, buf[12]));
+            }
+        }
+    };
+    // Paced audio first: the room decides to relay at a tick.
+    for _ in 0..10 {
+        a.send_to(&[0u8; 4], to_a).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        take(&mut got);
+    }
+    got.clear();
+    a.send_to(&[0xAA; 4], to_a).unwrap();
+    until("the DTMF packet and the audio after it", || {
+        take(&mut got);
+        got.iter().any(|&(pt, first)| pt == 0 && first == 0x42)
+    })
+    .await;
+    let dtmf = got.iter().position(|&(pt, _)| pt == 101);
+    let audio = got.iter().position(|&(pt, first)| pt == 0 && first == 0x42);
+    assert!(
+        matches!((dtmf, audio), (Some(d), Some(a)) if d < a),
+        "order at the far end (payload type, first payload byte): {got:?}"
+    );
+}

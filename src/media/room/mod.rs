@@ -164,8 +164,8 @@ pub struct InPacket<'a> {
 pub enum PushOutcome {
     /// Buffered for playout.
     Buffered,
-    /// Relay mode: forwarded to the other participant at once (see
-    /// [`Room::drain_output`]).
+    /// Relay mode: forwarded to the other participant at once (the
+    /// [`Room::push_packet_with`] callback, or [`Room::drain_output`]).
     Relayed,
     /// Arrived after its playout time: dropped.
     Late,
@@ -218,16 +218,6 @@ impl<'a> FrameRef<'a> {
         self.shared
             .cloned()
             .unwrap_or_else(|| Bytes::copy_from_slice(self.payload))
-    }
-
-    /// An owned copy.
-    pub fn to_owned_frame(&self) -> OutFrame {
-        OutFrame {
-            payload: self.to_bytes(),
-            payload_type: self.payload_type,
-            timestamp: self.timestamp,
-            marker: self.marker,
-        }
     }
 }
 
@@ -472,6 +462,11 @@ impl Room {
                 super::prefetch::prefetch(p, 3);
             }
         }
+    }
+
+    /// Whether frames wait in the output ([`Room::drain_output`]).
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
     }
 
     /// Whether nobody is in the room.
@@ -770,10 +765,14 @@ impl Room {
     ) -> Result<PushOutcome, RoomError> {
         let mut relayed = None;
         let outcome = self.push_packet_with(id, pkt, now_ms, &mut |to, frame| {
-            relayed = Some((to, frame.to_owned_frame()));
+            relayed = Some((to, frame.timestamp, frame.marker));
         })?;
-        if let Some(frame) = relayed {
-            self.queue_out(frame);
+        // Copied into the participant's reused buffer (no allocation once warm).
+        if let Some((to, timestamp, marker)) = relayed
+            && let Some(dst) = self.participants.iter_mut().find(|p| p.id == to)
+        {
+            let frame = dst.relayed(pkt.payload, timestamp, marker);
+            self.queue_out((to, frame));
         }
         Ok(outcome)
     }
