@@ -15,8 +15,9 @@
 //! **Relay mode.** A two-party same-codec room forwards each packet as it
 //! arrives: the datagram's wake-up reads it, the room maps it onto the other
 //! side's clock and hands it over ([`Room::push_packet_with`]), and the
-//! other leg sends it from the receive buffer, in the same wake-up. Ticks are then needed only for silence and DTMF timeouts,
-//! so they come every [`Room::tick_interval_ms`] (100 ms) on the same grid;
+//! other leg sends it from the receive buffer, in the same wake-up. Ticks
+//! are then needed only for silence and DTMF timeouts, so they come every
+//! [`Room::tick_interval_ms`] (100 ms) on the same grid;
 //! any command or leg change returns to the 20 ms grid until the next tick
 //! decides again. RTCP sockets are watched like the main ones (reports
 //! come every few seconds: level-triggered, an idle socket costs nothing).
@@ -37,7 +38,7 @@ use super::{
 };
 use crate::media::leg::{Leg, LegClosed, LegIo};
 use crate::media::prefetch::prefetch;
-use crate::media::room::{InPacket, ParticipantId, Room, RoomEvent};
+use crate::media::room::{InPacket, OutFrame, ParticipantId, Room, RoomEvent};
 
 const TICK: Duration = Duration::from_millis(20);
 const MAX_LAG: Duration = Duration::from_millis(100);
@@ -109,6 +110,30 @@ impl Slot {
     /// Its sockets: main, and RTCP when separate.
     fn fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
         std::iter::once(self.main.as_fd()).chain(self.rtcp.as_ref().map(|r| r.as_fd()))
+    }
+}
+
+/// Sends each frame through its participant's leg.
+fn send_frames(
+    frames: impl Iterator<Item = (ParticipantId, OutFrame)>,
+    slots: &mut [Slot],
+    index: &HashMap<ParticipantId, usize>,
+    now: Instant,
+    now_ms: u64,
+    tx: &mut Vec<u8>,
+) {
+    for (to, frame) in frames {
+        // A call has two legs: a scan beats hashing the id.
+        let i = if slots.len() <= SCAN {
+            slots.iter().position(|s| s.id == to)
+        } else {
+            index.get(&to).copied()
+        };
+        let Some(slot) = i.and_then(|i| slots.get_mut(i)) else {
+            continue;
+        };
+        let (leg, mut io) = slot.leg_io(None, now, now_ms, tx);
+        leg.send_frame(now, frame.as_ref(), &mut io);
     }
 }
 
@@ -361,14 +386,7 @@ impl RoomTask {
             io.peers = [before, after];
             leg.handle_datagram(now, from, &mut rx[..n], &mut io);
             // Anything else the room produced (forwarded DTMF).
-            Self::send_output(
-                &mut self.room,
-                &mut self.slots,
-                &self.index,
-                now,
-                now_ms,
-                tx,
-            );
+            self.send_output(now, now_ms, tx);
         }
         let Some(slot) = self.slots.get_mut(i) else {
             return;
@@ -381,28 +399,13 @@ impl RoomTask {
         }
     }
 
-    /// Sends the frames the room produced outside a tick (relay mode).
-    fn send_output(
-        room: &mut Room,
-        slots: &mut [Slot],
-        index: &HashMap<ParticipantId, usize>,
-        now: Instant,
-        now_ms: u64,
-        tx: &mut Vec<u8>,
-    ) {
-        for (to, frame) in room.drain_output() {
-            // A call has two legs: a scan beats hashing the id.
-            let i = if slots.len() <= 4 {
-                slots.iter().position(|s| s.id == to)
-            } else {
-                index.get(&to).copied()
-            };
-            let Some(slot) = i.and_then(|i| slots.get_mut(i)) else {
-                continue;
-            };
-            let (leg, mut io) = slot.leg_io(None, now, now_ms, tx);
-            leg.send_frame(now, frame.as_ref(), &mut io);
-        }
+    /// Sends the frames the room produced outside a tick (queued relayed
+    /// frames, DTMF).
+    fn send_output(&mut self, now: Instant, now_ms: u64, tx: &mut Vec<u8>) {
+        let RoomTask {
+            room, slots, index, ..
+        } = self;
+        send_frames(room.drain_output(), slots, index, now, now_ms, tx);
     }
 
     /// Runs what is due at `now`: the tick and leg timeouts.
@@ -412,13 +415,8 @@ impl RoomTask {
             let RoomTask {
                 room, slots, index, ..
             } = self;
-            for (to, frame) in room.tick(tick_ms) {
-                let Some(slot) = index.get(&to).and_then(|&i| slots.get_mut(i)) else {
-                    continue;
-                };
-                let (leg, mut io) = slot.leg_io(None, now, tick_ms, &mut scratch.tx);
-                leg.send_frame(now, frame.as_ref(), &mut io);
-            }
+            let frames = room.tick(tick_ms);
+            send_frames(frames, slots, index, now, tick_ms, &mut scratch.tx);
             self.last_tick = self.next_tick;
             // Every 20 ms while mixing; sparser while relaying (packets are
             // forwarded as they arrive), see `Room::tick_interval_ms`.
@@ -449,14 +447,7 @@ impl RoomTask {
             }
             self.leg_deadline = earliest;
             // What the legs gave the room meanwhile (relayed, DTMF) goes now.
-            Self::send_output(
-                &mut self.room,
-                &mut self.slots,
-                &self.index,
-                now,
-                now_ms,
-                &mut scratch.tx,
-            );
+            self.send_output(now, now_ms, &mut scratch.tx);
             if closed {
                 self.reap_closed();
             }

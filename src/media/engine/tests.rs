@@ -24,18 +24,9 @@ fn engine(threads: usize) -> (Arc<MediaEngine>, Arc<Metrics>) {
     (MediaEngine::new(cfg, metrics.clone()).unwrap(), metrics)
 }
 
-/// Adds an RTP leg facing a new phone socket; returns the phone and where
-/// it sends to.
-async fn add_leg(
-    engine: &MediaEngine,
-    room: &RoomHandle,
-    id: u64,
-    events: Option<mpsc::UnboundedSender<LegEvent>>,
-) -> (UdpSocket, SocketAddr) {
-    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let ports = engine.allocate_ports().unwrap();
-    let to = ports.rtp.local_addr().unwrap();
-    let leg = RtpLeg::new(
+/// A PCMU RTP leg facing `phone`.
+fn rtp_leg(phone: &UdpSocket, id: u64) -> RtpLeg {
+    RtpLeg::new(
         RtpLegConfig {
             remote_rtp: Some(phone.local_addr().unwrap()),
             remote_rtcp: None,
@@ -49,7 +40,21 @@ async fn add_leg(
             cname: "test".into(),
         },
         Instant::now(),
-    );
+    )
+}
+
+/// Adds an RTP leg facing a new phone socket; returns the phone and where
+/// it sends to.
+async fn add_leg(
+    engine: &MediaEngine,
+    room: &RoomHandle,
+    id: u64,
+    events: Option<mpsc::UnboundedSender<LegEvent>>,
+) -> (UdpSocket, SocketAddr) {
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ports = engine.allocate_ports().unwrap();
+    let to = ports.rtp.local_addr().unwrap();
+    let leg = rtp_leg(&phone, id);
     room.add(
         ParticipantId(id),
         Box::new(leg),
@@ -281,21 +286,7 @@ async fn relayed_audio_does_not_overtake_queued_dtmf() {
     .unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     let ports = engine.allocate_ports().unwrap();
-    let leg = RtpLeg::new(
-        RtpLegConfig {
-            remote_rtp: Some(b.local_addr().unwrap()),
-            remote_rtcp: None,
-            local_direction: Direction::SendRecv,
-            peer_sends: true,
-            clock_rate: 8000,
-            media_timeout: Duration::from_secs(60),
-            relatch_after: Duration::from_secs(1),
-            rtcp_interval: Duration::from_secs(5),
-            ssrc: 0x1234_0002,
-            cname: "test".into(),
-        },
-        Instant::now(),
-    );
+    let leg = rtp_leg(&b, 2);
     room.add(ParticipantId(2), Box::new(leg), ports.into(), codec(), None)
         .await
         .unwrap();
