@@ -1,75 +1,78 @@
 #!/usr/bin/env python3
-"""Counts UDP datagrams on the loopback interface, exactly and cheaply, for
-benches/calls/run.sh: one AF_PACKET socket per rule with a classic BPF
-filter ("udp dst port P" or "udp src port P"); nothing is read, the kernel
-counts every packet that passes a filter (PACKET_STATISTICS: tp_packets
-includes the ones dropped for want of buffer space). Needs root.
+"""Counts UDP datagrams delivered on this host, exactly and cheaply, for
+benches/calls/run.sh: one nftables table of its own with a rule per port
+("udp dport P counter" or "udp sport P counter") in a filter chain on the
+input hook, which every datagram that crosses lo to a local socket passes
+once. The counters are kernel counters; nothing is copied to user space.
+Needs root and the nft command (Debian package nftables).
 
     rtpcount.py dst:26172 src:26172 dst:26162 src:26162
 
-Prints "RULE COUNT" per rule on SIGTERM/SIGINT, then exits. Prints "ready"
-on stdout once every filter is attached."""
+Prints "ready" on stdout once the rules are in place; on SIGTERM/SIGINT
+prints "RULE COUNT" per rule, removes its table and exits.
 
-import ctypes
+Why not AF_PACKET sockets (what this script used before 2026-11-23): a
+packet socket on lo makes the kernel run its filter on every packet, in
+the sender's context. Measured with benches/rtp_engine.rs, four such
+sockets whose filters matched nothing added 15-19 % to the media thread's
+CPU; four nftables counters add 0-3 % (docs/benchmarks.md, "The packet
+counter's own cost")."""
+
+import json
+import os
 import signal
-import socket
-import struct
+import subprocess
 import sys
 
-SO_ATTACH_FILTER = 26
-SOL_PACKET = 263
-PACKET_STATISTICS = 6
-ETH_P_ALL = 0x0003
+TABLE = f"switchboard_bench_{os.getpid()}"
 
 
-def program(port, field):
-    # Ethernet header on lo; the received copy only (lo shows each packet
-    # twice: sent and received); IPv4, UDP, not a later fragment, port match.
-    off = 16 if field == "dst" else 14
-    drop = 12
-    return [
-        (0x30, 0, 0, 0xFFFFF004),         # 0 ldb [pkttype] (SKF_AD_OFF + SKF_AD_PKTTYPE)
-        (0x15, drop - 2, 0, 4),           # 1 jeq PACKET_OUTGOING -> drop
-        (0x28, 0, 0, 12),                 # 2 ldh [12]
-        (0x15, 0, drop - 4, 0x0800),      # 3 jeq IPv4
-        (0x30, 0, 0, 23),                 # 4 ldb [23]
-        (0x15, 0, drop - 6, 17),          # 5 jeq UDP
-        (0x28, 0, 0, 20),                 # 6 ldh [20]
-        (0x45, drop - 8, 0, 0x1FFF),      # 7 jset fragment offset
-        (0xB1, 0, 0, 14),                 # 8 ldxb 4*([14]&0xf)
-        (0x48, 0, 0, off),                # 9 ldh [x + off]
-        (0x15, 0, 1, port),               # 10 jeq port
-        (0x06, 0, 0, 96),                 # 11 ret 96 (accept, short snap)
-        (0x06, 0, 0, 0),                  # 12 ret 0 (drop)
-    ]
+def nft(script):
+    subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True)
 
 
-def open_counter(rule):
+def rule_expr(rule):
     field, port = rule.split(":")
-    insns = program(int(port), field)
-    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in insns))
-    # Protocol 0 receives nothing until bind(): attach the filter first, so
-    # no unfiltered packet is counted.
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(insns), ctypes.addressof(buf)))
-    s.bind(("lo", ETH_P_ALL))
-    s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reset
-    return s, buf
+    if field not in ("src", "dst") or not port.isdigit():
+        sys.exit(f"rtpcount.py: bad rule {rule!r} (want src:PORT or dst:PORT)")
+    return f"udp {'sport' if field == 'src' else 'dport'} {int(port)} counter comment \"{rule}\""
+
+
+def counts():
+    out = subprocess.run(
+        ["nft", "-j", "list", "table", "ip", TABLE], capture_output=True, text=True, check=True
+    ).stdout
+    found = {}
+    for item in json.loads(out).get("nftables", []):
+        r = item.get("rule")
+        if not r:
+            continue
+        packets = next((e["counter"]["packets"] for e in r.get("expr", []) if "counter" in e), 0)
+        found[r.get("comment", "")] = packets
+    return found
 
 
 def main():
     rules = sys.argv[1:]
-    socks = [open_counter(r) for r in rules]
-    done = []
-    signal.signal(signal.SIGTERM, lambda *_: done.append(1))
-    signal.signal(signal.SIGINT, lambda *_: done.append(1))
-    print("ready", flush=True)
-    while not done:
-        signal.pause()
-    for rule, (s, _) in zip(rules, socks):
-        packets, _drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-        print(rule, packets, flush=True)
+    body = "\n".join(f"    {rule_expr(r)}" for r in rules)
+    nft(
+        f"table ip {TABLE} {{\n"
+        f"  chain input {{\n"
+        f"    type filter hook input priority -300; policy accept;\n"
+        f"{body}\n"
+        f"  }}\n"
+        f"}}\n"
+    )
+    # Blocked, then waited for: no window where a signal is missed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        print("ready", flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        found = counts()
+        for rule in rules:
+            print(rule, found.get(rule, 0), flush=True)
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", TABLE], check=False)
 
 
 if __name__ == "__main__":

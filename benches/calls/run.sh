@@ -7,8 +7,8 @@
 #   WRITE_DOCS=1 bash benches/calls/run.sh    # ... and into docs/benchmarks.md
 #
 # Not a test: nothing here runs under `cargo test`. Needs root (the packet
-# counter uses AF_PACKET sockets), Debian packages
-# sip-tester (SIPp 3.6) and kamailio (5.6), python3, curl, and
+# counter adds nftables counters), Debian packages
+# sip-tester (SIPp 3.6), kamailio (5.6) and nftables, python3, curl, and
 # target/release/switchboard (built with `cargo build --release` when
 # missing). Every process it starts is killed by PID on exit; Kamailio runs in
 # the foreground, never as a service. About 12 minutes with the defaults.
@@ -28,7 +28,7 @@
 #   twice, so a call is 100 packets/s in and 100 out. Once all N are up,
 #   server CPU over MEDIA_SECS s / N = CPU per concurrent call; (RSS then -
 #   RSS idle) / N = memory per call. Every RTP packet on each hop is counted
-#   on lo (rtpcount.py): caller -> Switchboard, Switchboard -> callee, callee
+#   on lo (rtpcount.py, nftables counters): caller -> Switchboard, Switchboard -> callee, callee
 #   echo -> Switchboard, Switchboard -> caller.
 #
 # Settings (environment, defaults below): RATES STEP_SECS STEADY_FROM HOLD_MS
@@ -82,6 +82,7 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 for tool in sipp kamailio curl awk ss python3; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install -y sip-tester kamailio curl python3)"
 done
+[[ -z "$MEDIA_CALLS" ]] || command -v nft >/dev/null 2>&1 || die "nft not found (apt-get install -y nftables; the media part counts packets with it)"
 ((STEP_SECS > STEADY_FROM)) || die "STEP_SECS ($STEP_SECS) must be longer than STEADY_FROM ($STEADY_FROM)"
 
 if [[ " $SERVERS " == *" switchboard "* && ! -x "$SB_BIN" ]]; then
