@@ -11,6 +11,12 @@
 //! other socket of its call to the other phone; no RTP parsing, no room.
 //! `--floor-level` is the same loop level-triggered: one `recvfrom` per
 //! event, none ending in `EAGAIN` (what the engine's media threads do).
+//! `--connected` (with either) connects each socket to its phone and sends
+//! with `send`: the kernel keeps the route instead of looking it up per
+//! datagram. `--floor-uring` is the least an `io_uring` relay does: a
+//! multishot `recvmsg` per socket into provided buffers (with the source
+//! address, as latching needs), sends submitted as `IORING_OP_SEND`s with a
+//! destination, one `io_uring_enter` per pass (`DEFER_TASKRUN`).
 //! Same generator, same sockets per call, so the modes run in the same
 //! minutes give the engine's cost over the kernel's own (loopback delivery
 //! included) on this machine.
@@ -120,7 +126,10 @@ fn main() {
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let level = std::env::args().any(|a| a == "--floor-level");
-    let floor = level || std::env::args().any(|a| a == "--floor");
+    let uring = std::env::args().any(|a| a == "--floor-uring");
+    let connected = std::env::args().any(|a| a == "--connected");
+    let floor = level || uring || std::env::args().any(|a| a == "--floor");
+    assert!(!connected || floor, "--connected is a floor setting");
     ON_GENERATOR.with(|on| on.set(true));
     let epoch = Instant::now();
 
@@ -135,8 +144,10 @@ fn main() {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                if floor {
-                    bare_relay(calls, level, setup_tx, measure_rx, cpu_tx, &done)
+                if uring {
+                    uring_relay(calls, setup_tx, measure_rx, cpu_tx, &done)
+                } else if floor {
+                    bare_relay(calls, level, connected, setup_tx, measure_rx, cpu_tx, &done)
                 } else {
                     engine_relay(calls, setup_tx, measure_rx, cpu_tx, &done)
                 }
@@ -229,13 +240,20 @@ fn main() {
         targets.iter().map(|&t| f64::from(t)).sum::<f64>() / targets.len().max(1) as f64;
     let packets_per_s = 200.0 * calls as f64;
     let what = if floor {
-        if level {
+        if uring {
+            "bare io_uring relay (--floor-uring)"
+        } else if level {
             "bare level-triggered epoll relay (--floor-level)"
         } else {
             "bare edge-triggered epoll relay (--floor)"
         }
     } else {
         "media thread"
+    };
+    let what = if connected && floor && !uring {
+        format!("{what}, connected sockets")
+    } else {
+        what.to_string()
     };
     println!("calls: {calls}, measured {wall:.1} s, {what} thread CPU {cpu:.3} s");
     println!(
@@ -356,18 +374,16 @@ fn engine_relay(
     })
 }
 
-/// `--floor`: the bare relay (see the module comment). Socket `2k` and
-/// `2k + 1` are call `k`'s two sides; a datagram read on one is sent from
-/// the other to that side's phone.
-fn bare_relay(
-    calls: usize,
-    level: bool,
-    setup_tx: std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
-    measure_rx: std::sync::mpsc::Receiver<()>,
-    cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
-    done: &AtomicBool,
-) -> Vec<u32> {
-    use std::os::fd::AsRawFd;
+/// The floors' sockets: socket `2k` and `2k + 1` are call `k`'s two
+/// sides; a datagram read on one is sent from the other to that side's
+/// phone (`to`, as the C library takes it). The phones go to the generator.
+type RelaySockets = (
+    Vec<UdpSocket>,
+    Vec<(UdpSocket, SocketAddr)>,
+    Vec<libc::sockaddr_in>,
+);
+
+fn relay_sockets(calls: usize) -> RelaySockets {
     let mut sockets = Vec::with_capacity(2 * calls);
     let mut phones = Vec::with_capacity(2 * calls);
     let mut to = Vec::with_capacity(2 * calls);
@@ -389,7 +405,32 @@ fn bare_relay(
         phones.push((phone, s.local_addr().unwrap()));
         sockets.push(s);
     }
+    (sockets, phones, to)
+}
+
+/// `--floor` and `--floor-level`: the bare `epoll` relay (see the module
+/// comment); `--connected`: sends without an address from sockets
+/// connected to their phones.
+fn bare_relay(
+    calls: usize,
+    level: bool,
+    connected: bool,
+    setup_tx: std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
+    measure_rx: std::sync::mpsc::Receiver<()>,
+    cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
+    done: &AtomicBool,
+) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    let (sockets, phones, to) = relay_sockets(calls);
     setup_tx.send(phones).unwrap();
+    if connected {
+        // Each relay socket only ever talks to its phone: connected, the
+        // kernel keeps the route for its sends (`send`, no address).
+        for (s, phone) in sockets.iter().zip(&to) {
+            let ip = std::net::Ipv4Addr::from(u32::from_be(phone.sin_addr.s_addr));
+            s.connect((ip, u16::from_be(phone.sin_port))).unwrap();
+        }
+    }
     // SAFETY: plain system calls on sockets this function owns, with buffers
     // that outlive each call.
     unsafe {
@@ -434,14 +475,18 @@ fn bare_relay(
                     if r < 0 {
                         break;
                     }
-                    libc::sendto(
-                        sockets[out].as_raw_fd(),
-                        buf.as_ptr().cast(),
-                        r as usize,
-                        0,
-                        (&to[out] as *const libc::sockaddr_in).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    );
+                    if connected {
+                        libc::send(sockets[out].as_raw_fd(), buf.as_ptr().cast(), r as usize, 0);
+                    } else {
+                        libc::sendto(
+                            sockets[out].as_raw_fd(),
+                            buf.as_ptr().cast(),
+                            r as usize,
+                            0,
+                            (&to[out] as *const libc::sockaddr_in).cast(),
+                            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                        );
+                    }
                     if level {
                         // Level-triggered: epoll reports the socket again
                         // while it holds more, so no read ends in EAGAIN.
@@ -452,6 +497,125 @@ fn bare_relay(
         }
         cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
         libc::close(ep);
+    }
+    Vec::new()
+}
+
+/// `--floor-uring`: the bare relay on `io_uring` (module comment). A
+/// multishot `recvmsg` per socket (with the source address, which latching
+/// needs) fills buffers from a provided-buffer ring; each datagram goes out
+/// from the other socket of its call by an `IORING_OP_SEND` with a
+/// destination; the buffer returns to the ring when the send completes.
+/// One `io_uring_enter` per pass submits the sends and waits for more;
+/// completions run only then (`DEFER_TASKRUN`).
+fn uring_relay(
+    calls: usize,
+    setup_tx: std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
+    measure_rx: std::sync::mpsc::Receiver<()>,
+    cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
+    done: &AtomicBool,
+) -> Vec<u32> {
+    use io_uring::{IoUring, cqueue, opcode, squeue, types};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicU16;
+    const ENTRIES: u16 = 4096;
+    const BUF: usize = 2048;
+    const SEND: u64 = 1 << 32;
+    let (sockets, phones, to) = relay_sockets(calls);
+    setup_tx.send(phones).unwrap();
+    let mut ring: IoUring = IoUring::builder()
+        .setup_cqsize(4 * u32::from(ENTRIES))
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(u32::from(ENTRIES))
+        .expect("io_uring (kernel 6.1 or later, not disabled by sysctl or seccomp)");
+    let bufs = vec![0u8; usize::from(ENTRIES) * BUF];
+    let ring_layout = Layout::from_size_align(usize::from(ENTRIES) * 16, 4096).unwrap();
+    // SAFETY: the kernel reads the buffer ring and writes into `bufs`; both
+    // outlive the ring (dropped before them below). The msghdr template
+    // lives as long. Completions are read only after the kernel posted them.
+    unsafe {
+        let base = std::alloc::alloc_zeroed(ring_layout).cast::<types::BufRingEntry>();
+        let tail = &*types::BufRingEntry::tail(base).cast::<AtomicU16>();
+        let mut tail_v = 0u16;
+        let mut give_back = |bid: u16| {
+            let e = &mut *base.add(usize::from(tail_v & (ENTRIES - 1)));
+            e.set_addr(bufs.as_ptr().add(usize::from(bid) * BUF) as u64);
+            e.set_len(BUF as u32);
+            e.set_bid(bid);
+            tail_v = tail_v.wrapping_add(1);
+            tail.store(tail_v, Ordering::Release);
+        };
+        for bid in 0..ENTRIES {
+            give_back(bid);
+        }
+        ring.submitter()
+            .register_buf_ring_with_flags(base as u64, ENTRIES, 0, 0)
+            .unwrap();
+        let mut hdr: libc::msghdr = std::mem::zeroed();
+        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+        let recv = |i: usize| {
+            opcode::RecvMsgMulti::new(types::Fd(sockets[i].as_raw_fd()), &hdr, 0)
+                .build()
+                .user_data(i as u64)
+        };
+        for i in 0..sockets.len() {
+            ring.submission().push(&recv(i)).unwrap();
+        }
+        let ts = types::Timespec::new().nsec(5_000_000);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let mut pending: Vec<squeue::Entry> = Vec::with_capacity(usize::from(ENTRIES));
+        let mut measuring = false;
+        while !done.load(Ordering::Relaxed) {
+            if !measuring && measure_rx.try_recv().is_ok() {
+                measuring = true;
+                cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+            }
+            let _ = ring.submitter().submit_with_args(1, &args);
+            for cqe in ring.completion() {
+                let ud = cqe.user_data();
+                if ud & SEND != 0 {
+                    give_back(ud as u16);
+                    continue;
+                }
+                let i = ud as usize;
+                if !cqueue::more(cqe.flags()) {
+                    pending.push(recv(i)); // re-arm (out of buffers, or an error)
+                }
+                let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
+                    continue;
+                };
+                let start = bufs.as_ptr().add(usize::from(bid) * BUF);
+                let got = std::slice::from_raw_parts(start, cqe.result().max(0) as usize);
+                let Ok(msg) = types::RecvMsgOut::parse(got, &hdr) else {
+                    give_back(bid);
+                    continue;
+                };
+                std::hint::black_box(msg.name_data()); // the source, as latching reads it
+                let payload = msg.payload_data();
+                let out = i ^ 1;
+                pending.push(
+                    opcode::Send::new(
+                        types::Fd(sockets[out].as_raw_fd()),
+                        payload.as_ptr(),
+                        payload.len() as u32,
+                    )
+                    .dest_addr((&raw const to[out]).cast())
+                    .dest_addr_len(std::mem::size_of::<libc::sockaddr_in>() as u32)
+                    .build()
+                    .user_data(SEND | u64::from(bid)),
+                );
+            }
+            let mut sq = ring.submission();
+            for e in pending.drain(..) {
+                if sq.push(&e).is_err() {
+                    break; // never at this load: ENTRIES SQEs per pass
+                }
+            }
+        }
+        cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
+        drop(ring);
+        std::alloc::dealloc(base.cast(), ring_layout);
     }
     Vec::new()
 }
