@@ -213,6 +213,12 @@ impl<'a> FrameRef<'a> {
         self.payload
     }
 
+    /// The payload's `Bytes` when it is an [`OutFrame`]'s (a mix: shared,
+    /// not copied), `None` when it is borrowed from a receive buffer.
+    pub fn shared(&self) -> Option<&'a Bytes> {
+        self.shared
+    }
+
     /// The payload as `Bytes`: shared when it already is, else copied.
     pub fn to_bytes(&self) -> Bytes {
         self.shared

@@ -151,6 +151,33 @@ pub struct WebRtcLeg {
     /// Our DTLS role as first negotiated (`active` or `passive`): every
     /// later answer must repeat it (RFC 5763 §6.6).
     setup: Option<&'static str>,
+    /// Where received datagrams and relayed payloads are copied for `rtc`.
+    pool: Pool,
+}
+
+/// Bytes of one block reused by a [`Pool`]: about a hundred datagrams.
+const POOL_BLOCK: usize = 16 * 1024;
+
+/// Reused storage for the buffers `rtc` takes by value (a received datagram,
+/// a relayed payload): each copy is split off one block, and the block is
+/// taken back once `rtc` has dropped every piece of it (it keeps none: no
+/// NACK buffer for audio). Steady traffic allocates a block now and then,
+/// not a buffer per packet.
+struct Pool(BytesMut);
+
+impl Pool {
+    fn new() -> Pool {
+        Pool(BytesMut::with_capacity(POOL_BLOCK))
+    }
+
+    /// `data` in a buffer of its own, carved from the block.
+    fn copy(&mut self, data: &[u8]) -> BytesMut {
+        // Enough room left: nothing happens. Else the block is reclaimed
+        // when no piece of it is alive, or a new one is taken.
+        self.0.reserve(data.len());
+        self.0.extend_from_slice(data);
+        self.0.split()
+    }
 }
 
 /// The `a=setup:` value of an SDP (the first one).
@@ -422,6 +449,7 @@ impl WebRtcLeg {
             next_timeout: None,
             opus_max_playback_rate: cfg.opus_max_playback_rate,
             setup: None,
+            pool: Pool::new(),
         })
     }
 
@@ -662,7 +690,7 @@ impl Leg for WebRtcLeg {
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: BytesMut::from(&data[..]),
+            message: self.pool.copy(data),
         });
         if let Err(e) = read {
             self.stats.dropped += 1;
@@ -686,7 +714,11 @@ impl Leg for WebRtcLeg {
                 ssrc: self.ssrc,
                 ..Default::default()
             },
-            payload: frame.to_bytes(),
+            // A mix is shared; a relayed payload is copied into the pool.
+            payload: match frame.shared() {
+                Some(bytes) => bytes.clone(),
+                None => self.pool.copy(frame.payload()).freeze(),
+            },
         };
         let len = frame.payload().len() as u64;
         match self.pc.rtp_sender(self.sender) {
