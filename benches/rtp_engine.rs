@@ -11,9 +11,9 @@
 //! other socket of its call to the other phone; no RTP parsing, no room.
 //! `--floor-level` is the same loop level-triggered: one `recvfrom` per
 //! event, none ending in `EAGAIN` (what the engine's media threads do).
-//! `--connected` (with either) connects each socket to its phone and sends
-//! with `send`: the kernel keeps the route instead of looking it up per
-//! datagram. `--floor-uring` is the least an `io_uring` relay does: a
+//! `--connected` (with any floor) connects each socket to its phone and
+//! sends without an address: the kernel keeps the route instead of looking
+//! it up per datagram. `--floor-uring` is the least an `io_uring` relay does: a
 //! multishot `recvmsg` per socket into provided buffers (with the source
 //! address, as latching needs), sends submitted as `IORING_OP_SEND`s with a
 //! destination, one `io_uring_enter` per pass (`DEFER_TASKRUN`).
@@ -145,7 +145,7 @@ fn main() {
             .name("engine".into())
             .spawn(move || {
                 if uring {
-                    uring_relay(calls, setup_tx, measure_rx, cpu_tx, &done)
+                    uring_relay(calls, connected, setup_tx, measure_rx, cpu_tx, &done)
                 } else if floor {
                     bare_relay(calls, level, connected, setup_tx, measure_rx, cpu_tx, &done)
                 } else {
@@ -250,7 +250,7 @@ fn main() {
     } else {
         "media thread"
     };
-    let what = if connected && floor && !uring {
+    let what = if connected {
         format!("{what}, connected sockets")
     } else {
         what.to_string()
@@ -505,11 +505,13 @@ fn bare_relay(
 /// multishot `recvmsg` per socket (with the source address, which latching
 /// needs) fills buffers from a provided-buffer ring; each datagram goes out
 /// from the other socket of its call by an `IORING_OP_SEND` with a
-/// destination; the buffer returns to the ring when the send completes.
+/// destination (none with `--connected`: the sockets are connected to
+/// their phones); the buffer returns to the ring when the send completes.
 /// One `io_uring_enter` per pass submits the sends and waits for more;
 /// completions run only then (`DEFER_TASKRUN`).
 fn uring_relay(
     calls: usize,
+    connected: bool,
     setup_tx: std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
     measure_rx: std::sync::mpsc::Receiver<()>,
     cpu_tx: std::sync::mpsc::Sender<(u64, Instant)>,
@@ -523,27 +525,61 @@ fn uring_relay(
     const SEND: u64 = 1 << 32;
     let (sockets, phones, to) = relay_sockets(calls);
     setup_tx.send(phones).unwrap();
+    if connected {
+        for (s, phone) in sockets.iter().zip(&to) {
+            let ip = std::net::Ipv4Addr::from(u32::from_be(phone.sin_addr.s_addr));
+            s.connect((ip, u16::from_be(phone.sin_port))).unwrap();
+        }
+    }
     let mut ring: IoUring = IoUring::builder()
         .setup_cqsize(4 * u32::from(ENTRIES))
         .setup_single_issuer()
         .setup_defer_taskrun()
         .build(u32::from(ENTRIES))
         .expect("io_uring (kernel 6.1 or later, not disabled by sysctl or seccomp)");
-    let bufs = vec![0u8; usize::from(ENTRIES) * BUF];
+    // Queued entries go in as the submission queue has room; when it is
+    // full, what it holds is submitted first. Nothing is dropped.
+    fn push_all(ring: &mut IoUring, pending: &mut Vec<squeue::Entry>) {
+        let mut next = 0;
+        while next < pending.len() {
+            // SAFETY: every entry's buffers and addresses outlive the ring
+            // (see `uring_relay`).
+            while next < pending.len() && unsafe { ring.submission().push(&pending[next]) }.is_ok()
+            {
+                next += 1;
+            }
+            if next < pending.len() {
+                let _ = ring.submit();
+            }
+        }
+        pending.clear();
+    }
+    // The kernel owns these until it has cancelled the receives, which it
+    // does on its own time after the ring closes: they are leaked, not freed.
+    let bufs: &'static mut [u8] = vec![0u8; usize::from(ENTRIES) * BUF].leak();
+    let bufs = bufs.as_mut_ptr();
     let ring_layout = Layout::from_size_align(usize::from(ENTRIES) * 16, 4096).unwrap();
-    // SAFETY: the kernel reads the buffer ring and writes into `bufs`; both
-    // outlive the ring (dropped before them below). The msghdr template
-    // lives as long. Completions are read only after the kernel posted them.
+    let hdr: &'static mut libc::msghdr = Box::leak(Box::new(
+        // SAFETY: an all-zero msghdr is a valid empty one.
+        unsafe { std::mem::zeroed() },
+    ));
+    hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+    let hdr: &'static libc::msghdr = hdr;
+    // SAFETY: the buffer ring and `bufs` are leaked (above); the kernel
+    // writes a buffer only while it is in the ring, and we read it only
+    // after its completion took it out. Ring entries are written through
+    // raw pointers; the tail is published with a release store.
     unsafe {
         let base = std::alloc::alloc_zeroed(ring_layout).cast::<types::BufRingEntry>();
-        let tail = &*types::BufRingEntry::tail(base).cast::<AtomicU16>();
+        assert!(!base.is_null(), "out of memory");
         let mut tail_v = 0u16;
         let mut give_back = |bid: u16| {
-            let e = &mut *base.add(usize::from(tail_v & (ENTRIES - 1)));
-            e.set_addr(bufs.as_ptr().add(usize::from(bid) * BUF) as u64);
-            e.set_len(BUF as u32);
-            e.set_bid(bid);
+            let e = base.add(usize::from(tail_v & (ENTRIES - 1)));
+            (*e).set_addr(bufs.add(usize::from(bid) * BUF) as u64);
+            (*e).set_len(BUF as u32);
+            (*e).set_bid(bid);
             tail_v = tail_v.wrapping_add(1);
+            let tail = &*types::BufRingEntry::tail(base).cast::<AtomicU16>();
             tail.store(tail_v, Ordering::Release);
         };
         for bid in 0..ENTRIES {
@@ -552,19 +588,15 @@ fn uring_relay(
         ring.submitter()
             .register_buf_ring_with_flags(base as u64, ENTRIES, 0, 0)
             .unwrap();
-        let mut hdr: libc::msghdr = std::mem::zeroed();
-        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
         let recv = |i: usize| {
-            opcode::RecvMsgMulti::new(types::Fd(sockets[i].as_raw_fd()), &hdr, 0)
+            opcode::RecvMsgMulti::new(types::Fd(sockets[i].as_raw_fd()), hdr, 0)
                 .build()
                 .user_data(i as u64)
         };
-        for i in 0..sockets.len() {
-            ring.submission().push(&recv(i)).unwrap();
-        }
+        let mut pending: Vec<squeue::Entry> = (0..sockets.len()).map(recv).collect();
+        push_all(&mut ring, &mut pending);
         let ts = types::Timespec::new().nsec(5_000_000);
         let args = types::SubmitArgs::new().timespec(&ts);
-        let mut pending: Vec<squeue::Entry> = Vec::with_capacity(usize::from(ENTRIES));
         let mut measuring = false;
         while !done.load(Ordering::Relaxed) {
             if !measuring && measure_rx.try_recv().is_ok() {
@@ -585,37 +617,34 @@ fn uring_relay(
                 let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
                     continue;
                 };
-                let start = bufs.as_ptr().add(usize::from(bid) * BUF);
+                let start = bufs.add(usize::from(bid) * BUF);
                 let got = std::slice::from_raw_parts(start, cqe.result().max(0) as usize);
-                let Ok(msg) = types::RecvMsgOut::parse(got, &hdr) else {
+                let Ok(msg) = types::RecvMsgOut::parse(got, hdr) else {
                     give_back(bid);
                     continue;
                 };
                 std::hint::black_box(msg.name_data()); // the source, as latching reads it
                 let payload = msg.payload_data();
                 let out = i ^ 1;
-                pending.push(
-                    opcode::Send::new(
-                        types::Fd(sockets[out].as_raw_fd()),
-                        payload.as_ptr(),
-                        payload.len() as u32,
-                    )
-                    .dest_addr((&raw const to[out]).cast())
-                    .dest_addr_len(std::mem::size_of::<libc::sockaddr_in>() as u32)
-                    .build()
-                    .user_data(SEND | u64::from(bid)),
+                let send = opcode::Send::new(
+                    types::Fd(sockets[out].as_raw_fd()),
+                    payload.as_ptr(),
+                    payload.len() as u32,
                 );
+                let send = if connected {
+                    send
+                } else {
+                    send.dest_addr((&raw const to[out]).cast())
+                        .dest_addr_len(std::mem::size_of::<libc::sockaddr_in>() as u32)
+                };
+                pending.push(send.build().user_data(SEND | u64::from(bid)));
             }
-            let mut sq = ring.submission();
-            for e in pending.drain(..) {
-                if sq.push(&e).is_err() {
-                    break; // never at this load: ENTRIES SQEs per pass
-                }
-            }
+            push_all(&mut ring, &mut pending);
         }
         cpu_tx.send((thread_cpu_ns(), Instant::now())).unwrap();
-        drop(ring);
-        std::alloc::dealloc(base.cast(), ring_layout);
     }
+    // `to` is read by queued sends until the ring is gone: keep it as well.
+    std::mem::forget(to);
+    drop(ring);
     Vec::new()
 }

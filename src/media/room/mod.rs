@@ -182,8 +182,9 @@ pub enum PushOutcome {
 
 /// A frame for a participant's leg to send, borrowed: a relayed packet's
 /// payload straight from the driver's receive buffer, or an [`OutFrame`]'s
-/// ([`OutFrame::as_ref`]). Legs that need owned bytes take
-/// [`FrameRef::to_bytes`], which shares a mix instead of copying it.
+/// ([`OutFrame::as_ref`]). Legs that need owned bytes share a mix
+/// ([`FrameRef::shared`]) and copy a borrowed payload into storage they reuse
+/// ([`FrameRef::to_bytes`] copies into a new buffer).
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRef<'a> {
     payload: &'a [u8],
