@@ -28,7 +28,9 @@ use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
 use super::{B2bua, CONTACT_PREFIX, DialogKey, DialogSender, Peer};
 use crate::auth::client::Challenge;
 use crate::dialplan::FailoverOn;
-use crate::media::engine::{Command, Detached, LegEvent, LegSockets, PortPair, RoomHandle};
+use crate::media::engine::{
+    Command, Detached, EngineError, Join, LegEvent, LegSockets, PortPair, RoomHandle,
+};
 use crate::media::leg::{Leg, LegStats};
 use crate::media::room::{ParticipantId, RoomConfig};
 use crate::media::rtp::{RtpLeg, RtpLegConfig};
@@ -1128,10 +1130,18 @@ impl Bridge {
                     }
                     UacAction::EarlyMedia(neg) => {
                         if early_policy_forward && a.state() == CallState::Ringing && alive == 1 {
-                            let joined_b = join_out_leg(&b2bua, &room, leg, &neg, &b_leg_tx).await;
-                            let joined_a =
-                                join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx)
-                                    .await;
+                            let (joined_b, joined_a) = join_pair(
+                                &b2bua,
+                                &room,
+                                leg,
+                                &neg,
+                                &b_leg_tx,
+                                a_id,
+                                &mut a_prepared,
+                                &mut a_joined,
+                                &a_leg_tx,
+                            )
+                            .await;
                             let sdp = joined_b && joined_a;
                             if sdp {
                                 self.early_sent = true;
@@ -1264,7 +1274,20 @@ impl Bridge {
                         self.out_codec = Some(neg.codec.kind.name().to_string());
                         self.out_label = Some(leg.label.clone());
                         leg.codec = self.out_codec.clone();
-                        join_out_leg(&b2bua, &room, leg, &neg, &b_leg_tx).await;
+                        // The caller joins with it (its 200 OK follows at
+                        // `Action::Answer`, where its join is then done).
+                        join_pair(
+                            &b2bua,
+                            &room,
+                            leg,
+                            &neg,
+                            &b_leg_tx,
+                            a_id,
+                            &mut a_prepared,
+                            &mut a_joined,
+                            &a_leg_tx,
+                        )
+                        .await;
                         self.answered_at = Some(now_unix());
                         info!(leg = %leg.label, codec = %neg.codec.kind.name(), "answered");
                         a_queue.extend(a.handle(CallEvent::Answer, Instant::now()));
@@ -2490,6 +2513,23 @@ async fn join_out_leg(
         update_rtp_leg(room, leg.participant, neg).await;
         return true;
     }
+    let Some(join) = out_leg_join(b2bua, leg, neg, events) else {
+        return false;
+    };
+    let done = room
+        .add(join.id, join.leg, join.sockets, join.config, join.events)
+        .await;
+    out_leg_joined(leg, done)
+}
+
+/// What adds an outgoing leg (not yet in) to the room: its media, built
+/// from the trunk's SDP or the browser's prepared WebRTC leg.
+fn out_leg_join(
+    b2bua: &Arc<B2bua>,
+    leg: &mut OutLeg,
+    neg: &Negotiated,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) -> Option<Join> {
     // A browser's WebRTC leg knows what it accepted; a trunk's is the SDP's.
     let config = match &leg.media {
         OutMedia::WebRtc(Some((webrtc, _))) => webrtc.negotiated().map(|n| n.participant),
@@ -2498,9 +2538,7 @@ async fn join_out_leg(
     .unwrap_or_else(|| neg.participant_config());
     let (media, sockets): (Box<dyn Leg>, LegSockets) = match &mut leg.media {
         OutMedia::Rtp(ports) => {
-            let Some(ports) = ports.take() else {
-                return false;
-            };
+            let ports = ports.take()?;
             let rtp = RtpLeg::new(
                 RtpLegConfig::from_negotiated(neg, b2bua.engine.config().media_timeout()),
                 Instant::now(),
@@ -2508,22 +2546,22 @@ async fn join_out_leg(
             (Box::new(rtp), ports.into())
         }
         OutMedia::WebRtc(prepared) => {
-            let Some((webrtc, sockets)) = prepared.take() else {
-                return false;
-            };
+            let (webrtc, sockets) = prepared.take()?;
             (webrtc, sockets)
         }
     };
-    match room
-        .add(
-            leg.participant,
-            media,
-            sockets,
-            config,
-            Some(events.clone()),
-        )
-        .await
-    {
+    Some(Join {
+        id: leg.participant,
+        leg: media,
+        sockets,
+        config,
+        events: Some(events.clone()),
+    })
+}
+
+/// Records how an outgoing leg's join went.
+fn out_leg_joined(leg: &mut OutLeg, done: Result<(), EngineError>) -> bool {
+    match done {
         Ok(()) => {
             leg.joined = true;
             true
@@ -2533,6 +2571,47 @@ async fn join_out_leg(
             false
         }
     }
+}
+
+/// The answering (or early-media) outgoing leg and the caller, each
+/// joined if not in yet: both in one command when both are new, so that
+/// no tick runs while one of them is alone in the room (it would be sent
+/// the silence of an empty mix). Whether each is in.
+#[allow(clippy::too_many_arguments)]
+async fn join_pair(
+    b2bua: &Arc<B2bua>,
+    room: &RoomHandle,
+    leg: &mut OutLeg,
+    neg: &Negotiated,
+    b_events: &mpsc::UnboundedSender<LegEvent>,
+    a_id: ParticipantId,
+    a_prepared: &mut Option<Prepared>,
+    a_joined: &mut bool,
+    a_events: &mpsc::UnboundedSender<LegEvent>,
+) -> (bool, bool) {
+    if leg.joined || *a_joined || a_prepared.is_none() {
+        let b = join_out_leg(b2bua, room, leg, neg, b_events).await;
+        let a = join_caller(room, a_id, a_prepared, a_joined, a_events).await;
+        return (b, a);
+    }
+    let Some(b_join) = out_leg_join(b2bua, leg, neg, b_events) else {
+        let a = join_caller(room, a_id, a_prepared, a_joined, a_events).await;
+        return (false, a);
+    };
+    let Some(p) = a_prepared.take() else {
+        return (false, false);
+    };
+    let a_join = Join {
+        id: a_id,
+        leg: p.leg,
+        sockets: p.sockets,
+        config: p.config,
+        events: Some(a_events.clone()),
+    };
+    let mut done = room.add_all(vec![b_join, a_join]).await.into_iter();
+    let b = out_leg_joined(leg, done.next().unwrap_or(Err(EngineError::RoomGone)));
+    let a = caller_joined(a_joined, done.next().unwrap_or(Err(EngineError::RoomGone)));
+    (b, a)
 }
 
 /// Adds the caller's prepared leg to the room (once).
@@ -2549,10 +2628,15 @@ async fn join_caller(
     let Some(p) = prepared.take() else {
         return false;
     };
-    match room
+    let done = room
         .add(id, p.leg, p.sockets, p.config, Some(events.clone()))
-        .await
-    {
+        .await;
+    caller_joined(joined, done)
+}
+
+/// Records how the caller's join went.
+fn caller_joined(joined: &mut bool, done: Result<(), EngineError>) -> bool {
+    match done {
         Ok(()) => {
             *joined = true;
             true

@@ -218,6 +218,10 @@ pub enum Command {
     /// largest command: a room's command channel allocates 32 slots of the
     /// largest at once. The sender gets the outcome.
     Add(Box<Join>, oneshot::Sender<Result<(), EngineError>>),
+    /// Adds several participants at once: no tick runs between them (a
+    /// call's two legs, so that neither is alone in the room and sent the
+    /// silence of an empty mix). The sender gets each outcome, in order.
+    AddAll(Vec<Join>, oneshot::Sender<Vec<Result<(), EngineError>>>),
     /// Removes a participant (its sockets and ports are released).
     Remove(ParticipantId),
     /// Mute (not heard).
@@ -323,6 +327,18 @@ impl RoomHandle {
         };
         self.send(Command::Add(Box::new(join), reply)).await?;
         rx.await.map_err(|_| EngineError::RoomGone)?
+    }
+
+    /// Adds participants in one command (see [`Command::AddAll`]) and waits
+    /// for the room to take them: each one's outcome, in order.
+    pub async fn add_all(&self, joins: Vec<Join>) -> Vec<Result<(), EngineError>> {
+        let n = joins.len();
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::AddAll(joins, reply)).await.is_err() {
+            return (0..n).map(|_| Err(EngineError::RoomGone)).collect();
+        }
+        rx.await
+            .unwrap_or_else(|_| (0..n).map(|_| Err(EngineError::RoomGone)).collect())
     }
 
     /// Subscribes to the room's events.

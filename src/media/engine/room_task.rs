@@ -554,6 +554,9 @@ impl RoomTask {
             Command::Add(join, reply) => {
                 let _ = reply.send(self.add(*join));
             }
+            Command::AddAll(joins, reply) => {
+                let _ = reply.send(joins.into_iter().map(|j| self.add(j)).collect());
+            }
             Command::Remove(id) => self.remove(id, None),
             Command::Mute(id, on) => drop(self.room.set_mute(id, on)),
             Command::Deaf(id, on) => drop(self.room.set_deaf(id, on)),

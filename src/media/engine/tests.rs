@@ -321,3 +321,42 @@ async fn relayed_audio_does_not_overtake_queued_dtmf() {
         "order at the far end (payload type, first payload byte): {got:?}"
     );
 }
+
+/// A call's two legs join in one command: no tick finds one of them alone,
+/// so neither is sent the silence of an empty mix before the other speaks
+/// (a leg alone is: that is what `add_all` avoids).
+#[tokio::test]
+async fn legs_added_together_get_nothing_before_the_other_speaks() {
+    let (engine, _) = engine(1);
+    let quiet = |phone: &UdpSocket| {
+        phone.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| phone.recv(&mut buf).ok()).count()
+    };
+    // Alone: a frame every tick.
+    let room = engine.create_room(RoomConfig::default()).unwrap();
+    let (alone, _) = add_leg(&engine, &room, 1, None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(quiet(&alone) >= 3, "a leg alone hears the mix's silence");
+    // Together: nothing until one of them sends.
+    let room = engine.create_room(RoomConfig::default()).unwrap();
+    let mut joins = Vec::new();
+    let mut phones = Vec::new();
+    for id in 1..=2u64 {
+        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ports = engine.allocate_ports().unwrap();
+        joins.push(super::Join {
+            id: ParticipantId(id),
+            leg: Box::new(rtp_leg(&phone, id)),
+            sockets: ports.into(),
+            config: ParticipantConfig::new(CodecSpec::pcmu()),
+            events: None,
+        });
+        phones.push(phone);
+    }
+    for done in room.add_all(joins).await {
+        done.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(quiet(&phones[0]) + quiet(&phones[1]), 0);
+}
