@@ -2594,11 +2594,8 @@ async fn join_pair(
         let a = join_caller(room, a_id, a_prepared, a_joined, a_events).await;
         return (b, a);
     }
-    let Some(b_join) = out_leg_join(b2bua, leg, neg, b_events) else {
-        let a = join_caller(room, a_id, a_prepared, a_joined, a_events).await;
-        return (false, a);
-    };
-    let Some(p) = a_prepared.take() else {
+    let (Some(p), Some(b_join)) = (a_prepared.take(), out_leg_join(b2bua, leg, neg, b_events))
+    else {
         return (false, false);
     };
     let a_join = Join {
@@ -2608,9 +2605,20 @@ async fn join_pair(
         config: p.config,
         events: Some(a_events.clone()),
     };
-    let mut done = room.add_all(vec![b_join, a_join]).await.into_iter();
+    let mut done = room
+        .add_all(vec![b_join, a_join].into_boxed_slice())
+        .await
+        .into_iter();
     let b = out_leg_joined(leg, done.next().unwrap_or(Err(EngineError::RoomGone)));
     let a = caller_joined(a_joined, done.next().unwrap_or(Err(EngineError::RoomGone)));
+    if a && !b {
+        // The caller alone would be answered into silence: out again, so
+        // that its answer fails ("caller media failed", a 500) as when it
+        // joined after the callee's failed join.
+        let _ = room.send(Command::Remove(a_id)).await;
+        *a_joined = false;
+        return (false, false);
+    }
     (b, a)
 }
 
@@ -2668,7 +2676,7 @@ mod tests {
             "{}",
             size_of::<(u64, InviteReport)>()
         );
-        assert!(size_of::<Command>() <= 64, "{}", size_of::<Command>());
+        assert!(size_of::<Command>() <= 32, "{}", size_of::<Command>());
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub enum Command {
     /// Adds several participants at once: no tick runs between them (a
     /// call's two legs, so that neither is alone in the room and sent the
     /// silence of an empty mix). The sender gets each outcome, in order.
-    AddAll(Vec<Join>, oneshot::Sender<Vec<Result<(), EngineError>>>),
+    AddAll(Box<[Join]>, oneshot::Sender<Vec<Result<(), EngineError>>>),
     /// Removes a participant (its sockets and ports are released).
     Remove(ParticipantId),
     /// Mute (not heard).
@@ -331,7 +331,7 @@ impl RoomHandle {
 
     /// Adds participants in one command (see [`Command::AddAll`]) and waits
     /// for the room to take them: each one's outcome, in order.
-    pub async fn add_all(&self, joins: Vec<Join>) -> Vec<Result<(), EngineError>> {
+    pub async fn add_all(&self, joins: Box<[Join]>) -> Vec<Result<(), EngineError>> {
         let n = joins.len();
         let (reply, rx) = oneshot::channel();
         if self.send(Command::AddAll(joins, reply)).await.is_err() {

@@ -555,7 +555,7 @@ impl RoomTask {
                 let _ = reply.send(self.add(*join));
             }
             Command::AddAll(joins, reply) => {
-                let _ = reply.send(joins.into_iter().map(|j| self.add(j)).collect());
+                let _ = reply.send(joins.into_vec().into_iter().map(|j| self.add(j)).collect());
             }
             Command::Remove(id) => self.remove(id, None),
             Command::Mute(id, on) => drop(self.room.set_mute(id, on)),

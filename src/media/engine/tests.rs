@@ -354,7 +354,7 @@ async fn legs_added_together_get_nothing_before_the_other_speaks() {
         });
         phones.push(phone);
     }
-    for done in room.add_all(joins).await {
+    for done in room.add_all(joins.into_boxed_slice()).await {
         done.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
