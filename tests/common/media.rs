@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use switchboard::media::codec::g711::{alaw_to_linear, linear_to_alaw, ulaw_to_linear};
 use switchboard::media::dsp::goertzel;
 
-use super::{Server, free_port};
+use super::Server;
 
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -24,13 +24,26 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Where [`port_window`] hands out ports: below the kernel's ephemeral
+/// range (32768 and up by default), so nothing bound to port 0 (a SIP
+/// socket, a client) lands in a window, and clear of the defaults
+/// (`rtp_ports` 20000-29999, TURN relays 49152 and up).
+const WINDOWS: std::ops::Range<u16> = 10_000..20_000;
+/// Ports handed out so far by this test process (windows are consecutive).
+static PORTS_TAKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A free window of `n` ports (even first) on 127.0.0.1 for the RTP range.
+/// Windows never overlap within a test process, until the range wraps
+/// (when the earliest tests are long over): tests that run at once are not
+/// handed the same port (and test binaries run one at a time).
 pub fn port_window(n: u16) -> (u16, u16) {
-    for _ in 0..50 {
-        let base = free_port() & !1;
-        if !(1024..=65_000).contains(&base) {
-            continue;
+    let span = usize::from(n + n % 2);
+    for _ in 0..2 * WINDOWS.len() / span {
+        let offset = PORTS_TAKEN.fetch_add(span, Ordering::Relaxed) % WINDOWS.len();
+        if offset + span > WINDOWS.len() {
+            continue; // straddles the end of the range
         }
+        let base = WINDOWS.start + offset as u16;
         let free = (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());
         if free {
             return (base, base + n - 1);
@@ -202,17 +215,10 @@ pub fn wait(mut child: Child, work: &Path, what: &str) {
     }
 }
 
-/// A free even media port for SIPp (it uses the next ones for RTCP/video).
+/// A free even media port for SIPp (it uses the next ones for RTCP/video):
+/// a window of four of [`port_window`]'s.
 pub fn media_port() -> u16 {
-    loop {
-        let p = free_port() & !1;
-        if p > 1024
-            && p < 65_000
-            && (p..p + 4).all(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok())
-        {
-            return p;
-        }
-    }
+    port_window(4).0
 }
 
 /// Every call, room, leg and port is gone (polls for up to 5 s).
