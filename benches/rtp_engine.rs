@@ -377,13 +377,13 @@ fn engine_relay(
 /// The floors' sockets: socket `2k` and `2k + 1` are call `k`'s two
 /// sides; a datagram read on one is sent from the other to that side's
 /// phone (`to`, as the C library takes it). The phones go to the generator.
-type RelaySockets = (
-    Vec<UdpSocket>,
-    Vec<(UdpSocket, SocketAddr)>,
-    Vec<libc::sockaddr_in>,
-);
-
-fn relay_sockets(calls: usize) -> RelaySockets {
+/// With `connected`, each relay socket is connected to its phone (sends
+/// then need no address).
+fn relay_sockets(
+    calls: usize,
+    connected: bool,
+    setup_tx: &std::sync::mpsc::Sender<Vec<(UdpSocket, SocketAddr)>>,
+) -> (Vec<UdpSocket>, Vec<libc::sockaddr_in>) {
     let mut sockets = Vec::with_capacity(2 * calls);
     let mut phones = Vec::with_capacity(2 * calls);
     let mut to = Vec::with_capacity(2 * calls);
@@ -403,9 +403,13 @@ fn relay_sockets(calls: usize) -> RelaySockets {
             sin_zero: [0; 8],
         });
         phones.push((phone, s.local_addr().unwrap()));
+        if connected {
+            s.connect(a).unwrap();
+        }
         sockets.push(s);
     }
-    (sockets, phones, to)
+    setup_tx.send(phones).unwrap();
+    (sockets, to)
 }
 
 /// `--floor` and `--floor-level`: the bare `epoll` relay (see the module
@@ -421,16 +425,7 @@ fn bare_relay(
     done: &AtomicBool,
 ) -> Vec<u32> {
     use std::os::fd::AsRawFd;
-    let (sockets, phones, to) = relay_sockets(calls);
-    setup_tx.send(phones).unwrap();
-    if connected {
-        // Each relay socket only ever talks to its phone: connected, the
-        // kernel keeps the route for its sends (`send`, no address).
-        for (s, phone) in sockets.iter().zip(&to) {
-            let ip = std::net::Ipv4Addr::from(u32::from_be(phone.sin_addr.s_addr));
-            s.connect((ip, u16::from_be(phone.sin_port))).unwrap();
-        }
-    }
+    let (sockets, to) = relay_sockets(calls, connected, &setup_tx);
     // SAFETY: plain system calls on sockets this function owns, with buffers
     // that outlive each call.
     unsafe {
@@ -523,14 +518,7 @@ fn uring_relay(
     const ENTRIES: u16 = 4096;
     const BUF: usize = 2048;
     const SEND: u64 = 1 << 32;
-    let (sockets, phones, to) = relay_sockets(calls);
-    setup_tx.send(phones).unwrap();
-    if connected {
-        for (s, phone) in sockets.iter().zip(&to) {
-            let ip = std::net::Ipv4Addr::from(u32::from_be(phone.sin_addr.s_addr));
-            s.connect((ip, u16::from_be(phone.sin_port))).unwrap();
-        }
-    }
+    let (sockets, to) = relay_sockets(calls, connected, &setup_tx);
     let mut ring: IoUring = IoUring::builder()
         .setup_cqsize(4 * u32::from(ENTRIES))
         .setup_single_issuer()
