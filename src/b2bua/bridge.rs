@@ -875,8 +875,8 @@ struct Bridge {
     answered_at: Option<f64>,
     out_label: Option<String>,
     out_codec: Option<String>,
-    a_stats: Option<LegStats>,
-    b_stats: Option<LegStats>,
+    a_stats: Option<Box<LegStats>>,
+    b_stats: Option<Box<LegStats>>,
     ring_deadline: Option<Instant>,
     no_answer: bool,
     /// A blind transfer is being placed (its legs are marked `transfer`).
@@ -1712,7 +1712,7 @@ impl Bridge {
                             info!(?reason, "caller's media closed");
                             self.a_stats = Some(stats);
                             self.end_reason = format!("caller media: {reason:?}");
-                            a_queue.extend(a.handle(CallEvent::LegClosed(reason), Instant::now()));
+                            a_queue.extend(a.handle(CallEvent::LegClosed(*reason), Instant::now()));
                             self.hang_up_legs(&mut b_queue);
                         }
                         LegEvent::Removed(stats) => self.a_stats = Some(stats),
@@ -1897,8 +1897,8 @@ impl Bridge {
                 self.last_failure.0
             },
             legs: vec![
-                LegRecord::new("caller", Some(a_codec), a_stats),
-                LegRecord::new(out_role, self.out_codec.clone(), b_stats),
+                LegRecord::new("caller", Some(a_codec), a_stats.map(|s| *s)),
+                LegRecord::new(out_role, self.out_codec.clone(), b_stats.map(|s| *s)),
             ],
             transfers: std::mem::take(&mut self.transfers),
         });
@@ -2677,6 +2677,8 @@ mod tests {
             size_of::<(u64, InviteReport)>()
         );
         assert!(size_of::<Command>() <= 32, "{}", size_of::<Command>());
+        // Two per call (one per leg); 72 bytes before the counters were boxed.
+        assert!(size_of::<LegEvent>() <= 24, "{}", size_of::<LegEvent>());
     }
 
     #[test]

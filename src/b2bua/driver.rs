@@ -644,7 +644,7 @@ pub async fn answer<S: InviteServer>(
                 match event {
                     LegEvent::Closed(reason, stats) => {
                         info!(?reason, received = stats.packets_received, sent = stats.packets_sent, "media leg closed");
-                        queue.extend(call.handle(CallEvent::LegClosed(reason), event_now));
+                        queue.extend(call.handle(CallEvent::LegClosed(*reason), event_now));
                     }
                     LegEvent::Dtmf { digit, duration_ms } => debug!(%digit, duration_ms, "DTMF"),
                     LegEvent::Removed(_) => {

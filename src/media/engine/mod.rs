@@ -177,9 +177,12 @@ pub enum EngineError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LegEvent {
     /// The leg closed (media timeout, transport failure) and was removed.
-    Closed(LegClosed, LegStats),
+    /// (Counters boxed: events go through an unbounded channel per leg,
+    /// whose blocks hold 32 items, so a small item keeps a call's memory
+    /// small.)
+    Closed(Box<LegClosed>, Box<LegStats>),
     /// The participant was removed on request; its final counters.
-    Removed(LegStats),
+    Removed(Box<LegStats>),
     /// The participant sent a DTMF digit (RFC 4733).
     Dtmf {
         /// The digit.

@@ -523,8 +523,8 @@ impl RoomTask {
         media.packets_sent.add(stats.packets_sent);
         if let Some(events) = &slot.events {
             let _ = events.send(match reason {
-                Some(reason) => LegEvent::Closed(reason, stats),
-                None => LegEvent::Removed(stats),
+                Some(reason) => LegEvent::Closed(Box::new(reason), Box::new(stats)),
+                None => LegEvent::Removed(Box::new(stats)),
             });
         }
         self.forward_events();
