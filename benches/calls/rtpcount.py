@@ -1,24 +1,34 @@
 #!/usr/bin/env python3
 """Counts UDP datagrams delivered on this host, exactly and cheaply, for
 benches/calls/run.sh: one nftables table of its own with a rule per port
-('iif "lo" udp dport P counter' or the same with sport) in a filter chain
-on the input hook, which every datagram that crosses lo to a local socket
-passes once, before any socket buffer can drop it. The counters are
-kernel counters; nothing is copied to user space. Needs root and the nft
-command (Debian package nftables).
+('udp dport P counter accept' or the same with sport) in a filter chain on
+the input hook, which every datagram that crosses lo to a local socket
+passes once, before any socket buffer can drop it. Each datagram is counted
+by the first rule it matches (the bench's four ports never share one);
+destination rules come first. The counters are kernel counters; nothing is
+copied to user space. Needs root and the nft command (Debian package
+nftables).
 
     rtpcount.py dst:26172 src:26172 dst:26162 src:26162
 
 Prints "ready" on stdout once the rules are in place; on SIGTERM/SIGINT
 prints "RULE COUNT" per rule, removes its table and exits.
 
-Why not AF_PACKET sockets (what this script used until 2026-11-23; see
-`git show 3097179:benches/calls/rtpcount.py`): a packet socket on lo makes
-the kernel hand every packet to its filter, in the sender's context.
-Measured with benches/rtp_engine.rs, four such sockets whose filters
-matched nothing added 9-20 % (17 % on average) to the media thread's CPU;
-four nftables counters, nothing measurable (docs/benchmarks.md, "The packet
-counter's own cost")."""
+What counting costs the server: on lo, a datagram's input hook runs in its
+sender's system call, so each packet Switchboard sends is counted on
+Switchboard's CPU time.
+- AF_PACKET sockets (what this script used until 2026-11-23;
+  `git show 3097179:benches/calls/rtpcount.py`) made the kernel hand every
+  packet to each socket's filter: four of them added 9-20 % (17 % on
+  average) to the media thread in benches/rtp_engine.rs.
+- Four rules each 'iif "lo" udp dport P counter', every datagram through
+  all four (`git show d6ba014:benches/calls/rtpcount.py`): 4.2 % of the
+  media thread's samples in nf_hook_slow (perf, 400 calls).
+- Named counters behind two map lookups ('counter name udp dport map {...}'):
+  5.3 %, not kept.
+- Now, with the rules Switchboard's packets match first and each match
+  ending the chain: see docs/benchmarks.md, "Where the whole server's media
+  thread goes"."""
 
 import json
 import os
@@ -37,7 +47,7 @@ def rule_expr(rule):
     field, port = rule.split(":")
     if field not in ("src", "dst") or not port.isdigit():
         sys.exit(f"rtpcount.py: bad rule {rule!r} (want src:PORT or dst:PORT)")
-    return f"iif \"lo\" udp {'sport' if field == 'src' else 'dport'} {int(port)} counter comment \"{rule}\""
+    return f"udp {'sport' if field == 'src' else 'dport'} {int(port)} counter accept comment \"{rule}\""
 
 
 def counts():
@@ -67,7 +77,10 @@ def remove_stale_tables():
 
 def main():
     rules = sys.argv[1:]
-    body = "\n".join(f"    {rule_expr(r)}" for r in rules)
+    # Destination rules first: they match what Switchboard sends (to the
+    # callee, to the caller), whose input hook runs on Switchboard's CPU time.
+    ordered = sorted(rules, key=lambda r: not r.startswith("dst:"))
+    body = "\n".join(f"    {rule_expr(r)}" for r in ordered)
     # Blocked from the start, then waited for: a signal is never missed, and
     # none ends the script between adding its table and removing it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
