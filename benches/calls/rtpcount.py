@@ -4,8 +4,10 @@ benches/calls/run.sh: one nftables table of its own with a rule per port
 ('udp dport P counter accept' or the same with sport) in a filter chain on
 the input hook, which every datagram that crosses lo to a local socket
 passes once, before any socket buffer can drop it. Each datagram is counted
-by the first rule it matches (the bench's four ports never share one);
-destination rules come first. The counters are kernel counters; nothing is
+by the first rule it matches (no datagram of the bench matches two: none
+travels between 26162 and 26172); destination rules come first. Without an
+interface test, datagrams to or from those ports on any interface count
+(the bench runs on lo). The counters are kernel counters; nothing is
 copied to user space. Needs root and the nft command (Debian package
 nftables).
 

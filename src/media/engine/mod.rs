@@ -173,13 +173,13 @@ pub enum EngineError {
     Config(String),
 }
 
-/// What a participant's owner (its call) hears from its room.
+/// What a participant's owner (its call) hears from its room. The close
+/// reason and the counters are boxed (they come once per leg): events go
+/// through an unbounded channel per leg, whose blocks hold 32 items, so a
+/// small item keeps a call's memory small.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LegEvent {
     /// The leg closed (media timeout, transport failure) and was removed.
-    /// (Counters boxed: events go through an unbounded channel per leg,
-    /// whose blocks hold 32 items, so a small item keeps a call's memory
-    /// small.)
     Closed(Box<LegClosed>, Box<LegStats>),
     /// The participant was removed on request; its final counters.
     Removed(Box<LegStats>),
