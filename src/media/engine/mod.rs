@@ -336,12 +336,12 @@ impl RoomHandle {
     /// for the room to take them: each one's outcome, in order.
     pub async fn add_all(&self, joins: Box<[Join]>) -> Vec<Result<(), EngineError>> {
         let n = joins.len();
+        let gone = || (0..n).map(|_| Err(EngineError::RoomGone)).collect();
         let (reply, rx) = oneshot::channel();
         if self.send(Command::AddAll(joins, reply)).await.is_err() {
-            return (0..n).map(|_| Err(EngineError::RoomGone)).collect();
+            return gone();
         }
-        rx.await
-            .unwrap_or_else(|_| (0..n).map(|_| Err(EngineError::RoomGone)).collect())
+        rx.await.unwrap_or_else(|_| gone())
     }
 
     /// Subscribes to the room's events.
