@@ -1069,8 +1069,12 @@ impl Bridge {
         let (a_bye_tx, mut a_bye_rx) = mpsc::unbounded_channel::<u16>();
         let (b_bye_tx, mut b_bye_rx) = mpsc::unbounded_channel::<(u64, u16)>();
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<(u64, u16)>();
-        let mut a_prepared: Option<Prepared> = Some(prepared);
-        let mut a_joined = false;
+        let mut caller = CallerJoin {
+            id: a_id,
+            prepared: Some(prepared),
+            joined: false,
+            events: a_leg_tx,
+        };
         let mut a_pending: Option<Transaction> = None;
         let mut b_pending: Option<(u64, Transaction)> = None;
         let mut invite_open = true;
@@ -1130,18 +1134,8 @@ impl Bridge {
                     }
                     UacAction::EarlyMedia(neg) => {
                         if early_policy_forward && a.state() == CallState::Ringing && alive == 1 {
-                            let (joined_b, joined_a) = join_pair(
-                                &b2bua,
-                                &room,
-                                leg,
-                                &neg,
-                                &b_leg_tx,
-                                a_id,
-                                &mut a_prepared,
-                                &mut a_joined,
-                                &a_leg_tx,
-                            )
-                            .await;
+                            let (joined_b, joined_a) =
+                                join_pair(&b2bua, &room, leg, &neg, &b_leg_tx, &mut caller).await;
                             let sdp = joined_b && joined_a;
                             if sdp {
                                 self.early_sent = true;
@@ -1276,18 +1270,7 @@ impl Bridge {
                         leg.codec = self.out_codec.clone();
                         // The caller joins with it (its 200 OK follows at
                         // `Action::Answer`, where its join is then done).
-                        join_pair(
-                            &b2bua,
-                            &room,
-                            leg,
-                            &neg,
-                            &b_leg_tx,
-                            a_id,
-                            &mut a_prepared,
-                            &mut a_joined,
-                            &a_leg_tx,
-                        )
-                        .await;
+                        join_pair(&b2bua, &room, leg, &neg, &b_leg_tx, &mut caller).await;
                         self.answered_at = Some(now_unix());
                         info!(leg = %leg.label, codec = %neg.codec.kind.name(), "answered");
                         a_queue.extend(a.handle(CallEvent::Answer, Instant::now()));
@@ -1509,8 +1492,7 @@ impl Bridge {
                         ));
                     }
                     Action::Answer => {
-                        if join_caller(&room, a_id, &mut a_prepared, &mut a_joined, &a_leg_tx).await
-                        {
+                        if caller.join(&room).await {
                             // After a reliable answer (PRACKed) the 2xx
                             // carries no SDP: the offer/answer exchange is
                             // complete (RFC 3261 §13.2.1, RFC 6337 §3.1).
@@ -1819,7 +1801,7 @@ impl Bridge {
 
         // Tear down: the caller's media if it never joined, legs a failure
         // left, the caller's dialog, the room.
-        drop(a_prepared.take());
+        drop(caller.prepared.take());
         for leg in self.legs.drain(..) {
             b2bua.unregister(&leg.key());
         }
@@ -1827,7 +1809,8 @@ impl Bridge {
         b2bua.unregister_control(&a_key);
         let _ = room.send(Command::Close).await;
         // Final counters arrive as `Removed` events when the room closes.
-        drop(a_leg_tx);
+        let a_joined = caller.joined;
+        drop(caller);
         drop(b_leg_tx);
         let (mut a_stats, mut b_stats) = (self.a_stats.take(), self.b_stats.take());
         let collect = async {
@@ -2573,87 +2556,100 @@ fn out_leg_joined(leg: &mut OutLeg, done: Result<(), EngineError>) -> bool {
     }
 }
 
+/// The caller's side of the call's media: its prepared leg until it joins
+/// the room, and the channel its leg reports on.
+struct CallerJoin {
+    id: ParticipantId,
+    prepared: Option<Prepared>,
+    joined: bool,
+    events: mpsc::UnboundedSender<LegEvent>,
+}
+
+impl CallerJoin {
+    /// Adds the prepared leg to the room (once). Whether it is in.
+    async fn join(&mut self, room: &RoomHandle) -> bool {
+        if self.joined {
+            return true;
+        }
+        let Some(p) = self.prepared.take() else {
+            return false;
+        };
+        let done = room
+            .add(
+                self.id,
+                p.leg,
+                p.sockets,
+                p.config,
+                Some(self.events.clone()),
+            )
+            .await;
+        self.record(done)
+    }
+
+    /// The prepared leg as a join for [`RoomHandle::add_all`], taken.
+    fn take_join(&mut self) -> Option<Join> {
+        let p = self.prepared.take()?;
+        Some(Join {
+            id: self.id,
+            leg: p.leg,
+            sockets: p.sockets,
+            config: p.config,
+            events: Some(self.events.clone()),
+        })
+    }
+
+    /// Records how the join went.
+    fn record(&mut self, done: Result<(), EngineError>) -> bool {
+        match done {
+            Ok(()) => {
+                self.joined = true;
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "caller could not join the room");
+                false
+            }
+        }
+    }
+}
+
 /// The answering (or early-media) outgoing leg and the caller, each
 /// joined if not in yet: both in one command when both are new, so that
 /// no tick runs while one of them is alone in the room (it would be sent
 /// the silence of an empty mix). Whether each is in.
-#[allow(clippy::too_many_arguments)]
 async fn join_pair(
     b2bua: &Arc<B2bua>,
     room: &RoomHandle,
     leg: &mut OutLeg,
     neg: &Negotiated,
     b_events: &mpsc::UnboundedSender<LegEvent>,
-    a_id: ParticipantId,
-    a_prepared: &mut Option<Prepared>,
-    a_joined: &mut bool,
-    a_events: &mpsc::UnboundedSender<LegEvent>,
+    caller: &mut CallerJoin,
 ) -> (bool, bool) {
-    if leg.joined || *a_joined || a_prepared.is_none() {
+    if leg.joined || caller.joined || caller.prepared.is_none() {
         let b = join_out_leg(b2bua, room, leg, neg, b_events).await;
-        let a = join_caller(room, a_id, a_prepared, a_joined, a_events).await;
+        let a = caller.join(room).await;
         return (b, a);
     }
-    let (Some(p), Some(b_join)) = (a_prepared.take(), out_leg_join(b2bua, leg, neg, b_events))
+    let (Some(a_join), Some(b_join)) =
+        (caller.take_join(), out_leg_join(b2bua, leg, neg, b_events))
     else {
         return (false, false);
-    };
-    let a_join = Join {
-        id: a_id,
-        leg: p.leg,
-        sockets: p.sockets,
-        config: p.config,
-        events: Some(a_events.clone()),
     };
     let mut done = room
         .add_all(vec![b_join, a_join].into_boxed_slice())
         .await
         .into_iter();
     let b = out_leg_joined(leg, done.next().unwrap_or(Err(EngineError::RoomGone)));
-    let a = caller_joined(a_joined, done.next().unwrap_or(Err(EngineError::RoomGone)));
+    let a = caller.record(done.next().unwrap_or(Err(EngineError::RoomGone)));
     if a && !b {
         // The caller alone would be answered into silence: out again, so
         // that its answer fails ("caller media failed", a 500) as when it
         // joined after the callee's failed join.
-        let _ = room.send(Command::Remove(a_id)).await;
-        *a_joined = false;
+        let _ = room.send(Command::Remove(caller.id)).await;
+        caller.joined = false;
         return (false, false);
     }
     (b, a)
-}
-
-/// Adds the caller's prepared leg to the room (once).
-async fn join_caller(
-    room: &RoomHandle,
-    id: ParticipantId,
-    prepared: &mut Option<Prepared>,
-    joined: &mut bool,
-    events: &mpsc::UnboundedSender<LegEvent>,
-) -> bool {
-    if *joined {
-        return true;
-    }
-    let Some(p) = prepared.take() else {
-        return false;
-    };
-    let done = room
-        .add(id, p.leg, p.sockets, p.config, Some(events.clone()))
-        .await;
-    caller_joined(joined, done)
-}
-
-/// Records how the caller's join went.
-fn caller_joined(joined: &mut bool, done: Result<(), EngineError>) -> bool {
-    match done {
-        Ok(()) => {
-            *joined = true;
-            true
-        }
-        Err(e) => {
-            warn!(error = %e, "caller could not join the room");
-            false
-        }
-    }
 }
 
 #[cfg(test)]
