@@ -114,6 +114,34 @@ fn thousand_users_register_and_unregister_over_udp_and_tcp() {
 }
 
 #[test]
+fn a_non_ascii_contact_gets_400_and_the_udp_readers_live_on() {
+    // Two readers, four bad REGISTERs: each once killed the reader that
+    // answered it, and then UDP SIP went silent.
+    let server = Server::start(&format!(
+        "{}limits:\n  udp_readers: 2\n",
+        sipp_users_yaml(4)
+    ));
+    let csv = users_csv(server.dir.path(), 4, 300, "users.csv");
+    let csv = csv.to_str().unwrap();
+    let out = sipp(
+        &scenario("register_bad_contact.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", csv, "-m", "4"],
+    );
+    assert!(out.status.success(), "non-ASCII Contact: 400 expected");
+    assert_eq!(server.metric("switchboard_registrar_bindings"), 0);
+    let out = sipp(
+        &scenario("register.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-inf", csv, "-m", "4"],
+    );
+    assert!(out.status.success(), "REGISTER after the bad ones");
+    assert_eq!(server.metric("switchboard_registrar_bindings"), 4);
+}
+
+#[test]
 fn wrong_password_and_unknown_user_get_the_same_answers() {
     let server = Server::start(&sipp_users_yaml(3));
     let dir = server.dir.path();

@@ -900,6 +900,24 @@ fn the_session_is_refreshed_when_the_trunk_asks_for_session_timers() {
 }
 
 #[test]
+fn an_absurd_session_interval_from_the_trunk_does_not_break_the_call() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // u64::MAX seconds once overflowed the timer's deadline: the call's task
+    // died, the caller never got its 200 and nothing was cleaned up.
+    let carrier = Carrier::start("trunk_uas_huge_timer.xml", &[]);
+    let setup = start(&trunk("huge", carrier.port, ""), &["huge"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier with a huge session interval");
+    assert!(trunk_side.contains("\nBYE sip:"), "{trunk_side}");
+    assert_eq!(trunk_side.matches("\nINVITE sip:").count(), 1);
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn hold_resume_and_info_dtmf_on_a_trunk_call() {
     // The caller holds and resumes (answered by its own leg; the trunk leg
     // is untouched) and sends DTMF by INFO; the trunk wants INFO too.

@@ -19,6 +19,11 @@ use crate::media::sdp::{self, Negotiated, SessionDescription};
 /// How long we wait for a final response after CANCEL (Timer C-like backstop).
 pub const CANCEL_WAIT: Duration = Duration::from_secs(32);
 
+/// The longest session interval taken from a peer's `Session-Expires`, a
+/// day: RFC 4028 sets no upper bound, and a larger number (up to `u64::MAX`
+/// seconds from the wire) must not overflow a deadline.
+pub const MAX_SESSION_INTERVAL: Duration = Duration::from_secs(86_400);
+
 /// Where the leg is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UacState {
@@ -217,11 +222,12 @@ impl UacCall {
     /// Starts the session timer the 2xx settled (RFC 4028): when we are the
     /// refresher we re-INVITE at half the interval; otherwise the peer must
     /// refresh before the interval ends (minus a third, at most 32 s), or we
-    /// hang up.
+    /// hang up. An interval over [`MAX_SESSION_INTERVAL`] is taken as that.
     pub fn start_session_timer(&mut self, interval: Duration, we_refresh: bool, now: Instant) {
         if self.state != UacState::Confirmed || interval.is_zero() {
             return;
         }
+        let interval = interval.min(MAX_SESSION_INTERVAL);
         self.session = Some((interval, we_refresh));
         self.deadline = Some(now + self.session_wait(interval, we_refresh));
     }
@@ -910,6 +916,24 @@ mod tests {
             leg.handle(UacEvent::Timer, later + Duration::from_secs(60)),
             [UacAction::SendBye, UacAction::RemoteHangup]
         );
+    }
+
+    #[test]
+    fn a_huge_session_interval_from_the_wire_is_capped_not_a_panic() {
+        // `Session-Expires: 18446744073709551615` once overflowed `Instant`.
+        let t0 = Instant::now();
+        for we_refresh in [true, false] {
+            let mut leg = UacCall::new(offer());
+            leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+            leg.start_session_timer(Duration::from_secs(u64::MAX), we_refresh, t0);
+            let due = leg.deadline().unwrap();
+            assert!(due > t0 && due <= t0 + MAX_SESSION_INTERVAL, "{we_refresh}");
+            leg.handle(UacEvent::ReInvite(ANSWER.as_bytes()), t0);
+            if we_refresh {
+                assert_eq!(leg.handle(UacEvent::Timer, due), [UacAction::SendRefresh]);
+                assert!(leg.deadline().unwrap() <= due + MAX_SESSION_INTERVAL);
+            }
+        }
     }
 
     #[test]

@@ -98,11 +98,15 @@ fn parse_one(part: &str) -> Result<ContactSpec, ContactError> {
             None => (part, ""),
         }
     };
-    let scheme_ok = ["sip:", "sips:", "tel:"]
-        .iter()
-        .any(|s| uri.len() > s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
+    let scheme_ok = ["sip:", "sips:", "tel:"].iter().any(|s| {
+        uri.len() > s.len() && uri.as_bytes()[..s.len()].eq_ignore_ascii_case(s.as_bytes())
+    });
     if !scheme_ok || uri.contains(char::is_whitespace) {
         return Err(ContactError("contact URI must be sip:, sips: or tel:"));
+    }
+    // RFC 3261 §25.1: a URI is ASCII; anything else is %-escaped.
+    if !uri.is_ascii() {
+        return Err(ContactError("contact URI must be ASCII (escape the rest)"));
     }
     let mut spec = ContactSpec {
         uri: uri.to_string(),
@@ -189,6 +193,15 @@ mod tests {
             list[0].instance.as_deref(),
             Some("<urn:uuid:bb2e6a01-1c5e-4b58-8a57-6bc0b6e2ee3c>")
         );
+    }
+
+    #[test]
+    fn non_ascii_contact_uris_are_refused_without_panicking() {
+        // The scheme test once sliced at byte 4, inside the "é".
+        for contact in ["<abcé@h>", "abcé@h", "<sipé:a@h>", "<sip:é@h>", "<é>", "é"] {
+            assert!(parse_contacts([contact]).is_err(), "{contact}");
+        }
+        assert!(parse_contacts(["<sip:a%C3%A9@h>"]).is_ok());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption, MessageIns
 
 use rsipstack::transport::TransportLayer as StackTransportLayer;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::metrics::Metrics;
 pub use connections::{ConnectionId, Connections, Flow};
@@ -579,7 +579,15 @@ impl SipCore {
             remote,
             flow: None,
         };
-        let (status, headers) = answerer.answer(request, source);
+        // A bug here must cost one answer, not the socket reader (which
+        // serves every UDP message and is not restarted).
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answerer.answer(request, source)
+        }));
+        let (status, headers) = answered.unwrap_or_else(|_| {
+            error!(method = %request.method, %remote, "answering panicked: 500");
+            (StatusCode::ServerInternalError, Vec::new())
+        });
         response::write_final_response(
             &mut scratch.reply,
             request,
@@ -597,6 +605,57 @@ impl SipCore {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A fast-path answerer with a bug.
+    struct Panics;
+
+    impl FastAnswer for Panics {
+        fn accepts(&self, _: &Request) -> bool {
+            true
+        }
+        fn answer(&self, _: &Request, _: Source) -> (StatusCode, Vec<Header>) {
+            panic!("a bug in the answerer")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_fast_answer_costs_a_500_not_the_reader() {
+        let core = SipCore::new(
+            Limits::default(),
+            Arc::new(Metrics::default()),
+            "test".into(),
+            CancellationToken::new(),
+        );
+        core.set_fast_answer(Arc::new(Panics));
+        let remote: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let mut scratch = DatagramScratch::default();
+        for branch in ["z9hG4bK1", "z9hG4bK2"] {
+            let raw = format!(
+                "OPTIONS sip:example.test SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@example.test>;tag=1\r\n\
+                 To: <sip:example.test>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            let SipMessage::Request(request) = SipMessage::try_from(raw.as_str()).unwrap() else {
+                panic!("not a request")
+            };
+            assert_eq!(
+                core.answer_at_once(&request, remote, &mut scratch),
+                Some(true)
+            );
+            let reply = String::from_utf8_lossy(&scratch.reply);
+            assert!(reply.starts_with("SIP/2.0 500"), "{reply}");
+            // A retransmission gets the same answer from the record.
+            assert_eq!(
+                core.answer_at_once(&request, remote, &mut scratch),
+                Some(true)
+            );
+            assert!(scratch.reply.starts_with(b"SIP/2.0 500"));
+        }
+    }
+
     #[test]
     fn random_hex_is_lowercase_hex_of_the_asked_length() {
         let a = super::random_hex(8);
