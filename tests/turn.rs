@@ -184,6 +184,60 @@ fn stun_binding_over_udp_with_coturn_stunclient_and_over_tcp() {
     assert!(server.metric("switchboard_turn_binding_requests_total") >= 2);
 }
 
+/// The state (`/proc/net/tcp` `st`: 1 = ESTABLISHED) of the IPv4 TCP socket
+/// with this local and remote port, if there is one.
+fn tcp_state(local_port: u16, remote_port: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |f: &str| u16::from_str_radix(f.rsplit(':').next()?, 16).ok();
+        (port(fields.get(1)?)? == local_port && port(fields.get(2)?)? == remote_port)
+            .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn a_stream_client_that_stops_reading_and_then_sends_garbage_is_closed() {
+    // The writer once outlived the connection: blocked on a full send buffer,
+    // it kept the socket open (and uncounted) for as long as the peer wished.
+    let server = server(false);
+    let turn = server.addr("turn-tcp");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&turn.into()).unwrap();
+    let mut tcp: TcpStream = socket.into();
+    let me = tcp.local_addr().unwrap().port();
+    // Far more responses than the two sides' buffers hold, never read.
+    let request = Builder::new(method::BINDING, Class::Request, [5; 12], 0).fingerprint();
+    let burst: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * 10_000)
+        .collect();
+    // In bursts, so that the server's writer keeps up until its socket's
+    // send buffer (which grows to megabytes) is full.
+    for _ in 0..60 {
+        tcp.write_all(&burst).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Not a STUN or ChannelData header: the server ends the connection.
+    tcp.write_all(&[0xff; 4]).unwrap();
+    let garbage_seen = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        server.log_text().contains("not STUN or ChannelData")
+    });
+    assert!(garbage_seen, "the server never read the garbage");
+    // After a second's grace the writer is stopped and the socket closed.
+    let closed = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        tcp_state(turn.port(), me) != Some(1)
+    });
+    assert!(closed, "the server kept the connection open");
+    drop(tcp);
+}
+
 #[test]
 fn udp_allocation_relays_echo_with_static_credentials() {
     let server = server(true);

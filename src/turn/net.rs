@@ -581,7 +581,7 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(io);
     let (queue, mut outgoing) = mpsc::channel::<Bytes>(512);
-    let write_task = tokio::spawn(async move {
+    let mut write_task = tokio::spawn(async move {
         while let Some(first) = outgoing.recv().await {
             if writer.write_all(&first).await.is_err() {
                 return;
@@ -639,6 +639,12 @@ where
         }
     }
     drop(sink);
-    // Let queued responses go out, but do not wait on a peer that stopped reading.
-    let _ = tokio::time::timeout(Duration::from_secs(1), write_task).await;
+    // Let queued responses go out, but do not wait on a peer that stopped
+    // reading: the writer (and with it the socket) goes after a second.
+    if tokio::time::timeout(Duration::from_secs(1), &mut write_task)
+        .await
+        .is_err()
+    {
+        write_task.abort();
+    }
 }
