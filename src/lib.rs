@@ -19,6 +19,7 @@ pub mod registrar;
 pub mod routing;
 pub mod server;
 pub mod sip;
+pub mod source;
 pub mod tls;
 pub mod trunks;
 pub mod turn;

@@ -148,7 +148,7 @@ impl Authenticator {
         let username = credentials
             .as_ref()
             .map(|c| c.username.chars().take(64).collect::<String>());
-        let source = throttle_key(source);
+        let source = crate::source::source_key(source);
         {
             let mut state = self.state();
             let user_banned = username
@@ -227,19 +227,6 @@ impl Authenticator {
             warn!(username = %user, "authentication failures: username banned");
         }
         Outcome::Challenge { stale: false }
-    }
-}
-
-/// The address a failure is charged to: IPv4 as is, IPv6 by its /64 prefix.
-fn throttle_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 
@@ -370,18 +357,5 @@ mod tests {
             ),
             Outcome::Challenge { .. }
         ));
-    }
-
-    #[test]
-    fn ipv6_sources_are_throttled_per_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        assert_eq!(throttle_key(a), throttle_key(b));
-        assert_ne!(
-            throttle_key(a),
-            throttle_key("2001:db8:1:3::1".parse().unwrap())
-        );
-        let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
-        assert_eq!(throttle_key(mapped), "192.0.2.9".parse::<IpAddr>().unwrap());
     }
 }

@@ -14,6 +14,7 @@ use rsipstack::transport::SipConnection;
 use tokio::sync::broadcast;
 
 use super::TransportKind;
+use crate::source::source_key;
 
 /// Identifies one stream connection for its whole life; never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,8 +88,10 @@ impl Connections {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves room for one connection from `ip`; the slot is freed on drop.
+    /// Reserves room for one connection from `ip` (counted with the rest of
+    /// its IPv6 /64, [`source_key`]); the slot is freed on drop.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        let ip = source_key(ip);
         let mut inner = self.lock();
         if inner.total >= self.max_total {
             return Err(Refused::Total);
@@ -228,5 +231,19 @@ mod tests {
         drop(s1);
         assert_eq!(table.open(), 2);
         assert!(table.admit(a).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source() {
+        let table = Connections::new(10, 2);
+        let _s1 = table.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let s2 = table.admit("2001:db8:1:2::2".parse().unwrap()).unwrap();
+        assert_eq!(
+            table.admit("2001:db8:1:2:ffff::3".parse().unwrap()).err(),
+            Some(Refused::PerIp)
+        );
+        assert!(table.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
+        drop(s2);
+        assert!(table.admit("2001:db8:1:2::4".parse().unwrap()).is_ok());
     }
 }

@@ -19,7 +19,8 @@ pub struct Limits {
     pub max_line_length: usize,
     /// Most simultaneous stream connections (TCP, TLS, WS, WSS, HTTP) in total.
     pub max_connections: usize,
-    /// Most simultaneous stream connections from one source IP address.
+    /// Most simultaneous stream connections from one source: an IPv4
+    /// address, or an IPv6 /64.
     pub max_connections_per_ip: usize,
     /// A stream connection that carries no bytes for this long is closed, in seconds.
     /// Clients keep flows alive with CRLF keepalives or WebSocket pings (RFC 5626).

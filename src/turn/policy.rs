@@ -166,15 +166,7 @@ impl RateLimiter {
         if self.per_second <= 0.0 {
             return true;
         }
-        let key = match canonical(source) {
-            // An IPv6 client owns a /64: count it as one source.
-            IpAddr::V6(v6) => {
-                let mut o = v6.octets();
-                o[8..].fill(0);
-                IpAddr::from(o)
-            }
-            v4 => v4,
-        };
+        let key = crate::source::source_key(canonical(source));
         let (per_second, burst) = (self.per_second, self.burst);
         let (tokens, last) = self.buckets.entry(key).or_insert((burst, now));
         let elapsed = now.saturating_duration_since(*last).as_secs_f64();
