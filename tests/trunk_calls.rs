@@ -17,7 +17,7 @@ use common::media::{
     Capture, assert_answered_invites_ended, assert_nothing_left, frames_with_tone, is_root,
     media_port, port_window, wait, write_tone_pcap,
 };
-use common::{Server, assert_transfers, cdrs, free_port, scenario};
+use common::{Server, assert_transfers, cdrs, free_port, scenario, sipp};
 
 const DOMAIN: &str = "example.test";
 const USERS: &str = "domains:\n  - name: example.test\n    users:\n      - {username: u0001, password: p0001}\n      - {username: u0002, password: p0002}\nauth:\n  algorithms: [MD5, SHA-256]\n";
@@ -379,6 +379,53 @@ fn browser_ready(server: &Server, scenario: &str) -> std::process::Child {
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the browser did not register");
     child
+}
+
+#[test]
+fn calls_from_a_trunk_count_against_its_max_calls() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // The carrier's DID goes to the echo test; the trunk allows one call.
+    let carrier_port = free_port();
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      echo: {}\n";
+    let config = format!(
+        "{}{USERS}trunks:\n{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        trunk(
+            "carrier",
+            carrier_port,
+            "    max_calls: 1\n    inbound: ['127.0.0.1/32']\n"
+        ),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let (first, work) = carrier_calls(&server, carrier_port, media_port(), "+15550001001", 4);
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        server.metric("switchboard_b2bua_calls") == 1
+    });
+    assert!(up, "the first call did not come up");
+    // A second call from the carrier (another port of its network) while
+    // the first lasts.
+    let out = sipp(
+        &scenario("trunk_uac_refused.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-s", "+15550001001"],
+    );
+    assert!(
+        out.status.success(),
+        "the second call was not refused with 503"
+    );
+    wait(first, work.path(), "the first carrier call");
+    // Its slot is free again once it has ended.
+    let (again, work) = carrier_calls(&server, carrier_port, media_port(), "+15550001001", 1);
+    wait(again, work.path(), "a carrier call after the first ended");
+    assert_nothing_left(&server);
 }
 
 #[test]

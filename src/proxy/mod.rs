@@ -28,6 +28,7 @@ use crate::sip::{
     Header, HeadersExt, Method, Param, Request, Response, SipAddr, SipConnection, SipCore,
     SipMessage, Source, StatusCode, ToTypedHeader, Transaction, TransportKind, Uri,
 };
+use crate::trunks::LimitRefused;
 use relay::Upstream;
 use token::{Hop, TokenKey};
 
@@ -368,6 +369,18 @@ impl Proxy {
     ) {
         let request = server.original.clone();
         let now = unix_now();
+        // Held until the call ends (the B2BUA runs it inside `execute`).
+        let _permit = match trunk.try_acquire_inbound(std::time::Instant::now()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                info!(trunk = %trunk.name(), %refused, "call from a trunk refused");
+                let reason = match refused {
+                    LimitRefused::Rate => "Trunk Call Rate Exceeded",
+                    _ => "Trunk Call Limit Reached",
+                };
+                return reply_with_reason(&mut server, 503, reason).await;
+            }
+        };
         let cfg = &trunk.config;
         let mut called = request.uri.user().unwrap_or_default().to_string();
         if cfg.register.as_ref().is_some_and(|r| r.username == called)

@@ -223,10 +223,10 @@ pub struct TrunkConfig {
     /// Caller ID policy.
     #[serde(default)]
     pub caller_id: CallerIdPolicy,
-    /// Maximum concurrent calls (0: no limit).
+    /// Maximum concurrent calls, to and from the trunk (0: no limit).
     #[serde(default)]
     pub max_calls: u32,
-    /// Maximum new outbound calls per second (0: no limit).
+    /// Maximum new calls per second, to and from the trunk (0: no limit).
     #[serde(default)]
     pub max_cps: u32,
     /// OPTIONS probe interval in seconds (0: no probing).

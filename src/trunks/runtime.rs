@@ -152,11 +152,21 @@ impl Trunk {
         self.calls.load(Ordering::Acquire)
     }
 
-    /// Takes a call slot, checking state and limits.
+    /// Takes a call slot for a call to the trunk, checking state and limits.
     pub fn try_acquire(&self, now: Instant) -> Result<CallPermit, LimitRefused> {
         if !self.is_up() {
             return Err(LimitRefused::Down);
         }
+        self.take_slot(now)
+    }
+
+    /// Takes a call slot for a call from the trunk: the same `max_calls` and
+    /// `max_cps` as calls to it, whatever the probes say (it just reached us).
+    pub fn try_acquire_inbound(&self, now: Instant) -> Result<CallPermit, LimitRefused> {
+        self.take_slot(now)
+    }
+
+    fn take_slot(&self, now: Instant) -> Result<CallPermit, LimitRefused> {
         let max = self.config.max_calls;
         let previous = self.calls.fetch_add(1, Ordering::AcqRel);
         let permit = CallPermit {
