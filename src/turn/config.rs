@@ -83,6 +83,8 @@ pub struct TurnConfig {
     pub user_quota: usize,
     /// Allocations in total.
     pub total_quota: usize,
+    /// Peer addresses one allocation may hold permissions for at once.
+    pub max_permissions: usize,
     /// Allocate requests per second per source address (0: unlimited).
     pub allocate_rate: u32,
     /// Allocate requests a source may send in a burst.
@@ -117,6 +119,7 @@ impl Default for TurnConfig {
             allow_relay_to_relay: true,
             user_quota: 10,
             total_quota: 10_000,
+            max_permissions: 100,
             allocate_rate: 20,
             allocate_burst: 100,
             default_lifetime_secs: 600,
@@ -234,6 +237,7 @@ impl TurnConfig {
         range("rest_ttl_secs", self.rest_ttl_secs, 60, 30 * 86_400);
         range("user_quota", self.user_quota as u64, 1, 1_000_000);
         range("total_quota", self.total_quota as u64, 1, 10_000_000);
+        range("max_permissions", self.max_permissions as u64, 1, 10_000);
         range(
             "default_lifetime_secs",
             self.default_lifetime_secs,

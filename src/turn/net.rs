@@ -357,6 +357,7 @@ impl TurnService {
             max_lifetime: Duration::from_secs(config.max_lifetime_secs),
             user_quota: config.user_quota,
             total_quota: config.total_quota,
+            max_permissions: config.max_permissions,
             allocate_rate: config.allocate_rate,
             allocate_burst: config.allocate_burst,
             ..Options::default()

@@ -168,6 +168,8 @@ pub struct Options {
     pub user_quota: usize,
     /// Allocations in total.
     pub total_quota: usize,
+    /// Peer addresses one allocation may hold permissions for at once.
+    pub max_permissions: usize,
     /// Allocate requests per second per source address (0: unlimited).
     pub allocate_rate: u32,
     /// Allocate requests one source may send at once.
@@ -184,6 +186,7 @@ impl Default for Options {
             channel_lifetime: Duration::from_secs(600),
             user_quota: 10,
             total_quota: 10_000,
+            max_permissions: 100,
             allocate_rate: 20,
             allocate_burst: 100,
         }
@@ -707,6 +710,9 @@ impl<R: Clone> TurnServer<R> {
         if peers.is_empty() {
             return self.error(request, 400, "Bad Request", Some(&auth.key));
         }
+        if !self.room_for_permissions(id, peers.iter().map(SocketAddr::ip)) {
+            return self.error(request, 508, "Insufficient Capacity", Some(&auth.key));
+        }
         let expires = now.mono + self.options.permission_lifetime;
         if let Some(a) = self.allocations.get_mut(&id) {
             for peer in peers {
@@ -716,6 +722,27 @@ impl<R: Clone> TurnServer<R> {
         let mut b = self.response(request, Class::Success);
         b.integrity(&auth.key);
         b.fingerprint()
+    }
+
+    /// Whether allocation `id` may hold permissions for `ips` too
+    /// ([`Options::max_permissions`]; renewing one takes no room).
+    fn room_for_permissions(&self, id: u64, ips: impl Iterator<Item = IpAddr>) -> bool {
+        let Some(a) = self.allocations.get(&id) else {
+            return true;
+        };
+        let mut new: Vec<IpAddr> = ips.filter(|ip| !a.permissions.contains_key(ip)).collect();
+        new.sort_unstable();
+        new.dedup();
+        let fits = a.permissions.len() + new.len() <= self.options.max_permissions;
+        if !fits {
+            self.metrics.quota_refusals.inc();
+            info!(
+                held = a.permissions.len(),
+                asked = new.len(),
+                "TURN permissions refused: per-allocation limit"
+            );
+        }
+        fits
     }
 
     fn channel_bind(&mut self, from: FiveTuple, request: &Message<'_>, now: Now) -> Vec<u8> {
@@ -753,6 +780,9 @@ impl<R: Clone> TurnServer<R> {
         let peer_taken = a.channel_of_peer.get(&peer).is_some_and(|n| *n != number);
         if channel_taken || peer_taken {
             return bad(self, "channel or peer already bound otherwise");
+        }
+        if !self.room_for_permissions(id, std::iter::once(peer.ip())) {
+            return self.error(request, 508, "Insufficient Capacity", Some(&auth.key));
         }
         let Some(a) = self.allocations.get_mut(&id) else {
             return bad(self, "no allocation");

@@ -441,6 +441,56 @@ fn private_and_loopback_peers_are_refused_unless_allowed() {
 }
 
 #[test]
+fn permissions_per_allocation_are_limited() {
+    let options = Options {
+        max_permissions: 2,
+        ..Options::default()
+    };
+    let mut h = harness(options, &[]);
+    let from = client(4000);
+    h.allocate(from, 2, "alice", "wonderland");
+    let ok = |r: &[u8]| parse(r).class == Class::Success;
+    assert!(ok(&h.permission(from, 3, "192.0.2.1:1")));
+    assert!(ok(&h.permission(from, 4, "192.0.2.2:1")));
+    // Renewing one (another port, same address) takes no room.
+    assert!(ok(&h.permission(from, 5, "192.0.2.1:9")));
+    assert_eq!(
+        error_code(&parse(&h.permission(from, 6, "192.0.2.3:1"))),
+        Some(508)
+    );
+    // Nor through a channel.
+    let b = h.signed(from, method::CHANNEL_BIND, 7, "alice", "wonderland", |b| {
+        b.add(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]);
+        b.add_xor_address(attr::XOR_PEER_ADDRESS, "192.0.2.3:1".parse().unwrap());
+    });
+    assert_eq!(
+        error_code(&parse(&h.request(from, &b.fingerprint(), 0))),
+        Some(508)
+    );
+    // Many peers in one request: all or nothing.
+    let b = h.signed(
+        from,
+        method::CREATE_PERMISSION,
+        8,
+        "alice",
+        "wonderland",
+        |b| {
+            for i in 10..40u8 {
+                b.add_xor_address(
+                    attr::XOR_PEER_ADDRESS,
+                    SocketAddr::from(([192, 0, 2, i], 1)),
+                );
+            }
+        },
+    );
+    assert_eq!(
+        error_code(&parse(&h.request(from, &b.fingerprint(), 0))),
+        Some(508)
+    );
+    assert_eq!(h.metrics.quota_refusals.get(), 3);
+}
+
+#[test]
 fn quotas_per_user_and_in_total() {
     let options = Options {
         user_quota: 1,
