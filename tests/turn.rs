@@ -184,6 +184,73 @@ fn stun_binding_over_udp_with_coturn_stunclient_and_over_tcp() {
     assert!(server.metric("switchboard_turn_binding_requests_total") >= 2);
 }
 
+/// One Binding request on a stream; whether a success came back.
+fn stream_binding(tcp: &mut TcpStream) -> bool {
+    let request = Builder::new(method::BINDING, Class::Request, [4; 12], 0).fingerprint();
+    if tcp.write_all(&request).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 20];
+    if tcp.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let mut raw = head.to_vec();
+    raw.resize(20 + u16::from_be_bytes([head[2], head[3]]) as usize, 0);
+    tcp.read_exact(&mut raw[20..]).is_ok()
+        && Message::parse(&raw).is_ok_and(|m| m.class == Class::Success)
+}
+
+/// Whether the server closes `tcp` within `within` (it sends nothing).
+fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    tcp.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match tcp.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn stream_connections_are_limited_per_source_and_cut_when_idle_without_allocation() {
+    let server = Server::start_with(&config(
+        "  max_connections_per_ip: 2\n  idle_timeout_secs: 2\n",
+    ));
+    let turn = server.addr("turn-tcp");
+    let mut a = TcpStream::connect(turn).unwrap();
+    let mut b = TcpStream::connect(turn).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(stream_binding(&mut a) && stream_binding(&mut b));
+    // A third from the same address is closed at once, unanswered.
+    let mut c = TcpStream::connect(turn).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(!stream_binding(&mut c), "third connection served");
+    // Without an allocation, two seconds of silence end a connection (the
+    // allowance for one with an allocation is an hour).
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut a, Duration::from_secs(10)),
+        "idle connection kept"
+    );
+    assert!(
+        closed_within(&mut b, Duration::from_secs(10)),
+        "idle connection kept"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Their slots are free again.
+    let mut d = TcpStream::connect(turn).unwrap();
+    d.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(stream_binding(&mut d));
+}
+
 /// The state (`/proc/net/tcp` `st`: 1 = ESTABLISHED) of the IPv4 TCP socket
 /// with this local and remote port, if there is one.
 fn tcp_state(local_port: u16, remote_port: u16) -> Option<u8> {

@@ -97,6 +97,12 @@ pub struct TurnConfig {
     pub nonce_lifetime_secs: u64,
     /// Open TCP/TLS connections at most.
     pub max_connections: usize,
+    /// Open TCP/TLS connections from one source (IPv4 address or IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// A TCP/TLS connection whose client holds no allocation is closed
+    /// after this many seconds without a message (with one: the longest
+    /// allocation lifetime plus a minute).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for TurnConfig {
@@ -126,6 +132,8 @@ impl Default for TurnConfig {
             max_lifetime_secs: 3_600,
             nonce_lifetime_secs: 3_600,
             max_connections: 10_000,
+            max_connections_per_ip: 100,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -257,6 +265,13 @@ impl TurnConfig {
             1,
             10_000_000,
         );
+        range(
+            "max_connections_per_ip",
+            self.max_connections_per_ip as u64,
+            1,
+            10_000_000,
+        );
+        range("idle_timeout_secs", self.idle_timeout_secs, 1, 86_400);
         if self.realm.trim().is_empty() || self.realm.contains('"') {
             problems.push((
                 "realm",

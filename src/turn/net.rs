@@ -8,8 +8,8 @@
 //! the network would) and a bounded queue per TCP/TLS connection, so no task
 //! waits on another while the lock is held.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,7 @@ use super::server::{
 use super::{TurnError, TurnMetrics, stun};
 use crate::sip::SipError;
 use crate::sip::transport::bind_socket;
+use crate::source::source_key;
 use socket2::Type;
 
 /// A relay socket and the token that stops its task.
@@ -55,8 +56,8 @@ const RELAY_BUFFER: usize = 256 * 1024;
 /// Receive and send buffers of a UDP listener, which carries every client's traffic.
 const LISTENER_BUFFER: usize = 4 * 1024 * 1024;
 
-fn lock(shared: &Shared) -> MutexGuard<'_, TurnServer<Relay>> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn now() -> Now {
@@ -220,28 +221,77 @@ async fn relay_loop(
 struct Driver {
     shared: Shared,
     env: RelayEnv,
-    connections: AtomicUsize,
+    connections: Mutex<StreamCount>,
     max_connections: usize,
+    max_connections_per_ip: usize,
+    /// Silence allowed on a stream whose client holds an allocation.
     idle: Duration,
+    /// Silence allowed on a stream whose client holds none.
+    idle_unallocated: Duration,
+}
+
+/// Open TCP/TLS connections, in total and per source.
+#[derive(Default)]
+struct StreamCount {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// One admitted TCP/TLS connection; its count goes when it drops.
+struct StreamSlot {
+    driver: Arc<Driver>,
+    source: IpAddr,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut count = lock(&self.driver.connections);
+        count.total = count.total.saturating_sub(1);
+        if let Some(n) = count.per_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                count.per_source.remove(&self.source);
+            }
+        }
+    }
 }
 
 impl Driver {
-    /// Feeds one client message to the state machine and carries out what it says.
+    /// A slot for a new TCP/TLS connection from `ip`, if the limits allow.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<StreamSlot> {
+        let source = source_key(ip);
+        let mut count = lock(&self.connections);
+        let from_source = count.per_source.get(&source).copied().unwrap_or(0);
+        if count.total >= self.max_connections || from_source >= self.max_connections_per_ip {
+            return None;
+        }
+        count.total += 1;
+        *count.per_source.entry(source).or_insert(0) += 1;
+        Some(StreamSlot {
+            driver: self.clone(),
+            source,
+        })
+    }
+
+    /// Feeds one client message to the state machine and carries out what
+    /// it says. Whether the client holds an allocation afterwards.
     fn client_message(
         &self,
         from: FiveTuple,
         data: &[u8],
         sink: &ClientSink,
         out: &mut Vec<Output<Relay>>,
-    ) {
-        {
+    ) -> bool {
+        let allocated = {
             let mut binder = Binder {
                 env: &self.env,
                 shared: &self.shared,
                 sink,
             };
-            lock(&self.shared).handle_client(from, data, now(), &mut binder, out);
-        }
+            let mut server = lock(&self.shared);
+            server.handle_client(from, data, now(), &mut binder, out);
+            server.has_allocation(from)
+        };
         for output in out.drain(..) {
             match output {
                 Output::ToClient { data, .. } => sink.send(&data),
@@ -251,6 +301,7 @@ impl Driver {
                 Output::Release { relay } => relay.0.cancel.cancel(),
             }
         }
+        allocated
     }
 }
 
@@ -378,9 +429,11 @@ impl TurnService {
         let driver = Arc::new(Driver {
             shared: shared.clone(),
             env,
-            connections: AtomicUsize::new(0),
+            connections: Mutex::new(StreamCount::default()),
             max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
             idle: Duration::from_secs(config.max_lifetime_secs + 60),
+            idle_unallocated: Duration::from_secs(config.idle_timeout_secs),
         });
 
         let mut listeners = Vec::new();
@@ -541,11 +594,10 @@ async fn accept_loop(
                 }
             },
         };
-        if driver.connections.fetch_add(1, Ordering::Relaxed) >= driver.max_connections {
-            driver.connections.fetch_sub(1, Ordering::Relaxed);
+        let Some(slot) = driver.admit(remote.ip()) else {
             debug!(%remote, "TURN connection refused: too many connections");
             continue;
-        }
+        };
         let _ = tcp.set_nodelay(true);
         let from = FiveTuple {
             transport,
@@ -567,7 +619,7 @@ async fn accept_loop(
                         }
                     }
                 }
-                driver.connections.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
             }
             .instrument(info_span!("turn_conn", transport = transport.as_str(), client = %remote)),
         );
@@ -600,14 +652,18 @@ where
     let sink = ClientSink::Stream(queue);
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = Vec::new();
-    let mut timeout = Duration::from_secs(10);
+    let mut timeout = driver.idle_unallocated.min(Duration::from_secs(10));
     'connection: loop {
         loop {
             match stun::stream_frame_len(&buf) {
                 Ok(Some(n)) => {
                     let frame = buf.split_to(n);
-                    driver.client_message(from, &frame, &sink, &mut out);
-                    timeout = driver.idle;
+                    let allocated = driver.client_message(from, &frame, &sink, &mut out);
+                    timeout = if allocated {
+                        driver.idle
+                    } else {
+                        driver.idle_unallocated
+                    };
                 }
                 Ok(None) => break,
                 Err(_) => {

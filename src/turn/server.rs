@@ -465,6 +465,11 @@ impl<R: Clone> TurnServer<R> {
     }
 
     /// Finds the caller's allocation and checks that the same user owns it.
+    /// Whether the client on this 5-tuple holds an allocation.
+    pub fn has_allocation(&self, from: FiveTuple) -> bool {
+        self.by_client.contains_key(&from)
+    }
+
     fn own_allocation(
         &self,
         from: FiveTuple,
