@@ -251,19 +251,6 @@ fn stream_connections_are_limited_per_source_and_cut_when_idle_without_allocatio
     assert!(stream_binding(&mut d));
 }
 
-/// The state (`/proc/net/tcp` `st`: 1 = ESTABLISHED) of the IPv4 TCP socket
-/// with this local and remote port, if there is one.
-fn tcp_state(local_port: u16, remote_port: u16) -> Option<u8> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let port = |f: &str| u16::from_str_radix(f.rsplit(':').next()?, 16).ok();
-        (port(fields.get(1)?)? == local_port && port(fields.get(2)?)? == remote_port)
-            .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
-            .flatten()
-    })
-}
-
 #[test]
 fn a_stream_client_that_stops_reading_and_then_sends_garbage_is_closed() {
     // The writer once outlived the connection: blocked on a full send buffer,
@@ -299,7 +286,7 @@ fn a_stream_client_that_stops_reading_and_then_sends_garbage_is_closed() {
     // After a second's grace the writer is stopped and the socket closed.
     let closed = (0..40).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
-        tcp_state(turn.port(), me) != Some(1)
+        common::tcp_state(turn.port(), me) != Some(1)
     });
     assert!(closed, "the server kept the connection open");
     drop(tcp);

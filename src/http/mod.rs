@@ -6,6 +6,7 @@
 //! Static files (the softphone) are served by [`web`].
 
 mod conference;
+mod deadline;
 pub mod web;
 
 use std::convert::Infallible;
@@ -29,6 +30,7 @@ use crate::routing::Routing;
 use crate::sip::transport::bind_tcp;
 use crate::sip::{SipCore, SipError, TransportKind};
 use crate::turn::api::IceServersApi;
+use deadline::WriteDeadline;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +176,8 @@ impl HttpListener {
                 let (tls, core) = (self.tls.clone(), core.clone());
                 tokio::spawn(async move {
                     let limit = core.limits().message_timeout();
+                    // A peer that stops reading loses the connection.
+                    let tcp = WriteDeadline::new(tcp, core.limits().write_timeout());
                     match tls {
                         None => serve_http(tcp, router, limit).await,
                         Some(acceptor) => {

@@ -36,7 +36,8 @@ pub struct Limits {
     pub read_buffer_size: usize,
     /// Messages queued for sending on one stream connection before the sender waits.
     pub send_queue: usize,
-    /// A write that cannot complete within this many seconds closes the connection.
+    /// A write that cannot complete within this many seconds closes the
+    /// connection (SIP streams, WebSocket, HTTP).
     pub write_timeout_secs: u64,
     /// Memory, in bytes, for the transactions the UDP fast path answered
     /// (out-of-dialog REGISTER and OPTIONS): each keeps its response for RFC

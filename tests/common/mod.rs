@@ -562,3 +562,16 @@ pub fn assert_transfers(record: &serde_json::Value, want: &[(&str, &str)]) {
         .unwrap_or_default();
     assert_eq!(got, want, "transfers in {record}");
 }
+
+/// The state (`/proc/net/tcp` `st`: 1 = ESTABLISHED) of the IPv4 TCP socket
+/// with this local and remote port, if there is one.
+pub fn tcp_state(local_port: u16, remote_port: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |f: &str| u16::from_str_radix(f.rsplit(':').next()?, 16).ok();
+        (port(fields.get(1)?)? == local_port && port(fields.get(2)?)? == remote_port)
+            .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
+            .flatten()
+    })
+}
