@@ -296,6 +296,32 @@ pub struct Listeners {
     pub admin: Vec<SocketAddr>,
 }
 
+/// The largest configuration, dialplan or trunks file read, in bytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a file an admin wrote: it must be a regular file (a FIFO would
+/// block the reload, a device never end) of at most [`MAX_FILE_BYTES`].
+pub fn read_admin_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Loads `path`, or `./switchboard.yaml` when present, or the built-in defaults.
 pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
     let path = match path {
@@ -307,7 +333,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
     match path {
         None => validate(Config::default(), Source::Defaults, ""),
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let text = read_admin_file(&path).map_err(|e| {
                 ConfigError(vec![Problem {
                     file: path.display().to_string(),
                     line: 0,

@@ -48,6 +48,25 @@ fn load_from(
     dialplan::load(file, context)
 }
 
+/// Whether `file` is missing or holds nothing but whitespace.
+fn blank(file: &Path) -> bool {
+    crate::config::read_admin_file(file).map_or_else(
+        |e| e.kind() == std::io::ErrorKind::NotFound,
+        |t| t.trim().is_empty(),
+    )
+}
+
+/// A reload refused for what `file` lacks.
+fn refusal(file: &Path, message: &str) -> Diagnostic {
+    Diagnostic {
+        file: file.display().to_string(),
+        line: 0,
+        column: 0,
+        severity: Severity::Error,
+        message: message.to_string(),
+    }
+}
+
 /// The current dialplan and how to load a new one.
 pub struct Routing {
     current: ArcSwap<Dialplan>,
@@ -56,6 +75,8 @@ pub struct Routing {
     groups: BTreeSet<String>,
     metrics: Arc<Metrics>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The version in force came from [`EMBEDDED_DEFAULT`] (no file yet).
+    embedded: std::sync::atomic::AtomicBool,
     /// The live trunk table, when attached with [`Routing::with_trunks`].
     trunk_table: Option<Arc<Trunks>>,
     /// The trunks file reloaded with the dialplan.
@@ -109,6 +130,7 @@ impl Routing {
             groups,
             metrics,
             reload_lock: tokio::sync::Mutex::new(()),
+            embedded: std::sync::atomic::AtomicBool::new(!file.exists()),
             trunk_table: None,
             trunk_file: None,
         })
@@ -147,14 +169,24 @@ impl Routing {
         let (file, groups) = (self.file.clone(), self.groups.clone());
         let trunk_file = self.trunk_file.as_ref().map(|t| t.file.clone());
         let current_names = self.trunk_names();
+        let embedded = self.embedded.load(std::sync::atomic::Ordering::Relaxed);
         type Loaded = (
             Option<Result<Vec<TrunkConfig>, Vec<Diagnostic>>>,
             Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>>,
         );
         let loaded: Result<Loaded, _> = tokio::task::spawn_blocking(move || {
-            let trunks = trunk_file
-                .as_deref()
-                .map(|f| crate::trunks::file::load(f).map_err(diagnostics));
+            let trunks = trunk_file.as_deref().map(|f| {
+                // A deleted or emptied file (an editor mid-save, a bad
+                // checkout) would take every trunk away: `trunks: []` says so.
+                if !current_names.is_empty() && blank(f) {
+                    return Err(vec![refusal(
+                        f,
+                        "the trunks file is missing or empty: refused, the trunks in force \
+                         stay (`trunks: []` removes them all)",
+                    )]);
+                }
+                crate::trunks::file::load(f).map_err(diagnostics)
+            });
             let names = match &trunks {
                 Some(Ok(list)) => list.iter().map(|t| t.name.clone()).collect(),
                 _ => current_names,
@@ -163,7 +195,29 @@ impl Routing {
                 trunks: &names,
                 groups: &groups,
             };
-            (trunks, load_from(&file, &context))
+            // The built-in default stands in for a file that never was,
+            // not for one that went away.
+            if !embedded && !file.exists() {
+                return (
+                    trunks,
+                    Err(vec![refusal(
+                        &file,
+                        "the dialplan file is missing: refused, the running version stays",
+                    )]),
+                );
+            }
+            let plan = load_from(&file, &context).and_then(|(plan, warnings)| {
+                if plan.rule_count() == 0 {
+                    Err(vec![refusal(
+                        &file,
+                        "the dialplan has no rules (an empty file?): refused, the running \
+                         version stays",
+                    )])
+                } else {
+                    Ok((plan, warnings))
+                }
+            });
+            (trunks, plan)
         })
         .await;
         let (trunks, plan) = loaded.unwrap_or_else(|e| {
@@ -200,6 +254,8 @@ impl Routing {
                 }
                 let rules = plan.rule_count();
                 self.current.store(Arc::new(plan));
+                self.embedded
+                    .store(!self.file.exists(), std::sync::atomic::Ordering::Relaxed);
                 self.metrics.dialplan_reloads.inc();
                 self.metrics.dialplan_version.inc();
                 info!(why, rules, "dialplan reloaded");

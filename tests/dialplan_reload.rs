@@ -114,6 +114,63 @@ fn valid_edit_changes_routing_within_a_second_and_invalid_edit_is_refused() {
 }
 
 #[test]
+fn a_deleted_empty_oversized_or_unreadable_dialplan_is_refused() {
+    // The default file: when it is absent at start the built-in plan is
+    // used, but a file that goes away must not be replaced by it.
+    let server = Server::start_with_files(
+        &format!("{ALL_LOOPBACK}{USERS}"),
+        &[("dialplans/default.yaml", REJECT_ALL)],
+    );
+    let udp = server.addr("udp");
+    let path = server.dir.path().join("dialplans/default.yaml");
+    let refused = |what: &str, needle: &str| {
+        let (status, body) = admin_post(&server, "/api/reload");
+        assert_eq!(status, 422, "{what}: {body}");
+        assert!(body.contains(needle), "{what}: {body}");
+        assert_eq!(
+            invite(udp, "u0002"),
+            "SIP/2.0 403 Closed for maintenance",
+            "{what}: the running version stays"
+        );
+    };
+    std::fs::remove_file(&path).unwrap();
+    refused("deleted", "dialplan file is missing");
+    std::fs::write(&path, "# nothing yet\n").unwrap();
+    refused("empty", "has no rules");
+    let mut big = String::from(ROUTE_USERS);
+    big.push_str(&"# padding\n".repeat(120_000));
+    std::fs::write(&path, big).unwrap();
+    refused("oversized", "larger than");
+    // An include that is a FIFO: refused at once, not a reload that hangs.
+    let fifo = server.dir.path().join("dialplans/fifo.yaml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(&path, "rules:\n  - include: fifo.yaml\n").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let admin = server.addr("admin");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(admin).unwrap();
+        let _ = write!(
+            stream,
+            "POST /api/reload HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let body = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a reload reading a FIFO hung");
+    assert!(body.contains("not a regular file"), "{body}");
+}
+
+#[test]
 fn sighup_reloads() {
     let config =
         format!("{ALL_LOOPBACK}{USERS}dialplan:\n  file: dialplans/main.yaml\n  watch: false\n");

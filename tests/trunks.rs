@@ -296,6 +296,36 @@ fn trunks_reload_with_the_dialplan_and_bad_files_are_refused() {
     assert!(server.wait_log("trunks reloaded"));
 }
 
+#[test]
+fn an_emptied_or_deleted_trunks_file_is_refused_while_trunks_are_in_force() {
+    // With a plan that names no trunk, nothing else would stop the reload.
+    let plan = "rules:\n  - name: closed\n    action: { reject: { code: 403 } }\n";
+    let server = Server::start_with_files(
+        &format!("{LISTEN}{USERS}"),
+        &[("trunks.yaml", TRUNKS_A), ("dialplans/main.yaml", plan)],
+    );
+    assert_eq!(names(&server), ["carrier-a"]);
+    for step in ["emptied", "deleted"] {
+        if step == "emptied" {
+            std::fs::write(trunks_file(&server), "").unwrap();
+        } else {
+            std::fs::remove_file(trunks_file(&server)).unwrap();
+        }
+        let (code, body) = admin_post(&server, "/api/reload");
+        assert_eq!(code, 422, "{step}: {body}");
+        assert!(
+            body.contains("trunks file is missing or empty"),
+            "{step}: {body}"
+        );
+        assert_eq!(names(&server), ["carrier-a"], "{step}");
+    }
+    // Saying so removes them.
+    std::fs::write(trunks_file(&server), "trunks: []\n").unwrap();
+    let (code, body) = admin_post(&server, "/api/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(names(&server).is_empty());
+}
+
 fn check(dir: &Path) -> (bool, String) {
     let out = Command::new(common::binary())
         .args(["check"])

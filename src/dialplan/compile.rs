@@ -24,6 +24,14 @@ pub(crate) const MAX_RING_TIMEOUT: u64 = 600;
 pub(crate) const TRANSPORTS: [&str; 5] = ["udp", "tcp", "tls", "ws", "wss"];
 /// Deepest allowed include nesting.
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// Files one dialplan may be made of (includes fanning out are refused
+/// beyond this, however shallow).
+const MAX_FILES: usize = 256;
+/// Compiled size allowed for one regex, bytes (the `regex` crate's limit;
+/// an ordinary number pattern takes a few KB).
+const REGEX_SIZE_LIMIT: usize = 256 << 10;
+/// Lazy DFA cache allowed for one regex, bytes.
+const REGEX_DFA_LIMIT: usize = 1 << 20;
 
 /// A compiled rule.
 #[derive(Debug)]
@@ -666,6 +674,16 @@ impl<'c> Loader<'c> {
             }
             let path = base.join(include.value.trim());
             let display = path.display().to_string();
+            if self.files.len() >= MAX_FILES {
+                self.error(
+                    file,
+                    &include,
+                    format!(
+                        "include '{display}': a dialplan may be made of {MAX_FILES} files at most"
+                    ),
+                );
+                continue;
+            }
             if stack.len() >= MAX_INCLUDE_DEPTH {
                 self.error(
                     file,
@@ -675,7 +693,7 @@ impl<'c> Loader<'c> {
                 continue;
             }
             let (canonical, text) = match std::fs::canonicalize(&path)
-                .and_then(|c| std::fs::read_to_string(&c).map(|t| (c, t)))
+                .and_then(|c| crate::config::read_admin_file(&c).map(|t| (c, t)))
             {
                 Ok(found) => found,
                 Err(e) => {
@@ -1026,7 +1044,11 @@ impl<'c> Loader<'c> {
                 return None;
             }
         };
-        match Regex::new(&text) {
+        let built = regex::RegexBuilder::new(&text)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_DFA_LIMIT)
+            .build();
+        match built {
             Ok(re) => Some(re),
             Err(e) => {
                 self.error(file, node, format!("{what}: {}", regex_error(&e)));

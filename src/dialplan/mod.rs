@@ -96,7 +96,7 @@ pub fn load(
     ctx: &LoadContext,
 ) -> Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>> {
     let name = main_file.display().to_string();
-    let text = std::fs::read_to_string(main_file).map_err(|e| {
+    let text = crate::config::read_admin_file(main_file).map_err(|e| {
         vec![Diagnostic {
             file: name.clone(),
             line: 0,

@@ -1424,3 +1424,48 @@ fn dialplan_is_send_and_sync() {
     check::<Dialplan>();
     check::<Decision>();
 }
+
+#[test]
+fn a_regex_over_the_size_limit_is_refused_with_its_position() {
+    // Fine for the regex crate's own 10 MiB default, not for our 256 KiB.
+    let yaml = "rules:\n  - name: huge\n    match:\n      to: { regex: '^[0-9]{30000}$' }\n    action:\n      reject: { code: 403 }\n";
+    let errs = errors(yaml);
+    assert!(
+        errs.iter()
+            .any(|d| d.line == 4 && d.message.contains("regex too large")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn includes_fanning_out_past_the_file_limit_are_refused() {
+    // 20 × 20 reads of the same two files: shallow, but 421 files read.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let includes = |name: &str| "  - include: ".to_string() + name + "\n";
+    std::fs::write(
+        dir.path().join("main.yaml"),
+        "rules:\n".to_string() + &includes("b.yaml").repeat(20),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "rules:\n".to_string() + &includes("c.yaml").repeat(20),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "rules:\n  - name: c\n    action: { echo: {} }\n",
+    )
+    .expect("write");
+    let (t, g) = (trunks(), groups());
+    let ctx = LoadContext {
+        trunks: &t,
+        groups: &g,
+    };
+    let errs = load(&dir.path().join("main.yaml"), &ctx).expect_err("too many files");
+    assert!(
+        errs.iter().any(|d| d.message.contains("256 files at most")),
+        "{}",
+        lines(&errs)
+    );
+}

@@ -122,7 +122,7 @@ pub fn load(path: &Path) -> Result<Vec<TrunkConfig>, Vec<Problem>> {
     if !path.exists() && path == Path::new(DEFAULT_FILE) {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::config::read_admin_file(path).map_err(|e| {
         vec![Problem {
             file: name.clone(),
             line: 0,
