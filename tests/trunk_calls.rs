@@ -652,6 +652,26 @@ fn the_callers_cancel_reaches_the_trunk() {
 }
 
 #[test]
+fn the_callers_cancel_reaches_a_trunk_that_only_said_trying() {
+    // Once a CANCEL waited for a 180/183 that never came, and the call's
+    // task spun on a core meanwhile.
+    let carrier = Carrier::start("trunk_uas_trying.xml", &[]);
+    let setup = start(&trunk("trying", carrier.port, ""), &["trying"]);
+    let (child, work) = call(
+        &setup,
+        "b2bua_cancel_early.xml",
+        "+15551234567",
+        media_port(),
+        1,
+    );
+    wait(child, work.path(), "caller cancelling before ringing");
+    carrier.finish("carrier that only said trying");
+    let records = cdrs(&setup.server, 1);
+    assert_eq!(records[0]["end_reason"], "caller cancelled");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn the_trunk_hanging_up_ends_the_callers_leg() {
     let carrier = Carrier::start("trunk_uas_hangup.xml", &[]);
     let setup = start(&trunk("hangs-up", carrier.port, ""), &["hangs-up"]);

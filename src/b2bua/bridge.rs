@@ -1577,11 +1577,7 @@ impl Bridge {
                     break;
                 }
             } else if a.state() == CallState::Ended {
-                if self
-                    .legs
-                    .iter()
-                    .any(|l| !matches!(l.uac.state(), UacState::Ending | UacState::Cancelling))
-                {
+                if self.legs.iter().any(|l| !l.uac.hanging_up()) {
                     if self.end_reason == "unknown" {
                         self.end_reason = "caller hung up".into();
                     }

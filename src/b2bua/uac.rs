@@ -154,6 +154,9 @@ pub struct UacCall {
     early: bool,
     /// A cancel is waiting for the first provisional response.
     cancel_pending: bool,
+    /// A provisional response (100 Trying included) came: CANCEL may go
+    /// (RFC 3261 §9.1).
+    provisional: bool,
     authenticated: u8,
     /// The offer was made by a media leg that reads the answer itself
     /// ([`UacEvent::Accepted`]); SDP in provisional responses is ignored.
@@ -182,6 +185,7 @@ impl UacCall {
             negotiated: None,
             early: false,
             cancel_pending: false,
+            provisional: false,
             authenticated: 0,
             answered_by_leg: false,
             session: None,
@@ -245,6 +249,13 @@ impl UacCall {
         &self.offer
     }
 
+    /// Whether a hang-up is under way: BYE or CANCEL sent, or a CANCEL
+    /// waiting for the first response (nothing more to do until it comes).
+    pub fn hanging_up(&self) -> bool {
+        matches!(self.state, UacState::Ending | UacState::Cancelling)
+            || (self.state == UacState::Calling && self.cancel_pending)
+    }
+
     /// When [`UacEvent::Timer`] is due.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
@@ -276,8 +287,17 @@ impl UacCall {
         match (self.state, event) {
             (Ended, _) => Vec::new(),
             (Calling, UacEvent::Trying) if !self.cancel_pending => {
+                self.provisional = true;
                 self.deadline = None;
                 Vec::new()
+            }
+            (Calling, UacEvent::Trying) => {
+                // The hang-up was waiting for this.
+                self.cancel_pending = false;
+                self.provisional = true;
+                self.state = Cancelling;
+                self.deadline = Some(now + CANCEL_WAIT);
+                vec![UacAction::SendCancel]
             }
             (Calling, UacEvent::Timer)
                 if !self.cancel_pending && self.deadline.is_some_and(|d| now >= d) =>
@@ -407,6 +427,12 @@ impl UacCall {
                 let mut actions = self.end();
                 actions.insert(0, UacAction::Failed(408));
                 actions
+            }
+            (Calling, UacEvent::Hangup) if self.provisional => {
+                // After a 100 Trying: CANCEL at once.
+                self.state = Cancelling;
+                self.deadline = Some(now + CANCEL_WAIT);
+                vec![UacAction::SendCancel]
             }
             (Calling, UacEvent::Hangup) => {
                 // RFC 3261 §9.1: no CANCEL before a provisional response.
@@ -916,6 +942,23 @@ mod tests {
             leg.handle(UacEvent::Timer, later + Duration::from_secs(60)),
             [UacAction::SendBye, UacAction::RemoteHangup]
         );
+    }
+
+    #[test]
+    fn a_100_trying_allows_the_cancel() {
+        let t0 = Instant::now();
+        // Hang-up after a 100: CANCEL at once.
+        let mut leg = UacCall::new(offer());
+        assert!(leg.handle(UacEvent::Trying, t0).is_empty());
+        assert_eq!(leg.handle(UacEvent::Hangup, t0), [UacAction::SendCancel]);
+        assert_eq!(leg.state(), UacState::Cancelling);
+        // Hang-up before anything: waits (a hang-up under way), then the
+        // 100 lets the CANCEL go.
+        let mut leg = UacCall::new(offer());
+        assert!(leg.handle(UacEvent::Hangup, t0).is_empty());
+        assert!(leg.hanging_up());
+        assert_eq!(leg.handle(UacEvent::Trying, t0), [UacAction::SendCancel]);
+        assert!(leg.hanging_up());
     }
 
     #[test]
