@@ -54,8 +54,10 @@ pub enum CallEvent<'a> {
     AckTimeout,
     /// BYE from the caller.
     Bye,
-    /// re-INVITE with this body (an offer; empty: none).
+    /// re-INVITE (or UPDATE) with this body (an offer; empty: none).
     ReInvite(&'a [u8]),
+    /// An UPDATE without an offer: a session refresh (RFC 4028 §9, RFC 3311).
+    Refresh,
     /// INFO with this content type and body.
     Info(&'a str, &'a [u8]),
     /// OPTIONS in the dialog.
@@ -587,7 +589,9 @@ impl UasCall {
                     None => vec![Action::Reply(415, None)],
                 }
             }
-            (AwaitingAck | Confirmed, CallEvent::Options) => vec![Action::Reply(200, None)],
+            (AwaitingAck | Confirmed, CallEvent::Options | CallEvent::Refresh) => {
+                vec![Action::Reply(200, None)]
+            }
             (AwaitingAck | Confirmed, CallEvent::Refer(target)) => {
                 let inner = refer_to_uri(target);
                 let uri = inner.split('?').next().unwrap_or_default().trim();
@@ -612,6 +616,7 @@ impl UasCall {
             (
                 Ending,
                 CallEvent::ReInvite(_)
+                | CallEvent::Refresh
                 | CallEvent::Info(..)
                 | CallEvent::Options
                 | CallEvent::Refer(_)
@@ -948,6 +953,11 @@ mod tests {
         assert_eq!(
             call.handle(CallEvent::Other, t0),
             [Action::Reply(501, None)]
+        );
+        // An UPDATE without SDP refreshes the session (it once got 488).
+        assert_eq!(
+            call.handle(CallEvent::Refresh, t0),
+            [Action::Reply(200, None)]
         );
     }
 

@@ -731,6 +731,7 @@ impl InDialog {
     pub(super) fn call_event(&self) -> CallEvent<'_> {
         match self.method {
             Method::Bye => CallEvent::Bye,
+            Method::Update if self.body.is_empty() => CallEvent::Refresh,
             Method::Invite | Method::Update => CallEvent::ReInvite(&self.body),
             Method::Info => CallEvent::Info(&self.content_type, &self.body),
             Method::Options => CallEvent::Options,
@@ -745,6 +746,7 @@ impl InDialog {
         use super::uac::UacEvent;
         match self.method {
             Method::Bye => UacEvent::Bye,
+            Method::Update if self.body.is_empty() => UacEvent::Refresh,
             Method::Invite | Method::Update => UacEvent::ReInvite(&self.body),
             Method::Info => UacEvent::Info(&self.content_type, &self.body),
             Method::Options => UacEvent::Options,

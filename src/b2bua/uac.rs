@@ -72,6 +72,8 @@ pub enum UacEvent<'a> {
     Bye,
     /// A re-INVITE (or UPDATE) from the trunk with this offer (empty: none).
     ReInvite(&'a [u8]),
+    /// An UPDATE without an offer: a session refresh (RFC 4028 §9, RFC 3311).
+    Refresh,
     /// OPTIONS in the dialog.
     Options,
     /// INFO with this content type and body.
@@ -520,6 +522,12 @@ impl UacCall {
                 self.reinvite(body)
             }
             (Confirmed, UacEvent::Options) => vec![UacAction::Reply(200, None)],
+            (Confirmed, UacEvent::Refresh) => {
+                if let Some((interval, we_refresh)) = self.session {
+                    self.deadline = Some(now + self.session_wait(interval, we_refresh));
+                }
+                vec![UacAction::Reply(200, None)]
+            }
             (Confirmed, UacEvent::Info(content_type, body)) => {
                 match super::call::parse_dtmf_info(content_type, body) {
                     Some((digit, ms)) => {
@@ -551,7 +559,10 @@ impl UacCall {
             (Confirmed, UacEvent::Other) => vec![UacAction::Reply(501, None)],
             (Ending, UacEvent::ByeDone(_)) => self.end(),
             (Ending, UacEvent::Bye) => vec![UacAction::Reply(200, None)],
-            (Ending | Cancelling, UacEvent::ReInvite(_) | UacEvent::Info(..)) => {
+            (
+                Ending | Cancelling,
+                UacEvent::ReInvite(_) | UacEvent::Refresh | UacEvent::Info(..),
+            ) => {
                 vec![UacAction::Reply(481, None)]
             }
             (Ending | Cancelling, UacEvent::Options | UacEvent::Other | UacEvent::Refer(_)) => {
