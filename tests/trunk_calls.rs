@@ -986,6 +986,20 @@ fn an_absurd_session_interval_from_the_trunk_does_not_break_the_call() {
 }
 
 #[test]
+fn the_trunks_own_session_refresh_is_answered_with_the_timer() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_timer_uas.xml", &[]);
+    let setup = start(&trunk("refresher", carrier.port, ""), &["refresher"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 3);
+    wait(child, work.path(), "caller");
+    carrier.finish("carrier refreshing the session");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn hold_resume_and_info_dtmf_on_a_trunk_call() {
     // The caller holds and resumes (answered by its own leg; the trunk leg
     // is untouched) and sends DTMF by INFO; the trunk wants INFO too.

@@ -392,14 +392,31 @@ impl OutLeg {
         status: u16,
         body: Option<String>,
     ) -> crate::sip::Response {
-        build_response(
+        let mut response = build_response(
             request,
             status,
             body,
             &self.from_tag,
             &self.contact,
             &self.server_name,
-        )
+        );
+        // A refresh (re-INVITE or UPDATE) answered while a session timer
+        // runs says it goes on (RFC 4028 §9): without it the peer takes the
+        // timer as off. The refresher is named for that transaction.
+        if (200..300).contains(&status)
+            && matches!(request.method, Method::Invite | Method::Update)
+            && let Some((interval, we_refresh)) = self.uac.session()
+        {
+            let refresher = if we_refresh { "uas" } else { "uac" };
+            response.headers.push(Header::Other(
+                "Session-Expires".into(),
+                format!("{};refresher={refresher}", interval.as_secs()),
+            ));
+            response
+                .headers
+                .push(Header::Other("Require".into(), "timer".into()));
+        }
+        response
     }
 }
 

@@ -91,7 +91,11 @@ pub(super) fn build_response(
             _ => {}
         }
     }
-    if request.method == Method::Invite && (100..300).contains(&status) && status > 100 {
+    // Dialog-creating and target-refreshing responses carry our Contact
+    // (RFC 3261 §12.1.1, RFC 3311 §5.2 for UPDATE).
+    let refreshes = request.method == Method::Invite
+        || (request.method == Method::Update && (200..300).contains(&status));
+    if refreshes && (101..300).contains(&status) {
         headers.push(Header::Contact(contact.to_string().into()));
     }
     if status == 200 || status == 405 || status == 501 {

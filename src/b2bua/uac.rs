@@ -258,6 +258,11 @@ impl UacCall {
             || (self.state == UacState::Calling && self.cancel_pending)
     }
 
+    /// The session timer in force: its interval, and whether we refresh.
+    pub fn session(&self) -> Option<(Duration, bool)> {
+        self.session
+    }
+
     /// When [`UacEvent::Timer`] is due.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
