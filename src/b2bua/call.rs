@@ -632,9 +632,20 @@ impl UasCall {
     /// its codec) and the direction that matches (hold / resume).
     fn reinvite(&mut self, body: &[u8]) -> Vec<Action> {
         if body.is_empty() {
-            // An offerless re-INVITE would need our offer in the 200 and the
-            // answer in the ACK: not supported yet.
-            return vec![Action::Reply(488, None)];
+            // Offerless re-INVITE (RFC 3261 §14.1): our offer goes in the
+            // 200, the codec in use only, so the answer in the ACK cannot
+            // move it (a new remote address is learnt from its packets). A
+            // browser's leg always re-offers itself.
+            if self.webrtc {
+                return vec![Action::Reply(488, None)];
+            }
+            let caps = Capabilities {
+                codecs: vec![self.negotiated.codec.kind],
+                ..self.caps.clone()
+            };
+            let direction = self.negotiated.local_direction;
+            let offer = sdp::build_offer(&caps, self.local, direction, &mut self.origin);
+            return vec![Action::Reply(200, Some(offer.to_string()))];
         }
         let Ok(offer) = SessionDescription::parse(body) else {
             return vec![Action::Reply(400, None)];
@@ -920,10 +931,14 @@ mod tests {
             call.handle(CallEvent::ReInvite(pcma_only.as_bytes()), t0),
             [Action::Reply(488, None)]
         );
-        assert_eq!(
-            call.handle(CallEvent::ReInvite(b""), t0),
-            [Action::Reply(488, None)]
-        );
+        // Offerless: our offer in the 200, the codec in use only (it once
+        // got 488).
+        let actions = call.handle(CallEvent::ReInvite(b""), t0);
+        let [Action::Reply(200, Some(offer))] = actions.as_slice() else {
+            panic!("{actions:?}");
+        };
+        assert!(offer.contains("m=audio 20000 RTP/AVP 0 101"), "{offer}");
+        assert!(offer.contains("a=sendrecv"), "{offer}");
     }
 
     #[test]

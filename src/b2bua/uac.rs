@@ -591,9 +591,28 @@ impl UacCall {
             return vec![UacAction::Reply(500, None)];
         };
         if body.is_empty() {
-            // Offerless re-INVITE (RFC 3261 §14.1): our offer would go in
-            // the 200 and the answer in the ACK; not supported.
-            return vec![UacAction::Reply(488, None)];
+            // Offerless re-INVITE (RFC 3261 §14.1, a carrier's refresh or
+            // transfer): our offer goes in the 200, the codec in use only,
+            // so the answer in the ACK cannot move it (a new remote address
+            // is learnt from its packets).
+            if self.answered_by_leg {
+                return vec![UacAction::Reply(488, None)];
+            }
+            let Some(local) = local_media_of(&self.offer) else {
+                return vec![UacAction::Reply(500, None)];
+            };
+            let caps = sdp::Capabilities {
+                codecs: vec![current.codec.kind],
+                telephone_event: current.telephone_event.is_some(),
+                ..sdp::Capabilities::default()
+            };
+            let offer = sdp::build_offer(
+                &caps,
+                local,
+                current.local_direction,
+                &mut sdp::SessionOrigin::new(),
+            );
+            return vec![UacAction::Reply(200, Some(offer.to_string()))];
         }
         let Ok(offer) = SessionDescription::parse(body) else {
             return vec![UacAction::Reply(400, None)];
