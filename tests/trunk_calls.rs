@@ -213,6 +213,66 @@ fn first_request<'a>(log: &'a str, method: &str) -> &'a str {
 }
 
 #[test]
+fn the_trunks_caller_id_policy_shapes_from_privacy_and_asserted_identity() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let header = |invite: &str, name: &str| -> Option<String> {
+        invite
+            .lines()
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
+            .map(|l| l.to_string())
+    };
+    // A fixed number and name, asserted.
+    let policy = "    caller_id:\n      number: '+4930123456'\n      name: ACME\n      asserted_identity: true\n";
+    let carrier = Carrier::start("trunk_uas.xml", &[]);
+    let setup = start(&trunk("fixed", carrier.port, policy), &["fixed"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier");
+    let invite = first_request(&trunk_side, "INVITE");
+    let from = header(invite, "From").unwrap_or_default();
+    assert!(from.contains("\"ACME\" <sip:+4930123456@"), "{invite}");
+    let pai = header(invite, "P-Asserted-Identity").unwrap_or_default();
+    assert!(pai.contains("<sip:+4930123456@"), "{invite}");
+    assert_eq!(header(invite, "Privacy"), None, "{invite}");
+    drop(setup);
+    // Anonymous without a fixed number: the caller is hidden in From, but
+    // asserted to the carrier (which bills on it) with Privacy: id.
+    let carrier = Carrier::start("trunk_uas.xml", &[]);
+    let setup = start(
+        &trunk(
+            "hidden",
+            carrier.port,
+            "    caller_id:\n      anonymous: true\n",
+        ),
+        &["hidden"],
+    );
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier");
+    let invite = first_request(&trunk_side, "INVITE");
+    let from = header(invite, "From").unwrap_or_default();
+    assert!(
+        from.contains("<sip:anonymous@anonymous.invalid>"),
+        "{invite}"
+    );
+    assert!(!from.contains("u0001"), "{invite}");
+    assert_eq!(
+        header(invite, "Privacy").as_deref(),
+        Some("Privacy: id"),
+        "{invite}"
+    );
+    let pai = header(invite, "P-Asserted-Identity").unwrap_or_default();
+    assert!(pai.contains("<sip:u0001@"), "{invite}");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn call_to_a_number_reaches_the_trunk_and_audio_comes_back() {
     if !is_root() {
         eprintln!("skipped: play_pcap_audio and the capture need root");

@@ -197,6 +197,9 @@ struct OutLeg {
     session_expires: u32,
     /// The Min-SE we send, s.
     min_se: u32,
+    /// The caller's number for P-Asserted-Identity (RFC 3325), when the
+    /// trunk's policy asserts or hides it: the fixed number, else the caller's.
+    asserted: Option<String>,
 }
 
 impl OutLeg {
@@ -252,7 +255,7 @@ impl OutLeg {
                 headers.push(Header::Other("Privacy".into(), "id".into()));
             }
             if (policy.asserted_identity || policy.anonymous)
-                && let Some(number) = policy.number.as_deref()
+                && let Some(number) = self.asserted.as_deref()
             {
                 headers.push(Header::Other(
                     "P-Asserted-Identity".into(),
@@ -553,6 +556,7 @@ fn new_out_leg(
         answered: false,
         transfer: false,
         session_expires: 0,
+        asserted: None,
         min_se: 90,
     }
 }
@@ -656,6 +660,12 @@ async fn start_trunk_leg(
         OutMedia::Rtp(Some(ports)),
     );
     leg.session_expires = trunk.config.session_expires;
+    leg.asserted = Some(
+        policy
+            .number
+            .clone()
+            .unwrap_or_else(|| route.caller.user.clone()),
+    );
     leg.trunk = Some(trunk.clone());
     leg._permit = Some(permit);
     leg.uac.expect_response_by(
