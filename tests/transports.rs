@@ -23,10 +23,18 @@ fn assert_capabilities(response: &str) {
             "missing {header:?} in\n{response}"
         );
     }
-    assert!(
-        response.contains("OPTIONS"),
-        "Allow must list OPTIONS\n{response}"
-    );
+    let allow = response
+        .split("\r\n")
+        .find(|l| l.starts_with("Allow: "))
+        .unwrap_or_default();
+    for method in [
+        "OPTIONS", "INVITE", "PRACK", "UPDATE", "INFO", "REFER", "MESSAGE", "REGISTER",
+    ] {
+        assert!(
+            allow.contains(method),
+            "Allow must list {method}\n{response}"
+        );
+    }
 }
 
 #[test]

@@ -66,9 +66,12 @@ pub use rsipstack::transport::SipAddr;
 /// A transport handle the transaction layer sends through.
 pub use rsipstack::transport::SipConnection;
 
-/// Methods every listener answers in `Allow` (PRACK: the B2BUA
-/// acknowledges reliable provisionals, RFC 3262; the proxy relays it).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK";
+/// Methods every listener answers in `Allow` (OPTIONS, 405): PRACK (the
+/// B2BUA acknowledges reliable provisionals, RFC 3262; the proxy relays
+/// it), UPDATE, INFO and REFER in dialogs, MESSAGE and REGISTER out of them.
+/// A peer decides by it whether to send UPDATE at all (RFC 3311 §5.1).
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, REFER, MESSAGE, REGISTER";
 /// Body types we accept (`Accept`).
 pub const ACCEPT: &str = "application/sdp";
 /// Option tags we support (`Supported`); grows with the features that need them.
