@@ -1060,6 +1060,22 @@ fn the_trunks_own_session_refresh_is_answered_with_the_timer() {
 }
 
 #[test]
+fn the_2xx_settles_the_route_set_even_when_it_has_no_record_route() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    let carrier = Carrier::start("trunk_uas_rr_early.xml", &[]);
+    let setup = start(&trunk("routed", carrier.port, ""), &["routed"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier with an early Record-Route");
+    let bye = first_request(&trunk_side, "BYE");
+    assert!(!bye.contains("ringback"), "{bye}");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn hold_resume_and_info_dtmf_on_a_trunk_call() {
     // The caller holds and resumes (answered by its own leg; the trunk leg
     // is untouched) and sends DTMF by INFO; the trunk wants INFO too.

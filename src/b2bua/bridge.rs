@@ -381,7 +381,9 @@ impl OutLeg {
                 })
                 .flat_map(|v| split_header_list(&v))
                 .collect();
-            if !routes.is_empty() {
+            // The 2xx settles the route set, an empty one included (RFC
+            // 3261 §13.2.2.4): an early dialog's is only provisional.
+            if !routes.is_empty() || (200..300).contains(&code) {
                 routes.reverse();
                 self.route_set = routes;
             }
