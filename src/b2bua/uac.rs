@@ -533,7 +533,10 @@ impl UacCall {
                 }
                 vec![UacAction::Reply(200, None)]
             }
-            (Confirmed, UacEvent::Info(content_type, body)) => {
+            // In the early dialog (RFC 3311, RFC 6086): an UPDATE without
+            // SDP and INFO are answered as once confirmed.
+            (Proceeding, UacEvent::Refresh) => vec![UacAction::Reply(200, None)],
+            (Confirmed | Proceeding, UacEvent::Info(content_type, body)) => {
                 match super::call::parse_dtmf_info(content_type, body) {
                     Some((digit, ms)) => {
                         vec![UacAction::Reply(200, None), UacAction::Dtmf(digit, ms)]
