@@ -75,8 +75,6 @@ pub struct Routing {
     groups: BTreeSet<String>,
     metrics: Arc<Metrics>,
     reload_lock: tokio::sync::Mutex<()>,
-    /// The version in force came from [`EMBEDDED_DEFAULT`] (no file yet).
-    embedded: std::sync::atomic::AtomicBool,
     /// The live trunk table, when attached with [`Routing::with_trunks`].
     trunk_table: Option<Arc<Trunks>>,
     /// The trunks file reloaded with the dialplan.
@@ -130,7 +128,6 @@ impl Routing {
             groups,
             metrics,
             reload_lock: tokio::sync::Mutex::new(()),
-            embedded: std::sync::atomic::AtomicBool::new(!file.exists()),
             trunk_table: None,
             trunk_file: None,
         })
@@ -169,23 +166,25 @@ impl Routing {
         let (file, groups) = (self.file.clone(), self.groups.clone());
         let trunk_file = self.trunk_file.as_ref().map(|t| t.file.clone());
         let current_names = self.trunk_names();
-        let embedded = self.embedded.load(std::sync::atomic::Ordering::Relaxed);
+        // The version in force came from [`EMBEDDED_DEFAULT`]: it read no file.
+        let embedded = self.current().files().is_empty();
         type Loaded = (
             Option<Result<Vec<TrunkConfig>, Vec<Diagnostic>>>,
             Result<(Dialplan, Vec<Diagnostic>), Vec<Diagnostic>>,
         );
         let loaded: Result<Loaded, _> = tokio::task::spawn_blocking(move || {
             let trunks = trunk_file.as_deref().map(|f| {
+                let list = crate::trunks::file::load(f).map_err(diagnostics)?;
                 // A deleted or emptied file (an editor mid-save, a bad
                 // checkout) would take every trunk away: `trunks: []` says so.
-                if !current_names.is_empty() && blank(f) {
+                if list.is_empty() && !current_names.is_empty() && blank(f) {
                     return Err(vec![refusal(
                         f,
                         "the trunks file is missing or empty: refused, the trunks in force \
                          stay (`trunks: []` removes them all)",
                     )]);
                 }
-                crate::trunks::file::load(f).map_err(diagnostics)
+                Ok(list)
             });
             let names = match &trunks {
                 Some(Ok(list)) => list.iter().map(|t| t.name.clone()).collect(),
@@ -254,8 +253,6 @@ impl Routing {
                 }
                 let rules = plan.rule_count();
                 self.current.store(Arc::new(plan));
-                self.embedded
-                    .store(!self.file.exists(), std::sync::atomic::Ordering::Relaxed);
                 self.metrics.dialplan_reloads.inc();
                 self.metrics.dialplan_version.inc();
                 info!(why, rules, "dialplan reloaded");

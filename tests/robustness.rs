@@ -331,26 +331,12 @@ fn slow_loris_connection_is_closed_after_the_message_timeout() {
 #[test]
 fn an_http_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     let server = Server::start("limits:\n  write_timeout_secs: 1\n");
-    let http = server.addr("ws");
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&http.into()).unwrap();
-    let mut tcp: TcpStream = socket.into();
-    let me = tcp.local_addr().unwrap().port();
+    let mut tcp = common::connect_not_reading(server.addr("ws"));
     // Pipelined requests for megabytes of pages, never read.
     let requests = "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1500);
     tcp.write_all(requests.as_bytes()).unwrap();
-    let start = Instant::now();
-    let mut closed = false;
-    while start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(100));
-        if common::tcp_state(http.port(), me) != Some(1) {
-            closed = true;
-            break;
-        }
-    }
     assert!(
-        closed,
+        common::server_closes(&tcp, Duration::from_secs(15)),
         "the server kept a connection whose peer stopped reading"
     );
     drop(tcp);

@@ -253,15 +253,11 @@ fn stream_connections_are_limited_per_source_and_cut_when_idle_without_allocatio
 
 #[test]
 fn a_stream_client_that_stops_reading_and_then_sends_garbage_is_closed() {
-    // The writer once outlived the connection: blocked on a full send buffer,
-    // it kept the socket open (and uncounted) for as long as the peer wished.
+    // A client whose responses pile up unread (the server's writer stalls
+    // on a full send buffer) and that then sends garbage: the server must
+    // close the connection (its writer is aborted after a second's grace).
     let server = server(false);
-    let turn = server.addr("turn-tcp");
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&turn.into()).unwrap();
-    let mut tcp: TcpStream = socket.into();
-    let me = tcp.local_addr().unwrap().port();
+    let mut tcp = common::connect_not_reading(server.addr("turn-tcp"));
     // Far more responses than the two sides' buffers hold, never read.
     let request = Builder::new(method::BINDING, Class::Request, [5; 12], 0).fingerprint();
     let burst: Vec<u8> = request
@@ -271,11 +267,25 @@ fn a_stream_client_that_stops_reading_and_then_sends_garbage_is_closed() {
         .take(request.len() * 10_000)
         .collect();
     // In bursts, so that the server's writer keeps up until its socket's
-    // send buffer (which grows to megabytes) is full.
-    for _ in 0..60 {
+    // send buffer (which grows to megabytes) is full: its unsent bytes stop
+    // growing while requests still come.
+    let mut unsent = Vec::new();
+    for _ in 0..400 {
         tcp.write_all(&burst).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(20));
+        unsent.push(common::server_unsent(&tcp).unwrap_or(0));
+        if let [.., a, b, c] = unsent[..]
+            && a > 0
+            && a == b
+            && b == c
+        {
+            break;
+        }
     }
+    assert!(
+        unsent.len() < 400,
+        "the server's writer never stalled: {unsent:?}"
+    );
     // Not a STUN or ChannelData header: the server ends the connection.
     tcp.write_all(&[0xff; 4]).unwrap();
     let garbage_seen = (0..200).any(|_| {
@@ -284,11 +294,10 @@ fn a_stream_client_that_stops_reading_and_then_sends_garbage_is_closed() {
     });
     assert!(garbage_seen, "the server never read the garbage");
     // After a second's grace the writer is stopped and the socket closed.
-    let closed = (0..40).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        common::tcp_state(turn.port(), me) != Some(1)
-    });
-    assert!(closed, "the server kept the connection open");
+    assert!(
+        common::server_closes(&tcp, Duration::from_secs(4)),
+        "the server kept the connection open"
+    );
     drop(tcp);
 }
 

@@ -588,41 +588,27 @@ impl UacCall {
 
     /// Answers the trunk's re-offer with our address and the codec the leg
     /// already uses, in the direction that matches (hold/resume, or a
-    /// session refresh that changes nothing).
+    /// session refresh that changes nothing). An offerless re-INVITE (RFC
+    /// 3261 §14.1, a carrier's refresh or transfer) gets our offer in the
+    /// 200 instead: the codec in use only, so the answer in the ACK cannot
+    /// move it (a new remote address is learnt from its packets).
     fn reinvite(&mut self, body: &[u8]) -> Vec<UacAction> {
         let Some(current) = self.negotiated.clone() else {
             return vec![UacAction::Reply(500, None)];
         };
-        if body.is_empty() {
-            // Offerless re-INVITE (RFC 3261 §14.1, a carrier's refresh or
-            // transfer): our offer goes in the 200, the codec in use only,
-            // so the answer in the ACK cannot move it (a new remote address
-            // is learnt from its packets).
-            if self.answered_by_leg {
-                return vec![UacAction::Reply(488, None)];
-            }
-            let Some(local) = local_media_of(&self.offer) else {
-                return vec![UacAction::Reply(500, None)];
+        let offer = if body.is_empty() {
+            None
+        } else {
+            let Ok(offer) = SessionDescription::parse(body) else {
+                return vec![UacAction::Reply(400, None)];
             };
-            let caps = sdp::Capabilities {
-                codecs: vec![current.codec.kind],
-                telephone_event: current.telephone_event.is_some(),
-                ..sdp::Capabilities::default()
-            };
-            let offer = sdp::build_offer(
-                &caps,
-                local,
-                current.local_direction,
-                &mut sdp::SessionOrigin::new(),
-            );
-            return vec![UacAction::Reply(200, Some(offer.to_string()))];
-        }
-        let Ok(offer) = SessionDescription::parse(body) else {
-            return vec![UacAction::Reply(400, None)];
+            Some(offer)
         };
         if self.answered_by_leg {
-            let Ok(text) = std::str::from_utf8(body) else {
-                return vec![UacAction::Reply(400, None)];
+            // A browser's leg re-answers (same ICE and DTLS); it never
+            // makes an offer of its own here.
+            let (Some(offer), Ok(text)) = (offer, std::str::from_utf8(body)) else {
+                return vec![UacAction::Reply(488, None)];
             };
             return vec![UacAction::RenegotiateLeg {
                 offer: text.to_owned(),
@@ -638,6 +624,10 @@ impl UacCall {
             ..sdp::Capabilities::default()
         };
         let mut origin = sdp::SessionOrigin::new();
+        let Some(offer) = offer else {
+            let ours = sdp::build_offer(&caps, local, current.local_direction, &mut origin);
+            return vec![UacAction::Reply(200, Some(ours.to_string()))];
+        };
         match sdp::answer(&offer, &caps, local, &mut origin) {
             Ok((answer, neg)) if neg.codec.kind == current.codec.kind => {
                 self.negotiated = Some(neg.clone());

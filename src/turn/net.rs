@@ -8,7 +8,6 @@
 //! the network would) and a bounded queue per TCP/TLS connection, so no task
 //! waits on another while the lock is held.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,9 +28,8 @@ use super::server::{
     Transport, TurnServer,
 };
 use super::{TurnError, TurnMetrics, stun};
-use crate::sip::SipError;
 use crate::sip::transport::bind_socket;
-use crate::source::source_key;
+use crate::sip::{Connections, SipError};
 use socket2::Type;
 
 /// A relay socket and the token that stops its task.
@@ -221,58 +219,16 @@ async fn relay_loop(
 struct Driver {
     shared: Shared,
     env: RelayEnv,
-    connections: Mutex<StreamCount>,
-    max_connections: usize,
-    max_connections_per_ip: usize,
+    /// Open TCP/TLS connections, in total and per source (the same
+    /// accounting as SIP's streams, its own limits).
+    connections: Arc<Connections>,
     /// Silence allowed on a stream whose client holds an allocation.
     idle: Duration,
     /// Silence allowed on a stream whose client holds none.
     idle_unallocated: Duration,
 }
 
-/// Open TCP/TLS connections, in total and per source.
-#[derive(Default)]
-struct StreamCount {
-    total: usize,
-    per_source: HashMap<IpAddr, usize>,
-}
-
-/// One admitted TCP/TLS connection; its count goes when it drops.
-struct StreamSlot {
-    driver: Arc<Driver>,
-    source: IpAddr,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut count = lock(&self.driver.connections);
-        count.total = count.total.saturating_sub(1);
-        if let Some(n) = count.per_source.get_mut(&self.source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                count.per_source.remove(&self.source);
-            }
-        }
-    }
-}
-
 impl Driver {
-    /// A slot for a new TCP/TLS connection from `ip`, if the limits allow.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<StreamSlot> {
-        let source = source_key(ip);
-        let mut count = lock(&self.connections);
-        let from_source = count.per_source.get(&source).copied().unwrap_or(0);
-        if count.total >= self.max_connections || from_source >= self.max_connections_per_ip {
-            return None;
-        }
-        count.total += 1;
-        *count.per_source.entry(source).or_insert(0) += 1;
-        Some(StreamSlot {
-            driver: self.clone(),
-            source,
-        })
-    }
-
     /// Feeds one client message to the state machine and carries out what
     /// it says. Whether the client holds an allocation afterwards.
     fn client_message(
@@ -429,9 +385,7 @@ impl TurnService {
         let driver = Arc::new(Driver {
             shared: shared.clone(),
             env,
-            connections: Mutex::new(StreamCount::default()),
-            max_connections: config.max_connections,
-            max_connections_per_ip: config.max_connections_per_ip,
+            connections: Connections::new(config.max_connections, config.max_connections_per_ip),
             idle: Duration::from_secs(config.max_lifetime_secs + 60),
             idle_unallocated: Duration::from_secs(config.idle_timeout_secs),
         });
@@ -594,9 +548,12 @@ async fn accept_loop(
                 }
             },
         };
-        let Some(slot) = driver.admit(remote.ip()) else {
-            debug!(%remote, "TURN connection refused: too many connections");
-            continue;
+        let slot = match driver.connections.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                debug!(%remote, %refused, "TURN connection refused");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let from = FiveTuple {

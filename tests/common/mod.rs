@@ -563,15 +563,59 @@ pub fn assert_transfers(record: &serde_json::Value, want: &[(&str, &str)]) {
     assert_eq!(got, want, "transfers in {record}");
 }
 
+/// A TCP connection to `server` that will read nothing, with a 4 KB
+/// receive buffer, so that the server's writes to it stall soon.
+pub fn connect_not_reading(server: SocketAddr) -> std::net::TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&server.into()).expect("connect");
+    socket.into()
+}
+
+/// Whether the server's end of `client` leaves ESTABLISHED (closed or
+/// closing) within `within`, as `/proc/net/tcp` shows it: unlike reading,
+/// this does not let the server's stalled writes through.
+pub fn server_closes(client: &std::net::TcpStream, within: Duration) -> bool {
+    let (Ok(local), Ok(peer)) = (client.local_addr(), client.peer_addr()) else {
+        return true;
+    };
+    let start = Instant::now();
+    while start.elapsed() < within {
+        std::thread::sleep(Duration::from_millis(100));
+        if tcp_state(peer.port(), local.port()) != Some(1) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Bytes the server's end of `client` holds unsent (it waits for the
+/// client's window), from `/proc/net/tcp`.
+pub fn server_unsent(client: &std::net::TcpStream) -> Option<u64> {
+    let (local, peer) = (client.local_addr().ok()?, client.peer_addr().ok()?);
+    let (_, tx_queue) = tcp_entry(peer.port(), local.port())?;
+    Some(tx_queue)
+}
+
 /// The state (`/proc/net/tcp` `st`: 1 = ESTABLISHED) of the IPv4 TCP socket
 /// with this local and remote port, if there is one.
-pub fn tcp_state(local_port: u16, remote_port: u16) -> Option<u8> {
+fn tcp_state(local_port: u16, remote_port: u16) -> Option<u8> {
+    tcp_entry(local_port, remote_port).map(|(state, _)| state)
+}
+
+/// The state and send queue (bytes) of the IPv4 TCP socket with this local
+/// and remote port, from `/proc/net/tcp`.
+fn tcp_entry(local_port: u16, remote_port: u16) -> Option<(u8, u64)> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let port = |f: &str| u16::from_str_radix(f.rsplit(':').next()?, 16).ok();
-        (port(fields.get(1)?)? == local_port && port(fields.get(2)?)? == remote_port)
-            .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
-            .flatten()
+        if port(fields.get(1)?)? != local_port || port(fields.get(2)?)? != remote_port {
+            return None;
+        }
+        let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+        let tx_queue = u64::from_str_radix(fields.get(4)?.split(':').next()?, 16).ok()?;
+        Some((state, tx_queue))
     })
 }
