@@ -27,6 +27,8 @@ struct Carrier {
     child: Child,
     work: tempfile::TempDir,
     port: u16,
+    /// Its RTP port.
+    media: u16,
 }
 
 impl Carrier {
@@ -38,10 +40,21 @@ impl Carrier {
     /// [`Carrier::start`] with early.pcap (a PCMU tone of this frequency,
     /// 3 s) in its working directory, and no RTP echo.
     fn start_with_pcap(name: &str, extra: &[&str], tone: Option<f32>) -> Carrier {
-        let work = tempfile::tempdir().unwrap();
-        if let Some(freq) = tone {
-            common::media::write_tone_pcap_with(&work.path().join("early.pcap"), freq, 3, 0);
+        match tone {
+            Some(freq) => Self::start_playing(name, extra, &[("early.pcap", freq, 0)]),
+            None => Self::start_playing(name, extra, &[]),
         }
+    }
+
+    /// [`Carrier::start`] with these pcap files in its working directory
+    /// (name, tone frequency, payload type; 3 s each), and no RTP echo
+    /// when there are any.
+    fn start_playing(name: &str, extra: &[&str], pcaps: &[(&str, f32, u8)]) -> Carrier {
+        let work = tempfile::tempdir().unwrap();
+        for &(file, freq, pt) in pcaps {
+            common::media::write_tone_pcap_with(&work.path().join(file), freq, 3, pt);
+        }
+        let tone = (!pcaps.is_empty()).then_some(());
         let port = free_port();
         let mp = media_port();
         let child = Command::new("sipp")
@@ -65,7 +78,12 @@ impl Carrier {
             .expect("run sipp (apt-get install sip-tester)");
         // Let it bind before the call starts.
         std::thread::sleep(Duration::from_millis(300));
-        Carrier { child, work, port }
+        Carrier {
+            child,
+            work,
+            port,
+            media: mp,
+        }
     }
 
     /// Waits for the scenario to pass and returns the messages it saw.
@@ -1028,6 +1046,43 @@ fn the_session_is_refreshed_when_the_trunk_asks_for_session_timers() {
 }
 
 #[test]
+fn a_session_refresh_reoffers_what_was_last_answered() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // The carrier moves the call to PCMA by re-INVITE; our refresh must
+    // re-offer PCMA only, in the same session (o= id), one version up
+    // from the offer (the answer changed the description once).
+    let carrier = Carrier::start("trunk_uas_timer_reoffer.xml", &[]);
+    let setup = start(
+        &trunk("timed", carrier.port, "").replace("[PCMU]", "[PCMU, PCMA]"),
+        &["timed"],
+    );
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 6);
+    wait(child, work.path(), "caller");
+    let trunk_side = carrier.finish("carrier moving the codec, with session timers");
+    let origins: Vec<Vec<String>> = sip_messages(&trunk_side)
+        .into_iter()
+        .filter(|m| m.starts_with("INVITE ") && !m.contains("o=carrier"))
+        .map(|m| {
+            let o = m.lines().find(|l| l.starts_with("o=")).unwrap_or_default();
+            o.split_whitespace().map(str::to_owned).collect()
+        })
+        .collect();
+    let [first, refresh] = origins.as_slice() else {
+        panic!("the INVITE and one refresh expected: {origins:?}\n{trunk_side}");
+    };
+    assert_eq!(
+        first[1], refresh[1],
+        "same session id: {first:?} {refresh:?}"
+    );
+    let (v0, v1): (u64, u64) = (first[2].parse().unwrap(), refresh[2].parse().unwrap());
+    assert_eq!(v1, v0 + 1, "{first:?} {refresh:?}");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn an_absurd_session_interval_from_the_trunk_does_not_break_the_call() {
     if !is_root() {
         eprintln!("skipped: play_pcap_audio needs root");
@@ -1121,6 +1176,54 @@ fn early_media_from_the_trunk_reaches_the_caller_before_the_answer() {
     assert!(
         announced >= 50,
         "heard the announcement in {announced} frames"
+    );
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn a_2xx_answering_another_codec_than_the_183_switches_the_trunk_leg() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    // The carrier answers PCMU in its 183, PCMA in its 200, then plays a
+    // 600 Hz PCMA tone.
+    let carrier = Carrier::start_playing(
+        "trunk_uas_codec_change.xml",
+        &[],
+        &[("answer.pcap", 600.0, 8)],
+    );
+    let setup = start(
+        &trunk("switching", carrier.port, "").replace("[PCMU]", "[PCMU, PCMA]"),
+        &["switching"],
+    );
+    let mp = media_port();
+    let to_caller = Capture::start(setup.rtp, mp);
+    let to_carrier = Capture::start(setup.rtp, carrier.media);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", mp, 3);
+    wait(child, work.path(), "caller");
+    carrier.finish("carrier switching codec");
+    // What reaches the carrier after the 200 is PCMA with the caller's tone.
+    let sent = to_carrier.finish();
+    let caller_tone = frames_with_tone(&sent, 1000.0);
+    // The carrier's PCMA tone reaches the caller.
+    let heard = to_caller.finish();
+    let carrier_tone = frames_with_tone(&heard, 600.0);
+    eprintln!(
+        "after the switch: {caller_tone} of {} PCMA frames to the carrier carry the caller's tone, {carrier_tone} of {} to the caller carry the carrier's",
+        sent.len(),
+        heard.len()
+    );
+    if (caller_tone < 50 || carrier_tone < 50) && std::env::var("DEBUG_LOG").is_ok() {
+        eprintln!("{}", setup.server.log_text());
+    }
+    assert!(
+        caller_tone >= 50,
+        "the carrier heard the caller in {caller_tone} PCMA frames"
+    );
+    assert!(
+        carrier_tone >= 50,
+        "the caller heard the carrier in {carrier_tone} frames"
     );
     assert_nothing_left(&setup.server);
 }

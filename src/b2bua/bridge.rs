@@ -1352,7 +1352,10 @@ impl Bridge {
                         send_in_dialog(&b2bua.outbound, &leg.hop, cancel, None);
                     }
                     UacAction::SendRefresh => {
-                        let offer = leg.offer_text.clone();
+                        let offer = leg
+                            .uac
+                            .refresh_offer()
+                            .map_or_else(|| leg.offer_text.clone(), str::to_owned);
                         let mut refresh =
                             leg.in_dialog(Method::Invite, Some(("application/sdp", offer)));
                         let interval = if leg.session_expires > 0 {
@@ -2518,7 +2521,11 @@ async fn join_out_leg(
     events: &mpsc::UnboundedSender<LegEvent>,
 ) -> bool {
     if leg.joined {
-        update_rtp_leg(room, leg.participant, neg).await;
+        // Only a trunk's RTP leg joins early (a 183 with SDP); a browser's
+        // WebRTC leg keeps what it negotiated itself.
+        if matches!(leg.media, OutMedia::Rtp(_)) {
+            update_rtp_leg(room, leg.participant, neg).await;
+        }
         return true;
     }
     let Some(join) = out_leg_join(b2bua, leg, neg, events) else {

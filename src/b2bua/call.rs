@@ -662,19 +662,24 @@ impl UasCall {
                 hold,
             }];
         }
+        // The codec in use first; another of ours may take over (the peer
+        // moved the call to another media server or codec).
+        let current = self.negotiated.codec.kind;
+        let mut codecs = vec![current];
+        codecs.extend(self.caps.codecs.iter().copied().filter(|&k| k != current));
         let caps = Capabilities {
-            codecs: vec![self.negotiated.codec.kind],
+            codecs,
             ..self.caps.clone()
         };
         match sdp::answer(&offer, &caps, self.local, &mut self.origin) {
-            Ok((answer, neg)) if neg.codec.payload_type == self.negotiated.codec.payload_type => {
+            Ok((answer, neg)) => {
                 self.negotiated = neg.clone();
                 vec![
                     Action::Reply(200, Some(answer.to_string())),
                     Action::Renegotiate(neg),
                 ]
             }
-            _ => vec![Action::Reply(488, None)],
+            Err(_) => vec![Action::Reply(488, None)],
         }
     }
 }
@@ -810,6 +815,7 @@ pub fn parse_dtmf_info(content_type: &str, body: &[u8]) -> Option<(char, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::codec::CodecKind;
     use crate::media::sdp::Direction;
 
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
@@ -925,10 +931,20 @@ mod tests {
         };
         assert!(answer.contains("a=sendrecv"), "{answer}");
         assert!(!neg.on_hold());
-        // A codec change is refused: the participant keeps its codec.
+        // Another codec of ours takes over (it was once refused with 488:
+        // the room could not switch a participant's codec).
         let pcma_only = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 101");
+        let actions = call.handle(CallEvent::ReInvite(pcma_only.as_bytes()), t0);
+        let [Action::Reply(200, Some(answer)), Action::Renegotiate(neg)] = actions.as_slice()
+        else {
+            panic!("{actions:?}");
+        };
+        assert!(answer.contains("m=audio 20000 RTP/AVP 8 101"), "{answer}");
+        assert_eq!(neg.codec.kind, CodecKind::Pcma);
+        // None of ours: refused, the call keeps its codec.
+        let g729 = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18");
         assert_eq!(
-            call.handle(CallEvent::ReInvite(pcma_only.as_bytes()), t0),
+            call.handle(CallEvent::ReInvite(g729.as_bytes()), t0),
             [Action::Reply(488, None)]
         );
         // Offerless: our offer in the 200, the codec in use only (it once
@@ -937,7 +953,7 @@ mod tests {
         let [Action::Reply(200, Some(offer))] = actions.as_slice() else {
             panic!("{actions:?}");
         };
-        assert!(offer.contains("m=audio 20000 RTP/AVP 0 101"), "{offer}");
+        assert!(offer.contains("m=audio 20000 RTP/AVP 8 101"), "{offer}");
         assert!(offer.contains("a=sendrecv"), "{offer}");
     }
 

@@ -781,6 +781,11 @@ pub(super) async fn update_rtp_leg(room: &RoomHandle, id: ParticipantId, neg: &N
             }),
         ))
         .await;
+    // The codec or its payload types may have moved too (a 2xx answering
+    // differently from the 183, a re-INVITE switching codec).
+    let _ = room
+        .send(Command::Reconfigure(id, Box::new(neg.participant_config())))
+        .await;
 }
 
 pub(super) async fn sleep_until(deadline: Option<Instant>) {

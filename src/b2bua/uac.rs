@@ -172,6 +172,14 @@ pub struct UacCall {
     interval_retries: u8,
     /// The RSeq of the last reliable provisional PRACKed (this INVITE).
     last_rseq: Option<u32>,
+    /// Our `o=` line: the offer's session id, its version bumped by each
+    /// change we describe (RFC 3264 §8).
+    origin: sdp::SessionOrigin,
+    /// The description we last sent when it is not the offer (an answer to
+    /// a re-INVITE, our offer in an offerless one's 200): a session refresh
+    /// re-sends it, unchanged (RFC 4028 §7.4), so the refresh neither moves
+    /// the codec nor takes the call off hold.
+    local_sdp: Option<String>,
 }
 
 /// How many times a challenge is answered before giving up.
@@ -183,7 +191,6 @@ impl UacCall {
         UacCall {
             state: UacState::Calling,
             deadline: None,
-            offer,
             negotiated: None,
             early: false,
             cancel_pending: false,
@@ -194,6 +201,9 @@ impl UacCall {
             refreshing: false,
             last_rseq: None,
             interval_retries: 0,
+            origin: sdp::SessionOrigin::continuing(&offer),
+            local_sdp: None,
+            offer,
         }
     }
 
@@ -261,6 +271,12 @@ impl UacCall {
     /// The session timer in force: its interval, and whether we refresh.
     pub fn session(&self) -> Option<(Duration, bool)> {
         self.session
+    }
+
+    /// What a session refresh offers: the description we last sent, when
+    /// it is not the INVITE's offer.
+    pub fn refresh_offer(&self) -> Option<&str> {
+        self.local_sdp.as_deref()
     }
 
     /// When [`UacEvent::Timer`] is due.
@@ -618,25 +634,45 @@ impl UacCall {
         let Some(local) = local_media_of(&self.offer) else {
             return vec![UacAction::Reply(500, None)];
         };
+        let Some(offer) = offer else {
+            let caps = sdp::Capabilities {
+                codecs: vec![current.codec.kind],
+                telephone_event: current.telephone_event.is_some(),
+                ..sdp::Capabilities::default()
+            };
+            let ours = sdp::build_offer(&caps, local, current.local_direction, &mut self.origin)
+                .to_string();
+            self.local_sdp = Some(ours.clone());
+            return vec![UacAction::Reply(200, Some(ours))];
+        };
+        // The codec in use first; any other we offered may take over (the
+        // carrier moved the call to another media server).
+        let mut codecs = vec![current.codec.kind];
+        codecs.extend(
+            sdp::codecs_of(&self.offer)
+                .into_iter()
+                .filter(|&kind| kind != current.codec.kind),
+        );
         let caps = sdp::Capabilities {
-            codecs: vec![current.codec.kind],
-            telephone_event: current.telephone_event.is_some(),
+            codecs,
+            telephone_event: current.telephone_event.is_some()
+                || self.offer.media.first().is_some_and(|m| {
+                    m.rtpmaps()
+                        .any(|r| r.encoding.eq_ignore_ascii_case("telephone-event"))
+                }),
             ..sdp::Capabilities::default()
         };
-        let mut origin = sdp::SessionOrigin::new();
-        let Some(offer) = offer else {
-            let ours = sdp::build_offer(&caps, local, current.local_direction, &mut origin);
-            return vec![UacAction::Reply(200, Some(ours.to_string()))];
-        };
-        match sdp::answer(&offer, &caps, local, &mut origin) {
-            Ok((answer, neg)) if neg.codec.kind == current.codec.kind => {
+        match sdp::answer(&offer, &caps, local, &mut self.origin) {
+            Ok((answer, neg)) => {
                 self.negotiated = Some(neg.clone());
+                let answer = answer.to_string();
+                self.local_sdp = Some(answer.clone());
                 vec![
-                    UacAction::Reply(200, Some(answer.to_string())),
+                    UacAction::Reply(200, Some(answer)),
                     UacAction::Renegotiate(neg),
                 ]
             }
-            _ => vec![UacAction::Reply(488, None)],
+            Err(_) => vec![UacAction::Reply(488, None)],
         }
     }
 }
@@ -892,9 +928,40 @@ mod tests {
         assert!(answer.contains("a=recvonly"), "{answer}");
         assert!(answer.contains("m=audio 20000 RTP/AVP 8"), "{answer}");
         assert!(neg.on_hold());
+        // Another codec we offered takes over (it was once refused with
+        // 488): the answer keeps our offer's session id and goes up one
+        // version per change (RFC 3264 §8; it once started a new session).
+        let origin = |sdp: &str| {
+            let o = SessionDescription::parse(sdp.as_bytes()).unwrap().origin;
+            (o.session_id, o.session_version)
+        };
+        let (id, version) = origin(&leg.offer().to_string());
+        assert_eq!(origin(answer), (id.clone(), version + 1));
         let pcmu = ANSWER.replace("RTP/AVP 8 101", "RTP/AVP 0 101");
+        let actions = leg.handle(UacEvent::ReInvite(pcmu.as_bytes()), t0);
+        let [
+            UacAction::Reply(200, Some(answer)),
+            UacAction::Renegotiate(neg),
+        ] = actions.as_slice()
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(neg.codec.kind, CodecKind::Pcmu);
+        assert!(answer.contains("m=audio 20000 RTP/AVP 0 101"), "{answer}");
+        assert_eq!(origin(answer), (id.clone(), version + 2));
+        // A session refresh re-sends that answer as it is (same version):
+        // it neither moves the codec nor resumes a held call.
+        assert_eq!(leg.refresh_offer(), Some(answer.as_str()));
+        // The same offer again: the same answer, the same version.
+        let actions = leg.handle(UacEvent::ReInvite(pcmu.as_bytes()), t0);
+        let [UacAction::Reply(200, Some(again)), _] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(origin(again), (id, version + 2));
+        // A codec we never offered: refused, the call keeps its codec.
+        let g722 = ANSWER.replace("RTP/AVP 8 101", "RTP/AVP 9");
         assert_eq!(
-            leg.handle(UacEvent::ReInvite(pcmu.as_bytes()), t0),
+            leg.handle(UacEvent::ReInvite(g722.as_bytes()), t0),
             [UacAction::Reply(488, None)]
         );
     }

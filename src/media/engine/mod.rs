@@ -241,6 +241,9 @@ pub enum Command {
     Dtmf(ParticipantId, char, u32),
     /// Runs a change on a participant's leg (e.g. a re-INVITE's new address).
     UpdateLeg(ParticipantId, LegUpdate),
+    /// Switches a participant's codec, payload type or telephone-event (a
+    /// renegotiation changed them); nothing when they are the same.
+    Reconfigure(ParticipantId, Box<crate::media::room::ParticipantConfig>),
     /// Reports a participant's jitter buffer statistics.
     JitterStats(
         ParticipantId,

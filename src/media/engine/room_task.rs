@@ -582,6 +582,14 @@ impl RoomTask {
                     self.note_leg_deadline(deadline);
                 }
             }
+            Command::Reconfigure(id, config) => {
+                if let Some(&i) = self.index.get(&id) {
+                    match self.room.reconfigure(id, *config) {
+                        Ok(()) => self.slots[i].config = *config,
+                        Err(e) => warn!(participant = ?id, error = %e, "codec change refused"),
+                    }
+                }
+            }
             Command::Detach(id, reply) => {
                 let _ = reply.send(self.detach(id));
             }

@@ -552,6 +552,29 @@ impl Room {
         Ok(())
     }
 
+    /// Switches a participant to another codec, payload type or
+    /// telephone-event (a renegotiation: the 2xx answered differently from
+    /// the early 183, a re-INVITE moved the codec). Nothing happens when
+    /// `cfg` names what it already speaks.
+    pub fn reconfigure(
+        &mut self,
+        id: ParticipantId,
+        cfg: ParticipantConfig,
+    ) -> Result<(), RoomError> {
+        let talker = self.cfg.talker;
+        let p = self.participant_mut(id)?;
+        if p.spec == cfg.codec && p.te == cfg.telephone_event {
+            return Ok(());
+        }
+        let mut fresh = p.reconfigured(cfg, talker)?;
+        std::mem::swap(p, &mut fresh);
+        if fresh.talker.talking() {
+            self.push_event(RoomEvent::TalkingStopped { participant: id });
+        }
+        self.drop_queued_dtmf_from(id);
+        self.update_mix_rate()
+    }
+
     /// Adds a player: a participant that is heard and never listens.
     /// It is removed (with [`RoomEvent::PlaybackFinished`]) when it ends.
     pub fn add_player(

@@ -286,6 +286,29 @@ impl Participant {
         Ok(p)
     }
 
+    /// A participant like this one speaking `cfg`'s codec: the controls
+    /// (mute, deaf, hold, gain), its recording and its outgoing timestamps
+    /// carry over; codec, jitter buffer and DTMF state start afresh (a
+    /// renegotiation switched the codec or its payload type).
+    pub(super) fn reconfigured(
+        &mut self,
+        mut cfg: ParticipantConfig,
+        talker: TalkerConfig,
+    ) -> Result<Self, RoomError> {
+        let step = self.spec.kind.timestamp_step();
+        cfg.initial_timestamp = match self.relay_last_ts {
+            Some(last) => last.wrapping_add(step),
+            None => self.out_ts,
+        };
+        let mut p = Participant::new(self.id, cfg, self.mix_rate, talker, self.echo_frames)?;
+        p.muted = self.muted;
+        p.deaf = self.deaf;
+        p.held = self.held;
+        p.gain_q12 = self.gain_q12;
+        p.track = self.track.take();
+        Ok(p)
+    }
+
     fn pcm_rate_for(kind: CodecKind, mix_rate: u32) -> u32 {
         if kind == CodecKind::Opus {
             mix_rate

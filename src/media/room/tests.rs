@@ -1209,3 +1209,52 @@ fn push_te(
     };
     room.push_packet(ParticipantId(id), pkt, now_ms).unwrap()
 }
+
+/// A renegotiation switches a participant's codec in place (the trunk's
+/// 2xx answered PCMA after a 183 in PCMU): relaying stops, the room
+/// transcodes both ways, mute carries over, and the outgoing clock goes on.
+#[test]
+fn a_participant_switches_codec_in_place() {
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    let mut legs = vec![
+        Leg::new(1, CodecSpec::pcmu(), F[0]),
+        Leg::new(2, CodecSpec::pcmu(), F[1]),
+    ];
+    legs.iter().for_each(|l| l.join(&mut room));
+    run(&mut room, &mut legs, 40, 0);
+    assert!(room.is_relaying());
+    let last_ts = legs[1].frames.last().unwrap().timestamp;
+    // The same codec again: nothing changes.
+    room.reconfigure(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcmu()))
+        .unwrap();
+    // Participant 2 now speaks PCMA: its new leg encodes and decodes PCMA.
+    room.reconfigure(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcma()))
+        .unwrap();
+    legs[1] = Leg::new(2, CodecSpec::pcma(), F[1]);
+    run(&mut room, &mut legs, 60, 40);
+    assert!(!room.is_relaying());
+    let (to_pcma, to_pcmu) = (
+        db(legs[1].tone(F[0], 20, 60)),
+        db(legs[0].tone(F[1], 60, 100)),
+    );
+    assert!(to_pcma.abs() < 2.0, "PCMU→PCMA at {to_pcma} dB");
+    assert!(to_pcmu.abs() < 2.0, "PCMA→PCMU at {to_pcmu} dB");
+    assert!(legs[1].frames.iter().all(|f| f.payload_type == 8));
+    // Its timestamps continue from where the PCMU stream left them.
+    let first = legs[1].frames[0].timestamp;
+    assert!(
+        first.wrapping_sub(last_ts) < 160 * 10,
+        "{last_ts} then {first}"
+    );
+    // Mute carries over a switch back.
+    room.set_mute(ParticipantId(2), true).unwrap();
+    room.reconfigure(ParticipantId(2), ParticipantConfig::new(CodecSpec::pcmu()))
+        .unwrap();
+    legs[1] = Leg::new(2, CodecSpec::pcmu(), F[1]);
+    run(&mut room, &mut legs, 40, 100);
+    assert!(db(legs[0].tone(F[1], 120, 140)) < -40.0);
+    assert!(matches!(
+        room.reconfigure(ParticipantId(9), ParticipantConfig::new(CodecSpec::pcmu())),
+        Err(RoomError::Unknown(ParticipantId(9)))
+    ));
+}

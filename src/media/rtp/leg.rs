@@ -12,6 +12,10 @@
 //!    and only after a probation of [`PROBATION`] packets in sequence with
 //!    one SSRC from it (RFC 3550 A.1 style). Then we latch there.
 //!
+//! When a renegotiation moves the SDP address (the 2xx after early media
+//! from an announcement server, a re-INVITE), we send there at once, and
+//! follow the latch again from the next accepted packet.
+//!
 //! Everything else is dropped and counted in [`LegStats::dropped`]. RTCP is
 //! accepted from the latched RTP address's IP (or the SDP's) and answered to
 //! where it came from.
@@ -93,6 +97,9 @@ struct Latch {
     last_seen: Option<Instant>,
     /// A new source on probation: address, SSRC, expected next seq, count.
     candidate: Option<(SocketAddr, u32, u16, u8)>,
+    /// The SDP moved the media since the last packet: send to the SDP's
+    /// address until a packet is accepted again.
+    stale: bool,
 }
 
 /// Maps every incoming SSRC onto one continuous sequence/timestamp space.
@@ -178,9 +185,16 @@ impl RtpLeg {
         }
     }
 
-    /// Applies a renegotiation (re-INVITE): new SDP address, directions.
+    /// Applies a renegotiation (re-INVITE, or the 2xx after an early
+    /// answer): new SDP address, codec clock, directions. A new SDP address
+    /// is where we send from now on (signalling is authoritative), until
+    /// its media comes from elsewhere.
     pub fn update(&mut self, neg: &Negotiated, now: Instant) {
         let was_sending = self.cfg.peer_sends;
+        if neg.remote_rtp.is_some() && neg.remote_rtp != self.cfg.remote_rtp {
+            self.latch.stale = true;
+        }
+        self.cfg.clock_rate = neg.codec.kind.clock_rate();
         self.cfg.remote_rtp = neg.remote_rtp;
         self.cfg.remote_rtcp = neg.remote_rtcp;
         self.cfg.local_direction = neg.local_direction;
@@ -195,6 +209,9 @@ impl RtpLeg {
 
     /// Where we send RTP now: the latched source, else the SDP address.
     pub fn destination(&self) -> Option<SocketAddr> {
+        if self.latch.stale {
+            return self.cfg.remote_rtp.or(self.latch.addr);
+        }
         self.latch.addr.or(self.cfg.remote_rtp)
     }
 
@@ -214,6 +231,7 @@ impl RtpLeg {
             latch.addr = Some(from);
             latch.last_seen = Some(now);
             latch.candidate = None;
+            latch.stale = false;
             return true;
         }
         let silent = latch
@@ -230,6 +248,7 @@ impl RtpLeg {
             latch.addr = Some(from);
             latch.last_seen = Some(now);
             latch.candidate = None;
+            latch.stale = false;
             // RTCP follows the new source's IP unless the SDP says otherwise.
             if self.rtcp_dest.is_none_or(|d| d.ip() != from.ip()) {
                 self.rtcp_dest = Some(SocketAddr::new(from.ip(), from.port().wrapping_add(1)));

@@ -151,6 +151,52 @@ fn the_sdp_address_always_wins_at_once() {
     assert_eq!(leg.destination(), Some(addr(SDP_ADDR)));
 }
 
+/// The answer after early media (or a re-INVITE) moves the media: we send
+/// to the new SDP address at once, not to the source we had latched (the
+/// announcement server), until media is accepted again.
+#[test]
+fn a_new_sdp_address_is_where_we_send_until_media_comes() {
+    let t0 = Instant::now();
+    let mut leg = RtpLeg::new(config(), t0);
+    let mut io = Io::default();
+    let nat = addr(NAT_ADDR);
+    leg.handle_datagram(t0, nat, &mut packet(7, 1, 0, 0), &mut io);
+    leg.handle_datagram(t0, nat, &mut packet(7, 2, 160, 0), &mut io);
+    assert_eq!(leg.destination(), Some(nat));
+    let moved = addr("192.0.2.20:5000");
+    let neg = crate::media::sdp::Negotiated {
+        media_index: 0,
+        codec: crate::media::codec::CodecSpec::pcma(),
+        telephone_event: None,
+        remote_rtp: Some(moved),
+        remote_rtcp: None,
+        remote_direction: Direction::SendRecv,
+        local_direction: Direction::SendRecv,
+        remote_ptime: None,
+    };
+    leg.update(&neg, t0);
+    assert_eq!(leg.destination(), Some(moved));
+    leg.send_frame(t0, frame(0).as_ref(), &mut io);
+    assert_eq!(io.sent.last().unwrap().0, moved);
+    // The same description again (a refresh) changes nothing.
+    leg.update(&neg, t0);
+    // Media from the new address confirms it.
+    leg.handle_datagram(t0, moved, &mut packet(9, 1, 0, 8), &mut io);
+    assert_eq!(leg.destination(), Some(moved));
+    // A NATed peer whose SDP moved is followed back once its media comes
+    // from its (known) public address.
+    leg.update(
+        &crate::media::sdp::Negotiated {
+            remote_rtp: Some(addr(SDP_ADDR)),
+            ..neg
+        },
+        t0,
+    );
+    assert_eq!(leg.destination(), Some(addr(SDP_ADDR)));
+    leg.handle_datagram(t0, moved, &mut packet(9, 2, 160, 8), &mut io);
+    assert_eq!(leg.destination(), Some(moved));
+}
+
 #[test]
 fn a_new_ssrc_continues_the_sequence_and_timeline() {
     let t0 = Instant::now();

@@ -24,7 +24,7 @@ use thiserror::Error;
 
 pub use negotiate::{
     Capabilities, Direction, LocalMedia, MediaTransport, Negotiated, NegotiationError,
-    SessionOrigin, answer, build_offer, process_answer,
+    SessionOrigin, answer, build_offer, codecs_of, process_answer,
 };
 
 /// Lines accepted at most in one description.

@@ -172,6 +172,20 @@ impl SessionOrigin {
         }
     }
 
+    /// The session `sd` (our own last description) started: its id and
+    /// version continue (RFC 3264 §8: the id never changes, the version
+    /// goes up by one with each change).
+    pub fn continuing(sd: &SessionDescription) -> Self {
+        match sd.origin.session_id.parse::<u64>() {
+            Ok(id) => SessionOrigin {
+                id,
+                version: sd.origin.session_version,
+                last: Some(sd.clone()),
+            },
+            Err(_) => SessionOrigin::new(),
+        }
+    }
+
     /// Sets `sd`'s origin: same version as last time when nothing changed,
     /// the next one otherwise.
     pub fn stamp(&mut self, sd: &mut SessionDescription, address: IpAddr) {
@@ -516,6 +530,32 @@ pub fn build_offer(
     });
     origin.stamp(&mut sd, local.address);
     sd
+}
+
+/// The codecs of `sd`'s first audio stream that we know, in its order.
+pub fn codecs_of(sd: &SessionDescription) -> Vec<CodecKind> {
+    let Some(m) = sd
+        .media
+        .iter()
+        .find(|m| m.media.eq_ignore_ascii_case("audio"))
+    else {
+        return Vec::new();
+    };
+    let mut kinds: Vec<(usize, CodecKind)> = [
+        CodecKind::Pcmu,
+        CodecKind::Pcma,
+        CodecKind::G722,
+        CodecKind::Opus,
+    ]
+    .into_iter()
+    .filter_map(|kind| {
+        let pt = find_codec(m, kind)?;
+        let at = m.payload_types().position(|p| p == pt)?;
+        Some((at, kind))
+    })
+    .collect();
+    kinds.sort_unstable_by_key(|&(at, _)| at);
+    kinds.into_iter().map(|(_, kind)| kind).collect()
 }
 
 /// Reads the answer to an offer we made with [`build_offer`].
