@@ -145,11 +145,23 @@ fn carrier_calls(
     number: &str,
     seconds: u32,
 ) -> (Child, tempfile::TempDir) {
+    carrier_calls_with("trunk_uac.xml", server, port, media, number, seconds)
+}
+
+/// [`carrier_calls`] with another scenario.
+fn carrier_calls_with(
+    scenario_name: &str,
+    server: &Server,
+    port: u16,
+    media: u16,
+    number: &str,
+    seconds: u32,
+) -> (Child, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
     write_tone_pcap(&work.path().join("tone.pcap"), 1000.0, seconds);
     let child = Command::new("sipp")
         .arg(server.addr("udp").to_string())
-        .args(["-sf", scenario("trunk_uac.xml").to_str().unwrap()])
+        .args(["-sf", scenario(scenario_name).to_str().unwrap()])
         .args(["-s", number, "-d", &(seconds * 1000).to_string()])
         .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
         .args(["-p", &port.to_string(), "-mp", &media.to_string()])
@@ -1410,13 +1422,62 @@ fn a_trunk_at_its_call_limit_is_skipped() {
 
 #[test]
 fn a_call_from_one_trunk_to_another_is_bridged() {
+    transit("trunk_uac.xml");
+}
+
+#[test]
+fn a_delayed_offer_from_a_trunk_is_bridged_to_another() {
+    transit("trunk_uac_delayed_offer.xml");
+}
+
+#[test]
+fn a_delayed_offer_from_a_trunk_reaches_the_echo_test() {
     if !is_root() {
         eprintln!("skipped: play_pcap_audio and the capture need root");
         return;
     }
-    // Carrier A calls +15551234567; the dialplan sends calls from trunks to
-    // carrier B, which echoes RTP: A hears its own tone back, relayed (PCMU
-    // and PCMA on the legs: transcoded through the room).
+    // The carrier's INVITE has no SDP: our offer is in the 200, its PCMA
+    // answer in the ACK; the echo test sends its tone back.
+    let carrier_port = free_port();
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      echo: {}\n";
+    let config = format!(
+        "{}{USERS}trunks:\n{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        trunk("carrier", carrier_port, "    inbound: ['127.0.0.1/32']\n"),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let mp = media_port();
+    let capture = Capture::start(rtp, mp);
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac_delayed_offer.xml",
+        &server,
+        carrier_port,
+        mp,
+        "+15550001001",
+        3,
+    );
+    wait(sipp, work.path(), "carrier with a delayed offer");
+    let payloads = capture.finish();
+    let toned = frames_with_tone(&payloads, 1000.0);
+    eprintln!(
+        "delayed offer: {toned} of {} PCMA frames back at the carrier carry its tone",
+        payloads.len()
+    );
+    assert!(toned >= 75, "the carrier heard itself in {toned} frames");
+    assert_nothing_left(&server);
+}
+
+/// Carrier A (`scenario_name`) calls +15551234567; the dialplan sends
+/// calls from trunks to carrier B, which echoes RTP: A hears its own tone
+/// back, relayed (PCMU and PCMA on the legs: transcoded through the room).
+fn transit(scenario_name: &str) {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
     let out = Carrier::start("trunk_uas.xml", &[]);
     let in_port = free_port();
     let rtp = port_window(40);
@@ -1432,7 +1493,7 @@ fn a_call_from_one_trunk_to_another_is_bridged() {
     let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
     let mp = media_port();
     let capture = Capture::start(rtp, mp);
-    let (sipp, work) = carrier_calls(&server, in_port, mp, "+15551234567", 3);
+    let (sipp, work) = carrier_calls_with(scenario_name, &server, in_port, mp, "+15551234567", 3);
     wait(sipp, work.path(), "carrier A");
     out.finish("carrier B");
     let payloads = capture.finish();

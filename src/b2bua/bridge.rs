@@ -1634,6 +1634,11 @@ impl Bridge {
                 next = invite.next_request(), if invite_open => {
                     let now = Instant::now();
                     let event = match next {
+                        Some(r) if r.method == Method::Ack && !r.body.is_empty() => {
+                            // A delayed offer's answer.
+                            a_queue.extend(a.handle(CallEvent::AckWithSdp(&r.body), now));
+                            continue;
+                        }
                         Some(r) if r.method == Method::Ack => CallEvent::Ack,
                         Some(r) if r.method == Method::Cancel => {
                             self.end_reason = "caller cancelled".into();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::media::leg::LegClosed;
 use crate::media::sdp::{
-    self, Capabilities, LocalMedia, Negotiated, SessionDescription, SessionOrigin,
+    self, Capabilities, Direction, LocalMedia, Negotiated, SessionDescription, SessionOrigin,
 };
 
 /// RFC 3261 T1.
@@ -50,6 +50,9 @@ pub enum CallEvent<'a> {
     Cancel,
     /// The ACK for our 200 arrived.
     Ack,
+    /// The ACK for our 200 arrived with a body: the answer to the offer
+    /// our 200 made (the INVITE had none, RFC 3261 §13.2.1).
+    AckWithSdp(&'a [u8]),
     /// The INVITE transaction ended without an ACK.
     AckTimeout,
     /// BYE from the caller.
@@ -253,6 +256,9 @@ pub struct UasCall {
     webrtc: bool,
     /// Reliable provisional responses (RFC 3262).
     rel: Rel100,
+    /// The INVITE had no offer: ours goes in the 2xx, the answer comes in
+    /// the ACK (RFC 3261 §13.2.1, a carrier's delayed offer).
+    offer_sent: Option<SessionDescription>,
 }
 
 impl Rel100 {
@@ -296,6 +302,7 @@ impl UasCall {
             negotiated,
             webrtc: false,
             rel: Rel100::none(),
+            offer_sent: None,
         };
         let mut actions = Vec::new();
         if answer_delay.is_zero() {
@@ -304,6 +311,44 @@ impl UasCall {
             actions.push(Action::Ring);
         }
         Ok((call, answer.to_string(), actions))
+    }
+
+    /// Starts a call from an INVITE without an offer (RFC 3261 §13.2.1, a
+    /// carrier's delayed offer): the body returned is our offer, for the
+    /// 2xx (provisional responses carry none); the answer comes in the
+    /// ACK ([`CallEvent::AckWithSdp`]). Until then the call assumes our
+    /// first codec and knows no remote address.
+    pub fn offering(
+        caps: Capabilities,
+        local: LocalMedia,
+        answer_delay: Duration,
+        now: Instant,
+    ) -> Result<Answered, u16> {
+        let mut origin = SessionOrigin::new();
+        let offer = sdp::build_offer(&caps, local, Direction::SendRecv, &mut origin);
+        // Our offer read as its own answer: our first codec and
+        // telephone-event; nowhere to send until the real answer.
+        let mut negotiated = sdp::process_answer(&offer, &offer).map_err(|e| e.status())?;
+        negotiated.remote_rtp = None;
+        negotiated.remote_rtcp = None;
+        let mut call = UasCall {
+            state: CallState::Ringing,
+            deadline: Some(now + answer_delay),
+            caps,
+            local,
+            origin,
+            negotiated,
+            webrtc: false,
+            rel: Rel100::none(),
+            offer_sent: Some(offer.clone()),
+        };
+        let mut actions = Vec::new();
+        if answer_delay.is_zero() {
+            actions.extend(call.handle(CallEvent::Timer, now));
+        } else {
+            actions.push(Action::Ring);
+        }
+        Ok((call, offer.to_string(), actions))
     }
 
     /// Starts a call whose answer was made by its media leg (WebRTC: the
@@ -325,6 +370,7 @@ impl UasCall {
             negotiated,
             webrtc: true,
             rel: Rel100::none(),
+            offer_sent: None,
         };
         let mut actions = Vec::new();
         if answer_delay.is_zero() {
@@ -383,8 +429,9 @@ impl UasCall {
     /// Sends a provisional (or queues it behind an unacknowledged reliable
     /// one).
     fn progress(&mut self, status: u16, sdp: bool, now: Instant) -> Vec<Action> {
-        // One answer per offer: a later provisional does not repeat it.
-        let sdp = sdp && !self.rel.answered_early;
+        // One answer per offer: a later provisional does not repeat it;
+        // our own offer (delayed-offer INVITE) waits for the 2xx.
+        let sdp = sdp && !self.rel.answered_early && self.offer_sent.is_none();
         let reliable = match self.rel.mode {
             Reliability::Unsupported => false,
             Reliability::Supported => sdp,
@@ -558,7 +605,31 @@ impl UasCall {
             (AwaitingAck | Confirmed | Ending, CallEvent::Prack(_)) => {
                 vec![Action::Reply(481, None)]
             }
-            (AwaitingAck, CallEvent::Ack) => {
+            (AwaitingAck, ack @ (CallEvent::Ack | CallEvent::AckWithSdp(_)))
+                if self.offer_sent.is_some() =>
+            {
+                // The answer to our offer must be in the ACK; without a
+                // usable one the call cannot have media: BYE (RFC 3261
+                // §13.3.1.4 read the other way round).
+                let answer = match ack {
+                    CallEvent::AckWithSdp(body) => SessionDescription::parse(body).ok(),
+                    _ => None,
+                };
+                let negotiated = match (answer, self.offer_sent.take()) {
+                    (Some(answer), Some(offer)) => sdp::process_answer(&offer, &answer).ok(),
+                    _ => None,
+                };
+                match negotiated {
+                    Some(neg) => {
+                        self.state = Confirmed;
+                        self.deadline = None;
+                        self.negotiated = neg.clone();
+                        vec![Action::Renegotiate(neg)]
+                    }
+                    None => self.end_with_bye(),
+                }
+            }
+            (AwaitingAck, CallEvent::Ack | CallEvent::AckWithSdp(_)) => {
                 self.state = Confirmed;
                 self.deadline = None;
                 Vec::new()
@@ -855,6 +926,60 @@ mod tests {
         );
         assert_eq!(call.state(), CallState::Ended);
         assert!(call.handle(CallEvent::Bye, t0).is_empty());
+    }
+
+    /// An INVITE without SDP (a carrier's delayed offer; it once got 488):
+    /// our offer goes in the 2xx only, the answer comes in the ACK.
+    #[test]
+    fn delayed_offer_gets_our_offer_in_the_2xx_and_its_answer_in_the_ack() {
+        let t0 = Instant::now();
+        let offering = |t0| {
+            UasCall::offering(Capabilities::default(), local(), Duration::from_secs(5), t0).unwrap()
+        };
+        let (mut call, offer, actions) = offering(t0);
+        assert_eq!(actions, [Action::Ring]);
+        assert!(
+            offer.contains("m=audio 20000 RTP/AVP 0 8 9 111 101"),
+            "{offer}"
+        );
+        assert_eq!(call.negotiated().remote_rtp, None, "nowhere to send yet");
+        // Early media policy or not, no provisional carries our offer.
+        assert_eq!(
+            call.handle(
+                CallEvent::Progress {
+                    status: 183,
+                    sdp: true
+                },
+                t0
+            ),
+            [Action::Provisional {
+                status: 183,
+                sdp: false,
+                rseq: None
+            }]
+        );
+        assert_eq!(call.handle(CallEvent::Answer, t0), [Action::Answer]);
+        let answer = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 101");
+        let actions = call.handle(CallEvent::AckWithSdp(answer.as_bytes()), t0);
+        let [Action::Renegotiate(neg)] = actions.as_slice() else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(neg.codec.kind, CodecKind::Pcma);
+        assert_eq!(neg.remote_rtp, Some("192.0.2.9:4000".parse().unwrap()));
+        assert_eq!(call.state(), CallState::Confirmed);
+        // An ACK without an answer, or with a useless one: BYE.
+        for ack in [CallEvent::Ack, CallEvent::AckWithSdp(b"v=0\r\nnonsense")] {
+            let (mut call, _, _) = offering(t0);
+            call.handle(CallEvent::Answer, t0);
+            assert_eq!(call.handle(ack, t0), [Action::SendBye]);
+        }
+        // A body in the ACK of a call that had an offer changes nothing.
+        let (mut call, _, _) = start(0, t0);
+        assert!(
+            call.handle(CallEvent::AckWithSdp(answer.as_bytes()), t0)
+                .is_empty()
+        );
+        assert_eq!(call.state(), CallState::Confirmed);
     }
 
     #[test]

@@ -278,6 +278,9 @@ pub(super) fn prepare(
     now: Instant,
     opus_max_playback_rate: Option<u32>,
 ) -> Result<Ready, (u16, &'static str)> {
+    if offer.trim_ascii().is_empty() {
+        return prepare_offering(b2bua, peer, answer_delay, now);
+    }
     let parsed = SessionDescription::parse(offer).map_err(|_| (488, "Bad SDP"))?;
     match MediaTransport::of(&parsed) {
         MediaTransport::Rtp => {}
@@ -316,6 +319,38 @@ pub(super) fn prepare(
         config: negotiated.participant_config(),
     };
     Ok((call, answer, actions, prepared))
+}
+
+/// The delayed-offer branch of [`prepare`] (an INVITE without SDP, as
+/// some carriers and PBXs send): a plain RTP leg whose offer goes in the
+/// 2xx; it learns where to send from the answer in the ACK.
+fn prepare_offering(
+    b2bua: &B2bua,
+    peer: &Peer,
+    answer_delay: Duration,
+    now: Instant,
+) -> Result<Ready, (u16, &'static str)> {
+    let ports = b2bua
+        .engine
+        .allocate_ports()
+        .map_err(|_| (503, "No Media Ports"))?;
+    let local = LocalMedia {
+        address: b2bua.engine.advertised_ip(peer.local.ip()),
+        rtp_port: ports.rtp_port(),
+    };
+    let (call, offer, actions) = UasCall::offering(b2bua.caps.clone(), local, answer_delay, now)
+        .map_err(|status| (status, "Not Acceptable Here"))?;
+    let negotiated = call.negotiated().clone();
+    let leg = RtpLeg::new(
+        RtpLegConfig::from_negotiated(&negotiated, b2bua.engine.config().media_timeout()),
+        now,
+    );
+    let prepared = Prepared {
+        leg: Box::new(leg),
+        sockets: ports.into(),
+        config: negotiated.participant_config(),
+    };
+    Ok((call, offer, actions, prepared))
 }
 
 /// The WebRTC branch of [`prepare`]: the leg answers the browser's offer
@@ -623,6 +658,12 @@ pub async fn answer<S: InviteServer>(
             request = invite.next_request(), if invite_open => {
                 event_now = Instant::now();
                 let event = match request {
+                    Some(r) if r.method == Method::Ack && !r.body.is_empty() => {
+                        // A delayed offer's answer.
+                        let actions = call.handle(CallEvent::AckWithSdp(&r.body), event_now);
+                        queue.extend(actions);
+                        continue;
+                    }
                     Some(r) if r.method == Method::Ack => CallEvent::Ack,
                     Some(r) if r.method == Method::Cancel => CallEvent::Cancel,
                     Some(_) => continue,
