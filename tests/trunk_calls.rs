@@ -1470,6 +1470,35 @@ fn a_delayed_offer_from_a_trunk_reaches_the_echo_test() {
     assert_nothing_left(&server);
 }
 
+#[test]
+fn an_invite_requiring_an_unsupported_extension_gets_420() {
+    // The carrier requires preconditions (RFC 3312): 420 naming them, no
+    // call (it was once answered as if nothing were required).
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      echo: {}\n";
+    let config = format!(
+        "{}{USERS}trunks:\n{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        trunk("carrier", free_port(), "    inbound: ['127.0.0.1/32']\n"),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let out = sipp(
+        &scenario("trunk_uac_require.xml"),
+        "u1",
+        server.addr("udp"),
+        &["-s", "+15550001001"],
+    );
+    assert!(
+        out.status.success(),
+        "no 420 with Unsupported: precondition\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.metric("switchboard_b2bua_calls"), 0);
+    assert_nothing_left(&server);
+}
+
 /// Carrier A (`scenario_name`) calls +15551234567; the dialplan sends
 /// calls from trunks to carrier B, which echoes RTP: A hears its own tone
 /// back, relayed (PCMU and PCMA on the legs: transcoded through the room).

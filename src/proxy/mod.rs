@@ -525,6 +525,23 @@ impl Proxy {
         let caller_display = from.as_ref().and_then(|f| f.display_name.clone());
         let caller_display = caller_display.as_deref();
         loop {
+            // The B2BUA answers this call itself (everything but a user
+            // reached through the proxy): it must support what the INVITE
+            // requires (RFC 3261 §8.2.2.3; a proxy passes Require on).
+            let b2bua_answers = from_trunk.is_some()
+                || !matches!(&plan.action, Action::User { .. } | Action::Reject { .. });
+            if b2bua_answers {
+                let unsupported =
+                    crate::sip::unsupported_required(request, crate::sip::B2BUA_REQUIRE_OK);
+                if !unsupported.is_empty() {
+                    info!(unsupported = %unsupported.join(", "), "INVITE requires what we do not support");
+                    return upstream.reply_with(
+                        420,
+                        "Bad Extension",
+                        vec![Header::Unsupported(unsupported.join(", ").into())],
+                    );
+                }
+            }
             let outcome = match &plan.action {
                 Action::Reject { code, reason } => return upstream.reply(*code, reason),
                 Action::User {

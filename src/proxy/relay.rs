@@ -96,10 +96,16 @@ impl Upstream {
 
     /// Answers with a response of our own.
     pub fn reply(&mut self, code: u16, reason: &str) {
+        self.reply_with(code, reason, Vec::new());
+    }
+
+    /// Answers with a response of our own carrying `headers` too.
+    pub fn reply_with(&mut self, code: u16, reason: &str, headers: Vec<Header>) {
         let response_status = super::status_with_reason(code, reason);
         let mut response = self
             .endpoint
             .make_response(&self.original, response_status, None);
+        response.headers.extend(headers);
         if code >= 200 {
             for header in response.headers.iter_mut() {
                 if let Header::To(to) = header

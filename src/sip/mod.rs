@@ -79,6 +79,36 @@ pub const ACCEPT: &str = "application/sdp";
 /// 3262) to callers that support them; the proxy passes them through.
 pub const SUPPORTED: &str = "100rel";
 
+/// Option tags a call the B2BUA answers may require (RFC 3261 §8.2.2.3):
+/// reliable provisionals, and session timers (refreshes from the peer are
+/// answered; without a Session-Expires in our 2xx the peer keeps its own
+/// timer, RFC 4028 §7.2). Anything else (`precondition`, `replaces` on a
+/// new call, ...) is refused with 420 so that the peer can retry without.
+pub const B2BUA_REQUIRE_OK: &[&str] = &["100rel", "timer"];
+
+/// The option tags of `request`'s Require headers that are not in
+/// `supported` (case-insensitive), in order, for a 420's `Unsupported`.
+pub fn unsupported_required(request: &rsipstack::sip::Request, supported: &[&str]) -> Vec<String> {
+    use rsipstack::sip::Header;
+    let mut out: Vec<String> = Vec::new();
+    for header in request.headers.iter() {
+        let value = match header {
+            Header::Require(r) => r.value().to_string(),
+            Header::Other(name, value) if name.eq_ignore_ascii_case("require") => value.clone(),
+            _ => continue,
+        };
+        for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if !supported.iter().any(|s| s.eq_ignore_ascii_case(tag))
+                && !out.iter().any(|o| o.eq_ignore_ascii_case(tag))
+                && out.len() < 16
+            {
+                out.push(tag.chars().filter(|c| !c.is_control()).take(64).collect());
+            }
+        }
+    }
+    out
+}
+
 /// The SIP transports Switchboard speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TransportKind {
@@ -609,6 +639,22 @@ impl SipCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsupported_required_tags_are_listed_once_in_order() {
+        let text = "INVITE sip:+15550001001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nRequire: 100rel, Precondition\r\nRequire: timer,sec-agree, precondition\r\nContent-Length: 0\r\n\r\n";
+        let SipMessage::Request(request) = SipMessage::try_from(text).unwrap() else {
+            panic!("not a request");
+        };
+        assert_eq!(
+            unsupported_required(&request, B2BUA_REQUIRE_OK),
+            ["Precondition", "sec-agree"]
+        );
+        assert!(
+            unsupported_required(&request, &["100rel", "timer", "precondition", "SEC-AGREE"])
+                .is_empty()
+        );
+    }
 
     /// A fast-path answerer with a bug.
     struct Panics;
