@@ -224,6 +224,19 @@ pub(super) struct Participant {
     pub(super) dtmf_idle_ticks: u8,
     pub(super) echo: Option<EchoLine>,
     echo_frames: Option<usize>,
+    /// Packets that are not whole 20 ms frames, cut on a 20 ms grid.
+    reframe: Reframe,
+}
+
+/// The state of [`Participant::push_reframed`].
+#[derive(Debug, Default)]
+struct Reframe {
+    /// A timestamp on the 20 ms grid (the stream's first packet, or the
+    /// last whole-frame packet).
+    base: Option<u32>,
+    /// The frame being joined: its timestamp and the bytes so far.
+    ts: u32,
+    bytes: Vec<u8>,
 }
 
 impl Participant {
@@ -281,6 +294,7 @@ impl Participant {
             echo: None,
             echo_frames,
             track: None,
+            reframe: Reframe::default(),
         };
         p.build_buffers()?;
         Ok(p)
@@ -361,6 +375,16 @@ impl Participant {
         } else {
             160
         };
+        if kind != CodecKind::Opus
+            && (pkt.payload.len() % frame_bytes != 0 || !self.reframe.bytes.is_empty())
+        {
+            return self.push_reframed(pkt, now_ms);
+        }
+        if kind != CodecKind::Opus {
+            // Whole 20 ms frames: they set the grid a 10 or 30 ms stream
+            // is cut on.
+            self.reframe.base = Some(pkt.timestamp);
+        }
         let step = kind.timestamp_step();
         let mut outcome = PushOutcome::Buffered;
         for (k, chunk) in pkt.payload.chunks(frame_bytes).enumerate() {
@@ -379,6 +403,79 @@ impl Participant {
             }
         }
         outcome
+    }
+
+    /// Buffers G.711/G.722 packets that are not whole 20 ms frames (10 or
+    /// 30 ms packets, `a=ptime:30`): their bytes (one per RTP clock tick)
+    /// are cut on a 20 ms grid set by the stream's first packet, and a
+    /// frame split across two packets is joined when they are contiguous;
+    /// otherwise its part is dropped and the jitter buffer conceals it.
+    fn push_reframed(&mut self, pkt: &InPacket<'_>, now_ms: u64) -> PushOutcome {
+        const FRAME: usize = 160;
+        let base = *self.reframe.base.get_or_insert(pkt.timestamp);
+        let mut data = pkt.payload;
+        let mut ts = pkt.timestamp;
+        let mut outcome = PushOutcome::Buffered;
+        let mut first = true;
+        let off = (ts.wrapping_sub(base) % FRAME as u32) as usize;
+        if off != 0 {
+            let start = ts.wrapping_sub(off as u32);
+            let take = (FRAME - off).min(data.len());
+            let r = &mut self.reframe;
+            if r.ts == start && r.bytes.len() == off {
+                r.bytes.extend_from_slice(&data[..take]);
+            } else {
+                r.bytes.clear();
+            }
+            data = &data[take..];
+            ts = ts.wrapping_add(take as u32);
+            if self.reframe.bytes.len() == FRAME {
+                let r = self.jb.push_with(
+                    pkt.seq,
+                    start,
+                    false,
+                    pkt.audio_level,
+                    &self.reframe.bytes,
+                    now_ms,
+                );
+                self.reframe.bytes.clear();
+                outcome = Self::outcome(r);
+                first = false;
+            }
+        } else {
+            self.reframe.bytes.clear();
+        }
+        while data.len() >= FRAME {
+            let r = self.jb.push_with(
+                pkt.seq,
+                ts,
+                pkt.marker && first,
+                pkt.audio_level,
+                &data[..FRAME],
+                now_ms,
+            );
+            if first {
+                outcome = Self::outcome(r);
+                first = false;
+            }
+            data = &data[FRAME..];
+            ts = ts.wrapping_add(FRAME as u32);
+        }
+        if !data.is_empty() {
+            self.reframe.ts = ts;
+            self.reframe.bytes.clear();
+            self.reframe.bytes.extend_from_slice(data);
+        }
+        outcome
+    }
+
+    fn outcome(r: PushResult) -> PushOutcome {
+        match r {
+            PushResult::Stored => PushOutcome::Buffered,
+            PushResult::Late => PushOutcome::Late,
+            PushResult::Duplicate => PushOutcome::Duplicate,
+            PushResult::TooLarge => PushOutcome::TooLarge,
+        }
     }
 
     /// Pops and decodes this tick's input (at most once), feeding talker

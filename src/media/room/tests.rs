@@ -1258,3 +1258,54 @@ fn a_participant_switches_codec_in_place() {
         Err(RoomError::Unknown(ParticipantId(9)))
     ));
 }
+
+/// 30 ms and 10 ms G.711 packets (`a=ptime:30`, `a=ptime:10`) are cut on
+/// the 20 ms grid and joined across packets: the tone comes through whole
+/// (a 30 ms packet was once split into 20 + 10 ms frames off the grid).
+#[test]
+fn thirty_and_ten_ms_packets_are_reframed_to_20_ms() {
+    for ms in [30usize, 10] {
+        let mut room = Room::new(RoomConfig::default()).unwrap();
+        let mut listener = Leg::new(2, CodecSpec::pcma(), 500.0);
+        listener.silent = true;
+        listener.join(&mut room);
+        room.add_participant(ParticipantId(1), ParticipantConfig::new(CodecSpec::pcmu()))
+            .unwrap();
+        let mut enc = CodecSpec::pcmu().build(8000).unwrap();
+        // G.711 is one byte per sample: encode the stream, then cut it.
+        let stream: Vec<u8> = (0..160)
+            .flat_map(|f| {
+                enc.encode_vec(&sine(700.0, 8000, 8000.0, f * 160, 160))
+                    .unwrap()
+            })
+            .collect();
+        let per_packet = ms * 8;
+        let mut sent = 0usize;
+        let mut seq = 0u16;
+        for k in 0..150usize {
+            let now = k as u64 * 20;
+            // Send every packet due by the end of this tick.
+            while (sent + per_packet) * 20 <= (k + 1) * 160 * 20 {
+                let payload = &stream[sent..sent + per_packet];
+                let pkt = InPacket {
+                    payload_type: 0,
+                    seq,
+                    timestamp: 1000 + sent as u32,
+                    marker: false,
+                    payload,
+                    audio_level: None,
+                };
+                room.push_packet(ParticipantId(1), pkt, now).unwrap();
+                seq = seq.wrapping_add(1);
+                sent += per_packet;
+            }
+            listener.send(&mut room, now);
+            let frames: Vec<_> = room.tick(now).collect();
+            listener.receive(&frames);
+        }
+        let level = db(listener.tone(700.0, 60, 140));
+        assert!(level.abs() < 1.0, "{ms} ms packets: tone at {level} dB");
+        let stats = room.jitter_stats(ParticipantId(1)).unwrap();
+        assert_eq!(stats.lost, 0, "{ms} ms packets: {stats:?}");
+    }
+}
