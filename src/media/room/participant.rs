@@ -376,7 +376,7 @@ impl Participant {
             160
         };
         if kind != CodecKind::Opus
-            && (pkt.payload.len() % frame_bytes != 0 || !self.reframe.bytes.is_empty())
+            && (!pkt.payload.len().is_multiple_of(frame_bytes) || !self.reframe.bytes.is_empty())
         {
             return self.push_reframed(pkt, now_ms);
         }
