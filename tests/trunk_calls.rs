@@ -1499,6 +1499,57 @@ fn an_invite_requiring_an_unsupported_extension_gets_420() {
     assert_nothing_left(&server);
 }
 
+#[test]
+fn the_trunk_moving_its_contact_gets_our_bye_there() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // The called carrier re-INVITEs with a new Contact; the caller hangs
+    // up; the carrier checks that our BYE's Request-URI is the new one.
+    let carrier = Carrier::start("trunk_uas_target_refresh.xml", &[]);
+    let setup = start(&trunk("moving", carrier.port, ""), &["moving"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
+    wait(child, work.path(), "caller");
+    carrier.finish("carrier refreshing its target");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
+fn the_calling_trunk_moving_its_contact_gets_our_bye_there() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // Carrier A (bare Contact, then a re-INVITE with a new one) calls
+    // through to carrier B, which hangs up after a second: our BYE to A
+    // must go to A's new Contact.
+    let out = Carrier::start("trunk_uas_hangup.xml", &[]);
+    let in_port = free_port();
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: transit\n    match:\n      source: [trunk]\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [out] }\n";
+    let config = format!(
+        "{}trunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        trunk("in", in_port, ""),
+        trunk("out", out.port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac_target_refresh.xml",
+        &server,
+        in_port,
+        media_port(),
+        "+15551234567",
+        3,
+    );
+    wait(sipp, work.path(), "carrier A refreshing its target");
+    out.finish("carrier B");
+    assert_nothing_left(&server);
+}
+
 /// Carrier A (`scenario_name`) calls +15551234567; the dialplan sends
 /// calls from trunks to carrier B, which echoes RTP: A hears its own tone
 /// back, relayed (PCMU and PCMA on the legs: transcoded through the room).

@@ -20,9 +20,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::call::{Action, CallEvent, CallState, Replaces};
 use super::cdr::{CallRecord, LegRecord, TransferRecord};
 use super::driver::{
-    ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, negotiated_of,
-    prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye, set_reliability, sleep_until,
-    update_rtp_leg, webrtc_media,
+    ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, contact_uri,
+    negotiated_of, prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye,
+    set_reliability, sleep_until, update_rtp_leg, webrtc_media,
 };
 use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
 use super::{B2bua, CONTACT_PREFIX, DialogKey, DialogSender, Peer};
@@ -464,24 +464,6 @@ fn split_header_list(value: &str) -> Vec<String> {
         out.push(last.to_string());
     }
     out
-}
-
-/// The URI of the first Contact header.
-fn contact_uri(headers: &crate::sip::Headers) -> Option<Uri> {
-    let value = headers.iter().find_map(|h| match h {
-        Header::Contact(c) => Some(c.value().to_string()),
-        _ => None,
-    })?;
-    let uri = match (value.find('<'), value.find('>')) {
-        (Some(start), Some(end)) if end > start => value[start + 1..end].to_string(),
-        _ => value
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    };
-    Uri::try_from(uri.as_str()).ok()
 }
 
 fn header_values(headers: &crate::sip::Headers, www: bool) -> Vec<String> {
@@ -1666,9 +1648,18 @@ impl Bridge {
                             continue;
                         };
                         let id = leg.id;
+                        // A target refresh (RFC 3261 §12.2.2) moves where
+                        // our requests in this dialog go.
+                        if leg.to_tag.is_some()
+                            && matches!(request.method(), Method::Invite | Method::Update)
+                            && let Some(uri) = contact_uri(&tx.original.headers)
+                        {
+                            leg.remote_target = Some(uri);
+                        }
                         b_pending = Some((id, *tx));
                         b_queue.extend(leg.uac.handle(request.uac_event(), now).into_iter().map(|x| (id, x)));
                     } else {
+                        dialog.refresh_target(&tx.original);
                         a_pending = Some(*tx);
                         if request.method() == Method::Bye {
                             self.end_reason = "caller hung up".into();

@@ -58,6 +58,28 @@ pub(super) struct Dialog {
     pub(super) peer: Peer,
     pub(super) server_name: String,
     pub(super) bye_cseq: u32,
+    /// Where our requests in the dialog go: the peer's Contact, from its
+    /// INVITE and then from each target refresh (re-INVITE, UPDATE: RFC
+    /// 3261 §12.2.2); the INVITE's Request-URI when it had none.
+    pub(super) remote_target: Option<crate::sip::Uri>,
+}
+
+/// The URI of the first Contact header.
+pub(super) fn contact_uri(headers: &crate::sip::Headers) -> Option<crate::sip::Uri> {
+    let value = headers.iter().find_map(|h| match h {
+        Header::Contact(c) => Some(c.value().to_string()),
+        _ => None,
+    })?;
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(start), Some(end)) if end > start => value[start + 1..end].to_string(),
+        _ => value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    };
+    crate::sip::Uri::try_from(uri.as_str()).ok()
 }
 
 /// Methods our B2BUA dialogs accept.
@@ -140,12 +162,23 @@ impl Dialog {
             peer.kind.uri_param()
         );
         Dialog {
+            remote_target: contact_uri(&invite.headers),
             invite,
             tag,
             contact,
             peer,
             server_name,
             bye_cseq: 0,
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the peer with a Contact moves the
+    /// dialog's remote target (RFC 3261 §12.2.2, RFC 3311 §5.2).
+    pub(super) fn refresh_target(&mut self, request: &Request) {
+        if matches!(request.method, Method::Invite | Method::Update)
+            && let Some(uri) = contact_uri(&request.headers)
+        {
+            self.remote_target = Some(uri);
         }
     }
 
@@ -203,19 +236,9 @@ impl Dialog {
     ) -> Request {
         self.bye_cseq += 1;
         let invite = &self.invite;
-        let target = invite
-            .headers
-            .iter()
-            .find_map(|h| match h {
-                Header::Contact(c) => Some(c.value().to_string()),
-                _ => None,
-            })
-            .and_then(|c| {
-                let start = c.find('<')? + 1;
-                let end = c[start..].find('>')? + start;
-                Some(c[start..end].to_string())
-            })
-            .and_then(|uri| crate::sip::Uri::try_from(uri.as_str()).ok())
+        let target = self
+            .remote_target
+            .clone()
             .unwrap_or_else(|| invite.uri.clone());
         let mut headers: Vec<Header> = vec![Header::Via(
             format!(
@@ -681,6 +704,7 @@ pub async fn answer<S: InviteServer>(
             Some(tx) = dialog_rx.recv() => {
                 event_now = Instant::now();
                 let request = InDialog::of(&tx.original);
+                dialog.refresh_target(&tx.original);
                 pending = Some(*tx);
                 queue.extend(call.handle(request.call_event(), event_now));
             }
