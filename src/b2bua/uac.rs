@@ -552,6 +552,17 @@ impl UacCall {
             // In the early dialog (RFC 3311, RFC 6086): an UPDATE without
             // SDP and INFO are answered as once confirmed.
             (Proceeding, UacEvent::Refresh) => vec![UacAction::Reply(200, None)],
+            // An UPDATE with an offer in the early dialog (RFC 3311 §5.2):
+            // answered like a re-INVITE once the early answer gave us a
+            // session (a carrier moving its announcement); before that our
+            // INVITE's offer is still outstanding: 491.
+            (Proceeding, UacEvent::ReInvite(body)) => {
+                if self.negotiated.is_some() && !body.is_empty() {
+                    self.reinvite(body)
+                } else {
+                    vec![UacAction::Reply(491, None)]
+                }
+            }
             (Confirmed | Proceeding, UacEvent::Info(content_type, body)) => {
                 match super::call::parse_dtmf_info(content_type, body) {
                     Some((digit, ms)) => {
@@ -964,6 +975,38 @@ mod tests {
             leg.handle(UacEvent::ReInvite(g722.as_bytes()), t0),
             [UacAction::Reply(488, None)]
         );
+    }
+
+    #[test]
+    fn an_update_with_an_offer_in_the_early_dialog_is_answered() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        // Before any early answer: our offer is outstanding.
+        leg.handle(UacEvent::Provisional(180, None), t0);
+        assert_eq!(
+            leg.handle(UacEvent::ReInvite(ANSWER.as_bytes()), t0),
+            [UacAction::Reply(491, None)]
+        );
+        // After a 183 with SDP: answered, the media follows (it once got
+        // no answer at all).
+        leg.handle(UacEvent::Provisional(183, Some(ANSWER.as_bytes())), t0);
+        let moved = ANSWER.replace("4000", "4100");
+        let actions = leg.handle(UacEvent::ReInvite(moved.as_bytes()), t0);
+        let [
+            UacAction::Reply(200, Some(answer)),
+            UacAction::Renegotiate(neg),
+        ] = actions.as_slice()
+        else {
+            panic!("{actions:?}")
+        };
+        assert!(answer.contains("m=audio 20000 RTP/AVP 8"), "{answer}");
+        assert_eq!(neg.remote_rtp, Some("192.0.2.9:4100".parse().unwrap()));
+        // The 2xx without SDP keeps what the UPDATE settled.
+        let actions = leg.handle(UacEvent::Success(None), t0);
+        let [UacAction::SendAck, UacAction::Answered(neg)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(neg.remote_rtp, Some("192.0.2.9:4100".parse().unwrap()));
     }
 
     #[test]
