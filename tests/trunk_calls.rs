@@ -1516,6 +1516,23 @@ fn the_trunk_moving_its_contact_gets_our_bye_there() {
 }
 
 #[test]
+fn a_forked_call_keeps_the_answering_dialog_and_hangs_up_a_second_answer() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // The carrier's 180 comes from fork A, its 200 from fork B, then a
+    // second 200 from fork C: C is ACKed and hung up at once, the call's
+    // BYE goes to B (the scenario checks tags and Request-URIs).
+    let carrier = Carrier::start("trunk_uas_fork.xml", &[]);
+    let setup = start(&trunk("forking", carrier.port, ""), &["forking"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
+    wait(child, work.path(), "caller");
+    carrier.finish("carrier behind a forking proxy");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn the_calling_trunk_moving_its_contact_gets_our_bye_there() {
     if !is_root() {
         eprintln!("skipped: play_pcap_audio needs root");

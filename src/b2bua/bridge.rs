@@ -354,21 +354,37 @@ impl OutLeg {
     }
 
     /// Learns the dialog from a response: the trunk's tag, Contact and
-    /// Record-Route set (reversed, RFC 3261 §12.1.2).
-    fn learn(&mut self, response: &crate::sip::Response) {
+    /// Record-Route set (reversed, RFC 3261 §12.1.2). A forking proxy's
+    /// responses may come from several dialogs: the latest provisional's
+    /// is followed (a PRACK goes to the dialog it acknowledges), the first
+    /// 2xx's is the call's. Returns `false` for a response of another
+    /// dialog once a 2xx settled ours (a second fork answering: hang it up).
+    fn learn(&mut self, response: &crate::sip::Response) -> bool {
         let code = response.status_code.code();
         // Only a 1xx or 2xx makes a dialog (a 407's To tag is no dialog's).
-        if (101..300).contains(&code)
-            && self.to_tag.is_none()
-            && let Ok(to) = response.to_header()
-            && let Ok(to) = to.typed()
-        {
-            self.to_tag = to.params.iter().find_map(|p| match p {
-                crate::sip::Param::Tag(t) => Some(t.value().to_string()),
-                _ => None,
-            });
+        if !(101..300).contains(&code) {
+            return true;
         }
-        if (101..300).contains(&code) && self.to_tag.is_some() {
+        let tag = response
+            .to_header()
+            .ok()
+            .and_then(|to| to.typed().ok())
+            .and_then(|to| {
+                to.params.iter().find_map(|p| match p {
+                    crate::sip::Param::Tag(t) => Some(t.value().to_string()),
+                    _ => None,
+                })
+            });
+        if tag.is_some() && tag != self.to_tag {
+            if self.answered {
+                return false;
+            }
+            // Another early dialog, or the answer from another fork.
+            self.to_tag = tag;
+            self.remote_target = None;
+            self.route_set.clear();
+        }
+        if self.to_tag.is_some() {
             if let Some(uri) = contact_uri(&response.headers) {
                 self.remote_target = Some(uri);
             }
@@ -388,6 +404,23 @@ impl OutLeg {
                 self.route_set = routes;
             }
         }
+        true
+    }
+
+    /// A BYE for the dialog of `response` (a 2xx from a fork other than
+    /// the one that answered first, RFC 3261 §13.2.2.4), on the leg's hop.
+    fn bye_for_fork(&mut self, response: &crate::sip::Response) -> Request {
+        let ours = (
+            self.to_tag.take(),
+            self.remote_target.take(),
+            std::mem::take(&mut self.route_set),
+            self.answered,
+        );
+        self.answered = false;
+        self.learn(response);
+        let bye = self.in_dialog(Method::Bye, None);
+        (self.to_tag, self.remote_target, self.route_set, self.answered) = ours;
+        bye
     }
 
     /// A response to an in-dialog request from the trunk.
@@ -1675,8 +1708,16 @@ impl Bridge {
                             // From an INVITE we already replaced (answered challenge).
                         }
                         InviteReport::Response(_, response) => {
-                            leg.learn(&response);
                             let status = response.status_code.code();
+                            if !leg.learn(&response) {
+                                if (200..300).contains(&status) {
+                                    // The transaction layer ACKed it.
+                                    info!(leg = %leg.label, "a second fork answered: BYE");
+                                    let bye = leg.bye_for_fork(&response);
+                                    send_in_dialog(&b2bua.outbound, &leg.hop, bye, None);
+                                }
+                                continue;
+                            }
                             let body = response.body.clone();
                             let sdp = (!body.is_empty()).then_some(body.as_slice());
                             let event = match status {
