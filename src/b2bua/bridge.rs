@@ -419,7 +419,12 @@ impl OutLeg {
         self.answered = false;
         self.learn(response);
         let bye = self.in_dialog(Method::Bye, None);
-        (self.to_tag, self.remote_target, self.route_set, self.answered) = ours;
+        (
+            self.to_tag,
+            self.remote_target,
+            self.route_set,
+            self.answered,
+        ) = ours;
         bye
     }
 
@@ -1074,10 +1079,11 @@ impl Bridge {
         };
         a.wait_for_answer();
         set_reliability(&mut a, &request);
-        let a_codec = a.negotiated().codec.kind.name().to_string();
         if let Destination::Browsers(route) = &mut self.destination {
             // Browsers need not send more than the caller's codec carries.
             route.opus_max_playback_rate = match a.negotiated().codec.kind {
+                // A delayed offer: the caller's codec is not known yet.
+                _ if a.offers_late() => None,
                 crate::media::codec::CodecKind::Pcmu | crate::media::codec::CodecKind::Pcma => {
                     Some(8_000)
                 }
@@ -1180,7 +1186,8 @@ impl Bridge {
                         if early_policy_forward && a.state() == CallState::Ringing && alive == 1 {
                             let (joined_b, joined_a) =
                                 join_pair(&b2bua, &room, leg, &neg, &b_leg_tx, &mut caller).await;
-                            let sdp = joined_b && joined_a;
+                            // A caller whose INVITE had no offer gets none early.
+                            let sdp = joined_b && joined_a && !a.offers_late();
                             if sdp {
                                 self.early_sent = true;
                                 info!("early media from the trunk");
@@ -1447,6 +1454,10 @@ impl Bridge {
                     }
                     UacAction::Renegotiate(neg) => {
                         update_rtp_leg(&room, leg.participant, &neg).await;
+                        leg.codec = Some(neg.codec.kind.name().to_string());
+                        if self.winner == Some(id) {
+                            self.out_codec = leg.codec.clone();
+                        }
                         let _ = room
                             .send(Command::Hold(leg.participant, neg.on_hold()))
                             .await;
@@ -1945,7 +1956,13 @@ impl Bridge {
                 self.last_failure.0
             },
             legs: vec![
-                LegRecord::new("caller", Some(a_codec), a_stats.map(|s| *s)),
+                // What the caller's leg speaks last (a re-INVITE, or the
+                // ACK's answer to a delayed offer, may have moved it).
+                LegRecord::new(
+                    "caller",
+                    Some(a.negotiated().codec.kind.name().to_string()),
+                    a_stats.map(|s| *s),
+                ),
                 LegRecord::new(out_role, self.out_codec.clone(), b_stats.map(|s| *s)),
             ],
             transfers: std::mem::take(&mut self.transfers),

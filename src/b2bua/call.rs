@@ -404,6 +404,12 @@ impl UasCall {
         self.rel.answered_early
     }
 
+    /// The INVITE had no offer and ours (in the 2xx) awaits its answer:
+    /// no provisional response carries SDP.
+    pub fn offers_late(&self) -> bool {
+        self.offer_sent.is_some()
+    }
+
     /// The current state.
     pub fn state(&self) -> CallState {
         self.state
@@ -437,6 +443,12 @@ impl UasCall {
             Reliability::Supported => sdp,
             Reliability::Required => true,
         };
+        if reliable && self.offer_sent.is_some() {
+            // Our offer would have to be in the first reliable provisional
+            // and its answer in the PRACK (RFC 3262 §5): the caller hears
+            // nothing until the 2xx carries it instead.
+            return Vec::new();
+        }
         if !reliable {
             return vec![Action::Provisional {
                 status,
@@ -604,6 +616,11 @@ impl UasCall {
             // its final response.
             (AwaitingAck | Confirmed | Ending, CallEvent::Prack(_)) => {
                 vec![Action::Reply(481, None)]
+            }
+            (AwaitingAck, CallEvent::ReInvite(_)) if self.offer_sent.is_some() => {
+                // Our offer (in the 2xx) is unanswered until the ACK: a new
+                // offer or offer request now crosses it (RFC 3311 §5.2).
+                vec![Action::Reply(491, None)]
             }
             (AwaitingAck, ack @ (CallEvent::Ack | CallEvent::AckWithSdp(_)))
                 if self.offer_sent.is_some() =>
@@ -959,7 +976,13 @@ mod tests {
             }]
         );
         assert_eq!(call.handle(CallEvent::Answer, t0), [Action::Answer]);
+        // A re-offer before the ACK crosses our offer: 491, the call waits on.
         let answer = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 101");
+        assert_eq!(
+            call.handle(CallEvent::ReInvite(answer.as_bytes()), t0),
+            [Action::Reply(491, None)]
+        );
+        assert_eq!(call.state(), CallState::AwaitingAck);
         let actions = call.handle(CallEvent::AckWithSdp(answer.as_bytes()), t0);
         let [Action::Renegotiate(neg)] = actions.as_slice() else {
             panic!("{actions:?}");
@@ -967,6 +990,21 @@ mod tests {
         assert_eq!(neg.codec.kind, CodecKind::Pcma);
         assert_eq!(neg.remote_rtp, Some("192.0.2.9:4000".parse().unwrap()));
         assert_eq!(call.state(), CallState::Confirmed);
+        // A caller requiring 100rel gets no provisional at all: the first
+        // reliable one would have to carry our offer (RFC 3262 §5).
+        let (mut call, _, _) = offering(t0);
+        call.set_reliability(Reliability::Required, 1, 7);
+        assert!(
+            call.handle(
+                CallEvent::Progress {
+                    status: 180,
+                    sdp: false
+                },
+                t0
+            )
+            .is_empty()
+        );
+        assert!(call.offers_late());
         // An ACK without an answer, or with a useless one: BYE.
         for ack in [CallEvent::Ack, CallEvent::AckWithSdp(b"v=0\r\nnonsense")] {
             let (mut call, _, _) = offering(t0);

@@ -298,6 +298,21 @@ impl UacCall {
         )
     }
 
+    /// Once answered, a session refresh offers the codec in use only (our
+    /// INVITE offered several: re-offering them could move the call).
+    fn settle_refresh_offer(&mut self, neg: &Negotiated) {
+        let Some(local) = local_media_of(&self.offer) else {
+            return;
+        };
+        let caps = sdp::Capabilities {
+            codecs: vec![neg.codec.kind],
+            telephone_event: neg.telephone_event.is_some(),
+            ..sdp::Capabilities::default()
+        };
+        let offer = sdp::build_offer(&caps, local, neg.local_direction, &mut self.origin);
+        self.local_sdp = Some(offer.to_string());
+    }
+
     fn end(&mut self) -> Vec<UacAction> {
         self.state = UacState::Ended;
         self.deadline = None;
@@ -382,6 +397,7 @@ impl UacCall {
                     Some(neg) => {
                         self.state = Confirmed;
                         self.deadline = None;
+                        self.settle_refresh_offer(&neg);
                         self.negotiated = Some(neg.clone());
                         vec![UacAction::SendAck, UacAction::Answered(neg)]
                     }
@@ -927,6 +943,10 @@ mod tests {
         let t0 = Instant::now();
         let mut leg = UacCall::new(offer());
         leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+        // Once answered, a refresh would offer the codec in use only (the
+        // INVITE offered PCMU and PCMA: the refresh once re-offered both).
+        let settled = leg.refresh_offer().unwrap().to_owned();
+        assert!(settled.contains("m=audio 20000 RTP/AVP 8 101"), "{settled}");
         let hold = ANSWER.replace("sendrecv", "sendonly");
         let actions = leg.handle(UacEvent::ReInvite(hold.as_bytes()), t0);
         let [
@@ -947,7 +967,8 @@ mod tests {
             (o.session_id, o.session_version)
         };
         let (id, version) = origin(&leg.offer().to_string());
-        assert_eq!(origin(answer), (id.clone(), version + 1));
+        assert_eq!(origin(&settled), (id.clone(), version + 1));
+        assert_eq!(origin(answer), (id.clone(), version + 2));
         let pcmu = ANSWER.replace("RTP/AVP 8 101", "RTP/AVP 0 101");
         let actions = leg.handle(UacEvent::ReInvite(pcmu.as_bytes()), t0);
         let [
@@ -959,7 +980,7 @@ mod tests {
         };
         assert_eq!(neg.codec.kind, CodecKind::Pcmu);
         assert!(answer.contains("m=audio 20000 RTP/AVP 0 101"), "{answer}");
-        assert_eq!(origin(answer), (id.clone(), version + 2));
+        assert_eq!(origin(answer), (id.clone(), version + 3));
         // A session refresh re-sends that answer as it is (same version):
         // it neither moves the codec nor resumes a held call.
         assert_eq!(leg.refresh_offer(), Some(answer.as_str()));
@@ -968,7 +989,7 @@ mod tests {
         let [UacAction::Reply(200, Some(again)), _] = actions.as_slice() else {
             panic!("{actions:?}")
         };
-        assert_eq!(origin(again), (id, version + 2));
+        assert_eq!(origin(again), (id, version + 3));
         // A codec we never offered: refused, the call keeps its codec.
         let g722 = ANSWER.replace("RTP/AVP 8 101", "RTP/AVP 9");
         assert_eq!(

@@ -97,10 +97,19 @@ struct Latch {
     last_seen: Option<Instant>,
     /// A new source on probation: address, SSRC, expected next seq, count.
     candidate: Option<(SocketAddr, u32, u16, u8)>,
-    /// The SDP moved the media since the last packet: send to the SDP's
-    /// address until a packet is accepted again.
+    /// The SDP moved the media: send to the SDP's address until media
+    /// comes from there, from a new source (probation), or keeps coming
+    /// from the old one for [`STALE_PACKETS`] packets (a NATed peer whose
+    /// private address changed; an announcement's trailing packets do not
+    /// take the stream back).
     stale: bool,
+    stale_packets: u8,
+    /// The last RTP address an SDP gave.
+    sdp_addr: Option<SocketAddr>,
 }
+
+/// Packets from the old latched source that end [`Latch::stale`].
+const STALE_PACKETS: u8 = 10;
 
 /// Maps every incoming SSRC onto one continuous sequence/timestamp space.
 #[derive(Debug, Default)]
@@ -170,7 +179,10 @@ impl RtpLeg {
             rtcp_dest: cfg.remote_rtcp,
             created: now,
             wallclock: SystemTime::now(),
-            latch: Latch::default(),
+            latch: Latch {
+                sdp_addr: cfg.remote_rtp,
+                ..Latch::default()
+            },
             remap: Remap::default(),
             rx: ReceiverStats::default(),
             peer_ssrc: None,
@@ -191,8 +203,14 @@ impl RtpLeg {
     /// its media comes from elsewhere.
     pub fn update(&mut self, neg: &Negotiated, now: Instant) {
         let was_sending = self.cfg.peer_sends;
-        if neg.remote_rtp.is_some() && neg.remote_rtp != self.cfg.remote_rtp {
-            self.latch.stale = true;
+        // Moved: compared with the last address the SDP gave (a hold with
+        // c=0.0.0.0 gives none; its resume moves nothing).
+        if neg.remote_rtp.is_some() && neg.remote_rtp != self.latch.sdp_addr {
+            if self.latch.sdp_addr.is_some() {
+                self.latch.stale = true;
+                self.latch.stale_packets = 0;
+            }
+            self.latch.sdp_addr = neg.remote_rtp;
         }
         self.cfg.clock_rate = neg.codec.kind.clock_rate();
         self.cfg.remote_rtp = neg.remote_rtp;
@@ -231,7 +249,12 @@ impl RtpLeg {
             latch.addr = Some(from);
             latch.last_seen = Some(now);
             latch.candidate = None;
-            latch.stale = false;
+            if latch.stale {
+                latch.stale_packets = latch.stale_packets.saturating_add(1);
+                if self.cfg.remote_rtp == Some(from) || latch.stale_packets >= STALE_PACKETS {
+                    latch.stale = false;
+                }
+            }
             return true;
         }
         let silent = latch

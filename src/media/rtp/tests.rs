@@ -183,17 +183,36 @@ fn a_new_sdp_address_is_where_we_send_until_media_comes() {
     // Media from the new address confirms it.
     leg.handle_datagram(t0, moved, &mut packet(9, 1, 0, 8), &mut io);
     assert_eq!(leg.destination(), Some(moved));
-    // A NATed peer whose SDP moved is followed back once its media comes
-    // from its (known) public address.
+    // A NATed peer whose SDP moved is followed back once its media keeps
+    // coming from its (known) public address; a few trailing packets from
+    // there (an announcement server's) do not take the stream back.
+    let back = crate::media::sdp::Negotiated {
+        remote_rtp: Some(addr(SDP_ADDR)),
+        ..neg.clone()
+    };
+    leg.update(&back, t0);
+    assert_eq!(leg.destination(), Some(addr(SDP_ADDR)));
+    for seq in 2..11 {
+        leg.handle_datagram(
+            t0,
+            moved,
+            &mut packet(9, seq, 160 * u32::from(seq), 8),
+            &mut io,
+        );
+        assert_eq!(leg.destination(), Some(addr(SDP_ADDR)), "packet {seq}");
+    }
+    leg.handle_datagram(t0, moved, &mut packet(9, 11, 1760, 8), &mut io);
+    assert_eq!(leg.destination(), Some(moved));
+    // Hold with c=0.0.0.0 (no address), then resume at the same address:
+    // nothing moved, the latch stays.
     leg.update(
         &crate::media::sdp::Negotiated {
-            remote_rtp: Some(addr(SDP_ADDR)),
-            ..neg
+            remote_rtp: None,
+            ..back.clone()
         },
         t0,
     );
-    assert_eq!(leg.destination(), Some(addr(SDP_ADDR)));
-    leg.handle_datagram(t0, moved, &mut packet(9, 2, 160, 8), &mut io);
+    leg.update(&back, t0);
     assert_eq!(leg.destination(), Some(moved));
 }
 
