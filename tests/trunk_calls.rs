@@ -1568,6 +1568,50 @@ fn the_calling_trunk_moving_its_contact_gets_our_bye_there() {
     assert_nothing_left(&server);
 }
 
+#[test]
+fn a_withheld_number_stays_withheld_trunk_to_trunk_and_is_asserted() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // Carrier A withholds its number (From anonymous, Privacy: id, the
+    // number in P-Asserted-Identity); carrier B, a trusted network too,
+    // must get the same: anonymous From, Privacy: id and the number
+    // asserted (it once got From anonymous and nothing else, or the
+    // number asserted without Privacy).
+    let out = Carrier::start("trunk_uas.xml", &[]);
+    let in_port = free_port();
+    let rtp = port_window(40);
+    let plan = "rules:\n  - name: transit\n    match:\n      source: [trunk]\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [out] }\n";
+    let config = format!(
+        "{}trunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        common::ALL_LOOPBACK,
+        trunk("in", in_port, ""),
+        trunk("out", out.port, ""),
+        rtp.0,
+        rtp.1
+    );
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac_private.xml",
+        &server,
+        in_port,
+        media_port(),
+        "+15551234567",
+        1,
+    );
+    wait(sipp, work.path(), "carrier A withholding its number");
+    let trunk_side = out.finish("carrier B");
+    let invite = first_request(&trunk_side, "INVITE");
+    let from = header(invite, "From").unwrap_or_default();
+    assert!(from.contains("anonymous"), "{invite}");
+    assert!(!from.contains("5557654321"), "{invite}");
+    assert_eq!(header(invite, "Privacy"), Some("id"), "{invite}");
+    let asserted = header(invite, "P-Asserted-Identity").unwrap_or_default();
+    assert!(asserted.contains("5557654321"), "{invite}");
+    assert_nothing_left(&server);
+}
+
 /// Carrier A (`scenario_name`) calls +15551234567; the dialplan sends
 /// calls from trunks to carrier B, which echoes RTP: A hears its own tone
 /// back, relayed (PCMU and PCMA on the legs: transcoded through the room).

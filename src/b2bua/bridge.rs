@@ -67,6 +67,13 @@ pub struct Caller {
     pub user: String,
     /// Display name.
     pub display: Option<String>,
+    /// The caller asked for privacy (`Privacy: id`, `user` or `header`,
+    /// RFC 3323/3325): an anonymous From everywhere, its identity only in
+    /// P-Asserted-Identity towards trunks.
+    pub private: bool,
+    /// The identity a trusted trunk asserted (P-Asserted-Identity user),
+    /// passed on to the next trunk instead of the From user.
+    pub asserted: Option<String>,
 }
 
 /// One browser (registered binding) to ring with a WebRTC offer.
@@ -200,6 +207,9 @@ struct OutLeg {
     /// The caller's number for P-Asserted-Identity (RFC 3325), when the
     /// trunk's policy asserts or hides it: the fixed number, else the caller's.
     asserted: Option<String>,
+    /// The caller asked for privacy: anonymous From, `Privacy: id` and the
+    /// identity asserted, whatever the trunk's policy.
+    private: bool,
 }
 
 impl OutLeg {
@@ -251,10 +261,11 @@ impl OutLeg {
                 headers.push(Header::Other("Min-SE".into(), self.min_se.to_string()));
             }
             let policy = &trunk.config.caller_id;
-            if policy.anonymous {
+            let hidden = policy.anonymous || self.private;
+            if hidden {
                 headers.push(Header::Other("Privacy".into(), "id".into()));
             }
-            if (policy.asserted_identity || policy.anonymous)
+            if (policy.asserted_identity || hidden)
                 && let Some(number) = self.asserted.as_deref()
             {
                 headers.push(Header::Other(
@@ -579,6 +590,7 @@ fn new_out_leg(
         transfer: false,
         session_expires: 0,
         asserted: None,
+        private: false,
         min_se: 90,
     }
 }
@@ -657,7 +669,7 @@ async fn start_trunk_leg(
     } else {
         hop.local.ip().to_string()
     };
-    let from = if policy.anonymous {
+    let from = if policy.anonymous || route.caller.private {
         format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={from_tag}")
     } else {
         let user = policy
@@ -682,12 +694,14 @@ async fn start_trunk_leg(
         OutMedia::Rtp(Some(ports)),
     );
     leg.session_expires = trunk.config.session_expires;
-    leg.asserted = Some(
-        policy
-            .number
+    leg.asserted = Some(policy.number.clone().unwrap_or_else(|| {
+        route
+            .caller
+            .asserted
             .clone()
-            .unwrap_or_else(|| route.caller.user.clone()),
-    );
+            .unwrap_or_else(|| route.caller.user.clone())
+    }));
+    leg.private = route.caller.private;
     leg.trunk = Some(trunk.clone());
     leg._permit = Some(permit);
     leg.uac.expect_response_by(
@@ -725,12 +739,17 @@ fn start_browser_leg(
     let parsed = SessionDescription::parse(offer.as_bytes()).map_err(|e| (500, e.to_string()))?;
     let sockets = media.sockets;
     let from_tag = random_hex(6);
-    let from = from_header(
-        &route.caller.user,
-        route.caller.display.clone(),
-        &target.domain,
-        &from_tag,
-    );
+    // A browser is no trusted party: a private caller stays anonymous.
+    let from = if route.caller.private {
+        format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={from_tag}")
+    } else {
+        from_header(
+            &route.caller.user,
+            route.caller.display.clone(),
+            &target.domain,
+            &from_tag,
+        )
+    };
     let to = format!("<sip:{}@{}>", target.user, target.domain);
     let mut leg = new_out_leg(
         b2bua,

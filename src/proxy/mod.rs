@@ -567,7 +567,13 @@ impl Proxy {
                         let route = BrowserRoute {
                             targets,
                             ring_timeout: *ring_timeout,
-                            caller: caller_of(decision, &caller_user, caller_display),
+                            caller: caller_of_request(
+                                decision,
+                                &caller_user,
+                                caller_display,
+                                request,
+                                from_trunk.is_some(),
+                            ),
                             callee: decision.to.clone(),
                             from_trunk: from_trunk.clone(),
                             opus_max_playback_rate: None,
@@ -650,7 +656,13 @@ impl Proxy {
                         trunks: trunks.clone(),
                         failover_on: failover_on.clone(),
                         number: decision.to.clone(),
-                        caller: caller_of(decision, &caller_user, caller_display),
+                        caller: caller_of_request(
+                            decision,
+                            &caller_user,
+                            caller_display,
+                            request,
+                            from_trunk.is_some(),
+                        ),
                         from_trunk: from_trunk.clone(),
                     };
                     match self
@@ -1035,7 +1047,58 @@ fn caller_of(decision: &Decision, user: &str, display: Option<&str>) -> Caller {
             .caller_display
             .clone()
             .or_else(|| display.map(str::to_string)),
+        private: false,
+        asserted: None,
     }
+}
+
+/// [`caller_of`] with what the INVITE says of privacy (RFC 3323: `Privacy:
+/// id`, `user` or `header`) and, from a trusted trunk, the identity it
+/// asserts (RFC 3325 P-Asserted-Identity).
+fn caller_of_request(
+    decision: &Decision,
+    user: &str,
+    display: Option<&str>,
+    request: &Request,
+    from_trunk: bool,
+) -> Caller {
+    let mut caller = caller_of(decision, user, display);
+    fn named<'a>(request: &'a Request, name: &'static str) -> impl Iterator<Item = String> + 'a {
+        request.headers.iter().filter_map(move |h| {
+            let text = h.to_string();
+            let (n, v) = text.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+    caller.private = named(request, "Privacy").any(|v| {
+        v.split([';', ',']).map(str::trim).any(|t| {
+            ["id", "user", "header"]
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(t))
+        })
+    });
+    if from_trunk {
+        caller.asserted = named(request, "P-Asserted-Identity").find_map(|v| {
+            let uri = match (v.find('<'), v.find('>')) {
+                (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
+                _ => v.clone(),
+            };
+            let rest = uri
+                .strip_prefix("sip:")
+                .or_else(|| uri.strip_prefix("sips:"))
+                .or_else(|| uri.strip_prefix("tel:"))?;
+            let user = rest.split(['@', ';', '?', '>']).next()?.trim();
+            (!user.is_empty()
+                && user.len() <= 64
+                && user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.*#_".contains(c)))
+            .then(|| user.to_string())
+        });
+    }
+    caller
 }
 
 /// Routes blind-transfer targets for the B2BUA with the dialplan in force,
