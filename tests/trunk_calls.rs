@@ -120,19 +120,37 @@ struct Setup {
 /// Starts Switchboard with these trunks and a dialplan sending `+1...`
 /// numbers to `route` (trunk names in failover order).
 fn start(trunks: &str, route: &[&str]) -> Setup {
-    let rtp = port_window(40);
     let names = route.join(", ");
     let plan = format!(
         "rules:\n  - name: pstn\n    match:\n      to: {{ regex: '^\\+1[0-9]{{10}}$' }}\n    action:\n      trunk: {{ trunks: [{names}], failover_on: [503, timeout] }}\n"
     );
+    start_plan(trunks, &plan)
+}
+
+/// Starts Switchboard with the demo users, these trunks and this dialplan.
+fn start_plan(trunks: &str, plan: &str) -> Setup {
+    let rtp = port_window(40);
     let config = format!(
         "{}{USERS}trunks:\n{trunks}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
         common::ALL_LOOPBACK,
         rtp.0,
         rtp.1
     );
-    let server = Server::start_with_files(&config, &[("plan.yaml", &plan)]);
+    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
     Setup { server, rtp }
+}
+
+/// Calls from trunks to +15551234567 go to the trunk `out`.
+const TRANSIT_PLAN: &str = "rules:\n  - name: transit\n    match:\n      source: [trunk]\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [out] }\n";
+
+/// Calls from trunks to the DID +15550001001 reach the echo test.
+const DID_ECHO_PLAN: &str = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      echo: {}\n";
+
+/// Carrier A's trunk `in` on `in_port`, its calls to +15551234567 sent on
+/// to the trunk `out` on `out_port`.
+fn start_transit(in_port: u16, out_port: u16) -> Setup {
+    let trunks = trunk("in", in_port, "") + &trunk("out", out_port, "");
+    start_plan(&trunks, TRANSIT_PLAN)
 }
 
 /// A carrier (SIPp `trunk_uac.xml` on `port`, known to the server as a
@@ -479,20 +497,14 @@ fn calls_from_a_trunk_count_against_its_max_calls() {
     }
     // The carrier's DID goes to the echo test; the trunk allows one call.
     let carrier_port = free_port();
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      echo: {}\n";
-    let config = format!(
-        "{}{USERS}trunks:\n{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        common::ALL_LOOPBACK,
-        trunk(
+    let Setup { server, .. } = start_plan(
+        &trunk(
             "carrier",
             carrier_port,
-            "    max_calls: 1\n    inbound: ['127.0.0.1/32']\n"
+            "    max_calls: 1\n    inbound: ['127.0.0.1/32']\n",
         ),
-        rtp.0,
-        rtp.1
+        DID_ECHO_PLAN,
     );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
     let (first, work) = carrier_calls(&server, carrier_port, media_port(), "+15550001001", 4);
     let up = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
@@ -1440,16 +1452,10 @@ fn a_delayed_offer_from_a_trunk_reaches_the_echo_test() {
     // The carrier's INVITE has no SDP: our offer is in the 200, its PCMA
     // answer in the ACK; the echo test sends its tone back.
     let carrier_port = free_port();
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      echo: {}\n";
-    let config = format!(
-        "{}{USERS}trunks:\n{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        common::ALL_LOOPBACK,
-        trunk("carrier", carrier_port, "    inbound: ['127.0.0.1/32']\n"),
-        rtp.0,
-        rtp.1
+    let Setup { server, rtp } = start_plan(
+        &trunk("carrier", carrier_port, "    inbound: ['127.0.0.1/32']\n"),
+        DID_ECHO_PLAN,
     );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
     let mp = media_port();
     let capture = Capture::start(rtp, mp);
     let (sipp, work) = carrier_calls_with(
@@ -1475,16 +1481,10 @@ fn a_delayed_offer_from_a_trunk_reaches_the_echo_test() {
 fn an_invite_requiring_an_unsupported_extension_gets_420() {
     // The carrier requires preconditions (RFC 3312): 420 naming them, no
     // call (it was once answered as if nothing were required).
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: did\n    match:\n      source: [trunk]\n      to: '+15550001001'\n    action:\n      echo: {}\n";
-    let config = format!(
-        "{}{USERS}trunks:\n{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        common::ALL_LOOPBACK,
-        trunk("carrier", free_port(), "    inbound: ['127.0.0.1/32']\n"),
-        rtp.0,
-        rtp.1
+    let Setup { server, .. } = start_plan(
+        &trunk("carrier", free_port(), "    inbound: ['127.0.0.1/32']\n"),
+        DID_ECHO_PLAN,
     );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
     let out = sipp(
         &scenario("trunk_uac_require.xml"),
         "u1",
@@ -1544,17 +1544,7 @@ fn the_calling_trunk_moving_its_contact_gets_our_bye_there() {
     // must go to A's new Contact.
     let out = Carrier::start("trunk_uas_hangup.xml", &[]);
     let in_port = free_port();
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: transit\n    match:\n      source: [trunk]\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [out] }\n";
-    let config = format!(
-        "{}trunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        common::ALL_LOOPBACK,
-        trunk("in", in_port, ""),
-        trunk("out", out.port, ""),
-        rtp.0,
-        rtp.1
-    );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let Setup { server, .. } = start_transit(in_port, out.port);
     let (sipp, work) = carrier_calls_with(
         "trunk_uac_target_refresh.xml",
         &server,
@@ -1581,17 +1571,7 @@ fn a_withheld_number_stays_withheld_trunk_to_trunk_and_is_asserted() {
     // number asserted without Privacy).
     let out = Carrier::start("trunk_uas.xml", &[]);
     let in_port = free_port();
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: transit\n    match:\n      source: [trunk]\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [out] }\n";
-    let config = format!(
-        "{}trunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        common::ALL_LOOPBACK,
-        trunk("in", in_port, ""),
-        trunk("out", out.port, ""),
-        rtp.0,
-        rtp.1
-    );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let Setup { server, .. } = start_transit(in_port, out.port);
     let (sipp, work) = carrier_calls_with(
         "trunk_uac_private.xml",
         &server,
@@ -1622,17 +1602,7 @@ fn transit(scenario_name: &str) {
     }
     let out = Carrier::start("trunk_uas.xml", &[]);
     let in_port = free_port();
-    let rtp = port_window(40);
-    let plan = "rules:\n  - name: transit\n    match:\n      source: [trunk]\n      to: '+15551234567'\n    action:\n      trunk: { trunks: [out] }\n";
-    let config = format!(
-        "{}trunks:\n{}{}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
-        common::ALL_LOOPBACK,
-        trunk("in", in_port, ""),
-        trunk("out", out.port, ""),
-        rtp.0,
-        rtp.1
-    );
-    let server = Server::start_with_files(&config, &[("plan.yaml", plan)]);
+    let Setup { server, rtp } = start_transit(in_port, out.port);
     let mp = media_port();
     let capture = Capture::start(rtp, mp);
     let (sipp, work) = carrier_calls_with(scenario_name, &server, in_port, mp, "+15551234567", 3);

@@ -293,23 +293,16 @@ impl UasCall {
         let mut origin = SessionOrigin::new();
         let (answer, negotiated) =
             sdp::answer(&offer, &caps, local, &mut origin).map_err(|e| e.status())?;
-        let mut call = UasCall {
-            state: CallState::Ringing,
-            deadline: Some(now + answer_delay),
+        let (call, actions) = UasCall::ringing(
             caps,
             local,
             origin,
             negotiated,
-            webrtc: false,
-            rel: Rel100::none(),
-            offer_sent: None,
-        };
-        let mut actions = Vec::new();
-        if answer_delay.is_zero() {
-            actions.extend(call.handle(CallEvent::Timer, now));
-        } else {
-            actions.push(Action::Ring);
-        }
+            false,
+            None,
+            answer_delay,
+            now,
+        );
         Ok((call, answer.to_string(), actions))
     }
 
@@ -331,24 +324,18 @@ impl UasCall {
         let mut negotiated = sdp::process_answer(&offer, &offer).map_err(|e| e.status())?;
         negotiated.remote_rtp = None;
         negotiated.remote_rtcp = None;
-        let mut call = UasCall {
-            state: CallState::Ringing,
-            deadline: Some(now + answer_delay),
+        let text = offer.to_string();
+        let (call, actions) = UasCall::ringing(
             caps,
             local,
             origin,
             negotiated,
-            webrtc: false,
-            rel: Rel100::none(),
-            offer_sent: Some(offer.clone()),
-        };
-        let mut actions = Vec::new();
-        if answer_delay.is_zero() {
-            actions.extend(call.handle(CallEvent::Timer, now));
-        } else {
-            actions.push(Action::Ring);
-        }
-        Ok((call, offer.to_string(), actions))
+            false,
+            Some(offer),
+            answer_delay,
+            now,
+        );
+        Ok((call, text, actions))
     }
 
     /// Starts a call whose answer was made by its media leg (WebRTC: the
@@ -361,16 +348,41 @@ impl UasCall {
         answer_delay: Duration,
         now: Instant,
     ) -> (UasCall, Vec<Action>) {
+        UasCall::ringing(
+            caps,
+            local,
+            SessionOrigin::new(),
+            negotiated,
+            true,
+            None,
+            answer_delay,
+            now,
+        )
+    }
+
+    /// A call ringing for `answer_delay`, or answered at once when it is
+    /// zero (then its first actions are the answer's).
+    #[allow(clippy::too_many_arguments)]
+    fn ringing(
+        caps: Capabilities,
+        local: LocalMedia,
+        origin: SessionOrigin,
+        negotiated: Negotiated,
+        webrtc: bool,
+        offer_sent: Option<SessionDescription>,
+        answer_delay: Duration,
+        now: Instant,
+    ) -> (UasCall, Vec<Action>) {
         let mut call = UasCall {
             state: CallState::Ringing,
             deadline: Some(now + answer_delay),
             caps,
             local,
-            origin: SessionOrigin::new(),
+            origin,
             negotiated,
-            webrtc: true,
+            webrtc,
             rel: Rel100::none(),
-            offer_sent: None,
+            offer_sent,
         };
         let mut actions = Vec::new();
         if answer_delay.is_zero() {

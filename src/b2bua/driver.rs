@@ -292,7 +292,8 @@ impl Dialog {
 /// first actions, and its media.
 pub(super) type Ready = (UasCall, String, Vec<Action>, Prepared);
 
-/// Chooses and builds the media leg for an offer.
+/// Chooses and builds the media leg for an offer (none: a delayed offer,
+/// RTP with our offer in the 2xx and its answer in the ACK).
 pub(super) fn prepare(
     b2bua: &B2bua,
     offer: &[u8],
@@ -301,11 +302,14 @@ pub(super) fn prepare(
     now: Instant,
     opus_max_playback_rate: Option<u32>,
 ) -> Result<Ready, (u16, &'static str)> {
-    if offer.trim_ascii().is_empty() {
-        return prepare_offering(b2bua, peer, answer_delay, now);
-    }
-    let parsed = SessionDescription::parse(offer).map_err(|_| (488, "Bad SDP"))?;
-    match MediaTransport::of(&parsed) {
+    let delayed = offer.trim_ascii().is_empty();
+    let transport = if delayed {
+        MediaTransport::Rtp
+    } else {
+        let parsed = SessionDescription::parse(offer).map_err(|_| (488, "Bad SDP"))?;
+        MediaTransport::of(&parsed)
+    };
+    match transport {
         MediaTransport::Rtp => {}
         // ---- THE LEG CHOICE POINT --------------------------------------
         // Browsers offer DTLS-SRTP: their leg is a WebRTC leg.
@@ -329,8 +333,13 @@ pub(super) fn prepare(
         address: b2bua.engine.advertised_ip(peer.local.ip()),
         rtp_port: ports.rtp_port(),
     };
-    let (call, answer, actions) = UasCall::new(offer, b2bua.caps.clone(), local, answer_delay, now)
-        .map_err(|status| (status, "Not Acceptable Here"))?;
+    let caps = b2bua.caps.clone();
+    let started = if delayed {
+        UasCall::offering(caps, local, answer_delay, now)
+    } else {
+        UasCall::new(offer, caps, local, answer_delay, now)
+    };
+    let (call, answer, actions) = started.map_err(|status| (status, "Not Acceptable Here"))?;
     let negotiated = call.negotiated().clone();
     let leg = RtpLeg::new(
         RtpLegConfig::from_negotiated(&negotiated, b2bua.engine.config().media_timeout()),
@@ -342,38 +351,6 @@ pub(super) fn prepare(
         config: negotiated.participant_config(),
     };
     Ok((call, answer, actions, prepared))
-}
-
-/// The delayed-offer branch of [`prepare`] (an INVITE without SDP, as
-/// some carriers and PBXs send): a plain RTP leg whose offer goes in the
-/// 2xx; it learns where to send from the answer in the ACK.
-fn prepare_offering(
-    b2bua: &B2bua,
-    peer: &Peer,
-    answer_delay: Duration,
-    now: Instant,
-) -> Result<Ready, (u16, &'static str)> {
-    let ports = b2bua
-        .engine
-        .allocate_ports()
-        .map_err(|_| (503, "No Media Ports"))?;
-    let local = LocalMedia {
-        address: b2bua.engine.advertised_ip(peer.local.ip()),
-        rtp_port: ports.rtp_port(),
-    };
-    let (call, offer, actions) = UasCall::offering(b2bua.caps.clone(), local, answer_delay, now)
-        .map_err(|status| (status, "Not Acceptable Here"))?;
-    let negotiated = call.negotiated().clone();
-    let leg = RtpLeg::new(
-        RtpLegConfig::from_negotiated(&negotiated, b2bua.engine.config().media_timeout()),
-        now,
-    );
-    let prepared = Prepared {
-        leg: Box::new(leg),
-        sockets: ports.into(),
-        config: negotiated.participant_config(),
-    };
-    Ok((call, offer, actions, prepared))
 }
 
 /// The WebRTC branch of [`prepare`]: the leg answers the browser's offer

@@ -682,11 +682,11 @@ impl UacCall {
         );
         let caps = sdp::Capabilities {
             codecs,
-            telephone_event: current.telephone_event.is_some()
-                || self.offer.media.first().is_some_and(|m| {
-                    m.rtpmaps()
-                        .any(|r| r.encoding.eq_ignore_ascii_case("telephone-event"))
-                }),
+            // As our INVITE offered it (no telephone-event to an INFO trunk).
+            telephone_event: self.offer.media.first().is_some_and(|m| {
+                m.rtpmaps()
+                    .any(|r| r.encoding.eq_ignore_ascii_case("telephone-event"))
+            }),
             ..sdp::Capabilities::default()
         };
         match sdp::answer(&offer, &caps, local, &mut self.origin) {

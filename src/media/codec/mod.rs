@@ -66,6 +66,16 @@ pub enum CodecKind {
     Opus,
 }
 
+impl CodecKind {
+    /// Every codec, G.711 first.
+    pub const ALL: [CodecKind; 4] = [
+        CodecKind::Pcmu,
+        CodecKind::Pcma,
+        CodecKind::G722,
+        CodecKind::Opus,
+    ];
+}
+
 impl<'de> serde::Deserialize<'de> for CodecKind {
     /// Reads a codec name as in SDP, case-insensitively (`PCMU`, `pcma`,
     /// `G722`, `opus`).

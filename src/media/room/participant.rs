@@ -309,13 +309,8 @@ impl Participant {
         mut cfg: ParticipantConfig,
         talker: TalkerConfig,
     ) -> Result<Self, RoomError> {
-        // Never backwards: the later of the mixed clock and the frame after
-        // the last one relayed.
-        let step = self.spec.kind.timestamp_step();
-        cfg.initial_timestamp = match self.relay_last_ts.map(|t| t.wrapping_add(step)) {
-            Some(next) if next.wrapping_sub(self.out_ts) as i32 > 0 => next,
-            _ => self.out_ts,
-        };
+        // Relaying keeps `out_ts` past every frame it sent: go on from there.
+        cfg.initial_timestamp = self.out_ts;
         let mut p = Participant::new(self.id, cfg, self.mix_rate, talker, self.echo_frames)?;
         p.muted = self.muted;
         p.deaf = self.deaf;

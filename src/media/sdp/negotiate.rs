@@ -541,21 +541,13 @@ pub fn codecs_of(sd: &SessionDescription) -> Vec<CodecKind> {
     else {
         return Vec::new();
     };
-    let mut kinds: Vec<(usize, CodecKind)> = [
-        CodecKind::Pcmu,
-        CodecKind::Pcma,
-        CodecKind::G722,
-        CodecKind::Opus,
-    ]
-    .into_iter()
-    .filter_map(|kind| {
-        let pt = find_codec(m, kind)?;
-        let at = m.payload_types().position(|p| p == pt)?;
-        Some((at, kind))
-    })
-    .collect();
-    kinds.sort_unstable_by_key(|&(at, _)| at);
-    kinds.into_iter().map(|(_, kind)| kind).collect()
+    m.payload_types()
+        .filter_map(|pt| {
+            CodecKind::ALL
+                .into_iter()
+                .find(|&kind| find_codec(m, kind) == Some(pt))
+        })
+        .collect()
 }
 
 /// Reads the answer to an offer we made with [`build_offer`].
@@ -576,15 +568,12 @@ pub fn process_answer(
     let (kind, pt) = theirs
         .payload_types()
         .find_map(|pt| {
-            [
-                CodecKind::Pcmu,
-                CodecKind::Pcma,
-                CodecKind::G722,
-                CodecKind::Opus,
-            ]
-            .into_iter()
-            .find(|&kind| find_codec(theirs, kind) == Some(pt) && find_codec(ours, kind).is_some())
-            .map(|kind| (kind, pt))
+            CodecKind::ALL
+                .into_iter()
+                .find(|&kind| {
+                    find_codec(theirs, kind) == Some(pt) && find_codec(ours, kind).is_some()
+                })
+                .map(|kind| (kind, pt))
         })
         .ok_or(NegotiationError::NoCommonCodec)?;
     let te = find_telephone_event(theirs, kind.clock_rate())
