@@ -515,6 +515,12 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
         1 << 36,
     );
     check("udp_readers", limits.udp_readers as u64, 0, 64);
+    check(
+        "min_session_expires_secs",
+        limits.min_session_expires_secs,
+        2,
+        86_400,
+    );
 
     let registrar = &config.registrar.value;
     let block = config.registrar.referenced;

@@ -129,9 +129,14 @@ fn start(trunks: &str, route: &[&str]) -> Setup {
 
 /// Starts Switchboard with the demo users, these trunks and this dialplan.
 fn start_plan(trunks: &str, plan: &str) -> Setup {
+    start_plan_with("", trunks, plan)
+}
+
+/// [`start_plan`] with `extra` configuration (whole top-level sections).
+fn start_plan_with(extra: &str, trunks: &str, plan: &str) -> Setup {
     let rtp = port_window(40);
     let config = format!(
-        "{}{USERS}trunks:\n{trunks}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        "{}{extra}{USERS}trunks:\n{trunks}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
         common::ALL_LOOPBACK,
         rtp.0,
         rtp.1
@@ -1619,5 +1624,74 @@ fn transit(scenario_name: &str) {
     assert_eq!(records[0]["direction"], "transit");
     assert_eq!(records[0]["trunk"], "out");
     assert_eq!(records[0]["from_trunk"], "in");
+    assert_nothing_left(&server);
+}
+
+/// Session intervals down to 2 s (RFC 4028's 90 s would make slow tests).
+const SHORT_SESSION_TIMERS: &str = "limits:\n  min_session_expires_secs: 2\n";
+
+#[test]
+fn a_carrier_that_stops_refreshing_its_session_is_hung_up() {
+    // A DID the gateway answers itself (echo): 422 below Min-SE, then the
+    // carrier refreshes once (UPDATE) and goes silent; our BYE ends it.
+    let carrier_port = free_port();
+    let Setup { server, .. } = start_plan_with(
+        SHORT_SESSION_TIMERS,
+        &trunk("carrier", carrier_port, "    inbound: ['127.0.0.1/32']\n"),
+        DID_ECHO_PLAN,
+    );
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac_session_timer.xml",
+        &server,
+        carrier_port,
+        media_port(),
+        "+15550001001",
+        1,
+    );
+    wait(sipp, work.path(), "carrier refreshing, then silent");
+    assert_nothing_left(&server);
+}
+
+#[test]
+fn a_bridged_caller_that_stops_refreshing_is_hung_up_on_both_sides() {
+    // The same carrier through the B2BUA to another trunk: the expired
+    // session ends the call there too, and the CDR says why.
+    let out = Carrier::start("trunk_uas.xml", &[]);
+    let in_port = free_port();
+    let trunks = trunk("in", in_port, "") + &trunk("out", out.port, "");
+    let Setup { server, .. } = start_plan_with(SHORT_SESSION_TIMERS, &trunks, TRANSIT_PLAN);
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac_session_timer.xml",
+        &server,
+        in_port,
+        media_port(),
+        "+15551234567",
+        1,
+    );
+    wait(sipp, work.path(), "carrier refreshing, then silent");
+    out.finish("carrier B");
+    let records = cdrs(&server, 1);
+    assert_eq!(records[0]["end_reason"], "caller session expired");
+    assert_nothing_left(&server);
+}
+
+#[test]
+fn we_refresh_the_session_when_the_carrier_asks_us_to() {
+    // refresher=uas with UPDATE allowed: an UPDATE every half interval.
+    let carrier_port = free_port();
+    let Setup { server, .. } = start_plan_with(
+        SHORT_SESSION_TIMERS,
+        &trunk("carrier", carrier_port, "    inbound: ['127.0.0.1/32']\n"),
+        DID_ECHO_PLAN,
+    );
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac_session_timer_uas.xml",
+        &server,
+        carrier_port,
+        media_port(),
+        "+15550001001",
+        1,
+    );
+    wait(sipp, work.path(), "carrier asking us to refresh");
     assert_nothing_left(&server);
 }

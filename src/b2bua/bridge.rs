@@ -22,7 +22,8 @@ use super::cdr::{CallRecord, LegRecord, TransferRecord};
 use super::driver::{
     ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, contact_uri,
     negotiated_of, prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye,
-    set_reliability, sleep_until, update_rtp_leg, webrtc_media,
+    set_reliability, sleep_until, take_session_request, update_rtp_leg, webrtc_media,
+    with_session_timer,
 };
 use super::uac::{UacAction, UacCall, UacEvent, UacState, caller_status};
 use super::{B2bua, CONTACT_PREFIX, DialogKey, DialogSender, Peer};
@@ -1098,6 +1099,13 @@ impl Bridge {
         };
         a.wait_for_answer();
         set_reliability(&mut a, &request);
+        let min_se = b2bua.core.limits().min_session_expires_secs;
+        if let Some(refusal) =
+            take_session_request(&mut a, &dialog, &request, min_se, Instant::now())
+        {
+            invite.respond(refusal);
+            return BridgeOutcome::Done;
+        }
         if let Destination::Browsers(route) = &mut self.destination {
             // Browsers need not send more than the caller's codec carries.
             route.opus_max_playback_rate = match a.negotiated().codec.kind {
@@ -1136,6 +1144,7 @@ impl Bridge {
         let (a_leg_tx, mut a_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
         let (b_leg_tx, mut b_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
         let (a_bye_tx, mut a_bye_rx) = mpsc::unbounded_channel::<u16>();
+        let (a_refresh_tx, mut a_refresh_rx) = mpsc::unbounded_channel::<u16>();
         let (b_bye_tx, mut b_bye_rx) = mpsc::unbounded_channel::<(u64, u16)>();
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<(u64, u16)>();
         let mut caller = CallerJoin {
@@ -1574,7 +1583,8 @@ impl Bridge {
                             // carries no SDP: the offer/answer exchange is
                             // complete (RFC 3261 §13.2.1, RFC 6337 §3.1).
                             let body = (!a.answered_early()).then(|| answer_sdp.clone());
-                            invite.respond(dialog.response(&request, 200, body));
+                            let response = dialog.response(&request, 200, body);
+                            invite.respond(with_session_timer(response, &request, &a));
                         } else {
                             invite.respond(dialog.response(&request, 500, None));
                             a.handle(CallEvent::Cancel, Instant::now());
@@ -1592,6 +1602,7 @@ impl Bridge {
                     Action::Reply(status, body) => {
                         if let Some(tx) = a_pending.take() {
                             let response = dialog.response(&tx.original, status, body);
+                            let response = with_session_timer(response, &tx.original, &a);
                             respond_and_keep(tx, response).await;
                         }
                     }
@@ -1618,7 +1629,18 @@ impl Bridge {
                         }
                     }
                     Action::SendBye => {
+                        if a.session_expired() {
+                            info!("the caller's session expired (RFC 4028): BYE");
+                            self.end_reason = "caller session expired".into();
+                        }
                         send_bye(&dialog.bye(), &peer, &b2bua.core, a_bye_tx.clone())
+                    }
+                    Action::SendRefresh => {
+                        if let Some((value, _)) = a.session_expires() {
+                            debug!("session refresh to the caller (UPDATE)");
+                            let update = dialog.session_refresh(value);
+                            send_bye(&update, &peer, &b2bua.core, a_refresh_tx.clone());
+                        }
                     }
                     Action::Transfer(target) => {
                         self.start_transfer(&target, &reports_tx, &dialog_tx, &mut dialog)
@@ -1723,6 +1745,13 @@ impl Bridge {
                         b_queue.extend(leg.uac.handle(request.uac_event(), now).into_iter().map(|x| (id, x)));
                     } else {
                         dialog.refresh_target(&tx.original);
+                        if matches!(request.method(), Method::Invite | Method::Update)
+                            && matches!(a.state(), CallState::AwaitingAck | CallState::Confirmed)
+                            && let Some(refusal) = take_session_request(&mut a, &dialog, &tx.original, min_se, now)
+                        {
+                            respond_and_keep(*tx, refusal).await;
+                            continue;
+                        }
                         a_pending = Some(*tx);
                         if request.method() == Method::Bye {
                             self.end_reason = "caller hung up".into();
@@ -1817,6 +1846,10 @@ impl Bridge {
                 }
                 Some(status) = a_bye_rx.recv() => {
                     a_queue.extend(a.handle(CallEvent::ByeDone(status), Instant::now()));
+                }
+                Some(status) = a_refresh_rx.recv() => {
+                    debug!(status, "the caller answered our session refresh");
+                    a_queue.extend(a.handle(CallEvent::RefreshDone(status), Instant::now()));
                 }
                 Some(id) = notified_rx.recv() => {
                     // The replaced callee has its last NOTIFY: hang it up.

@@ -89,6 +89,8 @@ pub enum CallEvent<'a> {
     },
     /// PRACK from the caller, with its RAck (`None`: missing or unreadable).
     Prack(Option<RAck>),
+    /// Our session refresh (UPDATE) got a final response (408: timeout).
+    RefreshDone(u16),
 }
 
 /// The RAck header of a PRACK (RFC 3262 §7.2): which reliable provisional
@@ -150,6 +152,89 @@ impl Reliability {
             Reliability::Unsupported
         }
     }
+}
+
+/// What an INVITE or UPDATE asks of the session timer (RFC 4028 §9):
+/// read by [`SessionRequest::of`], decided by [`UasCall::session_request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// `Session-Expires`, s.
+    pub interval: u64,
+    /// `Min-SE`, s (0: none).
+    pub min_se: u64,
+    /// `refresher=uas` (true), `refresher=uac` (false), or not said.
+    pub uas_refreshes: Option<bool>,
+    /// `timer` in Supported (or Require): the caller can refresh.
+    pub supported: bool,
+}
+
+impl SessionRequest {
+    /// Reads `Session-Expires` (`x`), `Min-SE` and the `timer` option tag;
+    /// `None` without a readable Session-Expires (no session timer asked).
+    pub fn of(request: &crate::sip::Request) -> Option<SessionRequest> {
+        let value = |names: &[&str]| {
+            request.headers.iter().find_map(|h| {
+                let name = h.name();
+                names
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n))
+                    .then(|| h.value().to_string())
+            })
+        };
+        let expires = value(&["Session-Expires", "x"])?;
+        let mut parts = expires.split(';');
+        let interval: u64 = parts.next()?.trim().parse().ok()?;
+        let uas_refreshes = parts.find_map(|p| {
+            let (key, v) = p.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case("refresher")
+                .then(|| v.trim().eq_ignore_ascii_case("uas"))
+        });
+        let min_se = value(&["Min-SE"])
+            .and_then(|v| v.split(';').next()?.trim().parse().ok())
+            .unwrap_or(0);
+        let supported = request.headers.iter().any(|h| {
+            let name = h.name();
+            ["Supported", "k", "Require"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+                && h.value()
+                    .split(',')
+                    .any(|tag| tag.trim().eq_ignore_ascii_case("timer"))
+        });
+        Some(SessionRequest {
+            interval,
+            min_se,
+            uas_refreshes,
+            supported,
+        })
+    }
+}
+
+/// The session timer in force on the caller's dialog (RFC 4028).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Session {
+    interval: Duration,
+    /// We refresh (UPDATE at half the interval); else the caller does, and
+    /// the call ends when it stops.
+    we_refresh: bool,
+    /// The caller supports the extension: our 2xx says `Require: timer`.
+    required: bool,
+    /// When the next refresh is due (ours), or the session expires (theirs).
+    due: Option<Instant>,
+    /// Our UPDATE is on its way.
+    refreshing: bool,
+}
+
+/// Whether a request's Allow header lists UPDATE (RFC 3311): then the
+/// session refreshes we owe that peer go as UPDATE.
+pub fn allows_update(request: &crate::sip::Request) -> bool {
+    request.headers.iter().any(|h| {
+        h.name().eq_ignore_ascii_case("Allow")
+            && h.value()
+                .split(',')
+                .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+    })
 }
 
 /// The reliable provisional waiting for its PRACK.
@@ -239,6 +324,10 @@ pub enum Action {
     AttendedTransfer(Replaces),
     /// Send BYE.
     SendBye,
+    /// Refresh the session (RFC 4028): UPDATE without a body, carrying
+    /// [`UasCall::session_expires`]; feed its outcome back as
+    /// [`CallEvent::RefreshDone`].
+    SendRefresh,
     /// Leave the room, forget the dialog.
     Release,
 }
@@ -259,6 +348,11 @@ pub struct UasCall {
     /// The INVITE had no offer: ours goes in the 2xx, the answer comes in
     /// the ACK (RFC 3261 §13.2.1, a carrier's delayed offer).
     offer_sent: Option<SessionDescription>,
+    /// The session timer (RFC 4028), when the caller asked for one.
+    session: Option<Session>,
+    /// The session expired without a refresh from the caller (or ours
+    /// failed): the BYE we sent says why the call ended.
+    session_expired: bool,
 }
 
 impl Rel100 {
@@ -383,6 +477,8 @@ impl UasCall {
             webrtc,
             rel: Rel100::none(),
             offer_sent,
+            session: None,
+            session_expired: false,
         };
         let mut actions = Vec::new();
         if answer_delay.is_zero() {
@@ -432,10 +528,145 @@ impl UasCall {
         &self.negotiated
     }
 
+    /// Takes what an INVITE or UPDATE asks of the session timer (RFC 4028
+    /// §9; `None`: no Session-Expires, no timer), the first time before the
+    /// answer, again for each refresh (re-INVITE or UPDATE, before it is
+    /// handled): it restarts the timer. `min_se` is the smallest interval
+    /// we take; a shorter one from a caller that supports the extension is
+    /// the `Err` to refuse with (422 and this `Min-SE`), one from a caller
+    /// that does not is raised. The caller refreshes when it can and did
+    /// not ask us to; we refresh with UPDATE (`allows_update`: its Allow
+    /// lists it), else we run no timer at all, as a UAS without the
+    /// extension would.
+    pub fn session_request(
+        &mut self,
+        request: Option<SessionRequest>,
+        min_se: u64,
+        allows_update: bool,
+        now: Instant,
+    ) -> Result<(), u64> {
+        let Some(request) = request else {
+            self.session = None;
+            return Ok(());
+        };
+        let mut interval = request.interval.max(request.min_se);
+        if interval < min_se {
+            if request.supported {
+                return Err(min_se);
+            }
+            // RFC 4028 errata 1687: a caller that cannot retry is not
+            // refused; the interval is raised instead.
+            interval = min_se;
+        }
+        let interval = Duration::from_secs(interval).min(super::uac::MAX_SESSION_INTERVAL);
+        let we_refresh = match (request.supported, request.uas_refreshes) {
+            // A proxy inserted the header: the caller cannot refresh.
+            (false, _) => true,
+            (true, Some(uas)) => uas,
+            // Ours to choose: the caller refreshes, we watch.
+            (true, None) => false,
+        };
+        if we_refresh && !allows_update {
+            self.session = None;
+            return Ok(());
+        }
+        self.session = Some(Session {
+            interval,
+            we_refresh,
+            required: request.supported,
+            due: None,
+            refreshing: false,
+        });
+        self.restart_session(now);
+        Ok(())
+    }
+
+    /// The session timer in force, for our 2xx to the INVITE and to each
+    /// refresh: the `Session-Expires` value (`1800;refresher=uac`), and
+    /// whether `Require: timer` goes with it.
+    pub fn session_expires(&self) -> Option<(String, bool)> {
+        self.session.map(|s| {
+            let refresher = if s.we_refresh { "uas" } else { "uac" };
+            (
+                format!("{};refresher={refresher}", s.interval.as_secs()),
+                s.required,
+            )
+        })
+    }
+
+    /// The call ended because its session expired (RFC 4028 §10): the
+    /// caller stopped refreshing, or our refresh found the dialog gone.
+    pub fn session_expired(&self) -> bool {
+        self.session_expired
+    }
+
+    /// Counts the session interval from now (answered, or refreshed).
+    fn restart_session(&mut self, now: Instant) {
+        if !matches!(self.state, CallState::AwaitingAck | CallState::Confirmed) {
+            return;
+        }
+        if let Some(s) = self.session.as_mut() {
+            let wait = if s.we_refresh {
+                s.interval / 2
+            } else {
+                // RFC 4028 §10: BYE a little before the interval runs out.
+                s.interval - (s.interval / 3).min(Duration::from_secs(32))
+            };
+            s.due = (!s.refreshing).then_some(now + wait);
+        }
+    }
+
+    /// The session timer's deadline passed: refresh, or end the call.
+    fn session_due(&mut self, now: Instant) -> Option<Vec<Action>> {
+        if !matches!(self.state, CallState::AwaitingAck | CallState::Confirmed) {
+            return None;
+        }
+        let s = self.session.as_mut()?;
+        if s.due.is_none_or(|d| now < d) {
+            return None;
+        }
+        if s.we_refresh {
+            // The UPDATE's transaction reports within 32 s (408 at worst).
+            s.refreshing = true;
+            s.due = None;
+            return Some(vec![Action::SendRefresh]);
+        }
+        self.session_expired = true;
+        Some(self.end_with_bye())
+    }
+
+    /// Our UPDATE's outcome (RFC 4028 §10).
+    fn refresh_done(&mut self, status: u16, now: Instant) -> Vec<Action> {
+        let Some(s) = self.session.as_mut() else {
+            return Vec::new();
+        };
+        s.refreshing = false;
+        match status {
+            200..=299 => s.due = Some(now + s.interval / 2),
+            491 => {
+                // RFC 3261 §14.1: the caller chose the Call-ID, so we
+                // retry after 0 to 2 s, in 10 ms steps.
+                let wait = 10 * u64::from(rand::random::<u8>() % 201);
+                s.due = Some(now + Duration::from_millis(wait));
+            }
+            408 | 481 => {
+                self.session_expired = true;
+                return self.end_with_bye();
+            }
+            // It takes no UPDATE after all: the caller's own timer, if it
+            // runs one, decides.
+            _ => self.session = None,
+        }
+        Vec::new()
+    }
+
     /// When [`CallEvent::Timer`] is due next.
     pub fn deadline(&self) -> Option<Instant> {
         let retransmit = match self.state {
             CallState::Ringing => self.rel.unacked.as_ref().map(|u| u.next),
+            CallState::AwaitingAck | CallState::Confirmed => {
+                self.session.as_ref().and_then(|s| s.due)
+            }
             _ => None,
         };
         match (self.deadline, retransmit) {
@@ -536,6 +767,7 @@ impl UasCall {
         self.rel.answer_waiting = false;
         self.state = CallState::AwaitingAck;
         self.deadline = Some(now + 64 * T1);
+        self.restart_session(now);
         vec![Action::Answer]
     }
 
@@ -592,8 +824,16 @@ impl UasCall {
         {
             self.finish_provisionals();
         }
+        if matches!(event, CallEvent::Timer)
+            && let Some(actions) = self.session_due(now)
+        {
+            return actions;
+        }
         match (self.state, event) {
             (Ended, _) => Vec::new(),
+            (AwaitingAck | Confirmed, CallEvent::RefreshDone(status)) => {
+                self.refresh_done(status, now)
+            }
             (Ringing, CallEvent::Timer) => {
                 let mut actions = self.retransmit(now);
                 if self.state == Ringing && self.deadline.is_some_and(|d| now >= d) {
@@ -1566,5 +1806,122 @@ mod tests {
         );
         assert_eq!(parse_dtmf_info("application/dtmf-relay", b"Signal=Z"), None);
         assert_eq!(parse_dtmf_info("application/dtmf-relay", b"\xff"), None);
+    }
+
+    fn timer_request(interval: u64, uas: Option<bool>, supported: bool) -> Option<SessionRequest> {
+        Some(SessionRequest {
+            interval,
+            min_se: 0,
+            uas_refreshes: uas,
+            supported,
+        })
+    }
+
+    #[test]
+    fn session_requests_are_read_from_the_headers() {
+        let request: crate::sip::Request = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nx: 1800 ; Refresher=UAS\r\nMin-SE: 120\r\nk: 100rel, timer\r\nAllow: INVITE, UPDATE\r\nContent-Length: 0\r\n\r\n"
+            .try_into()
+            .unwrap();
+        assert_eq!(
+            SessionRequest::of(&request),
+            Some(SessionRequest {
+                interval: 1800,
+                min_se: 120,
+                uas_refreshes: Some(true),
+                supported: true,
+            })
+        );
+        assert!(allows_update(&request));
+        let plain: crate::sip::Request = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nSession-Expires: soon\r\nContent-Length: 0\r\n\r\n"
+            .try_into()
+            .unwrap();
+        assert_eq!(SessionRequest::of(&plain), None);
+        assert!(!allows_update(&plain));
+    }
+
+    #[test]
+    fn a_caller_that_stops_refreshing_gets_bye() {
+        let t0 = Instant::now();
+        let (mut call, _, _) = start(0, t0);
+        // Below our minimum from a caller that can retry: 422 with ours.
+        assert_eq!(
+            call.session_request(timer_request(60, None, true), 90, false, t0),
+            Err(90)
+        );
+        // It supports timers and named nobody: it refreshes, we watch.
+        call.session_request(timer_request(90, None, true), 90, false, t0)
+            .unwrap();
+        assert_eq!(
+            call.session_expires(),
+            Some(("90;refresher=uac".to_string(), true))
+        );
+        call.handle(CallEvent::Ack, t0);
+        // BYE 30 s before the end (RFC 4028 §10: a third, at most 32 s).
+        assert_eq!(call.deadline(), Some(t0 + Duration::from_secs(60)));
+        // A refresh at 50 s pushes it back.
+        let t1 = t0 + Duration::from_secs(50);
+        call.session_request(timer_request(90, Some(false), true), 90, false, t1)
+            .unwrap();
+        assert_eq!(
+            call.handle(CallEvent::Refresh, t1),
+            [Action::Reply(200, None)]
+        );
+        assert!(
+            call.handle(CallEvent::Timer, t0 + Duration::from_secs(60))
+                .is_empty()
+        );
+        let due = t1 + Duration::from_secs(60);
+        assert_eq!(call.deadline(), Some(due));
+        assert_eq!(call.handle(CallEvent::Timer, due), [Action::SendBye]);
+        assert!(call.session_expired());
+        assert_eq!(call.state(), CallState::Ending);
+    }
+
+    #[test]
+    fn we_refresh_with_update_when_asked() {
+        let t0 = Instant::now();
+        let (mut call, _, _) = start(0, t0);
+        // refresher=uas, or a caller without the extension (a proxy added
+        // the header; its short interval is raised, not refused).
+        call.session_request(timer_request(30, None, false), 90, true, t0)
+            .unwrap();
+        assert_eq!(
+            call.session_expires(),
+            Some(("90;refresher=uas".to_string(), false))
+        );
+        call.session_request(timer_request(120, Some(true), true), 90, true, t0)
+            .unwrap();
+        call.handle(CallEvent::Ack, t0);
+        let half = t0 + Duration::from_secs(60);
+        assert_eq!(call.deadline(), Some(half));
+        assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
+        assert_eq!(call.deadline(), None, "the UPDATE is on its way");
+        assert!(call.handle(CallEvent::RefreshDone(200), half).is_empty());
+        assert_eq!(call.deadline(), Some(half + Duration::from_secs(60)));
+        // A refresh that finds the dialog gone ends the call.
+        let t2 = half + Duration::from_secs(60);
+        assert_eq!(call.handle(CallEvent::Timer, t2), [Action::SendRefresh]);
+        assert_eq!(
+            call.handle(CallEvent::RefreshDone(481), t2),
+            [Action::SendBye]
+        );
+        assert!(call.session_expired());
+    }
+
+    #[test]
+    fn no_timer_when_we_would_have_to_refresh_without_update() {
+        let t0 = Instant::now();
+        let (mut call, _, _) = start(0, t0);
+        call.session_request(timer_request(1800, Some(true), true), 90, false, t0)
+            .unwrap();
+        assert_eq!(call.session_expires(), None);
+        // A refresh without Session-Expires turns a running timer off.
+        call.session_request(timer_request(1800, None, true), 90, false, t0)
+            .unwrap();
+        assert!(call.session_expires().is_some());
+        call.session_request(None, 90, false, t0).unwrap();
+        assert_eq!(call.session_expires(), None);
+        call.handle(CallEvent::Ack, t0);
+        assert_eq!(call.deadline(), None);
     }
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::call::{Action, CallEvent, CallState, RAck, Reliability, UasCall};
+use super::call::{
+    Action, CallEvent, CallState, RAck, Reliability, SessionRequest, UasCall, allows_update,
+};
 use super::{B2bua, CONTACT_PREFIX, CallTarget, DialogKey, Peer};
 use crate::media::engine::{Command, EngineError, LegEvent, LegSockets, RoomHandle};
 use crate::media::leg::Leg;
@@ -138,6 +140,54 @@ pub(super) fn build_response(
     }
 }
 
+/// Our 2xx to the caller's INVITE or to its refresh (re-INVITE, UPDATE)
+/// says the session timer in force (RFC 4028 §9): `Session-Expires` with
+/// the refresher, `Require: timer` when the caller supports it.
+pub(super) fn with_session_timer(
+    mut response: Response,
+    request: &Request,
+    call: &UasCall,
+) -> Response {
+    if (200..300).contains(&response.status_code.code())
+        && matches!(request.method, Method::Invite | Method::Update)
+        && let Some((value, required)) = call.session_expires()
+    {
+        let mut headers: Vec<Header> = response.headers.iter().cloned().collect();
+        // Before Content-Length, which build_response puts last.
+        let at = headers.len().saturating_sub(1);
+        headers.insert(at, Header::Other("Session-Expires".into(), value));
+        if required {
+            headers.insert(at + 1, Header::Require("timer".into()));
+        }
+        response.headers = headers.into();
+    }
+    response
+}
+
+/// Takes what the caller's INVITE, re-INVITE or UPDATE asks of the
+/// session timer ([`UasCall::session_request`]); `Some` is the 422 to
+/// refuse it with (its interval is below our `min_se`).
+pub(super) fn take_session_request(
+    call: &mut UasCall,
+    dialog: &Dialog,
+    request: &Request,
+    min_se: u64,
+    now: Instant,
+) -> Option<Response> {
+    let update = allows_update(request) || allows_update(&dialog.invite);
+    let min = call
+        .session_request(SessionRequest::of(request), min_se, update, now)
+        .err()?;
+    info!(min_se = min, "session interval too small: 422");
+    let mut response = dialog.response(request, 422, None);
+    response.status_code = StatusCode::Other(422, "Session Interval Too Small".into());
+    let mut headers: Vec<Header> = response.headers.iter().cloned().collect();
+    let at = headers.len().saturating_sub(1);
+    headers.insert(at, Header::Other("Min-SE".into(), min.to_string()));
+    response.headers = headers.into();
+    Some(response)
+}
+
 /// Has `call` send its provisionals as the caller's INVITE asks (RFC 3262
 /// 100rel), with a random first RSeq.
 pub(super) fn set_reliability(call: &mut UasCall, invite: &Request) {
@@ -218,6 +268,18 @@ impl Dialog {
             response.headers = headers.into();
         }
         response
+    }
+
+    /// Our session refresh (RFC 4028 §9): UPDATE without a body, with our
+    /// Contact (a target refresh request, RFC 3311 §5.1) and the interval
+    /// `session_expires` names us to refresh.
+    pub(super) fn session_refresh(&mut self, session_expires: String) -> Request {
+        let extra = vec![
+            Header::Contact(self.contact.clone().into()),
+            Header::Supported("timer".into()),
+            Header::Other("Session-Expires".into(), session_expires),
+        ];
+        self.request(Method::Update, extra, None)
     }
 
     /// Our BYE (RFC 3261 §15.1.1): to the caller's Contact, along the
@@ -549,6 +611,13 @@ pub async fn answer<S: InviteServer>(
             }
         };
     set_reliability(&mut call, &request);
+    let min_se = b2bua.core.limits().min_session_expires_secs;
+    if let Some(refusal) = take_session_request(&mut call, &dialog, &request, min_se, now) {
+        invite.respond(refusal);
+        drop(count);
+        while invite.next_request().await.is_some() {}
+        return;
+    }
     let Ok(call_id) = request.call_id_header().map(|h| h.value().to_string()) else {
         return;
     };
@@ -557,6 +626,7 @@ pub async fn answer<S: InviteServer>(
     b2bua.register(key.clone(), dialog_tx);
     let (leg_tx, mut leg_rx) = mpsc::unbounded_channel::<LegEvent>();
     let (bye_tx, mut bye_rx) = mpsc::unbounded_channel::<u16>();
+    let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<u16>();
     let participant = b2bua.engine.participant_id();
     let mut prepared = Some(prepared);
     let mut room: Option<RoomHandle> = None;
@@ -592,7 +662,8 @@ pub async fn answer<S: InviteServer>(
                             let _ = handle.send(Command::Label(participant, label)).await;
                             room = Some(handle);
                             let body = (!call.answered_early()).then(|| answer_sdp.clone());
-                            invite.respond(dialog.response(&request, 200, body));
+                            let response = dialog.response(&request, 200, body);
+                            invite.respond(with_session_timer(response, &request, &call));
                         }
                         Err(e) => {
                             warn!(error = %e, "could not join the room");
@@ -611,6 +682,7 @@ pub async fn answer<S: InviteServer>(
                 Action::Reply(status, body) => {
                     if let Some(tx) = pending.take() {
                         let response = dialog.response(&tx.original, status, body);
+                        let response = with_session_timer(response, &tx.original, &call);
                         respond_and_keep(tx, response).await;
                     }
                 }
@@ -642,7 +714,19 @@ pub async fn answer<S: InviteServer>(
                         let _ = room.send(Command::Dtmf(participant, digit, ms)).await;
                     }
                 }
-                Action::SendBye => send_bye(&dialog.bye(), &peer, &b2bua.core, bye_tx.clone()),
+                Action::SendBye => {
+                    if call.session_expired() {
+                        info!("session expired (RFC 4028): BYE");
+                    }
+                    send_bye(&dialog.bye(), &peer, &b2bua.core, bye_tx.clone())
+                }
+                Action::SendRefresh => {
+                    if let Some((value, _)) = call.session_expires() {
+                        debug!("session refresh (UPDATE)");
+                        let update = dialog.session_refresh(value);
+                        send_bye(&update, &peer, &b2bua.core, refresh_tx.clone());
+                    }
+                }
                 Action::Transfer(_) | Action::AttendedTransfer(_) => {
                     // Calls the gateway answers itself have nobody to transfer.
                 }
@@ -682,6 +766,13 @@ pub async fn answer<S: InviteServer>(
                 event_now = Instant::now();
                 let request = InDialog::of(&tx.original);
                 dialog.refresh_target(&tx.original);
+                if matches!(request.method(), Method::Invite | Method::Update)
+                    && matches!(call.state(), CallState::AwaitingAck | CallState::Confirmed)
+                    && let Some(refusal) = take_session_request(&mut call, &dialog, &tx.original, min_se, event_now)
+                {
+                    respond_and_keep(*tx, refusal).await;
+                    continue;
+                }
                 pending = Some(*tx);
                 queue.extend(call.handle(request.call_event(), event_now));
             }
@@ -703,6 +794,10 @@ pub async fn answer<S: InviteServer>(
             }
             Some(status) = bye_rx.recv() => {
                 queue.extend(call.handle(CallEvent::ByeDone(status), Instant::now()));
+            }
+            Some(status) = refresh_rx.recv() => {
+                debug!(status, "session refresh answered");
+                queue.extend(call.handle(CallEvent::RefreshDone(status), Instant::now()));
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 queue.extend(call.handle(CallEvent::Timer, Instant::now()));

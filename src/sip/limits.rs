@@ -47,6 +47,11 @@ pub struct Limits {
     pub udp_transaction_memory: usize,
     /// Tasks reading each UDP socket (0 = one per CPU).
     pub udp_readers: usize,
+    /// The shortest session interval (RFC 4028 `Session-Expires`) taken
+    /// from callers, in seconds: a caller that supports session timers and
+    /// asks for less gets `422` with this as `Min-SE`. RFC 4028 sets 90;
+    /// lower values exist for tests.
+    pub min_session_expires_secs: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +70,7 @@ impl Default for Limits {
             write_timeout_secs: 10,
             udp_transaction_memory: 128 << 20,
             udp_readers: 0,
+            min_session_expires_secs: 90,
         }
     }
 }

@@ -80,9 +80,9 @@ pub const ACCEPT: &str = "application/sdp";
 pub const SUPPORTED: &str = "100rel";
 
 /// Option tags a call the B2BUA answers may require (RFC 3261 §8.2.2.3):
-/// reliable provisionals, and session timers (refreshes from the peer are
-/// answered; without a Session-Expires in our 2xx the peer keeps its own
-/// timer, RFC 4028 §7.2). Anything else (`precondition`, `replaces` on a
+/// reliable provisionals, and session timers (our 2xx names the refresher;
+/// a caller that stops refreshing is hung up, and we refresh with UPDATE
+/// when it is our turn). Anything else (`precondition`, `replaces` on a
 /// new call, ...) is refused with 420 so that the peer can retry without.
 pub const B2BUA_REQUIRE_OK: &[&str] = &["100rel", "timer"];
 
