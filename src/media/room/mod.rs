@@ -50,8 +50,13 @@ pub struct ParticipantId(pub u64);
 /// The telephone-event (RFC 4733) format negotiated with a participant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TelephoneEventSpec {
-    /// Its dynamic payload type.
+    /// Its dynamic payload type, as the peer's SDP maps it: what we send.
     pub payload_type: u8,
+    /// The payload type our own SDP gave it, which the peer should send
+    /// with (RFC 3264 §5.1). It differs from `payload_type` only when the
+    /// peer answered our offer with another number; events with either
+    /// are taken.
+    pub receive_payload_type: u8,
     /// Its RTP clock rate (8000, or 48000 next to Opus).
     pub clock_rate: u32,
 }
@@ -84,6 +89,7 @@ impl ParticipantConfig {
     pub fn with_telephone_event(mut self, payload_type: u8, clock_rate: u32) -> Self {
         self.telephone_event = Some(TelephoneEventSpec {
             payload_type,
+            receive_payload_type: payload_type,
             clock_rate,
         });
         self
@@ -827,7 +833,7 @@ impl Room {
         .ok_or(RoomError::Unknown(id))?;
         let p = &mut self.participants[i];
         if let Some(te) = p.te
-            && pkt.payload_type == te.payload_type
+            && (pkt.payload_type == te.payload_type || pkt.payload_type == te.receive_payload_type)
         {
             self.on_dtmf(i, pkt, now_ms);
             return Ok(PushOutcome::Dtmf);

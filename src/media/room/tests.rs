@@ -673,6 +673,49 @@ fn dtmf_is_reported_and_forwarded_rescaled_from_48000_to_8000() {
 }
 
 #[test]
+fn a_renumbered_telephone_event_is_taken_with_either_number_and_sent_with_theirs() {
+    // Participant 2 answered our offer's 101 with 100: it should send with
+    // 101 (ours), some send with 100 (theirs); we send it 100.
+    let mut room = Room::new(RoomConfig::default()).unwrap();
+    let mut renumbered = ParticipantConfig::new(CodecSpec::pcmu());
+    renumbered.telephone_event = Some(TelephoneEventSpec {
+        payload_type: 100,
+        receive_payload_type: 101,
+        clock_rate: 8000,
+    });
+    let plain = ParticipantConfig::new(CodecSpec::pcmu()).with_telephone_event(101, 8000);
+    room.add_participant(ParticipantId(1), plain).unwrap();
+    room.add_participant(ParticipantId(2), renumbered).unwrap();
+    for pt in [101, 100] {
+        assert_eq!(
+            push_te(
+                &mut room,
+                2,
+                pt,
+                (u16::from(pt), 0, true),
+                (3, 800, true),
+                0
+            ),
+            PushOutcome::Dtmf,
+            "payload type {pt}"
+        );
+    }
+    push_te(&mut room, 1, 101, (1, 0, true), (7, 800, true), 0);
+    let mut to_2 = Vec::new();
+    for k in 0..10u64 {
+        for (id, f) in room.tick(k * 20) {
+            if id == ParticipantId(2) && f.payload_type != 0 {
+                to_2.push(f.payload_type);
+            }
+        }
+    }
+    assert!(
+        !to_2.is_empty() && to_2.iter().all(|&pt| pt == 100),
+        "{to_2:?}"
+    );
+}
+
+#[test]
 fn dtmf_from_a_muted_participant_is_reported_not_forwarded() {
     let mut room = two_phones();
     room.set_mute(ParticipantId(1), true).unwrap();

@@ -293,6 +293,7 @@ fn find_telephone_event(m: &MediaDescription, clock: u32) -> Option<TelephoneEve
         .filter(|map| map.encoding.eq_ignore_ascii_case("telephone-event"))
         .map(|map| TelephoneEventSpec {
             payload_type: map.payload_type,
+            receive_payload_type: map.payload_type,
             clock_rate: map.clock_rate,
         })
         .collect();
@@ -576,8 +577,15 @@ pub fn process_answer(
                 .map(|kind| (kind, pt))
         })
         .ok_or(NegotiationError::NoCommonCodec)?;
-    let te = find_telephone_event(theirs, kind.clock_rate())
-        .filter(|te| find_telephone_event(ours, te.clock_rate).is_some());
+    // We send with the answer's number and receive with our offer's (RFC
+    // 3264 §5.1): they differ when the answerer renumbered it.
+    let te = find_telephone_event(theirs, kind.clock_rate()).and_then(|te| {
+        let offered = find_telephone_event(ours, te.clock_rate)?;
+        Some(TelephoneEventSpec {
+            receive_payload_type: offered.payload_type,
+            ..te
+        })
+    });
     let (remote_rtp, remote_rtcp) = remote_addresses(answer, index);
     let remote_dir = remote_direction(answer, index);
     Ok(Negotiated {

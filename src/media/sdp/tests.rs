@@ -305,6 +305,21 @@ fn our_offer_and_its_answer() {
     assert_eq!(neg.codec.kind, CodecKind::Pcma);
     assert_eq!(neg.telephone_event.map(|t| t.payload_type), Some(101));
     assert_eq!(
+        neg.telephone_event.map(|t| t.receive_payload_type),
+        Some(101)
+    );
+    // An answerer that renumbers telephone-event (100): we send with its
+    // number and still take events with the one we offered (RFC 3264 §5.1;
+    // both were once taken from the answer).
+    let renumbered = ans
+        .to_string()
+        .replace(" 101", " 100")
+        .replace(":101", ":100");
+    let renumbered = SessionDescription::parse(renumbered.as_bytes()).unwrap();
+    let neg = process_answer(&offer, &renumbered).unwrap();
+    let te = neg.telephone_event.unwrap();
+    assert_eq!((te.payload_type, te.receive_payload_type), (100, 101));
+    assert_eq!(
         neg.remote_rtp,
         Some("198.51.100.1:30000".parse::<SocketAddr>().unwrap())
     );
