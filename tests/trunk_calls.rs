@@ -1113,6 +1113,37 @@ fn a_session_refresh_reoffers_what_was_last_answered() {
 }
 
 #[test]
+fn the_answer_to_our_session_refresh_can_move_the_trunks_media() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio and the capture need root");
+        return;
+    }
+    // The carrier's answer to our refresh re-INVITE (3 s in) names another
+    // port: the caller's tone must reach it there.
+    let moved = free_port();
+    let carrier = Carrier::start(
+        "trunk_uas_timer_move.xml",
+        &["-key", "moved_port", &moved.to_string()],
+    );
+    let setup = start(
+        &trunk("moving", carrier.port, "").replace("[PCMU]", "[PCMA]"),
+        &["moving"],
+    );
+    let at_new_port = Capture::start(setup.rtp, moved);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 4);
+    wait(child, work.path(), "caller");
+    carrier.finish("carrier moving its media in a refresh answer");
+    let sent = at_new_port.finish();
+    let toned = frames_with_tone(&sent, 1000.0);
+    eprintln!(
+        "after the refresh: {toned} of {} PCMA frames at the new port carry the caller's tone",
+        sent.len()
+    );
+    assert!(toned >= 30, "{toned} frames of the caller at the new port");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn an_absurd_session_interval_from_the_trunk_does_not_break_the_call() {
     if !is_root() {
         eprintln!("skipped: play_pcap_audio needs root");

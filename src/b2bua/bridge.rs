@@ -864,25 +864,29 @@ fn send_in_dialog(
     outbound: &Arc<Outbound>,
     hop: &NextHop,
     request: Request,
-    done: Option<mpsc::UnboundedSender<u16>>,
+    done: Option<mpsc::UnboundedSender<(u16, Vec<u8>)>>,
 ) {
     let client = outbound.client(request, hop);
     tokio::spawn(
         async move {
-            let mut status = 408;
+            let mut done = done;
             if let Ok(mut client) = client
                 && client.send().await.is_ok()
             {
                 while let Some(message) = client.receive().await {
                     if let SipMessage::Response(r) = message
                         && r.status_code.code() >= 200
+                        && let Some(done) = done.take()
                     {
-                        status = r.status_code.code();
+                        // Reported at once: an INVITE's transaction stays
+                        // on for 32 s after a 2xx (RFC 6026 "Accepted"),
+                        // absorbing its retransmissions.
+                        let _ = done.send((r.status_code.code(), r.body));
                     }
                 }
             }
             if let Some(done) = done {
-                let _ = done.send(status);
+                let _ = done.send((408, Vec::new()));
             }
         }
         .in_current_span(),
@@ -1146,7 +1150,7 @@ impl Bridge {
         let (a_bye_tx, mut a_bye_rx) = mpsc::unbounded_channel::<u16>();
         let (a_refresh_tx, mut a_refresh_rx) = mpsc::unbounded_channel::<u16>();
         let (b_bye_tx, mut b_bye_rx) = mpsc::unbounded_channel::<(u64, u16)>();
-        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<(u64, u16)>();
+        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<(u64, u16, Vec<u8>)>();
         let mut caller = CallerJoin {
             id: a_id,
             prepared: Some(prepared),
@@ -1425,8 +1429,8 @@ impl Bridge {
                         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
                         send_in_dialog(&b2bua.outbound, &leg.hop, refresh, Some(done_tx));
                         tokio::spawn(async move {
-                            if let Some(status) = done_rx.recv().await {
-                                let _ = tx.send((leg_id, status));
+                            if let Some((status, body)) = done_rx.recv().await {
+                                let _ = tx.send((leg_id, status, body));
                             }
                         });
                         debug!(leg = %leg.label, "session refresh sent");
@@ -1437,7 +1441,7 @@ impl Bridge {
                         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
                         send_in_dialog(&b2bua.outbound, &leg.hop, bye, Some(done_tx));
                         tokio::spawn(async move {
-                            if let Some(status) = done_rx.recv().await {
+                            if let Some((status, _)) = done_rx.recv().await {
                                 let _ = tx.send((leg_id, status));
                             }
                         });
@@ -1489,7 +1493,7 @@ impl Bridge {
                         let _ = room
                             .send(Command::Hold(leg.participant, neg.on_hold()))
                             .await;
-                        info!(hold = neg.on_hold(), "re-INVITE from the callee");
+                        info!(hold = neg.on_hold(), "media renegotiated with the callee");
                     }
                     UacAction::RenegotiateLeg { offer, hold } => {
                         let participant = leg.participant;
@@ -1881,9 +1885,11 @@ impl Bridge {
                         a_queue.extend(a.handle(CallEvent::Hangup, Instant::now()));
                     }
                 }
-                Some((id, status)) = refresh_rx.recv() => {
+                Some((id, status, body)) = refresh_rx.recv() => {
                     if let Some(leg) = self.leg(id) {
-                        b_queue.extend(leg.uac.handle(UacEvent::RefreshDone(status), Instant::now()).into_iter().map(|x| (id, x)));
+                        debug!(leg = %leg.label, status, answer = body.len(), "session refresh answered");
+                        let answer = (!body.is_empty()).then_some(body.as_slice());
+                        b_queue.extend(leg.uac.handle(UacEvent::RefreshDone(status, answer), Instant::now()).into_iter().map(|x| (id, x)));
                     }
                 }
                 Some((id, status)) = b_bye_rx.recv() => {

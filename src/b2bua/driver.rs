@@ -952,16 +952,21 @@ pub(super) fn send_bye(
     );
     client.destination = peer.destination.clone();
     tokio::spawn(async move {
-        let mut status = 408;
+        let mut done = Some(done);
         if client.send().await.is_ok() {
             while let Some(message) = client.receive().await {
                 if let SipMessage::Response(r) = message
                     && r.status_code.code() >= 200
+                    && let Some(done) = done.take()
                 {
-                    status = r.status_code.code();
+                    // At once: the transaction lingers (Timer K, 5 s over
+                    // UDP) to absorb retransmitted responses.
+                    let _ = done.send(r.status_code.code());
                 }
             }
         }
-        let _ = done.send(status);
+        if let Some(done) = done {
+            let _ = done.send(408);
+        }
     });
 }

@@ -84,8 +84,9 @@ pub enum UacEvent<'a> {
     Other,
     /// Our BYE got a final response (408 when it timed out).
     ByeDone(u16),
-    /// Our session refresh (re-INVITE) got a final response (408: timeout).
-    RefreshDone(u16),
+    /// Our session refresh (re-INVITE) got a final response (408:
+    /// timeout), with its SDP body (the answer to the refresh's offer).
+    RefreshDone(u16, Option<&'a [u8]>),
     /// The deadline passed.
     Timer,
 }
@@ -296,6 +297,37 @@ impl UacCall {
                     sdp::process_answer(&self.offer, &answer).map_err(|e| e.status())
                 }),
         )
+    }
+
+    /// The answer to our refresh's offer (RFC 3264 §8: it may move the
+    /// peer's media, or hold): what changed goes to the leg. An answer we
+    /// cannot use changes nothing (the call goes on as it was).
+    fn refresh_answered(&mut self, answer: Option<&[u8]>) -> Vec<UacAction> {
+        let (Some(answer), Some(current)) = (answer, self.negotiated.as_ref()) else {
+            return Vec::new();
+        };
+        if self.answered_by_leg {
+            // A browser's leg reads its answers itself (ICE, DTLS); a
+            // refresh answer from it moves nothing here.
+            return Vec::new();
+        }
+        let offer = match self.local_sdp.as_deref() {
+            Some(text) => match SessionDescription::parse(text.as_bytes()) {
+                Ok(offer) => offer,
+                Err(_) => return Vec::new(),
+            },
+            None => self.offer.clone(),
+        };
+        let Ok(answer) = SessionDescription::parse(answer) else {
+            return Vec::new();
+        };
+        match sdp::process_answer(&offer, &answer) {
+            Ok(neg) if &neg != current => {
+                self.negotiated = Some(neg.clone());
+                vec![UacAction::Renegotiate(neg)]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Once answered, a session refresh offers the codec in use only (our
@@ -523,9 +555,11 @@ impl UacCall {
                     None => Vec::new(),
                 }
             }
-            (Confirmed, UacEvent::RefreshDone(status)) => {
+            (Confirmed, UacEvent::RefreshDone(status, answer)) => {
                 self.refreshing = false;
-                if status == 491 {
+                if (200..300).contains(&status) {
+                    self.refresh_answered(answer)
+                } else if status == 491 {
                     // Glare (RFC 3261 §14.1): we own the Call-ID, so retry
                     // after 2.1 to 4 s, in 10 ms steps.
                     let wait = 2_100 + 10 * u64::from(rand::random::<u8>() % 191);
@@ -1031,6 +1065,50 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_to_our_refresh_can_move_the_media() {
+        let t0 = Instant::now();
+        let mut leg = UacCall::new(offer());
+        leg.handle(UacEvent::Success(Some(ANSWER.as_bytes())), t0);
+        let se = Duration::from_secs(90);
+        leg.start_session_timer(se, true, t0);
+        assert_eq!(
+            leg.handle(UacEvent::Timer, t0 + se / 2),
+            [UacAction::SendRefresh]
+        );
+        // The same answer again: nothing to do.
+        assert!(
+            leg.handle(UacEvent::RefreshDone(200, Some(ANSWER.as_bytes())), t0)
+                .is_empty()
+        );
+        // The carrier moved its media to another port in the answer (it
+        // was once not read at all).
+        assert_eq!(
+            leg.handle(UacEvent::Timer, t0 + se),
+            [UacAction::SendRefresh]
+        );
+        let moved = ANSWER.replace("m=audio 4000", "m=audio 4200");
+        let actions = leg.handle(UacEvent::RefreshDone(200, Some(moved.as_bytes())), t0 + se);
+        let [UacAction::Renegotiate(neg)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(neg.remote_rtp, Some("192.0.2.9:4200".parse().unwrap()));
+        assert_eq!(neg.codec.kind, CodecKind::Pcma);
+        // An answer we cannot read changes nothing.
+        assert_eq!(
+            leg.handle(UacEvent::Timer, t0 + se * 3 / 2),
+            [UacAction::SendRefresh]
+        );
+        assert!(
+            leg.handle(UacEvent::RefreshDone(200, Some(b"garbage")), t0)
+                .is_empty()
+        );
+        assert_eq!(
+            leg.negotiated().and_then(|n| n.remote_rtp),
+            Some("192.0.2.9:4200".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn no_response_at_all_fails_over_quickly() {
         let t0 = Instant::now();
         let mut leg = UacCall::new(offer());
@@ -1064,7 +1142,7 @@ mod tests {
         );
         assert_eq!(leg.deadline(), Some(t0 + se));
         assert!(
-            leg.handle(UacEvent::RefreshDone(200), t0 + se / 2)
+            leg.handle(UacEvent::RefreshDone(200, None), t0 + se / 2)
                 .is_empty()
         );
         // Glare: their re-INVITE during ours gets 491; a 491 to ours is
@@ -1075,7 +1153,7 @@ mod tests {
             leg.handle(UacEvent::ReInvite(ANSWER.as_bytes()), t1),
             [UacAction::Reply(491, None)]
         );
-        assert!(leg.handle(UacEvent::RefreshDone(491), t1).is_empty());
+        assert!(leg.handle(UacEvent::RefreshDone(491, None), t1).is_empty());
         let retry = leg.deadline().unwrap() - t1;
         assert!(
             retry >= Duration::from_millis(2_100) && retry <= Duration::from_secs(4),
@@ -1086,7 +1164,7 @@ mod tests {
             [UacAction::SendRefresh]
         );
         assert_eq!(
-            leg.handle(UacEvent::RefreshDone(481), t1 + retry),
+            leg.handle(UacEvent::RefreshDone(481, None), t1 + retry),
             [UacAction::SendBye, UacAction::RemoteHangup]
         );
         // The peer refreshes: each re-INVITE pushes the end back.
