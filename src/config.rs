@@ -98,13 +98,38 @@ impl Default for Config {
 pub struct ServerConfig {
     /// Value of our `Server` / `User-Agent` headers.
     pub name: String,
+    /// Our public address behind 1:1 NAT (a cloud instance's elastic IP):
+    /// written as our own address in Via, Contact and Record-Route for
+    /// peers outside `local_networks`. Unset: the address we send from.
+    /// SDP has its own, `media.advertised_address`.
+    pub advertised_address: Option<std::net::IpAddr>,
+    /// Networks whose peers reach us directly (they get the address we
+    /// send from); unset: loopback, RFC 1918, link-local, RFC 6598 and
+    /// IPv6 unique-local.
+    pub local_networks: Option<Vec<ipnet::IpNet>>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             name: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
+            advertised_address: None,
+            local_networks: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// What to advertise to whom ([`crate::sip::advertise::Advertise`]).
+    pub fn advertise(&self) -> crate::sip::advertise::Advertise {
+        let networks = match &self.local_networks {
+            Some(networks) => networks.clone(),
+            None => crate::sip::advertise::DEFAULT_LOCAL_NETWORKS
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+        };
+        crate::sip::advertise::Advertise::new(self.advertised_address, networks)
     }
 }
 

@@ -166,6 +166,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         config.server.name.clone(),
         cancel.clone(),
     );
+    core.set_advertise(config.server.advertise());
+    if let Some(public) = config.server.advertised_address {
+        tracing::info!(%public, "advertising this public address to peers outside the local networks");
+    }
 
     let turn_config = &config.turn.value;
     let needs_tls = !listen.tls.is_empty()

@@ -1726,3 +1726,69 @@ fn we_refresh_the_session_when_the_carrier_asks_us_to() {
     wait(sipp, work.path(), "carrier asking us to refresh");
     assert_nothing_left(&server);
 }
+
+#[test]
+fn behind_nat_peers_outside_our_networks_are_given_the_public_address() {
+    // `server.advertised_address` with no local networks: even loopback
+    // peers count as outside. Carrier A's call is bridged to carrier B; A
+    // must see the public address in our 200's Contact, B in our INVITE's
+    // Via and Contact (both once carried the address we send from, which
+    // a carrier cannot reach behind 1:1 NAT).
+    let out = Carrier::start("trunk_uas.xml", &[]);
+    let in_port = free_port();
+    let trunks = trunk("in", in_port, "") + &trunk("out", out.port, "");
+    let Setup { server, .. } = start_plan_with(
+        "server:\n  advertised_address: 192.0.2.10\n  local_networks: []\n",
+        &trunks,
+        TRANSIT_PLAN,
+    );
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac.xml",
+        &server,
+        in_port,
+        media_port(),
+        "+15551234567",
+        1,
+    );
+    wait(sipp, work.path(), "carrier A");
+    let caller_side = messages(work.path());
+    let trunk_side = out.finish("carrier B");
+    let answer = sip_messages(&caller_side)
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE"))
+        .unwrap_or_default();
+    let contact = header(answer, "Contact").unwrap_or_default();
+    assert!(contact.contains("@192.0.2.10:"), "{answer}");
+    let invite = first_request(&trunk_side, "INVITE");
+    let via = header(invite, "Via").unwrap_or_default();
+    assert!(via.contains(" 192.0.2.10:"), "{invite}");
+    let contact = header(invite, "Contact").unwrap_or_default();
+    assert!(contact.contains("@192.0.2.10:"), "{invite}");
+    assert_nothing_left(&server);
+}
+
+#[test]
+fn behind_nat_peers_in_our_networks_are_given_the_address_we_send_from() {
+    // The same with the default local networks: loopback is one of them.
+    let out = Carrier::start("trunk_uas.xml", &[]);
+    let in_port = free_port();
+    let trunks = trunk("in", in_port, "") + &trunk("out", out.port, "");
+    let Setup { server, .. } = start_plan_with(
+        "server:\n  advertised_address: 192.0.2.10\n",
+        &trunks,
+        TRANSIT_PLAN,
+    );
+    let (sipp, work) = carrier_calls_with(
+        "trunk_uac.xml",
+        &server,
+        in_port,
+        media_port(),
+        "+15551234567",
+        1,
+    );
+    wait(sipp, work.path(), "carrier A");
+    let trunk_side = out.finish("carrier B");
+    assert!(!trunk_side.contains("192.0.2.10"), "{trunk_side}");
+    assert!(!messages(work.path()).contains("192.0.2.10"));
+    assert_nothing_left(&server);
+}

@@ -130,7 +130,7 @@ impl Proxy {
                     connection: flow.connection,
                     destination: None,
                     kind: flow.kind,
-                    local: flow.local,
+                    local: self.core.advertised(flow.local, flow.remote.ip()),
                 })
             }
             Hop::Udp(addr) => {
@@ -143,7 +143,7 @@ impl Proxy {
                         addr: addr.into(),
                     }),
                     kind: TransportKind::Udp,
-                    local,
+                    local: self.core.advertised(local, addr.ip()),
                 })
             }
         }

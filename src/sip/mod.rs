@@ -7,6 +7,7 @@
 //! and the RFC 3261 transaction layer of `rsipstack`, which stays behind this
 //! module: the rest of the crate uses the names re-exported here.
 
+pub mod advertise;
 pub mod connections;
 pub mod framer;
 pub mod inspect;
@@ -302,6 +303,7 @@ pub struct SipCore {
     cancel: CancellationToken,
     fast: OnceLock<Arc<dyn FastAnswer>>,
     records: nist::CompletedTransactions,
+    advertise: OnceLock<advertise::Advertise>,
 }
 
 impl SipCore {
@@ -328,6 +330,7 @@ impl SipCore {
             endpoint: endpoint.inner.clone(),
             fast: OnceLock::new(),
             records,
+            advertise: OnceLock::new(),
             limits,
             metrics,
             connections,
@@ -367,6 +370,21 @@ impl SipCore {
     /// The transactions the UDP fast path answered and remembers (Timer J).
     pub fn fast_transactions(&self) -> &nist::CompletedTransactions {
         &self.records
+    }
+
+    /// Sets the address we advertise behind NAT (once, at start; later
+    /// calls are ignored).
+    pub fn set_advertise(&self, advertise: advertise::Advertise) {
+        let _ = self.advertise.set(advertise);
+    }
+
+    /// Our address `local` as written into headers (Via, Contact,
+    /// Record-Route) for a peer at `remote` ([`advertise::Advertise`]).
+    pub fn advertised(&self, local: SocketAddr, remote: std::net::IpAddr) -> SocketAddr {
+        match self.advertise.get() {
+            Some(a) => a.address(local, remote),
+            None => local,
+        }
     }
 
     /// The configured limits.

@@ -135,6 +135,19 @@ impl Outbound {
         remote: SocketAddr,
         tls: Option<&TlsClient>,
     ) -> Result<NextHop, OutboundError> {
+        let mut hop = self.find_hop(kind, remote, tls).await?;
+        // Behind NAT, what the peer is told (Via, Contact) is our public address.
+        hop.local = self.core.advertised(hop.local, remote.ip());
+        hop.contact = self.core.advertised(hop.contact, remote.ip());
+        Ok(hop)
+    }
+
+    async fn find_hop(
+        &self,
+        kind: TransportKind,
+        remote: SocketAddr,
+        tls: Option<&TlsClient>,
+    ) -> Result<NextHop, OutboundError> {
         match kind {
             TransportKind::Udp => {
                 let (local, connection) = self
