@@ -577,7 +577,8 @@ impl Room {
         if fresh.talker.talking() {
             self.push_event(RoomEvent::TalkingStopped { participant: id });
         }
-        self.drop_queued_dtmf_from(id);
+        // Digits it sent by INFO and waiting to be played to the others
+        // stay queued: it is the same party.
         self.update_mix_rate()
     }
 

@@ -317,6 +317,14 @@ impl Participant {
         p.held = self.held;
         p.gain_q12 = self.gain_q12;
         p.track = self.track.take();
+        // Digits for it are not lost: a digit being played ends with its
+        // end packets (sent on the new telephone-event, if any), queued ones
+        // follow.
+        if let Some(synth) = self.dtmf_synth.take() {
+            synth.end_now(&mut self.dtmf_out);
+        }
+        p.dtmf_out = std::mem::take(&mut self.dtmf_out);
+        p.dtmf_queued = std::mem::take(&mut self.dtmf_queued);
         Ok(p)
     }
 

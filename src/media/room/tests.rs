@@ -1302,6 +1302,59 @@ fn a_participant_switches_codec_in_place() {
     ));
 }
 
+/// A codec switch loses no digit: the one being played to the switching
+/// participant ends with end packets, the ones queued for it follow, and
+/// the ones it sent by INFO still reach the other (all three were once
+/// dropped).
+#[test]
+fn a_codec_switch_keeps_the_digits_in_flight() {
+    let mut room = two_phones();
+    // Two digits for participant 2 (from 1), two from 2 for participant 1.
+    room.inject_dtmf(ParticipantId(1), 1, 200).unwrap();
+    room.inject_dtmf(ParticipantId(1), 2, 200).unwrap();
+    room.inject_dtmf(ParticipantId(2), 3, 200).unwrap();
+    room.inject_dtmf(ParticipantId(2), 4, 200).unwrap();
+    let mut events: HashMap<u64, Vec<TelephoneEvent>> = HashMap::new();
+    let mut collect = |room: &mut Room, from: u64, to: u64| {
+        for k in from..to {
+            for (id, f) in room.tick(k * 20) {
+                if f.payload_type == 101 {
+                    events
+                        .entry(id.0)
+                        .or_default()
+                        .push(TelephoneEvent::parse(&f.payload).unwrap());
+                }
+            }
+        }
+    };
+    collect(&mut room, 0, 3);
+    room.reconfigure(
+        ParticipantId(2),
+        ParticipantConfig::new(CodecSpec::pcma()).with_telephone_event(101, 8000),
+    )
+    .unwrap();
+    collect(&mut room, 3, 60);
+    let digits = |id: u64| {
+        let mut seen: Vec<(u8, bool)> = Vec::new();
+        for e in &events[&id] {
+            if seen.last() != Some(&(e.event, e.end)) {
+                seen.push((e.event, e.end));
+            }
+        }
+        seen
+    };
+    assert_eq!(
+        digits(2),
+        [(1, false), (1, true), (2, false), (2, true)],
+        "to the switching participant"
+    );
+    assert_eq!(
+        digits(1),
+        [(3, false), (3, true), (4, false), (4, true)],
+        "from it"
+    );
+}
+
 /// 30 ms and 10 ms G.711 packets (`a=ptime:30`, `a=ptime:10`) are cut on
 /// the 20 ms grid and joined across packets: the tone comes through whole
 /// (a 30 ms packet was once split into 20 + 10 ms frames off the grid).
