@@ -1792,3 +1792,24 @@ fn behind_nat_peers_in_our_networks_are_given_the_address_we_send_from() {
     assert!(!messages(work.path()).contains("192.0.2.10"));
     assert_nothing_left(&server);
 }
+
+#[test]
+fn our_bye_goes_to_the_node_the_trunks_contact_names() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // The carrier's node A answers with a Contact naming node B (another
+    // port): the caller hangs up and our BYE must reach B, not A.
+    let node_b = Carrier::start("trunk_other_node_bye.xml", &[]);
+    let node_a = Carrier::start(
+        "trunk_uas_other_node.xml",
+        &["-key", "other_port", &node_b.port.to_string()],
+    );
+    let setup = start(&trunk("carrier", node_a.port, ""), &["carrier"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
+    wait(child, work.path(), "caller");
+    node_b.finish("node B (the Contact)");
+    node_a.finish("node A (the INVITE's address)");
+    assert_nothing_left(&setup.server);
+}

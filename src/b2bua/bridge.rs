@@ -419,6 +419,33 @@ impl OutLeg {
         true
     }
 
+    /// Where the trunk's dialog wants our in-dialog requests (RFC 3261
+    /// §12.2.1.1): the first Record-Route entry's host, else the remote
+    /// target's (its Contact), as host and port. `None` when they stay on
+    /// the INVITE's hop: through an outbound proxy (it routes the dialog),
+    /// over TLS (the connection is verified for the trunk's name), towards
+    /// browsers, or when nothing is known.
+    fn dialog_destination(&self) -> Option<(String, u16)> {
+        let trunk = self.trunk.as_ref()?;
+        if trunk.config.outbound_proxy.is_some() || self.hop.kind == crate::sip::TransportKind::Tls
+        {
+            return None;
+        }
+        let uri = match self.route_set.first() {
+            Some(route) => {
+                let inner = match (route.find('<'), route.find('>')) {
+                    (Some(a), Some(b)) if a < b => &route[a + 1..b],
+                    _ => route.as_str(),
+                };
+                Uri::try_from(inner).ok()?
+            }
+            None => self.remote_target.clone()?,
+        };
+        let host = uri.host_with_port.host.to_string();
+        let port = uri.host_with_port.port.map(|p| p.value()).unwrap_or(5060);
+        Some((host, port))
+    }
+
     /// A BYE for the dialog of `response` (a 2xx from a fork other than
     /// the one that answered first, RFC 3261 §13.2.2.4), on the leg's hop.
     fn bye_for_fork(&mut self, response: &crate::sip::Response) -> Request {
@@ -712,6 +739,48 @@ async fn start_trunk_leg(
     send_invite(b2bua, &mut leg, invite, reports).map_err(|e| (503, e))?;
     info!(trunk = %trunk.name(), to = %leg.uri, call_id = %leg.call_id, "trunk leg: INVITE sent");
     Ok(leg)
+}
+
+/// Moves a trunk leg's hop to where its dialog wants our requests
+/// ([`OutLeg::dialog_destination`]): a carrier whose Contact names another
+/// node than the address we sent the INVITE to gets its BYE there. Names
+/// are resolved for at most 2 s; a failure keeps the hop.
+async fn follow_dialog(b2bua: &Arc<B2bua>, leg: &mut OutLeg) {
+    let Some((host, port)) = leg.dialog_destination() else {
+        return;
+    };
+    let resolved =
+        tokio::time::timeout(Duration::from_secs(2), Outbound::resolve(&host, port)).await;
+    let Some(addr) = resolved
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|a| a.first().copied())
+    else {
+        warn!(leg = %leg.label, %host, "cannot resolve the trunk's Contact: in-dialog requests stay on the INVITE's hop");
+        return;
+    };
+    if addr == leg.hop.remote
+        || addr.port() == 0
+        || addr.ip().is_unspecified()
+        || addr.ip().is_multicast()
+    {
+        return;
+    }
+    if crate::sip::advertise::is_private(addr.ip())
+        && !crate::sip::advertise::is_private(leg.hop.remote.ip())
+    {
+        // A public trunk naming a private address sits behind NAT: its
+        // requests come from where we sent the INVITE, and so go ours.
+        debug!(leg = %leg.label, %addr, "the trunk's Contact is private: not followed");
+        return;
+    }
+    match b2bua.outbound.hop(leg.hop.kind, addr, None).await {
+        Ok(hop) => {
+            info!(leg = %leg.label, %addr, "in-dialog requests go where the trunk's dialog says");
+            leg.hop = hop;
+        }
+        Err(e) => warn!(leg = %leg.label, %addr, error = %e, "cannot reach the trunk's Contact"),
+    }
 }
 
 /// A From header value with an optional display name (quotes and line
@@ -1744,6 +1813,9 @@ impl Bridge {
                             && let Some(uri) = contact_uri(&tx.original.headers)
                         {
                             leg.remote_target = Some(uri);
+                            if leg.answered {
+                                follow_dialog(&b2bua, leg).await;
+                            }
                         }
                         b_pending = Some((id, *tx));
                         b_queue.extend(leg.uac.handle(request.uac_event(), now).into_iter().map(|x| (id, x)));
@@ -1799,6 +1871,9 @@ impl Bridge {
                             };
                             b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
                             let answered = (200..300).contains(&status);
+                            if answered && !leg.answered {
+                                follow_dialog(&b2bua, leg).await;
+                            }
                             leg.answered |= answered;
                             if answered
                                 && let Some((interval, we_refresh)) = session_timer(&response)

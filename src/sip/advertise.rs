@@ -22,6 +22,15 @@ pub const DEFAULT_LOCAL_NETWORKS: &[&str] = &[
     "fe80::/10",
 ];
 
+/// Whether `ip` is in one of [`DEFAULT_LOCAL_NETWORKS`] (loopback or a
+/// private range: unreachable from the Internet).
+pub fn is_private(ip: IpAddr) -> bool {
+    DEFAULT_LOCAL_NETWORKS
+        .iter()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .any(|n| n.contains(&ip))
+}
+
 /// The public address to advertise, and to whom.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Advertise {
@@ -82,5 +91,22 @@ mod tests {
         assert_eq!(nat.address(v6, "2001:db8:1::1".parse().unwrap()), v6);
         // Not configured: always ours.
         assert_eq!(Advertise::default().address(ours, carrier), ours);
+    }
+
+    #[test]
+    fn private_addresses() {
+        for ip in [
+            "10.1.1.1",
+            "172.31.0.1",
+            "192.168.0.1",
+            "127.0.0.1",
+            "100.64.1.1",
+            "fd12::1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["172.32.0.1", "198.51.100.20", "2001:db8::1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
     }
 }
