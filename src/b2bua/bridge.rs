@@ -17,11 +17,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::call::{Action, CallEvent, CallState, Replaces};
+use super::call::{Action, CallEvent, CallState, RefreshOutcome, Replaces};
 use super::cdr::{CallRecord, LegRecord, TransferRecord};
 use super::driver::{
     ALLOW, CallCount, Dialog, InDialog, InviteServer, Prepared, build_response, contact_uri,
-    negotiated_of, prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye,
+    negotiated_of, prepare, random_hex, reanswer_webrtc, respond_and_keep, send_bye, send_refresh,
     set_reliability, sleep_until, take_session_request, update_rtp_leg, webrtc_media,
     with_session_timer,
 };
@@ -1173,9 +1173,7 @@ impl Bridge {
         a.wait_for_answer();
         set_reliability(&mut a, &request);
         let min_se = b2bua.core.limits().min_session_expires_secs;
-        if let Some(refusal) =
-            take_session_request(&mut a, &dialog, &request, min_se, Instant::now())
-        {
+        if let Some(refusal) = take_session_request(&mut a, &dialog, &request, min_se) {
             invite.respond(refusal);
             return BridgeOutcome::Done;
         }
@@ -1217,7 +1215,7 @@ impl Bridge {
         let (a_leg_tx, mut a_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
         let (b_leg_tx, mut b_leg_rx) = mpsc::unbounded_channel::<LegEvent>();
         let (a_bye_tx, mut a_bye_rx) = mpsc::unbounded_channel::<u16>();
-        let (a_refresh_tx, mut a_refresh_rx) = mpsc::unbounded_channel::<u16>();
+        let (a_refresh_tx, mut a_refresh_rx) = mpsc::unbounded_channel::<RefreshOutcome>();
         let (b_bye_tx, mut b_bye_rx) = mpsc::unbounded_channel::<(u64, u16)>();
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<(u64, u16, Vec<u8>)>();
         let mut caller = CallerJoin {
@@ -1657,7 +1655,12 @@ impl Bridge {
                             // complete (RFC 3261 §13.2.1, RFC 6337 §3.1).
                             let body = (!a.answered_early()).then(|| answer_sdp.clone());
                             let response = dialog.response(&request, 200, body);
-                            invite.respond(with_session_timer(response, &request, &a));
+                            invite.respond(with_session_timer(
+                                response,
+                                &request,
+                                &mut a,
+                                Instant::now(),
+                            ));
                         } else {
                             invite.respond(dialog.response(&request, 500, None));
                             a.handle(CallEvent::Cancel, Instant::now());
@@ -1675,7 +1678,8 @@ impl Bridge {
                     Action::Reply(status, body) => {
                         if let Some(tx) = a_pending.take() {
                             let response = dialog.response(&tx.original, status, body);
-                            let response = with_session_timer(response, &tx.original, &a);
+                            let response =
+                                with_session_timer(response, &tx.original, &mut a, Instant::now());
                             respond_and_keep(tx, response).await;
                         }
                     }
@@ -1709,10 +1713,10 @@ impl Bridge {
                         send_bye(&dialog.bye(), &peer, &b2bua.core, a_bye_tx.clone())
                     }
                     Action::SendRefresh => {
-                        if let Some((value, _)) = a.session_expires() {
+                        if let Some(value) = a.refresh_session_expires() {
                             debug!("session refresh to the caller (UPDATE)");
                             let update = dialog.session_refresh(value);
-                            send_bye(&update, &peer, &b2bua.core, a_refresh_tx.clone());
+                            send_refresh(&update, &peer, &b2bua.core, a_refresh_tx.clone());
                         }
                     }
                     Action::Transfer(target) => {
@@ -1823,7 +1827,7 @@ impl Bridge {
                         dialog.refresh_target(&tx.original);
                         if matches!(request.method(), Method::Invite | Method::Update)
                             && matches!(a.state(), CallState::AwaitingAck | CallState::Confirmed)
-                            && let Some(refusal) = take_session_request(&mut a, &dialog, &tx.original, min_se, now)
+                            && let Some(refusal) = take_session_request(&mut a, &dialog, &tx.original, min_se)
                         {
                             respond_and_keep(*tx, refusal).await;
                             continue;
@@ -1926,9 +1930,9 @@ impl Bridge {
                 Some(status) = a_bye_rx.recv() => {
                     a_queue.extend(a.handle(CallEvent::ByeDone(status), Instant::now()));
                 }
-                Some(status) = a_refresh_rx.recv() => {
-                    debug!(status, "the caller answered our session refresh");
-                    a_queue.extend(a.handle(CallEvent::RefreshDone(status), Instant::now()));
+                Some(outcome) = a_refresh_rx.recv() => {
+                    debug!(status = outcome.status, "the caller answered our session refresh");
+                    a_queue.extend(a.handle(CallEvent::RefreshDone(outcome), Instant::now()));
                 }
                 Some(id) = notified_rx.recv() => {
                     // The replaced callee has its last NOTIFY: hang it up.

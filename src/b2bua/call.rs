@@ -90,7 +90,7 @@ pub enum CallEvent<'a> {
     /// PRACK from the caller, with its RAck (`None`: missing or unreadable).
     Prack(Option<RAck>),
     /// Our session refresh (UPDATE) got a final response (408: timeout).
-    RefreshDone(u16),
+    RefreshDone(RefreshOutcome),
 }
 
 /// The RAck header of a PRACK (RFC 3262 §7.2): which reliable provisional
@@ -172,27 +172,8 @@ impl SessionRequest {
     /// Reads `Session-Expires` (`x`), `Min-SE` and the `timer` option tag;
     /// `None` without a readable Session-Expires (no session timer asked).
     pub fn of(request: &crate::sip::Request) -> Option<SessionRequest> {
-        let value = |names: &[&str]| {
-            request.headers.iter().find_map(|h| {
-                let name = h.name();
-                names
-                    .iter()
-                    .any(|n| name.eq_ignore_ascii_case(n))
-                    .then(|| h.value().to_string())
-            })
-        };
-        let expires = value(&["Session-Expires", "x"])?;
-        let mut parts = expires.split(';');
-        let interval: u64 = parts.next()?.trim().parse().ok()?;
-        let uas_refreshes = parts.find_map(|p| {
-            let (key, v) = p.split_once('=')?;
-            key.trim()
-                .eq_ignore_ascii_case("refresher")
-                .then(|| v.trim().eq_ignore_ascii_case("uas"))
-        });
-        let min_se = value(&["Min-SE"])
-            .and_then(|v| v.split(';').next()?.trim().parse().ok())
-            .unwrap_or(0);
+        let (interval, uas_refreshes) = session_expires_of(&request.headers)?;
+        let min_se = min_se_of(&request.headers).unwrap_or(0);
         let supported = request.headers.iter().any(|h| {
             let name = h.name();
             ["Supported", "k", "Require"]
@@ -211,6 +192,76 @@ impl SessionRequest {
     }
 }
 
+/// The value of the first header named one of `names` (any case).
+fn header_value(headers: &crate::sip::Headers, names: &[&str]) -> Option<String> {
+    headers.iter().find_map(|h| {
+        let name = h.name();
+        names
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+            .then(|| h.value().to_string())
+    })
+}
+
+/// `Session-Expires` (`x`): the interval, and `refresher=uas` (true),
+/// `refresher=uac` (false) or none; `None` when absent or unreadable.
+fn session_expires_of(headers: &crate::sip::Headers) -> Option<(u64, Option<bool>)> {
+    let expires = header_value(headers, &["Session-Expires", "x"])?;
+    let mut parts = expires.split(';');
+    let interval: u64 = parts.next()?.trim().parse().ok()?;
+    let uas_refreshes = parts.find_map(|p| {
+        let (key, v) = p.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("refresher")
+            .then(|| v.trim().eq_ignore_ascii_case("uas"))
+    });
+    Some((interval, uas_refreshes))
+}
+
+/// `Min-SE`, s.
+fn min_se_of(headers: &crate::sip::Headers) -> Option<u64> {
+    header_value(headers, &["Min-SE"])?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The final response to our session refresh (UPDATE), as far as the
+/// session timer cares: read by [`RefreshOutcome::of`], taken by
+/// [`CallEvent::RefreshDone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshOutcome {
+    /// Its status (408 when nothing came back).
+    pub status: u16,
+    /// Its `Session-Expires`: the interval the caller settled, and
+    /// `refresher=uas` (true: the caller refreshes from now on).
+    pub session_expires: Option<(u64, Option<bool>)>,
+    /// Its `Min-SE` (a 422's: the smallest interval the caller takes).
+    pub min_se: Option<u64>,
+}
+
+impl RefreshOutcome {
+    /// Reads a final response.
+    pub fn of(response: &crate::sip::Response) -> RefreshOutcome {
+        RefreshOutcome {
+            status: response.status_code.code(),
+            session_expires: session_expires_of(&response.headers),
+            min_se: min_se_of(&response.headers),
+        }
+    }
+
+    /// A bare status: no header said anything (408: no response at all).
+    pub fn status(status: u16) -> RefreshOutcome {
+        RefreshOutcome {
+            status,
+            session_expires: None,
+            min_se: None,
+        }
+    }
+}
+
 /// The session timer in force on the caller's dialog (RFC 4028).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Session {
@@ -224,6 +275,9 @@ struct Session {
     due: Option<Instant>,
     /// Our UPDATE is on its way.
     refreshing: bool,
+    /// When the session ends unless refreshed (counted from the last
+    /// accepted refresh).
+    expires: Option<Instant>,
 }
 
 /// Whether a request's Allow header lists UPDATE (RFC 3311): then the
@@ -350,6 +404,9 @@ pub struct UasCall {
     offer_sent: Option<SessionDescription>,
     /// The session timer (RFC 4028), when the caller asked for one.
     session: Option<Session>,
+    /// What a refresh from the caller asks, taken once our 2xx to it goes
+    /// out ([`UasCall::session_answered`]); `Some(None)`: no timer.
+    staged_session: Option<Option<Session>>,
     /// The session expired without a refresh from the caller (or ours
     /// failed): the BYE we sent says why the call ended.
     session_expired: bool,
@@ -478,6 +535,7 @@ impl UasCall {
             rel: Rel100::none(),
             offer_sent,
             session: None,
+            staged_session: None,
             session_expired: false,
         };
         let mut actions = Vec::new();
@@ -531,54 +589,73 @@ impl UasCall {
     /// Takes what an INVITE or UPDATE asks of the session timer (RFC 4028
     /// §9; `None`: no Session-Expires, no timer), the first time before the
     /// answer, again for each refresh (re-INVITE or UPDATE, before it is
-    /// handled): it restarts the timer. `min_se` is the smallest interval
-    /// we take; a shorter one from a caller that supports the extension is
-    /// the `Err` to refuse with (422 and this `Min-SE`), one from a caller
-    /// that does not is raised. The caller refreshes when it can and did
-    /// not ask us to; we refresh with UPDATE (`allows_update`: its Allow
-    /// lists it), else we run no timer at all, as a UAS without the
-    /// extension would.
+    /// handled). It takes effect when our 2xx to it goes out
+    /// ([`UasCall::session_answered`]): a refused one changes nothing.
+    /// `min_se` is the smallest interval we take; a shorter one from a
+    /// caller that supports the extension is the `Err` to refuse with (422
+    /// and this `Min-SE`), one from a caller that does not is raised. The
+    /// caller refreshes when it can and did not ask us to; we refresh with
+    /// UPDATE (`allows_update`: its Allow lists it), else we run no timer
+    /// at all, as a UAS without the extension would.
     pub fn session_request(
         &mut self,
         request: Option<SessionRequest>,
         min_se: u64,
         allows_update: bool,
-        now: Instant,
     ) -> Result<(), u64> {
-        let Some(request) = request else {
-            self.session = None;
-            return Ok(());
-        };
-        let mut interval = request.interval.max(request.min_se);
-        if interval < min_se {
-            if request.supported {
-                return Err(min_se);
+        let session = match request {
+            None => None,
+            Some(request) => {
+                let mut interval = request.interval.max(request.min_se);
+                if interval < min_se {
+                    if request.supported {
+                        return Err(min_se);
+                    }
+                    // RFC 4028 errata 1687: a caller that cannot retry is
+                    // not refused; the interval is raised instead.
+                    interval = min_se;
+                }
+                let interval = Duration::from_secs(interval).min(super::uac::MAX_SESSION_INTERVAL);
+                let we_refresh = match (request.supported, request.uas_refreshes) {
+                    // A proxy inserted the header: the caller cannot refresh.
+                    (false, _) => true,
+                    (true, Some(uas)) => uas,
+                    // Ours to choose: the caller refreshes, we watch.
+                    (true, None) => false,
+                };
+                (!we_refresh || allows_update).then_some(Session {
+                    interval,
+                    we_refresh,
+                    required: request.supported,
+                    due: None,
+                    refreshing: false,
+                    expires: None,
+                })
             }
-            // RFC 4028 errata 1687: a caller that cannot retry is not
-            // refused; the interval is raised instead.
-            interval = min_se;
-        }
-        let interval = Duration::from_secs(interval).min(super::uac::MAX_SESSION_INTERVAL);
-        let we_refresh = match (request.supported, request.uas_refreshes) {
-            // A proxy inserted the header: the caller cannot refresh.
-            (false, _) => true,
-            (true, Some(uas)) => uas,
-            // Ours to choose: the caller refreshes, we watch.
-            (true, None) => false,
         };
-        if we_refresh && !allows_update {
-            self.session = None;
-            return Ok(());
-        }
-        self.session = Some(Session {
-            interval,
-            we_refresh,
-            required: request.supported,
-            due: None,
-            refreshing: false,
-        });
-        self.restart_session(now);
+        self.staged_session = Some(session);
         Ok(())
+    }
+
+    /// Our final response to the caller's INVITE, re-INVITE or UPDATE goes
+    /// out with `status`: a 2xx to a refresh puts what it asked in force
+    /// and counts the interval from now; any other final response leaves
+    /// the timer as it was.
+    pub fn session_answered(&mut self, status: u16, now: Instant) {
+        if status < 200 {
+            return;
+        }
+        let Some(staged) = self.staged_session.take() else {
+            return;
+        };
+        if status >= 300 {
+            return;
+        }
+        // An UPDATE of ours on its way stays so: its outcome restarts the
+        // count (no second one is sent meanwhile).
+        let refreshing = self.session.is_some_and(|s| s.refreshing);
+        self.session = staged.map(|s| Session { refreshing, ..s });
+        self.restart_session(now);
     }
 
     /// The session timer in force, for our 2xx to the INVITE and to each
@@ -592,6 +669,13 @@ impl UasCall {
                 s.required,
             )
         })
+    }
+
+    /// The `Session-Expires` of our own refresh (UPDATE): there we are the
+    /// UAC, and the refresher (`1800;refresher=uac`).
+    pub fn refresh_session_expires(&self) -> Option<String> {
+        self.session
+            .map(|s| format!("{};refresher=uac", s.interval.as_secs()))
     }
 
     /// The call ended because its session expired (RFC 4028 §10): the
@@ -613,6 +697,7 @@ impl UasCall {
                 s.interval - (s.interval / 3).min(Duration::from_secs(32))
             };
             s.due = (!s.refreshing).then_some(now + wait);
+            s.expires = Some(now + s.interval);
         }
     }
 
@@ -636,13 +721,25 @@ impl UasCall {
     }
 
     /// Our UPDATE's outcome (RFC 4028 §10).
-    fn refresh_done(&mut self, status: u16, now: Instant) -> Vec<Action> {
+    fn refresh_done(&mut self, outcome: RefreshOutcome, now: Instant) -> Vec<Action> {
         let Some(s) = self.session.as_mut() else {
             return Vec::new();
         };
         s.refreshing = false;
-        match status {
-            200..=299 => s.due = Some(now + s.interval / 2),
+        match outcome.status {
+            200..=299 => {
+                // The caller settles the interval and the refresher in its
+                // 2xx (§7.4; `uas` is the caller here); without the header
+                // it runs no timer itself, and ours goes on as it was.
+                if let Some((interval, uas_refreshes)) = outcome.session_expires
+                    && interval > 0
+                {
+                    s.interval =
+                        Duration::from_secs(interval).min(super::uac::MAX_SESSION_INTERVAL);
+                    s.we_refresh = uas_refreshes != Some(true);
+                }
+                self.restart_session(now);
+            }
             491 => {
                 // RFC 3261 §14.1: the caller chose the Call-ID, so we
                 // retry after 0 to 2 s, in 10 ms steps.
@@ -653,9 +750,34 @@ impl UasCall {
                 self.session_expired = true;
                 return self.end_with_bye();
             }
-            // It takes no UPDATE after all: the caller's own timer, if it
-            // runs one, decides.
-            _ => self.session = None,
+            422 if outcome
+                .min_se
+                .is_some_and(|m| Duration::from_secs(m) > s.interval) =>
+            {
+                // Too small for the caller (§7.3 as UAC): again, at once,
+                // with its Min-SE.
+                let min_se = outcome.min_se.unwrap_or_default();
+                s.interval = Duration::from_secs(min_se).min(super::uac::MAX_SESSION_INTERVAL);
+                s.due = Some(now);
+            }
+            _ if !s.required => {
+                // A caller without the extension runs no timer of its own
+                // (a proxy asked for it): it keeps the call, and so do we.
+                self.session = None;
+            }
+            _ => {
+                // The caller runs the timer and expects our refresh: try
+                // again while the session lasts (a third of what is left
+                // each time), and end it when it is over.
+                let left = s
+                    .expires
+                    .map_or(Duration::ZERO, |e| e.saturating_duration_since(now));
+                if left < Duration::from_secs(2) {
+                    self.session_expired = true;
+                    return self.end_with_bye();
+                }
+                s.due = Some(now + left / 3);
+            }
         }
         Vec::new()
     }
@@ -831,8 +953,8 @@ impl UasCall {
         }
         match (self.state, event) {
             (Ended, _) => Vec::new(),
-            (AwaitingAck | Confirmed, CallEvent::RefreshDone(status)) => {
-                self.refresh_done(status, now)
+            (AwaitingAck | Confirmed, CallEvent::RefreshDone(outcome)) => {
+                self.refresh_done(outcome, now)
             }
             (Ringing, CallEvent::Timer) => {
                 let mut actions = self.retransmit(now);
@@ -1845,12 +1967,13 @@ mod tests {
         let (mut call, _, _) = start(0, t0);
         // Below our minimum from a caller that can retry: 422 with ours.
         assert_eq!(
-            call.session_request(timer_request(60, None, true), 90, false, t0),
+            call.session_request(timer_request(60, None, true), 90, false),
             Err(90)
         );
         // It supports timers and named nobody: it refreshes, we watch.
-        call.session_request(timer_request(90, None, true), 90, false, t0)
+        call.session_request(timer_request(90, None, true), 90, false)
             .unwrap();
+        call.session_answered(200, t0);
         assert_eq!(
             call.session_expires(),
             Some(("90;refresher=uac".to_string(), true))
@@ -1860,8 +1983,9 @@ mod tests {
         assert_eq!(call.deadline(), Some(t0 + Duration::from_secs(60)));
         // A refresh at 50 s pushes it back.
         let t1 = t0 + Duration::from_secs(50);
-        call.session_request(timer_request(90, Some(false), true), 90, false, t1)
+        call.session_request(timer_request(90, Some(false), true), 90, false)
             .unwrap();
+        call.session_answered(200, t1);
         assert_eq!(
             call.handle(CallEvent::Refresh, t1),
             [Action::Reply(200, None)]
@@ -1883,26 +2007,36 @@ mod tests {
         let (mut call, _, _) = start(0, t0);
         // refresher=uas, or a caller without the extension (a proxy added
         // the header; its short interval is raised, not refused).
-        call.session_request(timer_request(30, None, false), 90, true, t0)
+        call.session_request(timer_request(30, None, false), 90, true)
             .unwrap();
+        call.session_answered(200, t0);
         assert_eq!(
             call.session_expires(),
             Some(("90;refresher=uas".to_string(), false))
         );
-        call.session_request(timer_request(120, Some(true), true), 90, true, t0)
+        call.session_request(timer_request(120, Some(true), true), 90, true)
             .unwrap();
+        call.session_answered(200, t0);
         call.handle(CallEvent::Ack, t0);
         let half = t0 + Duration::from_secs(60);
         assert_eq!(call.deadline(), Some(half));
         assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
         assert_eq!(call.deadline(), None, "the UPDATE is on its way");
-        assert!(call.handle(CallEvent::RefreshDone(200), half).is_empty());
+        assert_eq!(
+            call.refresh_session_expires().as_deref(),
+            Some("120;refresher=uac"),
+            "in our UPDATE we are the UAC"
+        );
+        assert!(
+            call.handle(CallEvent::RefreshDone(RefreshOutcome::status(200)), half)
+                .is_empty()
+        );
         assert_eq!(call.deadline(), Some(half + Duration::from_secs(60)));
         // A refresh that finds the dialog gone ends the call.
         let t2 = half + Duration::from_secs(60);
         assert_eq!(call.handle(CallEvent::Timer, t2), [Action::SendRefresh]);
         assert_eq!(
-            call.handle(CallEvent::RefreshDone(481), t2),
+            call.handle(CallEvent::RefreshDone(RefreshOutcome::status(481)), t2),
             [Action::SendBye]
         );
         assert!(call.session_expired());
@@ -1912,16 +2046,182 @@ mod tests {
     fn no_timer_when_we_would_have_to_refresh_without_update() {
         let t0 = Instant::now();
         let (mut call, _, _) = start(0, t0);
-        call.session_request(timer_request(1800, Some(true), true), 90, false, t0)
+        call.session_request(timer_request(1800, Some(true), true), 90, false)
             .unwrap();
+        call.session_answered(200, t0);
         assert_eq!(call.session_expires(), None);
         // A refresh without Session-Expires turns a running timer off.
-        call.session_request(timer_request(1800, None, true), 90, false, t0)
+        call.session_request(timer_request(1800, None, true), 90, false)
             .unwrap();
+        call.session_answered(200, t0);
         assert!(call.session_expires().is_some());
-        call.session_request(None, 90, false, t0).unwrap();
+        call.session_request(None, 90, false).unwrap();
+        call.session_answered(200, t0);
         assert_eq!(call.session_expires(), None);
         call.handle(CallEvent::Ack, t0);
         assert_eq!(call.deadline(), None);
+    }
+
+    /// A caller that supports timers and asks us to refresh, answered.
+    fn refreshing_call(t0: Instant) -> UasCall {
+        let (mut call, _, _) = start(0, t0);
+        call.session_request(timer_request(120, Some(true), true), 90, true)
+            .unwrap();
+        call.session_answered(200, t0);
+        call.handle(CallEvent::Ack, t0);
+        call
+    }
+
+    #[test]
+    fn a_refused_refresh_changes_nothing() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let t1 = t0 + Duration::from_secs(10);
+        // A re-INVITE naming the caller as refresher, refused (488): we
+        // still refresh, counted from the answer.
+        call.session_request(timer_request(300, Some(false), true), 90, true)
+            .unwrap();
+        call.session_answered(488, t1);
+        assert_eq!(
+            call.session_expires(),
+            Some(("120;refresher=uas".to_string(), true))
+        );
+        assert_eq!(call.deadline(), Some(t0 + Duration::from_secs(60)));
+        // Accepted, it takes effect, from then.
+        call.session_request(timer_request(300, Some(false), true), 90, true)
+            .unwrap();
+        call.session_answered(200, t1);
+        assert_eq!(
+            call.session_expires(),
+            Some(("300;refresher=uac".to_string(), true))
+        );
+        assert_eq!(call.deadline(), Some(t1 + Duration::from_secs(268)));
+    }
+
+    #[test]
+    fn a_refresh_from_the_caller_while_ours_is_out_sends_no_second_one() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let half = t0 + Duration::from_secs(60);
+        assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
+        call.session_request(timer_request(120, Some(true), true), 90, true)
+            .unwrap();
+        call.session_answered(200, half);
+        assert_eq!(call.deadline(), None, "our UPDATE is still out");
+        let later = half + Duration::from_secs(1);
+        call.handle(CallEvent::RefreshDone(RefreshOutcome::status(200)), later);
+        assert_eq!(call.deadline(), Some(later + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_callers_answer_to_our_refresh_settles_the_timer() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let half = t0 + Duration::from_secs(60);
+        assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
+        // Its 2xx takes the refreshing over (refresher=uas: the caller, UAS
+        // of our UPDATE) with a longer interval: we watch from now on.
+        let outcome = RefreshOutcome {
+            status: 200,
+            session_expires: Some((180, Some(true))),
+            min_se: None,
+        };
+        assert!(
+            call.handle(CallEvent::RefreshDone(outcome), half)
+                .is_empty()
+        );
+        assert_eq!(
+            call.session_expires(),
+            Some(("180;refresher=uac".to_string(), true))
+        );
+        let end = half + Duration::from_secs(180 - 32);
+        assert_eq!(call.deadline(), Some(end));
+        assert_eq!(call.handle(CallEvent::Timer, end), [Action::SendBye]);
+    }
+
+    #[test]
+    fn our_refresh_too_small_for_the_caller_is_sent_again_with_its_min_se() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let half = t0 + Duration::from_secs(60);
+        call.handle(CallEvent::Timer, half);
+        let outcome = RefreshOutcome {
+            status: 422,
+            session_expires: None,
+            min_se: Some(600),
+        };
+        assert!(
+            call.handle(CallEvent::RefreshDone(outcome), half)
+                .is_empty()
+        );
+        assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
+        assert_eq!(
+            call.refresh_session_expires().as_deref(),
+            Some("600;refresher=uac")
+        );
+    }
+
+    #[test]
+    fn a_failed_refresh_is_retried_while_the_session_lasts() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let mut now = t0 + Duration::from_secs(60);
+        assert_eq!(call.handle(CallEvent::Timer, now), [Action::SendRefresh]);
+        let mut sent = 1;
+        loop {
+            let actions = call.handle(CallEvent::RefreshDone(RefreshOutcome::status(500)), now);
+            if actions == [Action::SendBye] {
+                break;
+            }
+            assert!(actions.is_empty());
+            let due = call.deadline().expect("tried again");
+            assert!(
+                due < t0 + Duration::from_secs(120),
+                "before the session ends"
+            );
+            now = due;
+            assert_eq!(call.handle(CallEvent::Timer, now), [Action::SendRefresh]);
+            sent += 1;
+            assert!(sent < 20);
+        }
+        assert!(sent > 2, "retried: {sent}");
+        assert!(call.session_expired());
+        // A caller without the extension (a proxy asked for the timer)
+        // keeps its call: we just stop refreshing.
+        let (mut call, _, _) = start(0, t0);
+        call.session_request(timer_request(120, None, false), 90, true)
+            .unwrap();
+        call.session_answered(200, t0);
+        call.handle(CallEvent::Ack, t0);
+        let half = t0 + Duration::from_secs(60);
+        call.handle(CallEvent::Timer, half);
+        assert!(
+            call.handle(CallEvent::RefreshDone(RefreshOutcome::status(500)), half)
+                .is_empty()
+        );
+        assert_eq!(call.session_expires(), None);
+        assert_eq!(call.deadline(), None);
+    }
+
+    #[test]
+    fn refresh_outcomes_are_read_from_the_response() {
+        let response: crate::sip::Response = "SIP/2.0 422 Session Interval Too Small\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMin-SE: 600\r\nContent-Length: 0\r\n\r\n"
+            .try_into()
+            .unwrap();
+        assert_eq!(
+            RefreshOutcome::of(&response),
+            RefreshOutcome {
+                status: 422,
+                session_expires: None,
+                min_se: Some(600)
+            }
+        );
+        let response: crate::sip::Response = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nx: 1800;refresher=uas\r\nContent-Length: 0\r\n\r\n"
+            .try_into()
+            .unwrap();
+        assert_eq!(
+            RefreshOutcome::of(&response).session_expires,
+            Some((1800, Some(true)))
+        );
     }
 }

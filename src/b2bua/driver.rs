@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::call::{
-    Action, CallEvent, CallState, RAck, Reliability, SessionRequest, UasCall, allows_update,
+    Action, CallEvent, CallState, RAck, RefreshOutcome, Reliability, SessionRequest, UasCall,
+    allows_update,
 };
 use super::{B2bua, CONTACT_PREFIX, CallTarget, DialogKey, Peer};
 use crate::media::engine::{Command, EngineError, LegEvent, LegSockets, RoomHandle};
@@ -140,16 +141,23 @@ pub(super) fn build_response(
     }
 }
 
-/// Our 2xx to the caller's INVITE or to its refresh (re-INVITE, UPDATE)
-/// says the session timer in force (RFC 4028 §9): `Session-Expires` with
-/// the refresher, `Require: timer` when the caller supports it.
+/// Our final response to the caller's INVITE or to its refresh
+/// (re-INVITE, UPDATE) settles the refresh ([`UasCall::session_answered`]),
+/// and a 2xx says the session timer in force (RFC 4028 §9):
+/// `Session-Expires` with the refresher, `Require: timer` when the caller
+/// supports it.
 pub(super) fn with_session_timer(
     mut response: Response,
     request: &Request,
-    call: &UasCall,
+    call: &mut UasCall,
+    now: Instant,
 ) -> Response {
-    if (200..300).contains(&response.status_code.code())
-        && matches!(request.method, Method::Invite | Method::Update)
+    if !matches!(request.method, Method::Invite | Method::Update) {
+        return response;
+    }
+    let status = response.status_code.code();
+    call.session_answered(status, now);
+    if (200..300).contains(&status)
         && let Some((value, required)) = call.session_expires()
     {
         let mut headers: Vec<Header> = response.headers.iter().cloned().collect();
@@ -172,11 +180,10 @@ pub(super) fn take_session_request(
     dialog: &Dialog,
     request: &Request,
     min_se: u64,
-    now: Instant,
 ) -> Option<Response> {
     let update = allows_update(request) || allows_update(&dialog.invite);
     let min = call
-        .session_request(SessionRequest::of(request), min_se, update, now)
+        .session_request(SessionRequest::of(request), min_se, update)
         .err()?;
     info!(min_se = min, "session interval too small: 422");
     let mut response = dialog.response(request, 422, None);
@@ -612,7 +619,7 @@ pub async fn answer<S: InviteServer>(
         };
     set_reliability(&mut call, &request);
     let min_se = b2bua.core.limits().min_session_expires_secs;
-    if let Some(refusal) = take_session_request(&mut call, &dialog, &request, min_se, now) {
+    if let Some(refusal) = take_session_request(&mut call, &dialog, &request, min_se) {
         invite.respond(refusal);
         drop(count);
         while invite.next_request().await.is_some() {}
@@ -626,7 +633,7 @@ pub async fn answer<S: InviteServer>(
     b2bua.register(key.clone(), dialog_tx);
     let (leg_tx, mut leg_rx) = mpsc::unbounded_channel::<LegEvent>();
     let (bye_tx, mut bye_rx) = mpsc::unbounded_channel::<u16>();
-    let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<u16>();
+    let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<RefreshOutcome>();
     let participant = b2bua.engine.participant_id();
     let mut prepared = Some(prepared);
     let mut room: Option<RoomHandle> = None;
@@ -663,7 +670,12 @@ pub async fn answer<S: InviteServer>(
                             room = Some(handle);
                             let body = (!call.answered_early()).then(|| answer_sdp.clone());
                             let response = dialog.response(&request, 200, body);
-                            invite.respond(with_session_timer(response, &request, &call));
+                            invite.respond(with_session_timer(
+                                response,
+                                &request,
+                                &mut call,
+                                Instant::now(),
+                            ));
                         }
                         Err(e) => {
                             warn!(error = %e, "could not join the room");
@@ -682,7 +694,8 @@ pub async fn answer<S: InviteServer>(
                 Action::Reply(status, body) => {
                     if let Some(tx) = pending.take() {
                         let response = dialog.response(&tx.original, status, body);
-                        let response = with_session_timer(response, &tx.original, &call);
+                        let response =
+                            with_session_timer(response, &tx.original, &mut call, Instant::now());
                         respond_and_keep(tx, response).await;
                     }
                 }
@@ -721,10 +734,10 @@ pub async fn answer<S: InviteServer>(
                     send_bye(&dialog.bye(), &peer, &b2bua.core, bye_tx.clone())
                 }
                 Action::SendRefresh => {
-                    if let Some((value, _)) = call.session_expires() {
+                    if let Some(value) = call.refresh_session_expires() {
                         debug!("session refresh (UPDATE)");
                         let update = dialog.session_refresh(value);
-                        send_bye(&update, &peer, &b2bua.core, refresh_tx.clone());
+                        send_refresh(&update, &peer, &b2bua.core, refresh_tx.clone());
                     }
                 }
                 Action::Transfer(_) | Action::AttendedTransfer(_) => {
@@ -768,7 +781,7 @@ pub async fn answer<S: InviteServer>(
                 dialog.refresh_target(&tx.original);
                 if matches!(request.method(), Method::Invite | Method::Update)
                     && matches!(call.state(), CallState::AwaitingAck | CallState::Confirmed)
-                    && let Some(refusal) = take_session_request(&mut call, &dialog, &tx.original, min_se, event_now)
+                    && let Some(refusal) = take_session_request(&mut call, &dialog, &tx.original, min_se)
                 {
                     respond_and_keep(*tx, refusal).await;
                     continue;
@@ -795,9 +808,9 @@ pub async fn answer<S: InviteServer>(
             Some(status) = bye_rx.recv() => {
                 queue.extend(call.handle(CallEvent::ByeDone(status), Instant::now()));
             }
-            Some(status) = refresh_rx.recv() => {
-                debug!(status, "session refresh answered");
-                queue.extend(call.handle(CallEvent::RefreshDone(status), Instant::now()));
+            Some(outcome) = refresh_rx.recv() => {
+                debug!(status = outcome.status, "session refresh answered");
+                queue.extend(call.handle(CallEvent::RefreshDone(outcome), Instant::now()));
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 queue.extend(call.handle(CallEvent::Timer, Instant::now()));
@@ -940,13 +953,44 @@ pub(super) fn send_bye(
     core: &Arc<crate::sip::SipCore>,
     done: mpsc::UnboundedSender<u16>,
 ) {
-    let Ok(key) = TransactionKey::from_request(bye, TransactionRole::Client) else {
-        let _ = done.send(400);
+    send_reporting(bye, peer, core, done, |r| r.status_code.code(), 408);
+}
+
+/// Sends our session refresh (UPDATE) to the caller the way [`send_bye`]
+/// sends a BYE; `done` gets what its final response says of the timer.
+pub(super) fn send_refresh(
+    update: &Request,
+    peer: &Peer,
+    core: &Arc<crate::sip::SipCore>,
+    done: mpsc::UnboundedSender<RefreshOutcome>,
+) {
+    send_reporting(
+        update,
+        peer,
+        core,
+        done,
+        RefreshOutcome::of,
+        RefreshOutcome::status(408),
+    );
+}
+
+/// Sends an in-dialog request of ours to the caller; `done` gets `read` of
+/// the first final response, or `timeout` when none came.
+fn send_reporting<T: Send + 'static>(
+    request: &Request,
+    peer: &Peer,
+    core: &Arc<crate::sip::SipCore>,
+    done: mpsc::UnboundedSender<T>,
+    read: fn(&Response) -> T,
+    timeout: T,
+) {
+    let Ok(key) = TransactionKey::from_request(request, TransactionRole::Client) else {
+        let _ = done.send(timeout);
         return;
     };
     let mut client = Transaction::new_client(
         key,
-        bye.clone(),
+        request.clone(),
         core.transaction_layer().clone(),
         Some(peer.connection.clone()),
     );
@@ -961,12 +1005,12 @@ pub(super) fn send_bye(
                 {
                     // At once: the transaction lingers (Timer K, 5 s over
                     // UDP) to absorb retransmitted responses.
-                    let _ = done.send(r.status_code.code());
+                    let _ = done.send(read(&r));
                 }
             }
         }
         if let Some(done) = done {
-            let _ = done.send(408);
+            let _ = done.send(timeout);
         }
     });
 }
