@@ -318,13 +318,19 @@ impl Participant {
         p.gain_q12 = self.gain_q12;
         p.track = self.track.take();
         // Digits for it are not lost: a digit being played ends with its
-        // end packets (sent on the new telephone-event, if any), queued ones
-        // follow.
+        // end packets, queued ones follow. The end packets are on the old
+        // telephone-event's clock and payload type: they go only when the
+        // new one is the same (else the receiver's own timeout ends the
+        // digit); without telephone-event nothing can be played at all.
         if let Some(synth) = self.dtmf_synth.take() {
             synth.end_now(&mut self.dtmf_out);
         }
-        p.dtmf_out = std::mem::take(&mut self.dtmf_out);
-        p.dtmf_queued = std::mem::take(&mut self.dtmf_queued);
+        if p.te.is_some() {
+            if p.te == self.te {
+                p.dtmf_out = std::mem::take(&mut self.dtmf_out);
+            }
+            p.dtmf_queued = std::mem::take(&mut self.dtmf_queued);
+        }
         Ok(p)
     }
 

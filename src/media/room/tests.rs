@@ -1355,6 +1355,29 @@ fn a_codec_switch_keeps_the_digits_in_flight() {
     );
 }
 
+/// A switch to a configuration without telephone-event drops the digits
+/// waiting for that participant: nothing could ever play them, and the
+/// room stayed on 20 ms ticks for them (relaying never resumed).
+#[test]
+fn a_switch_without_telephone_event_drops_the_digits_waiting() {
+    let mut room = two_phones();
+    room.inject_dtmf(ParticipantId(1), 1, 200).unwrap();
+    room.inject_dtmf(ParticipantId(1), 2, 200).unwrap();
+    for k in 0..3 {
+        room.tick(k * 20).for_each(drop);
+    }
+    for id in [1, 2] {
+        room.reconfigure(ParticipantId(id), ParticipantConfig::new(CodecSpec::pcma()))
+            .unwrap();
+    }
+    for k in 3..60 {
+        for (_, f) in room.tick(k * 20) {
+            assert_ne!(f.payload_type, 101, "no telephone-event any more");
+        }
+    }
+    assert_eq!(room.tick_interval_ms(), RELAY_TICK_MS, "relaying again");
+}
+
 /// 30 ms and 10 ms G.711 packets (`a=ptime:30`, `a=ptime:10`) are cut on
 /// the 20 ms grid and joined across packets: the tone comes through whole
 /// (a 30 ms packet was once split into 20 + 10 ms frames off the grid).
