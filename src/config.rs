@@ -25,7 +25,7 @@ use crate::trunks::{TrunkConfig, TrunksSection};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Identity of this server.
-    pub server: ServerConfig,
+    pub server: Spanned<ServerConfig>,
     /// Addresses to listen on, per transport.
     pub listen: Listen,
     /// Certificate and key for TLS, WSS and HTTPS.
@@ -75,7 +75,7 @@ impl Default for DialplanConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            server: ServerConfig::default(),
+            server: unknown_span(ServerConfig::default()),
             listen: Listen::default(),
             tls: TlsFiles::default(),
             limits: unknown_span(Limits::default()),
@@ -101,7 +101,8 @@ pub struct ServerConfig {
     /// Our public address behind 1:1 NAT (a cloud instance's elastic IP):
     /// written as our own address in Via, Contact and Record-Route for
     /// peers outside `local_networks`. Unset: the address we send from.
-    /// SDP has its own, `media.advertised_address`.
+    /// SDP and ICE candidates follow it while `media.bind` is the wildcard
+    /// and `media.advertised_address` (one address for all) is unset.
     pub advertised_address: Option<std::net::IpAddr>,
     /// Networks whose peers reach us directly (they get the address we
     /// send from); unset: loopback, RFC 1918, link-local, RFC 6598 and
@@ -611,6 +612,20 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
         });
     }
 
+    if let Some(ip) = config.server.value.advertised_address
+        && !crate::media::engine::usable_advertised(ip)
+    {
+        let block = config.server.referenced;
+        let (line, column) = locate_key(text, (block.line(), block.column()), "advertised_address");
+        problems.push(Problem {
+            file: file.clone(),
+            line,
+            column,
+            message: format!(
+                "server.advertised_address: {ip} is not a unicast address peers can reach"
+            ),
+        });
+    }
     if let Err(message) = config.media.value.validate() {
         let key = message
             .strip_prefix("media.")
@@ -786,6 +801,27 @@ mod tests {
         let err = file("media:\n  bind: 127.0.0.1\n  rtp_ports: '500-600'\n").unwrap_err();
         assert_eq!(err.0[0].line, 3, "{err}");
         assert!(err.0[0].message.starts_with("media.rtp_ports"), "{err}");
+    }
+
+    #[test]
+    fn advertised_addresses_must_be_reachable() {
+        let loaded = file("server:\n  name: x\n  advertised_address: 192.0.2.10\n").unwrap();
+        assert_eq!(
+            loaded.config.server.value.advertised_address,
+            Some("192.0.2.10".parse().unwrap())
+        );
+        let err = file("server:\n  name: x\n  advertised_address: 0.0.0.0\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("t.yaml:3:3: server.advertised_address: 0.0.0.0 is not"),
+            "{text}"
+        );
+        let err = file("media:\n  advertised_address: 239.1.1.1\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("t.yaml:2:3: media.advertised_address: 239.1.1.1 is not"),
+            "{text}"
+        );
     }
 
     #[test]

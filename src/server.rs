@@ -163,11 +163,11 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let core = SipCore::new(
         config.limits.value.clone(),
         metrics,
-        config.server.name.clone(),
+        config.server.value.name.clone(),
         cancel.clone(),
     );
-    core.set_advertise(config.server.advertise());
-    if let Some(public) = config.server.advertised_address {
+    core.set_advertise(config.server.value.advertise());
+    if let Some(public) = config.server.value.advertised_address {
         tracing::info!(%public, "advertising this public address to peers outside the local networks");
     }
 
@@ -251,7 +251,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
             turn_config,
             tls.as_ref().map(|t| t.sip.clone()),
             core.metrics().turn.clone(),
-            &config.server.name,
+            &config.server.value.name,
             cancel.clone(),
         )
         .await?;

@@ -134,9 +134,14 @@ fn start_plan(trunks: &str, plan: &str) -> Setup {
 
 /// [`start_plan`] with `extra` configuration (whole top-level sections).
 fn start_plan_with(extra: &str, trunks: &str, plan: &str) -> Setup {
+    start_plan_on(extra, trunks, plan, "127.0.0.1")
+}
+
+/// [`start_plan_with`], media sockets bound to `media_bind`.
+fn start_plan_on(extra: &str, trunks: &str, plan: &str, media_bind: &str) -> Setup {
     let rtp = port_window(40);
     let config = format!(
-        "{}{extra}{USERS}trunks:\n{trunks}dialplan:\n  file: plan.yaml\nmedia:\n  bind: 127.0.0.1\n  rtp_ports: '{}-{}'\n",
+        "{}{extra}{USERS}trunks:\n{trunks}dialplan:\n  file: plan.yaml\nmedia:\n  bind: {media_bind}\n  rtp_ports: '{}-{}'\n",
         common::ALL_LOOPBACK,
         rtp.0,
         rtp.1
@@ -1737,10 +1742,12 @@ fn behind_nat_peers_outside_our_networks_are_given_the_public_address() {
     let out = Carrier::start("trunk_uas.xml", &[]);
     let in_port = free_port();
     let trunks = trunk("in", in_port, "") + &trunk("out", out.port, "");
-    let Setup { server, .. } = start_plan_with(
+    // Media bound to the wildcard: SDP follows the same choice.
+    let Setup { server, .. } = start_plan_on(
         "server:\n  advertised_address: 192.0.2.10\n  local_networks: []\n",
         &trunks,
         TRANSIT_PLAN,
+        "0.0.0.0",
     );
     let (sipp, work) = carrier_calls_with(
         "trunk_uac.xml",
@@ -1764,6 +1771,8 @@ fn behind_nat_peers_outside_our_networks_are_given_the_public_address() {
     assert!(via.contains(" 192.0.2.10:"), "{invite}");
     let contact = header(invite, "Contact").unwrap_or_default();
     assert!(contact.contains("@192.0.2.10:"), "{invite}");
+    assert!(invite.contains("c=IN IP4 192.0.2.10"), "{invite}");
+    assert!(answer.contains("c=IN IP4 192.0.2.10"), "{answer}");
     assert_nothing_left(&server);
 }
 
@@ -1773,10 +1782,11 @@ fn behind_nat_peers_in_our_networks_are_given_the_address_we_send_from() {
     let out = Carrier::start("trunk_uas.xml", &[]);
     let in_port = free_port();
     let trunks = trunk("in", in_port, "") + &trunk("out", out.port, "");
-    let Setup { server, .. } = start_plan_with(
+    let Setup { server, .. } = start_plan_on(
         "server:\n  advertised_address: 192.0.2.10\n",
         &trunks,
         TRANSIT_PLAN,
+        "0.0.0.0",
     );
     let (sipp, work) = carrier_calls_with(
         "trunk_uac.xml",

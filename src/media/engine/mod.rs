@@ -102,6 +102,13 @@ impl Default for MediaConfig {
     }
 }
 
+/// An address peers can be told to send to (SDP, Via, Contact): not the
+/// wildcard, not multicast or broadcast.
+pub fn usable_advertised(ip: IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
+}
+
 impl MediaConfig {
     /// Checks the values; messages name the key.
     pub fn validate(&self) -> Result<PortRange, String> {
@@ -117,6 +124,13 @@ impl MediaConfig {
             return Err(
                 "media.max_rooms and max_legs must be at least 1, max_room_size at least 2".into(),
             );
+        }
+        if let Some(ip) = self.advertised_address
+            && !usable_advertised(ip)
+        {
+            return Err(format!(
+                "media.advertised_address: {ip} is not a unicast address peers can reach"
+            ));
         }
         if self.answer_delay_ms > 60_000 {
             return Err("media.answer_delay_ms: at most 60000".into());
