@@ -816,6 +816,11 @@ mod tests {
             text.contains("t.yaml:3:3: server.advertised_address: 0.0.0.0 is not"),
             "{text}"
         );
+        let err = file("server:\n  advertised_address: '::ffff:224.0.0.1'\n").unwrap_err();
+        assert!(
+            err.to_string().contains("server.advertised_address"),
+            "{err}"
+        );
         let err = file("media:\n  advertised_address: 239.1.1.1\n").unwrap_err();
         let text = err.to_string();
         assert!(

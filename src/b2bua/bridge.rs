@@ -1663,7 +1663,7 @@ impl Bridge {
                             ));
                         } else {
                             invite.respond(dialog.response(&request, 500, None));
-                            a.handle(CallEvent::Cancel, Instant::now());
+                            a_queue.extend(a.handle(CallEvent::AnswerFailed, Instant::now()));
                             self.end_reason = "caller media failed".into();
                             self.hang_up_legs(&mut b_queue);
                         }

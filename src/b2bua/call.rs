@@ -55,6 +55,10 @@ pub enum CallEvent<'a> {
     AckWithSdp(&'a [u8]),
     /// The INVITE transaction ended without an ACK.
     AckTimeout,
+    /// [`Action::Answer`] could not be carried out (the room could not be
+    /// joined): the INVITE got an error response instead, and the call is
+    /// over.
+    AnswerFailed,
     /// BYE from the caller.
     Bye,
     /// re-INVITE (or UPDATE) with this body (an offer; empty: none).
@@ -278,6 +282,14 @@ struct Session {
     /// When the session ends unless refreshed (counted from the last
     /// accepted refresh).
     expires: Option<Instant>,
+    /// The smallest interval we take (`limits.min_session_expires_secs`).
+    floor: Duration,
+    /// The caller's `Min-SE` from a 422 to our refresh (RFC 4028 §7.4: the
+    /// retry carries it); zero: none.
+    peer_min_se: u64,
+    /// This refresh was already sent again after a 422: another one is a
+    /// failure like any other.
+    retried_422: bool,
 }
 
 /// Whether a request's Allow header lists UPDATE (RFC 3311): then the
@@ -630,6 +642,9 @@ impl UasCall {
                     due: None,
                     refreshing: false,
                     expires: None,
+                    floor: Duration::from_secs(min_se),
+                    peer_min_se: 0,
+                    retried_422: false,
                 })
             }
         };
@@ -672,10 +687,15 @@ impl UasCall {
     }
 
     /// The `Session-Expires` of our own refresh (UPDATE): there we are the
-    /// UAC, and the refresher (`1800;refresher=uac`).
-    pub fn refresh_session_expires(&self) -> Option<String> {
-        self.session
-            .map(|s| format!("{};refresher=uac", s.interval.as_secs()))
+    /// UAC, and the refresher (`1800;refresher=uac`); with the `Min-SE` to
+    /// send, once the caller asked for one in a 422 (RFC 4028 §7.4).
+    pub fn refresh_session_expires(&self) -> Option<(String, Option<u64>)> {
+        self.session.map(|s| {
+            (
+                format!("{};refresher=uac", s.interval.as_secs()),
+                (s.peer_min_se > 0).then_some(s.peer_min_se),
+            )
+        })
     }
 
     /// The call ended because its session expired (RFC 4028 §10): the
@@ -726,59 +746,71 @@ impl UasCall {
             return Vec::new();
         };
         s.refreshing = false;
+        let retried_422 = std::mem::take(&mut s.retried_422);
         match outcome.status {
             200..=299 => {
                 // The caller settles the interval and the refresher in its
-                // 2xx (§7.4; `uas` is the caller here); without the header
-                // it runs no timer itself, and ours goes on as it was.
-                if let Some((interval, uas_refreshes)) = outcome.session_expires
-                    && interval > 0
-                {
-                    s.interval =
+                // 2xx (§7.4; `uas` is the caller here), never below what
+                // we take; without the header it runs no timer itself, and
+                // ours goes on as it was (the refresh still proves the
+                // dialog alive).
+                if let Some((interval, uas_refreshes)) = outcome.session_expires {
+                    let interval =
                         Duration::from_secs(interval).min(super::uac::MAX_SESSION_INTERVAL);
-                    s.we_refresh = uas_refreshes != Some(true);
+                    if interval >= s.floor && !interval.is_zero() {
+                        s.interval = interval;
+                        s.we_refresh = uas_refreshes != Some(true);
+                    }
                 }
                 self.restart_session(now);
-            }
-            491 => {
-                // RFC 3261 §14.1: the caller chose the Call-ID, so we
-                // retry after 0 to 2 s, in 10 ms steps.
-                let wait = 10 * u64::from(rand::random::<u8>() % 201);
-                s.due = Some(now + Duration::from_millis(wait));
+                return Vec::new();
             }
             408 | 481 => {
                 self.session_expired = true;
                 return self.end_with_bye();
             }
-            422 if outcome
-                .min_se
-                .is_some_and(|m| Duration::from_secs(m) > s.interval) =>
-            {
-                // Too small for the caller (§7.3 as UAC): again, at once,
-                // with its Min-SE.
+            422 if !retried_422 => {
+                // Too small for the caller (§7.4 as UAC): again, at once,
+                // with its Min-SE, once.
                 let min_se = outcome.min_se.unwrap_or_default();
-                s.interval = Duration::from_secs(min_se).min(super::uac::MAX_SESSION_INTERVAL);
-                s.due = Some(now);
-            }
-            _ if !s.required => {
-                // A caller without the extension runs no timer of its own
-                // (a proxy asked for it): it keeps the call, and so do we.
-                self.session = None;
-            }
-            _ => {
-                // The caller runs the timer and expects our refresh: try
-                // again while the session lasts (a third of what is left
-                // each time), and end it when it is over.
-                let left = s
-                    .expires
-                    .map_or(Duration::ZERO, |e| e.saturating_duration_since(now));
-                if left < Duration::from_secs(2) {
-                    self.session_expired = true;
-                    return self.end_with_bye();
+                let raised = Duration::from_secs(min_se).min(super::uac::MAX_SESSION_INTERVAL);
+                if raised > s.interval {
+                    s.interval = raised;
+                    s.peer_min_se = min_se.min(super::uac::MAX_SESSION_INTERVAL.as_secs());
+                    s.retried_422 = true;
+                    s.due = Some(now);
+                    return Vec::new();
                 }
-                s.due = Some(now + left / 3);
             }
+            _ => {}
         }
+        if !s.required && outcome.status != 491 {
+            // A caller without the extension runs no timer of its own (a
+            // proxy asked for it): it keeps the call, and so do we.
+            self.session = None;
+            return Vec::new();
+        }
+        // The caller runs the timer and expects our refresh: try again
+        // while the session lasts, and end it when it is over. After 491
+        // (RFC 3261 §14.1: the caller chose the Call-ID) in 0 to 2 s, in
+        // 10 ms steps; after other failures, a third of what is left.
+        let left = s
+            .expires
+            .map_or(Duration::ZERO, |e| e.saturating_duration_since(now));
+        let wait = if outcome.status == 491 {
+            Duration::from_millis(10 * u64::from(rand::random::<u8>() % 201))
+        } else {
+            left / 3
+        };
+        if left < Duration::from_secs(2) || wait >= left {
+            if !s.required {
+                self.session = None;
+                return Vec::new();
+            }
+            self.session_expired = true;
+            return self.end_with_bye();
+        }
+        s.due = Some(now + wait);
         Vec::new()
     }
 
@@ -1026,6 +1058,13 @@ impl UasCall {
                 Vec::new()
             }
             (AwaitingAck, CallEvent::AckTimeout) => self.end_with_bye(),
+            (AwaitingAck, CallEvent::AnswerFailed) => {
+                self.state = Ended;
+                self.deadline = None;
+                self.session = None;
+                self.staged_session = None;
+                vec![Action::Release]
+            }
             (AwaitingAck, CallEvent::Timer) if self.deadline.is_some_and(|d| now >= d) => {
                 self.end_with_bye()
             }
@@ -2023,8 +2062,8 @@ mod tests {
         assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
         assert_eq!(call.deadline(), None, "the UPDATE is on its way");
         assert_eq!(
-            call.refresh_session_expires().as_deref(),
-            Some("120;refresher=uac"),
+            call.refresh_session_expires(),
+            Some(("120;refresher=uac".to_string(), None)),
             "in our UPDATE we are the UAC"
         );
         assert!(
@@ -2156,8 +2195,33 @@ mod tests {
         );
         assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
         assert_eq!(
-            call.refresh_session_expires().as_deref(),
-            Some("600;refresher=uac")
+            call.refresh_session_expires(),
+            Some(("600;refresher=uac".to_string(), Some(600)))
+        );
+        // Once: a second 422 is a failure like any other (a caller raising
+        // its Min-SE each time would have us send UPDATEs for ever).
+        let outcome = RefreshOutcome {
+            status: 422,
+            session_expires: None,
+            min_se: Some(900),
+        };
+        assert!(
+            call.handle(CallEvent::RefreshDone(outcome), half)
+                .is_empty()
+        );
+        assert!(call.deadline().is_some_and(|d| d > half));
+        // Above a day it is taken as a day (no Instant overflow).
+        let mut call = refreshing_call(t0);
+        call.handle(CallEvent::Timer, half);
+        let outcome = RefreshOutcome {
+            status: 422,
+            session_expires: None,
+            min_se: Some(u64::MAX),
+        };
+        call.handle(CallEvent::RefreshDone(outcome), half);
+        assert_eq!(
+            call.refresh_session_expires(),
+            Some(("86400;refresher=uac".to_string(), Some(86_400)))
         );
     }
 
@@ -2223,5 +2287,56 @@ mod tests {
             RefreshOutcome::of(&response).session_expires,
             Some((1800, Some(true)))
         );
+    }
+
+    #[test]
+    fn a_caller_answering_491_for_ever_is_hung_up_when_the_session_ends() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let mut now = t0 + Duration::from_secs(60);
+        assert_eq!(call.handle(CallEvent::Timer, now), [Action::SendRefresh]);
+        for _ in 0..1000 {
+            let actions = call.handle(CallEvent::RefreshDone(RefreshOutcome::status(491)), now);
+            if actions == [Action::SendBye] {
+                assert!(now < t0 + Duration::from_secs(120));
+                assert!(call.session_expired());
+                return;
+            }
+            now = call.deadline().expect("tried again");
+            assert_eq!(call.handle(CallEvent::Timer, now), [Action::SendRefresh]);
+        }
+        panic!("still refreshing at {:?}", now - t0);
+    }
+
+    #[test]
+    fn the_callers_2xx_cannot_shrink_the_interval_below_ours() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let half = t0 + Duration::from_secs(60);
+        call.handle(CallEvent::Timer, half);
+        let outcome = RefreshOutcome {
+            status: 200,
+            session_expires: Some((1, Some(true))),
+            min_se: None,
+        };
+        call.handle(CallEvent::RefreshDone(outcome), half);
+        assert_eq!(
+            call.session_expires(),
+            Some(("120;refresher=uas".to_string(), true))
+        );
+        assert_eq!(call.deadline(), Some(half + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn an_answer_that_could_not_be_given_ends_the_call() {
+        let t0 = Instant::now();
+        let (mut call, _, actions) = start(0, t0);
+        assert_eq!(actions, [Action::Answer]);
+        call.session_request(timer_request(120, None, true), 90, true)
+            .unwrap();
+        // The room could not be joined: the INVITE got 503, not our 200.
+        assert_eq!(call.handle(CallEvent::AnswerFailed, t0), [Action::Release]);
+        assert_eq!(call.state(), CallState::Ended);
+        assert_eq!(call.deadline(), None, "no BYE later on a refused call");
     }
 }

@@ -278,14 +278,20 @@ impl Dialog {
     }
 
     /// Our session refresh (RFC 4028 §9): UPDATE without a body, with our
-    /// Contact (a target refresh request, RFC 3311 §5.1) and the interval
-    /// `session_expires` names us to refresh.
-    pub(super) fn session_refresh(&mut self, session_expires: String) -> Request {
-        let extra = vec![
+    /// Contact (a target refresh request, RFC 3311 §5.1), the interval
+    /// `session_expires` names us to refresh, and `Min-SE` when given.
+    pub(super) fn session_refresh(
+        &mut self,
+        (session_expires, min_se): (String, Option<u64>),
+    ) -> Request {
+        let mut extra = vec![
             Header::Contact(self.contact.clone().into()),
             Header::Supported("timer".into()),
             Header::Other("Session-Expires".into(), session_expires),
         ];
+        if let Some(min_se) = min_se {
+            extra.push(Header::Other("Min-SE".into(), min_se.to_string()));
+        }
         self.request(Method::Update, extra, None)
     }
 
@@ -683,8 +689,7 @@ pub async fn answer<S: InviteServer>(
                             response.status_code =
                                 StatusCode::Other(503, "Media Services Not Available".into());
                             invite.respond(response);
-                            queue.push_back(Action::Release);
-                            call.handle(CallEvent::Cancel, Instant::now());
+                            queue.extend(call.handle(CallEvent::AnswerFailed, Instant::now()));
                         }
                     }
                 }

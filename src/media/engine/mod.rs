@@ -105,6 +105,8 @@ impl Default for MediaConfig {
 /// An address peers can be told to send to (SDP, Via, Contact): not the
 /// wildcard, not multicast or broadcast.
 pub fn usable_advertised(ip: IpAddr) -> bool {
+    // `::ffff:0.0.0.0` is the IPv4 wildcard, and so on.
+    let ip = ip.to_canonical();
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
     !(ip.is_unspecified() || ip.is_multicast() || broadcast)
 }
