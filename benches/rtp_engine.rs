@@ -4,6 +4,7 @@
 //!     cargo bench --bench rtp_engine                 (200 calls, 10 s)
 //!     cargo bench --bench rtp_engine -- 100 5        (calls, seconds)
 //!     cargo bench --bench rtp_engine -- 200 10 --floor
+//!     COALESCE_US=3000 cargo bench --bench rtp_engine   (media.coalesce_us)
 //!
 //! `--floor` replaces the engine by the least a relay can do: a bare
 //! edge-triggered `epoll` loop on one thread that reads each datagram
@@ -300,6 +301,10 @@ fn engine_relay(
             rtp_ports: format!("{base}-{}", base + 4 * calls as u16 + 400),
             media_timeout_secs: 3600,
             threads: 1,
+            coalesce_us: std::env::var("COALESCE_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(MediaConfig::default().coalesce_us),
             ..MediaConfig::default()
         };
         let engine = MediaEngine::new(cfg, Arc::new(Metrics::default())).unwrap();

@@ -33,7 +33,7 @@
 #
 # Settings (environment, defaults below): RATES STEP_SECS STEADY_FROM HOLD_MS
 # SERVERS KAM_CHILDREN KAM_SHM_MB SB_BIN WRITE_DOCS MAX_SECS MEDIA_CALLS RAMP_RATE
-# MEDIA_SECS RTP_PORTS CDR SCHED NICE.
+# MEDIA_SECS RTP_PORTS CDR MEDIA_THREADS COALESCE_US SCHED NICE.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -57,6 +57,8 @@ RAMP_RATE="${RAMP_RATE:-50}"      # calls/s while media calls are set up
 MEDIA_SECS="${MEDIA_SECS:-20}"    # measured window with all media calls up
 RTP_PORTS="${RTP_PORTS:-30000-49999}"
 CDR="${CDR:-true}"                # Switchboard writes cdr.jsonl (true) or not
+MEDIA_THREADS="${MEDIA_THREADS:-0}"   # Switchboard's media.threads (0: one per core)
+COALESCE_US="${COALESCE_US:-1000}"    # Switchboard's media.coalesce_us
 SCHED="${SCHED:-$([[ "$(id -u)" == 0 ]] && command -v chrt >/dev/null && echo rr || echo other)}"
 NICE="${NICE:-0}"
 
@@ -79,7 +81,10 @@ now() { date +%s.%N; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 [[ "$(id -u)" == 0 || -z "$MEDIA_CALLS" ]] || die "the media part needs root (packet counting); MEDIA_CALLS= skips it"
-for tool in sipp kamailio curl awk ss python3; do
+tools=(sipp curl awk ss python3)
+# Kamailio runs only in the signalling part.
+[[ -z "$RATES" || " $SERVERS " != *" kamailio "* ]] || tools+=(kamailio)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install -y sip-tester kamailio curl python3)"
 done
 [[ -z "$MEDIA_CALLS" ]] || command -v nft >/dev/null 2>&1 || die "nft not found (apt-get install -y nftables; the media part counts packets with it)"
@@ -164,6 +169,8 @@ dialplan:
 media:
   bind: 127.0.0.1
   rtp_ports: '$RTP_PORTS'
+  threads: $MEDIA_THREADS
+  coalesce_us: $COALESCE_US
 cdr:
   enabled: $CDR
 EOF
@@ -446,7 +453,7 @@ LOAD_AT_END="$(loadavg)"
 # ---------------------------------------------------------------------------
 report="$WORK/report.md"
 {
-  echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" HOLD_MS="$HOLD_MS" KAM_CHILDREN="$KAM_CHILDREN" KAM_SHM_MB="$KAM_SHM_MB" MAX_SECS="$MAX_SECS" MEDIA_CALLS=\""$MEDIA_CALLS"\" RAMP_RATE="$RAMP_RATE" MEDIA_SECS="$MEDIA_SECS" CDR="$CDR" SCHED="$SCHED")bash benches/calls/run.sh\`"
+  echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" HOLD_MS="$HOLD_MS" KAM_CHILDREN="$KAM_CHILDREN" KAM_SHM_MB="$KAM_SHM_MB" MAX_SECS="$MAX_SECS" MEDIA_CALLS=\""$MEDIA_CALLS"\" RAMP_RATE="$RAMP_RATE" MEDIA_SECS="$MEDIA_SECS" CDR="$CDR" MEDIA_THREADS="$MEDIA_THREADS" COALESCE_US="$COALESCE_US" SCHED="$SCHED")bash benches/calls/run.sh\`"
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); run time $(elapsed) s; load average at the start $LOAD_AT_START, at the end $LOAD_AT_END"
   echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr), loopback only; servers and SIPp $([[ "$SCHED" == rr ]] && echo 'under SCHED_RR priority 10 (`chrt -r 10`)' || echo "normally scheduled at nice $NICE")"
