@@ -277,8 +277,6 @@ struct Session {
     required: bool,
     /// When the next refresh is due (ours), or the session expires (theirs).
     due: Option<Instant>,
-    /// Our UPDATE is on its way.
-    refreshing: bool,
     /// When the session ends unless refreshed (counted from the last
     /// accepted refresh).
     expires: Option<Instant>,
@@ -419,6 +417,9 @@ pub struct UasCall {
     /// What a refresh from the caller asks, taken once our 2xx to it goes
     /// out ([`UasCall::session_answered`]); `Some(None)`: no timer.
     staged_session: Option<Option<Session>>,
+    /// Our session refresh (UPDATE) is on its way: none other is sent
+    /// before its outcome, whatever the caller's refreshes do meanwhile.
+    refresh_out: bool,
     /// The session expired without a refresh from the caller (or ours
     /// failed): the BYE we sent says why the call ended.
     session_expired: bool,
@@ -548,6 +549,7 @@ impl UasCall {
             offer_sent,
             session: None,
             staged_session: None,
+            refresh_out: false,
             session_expired: false,
         };
         let mut actions = Vec::new();
@@ -640,7 +642,6 @@ impl UasCall {
                     we_refresh,
                     required: request.supported,
                     due: None,
-                    refreshing: false,
                     expires: None,
                     floor: Duration::from_secs(min_se),
                     peer_min_se: 0,
@@ -666,10 +667,9 @@ impl UasCall {
         if status >= 300 {
             return;
         }
-        // An UPDATE of ours on its way stays so: its outcome restarts the
-        // count (no second one is sent meanwhile).
-        let refreshing = self.session.is_some_and(|s| s.refreshing);
-        self.session = staged.map(|s| Session { refreshing, ..s });
+        // An UPDATE of ours on its way stays so (`refresh_out`): its
+        // outcome restarts the count, no second one is sent meanwhile.
+        self.session = staged;
         self.restart_session(now);
     }
 
@@ -709,6 +709,7 @@ impl UasCall {
         if !matches!(self.state, CallState::AwaitingAck | CallState::Confirmed) {
             return;
         }
+        let refresh_out = self.refresh_out;
         if let Some(s) = self.session.as_mut() {
             let wait = if s.we_refresh {
                 s.interval / 2
@@ -716,7 +717,7 @@ impl UasCall {
                 // RFC 4028 §10: BYE a little before the interval runs out.
                 s.interval - (s.interval / 3).min(Duration::from_secs(32))
             };
-            s.due = (!s.refreshing).then_some(now + wait);
+            s.due = (!refresh_out).then_some(now + wait);
             s.expires = Some(now + s.interval);
         }
     }
@@ -732,8 +733,8 @@ impl UasCall {
         }
         if s.we_refresh {
             // The UPDATE's transaction reports within 32 s (408 at worst).
-            s.refreshing = true;
             s.due = None;
+            self.refresh_out = true;
             return Some(vec![Action::SendRefresh]);
         }
         self.session_expired = true;
@@ -742,10 +743,10 @@ impl UasCall {
 
     /// Our UPDATE's outcome (RFC 4028 §10).
     fn refresh_done(&mut self, outcome: RefreshOutcome, now: Instant) -> Vec<Action> {
+        self.refresh_out = false;
         let Some(s) = self.session.as_mut() else {
             return Vec::new();
         };
-        s.refreshing = false;
         let retried_422 = std::mem::take(&mut s.retried_422);
         match outcome.status {
             200..=299 => {
@@ -2338,5 +2339,21 @@ mod tests {
         assert_eq!(call.handle(CallEvent::AnswerFailed, t0), [Action::Release]);
         assert_eq!(call.state(), CallState::Ended);
         assert_eq!(call.deadline(), None, "no BYE later on a refused call");
+    }
+
+    #[test]
+    fn our_update_in_flight_survives_the_caller_turning_the_timer_off_and_on() {
+        let t0 = Instant::now();
+        let mut call = refreshing_call(t0);
+        let half = t0 + Duration::from_secs(60);
+        assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
+        call.session_request(None, 90, true).unwrap();
+        call.session_answered(200, half);
+        call.session_request(timer_request(120, Some(true), true), 90, true)
+            .unwrap();
+        call.session_answered(200, half);
+        assert_eq!(call.deadline(), None, "our UPDATE is still out");
+        call.handle(CallEvent::RefreshDone(RefreshOutcome::status(200)), half);
+        assert_eq!(call.deadline(), Some(half + Duration::from_secs(60)));
     }
 }
