@@ -1062,8 +1062,6 @@ impl UasCall {
             (AwaitingAck, CallEvent::AnswerFailed) => {
                 self.state = Ended;
                 self.deadline = None;
-                self.session = None;
-                self.staged_session = None;
                 vec![Action::Release]
             }
             (AwaitingAck, CallEvent::Timer) if self.deadline.is_some_and(|d| now >= d) => {
@@ -2001,6 +1999,20 @@ mod tests {
         assert!(!allows_update(&plain));
     }
 
+    /// The caller's INVITE or refresh asks `request` of the session timer,
+    /// and our 2xx to it goes out at `now`.
+    fn accept(
+        call: &mut UasCall,
+        request: Option<SessionRequest>,
+        min_se: u64,
+        allows_update: bool,
+        now: Instant,
+    ) {
+        call.session_request(request, min_se, allows_update)
+            .unwrap();
+        call.session_answered(200, now);
+    }
+
     #[test]
     fn a_caller_that_stops_refreshing_gets_bye() {
         let t0 = Instant::now();
@@ -2011,9 +2023,7 @@ mod tests {
             Err(90)
         );
         // It supports timers and named nobody: it refreshes, we watch.
-        call.session_request(timer_request(90, None, true), 90, false)
-            .unwrap();
-        call.session_answered(200, t0);
+        accept(&mut call, timer_request(90, None, true), 90, false, t0);
         assert_eq!(
             call.session_expires(),
             Some(("90;refresher=uac".to_string(), true))
@@ -2023,9 +2033,13 @@ mod tests {
         assert_eq!(call.deadline(), Some(t0 + Duration::from_secs(60)));
         // A refresh at 50 s pushes it back.
         let t1 = t0 + Duration::from_secs(50);
-        call.session_request(timer_request(90, Some(false), true), 90, false)
-            .unwrap();
-        call.session_answered(200, t1);
+        accept(
+            &mut call,
+            timer_request(90, Some(false), true),
+            90,
+            false,
+            t1,
+        );
         assert_eq!(
             call.handle(CallEvent::Refresh, t1),
             [Action::Reply(200, None)]
@@ -2047,16 +2061,18 @@ mod tests {
         let (mut call, _, _) = start(0, t0);
         // refresher=uas, or a caller without the extension (a proxy added
         // the header; its short interval is raised, not refused).
-        call.session_request(timer_request(30, None, false), 90, true)
-            .unwrap();
-        call.session_answered(200, t0);
+        accept(&mut call, timer_request(30, None, false), 90, true, t0);
         assert_eq!(
             call.session_expires(),
             Some(("90;refresher=uas".to_string(), false))
         );
-        call.session_request(timer_request(120, Some(true), true), 90, true)
-            .unwrap();
-        call.session_answered(200, t0);
+        accept(
+            &mut call,
+            timer_request(120, Some(true), true),
+            90,
+            true,
+            t0,
+        );
         call.handle(CallEvent::Ack, t0);
         let half = t0 + Duration::from_secs(60);
         assert_eq!(call.deadline(), Some(half));
@@ -2086,17 +2102,18 @@ mod tests {
     fn no_timer_when_we_would_have_to_refresh_without_update() {
         let t0 = Instant::now();
         let (mut call, _, _) = start(0, t0);
-        call.session_request(timer_request(1800, Some(true), true), 90, false)
-            .unwrap();
-        call.session_answered(200, t0);
+        accept(
+            &mut call,
+            timer_request(1800, Some(true), true),
+            90,
+            false,
+            t0,
+        );
         assert_eq!(call.session_expires(), None);
         // A refresh without Session-Expires turns a running timer off.
-        call.session_request(timer_request(1800, None, true), 90, false)
-            .unwrap();
-        call.session_answered(200, t0);
+        accept(&mut call, timer_request(1800, None, true), 90, false, t0);
         assert!(call.session_expires().is_some());
-        call.session_request(None, 90, false).unwrap();
-        call.session_answered(200, t0);
+        accept(&mut call, None, 90, false, t0);
         assert_eq!(call.session_expires(), None);
         call.handle(CallEvent::Ack, t0);
         assert_eq!(call.deadline(), None);
@@ -2105,9 +2122,13 @@ mod tests {
     /// A caller that supports timers and asks us to refresh, answered.
     fn refreshing_call(t0: Instant) -> UasCall {
         let (mut call, _, _) = start(0, t0);
-        call.session_request(timer_request(120, Some(true), true), 90, true)
-            .unwrap();
-        call.session_answered(200, t0);
+        accept(
+            &mut call,
+            timer_request(120, Some(true), true),
+            90,
+            true,
+            t0,
+        );
         call.handle(CallEvent::Ack, t0);
         call
     }
@@ -2128,9 +2149,13 @@ mod tests {
         );
         assert_eq!(call.deadline(), Some(t0 + Duration::from_secs(60)));
         // Accepted, it takes effect, from then.
-        call.session_request(timer_request(300, Some(false), true), 90, true)
-            .unwrap();
-        call.session_answered(200, t1);
+        accept(
+            &mut call,
+            timer_request(300, Some(false), true),
+            90,
+            true,
+            t1,
+        );
         assert_eq!(
             call.session_expires(),
             Some(("300;refresher=uac".to_string(), true))
@@ -2144,9 +2169,13 @@ mod tests {
         let mut call = refreshing_call(t0);
         let half = t0 + Duration::from_secs(60);
         assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
-        call.session_request(timer_request(120, Some(true), true), 90, true)
-            .unwrap();
-        call.session_answered(200, half);
+        accept(
+            &mut call,
+            timer_request(120, Some(true), true),
+            90,
+            true,
+            half,
+        );
         assert_eq!(call.deadline(), None, "our UPDATE is still out");
         let later = half + Duration::from_secs(1);
         call.handle(CallEvent::RefreshDone(RefreshOutcome::status(200)), later);
@@ -2254,9 +2283,7 @@ mod tests {
         // A caller without the extension (a proxy asked for the timer)
         // keeps its call: we just stop refreshing.
         let (mut call, _, _) = start(0, t0);
-        call.session_request(timer_request(120, None, false), 90, true)
-            .unwrap();
-        call.session_answered(200, t0);
+        accept(&mut call, timer_request(120, None, false), 90, true, t0);
         call.handle(CallEvent::Ack, t0);
         let half = t0 + Duration::from_secs(60);
         call.handle(CallEvent::Timer, half);
@@ -2349,9 +2376,13 @@ mod tests {
         assert_eq!(call.handle(CallEvent::Timer, half), [Action::SendRefresh]);
         call.session_request(None, 90, true).unwrap();
         call.session_answered(200, half);
-        call.session_request(timer_request(120, Some(true), true), 90, true)
-            .unwrap();
-        call.session_answered(200, half);
+        accept(
+            &mut call,
+            timer_request(120, Some(true), true),
+            90,
+            true,
+            half,
+        );
         assert_eq!(call.deadline(), None, "our UPDATE is still out");
         call.handle(CallEvent::RefreshDone(RefreshOutcome::status(200)), half);
         assert_eq!(call.deadline(), Some(half + Duration::from_secs(60)));
