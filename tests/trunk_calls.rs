@@ -1558,6 +1558,23 @@ fn the_trunk_moving_its_contact_gets_our_bye_there() {
 }
 
 #[test]
+fn a_trunks_200_sent_again_gets_our_ack_again() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // The carrier sends its 200 again after our ACK, as if the ACK was
+    // lost: it must be ACKed again (the transaction layer has ended the
+    // INVITE at its 2xx; the SIP core keeps the ACK for this).
+    let carrier = Carrier::start("trunk_uas_lost_ack.xml", &[]);
+    let setup = start(&trunk("carrier", carrier.port, ""), &["carrier"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
+    wait(child, work.path(), "caller");
+    carrier.finish("carrier sending its 200 again");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn a_forked_call_keeps_the_answering_dialog_and_hangs_up_a_second_answer() {
     if !is_root() {
         eprintln!("skipped: play_pcap_audio needs root");

@@ -39,6 +39,7 @@ use crate::media::sdp::{
     Capabilities, Direction, LocalMedia, Negotiated, SessionDescription, SessionOrigin,
 };
 use crate::media::webrtc::WebRtcLeg;
+use crate::sip::acks::{AckGuard, ForkHandler, ack_for, ack_in_dialog};
 use crate::sip::outbound::{NextHop, Outbound};
 use crate::sip::{
     Header, HeadersExt, Method, Request, SipMessage, StatusCode, ToTypedHeader, Transaction, Uri,
@@ -198,6 +199,8 @@ struct OutLeg {
     /// Its INVITE was answered (2xx): once the leg is gone, its client
     /// transaction has nothing left to do (see `Drop`).
     answered: bool,
+    /// Keeps the ACK of the 2xx for its retransmissions while the leg lives.
+    ack: Option<AckGuard<NextHop>>,
     /// A leg placed for a blind transfer (REFER) of the caller's party.
     transfer: bool,
     /// The session interval we offer (RFC 4028), s; 0: no session timer.
@@ -446,9 +449,25 @@ impl OutLeg {
         Some((host, port))
     }
 
-    /// A BYE for the dialog of `response` (a 2xx from a fork other than
-    /// the one that answered first, RFC 3261 §13.2.2.4), on the leg's hop.
-    fn bye_for_fork(&mut self, response: &crate::sip::Response) -> Request {
+    /// The ACK of the 2xx that settled the dialog (RFC 3261 §13.2.2.4):
+    /// to its remote target along its route set, CSeq of the INVITE.
+    fn ack(&self) -> Request {
+        let target = self
+            .remote_target
+            .clone()
+            .unwrap_or_else(|| self.uri.clone());
+        ack_for(
+            &self.invite,
+            self.to_tag.as_deref().unwrap_or_default(),
+            target,
+            &self.route_set,
+        )
+    }
+
+    /// The ACK and a BYE for the dialog of `response` (a 2xx from a fork
+    /// other than the one that answered first, RFC 3261 §13.2.2.4), on the
+    /// leg's hop.
+    fn ack_and_bye_for_fork(&mut self, response: &crate::sip::Response) -> (Request, Request) {
         let ours = (
             self.to_tag.take(),
             self.remote_target.take(),
@@ -457,6 +476,7 @@ impl OutLeg {
         );
         self.answered = false;
         self.learn(response);
+        let ack = self.ack();
         let bye = self.in_dialog(Method::Bye, None);
         (
             self.to_tag,
@@ -464,7 +484,7 @@ impl OutLeg {
             self.route_set,
             self.answered,
         ) = ours;
-        bye
+        (ack, bye)
     }
 
     /// A response to an in-dialog request from the trunk.
@@ -615,6 +635,7 @@ fn new_out_leg(
         codec: None,
         invite_task: None,
         answered: false,
+        ack: None,
         transfer: false,
         session_expires: 0,
         asserted: None,
@@ -935,27 +956,43 @@ fn send_in_dialog(
     request: Request,
     done: Option<mpsc::UnboundedSender<(u16, Vec<u8>)>>,
 ) {
+    let invite = (request.method == Method::Invite).then(|| request.clone());
     let client = outbound.client(request, hop);
+    let (outbound, hop) = (outbound.clone(), hop.clone());
     tokio::spawn(
         async move {
             let mut done = done;
+            let mut ack = None;
             if let Ok(mut client) = client
                 && client.send().await.is_ok()
             {
                 while let Some(message) = client.receive().await {
-                    if let SipMessage::Response(r) = message
-                        && r.status_code.code() >= 200
+                    let SipMessage::Response(r) = message else {
+                        continue;
+                    };
+                    let status = r.status_code.code();
+                    if let Some(invite) = &invite
+                        && (200..300).contains(&status)
+                        && ack.is_none()
+                    {
+                        // A re-INVITE's 2xx: ACKed here, and again for its
+                        // retransmissions while `ack` is kept.
+                        let request = ack_in_dialog(invite, &r);
+                        ack = outbound.core().send_ack(request, &hop, None).await;
+                    }
+                    if status >= 200
                         && let Some(done) = done.take()
                     {
-                        // Reported at once: an INVITE's transaction stays
-                        // on for 32 s after a 2xx (RFC 6026 "Accepted"),
-                        // absorbing its retransmissions.
-                        let _ = done.send((r.status_code.code(), r.body));
+                        let _ = done.send((status, r.body));
                     }
                 }
             }
             if let Some(done) = done {
                 let _ = done.send((408, Vec::new()));
+            }
+            if ack.is_some() {
+                // The peer retransmits its 2xx for up to 64·T1.
+                tokio::time::sleep(Duration::from_secs(32)).await;
             }
         }
         .in_current_span(),
@@ -1437,7 +1474,16 @@ impl Bridge {
                         }
                     }
                     UacAction::SendAck => {
-                        // The transaction layer ACKs the 2xx (and its retransmissions).
+                        // Ours to send, where the dialog says; the SIP
+                        // core sends it again for a retransmitted 2xx,
+                        // and hands us a 2xx of another fork.
+                        let reports = reports_tx.clone();
+                        let cseq = leg.invite_cseq;
+                        let forks: ForkHandler = Arc::new(move |r| {
+                            let _ = reports.send((id, InviteReport::Response(cseq, Box::new(r))));
+                        });
+                        let ack = leg.ack();
+                        leg.ack = b2bua.core.send_ack(ack, &leg.hop, Some(forks)).await;
                     }
                     UacAction::SendAuthenticated => {
                         if !resend_with_credentials(&b2bua, leg, &reports_tx) {
@@ -1850,9 +1896,10 @@ impl Bridge {
                             let status = response.status_code.code();
                             if !leg.learn(&response) {
                                 if (200..300).contains(&status) {
-                                    // The transaction layer ACKed it.
-                                    info!(leg = %leg.label, "a second fork answered: BYE");
-                                    let bye = leg.bye_for_fork(&response);
+                                    info!(leg = %leg.label, "a second fork answered: ACK, BYE");
+                                    let (ack, bye) = leg.ack_and_bye_for_fork(&response);
+                                    // Joins the leg's ACKs (kept by `leg.ack`).
+                                    let _ = b2bua.core.send_ack(ack, &leg.hop, None).await;
                                     send_in_dialog(&b2bua.outbound, &leg.hop, bye, None);
                                 }
                                 continue;

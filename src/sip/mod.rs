@@ -7,6 +7,7 @@
 //! and the RFC 3261 transaction layer of `rsipstack`, which stays behind this
 //! module: the rest of the crate uses the names re-exported here.
 
+pub mod acks;
 pub mod advertise;
 pub mod connections;
 pub mod framer;
@@ -304,6 +305,7 @@ pub struct SipCore {
     fast: OnceLock<Arc<dyn FastAnswer>>,
     records: nist::CompletedTransactions,
     advertise: OnceLock<advertise::Advertise>,
+    acks: Arc<acks::Acks<outbound::NextHop>>,
 }
 
 impl SipCore {
@@ -320,7 +322,12 @@ impl SipCore {
             .with_user_agent(&server_name)
             .with_transport_layer(transport_layer)
             .with_cancel_token(cancel.child_token())
-            .with_option(EndpointOption::default())
+            // The ACK of a 2xx is the dialog's (RFC 6026 §7.2): sent by
+            // its owner where the dialog says, see `send_ack`.
+            .with_option(EndpointOption {
+                auto_ack_2xx: false,
+                ..EndpointOption::default()
+            })
             .with_inspector(Box::new(ServerHeader))
             .build();
         let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
@@ -331,6 +338,7 @@ impl SipCore {
             fast: OnceLock::new(),
             records,
             advertise: OnceLock::new(),
+            acks: acks::Acks::new(),
             limits,
             metrics,
             connections,
@@ -522,7 +530,30 @@ impl SipCore {
         Ok(message)
     }
 
-    /// Hands an accepted message to the transaction layer.
+    /// Sends the ACK of a 2xx to an INVITE of ours on `hop` (the dialog's
+    /// remote target and route set are the caller's, RFC 3261 §13.2.2.4)
+    /// and keeps it for the 2xx's retransmissions ([`acks`]). The first ACK
+    /// of an INVITE returns the guard that keeps them (hold it while the
+    /// dialog lives), with `forks` to call for 2xx of other dialogs.
+    pub async fn send_ack(
+        &self,
+        ack: Request,
+        hop: &outbound::NextHop,
+        forks: Option<acks::ForkHandler>,
+    ) -> Option<acks::AckGuard<outbound::NextHop>> {
+        let guard = self.acks.record(&ack, hop, forks);
+        Self::send_on(SipMessage::Request(ack), hop).await;
+        guard
+    }
+
+    async fn send_on(message: SipMessage, hop: &outbound::NextHop) {
+        if let Err(e) = hop.connection.send(message, hop.destination.as_ref()).await {
+            debug!(remote = %hop.remote, error = %e, "ACK not sent");
+        }
+    }
+
+    /// Hands an accepted message to the transaction layer. A 2xx to an
+    /// INVITE of ours that was ACKed already is answered here ([`acks`]).
     async fn to_transaction_layer(
         &self,
         message: SipMessage,
@@ -530,6 +561,20 @@ impl SipCore {
         connection: &SipConnection,
         remote: SocketAddr,
     ) {
+        if let SipMessage::Response(response) = &message
+            && response.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful
+            && let Some(known) = self.acks.on_success(response)
+        {
+            match known {
+                acks::Known::Resend(sent) => {
+                    let (ack, hop) = *sent;
+                    debug!(%remote, "2xx again: ACK again");
+                    Self::send_on(SipMessage::Request(ack), &hop).await;
+                }
+                acks::Known::Fork(owner) => owner(response.clone()),
+            }
+            return;
+        }
         let from = SipAddr {
             r#type: Some(kind.sip_transport()),
             addr: remote.into(),
