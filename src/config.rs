@@ -589,6 +589,18 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
             message,
         });
     }
+    if !(1..=10_000_000).contains(&auth.max_tracked_nonces) {
+        let (line, column) = locate_key(text, (block.line(), block.column()), "max_tracked_nonces");
+        problems.push(Problem {
+            file: file.clone(),
+            line,
+            column,
+            message: format!(
+                "auth.max_tracked_nonces: {} is out of range (1..=10000000)",
+                auth.max_tracked_nonces
+            ),
+        });
+    }
     if !(10..=86_400).contains(&auth.nonce_lifetime_secs) {
         let (line, column) =
             locate_key(text, (block.line(), block.column()), "nonce_lifetime_secs");
@@ -769,6 +781,16 @@ mod tests {
         assert!(text.contains("t.yaml:3:"), "{text}");
         assert!(text.contains("already used by listen.tcp"), "{text}");
         assert!(text.contains("not a loopback address"), "{text}");
+    }
+
+    #[test]
+    fn nonce_table_size_is_configurable_and_checked() {
+        let ok = file("auth:\n  max_tracked_nonces: 1000\n").expect("valid");
+        assert_eq!(ok.config.auth.value.max_tracked_nonces, 1000);
+        let err = file("auth:\n  nonce_lifetime_secs: 60\n  max_tracked_nonces: 0\n").unwrap_err();
+        let p = &err.0[0];
+        assert_eq!((p.line, p.column), (3, 3), "{err}");
+        assert!(p.message.starts_with("auth.max_tracked_nonces: 0"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 pub struct AuthConfig {
     /// How long a nonce is accepted, in seconds; older ones get `stale=true`.
     pub nonce_lifetime_secs: u64,
+    /// Used nonces remembered (with their last nonce count) to refuse
+    /// replays; past it the oldest are forgotten and count as stale (about
+    /// 40 bytes each).
+    pub max_tracked_nonces: usize,
     /// Challenge algorithms, most preferred first (`MD5`, `SHA-256`).
     pub algorithms: Vec<String>,
     /// Throttling of authentication failures.
@@ -35,6 +39,7 @@ impl Default for AuthConfig {
         // know only MD5 and keep only the last challenge header they parse.
         AuthConfig {
             nonce_lifetime_secs: 300,
+            max_tracked_nonces: 200_000,
             algorithms: vec!["SHA-256".into(), "MD5".into()],
             throttle: ThrottleConfig::default(),
         }
@@ -101,7 +106,11 @@ impl Authenticator {
         rand::fill(&mut secret);
         Ok(Authenticator {
             state: Mutex::new(State {
-                nonces: NonceManager::new(secret, config.nonce_lifetime_secs, 200_000),
+                nonces: NonceManager::new(
+                    secret,
+                    config.nonce_lifetime_secs,
+                    config.max_tracked_nonces,
+                ),
                 by_ip: Throttle::new(config.throttle.clone()),
                 by_user: Throttle::new(config.throttle.clone()),
             }),
@@ -275,6 +284,46 @@ mod tests {
             .and_then(|s| s.split('"').next())
             .unwrap()
             .to_string()
+    }
+
+    #[test]
+    fn the_used_nonce_table_is_bounded_by_its_setting() {
+        let directory = Directory::build(&demo_domains()).expect("demo users");
+        let realm = directory.domain_of("switchboard.local").expect("realm");
+        let auth = Authenticator::new(
+            &AuthConfig {
+                max_tracked_nonces: 1,
+                ..AuthConfig::default()
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let check = |nonce: &str, nc: u32, now: u64| {
+            let creds = credentials(&realm, nonce, "demo-1001", nc);
+            auth.check(
+                &directory,
+                &realm,
+                "REGISTER",
+                &[&creds],
+                Some("1001"),
+                ip,
+                now,
+            )
+        };
+        let first = nonce_of(&auth.challenges(&realm, false, 1_000)[1]);
+        let second = nonce_of(&auth.challenges(&realm, false, 1_001)[1]);
+        assert!(matches!(check(&first, 1, 1_002), Outcome::Authenticated(_)));
+        // A second nonce used: the table holds one, so the first is forgotten
+        // and its next use is stale rather than trusted.
+        assert!(matches!(
+            check(&second, 1, 1_003),
+            Outcome::Authenticated(_)
+        ));
+        assert!(matches!(
+            check(&first, 2, 1_004),
+            Outcome::Challenge { stale: true }
+        ));
     }
 
     #[test]
