@@ -933,12 +933,11 @@ fn send_invite(
 }
 
 impl Drop for OutLeg {
-    /// An answered INVITE's client transaction lives on for 64 × T1 (32 s)
-    /// after the 2xx (RFC 6026), to pass on retransmitted 2xx; its task
-    /// held ~20 KB per call that long after short calls (docs/benchmarks.md).
-    /// Once the leg is gone (BYE done, call over) there is nothing left to
-    /// acknowledge: end it. An INVITE that failed keeps its transaction,
-    /// which must still acknowledge retransmitted final responses.
+    /// An answered INVITE's client transaction ends at its 2xx (the ACK
+    /// is ours, kept by `ack` while the leg lives); should its task still
+    /// run when the leg goes, it is ended. An INVITE that failed keeps its
+    /// transaction, which must still acknowledge retransmitted final
+    /// responses.
     fn drop(&mut self) {
         if self.answered
             && let Some(task) = self.invite_task.take()
@@ -978,7 +977,7 @@ fn send_in_dialog(
                         // A re-INVITE's 2xx: ACKed here, and again for its
                         // retransmissions while `ack` is kept.
                         let request = ack_in_dialog(invite, &r);
-                        ack = outbound.core().send_ack(request, &hop, None).await;
+                        ack = outbound.core().send_ack(request, &hop).await;
                     }
                     if status >= 200
                         && let Some(done) = done.take()
@@ -1474,16 +1473,13 @@ impl Bridge {
                         }
                     }
                     UacAction::SendAck => {
-                        // Ours to send, where the dialog says; the SIP
-                        // core sends it again for a retransmitted 2xx,
-                        // and hands us a 2xx of another fork.
-                        let reports = reports_tx.clone();
-                        let cseq = leg.invite_cseq;
-                        let forks: ForkHandler = Arc::new(move |r| {
-                            let _ = reports.send((id, InviteReport::Response(cseq, Box::new(r))));
-                        });
+                        // Ours to send, where the dialog says (the hop
+                        // `follow_dialog` chose); the SIP core sends it
+                        // again for a retransmitted 2xx.
                         let ack = leg.ack();
-                        leg.ack = b2bua.core.send_ack(ack, &leg.hop, Some(forks)).await;
+                        if let Some(guard) = b2bua.core.send_ack(ack, &leg.hop).await {
+                            leg.ack = Some(guard);
+                        }
                     }
                     UacAction::SendAuthenticated => {
                         if !resend_with_credentials(&b2bua, leg, &reports_tx) {
@@ -1899,7 +1895,7 @@ impl Bridge {
                                     info!(leg = %leg.label, "a second fork answered: ACK, BYE");
                                     let (ack, bye) = leg.ack_and_bye_for_fork(&response);
                                     // Joins the leg's ACKs (kept by `leg.ack`).
-                                    let _ = b2bua.core.send_ack(ack, &leg.hop, None).await;
+                                    let _ = b2bua.core.send_ack(ack, &leg.hop).await;
                                     send_in_dialog(&b2bua.outbound, &leg.hop, bye, None);
                                 }
                                 continue;
@@ -1923,6 +1919,18 @@ impl Bridge {
                             b_queue.extend(leg.uac.handle(event, now).into_iter().map(|x| (id, x)));
                             let answered = (200..300).contains(&status);
                             if answered && !leg.answered {
+                                // From here the transaction is gone: the SIP
+                                // core hands us a 2xx of another fork (even
+                                // while `follow_dialog` waits on DNS or a
+                                // connection) and keeps our ACK.
+                                let reports = reports_tx.clone();
+                                let cseq = leg.invite_cseq;
+                                let forks: ForkHandler = Arc::new(move |r| {
+                                    let _ = reports.send((id, InviteReport::Response(cseq, Box::new(r))));
+                                });
+                                if let Some(guard) = b2bua.core.expect_ack(&response, forks) {
+                                    leg.ack = Some(guard);
+                                }
                                 follow_dialog(&b2bua, leg).await;
                             }
                             leg.answered |= answered;

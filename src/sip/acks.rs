@@ -9,8 +9,9 @@
 //! INVITE's Call-ID, From tag and CSeq number, and hands it back for a
 //! retransmitted 2xx of the same dialog (To tag). A 2xx of another dialog
 //! (another fork answering, §13.2.2.4) goes to the INVITE's owner, which
-//! ACKs it and hangs it up. An entry lives as long as its [`AckGuard`]:
-//! the owner's leg, or 64·T1 for a re-INVITE.
+//! ACKs it and hangs it up: from the moment the first 2xx reached the
+//! owner ([`Acks::expect`]), even before its ACK is out. An entry lives as
+//! long as its [`AckGuard`]: the owner's leg, or 64·T1 for a re-INVITE.
 //!
 //! Sans-IO: sending is the caller's ([`super::SipCore::send_ack`]).
 
@@ -27,6 +28,9 @@ pub type ForkHandler = Arc<dyn Fn(Response) + Send + Sync>;
 type Key = (String, String, u32);
 
 struct Entry<H> {
+    /// The To tag of the 2xx that settled the call (its ACK may still be
+    /// on its way).
+    answered: Option<String>,
     /// Per dialog (To tag): the ACK sent, and the hop it went on.
     sent: Vec<(String, Request, H)>,
     forks: Option<ForkHandler>,
@@ -44,6 +48,8 @@ pub enum Known<H> {
     Resend(Box<(Request, H)>),
     /// A 2xx from another dialog of the INVITE: handed to its owner.
     Fork(ForkHandler),
+    /// The answering 2xx again before its ACK went out: nothing to do.
+    Pending,
 }
 
 /// Keeps an INVITE's ACKs in the table; dropping it forgets them.
@@ -91,17 +97,36 @@ impl<H: Clone> Acks<H> {
         })
     }
 
+    /// The first 2xx of an INVITE reached its owner: from now on, a 2xx of
+    /// another dialog goes to `forks`, while the ACK of this one is being
+    /// sent ([`Acks::record`]). Returns the guard that keeps the entry;
+    /// `None` when the entry exists, or for a response that is no 2xx to
+    /// an INVITE with a To tag.
+    pub fn expect(self: &Arc<Self>, answer: &Response, forks: ForkHandler) -> Option<AckGuard<H>> {
+        let (key, to_tag) = identify(answer, Method::Invite)?;
+        let mut map = self.map.lock().ok()?;
+        if map.contains_key(&key) {
+            return None;
+        }
+        map.insert(
+            key.clone(),
+            Entry {
+                answered: Some(to_tag),
+                sent: Vec::new(),
+                forks: Some(forks),
+            },
+        );
+        Some(AckGuard {
+            table: Arc::downgrade(self),
+            key,
+        })
+    }
+
     /// Records `ack` (sent on `hop`) for the retransmissions of its 2xx.
-    /// The first ACK of an INVITE creates its entry and returns its guard,
-    /// with `forks` to call for 2xx of other dialogs; later ones (a fork's)
-    /// join the entry and return `None`. `None` too for a request that is
-    /// no ACK with a To tag.
-    pub fn record(
-        self: &Arc<Self>,
-        ack: &Request,
-        hop: &H,
-        forks: Option<ForkHandler>,
-    ) -> Option<AckGuard<H>> {
+    /// It joins its INVITE's entry ([`Acks::expect`], or an earlier ACK: a
+    /// fork's); without one it creates it and returns its guard. `None`
+    /// too for a request that is no ACK with a To tag.
+    pub fn record(self: &Arc<Self>, ack: &Request, hop: &H) -> Option<AckGuard<H>> {
         let (key, to_tag) = identify(ack, Method::Ack)?;
         let mut map = self.map.lock().ok()?;
         let sent = (to_tag, ack.clone(), hop.clone());
@@ -113,8 +138,9 @@ impl<H: Clone> Acks<H> {
         map.insert(
             key.clone(),
             Entry {
+                answered: None,
                 sent: vec![sent],
-                forks,
+                forks: None,
             },
         );
         Some(AckGuard {
@@ -143,6 +169,7 @@ impl<H: Clone> Acks<H> {
                 }
                 Some(Known::Resend(Box::new((ack, hop.clone()))))
             }
+            None if entry.answered.as_deref() == Some(to_tag.as_str()) => Some(Known::Pending),
             None => entry.forks.clone().map(Known::Fork),
         }
     }
@@ -320,16 +347,21 @@ mod tests {
     #[test]
     fn a_retransmitted_2xx_gets_its_ack_again_and_a_fork_goes_to_the_owner() {
         let table = Acks::new();
-        // Nothing sent yet: the first 2xx is the transaction layer's.
+        // Nothing known yet: the first 2xx is the transaction layer's.
         assert!(table.on_success(&ok("a")).is_none());
-        let target = Uri::try_from("sip:node@10.0.0.2:5070").expect("uri");
-        let ack = ack_for(&invite(), "a", target.clone(), &[]);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let forks: ForkHandler = Arc::new(move |r: Response| {
             sink.lock().expect("lock").push(r.to_string());
         });
-        let guard = table.record(&ack, &hop(), Some(forks)).expect("first");
+        // The owner got it: until its ACK is out, the same 2xx again is
+        // dropped and another fork's goes to the owner.
+        let guard = table.expect(&ok("a"), forks).expect("first");
+        assert!(table.expect(&ok("a"), Arc::new(|_| {})).is_none());
+        assert!(matches!(table.on_success(&ok("a")), Some(Known::Pending)));
+        let target = Uri::try_from("sip:node@10.0.0.2:5070").expect("uri");
+        let ack = ack_for(&invite(), "a", target.clone(), &[]);
+        assert!(table.record(&ack, &hop()).is_none(), "joins the entry");
         match table.on_success(&ok("a")) {
             Some(Known::Resend(sent)) => {
                 // The same ACK with a branch of its own.
@@ -348,12 +380,17 @@ mod tests {
         assert_eq!(seen.lock().expect("lock").len(), 1);
         // The fork's ACK joins the entry: its retransmission is re-ACKed.
         let fork_ack = ack_for(&invite(), "b", target, &[]);
-        assert!(table.record(&fork_ack, &hop(), None).is_none());
+        assert!(table.record(&fork_ack, &hop()).is_none());
         assert!(matches!(table.on_success(&ok("b")), Some(Known::Resend(_))));
         assert_eq!(table.len(), 1);
         drop(guard);
         assert!(table.is_empty());
         assert!(table.on_success(&ok("a")).is_none());
+        // Without `expect` (a re-INVITE's ACK), the ACK makes the entry.
+        let again = table.record(&ack, &hop()).expect("new entry");
+        assert!(matches!(table.on_success(&ok("a")), Some(Known::Resend(_))));
+        drop(again);
+        assert!(table.is_empty());
     }
 
     #[test]

@@ -530,18 +530,28 @@ impl SipCore {
         Ok(message)
     }
 
+    /// The first 2xx to an INVITE of ours reached its owner: 2xx of other
+    /// dialogs go to `forks` from now on ([`acks::Acks::expect`]). Hold the
+    /// guard while the dialog lives: it keeps the ACKs sent with
+    /// [`SipCore::send_ack`] for retransmitted 2xx.
+    pub fn expect_ack(
+        &self,
+        answer: &Response,
+        forks: acks::ForkHandler,
+    ) -> Option<acks::AckGuard<outbound::NextHop>> {
+        self.acks.expect(answer, forks)
+    }
+
     /// Sends the ACK of a 2xx to an INVITE of ours on `hop` (the dialog's
     /// remote target and route set are the caller's, RFC 3261 §13.2.2.4)
-    /// and keeps it for the 2xx's retransmissions ([`acks`]). The first ACK
-    /// of an INVITE returns the guard that keeps them (hold it while the
-    /// dialog lives), with `forks` to call for 2xx of other dialogs.
+    /// and keeps it for the 2xx's retransmissions ([`acks`]). Returns a
+    /// guard when no [`SipCore::expect_ack`] entry held the INVITE yet.
     pub async fn send_ack(
         &self,
         ack: Request,
         hop: &outbound::NextHop,
-        forks: Option<acks::ForkHandler>,
     ) -> Option<acks::AckGuard<outbound::NextHop>> {
-        let guard = self.acks.record(&ack, hop, forks);
+        let guard = self.acks.record(&ack, hop);
         Self::send_on(SipMessage::Request(ack), hop).await;
         guard
     }
@@ -572,6 +582,7 @@ impl SipCore {
                     Self::send_on(SipMessage::Request(ack), &hop).await;
                 }
                 acks::Known::Fork(owner) => owner(response.clone()),
+                acks::Known::Pending => {}
             }
             return;
         }
