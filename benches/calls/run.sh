@@ -33,7 +33,7 @@
 #
 # Settings (environment, defaults below): RATES STEP_SECS STEADY_FROM HOLD_MS
 # SERVERS KAM_CHILDREN KAM_SHM_MB SB_BIN WRITE_DOCS MAX_SECS MEDIA_CALLS RAMP_RATE
-# MEDIA_SECS RTP_PORTS CDR MEDIA_THREADS COALESCE_US SCHED NICE.
+# MEDIA_SECS RTP_PORTS CDR MEDIA_THREADS COALESCE_US THREAD_FILL SCHED NICE.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -59,6 +59,7 @@ RTP_PORTS="${RTP_PORTS:-30000-49999}"
 CDR="${CDR:-true}"                # Switchboard writes cdr.jsonl (true) or not
 MEDIA_THREADS="${MEDIA_THREADS:-0}"   # Switchboard's media.threads (0: one per core)
 COALESCE_US="${COALESCE_US:-1000}"    # Switchboard's media.coalesce_us
+THREAD_FILL="${THREAD_FILL:-256}"     # Switchboard's media.thread_fill_rooms (0: spread rooms evenly)
 SCHED="${SCHED:-$([[ "$(id -u)" == 0 ]] && command -v chrt >/dev/null && echo rr || echo other)}"
 NICE="${NICE:-0}"
 
@@ -171,6 +172,7 @@ media:
   rtp_ports: '$RTP_PORTS'
   threads: $MEDIA_THREADS
   coalesce_us: $COALESCE_US
+  thread_fill_rooms: $THREAD_FILL
 cdr:
   enabled: $CDR
 EOF
@@ -453,7 +455,7 @@ LOAD_AT_END="$(loadavg)"
 # ---------------------------------------------------------------------------
 report="$WORK/report.md"
 {
-  echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" HOLD_MS="$HOLD_MS" KAM_CHILDREN="$KAM_CHILDREN" KAM_SHM_MB="$KAM_SHM_MB" MAX_SECS="$MAX_SECS" MEDIA_CALLS=\""$MEDIA_CALLS"\" RAMP_RATE="$RAMP_RATE" MEDIA_SECS="$MEDIA_SECS" CDR="$CDR" MEDIA_THREADS="$MEDIA_THREADS" COALESCE_US="$COALESCE_US" SCHED="$SCHED")bash benches/calls/run.sh\`"
+  echo "Command: \`$(printf '%s ' WRITE_DOCS="$WRITE_DOCS" RATES=\""$RATES"\" STEP_SECS="$STEP_SECS" STEADY_FROM="$STEADY_FROM" HOLD_MS="$HOLD_MS" KAM_CHILDREN="$KAM_CHILDREN" KAM_SHM_MB="$KAM_SHM_MB" MAX_SECS="$MAX_SECS" MEDIA_CALLS=\""$MEDIA_CALLS"\" RAMP_RATE="$RAMP_RATE" MEDIA_SECS="$MEDIA_SECS" CDR="$CDR" MEDIA_THREADS="$MEDIA_THREADS" COALESCE_US="$COALESCE_US" THREAD_FILL="$THREAD_FILL" SCHED="$SCHED")bash benches/calls/run.sh\`"
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); run time $(elapsed) s; load average at the start $LOAD_AT_START, at the end $LOAD_AT_END"
   echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr), loopback only; servers and SIPp $([[ "$SCHED" == rr ]] && echo 'under SCHED_RR priority 10 (`chrt -r 10`)' || echo "normally scheduled at nice $NICE")"

@@ -81,6 +81,11 @@ pub struct MediaConfig {
     /// to room commands alike: the pause is a sleep). Quiet threads wake
     /// for every datagram as it comes. 0: never batch.
     pub coalesce_us: u32,
+    /// Rooms a media thread takes before new rooms go to the next one; once
+    /// all hold this many, a new room goes to the one with the fewest. At
+    /// low load the rooms share one thread: one wake-up serves more
+    /// packets. 0: always the thread with the fewest.
+    pub thread_fill_rooms: usize,
 }
 
 impl Default for MediaConfig {
@@ -98,6 +103,7 @@ impl Default for MediaConfig {
             hold_tone: true,
             threads: 0,
             coalesce_us: 1000,
+            thread_fill_rooms: 256,
         }
     }
 }
@@ -142,6 +148,9 @@ impl MediaConfig {
         }
         if self.coalesce_us > 20_000 {
             return Err("media.coalesce_us: at most 20000 (one 20 ms frame)".into());
+        }
+        if self.thread_fill_rooms > 1_000_000 {
+            return Err("media.thread_fill_rooms: at most 1000000".into());
         }
         if self.echo_delay_ms > 5000 {
             return Err("media.echo_delay_ms: at most 5000".into());
@@ -426,6 +435,7 @@ impl MediaEngine {
         let threads = reactor::MediaThreads::start(
             cfg.media_threads(),
             Duration::from_micros(u64::from(cfg.coalesce_us)),
+            cfg.thread_fill_rooms,
         )?;
         Ok(Arc::new(MediaEngine {
             cfg,

@@ -15,7 +15,9 @@
 //! (deadline, room) gives the `epoll_wait` timeout (stale entries are
 //! skipped when they come up). Epoll data is `room key << 32 | fd`.
 //!
-//! Rooms go to the thread with the fewest. The threads stop when the
+//! A new room goes to the first thread holding fewer than `fill` rooms
+//! (packed: fewer, fuller batches per wake-up at low load), else to the
+//! thread with the fewest. The threads stop when the
 //! [`MediaThreads`] is dropped (the engine), ending the rooms they hold.
 
 use std::cmp::Reverse;
@@ -131,15 +133,35 @@ struct ThreadHandle {
 /// The engine's media threads.
 pub(super) struct MediaThreads {
     threads: Vec<ThreadHandle>,
+    /// Rooms a thread takes before the next one gets any (0: spread).
+    fill: usize,
+}
+
+/// The thread a new room goes to, given each thread's rooms: the first
+/// with fewer than `fill`, else (all full, or `fill` 0) the one with the
+/// fewest.
+fn placement(rooms: impl Iterator<Item = usize> + Clone, fill: usize) -> Option<usize> {
+    if fill > 0
+        && let Some(i) = rooms.clone().position(|n| n < fill)
+    {
+        return Some(i);
+    }
+    rooms.enumerate().min_by_key(|&(_, n)| n).map(|(i, _)| i)
 }
 
 impl MediaThreads {
     /// Starts `n` threads (at least one), batching at most every
-    /// `coalesce` when busy (`MediaConfig::coalesce_us`).
-    pub(super) fn start(n: usize, coalesce: Duration) -> Result<MediaThreads, EngineError> {
+    /// `coalesce` when busy (`MediaConfig::coalesce_us`), each taking
+    /// `fill` rooms before the next gets any (`MediaConfig::thread_fill_rooms`).
+    pub(super) fn start(
+        n: usize,
+        coalesce: Duration,
+        fill: usize,
+    ) -> Result<MediaThreads, EngineError> {
         // Built up in place: on an error, its Drop stops the threads started.
         let mut this = MediaThreads {
             threads: Vec::with_capacity(n.max(1)),
+            fill,
         };
         for i in 0..n.max(1) {
             let ep = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io)?);
@@ -172,13 +194,10 @@ impl MediaThreads {
         Ok(this)
     }
 
-    /// Hands a room to the thread with the fewest.
+    /// Hands a room to a thread ([`placement`]).
     pub(super) fn adopt(&self, task: RoomTask) {
-        let Some(t) = self
-            .threads
-            .iter()
-            .min_by_key(|t| t.rooms.load(Ordering::Relaxed))
-        else {
+        let rooms = self.threads.iter().map(|t| t.rooms.load(Ordering::Relaxed));
+        let Some(t) = placement(rooms, self.fill).and_then(|i| self.threads.get(i)) else {
             return;
         };
         t.rooms.fetch_add(1, Ordering::Relaxed);
@@ -477,5 +496,26 @@ impl Thread {
             self.end(key);
         }
         debug!(rooms = before, "media thread stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placement;
+
+    #[test]
+    fn rooms_fill_a_thread_before_the_next_then_spread() {
+        let at = |rooms: &[usize], fill| placement(rooms.iter().copied(), fill);
+        // Packed: the first thread not yet full.
+        assert_eq!(at(&[0, 0], 256), Some(0));
+        assert_eq!(at(&[255, 0], 256), Some(0));
+        assert_eq!(at(&[256, 3], 256), Some(1));
+        // A room ended on a full thread: it takes the next one again.
+        assert_eq!(at(&[255, 256], 256), Some(0));
+        // All full: the fewest.
+        assert_eq!(at(&[300, 260], 256), Some(1));
+        // fill 0: always the fewest.
+        assert_eq!(at(&[1, 0], 0), Some(1));
+        assert_eq!(at(&[], 256), None);
     }
 }
