@@ -13,7 +13,8 @@
 //! Signalling talks to a room through a cloneable [`RoomHandle`] (an mpsc
 //! of [`Command`]s whose waker rings the room's thread). [`MediaEngine`]
 //! keeps the named rooms (conferences) and creates anonymous ones (a call,
-//! an echo test) on the thread with the fewest rooms; a room ends when its
+//! an echo test) on a media thread (the first holding fewer than
+//! `thread_fill_rooms`, else the one with the fewest); a room ends when its
 //! last participant leaves or its last handle is dropped. Dropping the
 //! engine stops its threads.
 
