@@ -24,6 +24,9 @@ use super::{Header, HeadersExt, Method, Request, Response, ToTypedHeader, Uri};
 /// ACKed (another fork answering).
 pub type ForkHandler = Arc<dyn Fn(Response) + Send + Sync>;
 
+/// Dialogs (the answer and other forks' 2xx) one INVITE's entry keeps.
+const MAX_DIALOGS: usize = 16;
+
 /// An INVITE we sent: Call-ID, From tag, CSeq number.
 type Key = (String, String, u32);
 
@@ -170,6 +173,9 @@ impl<H: Clone> Acks<H> {
                 Some(Known::Resend(Box::new((ack, hop.clone()))))
             }
             None if entry.answered.as_deref() == Some(to_tag.as_str()) => Some(Known::Pending),
+            // Forks enough: more 2xx of new dialogs are dropped (each
+            // would cost an ACK, a BYE and a slot here).
+            None if entry.sent.len() >= MAX_DIALOGS => Some(Known::Pending),
             None => entry.forks.clone().map(Known::Fork),
         }
     }
@@ -238,7 +244,7 @@ pub fn ack_for(invite: &Request, to_tag: &str, target: Uri, routes: &[String]) -
             Header::ProxyAuthorization(_) => headers.push(h.clone()),
             Header::To(to) => {
                 let has_tag = to.typed().ok().and_then(|t| tag_of(&t.params)).is_some();
-                let value = if has_tag {
+                let value = if has_tag || to_tag.is_empty() {
                     to.value().to_string()
                 } else {
                     format!("{};tag={to_tag}", to.value())
@@ -383,6 +389,20 @@ mod tests {
         assert!(table.record(&fork_ack, &hop()).is_none());
         assert!(matches!(table.on_success(&ok("b")), Some(Known::Resend(_))));
         assert_eq!(table.len(), 1);
+        // At most MAX_DIALOGS dialogs per INVITE: past them a new fork's
+        // 2xx is dropped, not handed on.
+        for i in 0..MAX_DIALOGS {
+            let tag = format!("f{i}");
+            let fork = ack_for(
+                &invite(),
+                &tag,
+                Uri::try_from("sip:x@10.0.0.9").expect("uri"),
+                &[],
+            );
+            let _ = table.record(&fork, &hop());
+        }
+        assert!(matches!(table.on_success(&ok("new")), Some(Known::Pending)));
+        assert!(matches!(table.on_success(&ok("a")), Some(Known::Resend(_))));
         drop(guard);
         assert!(table.is_empty());
         assert!(table.on_success(&ok("a")).is_none());
