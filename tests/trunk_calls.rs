@@ -270,6 +270,18 @@ fn first_request<'a>(log: &'a str, method: &str) -> &'a str {
     &rest[..end]
 }
 
+/// A caller dials a number routed to the trunk `name`, played by a SIPp
+/// carrier running `scenario` (it checks what it gets); the call lasts
+/// `secs` s, and nothing of it is left afterwards.
+fn carrier_answers_a_call(scenario: &str, name: &str, secs: u32, what: &str) {
+    let carrier = Carrier::start(scenario, &[]);
+    let setup = start(&trunk(name, carrier.port, ""), &[name]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), secs);
+    wait(child, work.path(), "caller");
+    carrier.finish(what);
+    assert_nothing_left(&setup.server);
+}
+
 #[test]
 fn the_trunks_caller_id_policy_shapes_from_privacy_and_asserted_identity() {
     if !is_root() {
@@ -1172,12 +1184,12 @@ fn the_trunks_own_session_refresh_is_answered_with_the_timer() {
         eprintln!("skipped: play_pcap_audio needs root");
         return;
     }
-    let carrier = Carrier::start("trunk_uas_timer_uas.xml", &[]);
-    let setup = start(&trunk("refresher", carrier.port, ""), &["refresher"]);
-    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 3);
-    wait(child, work.path(), "caller");
-    carrier.finish("carrier refreshing the session");
-    assert_nothing_left(&setup.server);
+    carrier_answers_a_call(
+        "trunk_uas_timer_uas.xml",
+        "refresher",
+        3,
+        "carrier refreshing the session",
+    );
 }
 
 #[test]
@@ -1549,12 +1561,12 @@ fn the_trunk_moving_its_contact_gets_our_bye_there() {
     }
     // The called carrier re-INVITEs with a new Contact; the caller hangs
     // up; the carrier checks that our BYE's Request-URI is the new one.
-    let carrier = Carrier::start("trunk_uas_target_refresh.xml", &[]);
-    let setup = start(&trunk("moving", carrier.port, ""), &["moving"]);
-    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
-    wait(child, work.path(), "caller");
-    carrier.finish("carrier refreshing its target");
-    assert_nothing_left(&setup.server);
+    carrier_answers_a_call(
+        "trunk_uas_target_refresh.xml",
+        "moving",
+        2,
+        "carrier refreshing its target",
+    );
 }
 
 #[test]
@@ -1566,12 +1578,12 @@ fn a_trunks_200_sent_again_gets_our_ack_again() {
     // The carrier sends its 200 again after our ACK, as if the ACK was
     // lost: it must be ACKed again (the transaction layer has ended the
     // INVITE at its 2xx; the SIP core keeps the ACK for this).
-    let carrier = Carrier::start("trunk_uas_lost_ack.xml", &[]);
-    let setup = start(&trunk("carrier", carrier.port, ""), &["carrier"]);
-    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
-    wait(child, work.path(), "caller");
-    carrier.finish("carrier sending its 200 again");
-    assert_nothing_left(&setup.server);
+    carrier_answers_a_call(
+        "trunk_uas_lost_ack.xml",
+        "carrier",
+        2,
+        "carrier sending its 200 again",
+    );
 }
 
 #[test]
@@ -1583,12 +1595,12 @@ fn a_forked_call_keeps_the_answering_dialog_and_hangs_up_a_second_answer() {
     // The carrier's 180 comes from fork A, its 200 from fork B, then a
     // second 200 from fork C: C is ACKed and hung up at once, the call's
     // BYE goes to B (the scenario checks tags and Request-URIs).
-    let carrier = Carrier::start("trunk_uas_fork.xml", &[]);
-    let setup = start(&trunk("forking", carrier.port, ""), &["forking"]);
-    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
-    wait(child, work.path(), "caller");
-    carrier.finish("carrier behind a forking proxy");
-    assert_nothing_left(&setup.server);
+    carrier_answers_a_call(
+        "trunk_uas_fork.xml",
+        "forking",
+        2,
+        "carrier behind a forking proxy",
+    );
 }
 
 #[test]

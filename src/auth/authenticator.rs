@@ -245,16 +245,16 @@ mod tests {
     use crate::directory::demo_domains;
 
     fn setup() -> (Authenticator, Directory, Arc<str>) {
+        setup_with(AuthConfig {
+            nonce_lifetime_secs: 30,
+            ..AuthConfig::default()
+        })
+    }
+
+    fn setup_with(config: AuthConfig) -> (Authenticator, Directory, Arc<str>) {
         let directory = Directory::build(&demo_domains()).expect("demo users");
         let realm = directory.domain_of("switchboard.local").expect("realm");
-        let auth = Authenticator::new(
-            &AuthConfig {
-                nonce_lifetime_secs: 30,
-                ..AuthConfig::default()
-            },
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let auth = Authenticator::new(&config, Arc::new(Metrics::default())).unwrap();
         (auth, directory, realm)
     }
 
@@ -288,16 +288,10 @@ mod tests {
 
     #[test]
     fn the_used_nonce_table_is_bounded_by_its_setting() {
-        let directory = Directory::build(&demo_domains()).expect("demo users");
-        let realm = directory.domain_of("switchboard.local").expect("realm");
-        let auth = Authenticator::new(
-            &AuthConfig {
-                max_tracked_nonces: 1,
-                ..AuthConfig::default()
-            },
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (auth, directory, realm) = setup_with(AuthConfig {
+            max_tracked_nonces: 1,
+            ..AuthConfig::default()
+        });
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let check = |nonce: &str, nc: u32, now: u64| {
             let creds = credentials(&realm, nonce, "demo-1001", nc);
