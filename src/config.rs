@@ -547,6 +547,19 @@ fn validate(config: Config, source: Source, text: &str) -> Result<Loaded, Config
         2,
         86_400,
     );
+    check("source_rate", u64::from(limits.source_rate), 0, 1_000_000);
+    check(
+        "source_burst",
+        u64::from(limits.source_burst),
+        1,
+        10_000_000,
+    );
+    check(
+        "max_rate_sources",
+        limits.max_rate_sources as u64,
+        1,
+        10_000_000,
+    );
 
     let registrar = &config.registrar.value;
     let block = config.registrar.referenced;
@@ -804,6 +817,27 @@ mod tests {
             err.0[0].message.starts_with("limits.max_headers: 4"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_message_rate_limit_is_read_and_checked() {
+        let loaded = file(
+            "limits:\n  source_rate: 50\n  source_burst: 80\n  rate_exempt: ['10.1.0.0/16', '2001:db8::/32']\n",
+        )
+        .unwrap();
+        let limits = &loaded.config.limits.value;
+        assert_eq!((limits.source_rate, limits.source_burst), (50, 80));
+        assert_eq!(limits.rate_exempt.len(), 2);
+        assert_eq!(Limits::default().source_rate, 100, "on by default");
+        let err = file("limits:\n  source_rate: 50\n  source_burst: 0\n").unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!((err.0[0].line, err.0[0].column), (3, 3), "{err}");
+        assert!(
+            err.0[0].message.starts_with("limits.source_burst: 0"),
+            "{err}"
+        );
+        let err = file("limits:\n  rate_exempt: ['10.1.0.0/33']\n").unwrap_err();
+        assert_eq!(err.0[0].line, 2, "{err}");
     }
 
     #[test]

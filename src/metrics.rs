@@ -62,8 +62,11 @@ pub struct TransportCounters {
     pub rejected: Counter,
     /// Refused messages that could not be answered and were dropped.
     pub dropped: Counter,
-    /// Stateless error responses sent (400, 505, 513).
+    /// Stateless error responses sent (400, 505, 513, and 503 for a source
+    /// over its rate).
     pub error_responses: Counter,
+    /// Messages refused because their source was over `limits.source_rate`.
+    pub rate_limited: Counter,
     /// Open connections (stream transports only).
     pub connections: Gauge,
     /// Connections refused by the per-IP or total limit.
@@ -151,7 +154,7 @@ impl Metrics {
         let mut out = String::with_capacity(2048);
         /// (metric name, type, how to read it from a transport's counters).
         type PerTransport = (&'static str, &'static str, fn(&TransportCounters) -> u64);
-        let per_transport: [PerTransport; 7] = [
+        let per_transport: [PerTransport; 8] = [
             ("switchboard_sip_messages_received_total", "counter", |c| {
                 c.received.get()
             }),
@@ -163,6 +166,9 @@ impl Metrics {
             }),
             ("switchboard_sip_error_responses_total", "counter", |c| {
                 c.error_responses.get()
+            }),
+            ("switchboard_sip_rate_limited_total", "counter", |c| {
+                c.rate_limited.get()
             }),
             ("switchboard_sip_connections", "gauge", |c| {
                 c.connections.get()

@@ -284,6 +284,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
             .collect(),
     );
     let trunks = crate::trunks::Trunks::new(loaded.trunks.clone());
+    core.set_rate_exempt(trunks.clone());
     let trunk_names = trunks.names();
     let groups: BTreeSet<String> = config
         .domains

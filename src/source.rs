@@ -1,9 +1,12 @@
 //! What a peer's address counts as where limits are kept per source
-//! (connections, authentication failures, TURN allocations): an IPv4
-//! address as itself, an IPv6 address by its /64, which one client usually
-//! holds whole (RFC 6177) and can hop around in at will.
+//! (connections, authentication failures, SIP message rates, TURN
+//! allocations): an IPv4 address as itself, an IPv6 address by its /64,
+//! which one client usually holds whole (RFC 6177) and can hop around in at
+//! will; and the token bucket per source that rate limits use.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// The key a per-source limit counts `ip` under: IPv4 (also written as
 /// IPv4-mapped IPv6) as is, other IPv6 by its /64 prefix.
@@ -21,9 +24,139 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A token bucket per source ([`source_key`]), sans-IO: `per_second`
+/// tokens come back each second up to `burst`, and each event takes one.
+/// At most `max_tracked` sources are tracked; when the table is full of
+/// sources still refilling, a new source is let through untracked (a flood
+/// from many addresses must not lock out the ones already counted, nor cost
+/// more than one sweep of the table a second).
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    max_tracked: usize,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+    last_sweep: Option<Instant>,
+}
+
+impl RateLimiter {
+    /// `per_second` sustained, `burst` at once (at least 1), `max_tracked`
+    /// sources at most; a `per_second` of 0 turns limiting off.
+    pub fn new(per_second: u32, burst: u32, max_tracked: usize) -> Self {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            max_tracked: max_tracked.max(1),
+            buckets: HashMap::new(),
+            last_sweep: None,
+        }
+    }
+
+    /// Whether limiting is on.
+    pub fn is_on(&self) -> bool {
+        self.per_second > 0.0
+    }
+
+    /// Takes one token for `source`; false when it has none left.
+    pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
+        if !self.is_on() {
+            return true;
+        }
+        let key = source_key(source);
+        if self.buckets.len() >= self.max_tracked && !self.buckets.contains_key(&key) {
+            let swept_lately = self
+                .last_sweep
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
+            if !swept_lately {
+                self.last_sweep = Some(now);
+                self.purge(now);
+            }
+            if self.buckets.len() >= self.max_tracked {
+                return true;
+            }
+        }
+        let (per_second, burst) = (self.per_second, self.burst);
+        let (tokens, last) = self.buckets.entry(key).or_insert((burst, now));
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * per_second).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets sources whose bucket is full again.
+    pub fn purge(&mut self, now: Instant) {
+        let (per_second, burst) = (self.per_second, self.burst);
+        self.buckets.retain(|_, (tokens, last)| {
+            *tokens + now.saturating_duration_since(*last).as_secs_f64() * per_second < burst
+        });
+    }
+
+    /// Sources tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_source_gets_its_burst_then_its_rate() {
+        let mut r = RateLimiter::new(10, 5, 100);
+        let t = Instant::now();
+        for _ in 0..5 {
+            assert!(r.allow(ip("192.0.2.1"), t));
+        }
+        assert!(!r.allow(ip("192.0.2.1"), t), "burst spent");
+        assert!(r.allow(ip("192.0.2.2"), t), "another source has its own");
+        // 10 a second: one token back after 100 ms.
+        let later = t + Duration::from_millis(100);
+        assert!(r.allow(ip("192.0.2.1"), later));
+        assert!(!r.allow(ip("192.0.2.1"), later));
+        // An IPv6 /64 is one source.
+        let mut r = RateLimiter::new(1, 1, 100);
+        assert!(r.allow(ip("2001:db8::1"), t));
+        assert!(!r.allow(ip("2001:db8::2"), t));
+        assert!(r.allow(ip("2001:db8:0:1::1"), t));
+        // Off.
+        let mut r = RateLimiter::new(0, 1, 1);
+        assert!((0..1000).all(|_| r.allow(ip("192.0.2.1"), t)));
+        assert_eq!(r.tracked(), 0);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_sources_refilled_make_room() {
+        let mut r = RateLimiter::new(1, 2, 3);
+        let t = Instant::now();
+        for n in 1..=3 {
+            assert!(r.allow(ip(&format!("192.0.2.{n}")), t));
+        }
+        assert_eq!(r.tracked(), 3);
+        // Full of sources still refilling: a new one passes untracked,
+        // the tracked ones stay limited.
+        for _ in 0..10 {
+            assert!(r.allow(ip("192.0.2.9"), t));
+        }
+        assert_eq!(r.tracked(), 3);
+        assert!(r.allow(ip("192.0.2.1"), t));
+        assert!(!r.allow(ip("192.0.2.1"), t));
+        // Two seconds later every bucket is full again: swept for the new one.
+        let later = t + Duration::from_secs(2);
+        assert!(r.allow(ip("192.0.2.9"), later));
+        assert!(r.allow(ip("192.0.2.9"), later));
+        assert!(!r.allow(ip("192.0.2.9"), later));
+        assert_eq!(r.tracked(), 1);
+    }
 
     #[test]
     fn ipv6_counts_by_its_64_and_ipv4_by_itself() {

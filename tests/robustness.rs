@@ -387,3 +387,87 @@ fn connections_per_address_are_limited() {
             .starts_with("SIP/2.0 200 OK")
     );
 }
+
+/// Sends `count` OPTIONS over UDP from `local` and returns how many were
+/// answered within a second of the last.
+fn udp_options_answered(server: &Server, local: &str, count: usize) -> usize {
+    let socket = UdpSocket::bind(format!("{local}:0")).unwrap();
+    let me = socket.local_addr().unwrap();
+    for n in 0..count {
+        let call_id = format!("rate-{}-{n}", me.port());
+        let message = request("OPTIONS", "UDP", me, &call_id, &call_id);
+        socket
+            .send_to(message.as_bytes(), server.addr("udp"))
+            .unwrap();
+    }
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut answered = 0;
+    while let Ok(n) = socket.recv(&mut buf) {
+        assert!(buf[..n].starts_with(b"SIP/2.0 200 OK"));
+        answered += 1;
+    }
+    answered
+}
+
+#[test]
+fn a_source_over_its_message_rate_is_refused_but_trunks_and_exempt_sources_are_not() {
+    let server = Server::start_with_files(
+        &format!(
+            "{}limits:\n  source_rate: 1\n  source_burst: 10\n  rate_exempt: ['127.0.0.2/32']\n",
+            common::ALL_LOOPBACK
+        ),
+        &[(
+            "trunks.yaml",
+            "trunks:\n  - name: carrier\n    host: 127.0.0.3\n    inbound: ['127.0.0.3/32']\n",
+        )],
+    );
+    // Over UDP the burst is answered and the rest dropped unanswered: the
+    // source address of a datagram may be forged.
+    let answered = udp_options_answered(&server, "127.0.0.1", 30);
+    assert!(
+        (10..=12).contains(&answered),
+        "{answered} of 30 answered at 1/s with a burst of 10"
+    );
+    let udp_limited = server.metric("switchboard_sip_rate_limited_total{transport=\"udp\"}");
+    assert_eq!(udp_limited as usize, 30 - answered);
+    // Over TCP the same source (still over its rate) gets 503 with
+    // Retry-After for each request.
+    let mut tcp = TcpStream::connect(server.addr("tcp")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = tcp.local_addr().unwrap();
+    for n in 0..10 {
+        let call_id = format!("rate-tcp-{n}");
+        tcp.write_all(request("OPTIONS", "TCP", me, &call_id, &call_id).as_bytes())
+            .unwrap();
+    }
+    let mut refused = 0;
+    for _ in 0..10 {
+        let reply = read_sip(&mut tcp).expect("a reply to every request over TCP");
+        if reply.starts_with("SIP/2.0 503 Rate Limited") {
+            assert!(reply.contains("\r\nRetry-After: 1\r\n"), "{reply}");
+            assert!(reply.contains("CSeq: 1 OPTIONS"), "{reply}");
+            refused += 1;
+        } else {
+            assert!(reply.starts_with("SIP/2.0 200 OK"), "{reply}");
+        }
+    }
+    // The second since the UDP burst brought back about one token.
+    assert!(refused >= 7, "{refused} of 10 refused");
+    assert_eq!(
+        server.metric("switchboard_sip_rate_limited_total{transport=\"tcp\"}"),
+        refused
+    );
+    // A configured exempt source and a trunk's source are never limited.
+    assert_eq!(udp_options_answered(&server, "127.0.0.2", 30), 30);
+    assert_eq!(udp_options_answered(&server, "127.0.0.3", 30), 30);
+    // Once its bucket refills, the limited source is served again.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(udp_options_answered(&server, "127.0.0.1", 3), 3);
+    assert_eq!(
+        server.metric("switchboard_sip_rate_limited_total{transport=\"udp\"}"),
+        udp_limited
+    );
+}

@@ -34,13 +34,25 @@ pub struct Rejection {
     pub status: u16,
     /// Human-readable reason, used as the reason phrase of the response.
     pub reason: String,
+    /// Seconds for a `Retry-After` header, when the sender may try again.
+    pub retry_after: Option<u32>,
 }
 
 impl Rejection {
-    fn new(status: u16, reason: impl Into<String>) -> Self {
+    /// A rejection with this status and reason phrase.
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
         Rejection {
             status,
             reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `503` for a source over its message rate (`limits.source_rate`).
+    pub fn rate_limited() -> Self {
+        Rejection {
+            retry_after: Some(1),
+            ..Self::new(503, "Rate Limited")
         }
     }
     fn bad(reason: impl Into<String>) -> Self {
@@ -466,6 +478,9 @@ pub fn stateless_response(
     }
     if let Some(cseq) = cseq {
         let _ = write!(out, "CSeq: {cseq}\r\n");
+    }
+    if let Some(seconds) = rejection.retry_after {
+        let _ = write!(out, "Retry-After: {seconds}\r\n");
     }
     let _ = write!(out, "Server: {server}\r\nContent-Length: 0\r\n\r\n");
     Some(out.into_bytes())

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Limits applied by every SIP transport (UDP, TCP, TLS, WS, WSS).
@@ -52,6 +53,22 @@ pub struct Limits {
     /// asks for less gets `422` with this as `Min-SE`. RFC 4028 sets 90;
     /// lower values exist for tests.
     pub min_session_expires_secs: u64,
+    /// SIP messages a second one source (an IPv4 address, or an IPv6 /64)
+    /// may send, over every transport together; 0 = unlimited. Beyond it a
+    /// request over a stream connection gets `503` with `Retry-After`, and
+    /// anything else is dropped (a UDP source address may be forged, so no
+    /// answer goes to it). Trunks and [`Limits::rate_exempt`] are not limited.
+    pub source_rate: u32,
+    /// Messages one source may send at once above [`Limits::source_rate`].
+    pub source_burst: u32,
+    /// Sources never rate limited, e.g. a reverse proxy in front of the
+    /// WebSocket listener or a load generator; trunks' addresses are exempt
+    /// already.
+    pub rate_exempt: Vec<IpNet>,
+    /// Sources the rate limit tracks at once. When all are still refilling,
+    /// a new source passes untracked until a sweep (at most once a second)
+    /// makes room.
+    pub max_rate_sources: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +88,10 @@ impl Default for Limits {
             udp_transaction_memory: 128 << 20,
             udp_readers: 0,
             min_session_expires_secs: 90,
+            source_rate: 100,
+            source_burst: 400,
+            rate_exempt: Vec::new(),
+            max_rate_sources: 100_000,
         }
     }
 }

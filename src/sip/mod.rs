@@ -250,6 +250,7 @@ impl LogLimiter {
 }
 
 static REJECT_LOG: LogLimiter = LogLimiter::new(20);
+static RATE_LOG: LogLimiter = LogLimiter::new(5);
 
 /// Rewrites the stack's `User-Agent` into `Server` on responses (RFC 3261 §20.35).
 struct ServerHeader;
@@ -285,6 +286,14 @@ pub trait FastAnswer: Send + Sync {
     fn answer(&self, request: &Request, source: Source) -> (StatusCode, Vec<Header>);
 }
 
+/// Sources the message rate limit (`limits.source_rate`) leaves alone
+/// besides `limits.rate_exempt`: the trunks, which the transaction user
+/// knows. Asked only for a source that is over its rate.
+pub trait RateExempt: Send + Sync {
+    /// Whether messages from `ip` are never rate limited.
+    fn exempt(&self, ip: std::net::IpAddr) -> bool;
+}
+
 /// Buffers one UDP reader reuses for every datagram.
 #[derive(Default)]
 pub struct DatagramScratch {
@@ -306,6 +315,9 @@ pub struct SipCore {
     records: nist::CompletedTransactions,
     advertise: OnceLock<advertise::Advertise>,
     acks: Arc<acks::Acks<outbound::NextHop>>,
+    /// Messages per source (`None`: `limits.source_rate` is 0).
+    rate: Option<std::sync::Mutex<crate::source::RateLimiter>>,
+    rate_exempt: OnceLock<Arc<dyn RateExempt>>,
 }
 
 impl SipCore {
@@ -333,8 +345,17 @@ impl SipCore {
         let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
         let records =
             nist::CompletedTransactions::new(nist::TIMER_J_UDP, limits.udp_transaction_memory);
+        let rate = (limits.source_rate > 0).then(|| {
+            std::sync::Mutex::new(crate::source::RateLimiter::new(
+                limits.source_rate,
+                limits.source_burst,
+                limits.max_rate_sources,
+            ))
+        });
         Arc::new(SipCore {
             endpoint: endpoint.inner.clone(),
+            rate,
+            rate_exempt: OnceLock::new(),
             fast: OnceLock::new(),
             records,
             advertise: OnceLock::new(),
@@ -345,6 +366,29 @@ impl SipCore {
             server_name,
             cancel,
         })
+    }
+
+    /// Installs who is exempt from the message rate limit besides
+    /// `limits.rate_exempt` (once; later calls are ignored).
+    pub fn set_rate_exempt(&self, exempt: Arc<dyn RateExempt>) {
+        let _ = self.rate_exempt.set(exempt);
+    }
+
+    /// Whether one more message from `ip` is within `limits.source_rate`.
+    fn within_rate(&self, ip: std::net::IpAddr) -> bool {
+        let Some(rate) = &self.rate else {
+            return true;
+        };
+        let allowed = match rate.lock() {
+            Ok(mut limiter) => limiter.allow(ip, Instant::now()),
+            Err(_) => true,
+        };
+        if allowed {
+            return true;
+        }
+        let ip = ip.to_canonical();
+        self.limits.rate_exempt.iter().any(|net| net.contains(&ip))
+            || self.rate_exempt.get().is_some_and(|e| e.exempt(ip))
     }
 
     /// Starts the transaction layer's timers and returns the stream of new
@@ -493,6 +537,26 @@ impl SipCore {
         remote: SocketAddr,
     ) -> Result<SipMessage, Option<Vec<u8>>> {
         let counters = self.metrics.transport(kind);
+        if !self.within_rate(remote.ip()) {
+            counters.rate_limited.inc();
+            // A UDP source address may be forged: nothing is sent to it.
+            let response = match kind {
+                TransportKind::Udp => None,
+                _ => inspect::stateless_response(
+                    raw,
+                    &inspect::Rejection::rate_limited(),
+                    &self.server_name,
+                    Some(remote),
+                ),
+            };
+            if response.is_some() {
+                counters.error_responses.inc();
+            }
+            if RATE_LOG.allow() {
+                warn!(%remote, transport = kind.as_str(), answered = response.is_some(), "source over limits.source_rate: message refused");
+            }
+            return Err(response);
+        }
         let message = match inspect::inspect(raw, kind.framing(), &self.limits) {
             Ok(message) => message,
             Err(rejection) => {

@@ -312,6 +312,12 @@ impl Trunks {
             .cloned()
     }
 
+    /// Whether `ip` belongs to a trunk (its `inbound` networks, else the
+    /// addresses its host and outbound proxy resolve to).
+    pub fn knows(&self, ip: IpAddr) -> bool {
+        self.current.load().iter().any(|t| t.matches_source(ip))
+    }
+
     /// The trunk a request that arrived over `kind` from `remote` belongs to
     /// (see [`Trunk::matches`]).
     pub fn identify_request(
@@ -352,6 +358,14 @@ impl Trunks {
     /// Every trunk as `GET /api/trunks` shows it.
     pub fn report(&self) -> Vec<TrunkReport> {
         self.current.load().iter().map(|t| t.report()).collect()
+    }
+}
+
+/// Trunks send at the rate their calls need: the per-source message limit
+/// (`limits.source_rate`) leaves them alone.
+impl crate::sip::RateExempt for Trunks {
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.knows(ip)
     }
 }
 

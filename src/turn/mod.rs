@@ -8,7 +8,8 @@
 //! - [`stun`]: the message codec (zero-copy parse, builder, integrity,
 //!   fingerprint, ChannelData framing);
 //! - [`credentials`]: static users, REST credentials, nonces;
-//! - [`policy`]: the peer address filter and the per-source rate limiter;
+//! - [`policy`]: the peer address filter (the per-source rate limit is
+//!   [`crate::source::RateLimiter`]);
 //! - [`server`]: the sans-IO state machine (allocations, permissions,
 //!   channels, lifetimes, quotas) — bytes and time in, [`server::Output`]s out;
 //! - [`config`]: the `turn:` section of the configuration file;

@@ -1,4 +1,4 @@
-//! Which peers a relay may reach, and how fast one source may allocate.
+//! Which peers a relay may reach.
 //!
 //! By default a relay refuses peers in loopback, RFC 1918, link-local,
 //! CGNAT (100.64/10), multicast, unspecified, reserved and IPv6
@@ -6,9 +6,7 @@
 //! server must not become a way into the network it runs in. Configured
 //! allow rules win over the deny list; configured deny rules are added to it.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
 
 use ipnet::IpNet;
 
@@ -143,56 +141,9 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A token bucket per source address for Allocate requests.
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
-}
-
-impl RateLimiter {
-    /// `per_second` sustained, `burst` at once; 0 turns limiting off.
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        RateLimiter {
-            per_second: per_second as f64,
-            burst: burst.max(1) as f64,
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Takes one token for `source`; false when it has none left.
-    pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
-        if self.per_second <= 0.0 {
-            return true;
-        }
-        let key = crate::source::source_key(canonical(source));
-        let (per_second, burst) = (self.per_second, self.burst);
-        let (tokens, last) = self.buckets.entry(key).or_insert((burst, now));
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * per_second).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Forgets sources whose bucket is full again.
-    pub fn purge(&mut self, now: Instant) {
-        let (per_second, burst) = (self.per_second, self.burst);
-        self.buckets.retain(|_, (tokens, last)| {
-            *tokens + now.saturating_duration_since(*last).as_secs_f64() * per_second < burst
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn filter(allow: &[&str]) -> PeerFilter {
         PeerFilter::new(
@@ -247,19 +198,5 @@ mod tests {
         assert!(PeerRule::parse("fe80::/10").is_ok());
         assert!(PeerRule::parse("nonsense").is_err());
         assert!(PeerRule::parse("1.2.3.4:9-1").is_err());
-    }
-
-    #[test]
-    fn rate_limit_refills() {
-        let mut r = RateLimiter::new(2, 3);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let t = Instant::now();
-        assert!(r.allow(ip, t) && r.allow(ip, t) && r.allow(ip, t));
-        assert!(!r.allow(ip, t));
-        assert!(r.allow("192.0.2.2".parse().unwrap(), t));
-        assert!(r.allow(ip, t + Duration::from_millis(500)));
-        assert!(!r.allow(ip, t + Duration::from_millis(500)));
-        r.purge(t + Duration::from_secs(10));
-        assert!(r.buckets.is_empty());
     }
 }

@@ -18,8 +18,9 @@ use tracing::{debug, info};
 
 use super::TurnMetrics;
 use super::credentials::{Credentials, KeyRefusal};
-use super::policy::{PeerFilter, RateLimiter};
+use super::policy::{PeerFilter, canonical};
 use super::stun::{self, Builder, Class, Message, attr, method};
+use crate::source::RateLimiter;
 
 /// The transport a client reached us over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -270,6 +271,10 @@ pub struct TurnServer<R> {
     reservations: HashMap<[u8; 8], (BoundRelay<R>, Instant)>,
 }
 
+/// Sources the Allocate rate limit tracks at most (beyond: let through
+/// untracked until a sweep makes room, see [`RateLimiter`]).
+const RATE_TRACKED_SOURCES: usize = 100_000;
+
 /// How long a reserved port waits for its Allocate.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -282,7 +287,11 @@ impl<R: Clone> TurnServer<R> {
         metrics: Arc<TurnMetrics>,
     ) -> Self {
         TurnServer {
-            rate: RateLimiter::new(options.allocate_rate, options.allocate_burst),
+            rate: RateLimiter::new(
+                options.allocate_rate,
+                options.allocate_burst,
+                RATE_TRACKED_SOURCES,
+            ),
             options,
             credentials,
             filter,
@@ -500,7 +509,7 @@ impl<R: Clone> TurnServer<R> {
         if let Some(a) = existing.filter(|a| a.allocate_response.0 == request.transaction) {
             return Some(a.allocate_response.1.clone());
         }
-        if !self.rate.allow(from.remote.ip(), now.mono) {
+        if !self.rate.allow(canonical(from.remote.ip()), now.mono) {
             self.metrics.rate_limited.inc();
             debug!(client = %from.remote, "TURN Allocate rate limit reached");
             return Some(self.error(request, 486, "Allocation Quota Reached", None));

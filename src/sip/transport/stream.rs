@@ -206,8 +206,8 @@ pub async fn serve_flow<S>(
                         Ok(Frame::Pong) => None,
                         Err(error) => {
                             let (raw, rejection) = match error {
-                                FrameError::TooLarge(raw) => (raw, Rejection { status: 513, reason: "Message Too Large".into() }),
-                                FrameError::BadContentLength(raw) => (raw, Rejection { status: 400, reason: "Invalid Content-Length".into() }),
+                                FrameError::TooLarge(raw) => (raw, Rejection::new(513, "Message Too Large")),
+                                FrameError::BadContentLength(raw) => (raw, Rejection::new(400, "Invalid Content-Length")),
                             };
                             counters.rejected.inc();
                             match stateless_response(&raw, &rejection, core.server_name(), Some(remote)) {
