@@ -828,7 +828,7 @@ mod tests {
         let limits = &loaded.config.limits.value;
         assert_eq!((limits.source_rate, limits.source_burst), (50, 80));
         assert_eq!(limits.rate_exempt.len(), 2);
-        assert_eq!(Limits::default().source_rate, 100, "on by default");
+        assert_eq!(Limits::default().source_rate, 200, "on by default");
         let err = file("limits:\n  source_rate: 50\n  source_burst: 0\n").unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert_eq!((err.0[0].line, err.0[0].column), (3, 3), "{err}");

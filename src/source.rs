@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The key a per-source limit counts `ip` under: IPv4 (also written as
@@ -102,6 +103,45 @@ impl RateLimiter {
     }
 }
 
+/// A [`RateLimiter`] shared by threads: the sources are spread over
+/// independently locked shards, so readers of different sources seldom wait
+/// for each other, and a sweep holds one shard only.
+#[derive(Debug)]
+pub struct SharedRateLimiter {
+    shards: Box<[Mutex<RateLimiter>]>,
+}
+
+impl SharedRateLimiter {
+    const SHARDS: usize = 16;
+
+    /// As [`RateLimiter::new`], `max_tracked` split over the shards.
+    pub fn new(per_second: u32, burst: u32, max_tracked: usize) -> Self {
+        let per_shard = max_tracked.div_ceil(Self::SHARDS).max(1);
+        SharedRateLimiter {
+            shards: (0..Self::SHARDS)
+                .map(|_| Mutex::new(RateLimiter::new(per_second, burst, per_shard)))
+                .collect(),
+        }
+    }
+
+    /// Takes one token for `source`; false when it has none left (a
+    /// poisoned shard lets everything through).
+    pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let folded: u64 = match source_key(source) {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => v6.octets()[..8]
+                .iter()
+                .fold(0, |h, b| h << 8 | u64::from(*b)),
+        };
+        // Fibonacci hashing: the high bits of the product mix every input bit.
+        let shard = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % Self::SHARDS;
+        match self.shards[shard].lock() {
+            Ok(mut limiter) => limiter.allow(source, now),
+            Err(_) => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +172,21 @@ mod tests {
         let mut r = RateLimiter::new(0, 1, 1);
         assert!((0..1000).all(|_| r.allow(ip("192.0.2.1"), t)));
         assert_eq!(r.tracked(), 0);
+    }
+
+    #[test]
+    fn shared_limiter_counts_each_source_once_across_shards() {
+        let r = SharedRateLimiter::new(1, 3, 1000);
+        let t = Instant::now();
+        for n in 0..50 {
+            let a = ip(&format!("192.0.2.{n}"));
+            let b = ip(&format!("2001:db8:{n}::1"));
+            for _ in 0..3 {
+                assert!(r.allow(a, t) && r.allow(b, t));
+            }
+            assert!(!r.allow(a, t) && !r.allow(b, t));
+            assert!(!r.allow(ip(&format!("2001:db8:{n}::2")), t), "same /64");
+        }
     }
 
     #[test]

@@ -421,7 +421,7 @@ fn a_source_over_its_message_rate_is_refused_but_trunks_and_exempt_sources_are_n
         ),
         &[(
             "trunks.yaml",
-            "trunks:\n  - name: carrier\n    host: 127.0.0.3\n    inbound: ['127.0.0.3/32']\n",
+            "trunks:\n  - name: carrier\n    host: 127.0.0.3\n    inbound: ['127.0.0.4/32']\n",
         )],
     );
     // Over UDP the burst is answered and the rest dropped unanswered: the
@@ -456,13 +456,34 @@ fn a_source_over_its_message_rate_is_refused_but_trunks_and_exempt_sources_are_n
     }
     // The second since the UDP burst brought back about one token.
     assert!(refused >= 7, "{refused} of 10 refused");
+    // Still over its rate: a CANCEL is processed (it ends work we have), an
+    // ACK and a response are not refused either.
+    tcp.write_all(request("CANCEL", "TCP", me, "rate-cancel", "rate-cancel").as_bytes())
+        .unwrap();
+    let reply = read_sip(&mut tcp).expect("an answer to the CANCEL");
+    assert!(reply.starts_with("SIP/2.0 481 "), "{reply}");
+    tcp.write_all(request("ACK", "TCP", me, "rate-ack", "rate-ack").as_bytes())
+        .unwrap();
+    tcp.write_all(
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKnobody\r\n\
+             From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>;tag=2\r\n\
+             Call-ID: rate-response\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         server.metric("switchboard_sip_rate_limited_total{transport=\"tcp\"}"),
         refused
     );
-    // A configured exempt source and a trunk's source are never limited.
+    // A configured exempt source and every address of a trunk (its
+    // `inbound` network, and its host, whence the answers to our requests
+    // come) are never limited.
     assert_eq!(udp_options_answered(&server, "127.0.0.2", 30), 30);
     assert_eq!(udp_options_answered(&server, "127.0.0.3", 30), 30);
+    assert_eq!(udp_options_answered(&server, "127.0.0.4", 30), 30);
     // Once its bucket refills, the limited source is served again.
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(udp_options_answered(&server, "127.0.0.1", 3), 3);

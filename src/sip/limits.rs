@@ -53,11 +53,12 @@ pub struct Limits {
     /// asks for less gets `422` with this as `Min-SE`. RFC 4028 sets 90;
     /// lower values exist for tests.
     pub min_session_expires_secs: u64,
-    /// SIP messages a second one source (an IPv4 address, or an IPv6 /64)
+    /// SIP requests a second one source (an IPv4 address, or an IPv6 /64)
     /// may send, over every transport together; 0 = unlimited. Beyond it a
-    /// request over a stream connection gets `503` with `Retry-After`, and
-    /// anything else is dropped (a UDP source address may be forged, so no
-    /// answer goes to it). Trunks and [`Limits::rate_exempt`] are not limited.
+    /// request over a stream connection gets `503` with `Retry-After`, one
+    /// over UDP is dropped (a UDP source address may be forged, so no answer
+    /// goes to it); ACK and CANCEL always pass. Responses are not counted.
+    /// Trunks and [`Limits::rate_exempt`] are not limited.
     pub source_rate: u32,
     /// Messages one source may send at once above [`Limits::source_rate`].
     pub source_burst: u32,
@@ -88,8 +89,8 @@ impl Default for Limits {
             udp_transaction_memory: 128 << 20,
             udp_readers: 0,
             min_session_expires_secs: 90,
-            source_rate: 100,
-            source_burst: 400,
+            source_rate: 200,
+            source_burst: 1000,
             rate_exempt: Vec::new(),
             max_rate_sources: 100_000,
         }

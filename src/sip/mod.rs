@@ -316,7 +316,7 @@ pub struct SipCore {
     advertise: OnceLock<advertise::Advertise>,
     acks: Arc<acks::Acks<outbound::NextHop>>,
     /// Messages per source (`None`: `limits.source_rate` is 0).
-    rate: Option<std::sync::Mutex<crate::source::RateLimiter>>,
+    rate: Option<crate::source::SharedRateLimiter>,
     rate_exempt: OnceLock<Arc<dyn RateExempt>>,
 }
 
@@ -346,11 +346,11 @@ impl SipCore {
         let records =
             nist::CompletedTransactions::new(nist::TIMER_J_UDP, limits.udp_transaction_memory);
         let rate = (limits.source_rate > 0).then(|| {
-            std::sync::Mutex::new(crate::source::RateLimiter::new(
+            crate::source::SharedRateLimiter::new(
                 limits.source_rate,
                 limits.source_burst,
                 limits.max_rate_sources,
-            ))
+            )
         });
         Arc::new(SipCore {
             endpoint: endpoint.inner.clone(),
@@ -374,21 +374,27 @@ impl SipCore {
         let _ = self.rate_exempt.set(exempt);
     }
 
-    /// Whether one more message from `ip` is within `limits.source_rate`.
-    fn within_rate(&self, ip: std::net::IpAddr) -> bool {
+    /// Whether the raw message `raw` from `ip` is refused by
+    /// `limits.source_rate`. Only requests count: a response answers a
+    /// request of ours. Exempt sources spend nothing. ACK and CANCEL spend a
+    /// token but always pass: they end work that exists already (refusing
+    /// an ACK makes us retransmit the 2xx; refusing a CANCEL leaves a call
+    /// ringing), and without a transaction to match they cost next to nothing.
+    fn over_rate(&self, raw: &[u8], ip: std::net::IpAddr) -> bool {
         let Some(rate) = &self.rate else {
-            return true;
+            return false;
         };
-        let allowed = match rate.lock() {
-            Ok(mut limiter) => limiter.allow(ip, Instant::now()),
-            Err(_) => true,
-        };
-        if allowed {
-            return true;
+        if raw.starts_with(b"SIP/") || raw.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return false;
         }
         let ip = ip.to_canonical();
-        self.limits.rate_exempt.iter().any(|net| net.contains(&ip))
+        if self.limits.rate_exempt.iter().any(|net| net.contains(&ip))
             || self.rate_exempt.get().is_some_and(|e| e.exempt(ip))
+        {
+            return false;
+        }
+        let allowed = rate.allow(ip, Instant::now());
+        !allowed && !raw.starts_with(b"ACK ") && !raw.starts_with(b"CANCEL ")
     }
 
     /// Starts the transaction layer's timers and returns the stream of new
@@ -537,7 +543,7 @@ impl SipCore {
         remote: SocketAddr,
     ) -> Result<SipMessage, Option<Vec<u8>>> {
         let counters = self.metrics.transport(kind);
-        if !self.within_rate(remote.ip()) {
+        if self.over_rate(raw, remote.ip()) {
             counters.rate_limited.inc();
             // A UDP source address may be forged: nothing is sent to it.
             let response = match kind {

@@ -52,8 +52,9 @@ pub struct Trunk {
     calls: Arc<AtomicU32>,
     /// Start of the current one-second window and calls started in it.
     window: Mutex<(Instant, u32)>,
-    /// Addresses `host` resolved to (for recognising inbound requests).
-    resolved: Arc<Mutex<Vec<IpAddr>>>,
+    /// Addresses `host` resolved to (for recognising inbound requests);
+    /// read for every SIP message by the rate limit's exemption, so not locked.
+    resolved: Arc<ArcSwap<Vec<IpAddr>>>,
     /// The TLS client, built on first use.
     tls: TlsCache,
 }
@@ -120,7 +121,7 @@ impl Trunk {
             status: Arc::new(Mutex::new(TrunkStatus::default())),
             calls: Arc::new(AtomicU32::new(0)),
             window: Mutex::new((Instant::now(), 0)),
-            resolved: Arc::new(Mutex::new(resolved)),
+            resolved: Arc::new(ArcSwap::from_pointee(resolved)),
             tls: TlsCache::default(),
         }
     }
@@ -190,9 +191,7 @@ impl Trunk {
 
     /// Records the addresses `host` resolves to.
     pub fn set_resolved(&self, addrs: Vec<IpAddr>) {
-        if let Ok(mut r) = self.resolved.lock() {
-            *r = addrs;
-        }
+        self.resolved.store(Arc::new(addrs));
     }
 
     /// Whether a request from `ip` comes from this trunk: one of its
@@ -202,10 +201,14 @@ impl Trunk {
         if !self.config.inbound.is_empty() {
             return self.config.allows_inbound(ip);
         }
-        self.resolved
-            .lock()
-            .map(|r| r.contains(&ip))
-            .unwrap_or(false)
+        self.resolved.load().contains(&ip)
+    }
+
+    /// Whether `ip` is any address of this trunk: its `inbound` networks,
+    /// where its calls come from, and what its host and outbound proxy
+    /// resolve to, where the answers to our requests come from.
+    pub fn owns_address(&self, ip: IpAddr) -> bool {
+        self.config.allows_inbound(ip) || self.resolved.load().contains(&ip)
     }
 
     /// Whether a request that arrived over `kind` from `remote` comes from
@@ -312,10 +315,9 @@ impl Trunks {
             .cloned()
     }
 
-    /// Whether `ip` belongs to a trunk (its `inbound` networks, else the
-    /// addresses its host and outbound proxy resolve to).
+    /// Whether `ip` is an address of a trunk ([`Trunk::owns_address`]).
     pub fn knows(&self, ip: IpAddr) -> bool {
-        self.current.load().iter().any(|t| t.matches_source(ip))
+        self.current.load().iter().any(|t| t.owns_address(ip))
     }
 
     /// The trunk a request that arrived over `kind` from `remote` belongs to
