@@ -1604,6 +1604,27 @@ fn a_forked_call_keeps_the_answering_dialog_and_hangs_up_a_second_answer() {
 }
 
 #[test]
+fn a_second_fork_on_another_node_is_acked_and_hung_up_there() {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
+    // As above, but fork C's Contact names another node: C's ACK and BYE
+    // go there, in C's dialog; the call's BYE still goes to B.
+    let node_c = Carrier::start("trunk_fork_node_c.xml", &[]);
+    let carrier = Carrier::start(
+        "trunk_uas_fork_other_node.xml",
+        &["-key", "other_port", &node_c.port.to_string()],
+    );
+    let setup = start(&trunk("forking", carrier.port, ""), &["forking"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
+    wait(child, work.path(), "caller");
+    node_c.finish("node of fork C");
+    carrier.finish("carrier behind a forking proxy");
+    assert_nothing_left(&setup.server);
+}
+
+#[test]
 fn the_calling_trunk_moving_its_contact_gets_our_bye_there() {
     if !is_root() {
         eprintln!("skipped: play_pcap_audio needs root");

@@ -170,7 +170,11 @@ struct OutLeg {
     _permit: Option<CallPermit>,
     /// Who it rings (trunk name or user), for logs and the CDR.
     label: String,
+    /// Where requests in the dialog go (the INVITE's hop until
+    /// [`follow_dialog`] moves it).
     hop: NextHop,
+    /// Where the INVITE went: the base from which a fork's dialog is followed.
+    invite_hop: NextHop,
     call_id: String,
     from_tag: String,
     from: String,
@@ -465,9 +469,12 @@ impl OutLeg {
     }
 
     /// The ACK and a BYE for the dialog of `response` (a 2xx from a fork
-    /// other than the one that answered first, RFC 3261 §13.2.2.4), on the
-    /// leg's hop.
-    fn ack_and_bye_for_fork(&mut self, response: &crate::sip::Response) -> (Request, Request) {
+    /// other than the one that answered first, RFC 3261 §13.2.2.4), and
+    /// where that dialog's requests go ([`OutLeg::dialog_destination`]).
+    fn ack_and_bye_for_fork(
+        &mut self,
+        response: &crate::sip::Response,
+    ) -> (Request, Request, Option<(String, u16)>) {
         let ours = (
             self.to_tag.take(),
             self.remote_target.take(),
@@ -478,13 +485,14 @@ impl OutLeg {
         self.learn(response);
         let ack = self.ack();
         let bye = self.in_dialog(Method::Bye, None);
+        let destination = self.dialog_destination();
         (
             self.to_tag,
             self.remote_target,
             self.route_set,
             self.answered,
         ) = ours;
-        (ack, bye)
+        (ack, bye, destination)
     }
 
     /// A response to an in-dialog request from the trunk.
@@ -606,6 +614,7 @@ fn new_out_leg(
         trunk: None,
         _permit: None,
         label,
+        invite_hop: hop.clone(),
         hop,
         call_id: random_hex(16),
         from_tag,
@@ -767,9 +776,26 @@ async fn start_trunk_leg(
 /// node than the address we sent the INVITE to gets its BYE there. Names
 /// are resolved for at most 2 s; a failure keeps the hop.
 async fn follow_dialog(b2bua: &Arc<B2bua>, leg: &mut OutLeg) {
-    let Some((host, port)) = leg.dialog_destination() else {
+    let Some(destination) = leg.dialog_destination() else {
         return;
     };
+    if let Some(hop) = dialog_hop(b2bua, &leg.label, destination, &leg.hop).await {
+        info!(leg = %leg.label, addr = %hop.remote, "in-dialog requests go where the trunk's dialog says");
+        leg.hop = hop;
+    }
+}
+
+/// The hop to `destination` (a dialog's first route or remote target),
+/// when it should replace `base`: `None` when it is `base`'s peer, cannot be
+/// resolved or reached, or is a private address named by a public trunk
+/// (behind NAT: its requests come from where we sent the INVITE, and so go
+/// ours).
+async fn dialog_hop(
+    b2bua: &Arc<B2bua>,
+    label: &str,
+    (host, port): (String, u16),
+    base: &NextHop,
+) -> Option<NextHop> {
     let resolved =
         tokio::time::timeout(Duration::from_secs(2), Outbound::resolve(&host, port)).await;
     let Some(addr) = resolved
@@ -777,30 +803,28 @@ async fn follow_dialog(b2bua: &Arc<B2bua>, leg: &mut OutLeg) {
         .and_then(Result::ok)
         .and_then(|a| a.first().copied())
     else {
-        warn!(leg = %leg.label, %host, "cannot resolve the trunk's Contact: in-dialog requests stay on the INVITE's hop");
-        return;
+        warn!(leg = %label, %host, "cannot resolve the trunk's Contact: in-dialog requests stay on the INVITE's hop");
+        return None;
     };
-    if addr == leg.hop.remote
+    if addr == base.remote
         || addr.port() == 0
         || addr.ip().is_unspecified()
         || addr.ip().is_multicast()
     {
-        return;
+        return None;
     }
     if crate::sip::advertise::is_private(addr.ip())
-        && !crate::sip::advertise::is_private(leg.hop.remote.ip())
+        && !crate::sip::advertise::is_private(base.remote.ip())
     {
-        // A public trunk naming a private address sits behind NAT: its
-        // requests come from where we sent the INVITE, and so go ours.
-        debug!(leg = %leg.label, %addr, "the trunk's Contact is private: not followed");
-        return;
+        debug!(leg = %label, %addr, "the trunk's Contact is private: not followed");
+        return None;
     }
-    match b2bua.outbound.hop(leg.hop.kind, addr, None).await {
-        Ok(hop) => {
-            info!(leg = %leg.label, %addr, "in-dialog requests go where the trunk's dialog says");
-            leg.hop = hop;
+    match b2bua.outbound.hop(base.kind, addr, None).await {
+        Ok(hop) => Some(hop),
+        Err(e) => {
+            warn!(leg = %label, %addr, error = %e, "cannot reach the trunk's Contact");
+            None
         }
-        Err(e) => warn!(leg = %leg.label, %addr, error = %e, "cannot reach the trunk's Contact"),
     }
 }
 
@@ -1893,10 +1917,18 @@ impl Bridge {
                             if !leg.learn(&response) {
                                 if (200..300).contains(&status) {
                                     info!(leg = %leg.label, "a second fork answered: ACK, BYE");
-                                    let (ack, bye) = leg.ack_and_bye_for_fork(&response);
+                                    let (ack, bye, destination) = leg.ack_and_bye_for_fork(&response);
+                                    // That fork's own dialog says where (RFC
+                                    // 3261 §13.2.2.4), followed from the
+                                    // INVITE's hop as the first fork's was.
+                                    let hop = match destination {
+                                        Some(d) => dialog_hop(&b2bua, &leg.label, d, &leg.invite_hop).await,
+                                        None => None,
+                                    }
+                                    .unwrap_or_else(|| leg.invite_hop.clone());
                                     // Joins the leg's ACKs (kept by `leg.ack`).
-                                    let _ = b2bua.core.send_ack(ack, &leg.hop).await;
-                                    send_in_dialog(&b2bua.outbound, &leg.hop, bye, None);
+                                    let _ = b2bua.core.send_ack(ack, &hop).await;
+                                    send_in_dialog(&b2bua.outbound, &hop, bye, None);
                                 }
                                 continue;
                             }
