@@ -1611,16 +1611,27 @@ fn a_second_fork_on_another_node_is_acked_and_hung_up_there() {
     }
     // As above, but fork C's Contact names another node: C's ACK and BYE
     // go there, in C's dialog; the call's BYE still goes to B.
-    let node_c = Carrier::start("trunk_fork_node_c.xml", &[]);
-    let carrier = Carrier::start(
-        "trunk_uas_fork_other_node.xml",
-        &["-key", "other_port", &node_c.port.to_string()],
+    carrier_answers_for_another_node(
+        (
+            "trunk_uas_fork_other_node.xml",
+            "carrier behind a forking proxy",
+        ),
+        ("trunk_fork_node_c.xml", "node of fork C"),
+        2,
     );
-    let setup = start(&trunk("forking", carrier.port, ""), &["forking"]);
-    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 2);
+}
+
+/// A call to a carrier whose answer names another node: `node_a` (scenario,
+/// what it is) gets the INVITE, `node_b` waits on the port given to it as
+/// `-key other_port`; the caller hangs up after `secs`.
+fn carrier_answers_for_another_node(node_a: (&str, &str), node_b: (&str, &str), secs: u32) {
+    let other = Carrier::start(node_b.0, &[]);
+    let carrier = Carrier::start(node_a.0, &["-key", "other_port", &other.port.to_string()]);
+    let setup = start(&trunk("carrier", carrier.port, ""), &["carrier"]);
+    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), secs);
     wait(child, work.path(), "caller");
-    node_c.finish("node of fork C");
-    carrier.finish("carrier behind a forking proxy");
+    other.finish(node_b.1);
+    carrier.finish(node_a.1);
     assert_nothing_left(&setup.server);
 }
 
@@ -1861,15 +1872,9 @@ fn our_bye_goes_to_the_node_the_trunks_contact_names() {
     }
     // The carrier's node A answers with a Contact naming node B (another
     // port): the caller hangs up and our BYE must reach B, not A.
-    let node_b = Carrier::start("trunk_other_node_bye.xml", &[]);
-    let node_a = Carrier::start(
-        "trunk_uas_other_node.xml",
-        &["-key", "other_port", &node_b.port.to_string()],
+    carrier_answers_for_another_node(
+        ("trunk_uas_other_node.xml", "node A (the INVITE's address)"),
+        ("trunk_other_node_bye.xml", "node B (the Contact)"),
+        1,
     );
-    let setup = start(&trunk("carrier", node_a.port, ""), &["carrier"]);
-    let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), 1);
-    wait(child, work.path(), "caller");
-    node_b.finish("node B (the Contact)");
-    node_a.finish("node A (the INVITE's address)");
-    assert_nothing_left(&setup.server);
 }
