@@ -25,6 +25,20 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `net` as addresses are compared once canonical ([`IpAddr::to_canonical`]):
+/// an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network
+/// it stands for (`10.0.0.0/8`), anything else as is.
+pub fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    if let ipnet::IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && let Ok(v4) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return ipnet::IpNet::V4(v4);
+    }
+    net
+}
+
 /// A token bucket per source ([`source_key`]), sans-IO: `per_second`
 /// tokens come back each second up to `burst`, and each event takes one.
 /// At most `max_tracked` sources are tracked; when the table is full of
@@ -148,6 +162,19 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn mapped_networks_become_ipv4_networks() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        assert_eq!(canonical_net(net("::ffff:10.0.0.0/104")), net("10.0.0.0/8"));
+        assert_eq!(
+            canonical_net(net("::ffff:192.0.2.7/128")),
+            net("192.0.2.7/32")
+        );
+        assert_eq!(canonical_net(net("2001:db8::/32")), net("2001:db8::/32"));
+        assert_eq!(canonical_net(net("::/0")), net("::/0"));
+        assert_eq!(canonical_net(net("10.0.0.0/8")), net("10.0.0.0/8"));
     }
 
     #[test]

@@ -416,7 +416,7 @@ fn udp_options_answered(server: &Server, local: &str, count: usize) -> usize {
 fn a_source_over_its_message_rate_is_refused_but_trunks_and_exempt_sources_are_not() {
     let server = Server::start_with_files(
         &format!(
-            "{}limits:\n  source_rate: 1\n  source_burst: 10\n  rate_exempt: ['127.0.0.2/32']\n",
+            "{}limits:\n  source_rate: 1\n  source_burst: 10\n  rate_exempt: ['127.0.0.2/32', '::ffff:127.0.0.5/128']\n",
             common::ALL_LOOPBACK
         ),
         &[(
@@ -482,6 +482,8 @@ fn a_source_over_its_message_rate_is_refused_but_trunks_and_exempt_sources_are_n
     // `inbound` network, and its host, whence the answers to our requests
     // come) are never limited.
     assert_eq!(udp_options_answered(&server, "127.0.0.2", 30), 30);
+    // (written as an IPv4-mapped network too)
+    assert_eq!(udp_options_answered(&server, "127.0.0.5", 30), 30);
     assert_eq!(udp_options_answered(&server, "127.0.0.3", 30), 30);
     assert_eq!(udp_options_answered(&server, "127.0.0.4", 30), 30);
     // Once its bucket refills, the limited source is served again.

@@ -345,6 +345,13 @@ impl SipCore {
         let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
         let records =
             nist::CompletedTransactions::new(nist::TIMER_J_UDP, limits.udp_transaction_memory);
+        // Addresses are compared in canonical form: so are the networks.
+        let mut limits = limits;
+        limits.rate_exempt = limits
+            .rate_exempt
+            .iter()
+            .map(|net| crate::source::canonical_net(*net))
+            .collect();
         let rate = (limits.source_rate > 0).then(|| {
             crate::source::SharedRateLimiter::new(
                 limits.source_rate,
