@@ -286,11 +286,12 @@ pub trait FastAnswer: Send + Sync {
     fn answer(&self, request: &Request, source: Source) -> (StatusCode, Vec<Header>);
 }
 
-/// Sources the message rate limit (`limits.source_rate`) leaves alone
+/// Sources the request rate limit (`limits.source_rate`) leaves alone
 /// besides `limits.rate_exempt`: the trunks, which the transaction user
-/// knows. Asked only for a source that is over its rate.
+/// knows. Asked for every request before it spends a token, so it must be
+/// cheap and take no lock.
 pub trait RateExempt: Send + Sync {
-    /// Whether messages from `ip` are never rate limited.
+    /// Whether requests from `ip` are never rate limited.
     fn exempt(&self, ip: std::net::IpAddr) -> bool;
 }
 
@@ -315,7 +316,7 @@ pub struct SipCore {
     records: nist::CompletedTransactions,
     advertise: OnceLock<advertise::Advertise>,
     acks: Arc<acks::Acks<outbound::NextHop>>,
-    /// Messages per source (`None`: `limits.source_rate` is 0).
+    /// Requests per source (`None`: `limits.source_rate` is 0).
     rate: Option<crate::source::SharedRateLimiter>,
     rate_exempt: OnceLock<Arc<dyn RateExempt>>,
 }
@@ -375,7 +376,7 @@ impl SipCore {
         })
     }
 
-    /// Installs who is exempt from the message rate limit besides
+    /// Installs who is exempt from the request rate limit besides
     /// `limits.rate_exempt` (once; later calls are ignored).
     pub fn set_rate_exempt(&self, exempt: Arc<dyn RateExempt>) {
         let _ = self.rate_exempt.set(exempt);
@@ -566,7 +567,7 @@ impl SipCore {
                 counters.error_responses.inc();
             }
             if RATE_LOG.allow() {
-                warn!(%remote, transport = kind.as_str(), answered = response.is_some(), "source over limits.source_rate: message refused");
+                warn!(%remote, transport = kind.as_str(), answered = response.is_some(), "source over limits.source_rate: request refused");
             }
             return Err(response);
         }
