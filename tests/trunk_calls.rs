@@ -1691,6 +1691,11 @@ fn a_withheld_number_stays_withheld_trunk_to_trunk_and_is_asserted() {
     assert_eq!(header(invite, "Privacy"), Some("id"), "{invite}");
     let asserted = header(invite, "P-Asserted-Identity").unwrap_or_default();
     assert!(asserted.contains("5557654321"), "{invite}");
+    // The CDR keeps both: the caller as presented and the asserted number.
+    let record = &cdrs(&server, 1)[0];
+    assert_eq!(record["caller"], "anonymous", "{record}");
+    assert_eq!(record["caller_asserted"], "+15557654321", "{record}");
+    assert_eq!(record["caller_private"], true, "{record}");
     assert_nothing_left(&server);
 }
 
@@ -1721,6 +1726,7 @@ fn transit(scenario_name: &str) {
     assert_eq!(records[0]["direction"], "transit");
     assert_eq!(records[0]["trunk"], "out");
     assert_eq!(records[0]["from_trunk"], "in");
+    assert!(records[0].get("caller_private").is_none(), "{}", records[0]);
     assert_nothing_left(&server);
 }
 

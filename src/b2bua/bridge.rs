@@ -2162,8 +2162,14 @@ impl Bridge {
             Destination::Trunks(route) => route.from_trunk.clone(),
             Destination::Browsers(_) => None,
         };
+        let identity = match &self.destination {
+            Destination::Trunks(route) => &route.caller,
+            Destination::Browsers(route) => &route.caller,
+        };
         b2bua.cdr.write(CallRecord {
             call_id: self.a_call_id.clone(),
+            caller_asserted: identity.asserted.clone(),
+            caller_private: identity.private,
             caller,
             callee,
             trunk,

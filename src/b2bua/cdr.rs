@@ -106,8 +106,17 @@ impl TransferRecord {
 pub struct CallRecord {
     /// The caller's Call-ID.
     pub call_id: String,
-    /// Caller (user or number).
+    /// Caller (user or number) as presented: the From user, `anonymous`
+    /// when the number is withheld.
     pub caller: String,
+    /// The caller's number a trunk asserted (RFC 3325
+    /// P-Asserted-Identity), also when it is withheld (omitted when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_asserted: Option<String>,
+    /// The caller asked for privacy (RFC 3323 `Privacy: id`, `user` or
+    /// `header`; omitted when not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub caller_private: bool,
     /// Callee (number or user).
     pub callee: String,
     /// The trunk that carried it out (the last one tried), or the one it
