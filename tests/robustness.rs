@@ -456,8 +456,8 @@ fn a_source_over_its_message_rate_is_refused_but_trunks_and_exempt_sources_are_n
     }
     // The second since the UDP burst brought back about one token.
     assert!(refused >= 7, "{refused} of 10 refused");
-    // Still over its rate: a CANCEL is processed (it ends work we have), an
-    // ACK and a response are not refused either.
+    // Still over its rate: a CANCEL over a stream is processed (it ends
+    // work we have), an ACK and a response are not refused either.
     tcp.write_all(request("CANCEL", "TCP", me, "rate-cancel", "rate-cancel").as_bytes())
         .unwrap();
     let reply = read_sip(&mut tcp).expect("an answer to the CANCEL");
@@ -473,7 +473,23 @@ fn a_source_over_its_message_rate_is_refused_but_trunks_and_exempt_sources_are_n
         .as_bytes(),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Over UDP a CANCEL is limited like any request: its sender
+    // retransmits it, and a forged source gets no 481.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let from = udp.local_addr().unwrap();
+    let cancel = request("CANCEL", "UDP", from, "rate-cancel-udp", "rate-cancel-udp");
+    udp.send_to(cancel.as_bytes(), server.addr("udp")).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        udp.recv(&mut [0u8; 2048]).is_err(),
+        "a CANCEL over UDP answered"
+    );
+    let udp_limited = udp_limited + 1;
+    assert_eq!(
+        server.metric("switchboard_sip_rate_limited_total{transport=\"udp\"}"),
+        udp_limited
+    );
     assert_eq!(
         server.metric("switchboard_sip_rate_limited_total{transport=\"tcp\"}"),
         refused

@@ -234,15 +234,7 @@ impl OutLeg {
         self.remote_target = None;
         self.route_set.clear();
         let mut headers = vec![
-            Header::Via(
-                format!(
-                    "SIP/2.0/{} {};branch=z9hG4bK-sbt{};rport",
-                    self.hop.kind.via_name(),
-                    self.hop.local,
-                    random_hex(8)
-                )
-                .into(),
-            ),
+            new_via(&self.hop),
             Header::MaxForwards("70".into()),
             Header::From(self.from.clone().into()),
             Header::To(self.to.clone().into()),
@@ -330,15 +322,7 @@ impl OutLeg {
     /// An in-dialog request (BYE, INFO) after the trunk answered.
     fn in_dialog(&mut self, method: Method, body: Option<(&str, String)>) -> Request {
         self.cseq += 1;
-        let mut headers = vec![Header::Via(
-            format!(
-                "SIP/2.0/{} {};branch=z9hG4bK-sbt{};rport",
-                self.hop.kind.via_name(),
-                self.hop.local,
-                random_hex(8)
-            )
-            .into(),
-        )];
+        let mut headers = vec![new_via(&self.hop)];
         for route in &self.route_set {
             headers.push(Header::Route(route.clone().into()));
         }
@@ -783,6 +767,43 @@ async fn follow_dialog(b2bua: &Arc<B2bua>, leg: &mut OutLeg) {
         info!(leg = %leg.label, addr = %hop.remote, "in-dialog requests go where the trunk's dialog says");
         leg.hop = hop;
     }
+}
+
+/// ACKs a second fork's 2xx and hangs that fork up, where its own dialog
+/// says (RFC 3261 §13.2.2.4): `destination`, followed from the INVITE's
+/// hop `base` as the first fork's was, else `base`. The ACK joins the
+/// leg's (kept by its guard) for the 2xx's retransmissions.
+async fn end_fork(
+    b2bua: Arc<B2bua>,
+    label: String,
+    base: NextHop,
+    (ack, mut bye): (Request, Request),
+    destination: Option<(String, u16)>,
+) {
+    let hop = match destination {
+        Some(d) => dialog_hop(&b2bua, &label, d, &base).await,
+        None => None,
+    }
+    .unwrap_or(base);
+    let _ = b2bua.core.send_ack(ack, &hop).await;
+    // The BYE was written for the leg's hop: its Via is this hop's.
+    if let Some(via) = bye.headers.iter_mut().find(|h| matches!(h, Header::Via(_))) {
+        *via = new_via(&hop);
+    }
+    send_in_dialog(&b2bua.outbound, &hop, bye, None);
+}
+
+/// Our Via for a new request of a leg sent on `hop` (a new branch).
+fn new_via(hop: &NextHop) -> Header {
+    Header::Via(
+        format!(
+            "SIP/2.0/{} {};branch=z9hG4bK-sbt{};rport",
+            hop.kind.via_name(),
+            hop.local,
+            random_hex(8)
+        )
+        .into(),
+    )
 }
 
 /// The hop to `destination` (a dialog's first route or remote target),
@@ -1918,17 +1939,15 @@ impl Bridge {
                                 if (200..300).contains(&status) {
                                     info!(leg = %leg.label, "a second fork answered: ACK, BYE");
                                     let (ack, bye, destination) = leg.ack_and_bye_for_fork(&response);
-                                    // That fork's own dialog says where (RFC
-                                    // 3261 §13.2.2.4), followed from the
-                                    // INVITE's hop as the first fork's was.
-                                    let hop = match destination {
-                                        Some(d) => dialog_hop(&b2bua, &leg.label, d, &leg.invite_hop).await,
-                                        None => None,
-                                    }
-                                    .unwrap_or_else(|| leg.invite_hop.clone());
-                                    // Joins the leg's ACKs (kept by `leg.ack`).
-                                    let _ = b2bua.core.send_ack(ack, &hop).await;
-                                    send_in_dialog(&b2bua.outbound, &hop, bye, None);
+                                    // Off the call's loop: finding the hop
+                                    // may wait on DNS or a connection.
+                                    tokio::spawn(end_fork(
+                                        b2bua.clone(),
+                                        leg.label.clone(),
+                                        leg.invite_hop.clone(),
+                                        (ack, bye),
+                                        destination,
+                                    ));
                                 }
                                 continue;
                             }

@@ -106,8 +106,8 @@ impl TransferRecord {
 pub struct CallRecord {
     /// The caller's Call-ID.
     pub call_id: String,
-    /// Caller (user or number) as presented: the From user, `anonymous`
-    /// when the number is withheld.
+    /// Caller (user or number): the From user (`anonymous` from a trunk
+    /// that withholds the number).
     pub caller: String,
     /// The caller's number a trunk asserted (RFC 3325
     /// P-Asserted-Identity), also when it is withheld (omitted when none).

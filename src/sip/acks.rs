@@ -36,6 +36,9 @@ struct Entry<H> {
     answered: Option<String>,
     /// Per dialog (To tag): the ACK sent, and the hop it went on.
     sent: Vec<(String, Request, H)>,
+    /// Other forks' dialogs (To tags) handed to the owner whose ACK is not
+    /// out yet: their retransmitted 2xx are not handed over again.
+    handed: Vec<String>,
     forks: Option<ForkHandler>,
 }
 
@@ -116,6 +119,7 @@ impl<H: Clone> Acks<H> {
             Entry {
                 answered: Some(to_tag),
                 sent: Vec::new(),
+                handed: Vec::new(),
                 forks: Some(forks),
             },
         );
@@ -134,6 +138,7 @@ impl<H: Clone> Acks<H> {
         let mut map = self.map.lock().ok()?;
         let sent = (to_tag, ack.clone(), hop.clone());
         if let Some(entry) = map.get_mut(&key) {
+            entry.handed.retain(|tag| *tag != sent.0);
             entry.sent.retain(|(tag, _, _)| *tag != sent.0);
             entry.sent.push(sent);
             return None;
@@ -143,6 +148,7 @@ impl<H: Clone> Acks<H> {
             Entry {
                 answered: None,
                 sent: vec![sent],
+                handed: Vec::new(),
                 forks: None,
             },
         );
@@ -156,8 +162,8 @@ impl<H: Clone> Acks<H> {
     /// first 2xx: the transaction layer passes it on).
     pub fn on_success(&self, response: &Response) -> Option<Known<H>> {
         let (key, to_tag) = identify(response, Method::Invite)?;
-        let map = self.map.lock().ok()?;
-        let entry = map.get(&key)?;
+        let mut map = self.map.lock().ok()?;
+        let entry = map.get_mut(&key)?;
         match entry.sent.iter().find(|(tag, _, _)| *tag == to_tag) {
             Some((_, ack, hop)) => {
                 // Each 2xx gets an ACK of its own (a new branch): a peer
@@ -172,11 +178,19 @@ impl<H: Clone> Acks<H> {
                 }
                 Some(Known::Resend(Box::new((ack, hop.clone()))))
             }
-            None if entry.answered.as_deref() == Some(to_tag.as_str()) => Some(Known::Pending),
+            None if entry.answered.as_deref() == Some(to_tag.as_str())
+                || entry.handed.contains(&to_tag) =>
+            {
+                Some(Known::Pending)
+            }
             // Forks enough: more 2xx of new dialogs are dropped (each
             // would cost an ACK, a BYE and a slot here).
-            None if entry.sent.len() >= MAX_DIALOGS => Some(Known::Pending),
-            None => entry.forks.clone().map(Known::Fork),
+            None if entry.sent.len() + entry.handed.len() >= MAX_DIALOGS => Some(Known::Pending),
+            None => {
+                let forks = entry.forks.clone()?;
+                entry.handed.push(to_tag);
+                Some(Known::Fork(forks))
+            }
         }
     }
 
@@ -384,6 +398,9 @@ mod tests {
             _ => panic!("fork not reported"),
         }
         assert_eq!(seen.lock().expect("lock").len(), 1);
+        // Its retransmission before the owner's ACK is out is not handed
+        // on again (a second ACK and BYE).
+        assert!(matches!(table.on_success(&ok("b")), Some(Known::Pending)));
         // The fork's ACK joins the entry: its retransmission is re-ACKed.
         let fork_ack = ack_for(&invite(), "b", target, &[]);
         assert!(table.record(&fork_ack, &hop()).is_none());

@@ -57,7 +57,8 @@ pub struct Limits {
     /// may send, over every transport together; 0 = unlimited. Beyond it a
     /// request over a stream connection gets `503` with `Retry-After`, one
     /// over UDP is dropped (a UDP source address may be forged, so no answer
-    /// goes to it); ACK and CANCEL always pass. Responses are not counted.
+    /// goes to it); an ACK, and a CANCEL over a stream, always pass.
+    /// Responses are not counted.
     /// Trunks and [`Limits::rate_exempt`] are not limited.
     pub source_rate: u32,
     /// Messages one source may send at once above [`Limits::source_rate`].

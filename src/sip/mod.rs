@@ -382,13 +382,16 @@ impl SipCore {
         let _ = self.rate_exempt.set(exempt);
     }
 
-    /// Whether the raw message `raw` from `ip` is refused by
+    /// Whether the raw message `raw` from `ip` over `kind` is refused by
     /// `limits.source_rate`. Only requests count: a response answers a
-    /// request of ours. Exempt sources spend nothing. ACK and CANCEL spend a
-    /// token but always pass: they end work that exists already (refusing
-    /// an ACK makes us retransmit the 2xx; refusing a CANCEL leaves a call
-    /// ringing), and without a transaction to match they cost next to nothing.
-    fn over_rate(&self, raw: &[u8], ip: std::net::IpAddr) -> bool {
+    /// request of ours. Exempt sources spend nothing. An ACK spends a token
+    /// but always passes: it ends work that exists already (refusing it
+    /// makes us retransmit the 2xx), has no answer, and without a
+    /// transaction to match costs next to nothing. So does a CANCEL over a
+    /// stream, where a refused one might never come again and leave a call
+    /// ringing; over UDP its sender retransmits it, and letting every
+    /// CANCEL from a forged source through would reflect our 481s.
+    fn over_rate(&self, raw: &[u8], kind: TransportKind, ip: std::net::IpAddr) -> bool {
         let Some(rate) = &self.rate else {
             return false;
         };
@@ -402,7 +405,9 @@ impl SipCore {
             return false;
         }
         let allowed = rate.allow(ip, Instant::now());
-        !allowed && !raw.starts_with(b"ACK ") && !raw.starts_with(b"CANCEL ")
+        !allowed
+            && !raw.starts_with(b"ACK ")
+            && (kind == TransportKind::Udp || !raw.starts_with(b"CANCEL "))
     }
 
     /// Starts the transaction layer's timers and returns the stream of new
@@ -551,7 +556,7 @@ impl SipCore {
         remote: SocketAddr,
     ) -> Result<SipMessage, Option<Vec<u8>>> {
         let counters = self.metrics.transport(kind);
-        if self.over_rate(raw, remote.ip()) {
+        if self.over_rate(raw, kind, remote.ip()) {
             counters.rate_limited.inc();
             // A UDP source address may be forged: nothing is sent to it.
             let response = match kind {
