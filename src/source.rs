@@ -74,10 +74,14 @@ impl RateLimiter {
 
     /// Takes one token for `source`; false when it has none left.
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
+        self.allow_key(source_key(source), now)
+    }
+
+    /// [`RateLimiter::allow`] for a source already made its [`source_key`].
+    fn allow_key(&mut self, key: IpAddr, now: Instant) -> bool {
         if !self.is_on() {
             return true;
         }
-        let key = source_key(source);
         if self.buckets.len() >= self.max_tracked && !self.buckets.contains_key(&key) {
             let swept_lately = self
                 .last_sweep
@@ -141,16 +145,17 @@ impl SharedRateLimiter {
     /// Takes one token for `source`; false when it has none left (a
     /// poisoned shard lets everything through).
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
-        let folded: u64 = match source_key(source) {
+        let key = source_key(source);
+        let folded: u64 = match key {
             IpAddr::V4(v4) => u64::from(u32::from(v4)),
             IpAddr::V6(v6) => v6.octets()[..8]
                 .iter()
                 .fold(0, |h, b| h << 8 | u64::from(*b)),
         };
-        // Fibonacci hashing: the high bits of the product mix every input bit.
+        // Fibonacci hashing: the upper half of the product mixes every input bit.
         let shard = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % Self::SHARDS;
         match self.shards[shard].lock() {
-            Ok(mut limiter) => limiter.allow(source, now),
+            Ok(mut limiter) => limiter.allow_key(key, now),
             Err(_) => true,
         }
     }

@@ -274,6 +274,10 @@ fn first_request<'a>(log: &'a str, method: &str) -> &'a str {
 /// carrier running `scenario` (it checks what it gets); the call lasts
 /// `secs` s, and nothing of it is left afterwards.
 fn carrier_answers_a_call(scenario: &str, name: &str, secs: u32, what: &str) {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
     let carrier = Carrier::start(scenario, &[]);
     let setup = start(&trunk(name, carrier.port, ""), &[name]);
     let (child, work) = call(&setup, "b2bua_call.xml", "+15551234567", media_port(), secs);
@@ -1180,10 +1184,6 @@ fn an_absurd_session_interval_from_the_trunk_does_not_break_the_call() {
 
 #[test]
 fn the_trunks_own_session_refresh_is_answered_with_the_timer() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio needs root");
-        return;
-    }
     carrier_answers_a_call(
         "trunk_uas_timer_uas.xml",
         "refresher",
@@ -1555,10 +1555,6 @@ fn an_invite_requiring_an_unsupported_extension_gets_420() {
 
 #[test]
 fn the_trunk_moving_its_contact_gets_our_bye_there() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio needs root");
-        return;
-    }
     // The called carrier re-INVITEs with a new Contact; the caller hangs
     // up; the carrier checks that our BYE's Request-URI is the new one.
     carrier_answers_a_call(
@@ -1571,10 +1567,6 @@ fn the_trunk_moving_its_contact_gets_our_bye_there() {
 
 #[test]
 fn a_trunks_200_sent_again_gets_our_ack_again() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio needs root");
-        return;
-    }
     // The carrier sends its 200 again after our ACK, as if the ACK was
     // lost: it must be ACKed again (the transaction layer has ended the
     // INVITE at its 2xx; the SIP core keeps the ACK for this).
@@ -1588,10 +1580,6 @@ fn a_trunks_200_sent_again_gets_our_ack_again() {
 
 #[test]
 fn a_forked_call_keeps_the_answering_dialog_and_hangs_up_a_second_answer() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio needs root");
-        return;
-    }
     // The carrier's 180 comes from fork A, its 200 from fork B, then a
     // second 200 from fork C: C is ACKed and hung up at once, the call's
     // BYE goes to B (the scenario checks tags and Request-URIs).
@@ -1605,10 +1593,6 @@ fn a_forked_call_keeps_the_answering_dialog_and_hangs_up_a_second_answer() {
 
 #[test]
 fn a_second_fork_on_another_node_is_acked_and_hung_up_there() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio needs root");
-        return;
-    }
     // As above, but fork C's Contact names another node: C's ACK and BYE
     // go there, in C's dialog; the call's BYE still goes to B.
     carrier_answers_for_another_node(
@@ -1625,6 +1609,10 @@ fn a_second_fork_on_another_node_is_acked_and_hung_up_there() {
 /// what it is) gets the INVITE, `node_b` waits on the port given to it as
 /// `-key other_port`; the caller hangs up after `secs`.
 fn carrier_answers_for_another_node(node_a: (&str, &str), node_b: (&str, &str), secs: u32) {
+    if !is_root() {
+        eprintln!("skipped: play_pcap_audio needs root");
+        return;
+    }
     let other = Carrier::start(node_b.0, &[]);
     let carrier = Carrier::start(node_a.0, &["-key", "other_port", &other.port.to_string()]);
     let setup = start(&trunk("carrier", carrier.port, ""), &["carrier"]);
@@ -1872,10 +1860,6 @@ fn behind_nat_peers_in_our_networks_are_given_the_address_we_send_from() {
 
 #[test]
 fn our_bye_goes_to_the_node_the_trunks_contact_names() {
-    if !is_root() {
-        eprintln!("skipped: play_pcap_audio needs root");
-        return;
-    }
     // The carrier's node A answers with a Contact naming node B (another
     // port): the caller hangs up and our BYE must reach B, not A.
     carrier_answers_for_another_node(

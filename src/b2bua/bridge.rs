@@ -2153,11 +2153,12 @@ impl Bridge {
             Some(BridgeOutcome::NoAnswer) => self.end_reason = "no answer".into(),
             _ => {}
         }
-        let (caller, callee, trunk, direction, out_role) = match &self.destination {
+        let (caller, callee, trunk, from_trunk, direction, out_role) = match &self.destination {
             Destination::Trunks(route) => (
-                route.caller.user.clone(),
+                &route.caller,
                 route.number.clone(),
                 self.out_label.clone(),
+                route.from_trunk.clone(),
                 if route.from_trunk.is_some() {
                     "transit"
                 } else {
@@ -2166,9 +2167,10 @@ impl Bridge {
                 "trunk",
             ),
             Destination::Browsers(route) => (
-                route.caller.user.clone(),
+                &route.caller,
                 route.callee.clone(),
                 route.from_trunk.clone(),
+                None,
                 if route.from_trunk.is_some() {
                     "inbound"
                 } else {
@@ -2177,19 +2179,11 @@ impl Bridge {
                 "callee",
             ),
         };
-        let from_trunk = match &self.destination {
-            Destination::Trunks(route) => route.from_trunk.clone(),
-            Destination::Browsers(_) => None,
-        };
-        let identity = match &self.destination {
-            Destination::Trunks(route) => &route.caller,
-            Destination::Browsers(route) => &route.caller,
-        };
         b2bua.cdr.write(CallRecord {
             call_id: self.a_call_id.clone(),
-            caller_asserted: identity.asserted.clone(),
-            caller_private: identity.private,
-            caller,
+            caller: caller.user.clone(),
+            caller_asserted: caller.asserted.clone(),
+            caller_private: caller.private,
             callee,
             trunk,
             from_trunk,

@@ -252,10 +252,11 @@ pub fn ack_for(invite: &Request, to_tag: &str, target: Uri, routes: &[String]) -
     headers.push(Header::MaxForwards("70".into()));
     for h in invite.headers.iter() {
         match h {
-            Header::From(_) | Header::CallId(_) | Header::Authorization(_) => {
-                headers.push(h.clone())
-            }
-            Header::ProxyAuthorization(_) => headers.push(h.clone()),
+            Header::From(_)
+            | Header::CallId(_)
+            | Header::Authorization(_)
+            | Header::ProxyAuthorization(_)
+            | Header::UserAgent(_) => headers.push(h.clone()),
             Header::To(to) => {
                 let has_tag = to.typed().ok().and_then(|t| tag_of(&t.params)).is_some();
                 let value = if has_tag || to_tag.is_empty() {
@@ -269,7 +270,6 @@ pub fn ack_for(invite: &Request, to_tag: &str, target: Uri, routes: &[String]) -
                 let seq = cseq.seq().unwrap_or(1);
                 headers.push(Header::CSeq(format!("{seq} ACK").into()));
             }
-            Header::UserAgent(_) => headers.push(h.clone()),
             _ => {}
         }
     }
